@@ -1,0 +1,29 @@
+/*
+ * log.h: one line per event on stderr, logfmt (`text`) or JSON.
+ *
+ * A line is a message plus key/value pairs given as a NULL-terminated list of
+ * strings: log_info("replica added", "db", "app", "addr", "10.0.0.5:5432", NULL).
+ * Never pass a password, a secret or query text.
+ */
+#ifndef PGFLEET_LOG_H
+#define PGFLEET_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
+
+/* verbosity: 0 = info (default), 1 = debug, 2 = trace, -1 = warnings only */
+void log_setup(int verbosity, bool json);
+bool log_enabled(enum log_level level);
+void log_kv(enum log_level level, const char *msg, ...) __attribute__((sentinel));
+
+#define log_error(...) log_kv(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_kv(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_kv(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+	do {                                                                                       \
+		if (log_enabled(LOG_DEBUG))                                                        \
+			log_kv(LOG_DEBUG, __VA_ARGS__);                                            \
+	} while (0)
+
+#endif
