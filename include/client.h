@@ -1,0 +1,73 @@
+/*
+ * client.h: the client side's state machine: startup, authentication, then
+ * forwarding queries to the linked server connection.
+ */
+#ifndef PGFLEET_CLIENT_H
+#define PGFLEET_CLIENT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "database.h"
+#include "params.h"
+
+struct pool_group;
+struct server;
+struct scram_server;
+
+enum client_state {
+	CLIENT_LOGIN,    /* fleet.login_clients: startup and authentication */
+	CLIENT_WAITING,  /* group->waiting: needs a server connection */
+	CLIENT_ACTIVE,   /* group->active: logged in, linked or between transactions */
+	CLIENT_JUSTFREE, /* fleet.justfree_clients: closed, freed next loop pass [transient] */
+};
+
+enum client_login_step {
+	LOGIN_STARTUP,     /* waiting for StartupMessage / SSLRequest */
+	LOGIN_PASSWORD,    /* sent AuthenticationCleartextPassword */
+	LOGIN_MD5,         /* sent AuthenticationMD5Password */
+	LOGIN_SASL_INIT,   /* sent AuthenticationSASL */
+	LOGIN_SASL_FINAL,  /* sent AuthenticationSASLContinue */
+	LOGIN_WELCOME,     /* authenticated, waiting for the server parameters */
+};
+
+struct client {
+	struct list node; /* the list of its state */
+	struct conn io;
+	enum client_state state;
+	enum client_login_step login_step;
+	struct database *db;
+	struct pool_group *group;
+	struct server *link;
+	char user[NAME_MAX_LEN];
+	char dbname[NAME_MAX_LEN];
+	struct param_set params; /* what the client's session should see */
+	uint32_t params_set;     /* bit per param the client chose itself */
+	uint32_t cancel_pid, cancel_key;
+	struct scram_server *scram; /* during login only */
+	uint8_t md5_salt[4];
+	struct sockaddr_storage addr;
+	char addr_str[64];
+	double connect_time, wait_start, request_time;
+	bool welcome_pending; /* logged in, waits for one server to learn parameters */
+};
+
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen);
+void client_set_state(struct client *c, enum client_state st);
+/* The one teardown path: sends an ErrorResponse when sqlstate is given, logs
+ * one line with the reason, and frees at the next loop pass. */
+void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The pool linked a server to c (c was waiting): resume its messages. */
+void client_linked(struct client *c);
+/* The server linked to c finished the transaction and went back. */
+void client_unlinked(struct client *c);
+/* The server side has bytes for c: resume forwarding when c can take them. */
+void client_resume(struct client *c);
+void client_free_list(void);
+void client_janitor(double now);
+
+#endif

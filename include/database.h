@@ -1,0 +1,84 @@
+/*
+ * database.h: the databases clients connect to and the replicas behind them.
+ *
+ * A database is one [databases] entry as a client names it (a "*" entry
+ * yields one database per name asked for).  Its replicas are the addresses
+ * its host resolves to: one per A/AAAA record of the headless service, one
+ * per literal address or socket directory.  A replica's health (state) is
+ * kept apart from its role (primary/standby).
+ */
+#ifndef PGFLEET_DATABASE_H
+#define PGFLEET_DATABASE_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "list.h"
+
+#define NAME_MAX_LEN 64
+
+enum replica_state {
+	REPLICA_NEW,      /* seen in DNS, no check passed yet: no traffic */
+	REPLICA_UP,       /* takes transactions */
+	REPLICA_DOWN,     /* a connect or check failed: no new transactions */
+	REPLICA_BANNED,   /* failed repeatedly: no traffic for ban_time */
+	REPLICA_DRAINING, /* gone from DNS: finishes its transactions, then is forgotten */
+};
+
+enum replica_role { ROLE_UNKNOWN, ROLE_PRIMARY, ROLE_STANDBY };
+
+struct replica {
+	struct list node; /* database->replicas */
+	struct database *db;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char addr_str[128]; /* "10.0.0.5:5432" or a socket path */
+	char host[256];     /* the name (or address) it came from */
+	enum replica_state state;
+	enum replica_role role;
+	double lag_s;
+	double retry_at; /* DOWN/BANNED: when it may be tried again */
+	int fails;       /* failures in a row */
+	double last_check;
+	char last_error[160];
+	bool seen; /* marked during a replica-set update */
+	struct list pools; /* struct pool, one per user */
+	int server_conns;  /* every server connection, any state */
+	int active;        /* linked to a client */
+	uint64_t xacts, queries, xact_us;
+};
+
+struct database {
+	struct list node; /* fleet.databases */
+	char name[NAME_MAX_LEN];   /* the name clients use */
+	char dbname[NAME_MAX_LEN]; /* the name on the servers */
+	const struct db_config *cfg;
+	struct list replicas; /* struct replica */
+	struct list groups;   /* struct pool_group, one per user */
+	int replica_count;
+	int pool_size;
+	int pool_mode; /* enum pool_mode */
+	bool paused, disabled;
+};
+
+/* The database for a client's name: existing, or created from the config
+ * (exact entry or "*").  NULL when the name is not configured. */
+struct database *database_lookup(const char *name);
+/* Replaces the replica set of every database whose host list names `host`
+ * with the addresses now known for it (called by discovery). */
+void database_hosts_changed(const char *host);
+/* Recomputes one database's replicas from its host list. */
+void database_sync_replicas(struct database *db);
+void replica_set_state(struct replica *r, enum replica_state state, const char *why);
+/* Is r able to take a new transaction for db's target_session_attrs? */
+bool replica_eligible(const struct replica *r, double now);
+const char *replica_state_name(enum replica_state s);
+const char *replica_role_name(enum replica_role r);
+/* Forgets draining replicas that have no connection left. */
+void database_reap(void);
+void database_free_all(void);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * discovery.h: c-ares resolution of every database host, inside the libevent
+ * loop.  A host is re-resolved on a timer (its TTL capped by dns_max_ttl,
+ * failures by dns_nxdomain_ttl); a failure keeps the last good answer.
+ */
+#ifndef PGFLEET_DISCOVERY_H
+#define PGFLEET_DISCOVERY_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct dns_addr {
+	struct sockaddr_storage sa; /* port 0: the database supplies it */
+	socklen_t len;
+};
+
+bool discovery_init(void) __attribute__((warn_unused_result));
+void discovery_shutdown(void);
+/* Starts resolving `name` if it is not known yet. */
+void discovery_watch(const char *name);
+/* The last good answer for `name`; false when none yet. */
+bool discovery_lookup(const char *name, const struct dns_addr **addrs, int *n);
+/* Re-resolve every host now (REFRESH DNS, SIGHUP). */
+void discovery_refresh(void);
+
+#endif

@@ -1,0 +1,14 @@
+/*
+ * listener.h: the listening sockets (TCP and the optional Unix socket) and
+ * the accept loop that hands new sockets to client.c.
+ */
+#ifndef PGFLEET_LISTENER_H
+#define PGFLEET_LISTENER_H
+
+#include <stdbool.h>
+
+bool listener_start(void) __attribute__((warn_unused_result));
+/* Stops accepting (graceful shutdown); sockets closed. */
+void listener_stop(void);
+
+#endif

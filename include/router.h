@@ -1,0 +1,17 @@
+/*
+ * router.h: which replica a transaction goes to.  Reads replica state, role
+ * and load; never touches sockets or lists.
+ */
+#ifndef PGFLEET_ROUTER_H
+#define PGFLEET_ROUTER_H
+
+#include "pool.h"
+
+/* A pool of g with an idle server on an eligible replica, by load_balance. */
+struct pool *router_pick_idle(struct pool_group *g, double now);
+/* A pool of g on an eligible replica with room for another connection. */
+struct pool *router_pick_launch(struct pool_group *g, double now);
+/* Why nothing is eligible, for the error a waiting client gets. */
+void router_explain(struct pool_group *g, double now, char *buf, unsigned len);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * runtime.h: the process-wide state of one event loop: the libevent base, the
+ * configuration in force, the lists every object lives on, and the two
+ * housekeeping mechanisms: freeing closed objects at the top of the next loop
+ * pass (never inside the callback that closed them) and the once-a-second
+ * janitor that enforces timeouts.
+ */
+#ifndef PGFLEET_RUNTIME_H
+#define PGFLEET_RUNTIME_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "list.h"
+
+struct fleet {
+	struct event_base *base;
+	struct config cfg;
+	char *config_path;
+	struct list databases;          /* struct database */
+	struct statlist login_clients;  /* CLIENT_LOGIN */
+	struct statlist justfree_clients;
+	struct statlist justfree_servers;
+	struct event *ev_free;          /* frees the justfree lists */
+	struct event *ev_janitor;       /* timeouts, once a second */
+	int client_count;               /* every client not yet freed */
+	bool shutting_down;
+	double started;
+};
+
+extern struct fleet fleet;
+
+/* Monotonic seconds. */
+double fleet_now(void);
+/* Wall-clock seconds since the epoch (for SHOW columns). */
+double fleet_wallclock(void);
+/* Schedules the justfree lists to be freed at the next loop pass. */
+void fleet_schedule_free(void);
+bool fleet_runtime_init(void) __attribute__((warn_unused_result));
+void fleet_runtime_done(void);
+/* Random bytes for keys and nonces (OpenSSL's RAND_bytes). */
+void fleet_random(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,654 @@
+/*
+ * client.c: the client side.  A client logs in (startup, password check),
+ * then each message it sends either goes to its linked server connection or,
+ * between transactions, first asks the pool for one.  Everything a client can
+ * get wrong ends in client_close(), which tells it why with an ErrorResponse.
+ *
+ * Must not: block, parse more of a message than pooling needs, or let one
+ * client's failure touch another.
+ */
+#include "client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "runtime.h"
+#include "scram.h"
+#include "server.h"
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg);
+static void client_on_write(evutil_socket_t fd, short what, void *arg);
+static void client_process(struct client *c);
+
+static const char *state_names[] = {"login", "waiting", "active", "justfree"};
+
+void client_set_state(struct client *c, enum client_state st)
+{
+	/* Off the old state's list ... */
+	switch (c->state) {
+	case CLIENT_LOGIN:
+		statlist_remove(&fleet.login_clients, &c->node);
+		break;
+	case CLIENT_WAITING:
+		statlist_remove(&c->group->waiting, &c->node);
+		break;
+	case CLIENT_ACTIVE:
+		statlist_remove(&c->group->active, &c->node);
+		break;
+	case CLIENT_JUSTFREE:
+		statlist_remove(&fleet.justfree_clients, &c->node);
+		break;
+	default:
+		abort();
+	}
+	c->state = st;
+	/* ... and onto the new one. */
+	switch (st) {
+	case CLIENT_LOGIN:
+		statlist_append(&fleet.login_clients, &c->node);
+		break;
+	case CLIENT_WAITING:
+		c->wait_start = fleet_now();
+		statlist_append(&c->group->waiting, &c->node);
+		break;
+	case CLIENT_ACTIVE:
+		statlist_append(&c->group->active, &c->node);
+		break;
+	case CLIENT_JUSTFREE:
+		statlist_append(&fleet.justfree_clients, &c->node);
+		fleet_schedule_free();
+		break;
+	default:
+		abort();
+	}
+	if (log_enabled(LOG_TRACE))
+		log_kv(LOG_TRACE, "client state", "client", c->addr_str, "state", state_names[st],
+		       NULL);
+}
+
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	if (fleet.client_count >= fleet.cfg.max_client_conn || fleet.shutting_down) {
+		/* Tell the client why in its own protocol; best effort, never blocks. */
+		struct wbuf w = {0};
+		proto_error(&w, "FATAL", fleet.shutting_down ? "57P01" : "53300",
+			    fleet.shutting_down ? "pgfleet is shutting down"
+						: "no more connections allowed (max_client_conn)");
+		ssize_t n = send(fd, w.data, w.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)n;
+		wbuf_free(&w);
+		close(fd);
+		log_warn("client refused", "reason",
+			 fleet.shutting_down ? "shutting down" : "max_client_conn", NULL);
+		return;
+	}
+	struct client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	memcpy(&c->addr, sa, salen < sizeof(c->addr) ? salen : sizeof(c->addr));
+	conn_format_addr(&c->addr, c->addr_str, sizeof(c->addr_str));
+	conn_setup(&c->io, fd, client_on_read, client_on_write, c);
+	c->state = CLIENT_LOGIN;
+	statlist_append(&fleet.login_clients, &c->node);
+	c->connect_time = c->request_time = fleet_now();
+	fleet.client_count++;
+	conn_read_enable(&c->io, true);
+}
+
+void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	if (c->state == CLIENT_JUSTFREE)
+		return;
+	char reason[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+
+	if (sqlstate && c->io.fd >= 0 && c->io.pkt_remain == 0) {
+		/* Only between messages: a half-sent message would garble the error. */
+		struct iobuf *peer_in = c->link ? c->link->io.in : NULL;
+		if (!peer_in || iobuf_unsent(peer_in) == 0) {
+			proto_error(&c->io.out, "FATAL", sqlstate, reason);
+			if (conn_flush(&c->io) != IO_DONE)
+				log_debug("error not delivered", "client", c->addr_str, NULL);
+		}
+	}
+	if (c->link)
+		server_unlink_client(c->link);
+	c->link = NULL;
+	bool logged_in = c->state != CLIENT_LOGIN;
+	if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
+	    (sqlstate && logged_in))
+		log_kv(sqlstate ? LOG_WARN : LOG_INFO, "client closed", "client", c->addr_str,
+		       "db", c->dbname, "user", c->user, "reason", reason, NULL);
+	if (c->scram) {
+		memset(c->scram, 0, sizeof(*c->scram));
+		free(c->scram);
+		c->scram = NULL;
+	}
+	conn_teardown(&c->io);
+	client_set_state(c, CLIENT_JUSTFREE);
+}
+
+void client_free_list(void)
+{
+	struct list *it;
+	while ((it = statlist_pop(&fleet.justfree_clients))) {
+		struct client *c = container_of(it, struct client, node);
+		fleet.client_count--;
+		free(c);
+	}
+}
+
+/* ---- login ---------------------------------------------------------------- */
+
+static void send_welcome(struct client *c)
+{
+	struct pool_group *g = c->group;
+	struct wbuf *out = &c->io.out;
+	/* The server's parameters as the first connection of this group reported
+	 * them, with the client's own choices in place of the server's. */
+	struct pkt_reader r = pkt_reader_init(g->welcome.data, g->welcome.len);
+	while (r.pos + 5 <= r.len) {
+		uint32_t len = proto_get_u32(r.p + r.pos + 1);
+		if (len < 4 || len > r.len - r.pos - 1)
+			break;
+		struct pkt_reader m = pkt_reader_init(r.p + r.pos + 5, len - 4);
+		r.pos += 1 + len;
+		const char *name = pkt_get_str(&m), *value = pkt_get_str(&m);
+		if (!name || !value)
+			continue;
+		int id = param_lookup(name);
+		if (id >= 0) {
+			if (c->params_set & (1u << id))
+				value = c->params.value[id];
+			else
+				snprintf(c->params.value[id], PARAM_VALUE_MAX, "%s", value);
+		}
+		proto_parameter_status(out, name, value);
+	}
+	proto_backend_key(out, c->cancel_pid, c->cancel_key);
+	proto_ready(out, 'I');
+	c->welcome_pending = false;
+	if (fleet.cfg.log_connections)
+		log_info("client login", "client", c->addr_str, "db", c->dbname, "user", c->user,
+			 NULL);
+}
+
+/* Authentication passed: join the pool group and greet the client. */
+static void login_done(struct client *c)
+{
+	proto_auth(&c->io.out, AUTH_REQ_OK, NULL, 0);
+	if (c->scram) {
+		memset(c->scram, 0, sizeof(*c->scram));
+		free(c->scram);
+		c->scram = NULL;
+	}
+	fleet_random(&c->cancel_pid, sizeof(c->cancel_pid));
+	fleet_random(&c->cancel_key, sizeof(c->cancel_key));
+	c->cancel_pid &= 0x7fffffff;
+	c->group = pool_group_get(c->db, c->user);
+	if (!c->group) {
+		client_close(c, "53200", "out of memory");
+		return;
+	}
+	if (c->group->have_welcome) {
+		send_welcome(c);
+		client_set_state(c, CLIENT_ACTIVE);
+		return;
+	}
+	/* No server of this group has told us its parameters yet: wait for one. */
+	c->login_step = LOGIN_WELCOME;
+	c->welcome_pending = true;
+	client_set_state(c, CLIENT_ACTIVE);
+	if (pool_checkout(c))
+		client_linked(c);
+}
+
+static void ask_password(struct client *c)
+{
+	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	switch (auth_choose(fleet.cfg.auth_type, u)) {
+	case AUTH_METHOD_TRUST:
+		login_done(c);
+		return;
+	case AUTH_METHOD_PLAIN:
+		proto_auth(&c->io.out, AUTH_REQ_CLEARTEXT, NULL, 0);
+		c->login_step = LOGIN_PASSWORD;
+		return;
+	case AUTH_METHOD_MD5:
+		fleet_random(c->md5_salt, 4);
+		proto_auth(&c->io.out, AUTH_REQ_MD5, c->md5_salt, 4);
+		c->login_step = LOGIN_MD5;
+		return;
+	case AUTH_METHOD_SCRAM:
+		proto_auth_sasl_mechs(&c->io.out);
+		c->login_step = LOGIN_SASL_INIT;
+		return;
+	}
+}
+
+static void auth_failed(struct client *c)
+{
+	client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+/* Handles one whole password message ('p'). */
+static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
+{
+	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	struct pkt_reader r = pkt_reader_init(body, len);
+	char out[SCRAM_MAX_MSG];
+	size_t outn;
+
+	switch (c->login_step) {
+	case LOGIN_PASSWORD: {
+		const char *pw = pkt_get_str(&r);
+		if (!pw || !auth_check_plain(u, pw))
+			auth_failed(c);
+		else
+			login_done(c);
+		return;
+	}
+	case LOGIN_MD5: {
+		const char *resp = pkt_get_str(&r);
+		if (!resp || !auth_check_md5(u, c->md5_salt, resp))
+			auth_failed(c);
+		else
+			login_done(c);
+		return;
+	}
+	case LOGIN_SASL_INIT: {
+		const char *mech = pkt_get_str(&r);
+		uint32_t n = pkt_get_u32(&r);
+		if (!mech || r.bad) {
+			client_close(c, "08P01", "malformed SASLInitialResponse");
+			return;
+		}
+		if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+			client_close(c, "28000", "SASL mechanism not supported: %s", mech);
+			return;
+		}
+		const uint8_t *data = pkt_get_bytes(&r, n);
+		struct scram_secret secret;
+		c->scram = calloc(1, sizeof(*c->scram));
+		if (!data || n == 0xffffffffu || !c->scram) {
+			client_close(c, "08P01", "malformed SASLInitialResponse");
+			return;
+		}
+		if (!auth_scram_secret(u, &secret) ||
+		    !scram_server_first(c->scram, &secret, data, n, out, sizeof(out), &outn)) {
+			client_close(c, "08P01", "malformed SCRAM message");
+			return;
+		}
+		proto_auth(&c->io.out, AUTH_REQ_SASL_CONTINUE, out, (uint32_t)outn);
+		c->login_step = LOGIN_SASL_FINAL;
+		return;
+	}
+	case LOGIN_SASL_FINAL:
+		if (!u || !scram_server_final(c->scram, body, len, out, sizeof(out), &outn)) {
+			auth_failed(c);
+			return;
+		}
+		proto_auth(&c->io.out, AUTH_REQ_SASL_FINAL, out, (uint32_t)outn);
+		login_done(c);
+		return;
+	default:
+		client_close(c, "08P01", "unexpected password message");
+	}
+}
+
+/* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
+ * included in `pkt`. */
+static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
+{
+	struct pkt_reader r = pkt_reader_init(pkt + 4, len - 4);
+	uint32_t code = pkt_get_u32(&r);
+
+	if (code == PROTO_SSL_REQUEST || code == PROTO_GSSENC_REQUEST) {
+		/* No TLS or GSS encryption on this listener: go on in plaintext. */
+		wbuf_put(&c->io.out, "N", 1);
+		return;
+	}
+	if (code == PROTO_CANCEL_REQUEST) {
+		client_close(c, NULL, "cancel request (not routed yet)");
+		return;
+	}
+	if (code >> 16 != 3) {
+		client_close(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
+			     code >> 16, code & 0xffff);
+		return;
+	}
+	const char *unsupported[16];
+	int n_unsupported = 0;
+	const char *user = NULL, *database = NULL;
+	for (;;) {
+		const char *name = pkt_get_str(&r);
+		if (!name) {
+			client_close(c, "08P01", "invalid startup packet layout");
+			return;
+		}
+		if (!*name)
+			break;
+		const char *value = pkt_get_str(&r);
+		if (!value) {
+			client_close(c, "08P01", "invalid startup packet layout");
+			return;
+		}
+		int id;
+		if (strcmp(name, "user") == 0) {
+			user = value;
+		} else if (strcmp(name, "database") == 0) {
+			database = value;
+		} else if (strcmp(name, "replication") == 0 && strcasecmp(value, "false") != 0 &&
+			   strcasecmp(value, "off") != 0 && strcmp(value, "0") != 0) {
+			client_close(c, "08P01", "replication connections are not supported");
+			return;
+		} else if (strncmp(name, "_pq_.", 5) == 0) {
+			if (n_unsupported < 16)
+				unsupported[n_unsupported++] = name;
+		} else if ((id = param_lookup(name)) >= 0) {
+			if (strlen(value) >= PARAM_VALUE_MAX) {
+				client_close(c, "22023", "value of startup parameter \"%s\" is too long",
+					     name);
+				return;
+			}
+			snprintf(c->params.value[id], PARAM_VALUE_MAX, "%s", value);
+			c->params_set |= 1u << id;
+		}
+		/* Other parameters (extra_float_digits, options, ...) are dropped. */
+	}
+	if (!user || !*user) {
+		client_close(c, "28000", "no PostgreSQL user name specified in startup packet");
+		return;
+	}
+	if (!database || !*database)
+		database = user;
+	if (strlen(user) >= NAME_MAX_LEN || strlen(database) >= NAME_MAX_LEN) {
+		client_close(c, "42622", "user or database name too long");
+		return;
+	}
+	snprintf(c->user, sizeof(c->user), "%s", user);
+	snprintf(c->dbname, sizeof(c->dbname), "%s", database);
+	if ((code & 0xffff) != 0 || n_unsupported) {
+		/* NegotiateProtocolVersion: we speak 3.0 and none of the _pq_ options. */
+		uint32_t m = proto_begin(&c->io.out, 'v');
+		proto_put_u32(&c->io.out, PROTO_V3);
+		proto_put_u32(&c->io.out, (uint32_t)n_unsupported);
+		for (int i = 0; i < n_unsupported; i++)
+			proto_put_str(&c->io.out, unsupported[i]);
+		proto_end(&c->io.out, m);
+	}
+	c->db = database_lookup(c->dbname);
+	if (!c->db) {
+		client_close(c, "3D000", "database \"%s\" does not exist", c->dbname);
+		return;
+	}
+	if (c->db->disabled) {
+		client_close(c, "57P03", "database \"%s\" is disabled", c->dbname);
+		return;
+	}
+	ask_password(c);
+}
+
+/* Login messages are small and must be whole before they are handled. */
+static bool process_login(struct client *c)
+{
+	struct iobuf *b = c->io.in;
+	if (!b)
+		return false;
+	uint32_t avail = iobuf_unparsed(b);
+	const uint8_t *p = b->data + b->parsed;
+	uint32_t total, hdr;
+
+	if (c->login_step == LOGIN_STARTUP) {
+		if (avail < 4)
+			return false;
+		total = proto_get_u32(p);
+		hdr = 0;
+		if (total < 8 || total > PROTO_MAX_STARTUP) {
+			client_close(c, "08P01", "invalid length of startup packet");
+			return false;
+		}
+	} else if (c->login_step == LOGIN_WELCOME) {
+		return false; /* whatever comes next waits until the login is finished */
+	} else {
+		if (avail < 5)
+			return false;
+		if (p[0] != 'p') {
+			client_close(c, "08P01", "expected password response, got message type %d",
+				     p[0]);
+			return false;
+		}
+		total = proto_get_u32(p + 1) + 1;
+		hdr = 5;
+		if (total < 5 || total > SCRAM_MAX_MSG + 256) {
+			client_close(c, "08P01", "invalid password packet length");
+			return false;
+		}
+	}
+	if (avail < total)
+		return false;
+	b->parsed += total;
+	b->done = b->parsed;
+	if (c->login_step == LOGIN_STARTUP)
+		handle_startup(c, p, total);
+	else
+		handle_password(c, p + hdr, total - hdr);
+	if (c->state == CLIENT_JUSTFREE)
+		return false;
+	enum io_result r = conn_flush(&c->io);
+	if (r == IO_ERROR) {
+		client_close(c, NULL, "write failed: %s", strerror(errno));
+		return false;
+	}
+	if (r == IO_AGAIN)
+		conn_write_enable(&c->io, true);
+	return true;
+}
+
+/* ---- forwarding ------------------------------------------------------------ */
+
+/* Parses client messages up to what pooling must know, then writes them to
+ * the linked server.  Returns false when it must stop for now. */
+static bool forward_to_server(struct client *c)
+{
+	struct server *s = c->link;
+	struct iobuf *b = c->io.in;
+	bool terminate = false;
+
+	while (b && !terminate) {
+		if (c->io.pkt_remain) {
+			uint32_t take = iobuf_unparsed(b);
+			if (take > c->io.pkt_remain)
+				take = c->io.pkt_remain;
+			b->parsed += take;
+			c->io.pkt_remain -= take;
+			if (c->io.pkt_remain)
+				break;
+			continue;
+		}
+		uint8_t type;
+		uint32_t len;
+		if (!conn_peek_header(&c->io, &type, &len))
+			break;
+		if (len < 4 || len > (uint64_t)fleet.cfg.max_packet_size) {
+			client_close(c, "08P01", "invalid message length %u (type %d)", len, type);
+			return false;
+		}
+		switch (type) {
+		case 'X':
+			terminate = true;
+			continue;
+		case 'Q':
+		case 'S':
+		case 'F':
+			s->expect_rfq++;
+			s->tail_clean = true;
+			if (!s->request_time || type == 'Q')
+				s->request_time = fleet_now();
+			break;
+		default:
+			s->tail_clean = false;
+			break;
+		}
+		uint32_t total = len + 1, avail = iobuf_unparsed(b);
+		if (avail >= total) {
+			b->parsed += total;
+		} else {
+			b->parsed += avail;
+			c->io.pkt_remain = total - avail;
+		}
+	}
+	enum io_result r = conn_forward(&c->io, &s->io);
+	if (r == IO_AGAIN) {
+		conn_read_enable(&c->io, false);
+		conn_write_enable(&s->io, true);
+		return false;
+	}
+	if (r == IO_ERROR) {
+		server_close(s, "write to server failed");
+		return false;
+	}
+	if (terminate) {
+		client_close(c, NULL, "client terminated");
+		return false;
+	}
+	conn_release_buffer(&c->io);
+	conn_read_enable(&c->io, true);
+	return false;
+}
+
+static void client_process(struct client *c)
+{
+	for (;;) {
+		switch (c->state) {
+		case CLIENT_LOGIN:
+			if (!process_login(c))
+				return;
+			continue;
+		case CLIENT_WAITING:
+			conn_read_enable(&c->io, false);
+			return;
+		case CLIENT_ACTIVE:
+			if (c->welcome_pending)
+				return;
+			if (!c->link) {
+				uint8_t type;
+				uint32_t len;
+				if (!conn_peek_header(&c->io, &type, &len)) {
+					conn_release_buffer(&c->io);
+					return;
+				}
+				if (type == 'X') {
+					client_close(c, NULL, "client terminated");
+					return;
+				}
+				if (c->db->paused || !pool_checkout(c)) {
+					/* Wait without reading more: back-pressure. */
+					conn_read_enable(&c->io, false);
+					return;
+				}
+			}
+			forward_to_server(c);
+			return;
+		case CLIENT_JUSTFREE:
+			return;
+		}
+	}
+}
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	enum io_result r = conn_read(&c->io);
+	if (r == IO_EOF || r == IO_ERROR) {
+		if (c->link && c->io.in && iobuf_unparsed(c->io.in))
+			client_process(c); /* deliver what came before the close */
+		if (c->state != CLIENT_JUSTFREE)
+			client_close(c, NULL, r == IO_EOF ? "client closed the connection"
+							  : "client socket error");
+		return;
+	}
+	client_process(c);
+}
+
+/* The client's socket can take more: send our own messages, then whatever
+ * the linked server had waiting for it. */
+static void client_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	enum io_result r = c->link ? conn_forward(&c->link->io, &c->io) : conn_flush(&c->io);
+	if (r == IO_AGAIN)
+		return;
+	conn_write_enable(&c->io, false);
+	if (r == IO_ERROR) {
+		client_close(c, NULL, "write to client failed");
+		return;
+	}
+	if (c->link)
+		server_resume(c->link);
+	else
+		client_process(c);
+}
+
+void client_linked(struct client *c)
+{
+	if (c->welcome_pending) {
+		/* The server existed only to learn the parameters: greet and release. */
+		struct server *s = c->link;
+		send_welcome(c);
+		c->login_step = LOGIN_STARTUP;
+		server_release(s);
+		enum io_result r = conn_flush(&c->io);
+		if (r == IO_ERROR) {
+			client_close(c, NULL, "write failed");
+			return;
+		}
+		if (r == IO_AGAIN)
+			conn_write_enable(&c->io, true);
+	}
+	conn_read_enable(&c->io, true);
+	client_process(c);
+}
+
+void client_unlinked(struct client *c)
+{
+	c->link = NULL;
+	/* Messages of the next transaction may already be buffered. */
+	if (c->io.in && iobuf_unparsed(c->io.in))
+		client_process(c);
+	else
+		conn_read_enable(&c->io, true);
+}
+
+void client_resume(struct client *c)
+{
+	if (c->state == CLIENT_ACTIVE && !c->io.write_on)
+		client_process(c);
+}
+
+void client_janitor(double now)
+{
+	struct list *it, *tmp;
+	double login_to = fleet.cfg.client_login_timeout;
+	if (login_to > 0) {
+		list_for_each_safe(it, tmp, &fleet.login_clients.head) {
+			struct client *c = container_of(it, struct client, node);
+			if (now - c->connect_time > login_to)
+				client_close(c, "08P01", "client_login_timeout");
+		}
+	}
+}

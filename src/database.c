@@ -1,0 +1,308 @@
+/*
+ * database.c: databases as clients name them, and their replicas: one per
+ * address the host resolves to.  Follows the replica set as DNS changes it:
+ * a new address is a new replica with its own pools; a vanished one drains
+ * (no new transactions, idle connections closed, busy ones at their end) and
+ * is forgotten once its last connection is gone.
+ */
+#include "database.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "discovery.h"
+#include "log.h"
+#include "pool.h"
+#include "runtime.h"
+#include "server.h"
+
+static const char *state_names[] = {"new", "up", "down", "banned", "draining"};
+static const char *role_names[] = {"unknown", "primary", "standby"};
+
+const char *replica_state_name(enum replica_state s)
+{
+	return state_names[s];
+}
+
+const char *replica_role_name(enum replica_role r)
+{
+	return role_names[r];
+}
+
+void replica_set_state(struct replica *r, enum replica_state state, const char *why)
+{
+	if (r->state == state)
+		return;
+	enum replica_state old = r->state;
+	r->state = state;
+	log_kv(state == REPLICA_UP ? LOG_INFO : LOG_WARN,
+	       state == REPLICA_UP	   ? "replica up"
+	       : state == REPLICA_DRAINING ? "replica draining"
+	       : state == REPLICA_BANNED   ? "replica banned"
+					   : "replica down",
+	       "db", r->db->name, "addr", r->addr_str, "from", state_names[old], "reason", why,
+	       NULL);
+	if (state == REPLICA_DRAINING || state == REPLICA_DOWN || state == REPLICA_BANNED) {
+		/* Idle connections go now; busy ones finish their transaction. */
+		struct list *pit, *it, *tmp;
+		list_for_each(pit, &r->pools) {
+			struct pool *p = container_of(pit, struct pool, replica_node);
+			list_for_each_safe(it, tmp, &p->idle.head) {
+				struct server *s = container_of(it, struct server, node);
+				server_close(s, state == REPLICA_DRAINING ? "replica draining"
+									  : "replica down");
+			}
+		}
+	}
+}
+
+/* Does any replica of db serve as a standby right now? (prefer-standby) */
+static bool standby_available(const struct database *db, double now)
+{
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
+		if (r->role == ROLE_STANDBY &&
+		    (r->state == REPLICA_UP || (r->state == REPLICA_DOWN && now >= r->retry_at)))
+			return true;
+	}
+	return false;
+}
+
+bool replica_eligible(const struct replica *r, double now)
+{
+	switch (r->state) {
+	case REPLICA_UP:
+	case REPLICA_NEW:
+		break;
+	case REPLICA_DOWN:
+	case REPLICA_BANNED:
+		if (now < r->retry_at)
+			return false;
+		break; /* a retry: one connection finds out */
+	case REPLICA_DRAINING:
+		return false;
+	}
+	int tsa = r->db->cfg ? r->db->cfg->tsa : TSA_ANY;
+	switch (tsa) {
+	case TSA_READ_WRITE:
+	case TSA_PRIMARY:
+		return r->role != ROLE_STANDBY;
+	case TSA_READ_ONLY:
+	case TSA_STANDBY:
+		return r->role != ROLE_PRIMARY;
+	case TSA_PREFER_STANDBY:
+		return r->role != ROLE_PRIMARY || !standby_available(r->db, now);
+	default:
+		return true;
+	}
+}
+
+/* ---- host lists -------------------------------------------------------------- */
+
+typedef void (*addr_fn)(struct database *db, const char *host, const struct sockaddr *sa,
+			socklen_t len);
+
+/* Calls fn for every address db's host list stands for right now. */
+static void for_each_addr(struct database *db, addr_fn fn)
+{
+	const struct db_config *cfg = db->cfg;
+	char hosts[1024];
+	snprintf(hosts, sizeof(hosts), "%s", cfg->host ? cfg->host : "");
+	char *save = NULL;
+	for (char *h = strtok_r(hosts, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+		while (*h == ' ')
+			h++;
+		char *end = h + strlen(h);
+		while (end > h && end[-1] == ' ')
+			*--end = 0;
+		if (!*h)
+			continue;
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		if (h[0] == '/') {
+			struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+			un->sun_family = AF_UNIX;
+			snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", h, cfg->port);
+			fn(db, h, (struct sockaddr *)un, sizeof(*un));
+		} else if (inet_pton(AF_INET, h, &in4->sin_addr) == 1) {
+			in4->sin_family = AF_INET;
+			in4->sin_port = htons((uint16_t)cfg->port);
+			fn(db, h, (struct sockaddr *)in4, sizeof(*in4));
+		} else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+			in6->sin6_family = AF_INET6;
+			in6->sin6_port = htons((uint16_t)cfg->port);
+			fn(db, h, (struct sockaddr *)in6, sizeof(*in6));
+		} else {
+			const struct dns_addr *addrs;
+			int n;
+			discovery_watch(h);
+			if (!discovery_lookup(h, &addrs, &n))
+				continue;
+			for (int i = 0; i < n; i++) {
+				struct sockaddr_storage a = addrs[i].sa;
+				if (a.ss_family == AF_INET)
+					((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)cfg->port);
+				else
+					((struct sockaddr_in6 *)&a)->sin6_port =
+						htons((uint16_t)cfg->port);
+				fn(db, h, (struct sockaddr *)&a, addrs[i].len);
+			}
+		}
+	}
+}
+
+static struct replica *find_replica(struct database *db, const struct sockaddr *sa, socklen_t len)
+{
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		struct replica *r = container_of(it, struct replica, node);
+		if (r->addrlen == len && memcmp(&r->addr, sa, len) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static void mark_addr(struct database *db, const char *host, const struct sockaddr *sa,
+		      socklen_t len)
+{
+	struct replica *r = find_replica(db, sa, len);
+	if (r) {
+		r->seen = true;
+		if (r->state == REPLICA_DRAINING) {
+			r->state = REPLICA_UP;
+			pool_add_replica(r);
+			log_info("replica back in DNS", "db", db->name, "addr", r->addr_str, NULL);
+		}
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	r->db = db;
+	memcpy(&r->addr, sa, len);
+	r->addrlen = len;
+	conn_format_addr(&r->addr, r->addr_str, sizeof(r->addr_str));
+	snprintf(r->host, sizeof(r->host), "%s", host);
+	/* No health checks yet: the first successful login is the check. */
+	r->state = REPLICA_UP;
+	r->role = ROLE_UNKNOWN;
+	r->seen = true;
+	list_init(&r->pools);
+	list_append(&db->replicas, &r->node);
+	db->replica_count++;
+	pool_add_replica(r);
+	log_info("replica added", "db", db->name, "addr", r->addr_str, "host", host, NULL);
+}
+
+void database_sync_replicas(struct database *db)
+{
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		container_of(it, struct replica, node)->seen = false;
+	}
+	for_each_addr(db, mark_addr);
+	list_for_each(it, &db->replicas) {
+		struct replica *r = container_of(it, struct replica, node);
+		if (!r->seen && r->state != REPLICA_DRAINING) {
+			replica_set_state(r, REPLICA_DRAINING, "gone from DNS");
+			/* Its pools stay until the busy connections end; no new ones. */
+		}
+	}
+	struct list *git;
+	list_for_each(git, &db->groups) {
+		pool_kick(container_of(git, struct pool_group, node));
+	}
+}
+
+static bool host_list_has(const char *list, const char *host)
+{
+	size_t n = strlen(host);
+	for (const char *p = list; (p = strstr(p, host)); p += n) {
+		bool start = p == list || p[-1] == ',' || p[-1] == ' ';
+		bool end = p[n] == 0 || p[n] == ',' || p[n] == ' ';
+		if (start && end)
+			return true;
+	}
+	return false;
+}
+
+void database_hosts_changed(const char *host)
+{
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *db = container_of(it, struct database, node);
+		if (db->cfg && db->cfg->host && host_list_has(db->cfg->host, host))
+			database_sync_replicas(db);
+	}
+}
+
+struct database *database_lookup(const char *name)
+{
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *db = container_of(it, struct database, node);
+		if (strcmp(db->name, name) == 0)
+			return db;
+	}
+	const struct db_config *cfg = config_find_db(&fleet.cfg, name);
+	if (!cfg)
+		return NULL;
+	struct database *db = calloc(1, sizeof(*db));
+	if (!db)
+		return NULL;
+	snprintf(db->name, sizeof(db->name), "%s", name);
+	snprintf(db->dbname, sizeof(db->dbname), "%s", cfg->dbname ? cfg->dbname : name);
+	db->cfg = cfg;
+	db->pool_size = cfg->pool_size >= 0 ? cfg->pool_size : (int)fleet.cfg.default_pool_size;
+	db->pool_mode = cfg->pool_mode >= 0 ? cfg->pool_mode : fleet.cfg.pool_mode;
+	list_init(&db->replicas);
+	list_init(&db->groups);
+	list_append(&fleet.databases, &db->node);
+	database_sync_replicas(db);
+	return db;
+}
+
+static void replica_free(struct replica *r)
+{
+	pool_remove_replica(r);
+	list_del(&r->node);
+	r->db->replica_count--;
+	free(r);
+}
+
+void database_reap(void)
+{
+	struct list *dit, *it, *tmp;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each_safe(it, tmp, &db->replicas) {
+			struct replica *r = container_of(it, struct replica, node);
+			if (r->state == REPLICA_DRAINING && r->server_conns == 0) {
+				log_info("replica removed", "db", db->name, "addr", r->addr_str, NULL);
+				replica_free(r);
+			}
+		}
+	}
+}
+
+void database_free_all(void)
+{
+	struct list *dit, *dtmp, *it, *tmp;
+	list_for_each_safe(dit, dtmp, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each_safe(it, tmp, &db->groups) {
+			pool_free_group(container_of(it, struct pool_group, node));
+		}
+		list_for_each_safe(it, tmp, &db->replicas) {
+			replica_free(container_of(it, struct replica, node));
+		}
+		list_del(&db->node);
+		free(db);
+	}
+}

@@ -1,0 +1,242 @@
+/*
+ * main.c: command line, start-up order, signals and the shutdown order.
+ *
+ * Start-up: configuration (file + environment), logging, the event loop,
+ * DNS, the configured databases, then the listeners.  SIGTERM/SIGINT stop
+ * accepting and let open transactions finish (up to shutdown_timeout); a
+ * second one exits at once.  SIGHUP re-resolves every host.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "database.h"
+#include "discovery.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "runtime.h"
+#include "server.h"
+#include "version.h"
+
+extern char **environ;
+
+static struct event *ev_signals[3];
+static struct event *ev_drain;
+static double drain_deadline;
+static int exit_code;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"pgfleet %s: a replica-aware PostgreSQL connection pooler\n"
+		"\n"
+		"Usage: pgfleet [OPTIONS] [CONFIG_FILE]\n"
+		"\n"
+		"Without CONFIG_FILE the configuration comes from the environment\n"
+		"(DB_HOST, DB_USER, DB_PASSWORD, PGFLEET_<SETTING>, ...).\n"
+		"\n"
+		"Options:\n"
+		"  -t, --check     validate the configuration and exit (0 valid, 1 not)\n"
+		"  -v, --verbose   more logging (repeat for more)\n"
+		"  -q, --quiet     log warnings and errors only\n"
+		"  -d, --daemon    accepted for PgBouncer compatibility; runs in the foreground\n"
+		"  -V, --version   print the version and exit\n"
+		"  -h, --help      print this help and exit\n",
+		PGFLEET_VERSION);
+}
+
+static void report_to_stderr(void *arg, const char *line)
+{
+	int *count = arg;
+	(*count)++;
+	fprintf(stderr, "%s\n", line);
+}
+
+/* Nothing left mid-transaction: the drain is over. */
+static bool drained(void)
+{
+	struct list *dit, *git, *pit;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			if (g->waiting.count)
+				return false;
+			list_for_each(pit, &g->pools) {
+				struct pool *p = container_of(pit, struct pool, group_node);
+				if (p->active.count)
+					return false;
+			}
+		}
+	}
+	return true;
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	if (drained() || fleet_now() >= drain_deadline) {
+		if (!drained())
+			log_warn("shutdown_timeout reached", NULL);
+		event_base_loopbreak(fleet.base);
+	}
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		log_info("SIGHUP: re-resolving hosts", NULL);
+		discovery_refresh();
+		return;
+	}
+	if (fleet.shutting_down) {
+		log_warn("second signal: exiting now", NULL);
+		event_base_loopbreak(fleet.base);
+		return;
+	}
+	log_info("shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+	fleet.shutting_down = true;
+	listener_stop();
+	drain_deadline = fleet_now() + fleet.cfg.shutdown_timeout;
+	struct timeval tick = {0, 100000};
+	ev_drain = event_new(fleet.base, -1, EV_PERSIST, on_drain_tick, NULL);
+	event_add(ev_drain, &tick);
+}
+
+/* Every client still connected is told why the connection ends. */
+static void close_everything(void)
+{
+	struct list *it, *tmp, *dit, *git, *pit;
+	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
+		client_close(container_of(it, struct client, node), "57P01",
+			     "terminating connection due to pgfleet shutdown");
+	}
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			struct statlist *lists[] = {&g->waiting, &g->active};
+			for (int i = 0; i < 2; i++) {
+				list_for_each_safe(it, tmp, &lists[i]->head) {
+					client_close(container_of(it, struct client, node), "57P01",
+						     "terminating connection due to pgfleet shutdown");
+				}
+			}
+			list_for_each(pit, &g->pools) {
+				struct pool *p = container_of(pit, struct pool, group_node);
+				struct statlist *sl[] = {&p->idle, &p->active, &p->login};
+				for (int i = 0; i < 3; i++) {
+					list_for_each_safe(it, tmp, &sl[i]->head) {
+						struct server *s = container_of(it, struct server, node);
+						server_close(s, "pgfleet shutdown");
+					}
+				}
+			}
+		}
+	}
+	client_free_list();
+	server_free_list();
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"check", no_argument, NULL, 't'},   {"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},   {"daemon", no_argument, NULL, 'd'},
+		{"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	bool check = false;
+	int verbosity = 0, opt;
+	while ((opt = getopt_long(argc, argv, "tvqdVh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 't':
+			check = true;
+			break;
+		case 'v':
+			verbosity++;
+			break;
+		case 'q':
+			verbosity = -1;
+			break;
+		case 'd':
+			break;
+		case 'V':
+			printf("pgfleet %s\n", PGFLEET_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (argc - optind > 1) {
+		fprintf(stderr, "pgfleet: too many arguments (one CONFIG_FILE at most)\n");
+		return 1;
+	}
+	const char *path = optind < argc ? argv[optind] : NULL;
+
+	int problems = 0;
+	if (!config_load(&fleet.cfg, path, environ, report_to_stderr, &problems)) {
+		if (!problems)
+			fprintf(stderr, "pgfleet: invalid configuration\n");
+		return 1;
+	}
+	if (check) {
+		printf("configuration is valid: %s\n", path ? path : "(environment)");
+		config_free(&fleet.cfg);
+		return 0;
+	}
+	log_setup(verbosity, fleet.cfg.log_format == LOGFMT_JSON);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!fleet_runtime_init() || !discovery_init()) {
+		log_error("start-up failed", "stage", "event loop or DNS", NULL);
+		return 2;
+	}
+	/* Named databases resolve now; "*" entries when a client names one. */
+	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
+		const struct db_config *d = &fleet.cfg.dbs[i];
+		if (strcmp(d->name, "*") != 0)
+			(void)database_lookup(d->name);
+		else if (d->host && d->host[0] != '/')
+			discovery_watch(d->host);
+	}
+	if (!listener_start())
+		return 2;
+	int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+	for (int i = 0; i < 3; i++) {
+		ev_signals[i] = evsignal_new(fleet.base, sigs[i], on_signal, NULL);
+		event_add(ev_signals[i], NULL);
+	}
+	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
+		 path ? path : "environment", NULL);
+
+	if (event_base_dispatch(fleet.base) < 0) {
+		log_error("event loop failed", NULL);
+		exit_code = 2;
+	}
+
+	fleet.shutting_down = true;
+	listener_stop();
+	close_everything();
+	database_free_all();
+	discovery_shutdown();
+	for (int i = 0; i < 3; i++)
+		event_free(ev_signals[i]);
+	if (ev_drain)
+		event_free(ev_drain);
+	fleet_runtime_done();
+	auth_cache_clear();
+	config_free(&fleet.cfg);
+	log_info("pgfleet stopped", NULL);
+	return exit_code;
+}

@@ -1,0 +1,195 @@
+/*
+ * pool.c: pools per (database, user, replica) and the wait queue per
+ * (database, user).  A server that becomes ready goes to the first waiting
+ * client, else onto its pool's idle list, so no idle server sits beside a
+ * waiting client.  New connections are opened only for clients that wait,
+ * on replicas the router names, so one slow replica holds no one up: the
+ * queue is shared, and any replica's server can serve its head.
+ */
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "log.h"
+#include "router.h"
+#include "runtime.h"
+#include "server.h"
+
+static struct pool *pool_new(struct pool_group *g, struct replica *r)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->group = g;
+	p->replica = r;
+	statlist_init(&p->idle);
+	statlist_init(&p->active);
+	statlist_init(&p->login);
+	list_append(&g->pools, &p->group_node);
+	list_append(&r->pools, &p->replica_node);
+	return p;
+}
+
+static void pool_free(struct pool *p)
+{
+	list_del(&p->group_node);
+	list_del(&p->replica_node);
+	memset(&p->keys, 0, sizeof(p->keys));
+	free(p);
+}
+
+struct pool_group *pool_group_get(struct database *db, const char *user)
+{
+	struct list *it;
+	list_for_each(it, &db->groups) {
+		struct pool_group *g = container_of(it, struct pool_group, node);
+		if (strcmp(g->user, user) == 0)
+			return g;
+	}
+	struct pool_group *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->db = db;
+	snprintf(g->user, sizeof(g->user), "%s", user);
+	statlist_init(&g->waiting);
+	statlist_init(&g->active);
+	list_init(&g->pools);
+	list_append(&db->groups, &g->node);
+	list_for_each(it, &db->replicas) {
+		struct replica *r = container_of(it, struct replica, node);
+		if (r->state != REPLICA_DRAINING && !pool_new(g, r)) {
+			pool_free_group(g);
+			return NULL;
+		}
+	}
+	return g;
+}
+
+void pool_add_replica(struct replica *r)
+{
+	struct list *it;
+	list_for_each(it, &r->db->groups) {
+		struct pool_group *g = container_of(it, struct pool_group, node);
+		if (!pool_new(g, r))
+			log_error("out of memory creating a pool", NULL);
+	}
+}
+
+void pool_remove_replica(struct replica *r)
+{
+	struct list *it, *tmp;
+	list_for_each_safe(it, tmp, &r->pools) {
+		struct pool *p = container_of(it, struct pool, replica_node);
+		pool_free(p);
+	}
+}
+
+void pool_free_group(struct pool_group *g)
+{
+	struct list *it, *tmp;
+	list_for_each_safe(it, tmp, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		pool_free(p);
+	}
+	list_del(&g->node);
+	wbuf_free(&g->welcome);
+	free(g);
+}
+
+/* Opens connections while more clients wait than connections are coming. */
+static void launch_for_waiters(struct pool_group *g)
+{
+	double now = fleet_now();
+	while (g->connecting < g->waiting.count) {
+		struct pool *p = router_pick_launch(g, now);
+		if (!p || !server_launch(p))
+			return;
+	}
+}
+
+bool pool_checkout(struct client *c)
+{
+	struct pool_group *g = c->group;
+	if (g->waiting.count == 0) {
+		struct pool *p = router_pick_idle(g, fleet_now());
+		if (p) {
+			struct list *it = list_first(&p->idle.head);
+			server_link(container_of(it, struct server, node), c);
+			return true;
+		}
+	}
+	client_set_state(c, CLIENT_WAITING);
+	launch_for_waiters(g);
+	return false;
+}
+
+void pool_server_ready(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct pool_group *g = p->group;
+	s->last_used = fleet_now();
+	if (g->waiting.count && replica_eligible(p->replica, s->last_used)) {
+		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
+		client_set_state(c, CLIENT_ACTIVE);
+		server_link(s, c);
+		client_linked(c);
+		return;
+	}
+	server_set_state(s, SERVER_IDLE);
+	conn_read_enable(&s->io, true);
+	conn_release_buffer(&s->io);
+}
+
+void pool_kick(struct pool_group *g)
+{
+	double now = fleet_now();
+	while (g->waiting.count) {
+		struct pool *p = router_pick_idle(g, now);
+		if (!p)
+			break;
+		struct server *s = container_of(list_first(&p->idle.head), struct server, node);
+		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
+		client_set_state(c, CLIENT_ACTIVE);
+		server_link(s, c);
+		client_linked(c);
+	}
+	launch_for_waiters(g);
+}
+
+void pool_kick_all(void)
+{
+	struct list *dit, *git;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			pool_kick(container_of(git, struct pool_group, node));
+		}
+	}
+}
+
+void pool_janitor(double now)
+{
+	struct list *dit, *git, *it, *tmp;
+	double limit = fleet.cfg.query_wait_timeout;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			if (limit > 0) {
+				list_for_each_safe(it, tmp, &g->waiting.head) {
+					struct client *c = container_of(it, struct client, node);
+					if (now - c->wait_start <= limit)
+						continue;
+					char why[200];
+					router_explain(g, now, why, sizeof(why));
+					client_close(c, "08P01", "query_wait_timeout: %s", why);
+				}
+			}
+			/* Replicas whose retry time passed may take connections again. */
+			pool_kick(g);
+		}
+	}
+}

@@ -1,0 +1,89 @@
+/*
+ * runtime.c: the process-wide loop state and its housekeeping: the free-later
+ * event (objects closed inside a callback are freed on the next pass, never
+ * under the caller's feet) and the once-a-second janitor for timeouts.
+ */
+#include "runtime.h"
+
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "client.h"
+#include "pool.h"
+#include "server.h"
+
+struct fleet fleet;
+
+double fleet_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double fleet_wallclock(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+void fleet_random(void *buf, size_t len)
+{
+	if (RAND_bytes(buf, (int)len) != 1)
+		abort(); /* no randomness: keys and nonces would be guessable */
+}
+
+static void on_free(evutil_socket_t fd, short what, void *arg)
+{
+	client_free_list();
+	server_free_list();
+}
+
+void fleet_schedule_free(void)
+{
+	if (fleet.ev_free)
+		event_active(fleet.ev_free, EV_TIMEOUT, 0);
+}
+
+static void on_janitor(evutil_socket_t fd, short what, void *arg)
+{
+	double now = fleet_now();
+	client_janitor(now);
+	server_janitor(now);
+	pool_janitor(now);
+}
+
+bool fleet_runtime_init(void)
+{
+	list_init(&fleet.databases);
+	statlist_init(&fleet.login_clients);
+	statlist_init(&fleet.justfree_clients);
+	statlist_init(&fleet.justfree_servers);
+	fleet.started = fleet_now();
+	fleet.base = event_base_new();
+	if (!fleet.base)
+		return false;
+	fleet.ev_free = event_new(fleet.base, -1, 0, on_free, NULL);
+	fleet.ev_janitor = event_new(fleet.base, -1, EV_PERSIST, on_janitor, NULL);
+	if (!fleet.ev_free || !fleet.ev_janitor)
+		return false;
+	struct timeval second = {1, 0};
+	event_add(fleet.ev_janitor, &second);
+	return true;
+}
+
+void fleet_runtime_done(void)
+{
+	if (fleet.ev_free)
+		event_free(fleet.ev_free);
+	if (fleet.ev_janitor)
+		event_free(fleet.ev_janitor);
+	fleet.ev_free = fleet.ev_janitor = NULL;
+	if (fleet.base)
+		event_base_free(fleet.base);
+	fleet.base = NULL;
+}
