@@ -28,7 +28,7 @@ struct param_set {
 /* The tracked parameter's id for a name (case-insensitive), or -1. */
 int param_lookup(const char *name);
 const char *param_name(int id);
-/* Builds "SET a='x';SET b='y'" for every value of `want` that differs from
+/* Builds "SET a = 'x';SET b = 'y';" for every value of `want` that differs from
  * `have` and is set in `want`; false when nothing differs. */
 bool param_diff_sql(const struct param_set *want, const struct param_set *have, char *buf,
 		    size_t len);

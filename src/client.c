@@ -556,6 +556,11 @@ static void client_process(struct client *c)
 					client_close(c, NULL, "client terminated");
 					return;
 				}
+				if (len < 4 || len > (uint64_t)fleet.cfg.max_packet_size) {
+					client_close(c, "08P01", "invalid message length %u (type %d)",
+						     len, type);
+					return;
+				}
 				if (c->db->paused || !pool_checkout(c)) {
 					/* Wait without reading more: back-pressure. */
 					conn_read_enable(&c->io, false);

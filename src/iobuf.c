@@ -64,10 +64,11 @@ void iobuf_compact(struct iobuf *b)
 bool iobuf_reserve(struct iobuf **bp, uint32_t need)
 {
 	struct iobuf *b = *bp;
-	if (b->parsed + need <= b->size)
+	/* Written as size - parsed (parsed <= size) so a huge need cannot wrap. */
+	if (need <= b->size - b->parsed)
 		return true;
 	iobuf_compact(b);
-	if (b->parsed + need <= b->size)
+	if (need <= b->size - b->parsed)
 		return true;
 	if (need > IOBUF_MAX_WHOLE)
 		return false;
@@ -96,6 +97,8 @@ void wbuf_need(struct wbuf *w, uint32_t n)
 {
 	if (w->sent == w->len)
 		w->sent = w->len = 0;
+	if ((uint64_t)w->len + n > UINT32_MAX / 2)
+		abort(); /* callers bound every message far below this */
 	if (w->len + n <= w->cap)
 		return;
 	uint32_t cap = w->cap ? w->cap : 512;
@@ -110,6 +113,8 @@ void wbuf_need(struct wbuf *w, uint32_t n)
 
 void wbuf_put(struct wbuf *w, const void *p, uint32_t n)
 {
+	if (!n)
+		return;
 	wbuf_need(w, n);
 	memcpy(w->data + w->len, p, n);
 	w->len += n;

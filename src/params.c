@@ -44,17 +44,24 @@ bool param_diff_sql(const struct param_set *want, const struct param_set *have, 
 {
 	size_t pos = 0;
 	bool any = false;
+	if (!len)
+		return false;
 	buf[0] = 0;
 	for (int i = 0; i < PARAM_COUNT; i++) {
 		const char *w = want->value[i];
 		if (!*w || same_value(i, w, have->value[i]))
 			continue;
+		size_t start = pos;
 		int n = snprintf(buf + pos, len - pos, "SET %s = ", names[i]);
-		if (n < 0 || (size_t)n >= len - pos)
+		bool fits = n >= 0 && (size_t)n < len - pos;
+		if (fits) {
+			pos += (size_t)n;
+			fits = proto_quote_literal(buf, len - 1, &pos, w); /* room for ';' */
+		}
+		if (!fits) {
+			buf[start] = 0; /* never a half statement */
 			return any;
-		pos += (size_t)n;
-		if (!proto_quote_literal(buf, len - 2, &pos, w))
-			return any;
+		}
 		buf[pos++] = ';';
 		buf[pos] = 0;
 		any = true;

@@ -195,14 +195,16 @@ void proto_sasl_initial(struct wbuf *w, const char *mech, const void *data, uint
 	uint32_t m = proto_begin(w, 'p');
 	proto_put_str(w, mech);
 	proto_put_u32(w, len);
-	proto_put_bytes(w, data, len);
+	if (len)
+		proto_put_bytes(w, data, len);
 	proto_end(w, m);
 }
 
 void proto_sasl_response(struct wbuf *w, const void *data, uint32_t len)
 {
 	uint32_t m = proto_begin(w, 'p');
-	proto_put_bytes(w, data, len);
+	if (len)
+		proto_put_bytes(w, data, len);
 	proto_end(w, m);
 }
 
@@ -248,15 +250,22 @@ bool proto_parse_error(const uint8_t *body, uint32_t len, struct pg_error *out)
 
 bool proto_quote_literal(char *buf, size_t buflen, size_t *pos, const char *s)
 {
-	size_t p = *pos;
-	if (p + 1 >= buflen)
+	/* '...' with quotes doubled; with a backslash, E'...' with backslashes
+	 * doubled too, so the literal means the same whatever
+	 * standard_conforming_strings is. */
+	bool backslash = strchr(s, '\\') != NULL;
+	size_t need = (backslash ? 1 : 0) + 2 + 1; /* E, quotes, NUL */
+	for (const char *q = s; *q; q++)
+		need += (*q == '\'' || *q == '\\') ? 2 : 1;
+	if (*pos > buflen || buflen - *pos < need)
 		return false;
+	size_t p = *pos;
+	if (backslash)
+		buf[p++] = 'E';
 	buf[p++] = '\'';
 	for (; *s; s++) {
-		if (p + 3 >= buflen)
-			return false;
-		if (*s == '\'')
-			buf[p++] = '\'';
+		if (*s == '\'' || *s == '\\')
+			buf[p++] = *s;
 		buf[p++] = *s;
 	}
 	buf[p++] = '\'';

@@ -348,6 +348,7 @@ static void process_login(struct server *s)
 		case 'R':
 			if (!login_auth(s, body, len - 4, why, sizeof(why))) {
 				struct pool_group *g = s->pool->group;
+				s->login_failed_by_user = true; /* credentials, not the replica */
 				server_close(s, why);
 				fail_waiting_clients(g, "28000", why);
 				return;
