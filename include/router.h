@@ -7,6 +7,9 @@
 
 #include "pool.h"
 
+/* The pool for a new transaction by load_balance: an eligible replica whose
+ * pool has an idle server or room for one more. */
+struct pool *router_pick(struct pool_group *g, double now);
 /* A pool of g with an idle server on an eligible replica, by load_balance. */
 struct pool *router_pick_idle(struct pool_group *g, double now);
 /* A pool of g on an eligible replica with room for another connection. */

@@ -77,20 +77,6 @@ void client_set_state(struct client *c, enum client_state st)
 
 void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 {
-	if (fleet.client_count >= fleet.cfg.max_client_conn || fleet.shutting_down) {
-		/* Tell the client why in its own protocol; best effort, never blocks. */
-		struct wbuf w = {0};
-		proto_error(&w, "FATAL", fleet.shutting_down ? "57P01" : "53300",
-			    fleet.shutting_down ? "pgfleet is shutting down"
-						: "no more connections allowed (max_client_conn)");
-		ssize_t n = send(fd, w.data, w.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		(void)n;
-		wbuf_free(&w);
-		close(fd);
-		log_warn("client refused", "reason",
-			 fleet.shutting_down ? "shutting down" : "max_client_conn", NULL);
-		return;
-	}
 	struct client *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -382,6 +368,16 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	snprintf(c->user, sizeof(c->user), "%s", user);
 	snprintf(c->dbname, sizeof(c->dbname), "%s", database);
+	/* Refused only now, after SSLRequest got its answer, so that the client
+	 * reads the reason instead of a garbled SSL negotiation. */
+	if (fleet.shutting_down) {
+		client_close(c, "57P01", "pgfleet is shutting down");
+		return;
+	}
+	if (fleet.client_count > fleet.cfg.max_client_conn) {
+		client_close(c, "53300", "no more connections allowed (max_client_conn)");
+		return;
+	}
 	if ((code & 0xffff) != 0 || n_unsupported) {
 		/* NegotiateProtocolVersion: we speak 3.0 and none of the _pq_ options. */
 		uint32_t m = proto_begin(&c->io.out, 'v');
@@ -563,7 +559,8 @@ static void client_process(struct client *c)
 				}
 				if (c->db->paused || !pool_checkout(c)) {
 					/* Wait without reading more: back-pressure. */
-					conn_read_enable(&c->io, false);
+					if (c->state == CLIENT_WAITING)
+						conn_read_enable(&c->io, false);
 					return;
 				}
 			}

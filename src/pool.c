@@ -113,15 +113,22 @@ static void launch_for_waiters(struct pool_group *g)
 bool pool_checkout(struct client *c)
 {
 	struct pool_group *g = c->group;
+	struct pool *p = NULL;
 	if (g->waiting.count == 0) {
-		struct pool *p = router_pick_idle(g, fleet_now());
-		if (p) {
+		p = router_pick(g, fleet_now());
+		if (p && p->idle.count) {
 			struct list *it = list_first(&p->idle.head);
 			server_link(container_of(it, struct server, node), c);
 			return true;
 		}
 	}
+	/* Wait in line.  The chosen replica gets the new connection, so even one
+	 * client at a time spreads over the replicas; whichever server is ready
+	 * first serves the head of the queue.  (c may be served, or closed,
+	 * before this returns: callers look at its state.) */
 	client_set_state(c, CLIENT_WAITING);
+	if (p && g->connecting < g->waiting.count)
+		(void)server_launch(p);
 	launch_for_waiters(g);
 	return false;
 }

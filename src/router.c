@@ -23,61 +23,59 @@ static bool has_room(const struct pool *p)
 	return pool_total(p) < p->group->db->pool_size;
 }
 
-static struct pool *pick(struct pool_group *g, double now, pool_filter ok, bool launching)
+static bool usable(const struct pool *p)
 {
-	struct list *it;
-	struct pool *best = NULL;
-	long best_load = 0;
-	int n = 0;
-	int policy = fleet.cfg.load_balance;
-	unsigned nth = 0, target = 0;
+	return has_idle(p) || has_room(p);
+}
 
-	if (policy != LB_LEAST_CONN) {
-		/* Count the candidates first, then take the chosen one. */
-		list_for_each(it, &g->pools) {
-			struct pool *p = container_of(it, struct pool, group_node);
-			if (ok(p) && replica_eligible(p->replica, now))
-				n++;
-		}
-		if (!n)
-			return NULL;
-		if (policy == LB_ROUND_ROBIN) {
-			target = g->rr++ % (unsigned)n;
-		} else {
-			unsigned rnd;
-			fleet_random(&rnd, sizeof(rnd));
-			target = rnd % (unsigned)n;
-		}
-	}
+/*
+ * The policy chooses among the eligible pools that pass `ok`:
+ * least_conn the replica with the fewest busy connections (ties go round
+ * the replicas, so even one client at a time spreads), round_robin the next
+ * one in turn, random any.
+ */
+static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
+{
+	struct pool *cand[64];
+	int n = 0;
+	struct list *it;
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
-		if (!ok(p) || !replica_eligible(p->replica, now))
-			continue;
-		if (policy != LB_LEAST_CONN) {
-			if (nth++ == target)
-				return p;
-			continue;
-		}
-		/* Busy connections on the replica; when opening, this pool's size too,
-		 * so new connections spread over the replicas. */
-		long load = launching ? (long)pool_total(p) * 1000 + p->replica->active
-				      : (long)p->replica->active;
-		if (!best || load < best_load) {
+		if (n < 64 && ok(p) && replica_eligible(p->replica, now))
+			cand[n++] = p;
+	}
+	if (!n)
+		return NULL;
+	unsigned start = g->rr++;
+	if (fleet.cfg.load_balance == LB_RANDOM) {
+		unsigned rnd;
+		fleet_random(&rnd, sizeof(rnd));
+		return cand[rnd % (unsigned)n];
+	}
+	if (fleet.cfg.load_balance == LB_ROUND_ROBIN)
+		return cand[start % (unsigned)n];
+	struct pool *best = NULL;
+	for (int i = 0; i < n; i++) {
+		struct pool *p = cand[(start + (unsigned)i) % (unsigned)n];
+		if (!best || p->replica->active < best->replica->active)
 			best = p;
-			best_load = load;
-		}
 	}
 	return best;
 }
 
+struct pool *router_pick(struct pool_group *g, double now)
+{
+	return pick(g, now, usable);
+}
+
 struct pool *router_pick_idle(struct pool_group *g, double now)
 {
-	return pick(g, now, has_idle, false);
+	return pick(g, now, has_idle);
 }
 
 struct pool *router_pick_launch(struct pool_group *g, double now)
 {
-	return pick(g, now, has_room, true);
+	return pick(g, now, has_room);
 }
 
 void router_explain(struct pool_group *g, double now, char *buf, unsigned len)

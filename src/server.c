@@ -311,6 +311,7 @@ static void login_complete(struct server *s)
 		p->group->have_welcome = true;
 		p->group->welcome_from = NULL;
 	}
+	p->group->connecting--;
 	r->fails = 0;
 	if (r->state == REPLICA_DOWN || r->state == REPLICA_NEW)
 		replica_set_state(r, REPLICA_UP, "login succeeded");
@@ -534,6 +535,16 @@ static void forward_to_client(struct server *s)
 			b->done = b->parsed;
 			continue;
 		}
+		if (type == 'Z' && mode == POOL_STATEMENT && body[0] != 'I' && s->expect_rfq <= 1) {
+			/* A transaction block in statement mode: the client gets an
+			 * error in place of this ReadyForQuery, after what came before. */
+			if (conn_forward(&s->io, &c->io) == IO_DONE)
+				client_close(c, "08P01",
+					     "transaction blocks not allowed in statement pooling mode");
+			else
+				client_close(c, NULL, "transaction block in statement pooling mode");
+			return;
+		}
 		if (type == 'Z') {
 			struct replica *rep = s->pool->replica;
 			s->xact_status = (char)body[0];
@@ -545,15 +556,9 @@ static void forward_to_client(struct server *s)
 				s->request_time = 0;
 			}
 			b->parsed += total;
-			if (s->expect_rfq <= 0 && s->tail_clean && c->io.pkt_remain == 0) {
-				if (mode == POOL_STATEMENT && s->xact_status != 'I') {
-					client_close(c, "08P01",
-						     "transaction blocks not allowed in statement pooling mode");
-					return;
-				}
-				if (mode != POOL_SESSION && s->xact_status == 'I')
-					release = true;
-			}
+			if (s->expect_rfq <= 0 && s->tail_clean && c->io.pkt_remain == 0 &&
+			    mode != POOL_SESSION && s->xact_status == 'I')
+				release = true;
 			continue;
 		}
 		if (type == 'S')

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# All the tests: unit and integration suites on a normal build, then both
+# again on an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# Runs every step even after a failure, prints a summary, exits non-zero if
+# anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+./scripts/install-deps.sh || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
+
+failures=()
+summary=()
+
+setup_and_build() {   # DIR [meson options...]
+  local dir=$1
+  shift
+  if [ -d "$dir/meson-private" ]; then
+    meson setup --reconfigure "$dir" "$@" || meson setup --wipe "$dir" "$@" || return 1
+  else
+    meson setup "$dir" "$@" || return 1
+  fi
+  meson compile -C "$dir"
+}
+
+pytest_summary() {    # DIR: the closing "N passed ..." line of pytest's output
+  local log=$1/meson-logs/testlog.txt
+  [ -f "$log" ] || return 0
+  grep -E '^=+ .*([0-9]+ (passed|failed|error)|no tests ran).* in [0-9.]+s' "$log" | tail -n 1
+}
+
+run_step() {          # NAME COMMAND...
+  local name=$1
+  shift
+  printf '\n==> %s\n' "$name"
+  if "$@"; then
+    summary+=("ok      $name")
+  else
+    summary+=("FAILED  $name")
+    failures+=("$name")
+  fi
+}
+
+suites() {            # LABEL DIR
+  local label=$1 dir=$2
+  run_step "unit tests$label" meson test -C "$dir" --suite unit --print-errorlogs
+  run_step "integration tests$label" \
+    meson test -C "$dir" --suite integration --print-errorlogs --verbose
+  local line
+  line=$(pytest_summary "$dir")
+  [ -n "$line" ] && summary+=("        pytest$label: $line")
+}
+
+printf '\n==> build\n'
+if setup_and_build build; then
+  summary+=("ok      build")
+  suites "" build
+else
+  summary+=("FAILED  build")
+  failures+=("build")
+fi
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+printf '\n==> build (sanitizers)\n'
+if setup_and_build build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
+  summary+=("ok      build (sanitizers)")
+  suites " (sanitizers)" build-asan
+else
+  summary+=("FAILED  build (sanitizers)")
+  failures+=("build (sanitizers)")
+fi
+
+printf '\n==> summary\n'
+printf '%s\n' "${summary[@]}"
+if [ ${#failures[@]} -ne 0 ]; then
+  printf '\n%d step(s) failed: %s\n' "${#failures[@]}" "$(IFS=,; echo "${failures[*]}")"
+  exit 1
+fi
+echo
+echo "all tests passed"
