@@ -17,6 +17,7 @@
 struct pool_group;
 struct server;
 struct scram_server;
+struct client_stmts;
 
 enum client_state {
 	CLIENT_LOGIN,    /* fleet.login_clients: startup and authentication */
@@ -27,6 +28,7 @@ enum client_state {
 
 enum client_login_step {
 	LOGIN_STARTUP,     /* waiting for StartupMessage / SSLRequest */
+	LOGIN_TLS_HANDSHAKE, /* answered SSLRequest with 'S': TLS handshake, then LOGIN_STARTUP */
 	LOGIN_PASSWORD,    /* sent AuthenticationCleartextPassword */
 	LOGIN_MD5,         /* sent AuthenticationMD5Password */
 	LOGIN_SASL_INIT,   /* sent AuthenticationSASL */
@@ -47,11 +49,15 @@ struct client {
 	struct param_set params; /* what the client's session should see */
 	uint32_t params_set;     /* bit per param the client chose itself */
 	uint32_t cancel_pid, cancel_key;
+	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
+	struct client_stmts *stmts; /* named prepared statements, by the client's names */
 	uint8_t md5_salt[4];
 	struct sockaddr_storage addr;
 	char addr_str[64];
-	double connect_time, wait_start, request_time;
+	double connect_time, wait_start;
+	double request_time; /* the last bytes from the client */
+	double idle_since;   /* timeouts: its last bytes, or the end of its last transaction */
 	bool welcome_pending; /* logged in, waits for one server to learn parameters */
 };
 

@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/types.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,13 +29,16 @@ struct conn {
 	struct wbuf out;     /* messages pgfleet writes itself */
 	uint32_t pkt_remain; /* bytes of a streamed packet still to pass through */
 	uint64_t bytes_in, bytes_out;
+	SSL *ssl;            /* NULL: plaintext; else every byte goes through it (tls.c) */
+	struct wbuf tls_out; /* ciphertext SSL produced, not yet on the socket */
 };
 
 void conn_setup(struct conn *c, int fd, event_callback_fn on_read, event_callback_fn on_write,
 		void *arg);
 void conn_read_enable(struct conn *c, bool on);
 void conn_write_enable(struct conn *c, bool on);
-/* Reads until the socket would block or the buffer is full. */
+/* Reads until the socket would block or the buffer is full.  With TLS, the
+ * writes below return IO_DONE only once the ciphertext is on the socket. */
 enum io_result conn_read(struct conn *c);
 /* Writes the output queue. */
 enum io_result conn_flush(struct conn *c);

@@ -16,6 +16,8 @@
 struct pool;
 struct client;
 struct scram_client;
+struct pstmt;
+struct server_stmts;
 
 enum server_state {
 	SERVER_LOGIN,    /* pool->login: connecting and logging in */
@@ -24,8 +26,36 @@ enum server_state {
 	SERVER_JUSTFREE, /* fleet.justfree_servers: closed, freed next pass [transient] */
 };
 
+/* What a request sent to the server expects back, in order (the protocol
+ * answers requests in the order they were sent). */
+enum req_kind {
+	REQ_QUERY,    /* Query or FunctionCall: ends at ReadyForQuery */
+	REQ_SYNC,     /* ends at ReadyForQuery */
+	REQ_PARSE,    /* ParseComplete */
+	REQ_BIND,     /* BindComplete */
+	REQ_DESCRIBE, /* RowDescription or NoData */
+	REQ_EXECUTE,  /* CommandComplete, EmptyQueryResponse or PortalSuspended */
+	REQ_CLOSE,    /* CloseComplete */
+	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
+};
+
+enum req_action {
+	REQ_PASS, /* the client asked: its replies go to the client */
+	REQ_HIDE, /* pgfleet asked (SET, reset, hidden Parse/Close): replies consumed */
+	REQ_FAKE, /* not sent: pgfleet answers the client itself, in turn */
+};
+
+struct request {
+	struct pstmt *ps; /* PARSE: the statement it prepares (a reference) */
+	uint8_t kind, action;
+};
+
+#define SERVER_QUEUE 256
+
 enum server_login_step {
 	SLOGIN_CONNECTING, /* TCP connect in progress */
+	SLOGIN_SSL_REQUEST,   /* SSLRequest sent, waiting for 'S' or 'N' */
+	SLOGIN_TLS_HANDSHAKE, /* 'S': TLS handshake, then the StartupMessage */
 	SLOGIN_STARTUP,    /* StartupMessage sent, answering auth requests */
 	SLOGIN_PARAMS,     /* authenticated, collecting ParameterStatus until ReadyForQuery */
 };
@@ -39,16 +69,24 @@ struct server {
 	struct client *link;
 	uint32_t backend_pid, backend_key;
 	int expect_rfq;   /* ReadyForQuery messages owed to the linked client */
-	int hidden_rfq;   /* ReadyForQuery messages of queries pgfleet sent itself */
+	/* Requests sent (or answered by pgfleet) whose replies are still to come. */
+	struct request queue[SERVER_QUEUE];
+	uint16_t q_head, q_len;
+	struct server_stmts *stmts; /* prepared statements this connection has */
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
-	bool tail_clean;      /* nothing forwarded since the last Query/Sync */
+	bool client_stalled;  /* the client stopped parsing: queue full */
 	bool login_failed_by_user; /* the server refused the user, not the connection */
 	struct param_set params;
 	struct param_set params_at_login; /* what a reset query returns to */
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
+	/* Timeouts: the query now running started at the later of query_start
+	 * (a request reached an idle connection) and ready_time (the last
+	 * ReadyForQuery to the client: the next pipelined query starts then);
+	 * timeout_cancel is when query_timeout sent a cancel for it. */
+	double query_start, ready_time, timeout_cancel;
 };
 
 /* Opens a new connection for the pool (non-blocking). */
@@ -58,6 +96,20 @@ void server_set_state(struct server *s, enum server_state st);
 void server_close(struct server *s, const char *reason);
 /* Called by the client side after it queued bytes for the server. */
 void server_resume(struct server *s);
+/* Requests: queue room, and recording one in order. */
+static inline unsigned server_queue_room(const struct server *s)
+{
+	return SERVER_QUEUE - s->q_len;
+}
+void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
+		       struct pstmt *ps);
+/* Makes sure the statement is prepared on s before a Bind/Describe uses it:
+ * queues a hidden Parse (and a hidden Close of an evicted one) in s->io.out. */
+void server_ensure_prepared(struct server *s, struct pstmt *ps);
+/* The server lost every prepared statement (DISCARD ALL, DEALLOCATE ALL). */
+void server_forget_statements(struct server *s);
+/* Answers the requests pgfleet fakes once all replies before them are out. */
+void server_drain_fakes(struct server *s);
 /* Bind a client to an idle server: re-apply the client's parameters. */
 void server_link(struct server *s, struct client *c);
 /* Back to the pool after a finished transaction (or a welcome). */

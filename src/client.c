@@ -18,12 +18,15 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
 #include "server.h"
+#include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
 static void client_on_write(evutil_socket_t fd, short what, void *arg);
@@ -105,7 +108,8 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	if (sqlstate && c->io.fd >= 0 && c->io.pkt_remain == 0) {
 		/* Only between messages: a half-sent message would garble the error. */
 		struct iobuf *peer_in = c->link ? c->link->io.in : NULL;
-		if (!peer_in || iobuf_unsent(peer_in) == 0) {
+		bool peer_mid_msg = c->link && c->link->io.pkt_remain;
+		if ((!peer_in || iobuf_unsent(peer_in) == 0) && !peer_mid_msg) {
 			proto_error(&c->io.out, "FATAL", sqlstate, reason);
 			if (conn_flush(&c->io) != IO_DONE)
 				log_debug("error not delivered", "client", c->addr_str, NULL);
@@ -114,6 +118,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	if (c->link)
 		server_unlink_client(c->link);
 	c->link = NULL;
+	cancel_unregister(c);
 	bool logged_in = c->state != CLIENT_LOGIN;
 	if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
 	    (sqlstate && logged_in))
@@ -124,6 +129,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 		free(c->scram);
 		c->scram = NULL;
 	}
+	prepared_client_free(&c->stmts);
 	conn_teardown(&c->io);
 	client_set_state(c, CLIENT_JUSTFREE);
 }
@@ -182,9 +188,7 @@ static void login_done(struct client *c)
 		free(c->scram);
 		c->scram = NULL;
 	}
-	fleet_random(&c->cancel_pid, sizeof(c->cancel_pid));
-	fleet_random(&c->cancel_key, sizeof(c->cancel_key));
-	c->cancel_pid &= 0x7fffffff;
+	cancel_register(c);
 	c->group = pool_group_get(c->db, c->user);
 	if (!c->group) {
 		client_close(c, "53200", "out of memory");
@@ -296,6 +300,56 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 	}
 }
 
+/* Is TLS offered to this client?  Never over a Unix socket: libpq does not
+ * ask for it there, and PgBouncer does not require it there either. */
+static bool tls_offered(const struct client *c)
+{
+	return fleet.cfg.client_tls_sslmode != TLS_DISABLE && c->addr.ss_family != AF_UNIX;
+}
+
+/* SSLRequest answered 'S': once the 'S' is out, the handshake runs on the
+ * socket's events.  It ends in LOGIN_STARTUP over TLS, or in a closed
+ * connection: after a failed handshake nothing is read in plaintext. */
+static bool login_tls(struct client *c)
+{
+	if (!c->io.ssl) {
+		enum io_result r = conn_flush(&c->io);
+		if (r == IO_AGAIN) {
+			/* Nothing is read before the handshake starts. */
+			conn_read_enable(&c->io, false);
+			conn_write_enable(&c->io, true);
+			return false;
+		}
+		if (r == IO_ERROR) {
+			client_close(c, NULL, "write failed: %s", strerror(errno));
+			return false;
+		}
+		if (!tls_accept_begin(&c->io)) {
+			log_warn("client TLS set-up failed", "client", c->addr_str, "error",
+				 tls_error(), NULL);
+			client_close(c, NULL, "TLS set-up failed: %s", tls_error());
+			return false;
+		}
+	}
+	switch (tls_handshake(&c->io)) {
+	case IO_AGAIN:
+		return false;
+	case IO_DONE:
+		c->login_step = LOGIN_STARTUP;
+		if (log_enabled(LOG_DEBUG)) {
+			char how[96];
+			tls_describe(&c->io, how, sizeof(how));
+			log_debug("client TLS", "client", c->addr_str, "tls", how, NULL);
+		}
+		return true;
+	default:
+		log_warn("client TLS handshake failed", "client", c->addr_str, "error", tls_error(),
+			 NULL);
+		client_close(c, NULL, "TLS handshake failed: %s", tls_error());
+		return false;
+	}
+}
+
 /* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
  * included in `pkt`. */
 static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
@@ -304,17 +358,36 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	uint32_t code = pkt_get_u32(&r);
 
 	if (code == PROTO_SSL_REQUEST || code == PROTO_GSSENC_REQUEST) {
-		/* No TLS or GSS encryption on this listener: go on in plaintext. */
+		if (c->io.ssl) {
+			client_close(c, "08P01", "encryption requested on an encrypted connection");
+			return;
+		}
+		if (code == PROTO_SSL_REQUEST && tls_offered(c)) {
+			/* Bytes behind the SSLRequest were sent before the handshake:
+			 * they may not come from the TLS peer (CVE-2021-23214). */
+			if (iobuf_unparsed(c->io.in)) {
+				client_close(c, "08P01", "received unencrypted data after SSL request");
+				return;
+			}
+			wbuf_put(&c->io.out, "S", 1);
+			c->login_step = LOGIN_TLS_HANDSHAKE;
+			return;
+		}
+		/* No TLS here, and never GSS encryption: go on in plaintext. */
 		wbuf_put(&c->io.out, "N", 1);
 		return;
 	}
 	if (code == PROTO_CANCEL_REQUEST) {
-		client_close(c, NULL, "cancel request (not routed yet)");
+		cancel_handle_request(c, pkt, len);
 		return;
 	}
 	if (code >> 16 != 3) {
 		client_close(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
 			     code >> 16, code & 0xffff);
+		return;
+	}
+	if (!c->io.ssl && tls_offered(c) && fleet.cfg.client_tls_sslmode >= TLS_REQUIRE) {
+		client_close(c, "28000", "SSL required");
 		return;
 	}
 	const char *unsupported[16];
@@ -402,6 +475,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 /* Login messages are small and must be whole before they are handled. */
 static bool process_login(struct client *c)
 {
+	if (c->login_step == LOGIN_TLS_HANDSHAKE)
+		return login_tls(c);
 	struct iobuf *b = c->io.in;
 	if (!b)
 		return false;
@@ -457,15 +532,287 @@ static bool process_login(struct client *c)
 
 /* ---- forwarding ------------------------------------------------------------ */
 
-/* Parses client messages up to what pooling must know, then writes them to
- * the linked server.  Returns false when it must stop for now. */
+/* What a client message handler did with the message at b->parsed. */
+enum fwd {
+	FWD_STREAM, /* forward it unchanged (its request is queued) */
+	FWD_DONE,   /* consumed: rewritten into the server's output, or answered */
+	FWD_WAIT,   /* needs more bytes, or the server socket to drain first */
+	FWD_CLOSED, /* the client was closed */
+};
+
+/* Sends what is parsed so far, so a rewritten message can follow in order. */
+static bool flush_parsed(struct client *c, struct server *s)
+{
+	return !iobuf_unsent(c->io.in) || conn_forward(&c->io, &s->io) == IO_DONE;
+}
+
+/* The whole message at b->parsed is buffered (reserving room for it). */
+static enum fwd need_whole(struct client *c, uint32_t total)
+{
+	if (iobuf_unparsed(c->io.in) >= total)
+		return FWD_STREAM;
+	if (!iobuf_reserve(&c->io.in, total)) {
+		client_close(c, "54000", "message too large to handle (%u bytes)", total);
+		return FWD_CLOSED;
+	}
+	return FWD_WAIT;
+}
+
+static void consume(struct client *c, uint32_t n)
+{
+	c->io.in->parsed += n;
+	c->io.in->done = c->io.in->parsed;
+}
+
+static bool statements_on(void)
+{
+	return fleet.cfg.max_prepared_statements > 0;
+}
+
+/* Parse of a named statement: remembered under the client's name, sent under
+ * the shared name only when this server connection lacks it. */
+static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
+{
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	struct iobuf *b = c->io.in;
+	struct pkt_reader r = pkt_reader_init(b->data + b->parsed + 5, len - 4);
+	const char *name = pkt_get_str(&r);
+	if (!name) {
+		client_close(c, "08P01", "malformed Parse message");
+		return FWD_CLOSED;
+	}
+	if (!*name || !statements_on()) {
+		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	struct pstmt *ps = prepared_client_parse(&c->stmts, name, r.p + r.pos, r.len - r.pos);
+	consume(c, len + 1);
+	if (prepared_server_has(s->stmts, ps)) {
+		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
+		return FWD_DONE;
+	}
+	server_ensure_prepared(s, ps);
+	/* ensure_prepared queued a hidden Parse: this one is the client's own */
+	s->queue[(s->q_head + s->q_len - 1) % SERVER_QUEUE].action = REQ_PASS;
+	return FWD_DONE;
+}
+
+/* Writes the start of a Bind/Describe with the shared statement name in
+ * place of the client's: type, new length, `lead` (the portal name with its
+ * NUL, or the 'S' byte), the shared name.  The original's first `consumed`
+ * body bytes are dropped from the client's buffer; whatever follows them
+ * streams through unchanged. */
+static void send_renamed(struct client *c, struct server *s, uint8_t type, uint32_t len,
+			 const void *lead, uint32_t lead_len, const char *name, uint32_t consumed,
+			 struct pstmt *ps)
+{
+	char sname[32];
+	server_ensure_prepared(s, ps);
+	prepared_name(ps, sname, sizeof(sname));
+	uint32_t old_name = (uint32_t)strlen(name), new_name = (uint32_t)strlen(sname);
+	uint32_t newlen = len - old_name + new_name;
+	uint8_t head[5] = {type, (uint8_t)(newlen >> 24), (uint8_t)(newlen >> 16),
+			   (uint8_t)(newlen >> 8), (uint8_t)newlen};
+	struct wbuf *out = &s->io.out;
+	wbuf_put(out, head, 5);
+	wbuf_put(out, lead, lead_len);
+	wbuf_put(out, sname, new_name + 1);
+	server_queue_push(s, type == 'B' ? REQ_BIND : REQ_DESCRIBE, REQ_PASS, NULL);
+	consume(c, 5 + consumed);
+	c->io.pkt_remain = len + 1 - 5 - consumed;
+}
+
+/* Describe of a named statement: prepared here first if need be. */
+static enum fwd on_describe(struct client *c, struct server *s, uint32_t len)
+{
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	struct iobuf *b = c->io.in;
+	struct pkt_reader r = pkt_reader_init(b->data + b->parsed + 5, len - 4);
+	uint8_t what = pkt_get_u8(&r);
+	const char *name = pkt_get_str(&r);
+	if (!name) {
+		client_close(c, "08P01", "malformed Describe message");
+		return FWD_CLOSED;
+	}
+	struct pstmt *ps = what == 'S' && *name && statements_on()
+				   ? prepared_client_lookup(c->stmts, name)
+				   : NULL;
+	if (!ps) {
+		/* A portal, the unnamed statement, or a name the server will
+		 * report as unknown in its own words. */
+		server_queue_push(s, REQ_DESCRIBE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	send_renamed(c, s, 'D', len, "S", 1, name, len - 4, ps);
+	return FWD_DONE;
+}
+
+/* Bind of a named statement.  Its parameters may be large: only the part up
+ * to the statement name must be buffered; the rest streams through. */
+static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
+{
+	if (!statements_on()) {
+		server_queue_push(s, REQ_BIND, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	struct iobuf *b = c->io.in;
+	const uint8_t *body = b->data + b->parsed + 5;
+	uint32_t body_len = len - 4, avail = iobuf_unparsed(b) - 5;
+	if (avail > body_len)
+		avail = body_len;
+	const uint8_t *z1 = memchr(body, 0, avail);
+	const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, avail - (uint32_t)(z1 + 1 - body)) : NULL;
+	if (!z2) {
+		/* Names are short: if they are not within reach, it is garbage. */
+		if (avail == body_len || avail > 2 * 1024) {
+			client_close(c, "08P01", "malformed Bind message");
+			return FWD_CLOSED;
+		}
+		uint32_t want = len + 1 < 4096 ? len + 1 : 4096;
+		return need_whole(c, want) == FWD_CLOSED ? FWD_CLOSED : FWD_WAIT;
+	}
+	const char *portal = (const char *)body, *name = (const char *)z1 + 1;
+	struct pstmt *ps = *name ? prepared_client_lookup(c->stmts, name) : NULL;
+	if (!ps) {
+		server_queue_push(s, REQ_BIND, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	send_renamed(c, s, 'B', len, portal, (uint32_t)(z1 + 1 - body), name,
+		     (uint32_t)(z2 + 1 - body), ps);
+	return FWD_DONE;
+}
+
+/* Close of a named statement: the client forgets it, pgfleet answers; the
+ * shared statement stays prepared for other clients. */
+static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
+{
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	struct iobuf *b = c->io.in;
+	struct pkt_reader r = pkt_reader_init(b->data + b->parsed + 5, len - 4);
+	uint8_t what = pkt_get_u8(&r);
+	const char *name = pkt_get_str(&r);
+	if (!name) {
+		client_close(c, "08P01", "malformed Close message");
+		return FWD_CLOSED;
+	}
+	if (what != 'S' || !*name || !statements_on() || !prepared_client_lookup(c->stmts, name)) {
+		server_queue_push(s, REQ_CLOSE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	prepared_client_close(c->stmts, name);
+	consume(c, len + 1);
+	server_queue_push(s, REQ_CLOSE, REQ_FAKE, NULL);
+	return FWD_DONE;
+}
+
+/* Skips SQL whitespace and comments. */
+static const char *skip_space(const char *p)
+{
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n')
+				p++;
+		} else {
+			return p;
+		}
+	}
+}
+
+/* Matches a keyword (case-insensitive) followed by a non-identifier char. */
+static const char *keyword(const char *p, const char *kw)
+{
+	size_t n = strlen(kw);
+	if (strncasecmp(p, kw, n) != 0)
+		return NULL;
+	char after = p[n];
+	if ((after >= 'a' && after <= 'z') || (after >= 'A' && after <= 'Z') ||
+	    (after >= '0' && after <= '9') || after == '_')
+		return NULL;
+	return skip_space(p + n);
+}
+
+/* Simple queries that change protocol-level statements: DEALLOCATE ALL and
+ * DISCARD ALL drop them all (on the server too); DEALLOCATE <name> of a
+ * statement pgfleet renamed is answered by pgfleet. */
+static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
+{
+	if (!statements_on() || len > 512) {
+		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	struct iobuf *b = c->io.in;
+	const uint8_t *body = b->data + b->parsed + 5;
+	if (!memchr(body, 0, len - 4)) {
+		client_close(c, "08P01", "malformed Query message");
+		return FWD_CLOSED;
+	}
+	const char *p = skip_space((const char *)body), *q;
+	if ((q = keyword(p, "DISCARD")) && keyword(q, "ALL")) {
+		prepared_client_clear(c->stmts);
+		server_forget_statements(s);
+	} else if ((q = keyword(p, "DEALLOCATE"))) {
+		const char *r2 = keyword(q, "PREPARE");
+		if (r2)
+			q = r2;
+		if (keyword(q, "ALL")) {
+			prepared_client_clear(c->stmts);
+			server_forget_statements(s);
+		} else {
+			char name[NAME_MAX_LEN * 2];
+			size_t n = 0;
+			bool quoted = *q == '"';
+			if (quoted)
+				q++;
+			while (*q && n + 1 < sizeof(name) &&
+			       (quoted ? *q != '"' : (*q != ';' && *q != ' ' && *q != '\n'))) {
+				char ch = *q++;
+				/* unquoted identifiers fold to lower case, as in SQL */
+				name[n++] = (!quoted && ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+			}
+			name[n] = 0;
+			if (quoted && *q == '"')
+				q++;
+			q = skip_space(q);
+			if (*q == ';')
+				q = skip_space(q + 1);
+			if (!*q && prepared_client_close(c->stmts, name)) {
+				consume(c, len + 1);
+				server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
+				return FWD_DONE;
+			}
+		}
+	}
+	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+	return FWD_STREAM;
+}
+
+/* Parses client messages up to what pooling must know, rewrites the few that
+ * name prepared statements, and writes the rest unchanged to the linked
+ * server.  Every request is queued on the server so its replies are routed. */
 static bool forward_to_server(struct client *c)
 {
 	struct server *s = c->link;
-	struct iobuf *b = c->io.in;
 	bool terminate = false;
 
-	while (b && !terminate) {
+	while (c->io.in && !terminate) {
+		struct iobuf *b = c->io.in;
 		if (c->io.pkt_remain) {
 			uint32_t take = iobuf_unparsed(b);
 			if (take > c->io.pkt_remain)
@@ -484,22 +831,53 @@ static bool forward_to_server(struct client *c)
 			client_close(c, "08P01", "invalid message length %u (type %d)", len, type);
 			return false;
 		}
+		if (server_queue_room(s) < 4) {
+			/* Pipelined far ahead: parse more once replies drain the queue. */
+			s->client_stalled = true;
+			break;
+		}
+		enum fwd f = FWD_STREAM;
 		switch (type) {
 		case 'X':
 			terminate = true;
 			continue;
 		case 'Q':
-		case 'S':
-		case 'F':
-			s->expect_rfq++;
-			s->tail_clean = true;
-			if (!s->request_time || type == 'Q')
+			if (!s->request_time)
 				s->request_time = fleet_now();
+			f = on_query(c, s, len);
+			break;
+		case 'F':
+			server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+			break;
+		case 'S':
+			if (!s->request_time)
+				s->request_time = fleet_now();
+			server_queue_push(s, REQ_SYNC, REQ_PASS, NULL);
+			break;
+		case 'P':
+			f = on_parse(c, s, len);
+			break;
+		case 'B':
+			f = on_bind(c, s, len);
+			break;
+		case 'D':
+			f = on_describe(c, s, len);
+			break;
+		case 'C':
+			f = on_close(c, s, len);
+			break;
+		case 'E':
+			server_queue_push(s, REQ_EXECUTE, REQ_PASS, NULL);
 			break;
 		default:
-			s->tail_clean = false;
-			break;
+			break; /* Flush, CopyData/Done/Fail: no reply of their own */
 		}
+		if (f == FWD_CLOSED)
+			return false;
+		if (f == FWD_WAIT)
+			break;
+		if (f == FWD_DONE)
+			continue;
 		uint32_t total = len + 1, avail = iobuf_unparsed(b);
 		if (avail >= total) {
 			b->parsed += total;
@@ -523,7 +901,9 @@ static bool forward_to_server(struct client *c)
 		return false;
 	}
 	conn_release_buffer(&c->io);
-	conn_read_enable(&c->io, true);
+	conn_read_enable(&c->io, !s->client_stalled);
+	/* Requests pgfleet answers itself may be all that is owed. */
+	server_drain_fakes(s);
 	return false;
 }
 
@@ -575,7 +955,16 @@ static void client_process(struct client *c)
 static void client_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
+	if (c->state == CLIENT_LOGIN && c->login_step == LOGIN_TLS_HANDSHAKE) {
+		client_process(c); /* the handshake reads the socket itself */
+		return;
+	}
 	enum io_result r = conn_read(&c->io);
+	double now = fleet_now();
+	/* For the timeouts: the client is not idle, and a request that reaches a
+	 * server owing it nothing starts a query (query_timeout counts from here). */
+	bool server_idle = !c->link || c->link->expect_rfq <= 0;
+	c->request_time = c->idle_since = now;
 	if (r == IO_EOF || r == IO_ERROR) {
 		if (c->link && c->io.in && iobuf_unparsed(c->io.in))
 			client_process(c); /* deliver what came before the close */
@@ -585,6 +974,8 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	client_process(c);
+	if (server_idle && c->state == CLIENT_ACTIVE && c->link && c->link->expect_rfq > 0)
+		c->link->query_start = now;
 }
 
 /* The client's socket can take more: send our own messages, then whatever
@@ -629,6 +1020,7 @@ void client_linked(struct client *c)
 void client_unlinked(struct client *c)
 {
 	c->link = NULL;
+	c->idle_since = fleet_now(); /* client_idle_timeout counts from the end of its turn */
 	/* Messages of the next transaction may already be buffered. */
 	if (c->io.in && iobuf_unparsed(c->io.in))
 		client_process(c);
@@ -642,15 +1034,50 @@ void client_resume(struct client *c)
 		client_process(c);
 }
 
+/* client_idle_timeout: a client that holds no transaction and has sent
+ * nothing for that long.  idle_transaction_timeout: one that sits in an open
+ * transaction ('T' or 'E') with nothing running, holding its server
+ * connection and whatever locks it took; closing the client closes that
+ * server connection too, since its transaction cannot be handed on. */
+static void check_idle(struct client *c, double now)
+{
+	double idle_to = fleet.cfg.client_idle_timeout;
+	double xact_to = fleet.cfg.idle_transaction_timeout;
+	struct server *s = c->link;
+	if (c->welcome_pending || (s && s->expect_rfq > 0))
+		return; /* logging in, or a query is running: query_timeout's business */
+	double since = c->idle_since;
+	if (s && s->ready_time > since)
+		since = s->ready_time; /* its last query ended after it last spoke */
+	if (s && s->xact_status != 'I') {
+		if (xact_to > 0 && now - since > xact_to)
+			client_close(c, "25P03", "idle_transaction_timeout");
+		return;
+	}
+	if (idle_to > 0 && now - since > idle_to)
+		client_close(c, "08P01", "client_idle_timeout");
+}
+
 void client_janitor(double now)
 {
-	struct list *it, *tmp;
+	struct list *it, *tmp, *dit, *git;
 	double login_to = fleet.cfg.client_login_timeout;
 	if (login_to > 0) {
 		list_for_each_safe(it, tmp, &fleet.login_clients.head) {
 			struct client *c = container_of(it, struct client, node);
 			if (now - c->connect_time > login_to)
 				client_close(c, "08P01", "client_login_timeout");
+		}
+	}
+	if (fleet.cfg.client_idle_timeout <= 0 && fleet.cfg.idle_transaction_timeout <= 0)
+		return;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			list_for_each_safe(it, tmp, &g->active.head) {
+				check_idle(container_of(it, struct client, node), now);
+			}
 		}
 	}
 }

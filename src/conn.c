@@ -4,6 +4,11 @@
  * from the source's buffer to the destination socket, so a packet is copied
  * once, kernel to kernel through our buffer.  Reads loop until EAGAIN so one
  * readiness event empties the socket.
+ *
+ * With TLS (c->ssl set) the same calls go through OpenSSL: reads decrypt into
+ * the same buffer, writes encrypt one record's worth at a time into the
+ * connection's ciphertext queue and put it on the socket before encrypting
+ * more, so a slow peer pushes back exactly as with send().
  */
 #include "conn.h"
 
@@ -19,6 +24,10 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "tls.h"
+
+/* Plaintext handed to SSL at once: one TLS record. */
+#define TLS_CHUNK 16384
 
 void conn_setup(struct conn *c, int fd, event_callback_fn on_read, event_callback_fn on_write,
 		void *arg)
@@ -38,6 +47,9 @@ void conn_read_enable(struct conn *c, bool on)
 	else
 		event_del(&c->ev_read);
 	c->read_on = on;
+	/* Bytes SSL already decrypted will never make the socket readable. */
+	if (on && tls_pending(c))
+		event_active(&c->ev_read, EV_READ, 0);
 }
 
 void conn_write_enable(struct conn *c, bool on)
@@ -51,6 +63,31 @@ void conn_write_enable(struct conn *c, bool on)
 	c->write_on = on;
 }
 
+static enum io_result read_tls(struct conn *c, struct iobuf *b)
+{
+	enum io_result r;
+	for (;;) {
+		if (b->recv == b->size) {
+			/* Full: the owner parses, then reads again.  What SSL holds
+			 * decrypted will not wake us up, so come back for it. */
+			if (c->read_on && tls_pending(c))
+				event_active(&c->ev_read, EV_READ, 0);
+			r = IO_DONE;
+			break;
+		}
+		uint32_t n;
+		r = tls_read(c, b->data + b->recv, b->size - b->recv, &n);
+		if (r != IO_DONE)
+			break;
+		b->recv += n;
+		c->bytes_in += n;
+	}
+	/* Reading can make SSL answer (an alert, a KeyUpdate): send that too. */
+	if (wbuf_pending(&c->tls_out) && tls_drain(c) == IO_AGAIN)
+		conn_write_enable(c, true);
+	return r;
+}
+
 enum io_result conn_read(struct conn *c)
 {
 	if (!c->in)
@@ -60,6 +97,8 @@ enum io_result conn_read(struct conn *c)
 		b->done = b->parsed = b->recv = 0;
 	else if (b->size - b->recv < b->size / 4)
 		iobuf_compact(b);
+	if (c->ssl)
+		return read_tls(c, b);
 	for (;;) {
 		if (b->recv == b->size)
 			return IO_DONE; /* full: the owner parses, then reads again */
@@ -79,8 +118,30 @@ enum io_result conn_read(struct conn *c)
 	}
 }
 
+/* Earlier ciphertext first, then one record at a time.  Bytes SSL took are
+ * counted as sent; IO_AGAIN while their ciphertext waits for the socket, with
+ * the write event on, since some callers only watch their own queue. */
+static enum io_result write_tls(struct conn *dst, const uint8_t *p, uint32_t len, uint32_t *sent)
+{
+	for (;;) {
+		enum io_result r = tls_drain(dst);
+		if (r == IO_AGAIN)
+			conn_write_enable(dst, true);
+		if (r != IO_DONE || *sent == len)
+			return r;
+		uint32_t n, chunk = len - *sent < TLS_CHUNK ? len - *sent : TLS_CHUNK;
+		r = tls_write(dst, p + *sent, chunk, &n);
+		if (r != IO_DONE)
+			return r;
+		*sent += n;
+		dst->bytes_out += n;
+	}
+}
+
 static enum io_result write_all(struct conn *dst, const uint8_t *p, uint32_t len, uint32_t *sent)
 {
+	if (dst->ssl)
+		return write_tls(dst, p, len, sent);
 	while (*sent < len) {
 		ssize_t n = send(dst->fd, p + *sent, len - *sent, MSG_NOSIGNAL);
 		if (n > 0) {
@@ -99,10 +160,12 @@ static enum io_result write_all(struct conn *dst, const uint8_t *p, uint32_t len
 
 enum io_result conn_flush(struct conn *c)
 {
-	if (!wbuf_pending(&c->out))
-		return IO_DONE;
+	if (!wbuf_pending(&c->out)) {
+		uint32_t none = 0;
+		return c->ssl ? write_tls(c, NULL, 0, &none) : IO_DONE;
+	}
 	enum io_result r = write_all(c, c->out.data, c->out.len, &c->out.sent);
-	if (r == IO_DONE)
+	if (!wbuf_pending(&c->out))
 		wbuf_reset(&c->out);
 	return r;
 }
@@ -128,6 +191,7 @@ void conn_release_buffer(struct conn *c)
 
 void conn_teardown(struct conn *c)
 {
+	tls_end(c); /* while the socket is still open: close_notify */
 	if (c->fd >= 0) {
 		conn_read_enable(c, false);
 		conn_write_enable(c, false);

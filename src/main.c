@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "client.h"
 #include "config.h"
 #include "database.h"
@@ -23,6 +24,7 @@
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
+#include "tls.h"
 #include "version.h"
 
 extern char **environ;
@@ -197,6 +199,11 @@ int main(int argc, char **argv)
 	}
 	log_setup(verbosity, fleet.cfg.log_format == LOGFMT_JSON);
 	signal(SIGPIPE, SIG_IGN);
+	/* Certificates and keys are read once, here: a bad file stops start-up. */
+	if (!tls_init(&fleet.cfg)) {
+		config_free(&fleet.cfg);
+		return 2;
+	}
 
 	if (!fleet_runtime_init() || !discovery_init()) {
 		log_error("start-up failed", "stage", "event loop or DNS", NULL);
@@ -228,6 +235,7 @@ int main(int argc, char **argv)
 	fleet.shutting_down = true;
 	listener_stop();
 	close_everything();
+	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
 	for (int i = 0; i < 3; i++)
@@ -236,6 +244,7 @@ int main(int argc, char **argv)
 		event_free(ev_drain);
 	fleet_runtime_done();
 	auth_cache_clear();
+	tls_done();
 	config_free(&fleet.cfg);
 	log_info("pgfleet stopped", NULL);
 	return exit_code;

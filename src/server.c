@@ -19,14 +19,18 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
+#include "tls.h"
 
 #define LOGIN_MSG_MAX (64 * 1024)
+#define QUERY_TIMEOUT_GRACE 1.0 /* seconds a canceled query gets to end */
 
 static void server_on_read(evutil_socket_t fd, short what, void *arg);
 static void server_on_write(evutil_socket_t fd, short what, void *arg);
@@ -108,7 +112,6 @@ bool server_launch(struct pool *p)
 	s->login_step = SLOGIN_CONNECTING;
 	s->connect_time = fleet_now();
 	s->xact_status = 'I';
-	s->tail_clean = true;
 	r->server_conns++;
 	p->group->connecting++;
 
@@ -146,6 +149,98 @@ static void send_startup(struct server *s)
 	params[n] = NULL;
 	proto_startup(&s->io.out, params);
 	s->login_step = SLOGIN_STARTUP;
+}
+
+/* Is the replica asked for TLS?  Not over a Unix socket (libpq does not
+ * either). */
+static bool tls_wanted(const struct server *s)
+{
+	return fleet.cfg.server_tls_sslmode != TLS_DISABLE &&
+	       s->pool->replica->addr.ss_family != AF_UNIX;
+}
+
+static void send_ssl_request(struct server *s)
+{
+	uint32_t m = proto_begin(&s->io.out, 0);
+	proto_put_u32(&s->io.out, PROTO_SSL_REQUEST);
+	proto_end(&s->io.out, m);
+	s->login_step = SLOGIN_SSL_REQUEST;
+}
+
+/* The TLS handshake with the replica, one step per socket event, then the
+ * StartupMessage over TLS.  A failed handshake is the replica's fault, like
+ * a refused connection: server_close marks it down. */
+static void login_tls(struct server *s)
+{
+	char why[300];
+	switch (tls_handshake(&s->io)) {
+	case IO_AGAIN:
+		return;
+	case IO_DONE: {
+		if (log_enabled(LOG_DEBUG)) {
+			tls_describe(&s->io, why, sizeof(why));
+			log_debug("server TLS", "replica", s->pool->replica->addr_str, "tls", why,
+				  NULL);
+		}
+		send_startup(s);
+		enum io_result r = conn_flush(&s->io);
+		if (r == IO_ERROR)
+			server_close(s, "write failed during login");
+		else if (r == IO_AGAIN)
+			conn_write_enable(&s->io, true);
+		return;
+	}
+	default:
+		snprintf(why, sizeof(why), "TLS handshake failed: %s", tls_error());
+		server_close(s, why);
+		return;
+	}
+}
+
+/* The one-byte answer to SSLRequest.  True when the login goes on in
+ * plaintext (or an error is to be read); false when it stopped here. */
+static bool ssl_answer(struct server *s)
+{
+	char why[300];
+	struct iobuf *b = s->io.in;
+	if (!b || iobuf_unparsed(b) < 1)
+		return false;
+	switch (b->data[b->parsed]) {
+	case 'S':
+		b->parsed++;
+		b->done = b->parsed;
+		/* Bytes behind the 'S' did not come through TLS (CVE-2021-23222). */
+		if (iobuf_unparsed(b)) {
+			server_close(s, "received unencrypted data after SSL response");
+			return false;
+		}
+		conn_release_buffer(&s->io);
+		if (!tls_connect_begin(&s->io, s->pool->replica->host)) {
+			snprintf(why, sizeof(why), "TLS set-up failed: %s", tls_error());
+			server_close(s, why);
+			return false;
+		}
+		s->login_step = SLOGIN_TLS_HANDSHAKE;
+		login_tls(s);
+		return false;
+	case 'N':
+		b->parsed++;
+		b->done = b->parsed;
+		if (fleet.cfg.server_tls_sslmode >= TLS_REQUIRE) {
+			server_close(s, "server does not support SSL, but SSL was required");
+			return false;
+		}
+		send_startup(s); /* allow, prefer: plaintext */
+		return true;
+	case 'E':
+		/* An error before any negotiation (the server could not fork, ...):
+		 * read it as a login error. */
+		s->login_step = SLOGIN_STARTUP;
+		return true;
+	default:
+		server_close(s, "unexpected answer to SSLRequest");
+		return false;
+	}
 }
 
 /* Login errors that say the replica, not the user, is at fault. */
@@ -324,6 +419,8 @@ static void login_complete(struct server *s)
 static void process_login(struct server *s)
 {
 	char why[200];
+	if (s->login_step == SLOGIN_SSL_REQUEST && !ssl_answer(s))
+		return;
 	for (;;) {
 		uint8_t type;
 		uint32_t len;
@@ -414,6 +511,174 @@ static void process_login(struct server *s)
 	}
 }
 
+/* ---- the request queue -------------------------------------------------- */
+
+void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
+		       struct pstmt *ps)
+{
+	/* Callers check server_queue_room first; a full queue is a bug. */
+	if (s->q_len >= SERVER_QUEUE)
+		abort();
+	struct request *r = &s->queue[(s->q_head + s->q_len) % SERVER_QUEUE];
+	r->kind = (uint8_t)kind;
+	r->action = (uint8_t)action;
+	r->ps = ps;
+	if (ps)
+		prepared_ref(ps);
+	s->q_len++;
+	if (action == REQ_PASS && (kind == REQ_QUERY || kind == REQ_SYNC))
+		s->expect_rfq++;
+	if (log_enabled(LOG_TRACE)) {
+		char k[4] = {"QSPBDECd"[kind], "PHF"[action], 0};
+		log_kv(LOG_TRACE, "request queued", "replica", s->pool->replica->addr_str, "req", k,
+		       NULL);
+	}
+}
+
+static struct request *queue_head(struct server *s)
+{
+	return s->q_len ? &s->queue[s->q_head] : NULL;
+}
+
+static void queue_pop(struct server *s)
+{
+	struct request *r = &s->queue[s->q_head];
+	if (log_enabled(LOG_TRACE)) {
+		char k[4] = {"QSPBDECd"[r->kind], "PHF"[r->action], 0};
+		log_kv(LOG_TRACE, "request answered", "replica", s->pool->replica->addr_str, "req",
+		       k, NULL);
+	}
+	if (r->action == REQ_PASS && (r->kind == REQ_QUERY || r->kind == REQ_SYNC))
+		s->expect_rfq--;
+	if (r->ps)
+		prepared_release(r->ps);
+	r->ps = NULL;
+	s->q_head = (uint16_t)((s->q_head + 1) % SERVER_QUEUE);
+	s->q_len--;
+}
+
+static void queue_clear(struct server *s)
+{
+	while (s->q_len)
+		queue_pop(s);
+	s->expect_rfq = 0;
+}
+
+/* Does this reply message end the request? */
+static bool reply_ends(uint8_t kind, uint8_t type)
+{
+	switch (kind) {
+	case REQ_QUERY:
+	case REQ_SYNC:
+		return type == 'Z';
+	case REQ_PARSE:
+		return type == '1';
+	case REQ_BIND:
+		return type == '2';
+	case REQ_DESCRIBE:
+		return type == 'T' || type == 'n';
+	case REQ_EXECUTE:
+		return type == 'C' || type == 'I' || type == 's';
+	case REQ_CLOSE:
+		return type == '3';
+	default:
+		return false;
+	}
+}
+
+/* After an error in the extended protocol the server skips everything up to
+ * the next Sync: those requests get no reply, and statements they would have
+ * prepared do not exist. */
+static void skip_to_sync(struct server *s)
+{
+	struct request *r;
+	while ((r = queue_head(s)) && r->kind != REQ_SYNC) {
+		if (r->kind == REQ_PARSE && r->action != REQ_FAKE && r->ps)
+			prepared_server_forget(s->stmts, r->ps);
+		queue_pop(s);
+	}
+}
+
+void server_ensure_prepared(struct server *s, struct pstmt *ps)
+{
+	if (prepared_server_has(s->stmts, ps))
+		return;
+	struct pstmt *evicted;
+	prepared_server_add(&s->stmts, ps, (uint32_t)fleet.cfg.max_prepared_statements, &evicted);
+	if (evicted) {
+		prepared_put_close(&s->io.out, evicted);
+		server_queue_push(s, REQ_CLOSE, REQ_HIDE, NULL);
+		prepared_release(evicted);
+	}
+	prepared_put_parse(&s->io.out, ps);
+	server_queue_push(s, REQ_PARSE, REQ_HIDE, ps);
+}
+
+void server_forget_statements(struct server *s)
+{
+	prepared_server_clear(s->stmts);
+}
+
+/* Moves the parsed-not-sent replies to the client first, so what pgfleet
+ * writes itself lands in order.  False when the client cannot take them. */
+static bool flush_to_client(struct server *s, struct client *c)
+{
+	if (!s->io.in || !iobuf_unsent(s->io.in))
+		return true;
+	enum io_result r = conn_forward(&s->io, &c->io);
+	if (r == IO_DONE)
+		return true;
+	if (r == IO_ERROR) {
+		client_close(c, NULL, "write to client failed");
+	} else {
+		conn_read_enable(&s->io, false);
+		conn_write_enable(&c->io, true);
+	}
+	return false;
+}
+
+/* Answers one faked request for the client.  The server's transaction
+ * status is the one a DEALLOCATE would have left. */
+static void emit_fake(struct server *s, struct client *c, const struct request *r)
+{
+	struct wbuf *out = &c->io.out;
+	uint32_t m;
+	switch (r->kind) {
+	case REQ_PARSE:
+		m = proto_begin(out, '1');
+		proto_end(out, m);
+		break;
+	case REQ_CLOSE:
+		m = proto_begin(out, '3');
+		proto_end(out, m);
+		break;
+	case REQ_DEALLOC:
+		m = proto_begin(out, 'C');
+		proto_put_str(out, "DEALLOCATE");
+		proto_end(out, m);
+		proto_ready(out, s->xact_status);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Fakes at the head of the queue: every reply before them is out.  Counts
+ * the fakes answered in *n when n is given. */
+static bool drain_head_fakes(struct server *s, struct client *c, int *n)
+{
+	struct request *r;
+	while ((r = queue_head(s)) && r->action == REQ_FAKE) {
+		if (!flush_to_client(s, c))
+			return false;
+		emit_fake(s, c, r);
+		queue_pop(s);
+		if (n)
+			(*n)++;
+	}
+	return true;
+}
+
 /* A server with no client: only asynchronous messages and the replies to
  * pgfleet's own queries (reset, SET) can arrive; none goes to a client. */
 static void process_unlinked(struct server *s)
@@ -437,25 +702,35 @@ static void process_unlinked(struct server *s)
 		const uint8_t *body = b->data + b->parsed + 5;
 		b->parsed += total;
 		b->done = b->parsed;
+		struct request *r = queue_head(s);
 		if (type == 'S') {
 			note_parameter(s, body, len - 4, false);
-		} else if (type == 'Z' && s->hidden_rfq > 0) {
-			s->hidden_rfq--;
-			s->xact_status = (char)body[0];
-		} else if (type == 'E') {
-			struct pg_error e;
-			if (proto_parse_error(body, len - 4, &e) && s->hidden_rfq > 0 &&
-			    strcmp(e.severity, "FATAL") != 0 && strcmp(e.severity, "PANIC") != 0) {
-				log_warn("reset query failed", "replica", s->pool->replica->addr_str,
-					 "sqlstate", e.sqlstate, NULL);
-				continue;
-			}
-			server_close(s, "server sent an error on an idle connection");
-			return;
-		} else if (type != 'N' && type != 'A' && type != 'C' && s->hidden_rfq == 0) {
-			server_close(s, "unexpected message on idle connection");
+			continue;
+		}
+		if (type == 'N' || type == 'A')
+			continue;
+		if (!r || r->action != REQ_HIDE) {
+			server_close(s, type == 'E' ? "server sent an error on an idle connection"
+						    : "unexpected message on idle connection");
 			return;
 		}
+		if (type == 'E') {
+			struct pg_error e;
+			if (!proto_parse_error(body, len - 4, &e) || strcmp(e.severity, "FATAL") == 0 ||
+			    strcmp(e.severity, "PANIC") == 0) {
+				server_close(s, "server error on an idle connection");
+				return;
+			}
+			log_warn("query pgfleet sent failed", "replica", s->pool->replica->addr_str,
+				 "sqlstate", e.sqlstate, NULL);
+			if (r->kind != REQ_QUERY)
+				skip_to_sync(s);
+			continue;
+		}
+		if (type == 'Z')
+			s->xact_status = (char)body[0];
+		if (reply_ends(r->kind, type))
+			queue_pop(s);
 	}
 	conn_release_buffer(&s->io);
 }
@@ -468,16 +743,20 @@ static void finish_release(struct server *s)
 		client_unlinked(c);
 }
 
-/* Forwards the server's replies to the linked client, watching for the
- * ReadyForQuery that ends its turn. */
+/* Forwards the server's replies to the linked client in the order of its
+ * requests: replies to pgfleet's own requests are consumed, faked replies
+ * inserted in turn, and the ReadyForQuery that empties the queue at 'I'
+ * ends the client's turn on this connection. */
 static void forward_to_client(struct server *s)
 {
 	struct client *c = s->link;
-	struct iobuf *b = s->io.in;
 	bool release = false;
 	int mode = c->db->pool_mode;
 
-	while (b && !release) {
+	while (!release) {
+		struct iobuf *b = s->io.in;
+		if (!b)
+			break;
 		if (s->io.pkt_remain) {
 			uint32_t take = iobuf_unparsed(b);
 			if (take > s->io.pkt_remain)
@@ -496,73 +775,60 @@ static void forward_to_client(struct server *s)
 			server_close(s, "invalid message length from server");
 			return;
 		}
+		if (!drain_head_fakes(s, c, NULL))
+			return;
 		uint32_t total = len + 1;
-		bool hidden = s->hidden_rfq > 0;
+		struct request *r = queue_head(s);
+		bool async = type == 'S' || type == 'N' || type == 'A';
+		bool extended_error = type == 'E' && r && r->kind != REQ_QUERY;
+		bool hidden = r && r->action == REQ_HIDE && !extended_error;
 		if (hidden || type == 'Z' || type == 'S') {
 			if (iobuf_unparsed(b) < total) {
 				if (total > LOGIN_MSG_MAX || !iobuf_reserve(&s->io.in, total)) {
 					server_close(s, "oversized message from server");
 					return;
 				}
-				b = s->io.in;
 				break;
 			}
 		}
 		const uint8_t *body = b->data + b->parsed + 5;
+		if (type == 'S')
+			note_parameter(s, body, len - 4, true);
 		if (hidden) {
-			/* A reply to pgfleet's own SET: everything before it is sent
-			 * first, then it is consumed, never forwarded. */
-			if (iobuf_unsent(b)) {
-				enum io_result r = conn_forward(&s->io, &c->io);
-				if (r != IO_DONE) {
-					if (r == IO_ERROR) {
-						client_close(c, NULL, "write to client failed");
-					} else {
-						conn_read_enable(&s->io, false);
-						conn_write_enable(&c->io, true);
-					}
-					return;
-				}
-			}
-			if (type == 'S')
-				note_parameter(s, body, len - 4, true);
-			else if (type == 'Z')
-				s->hidden_rfq--;
-			else if (type == 'E')
-				log_warn("parameter SET failed", "replica", s->pool->replica->addr_str,
-					 NULL);
+			/* A reply to pgfleet's own request: consumed, never forwarded. */
+			if (!flush_to_client(s, c))
+				return;
+			if (type == 'E')
+				log_warn("query pgfleet sent failed", "replica",
+					 s->pool->replica->addr_str, NULL);
+			if (type == 'Z')
+				s->xact_status = (char)body[0];
 			b->parsed += total;
 			b->done = b->parsed;
+			if (!async && reply_ends(r->kind, type))
+				queue_pop(s);
 			continue;
 		}
-		if (type == 'Z' && mode == POOL_STATEMENT && body[0] != 'I' && s->expect_rfq <= 1) {
+		if (type == 'Z' && mode == POOL_STATEMENT && body[0] != 'I' && s->q_len <= 1) {
 			/* A transaction block in statement mode: the client gets an
 			 * error in place of this ReadyForQuery, after what came before. */
-			if (conn_forward(&s->io, &c->io) == IO_DONE)
+			if (flush_to_client(s, c))
 				client_close(c, "08P01",
 					     "transaction blocks not allowed in statement pooling mode");
-			else
-				client_close(c, NULL, "transaction block in statement pooling mode");
 			return;
 		}
 		if (type == 'Z') {
 			struct replica *rep = s->pool->replica;
 			s->xact_status = (char)body[0];
-			s->expect_rfq--;
+			s->ready_time = fleet_now(); /* timeouts: idle, or the next query, from now */
 			rep->queries++;
 			if (s->xact_status == 'I') {
 				rep->xacts++;
-				rep->xact_us += (uint64_t)((fleet_now() - s->request_time) * 1e6);
+				if (s->request_time > 0)
+					rep->xact_us += (uint64_t)((fleet_now() - s->request_time) * 1e6);
 				s->request_time = 0;
 			}
-			b->parsed += total;
-			if (s->expect_rfq <= 0 && s->tail_clean && c->io.pkt_remain == 0 &&
-			    mode != POOL_SESSION && s->xact_status == 'I')
-				release = true;
-			continue;
 		}
-		if (type == 'S')
-			note_parameter(s, body, len - 4, true);
 		uint32_t avail = iobuf_unparsed(b);
 		if (avail >= total) {
 			b->parsed += total;
@@ -570,7 +836,19 @@ static void forward_to_client(struct server *s)
 			b->parsed += avail;
 			s->io.pkt_remain = total - avail;
 		}
+		if (extended_error) {
+			if (r->kind == REQ_PARSE && r->action != REQ_FAKE && r->ps)
+				prepared_server_forget(s->stmts, r->ps);
+			skip_to_sync(s);
+		} else if (r && !async && reply_ends(r->kind, type)) {
+			queue_pop(s);
+		}
+		if (type == 'Z' && s->q_len == 0 && s->xact_status == 'I' &&
+		    c->io.pkt_remain == 0 && mode != POOL_SESSION)
+			release = true;
 	}
+	if (!release && !drain_head_fakes(s, c, NULL))
+		return;
 	enum io_result r = conn_forward(&s->io, &c->io);
 	if (r == IO_AGAIN) {
 		/* Back-pressure: read no more from the server until the client drains. */
@@ -589,6 +867,36 @@ static void forward_to_client(struct server *s)
 		return;
 	}
 	conn_release_buffer(&s->io);
+	if (s->client_stalled && server_queue_room(s) >= SERVER_QUEUE / 2) {
+		/* The client stopped because the queue was full: replies drained it. */
+		s->client_stalled = false;
+		client_resume(c);
+	}
+}
+
+void server_drain_fakes(struct server *s)
+{
+	struct client *c = s->link;
+	int answered = 0;
+	if (!c || s->state != SERVER_ACTIVE)
+		return;
+	if (!drain_head_fakes(s, c, &answered) || !answered)
+		return;
+	enum io_result r = conn_flush(&c->io);
+	if (r == IO_ERROR) {
+		client_close(c, NULL, "write to client failed");
+		return;
+	}
+	if (r == IO_AGAIN) {
+		conn_write_enable(&c->io, true);
+		return;
+	}
+	/* Only faked replies were owed (a DEALLOCATE, say): the turn is over,
+	 * unless part of the client's next message already came (it goes here). */
+	if (s->q_len == 0 && s->xact_status == 'I' && c->io.pkt_remain == 0 &&
+	    c->db->pool_mode != POOL_SESSION && !(c->io.in && !iobuf_empty(c->io.in)) &&
+	    !(s->io.in && !iobuf_empty(s->io.in)))
+		finish_release(s);
 }
 
 static void server_process(struct server *s)
@@ -614,6 +922,10 @@ static void server_process(struct server *s)
 static void server_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
+	if (s->state == SERVER_LOGIN && s->login_step == SLOGIN_TLS_HANDSHAKE) {
+		login_tls(s); /* the handshake reads the socket itself */
+		return;
+	}
 	enum io_result r = conn_read(&s->io);
 	if (r == IO_EOF || r == IO_ERROR) {
 		/* Pass on what arrived before the close (often a FATAL error). */
@@ -630,6 +942,10 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 static void server_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
+	if (s->state == SERVER_LOGIN && s->login_step == SLOGIN_TLS_HANDSHAKE) {
+		login_tls(s);
+		return;
+	}
 	if (s->state == SERVER_LOGIN && s->login_step == SLOGIN_CONNECTING) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -641,7 +957,10 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 			server_close(s, why);
 			return;
 		}
-		send_startup(s);
+		if (tls_wanted(s))
+			send_ssl_request(s);
+		else
+			send_startup(s);
 		conn_read_enable(&s->io, true);
 	}
 	enum io_result r = s->link ? conn_forward(&s->link->io, &s->io) : conn_flush(&s->io);
@@ -678,13 +997,13 @@ void server_link(struct server *s, struct client *c)
 	s->link = c;
 	c->link = s;
 	server_set_state(s, SERVER_ACTIVE);
-	s->expect_rfq = 0;
-	s->tail_clean = true;
+	s->query_start = fleet_now(); /* the client's request is on its way */
 	s->release_pending = false;
+	s->client_stalled = false;
 	if (!c->welcome_pending && param_diff_sql(&c->params, &s->params, sql, sizeof(sql))) {
 		/* Sent ahead of the client's own messages; its replies are hidden. */
 		proto_query(&s->io.out, sql);
-		s->hidden_rfq++;
+		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
 	}
 }
 
@@ -706,7 +1025,6 @@ void server_release(struct server *s)
 		c->link = NULL;
 	s->link = NULL;
 	s->release_pending = false;
-	s->expect_rfq = 0;
 	if (must_close(s)) {
 		server_close(s, "closed after use (lifetime or draining)");
 		return;
@@ -722,9 +1040,8 @@ void server_unlink_client(struct server *s)
 	s->link = NULL;
 	if (s->state != SERVER_ACTIVE)
 		return;
-	bool clean = s->xact_status == 'I' && s->expect_rfq <= 0 && s->tail_clean &&
-		     s->io.pkt_remain == 0 && (!c || c->io.pkt_remain == 0) &&
-		     (!s->io.in || iobuf_empty(s->io.in));
+	bool clean = s->xact_status == 'I' && s->q_len == 0 && s->io.pkt_remain == 0 &&
+		     (!c || c->io.pkt_remain == 0) && (!s->io.in || iobuf_empty(s->io.in));
 	if (!clean || must_close(s)) {
 		server_close(s, "client left in the middle of a transaction");
 		return;
@@ -734,8 +1051,11 @@ void server_unlink_client(struct server *s)
 	if (*reset && (mode == POOL_SESSION || fleet.cfg.server_reset_query_always)) {
 		/* DISCARD ALL resets every setting to what the login set. */
 		proto_query(&s->io.out, reset);
-		s->hidden_rfq++;
+		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
 		memcpy(&s->params, &s->params_at_login, sizeof(s->params));
+		/* DISCARD ALL (the default) drops prepared statements too; forget
+		 * them whatever the reset query is, to be safe. */
+		server_forget_statements(s);
 		if (conn_flush(&s->io) == IO_ERROR) {
 			server_close(s, "write failed");
 			return;
@@ -782,6 +1102,8 @@ void server_close(struct server *s, const char *reason)
 		free(s->scram);
 		s->scram = NULL;
 	}
+	queue_clear(s);
+	prepared_server_free(&s->stmts);
 	conn_teardown(&s->io);
 	r->server_conns--;
 	server_set_state(s, SERVER_JUSTFREE);
@@ -798,6 +1120,28 @@ void server_free_list(void)
 		free(s);
 	}
 	database_reap();
+}
+
+/* query_timeout: a query running longer is canceled on its own backend, the
+ * way a client's cancel is.  If it still has not ended a grace second later
+ * (a hung replica, a query deaf to cancels), its server connection is closed
+ * and the client told why. */
+static void check_query_timeout(struct server *s, double now)
+{
+	double limit = fleet.cfg.query_timeout;
+	struct client *c = s->link;
+	if (limit <= 0 || !c || s->expect_rfq <= 0)
+		return;
+	double started = s->query_start > s->ready_time ? s->query_start : s->ready_time;
+	if (now - started <= limit)
+		return;
+	if (s->timeout_cancel < started) {
+		s->timeout_cancel = now;
+		(void)cancel_server_query(s, "query_timeout");
+		return;
+	}
+	if (now - s->timeout_cancel >= QUERY_TIMEOUT_GRACE)
+		client_close(c, "57014", "query_timeout");
 }
 
 void server_janitor(double now)
@@ -825,6 +1169,9 @@ void server_janitor(double now)
 						server_close(s, "server_idle_timeout");
 					else if (must_close(s))
 						server_close(s, "server_lifetime");
+				}
+				list_for_each_safe(it, tmp, &p->active.head) {
+					check_query_timeout(container_of(it, struct server, node), now);
 				}
 			}
 		}

@@ -160,7 +160,7 @@ def test_client_settings_never_leak_to_other_clients(service, pgfleet):
     """One server connection shared by two clients: each sees its own
     TimeZone, DateStyle and application_name."""
     fleet = pgfleet(settings={"default_pool_size": 1},
-                    databases={"app": "host=127.0.0.2 port=5432 dbname=app"})
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
     a = connect(fleet, application_name="client-a")
     b = connect(fleet, application_name="client-b")
     try:
@@ -208,7 +208,7 @@ def test_session_mode_keeps_the_server(service, pgfleet):
 
 def test_session_mode_reset_query_runs(service, pgfleet):
     fleet = pgfleet(settings={"pool_mode": "session", "default_pool_size": 1},
-                    databases={"app": "host=127.0.0.2 port=5432 dbname=app"})
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
     with connect(fleet) as conn:
         conn.execute("CREATE TEMP TABLE gone_after_reset (x int)")
         conn.execute("SET work_mem = '7MB'")
@@ -236,12 +236,13 @@ def test_statement_mode_refuses_transaction_blocks(service, pgfleet):
 
 
 def test_host_list_and_literal_addresses(service, pgfleet):
-    fleet = pgfleet(databases={"app": "host=127.0.0.3,127.0.0.4 port=5432 dbname=app"})
+    fleet = pgfleet(databases={"app": "host=%s,%s port=5432 dbname=app"
+                               % (fx.pod_addr(1), fx.pod_addr(2))})
     seen = set()
     with connect(fleet) as conn:
         for _ in range(40):
             seen.add(server_addr(conn))
-    assert seen == {"127.0.0.3", "127.0.0.4"}
+    assert seen == {fx.pod_addr(1), fx.pod_addr(2)}
 
 
 def test_wildcard_database(service, pgfleet):
@@ -415,7 +416,7 @@ def _swallow(fn, *args):
 def test_replica_killed_mid_transaction(service, pgfleet):
     """The client whose transaction was on the killed pod gets an error with
     SQLSTATE 08006 (or the server's own); the others carry on."""
-    fleet = pgfleet(databases={"app": "host=127.0.0.2,127.0.0.3 port=5432 dbname=app"})
+    fleet = pgfleet(databases={"app": "host=%s,%s port=5432 dbname=app" % (fx.pod_addr(0), fx.pod_addr(1))})
     victim = connect(fleet, autocommit=False)
     victim.execute("SELECT 1")
     addr = server_addr(victim)
@@ -461,7 +462,7 @@ def test_refused_replica_is_skipped(bench, pgfleet):
 
 def test_query_wait_timeout(service, pgfleet):
     fleet = pgfleet(settings={"default_pool_size": 1, "query_wait_timeout": 1},
-                    databases={"app": "host=127.0.0.2 port=5432 dbname=app"})
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
     holder = connect(fleet, autocommit=False)
     holder.execute("SELECT 1")  # holds the only server connection
     waiter = connect(fleet)
@@ -507,11 +508,11 @@ def test_sigterm_exits_zero(service, pgfleet):
 def test_check_flag(tmp_path):
     binary = os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
     good = tmp_path / "good.ini"
-    good.write_text("[databases]\napp = host=127.0.0.2\n[pgfleet]\nauth_type = trust\n")
+    good.write_text("[databases]\napp = host=%s\n" % fx.pod_addr(0) + "[pgfleet]\nauth_type = trust\n")
     p = subprocess.run([binary, "--check", str(good)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     bad = tmp_path / "bad.ini"
-    bad.write_text("[databases]\napp = host=127.0.0.2\n[pgfleet]\nauth_type = trust\n"
+    bad.write_text("[databases]\napp = host=%s\n" % fx.pod_addr(0) + "[pgfleet]\nauth_type = trust\n"
                    "pool_mode = sesion\n")
     p = subprocess.run([binary, "-t", str(bad)], capture_output=True, text=True)
     assert p.returncode == 1

@@ -1,0 +1,40 @@
+/*
+ * cancel.h: query cancellation.  Each logged-in client has its own
+ * BackendKeyData (pid, key), kept in a hash table so that a CancelRequest
+ * finds its client at once.  A cancel is sent to the one backend running
+ * that client's query right now, over a new non-blocking connection to that
+ * backend's replica (never another one); when the client has nothing
+ * running, the request is dropped, as PostgreSQL does with a stale key.
+ */
+#ifndef PGFLEET_CANCEL_H
+#define PGFLEET_CANCEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct client;
+struct server;
+
+/* Gives c a fresh random (cancel_pid, cancel_key), unique among the
+ * registered clients, and registers it.  Called once c has logged in. */
+void cancel_register(struct client *c);
+/* Forgets c's key (idempotent; safe for a client never registered). */
+void cancel_unregister(struct client *c);
+/* The registered client with this BackendKeyData, or NULL. */
+struct client *cancel_find_client(uint32_t pid, uint32_t key);
+
+/* A CancelRequest packet (`len` bytes, its length word included) came on the
+ * fresh connection c: forward it if it names a client with a query running,
+ * then close c (PostgreSQL answers a CancelRequest with nothing).  This is
+ * the one entry point, plaintext or after an SSLRequest. */
+void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len);
+
+/* Cancels what s (linked to a client) is running now: a new connection to
+ * s's replica carries a CancelRequest with s's backend key.  Bounded by
+ * server_connect_timeout; never blocks.  `why` goes to the log. */
+bool cancel_server_query(struct server *s, const char *why);
+
+/* Closes and frees every cancel connection still in flight, and the table. */
+void cancel_shutdown(void);
+
+#endif

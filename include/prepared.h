@@ -1,0 +1,77 @@
+/*
+ * prepared.h: protocol-level named prepared statements in transaction mode.
+ *
+ * A client's Parse of a named statement is remembered by the client under its
+ * own name, and points at a shared statement: one per distinct (query text,
+ * parameter types), named "pgf_<id>" on the servers.  Each server connection
+ * knows which shared statements it has prepared (at most
+ * max_prepared_statements, least recently used evicted); a Bind or Describe
+ * on a server that lacks the statement first gets a hidden Parse.
+ *
+ * prepared.c keeps these maps; it never reads sockets.  The rewriting of
+ * messages and the response bookkeeping live in client.c and server.c.
+ */
+#ifndef PGFLEET_PREPARED_H
+#define PGFLEET_PREPARED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iobuf.h"
+
+/* A distinct (query, parameter types), shared by every client using it. */
+struct pstmt {
+	struct pstmt *next; /* hash chain */
+	uint64_t id;        /* server-side name: pgf_<id> */
+	uint32_t hash;
+	uint32_t refs;      /* client statements and server entries using it */
+	uint32_t body_len;
+	uint8_t body[];     /* Parse body after the name: query\0, int16 n, n x int32 */
+};
+
+/* The statements one client prepared, by the client's names. */
+struct client_stmts;
+/* The shared statements one server connection has prepared. */
+struct server_stmts;
+
+/* Registers the client's Parse of `name` (body = the rest of the Parse
+ * message after the name) and returns its shared statement. */
+struct pstmt *prepared_client_parse(struct client_stmts **cs, const char *name,
+				    const uint8_t *body, uint32_t body_len);
+/* The shared statement the client knows as `name`, or NULL. */
+struct pstmt *prepared_client_lookup(struct client_stmts *cs, const char *name);
+/* Close / DEALLOCATE of one name; false when the client had no such name. */
+bool prepared_client_close(struct client_stmts *cs, const char *name);
+/* DEALLOCATE ALL / DISCARD ALL, and the client's end. */
+void prepared_client_clear(struct client_stmts *cs);
+void prepared_client_free(struct client_stmts **cs);
+uint32_t prepared_client_count(const struct client_stmts *cs);
+
+/* Does the server have ps prepared?  Marks it most recently used. */
+bool prepared_server_has(struct server_stmts *ss, const struct pstmt *ps);
+/* Records ps as prepared on the server.  When that exceeds `max`, the least
+ * recently used statement is returned in *evicted (its reference handed to
+ * the caller, who must Close it on the server and prepared_release it). */
+void prepared_server_add(struct server_stmts **ss, struct pstmt *ps, uint32_t max,
+			 struct pstmt **evicted);
+/* Forgets ps on the server (its Parse failed or was skipped). */
+void prepared_server_forget(struct server_stmts *ss, const struct pstmt *ps);
+/* The server dropped everything (DISCARD ALL, DEALLOCATE ALL) or closed. */
+void prepared_server_clear(struct server_stmts *ss);
+void prepared_server_free(struct server_stmts **ss);
+uint32_t prepared_server_count(const struct server_stmts *ss);
+
+void prepared_ref(struct pstmt *ps);
+void prepared_release(struct pstmt *ps);
+
+/* The server-side name, "pgf_<id>". */
+void prepared_name(const struct pstmt *ps, char *buf, unsigned len);
+/* Appends a Parse message for ps under its server-side name. */
+void prepared_put_parse(struct wbuf *w, const struct pstmt *ps);
+/* Appends a Close (statement) message for ps. */
+void prepared_put_close(struct wbuf *w, const struct pstmt *ps);
+/* Shared statements alive, for SHOW MEM / tests. */
+uint32_t prepared_shared_count(void);
+void prepared_free_all(void);
+
+#endif
