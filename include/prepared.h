@@ -26,6 +26,7 @@ struct pstmt {
 	uint32_t hash;
 	uint32_t refs;      /* client statements and server entries using it */
 	uint32_t body_len;
+	bool drops_all;     /* DISCARD ALL / DEALLOCATE ALL: running it drops every statement */
 	uint8_t body[];     /* Parse body after the name: query\0, int16 n, n x int32 */
 };
 

@@ -569,6 +569,72 @@ static bool statements_on(void)
 	return fleet.cfg.max_prepared_statements > 0;
 }
 
+/* Skips SQL whitespace and comments. */
+static const char *skip_space(const char *p)
+{
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n')
+				p++;
+		} else {
+			return p;
+		}
+	}
+}
+
+/* Matches a keyword (case-insensitive) followed by a non-identifier char. */
+static const char *keyword(const char *p, const char *kw)
+{
+	size_t n = strlen(kw);
+	if (strncasecmp(p, kw, n) != 0)
+		return NULL;
+	char after = p[n];
+	if ((after >= 'a' && after <= 'z') || (after >= 'A' && after <= 'Z') ||
+	    (after >= '0' && after <= '9') || after == '_')
+		return NULL;
+	return skip_space(p + n);
+}
+
+enum stmt_sql {
+	SQL_OTHER,
+	SQL_DROP_ALL,  /* DISCARD ALL, DEALLOCATE [PREPARE] ALL */
+	SQL_DEALLOC,   /* DEALLOCATE [PREPARE] <name>: the name is in `name` */
+};
+
+/* Recognises the statements that drop protocol-level prepared statements. */
+static enum stmt_sql classify_sql(const char *sql, char *name, size_t namelen)
+{
+	const char *p = skip_space(sql), *q;
+	if ((q = keyword(p, "DISCARD")) && keyword(q, "ALL"))
+		return SQL_DROP_ALL;
+	if (!(q = keyword(p, "DEALLOCATE")))
+		return SQL_OTHER;
+	const char *r = keyword(q, "PREPARE");
+	if (r)
+		q = r;
+	if (keyword(q, "ALL"))
+		return SQL_DROP_ALL;
+	size_t n = 0;
+	bool quoted = *q == '"';
+	if (quoted)
+		q++;
+	while (*q && n + 1 < namelen &&
+	       (quoted ? *q != '"' : (*q != ';' && *q != ' ' && *q != '\n' && *q != '\t'))) {
+		char ch = *q++;
+		/* unquoted identifiers fold to lower case, as in SQL */
+		name[n++] = (!quoted && ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+	}
+	name[n] = 0;
+	if (quoted && *q == '"')
+		q++;
+	q = skip_space(q);
+	if (*q == ';')
+		q = skip_space(q + 1);
+	return (*q || !n) ? SQL_OTHER : SQL_DEALLOC;
+}
+
 /* Parse of a named statement: remembered under the client's name, sent under
  * the shared name only when this server connection lacks it. */
 static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
@@ -583,13 +649,53 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		client_close(c, "08P01", "malformed Parse message");
 		return FWD_CLOSED;
 	}
-	if (!*name || !statements_on()) {
+	if (!statements_on()) {
+		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	char target[NAME_MAX_LEN * 2];
+	const char *query = (const char *)r.p + r.pos;
+	enum stmt_sql kind = memchr(query, 0, r.len - r.pos)
+				     ? classify_sql(query, target, sizeof(target))
+				     : SQL_OTHER;
+	if (kind == SQL_DROP_ALL && !*name) {
+		/* Run right after: the server drops every statement, so do both maps. */
+		prepared_client_clear(c->stmts);
+		server_forget_statements(s);
+	}
+	if (kind == SQL_DEALLOC && !*name) {
+		struct pstmt *ps = prepared_client_lookup(c->stmts, target);
+		if (ps) {
+			/* DEALLOCATE <client name> over the extended protocol (psycopg
+			 * does it): deallocate the shared statement on this server
+			 * instead, which other clients re-prepare when they need it. */
+			if (!flush_parsed(c, s))
+				return FWD_WAIT;
+			char sql[64], sname[32];
+			server_ensure_prepared(s, ps);
+			prepared_name(ps, sname, sizeof(sname));
+			snprintf(sql, sizeof(sql), "DEALLOCATE %s", sname);
+			prepared_server_forget(s->stmts, ps);
+			prepared_client_close(c->stmts, target);
+			uint32_t m = proto_begin(&s->io.out, 'P');
+			proto_put_str(&s->io.out, "");
+			proto_put_str(&s->io.out, sql);
+			proto_put_u16(&s->io.out, 0);
+			proto_end(&s->io.out, m);
+			server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
+			consume(c, len + 1);
+			return FWD_DONE;
+		}
+	}
+	if (!*name) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
 	if (!flush_parsed(c, s))
 		return FWD_WAIT;
 	struct pstmt *ps = prepared_client_parse(&c->stmts, name, r.p + r.pos, r.len - r.pos);
+	/* A prepared DISCARD ALL / DEALLOCATE ALL drops everything when it runs */
+	ps->drops_all = kind == SQL_DROP_ALL;
 	consume(c, len + 1);
 	if (prepared_server_has(s->stmts, ps)) {
 		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
@@ -689,6 +795,11 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 		return FWD_WAIT;
 	send_renamed(c, s, 'B', len, portal, (uint32_t)(z1 + 1 - body), name,
 		     (uint32_t)(z2 + 1 - body), ps);
+	if (ps->drops_all) {
+		/* Executing it drops every statement of the session, itself too. */
+		prepared_client_clear(c->stmts);
+		server_forget_statements(s);
+	}
 	return FWD_DONE;
 }
 
@@ -717,35 +828,7 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
 	return FWD_DONE;
 }
 
-/* Skips SQL whitespace and comments. */
-static const char *skip_space(const char *p)
-{
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		if (p[0] == '-' && p[1] == '-') {
-			while (*p && *p != '\n')
-				p++;
-		} else {
-			return p;
-		}
-	}
-}
-
-/* Matches a keyword (case-insensitive) followed by a non-identifier char. */
-static const char *keyword(const char *p, const char *kw)
-{
-	size_t n = strlen(kw);
-	if (strncasecmp(p, kw, n) != 0)
-		return NULL;
-	char after = p[n];
-	if ((after >= 'a' && after <= 'z') || (after >= 'A' && after <= 'Z') ||
-	    (after >= '0' && after <= '9') || after == '_')
-		return NULL;
-	return skip_space(p + n);
-}
-
-/* Simple queries that change protocol-level statements: DEALLOCATE ALL and
+/* Simple queries that drop protocol-level statements: DEALLOCATE ALL and
  * DISCARD ALL drop them all (on the server too); DEALLOCATE <name> of a
  * statement pgfleet renamed is answered by pgfleet. */
 static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
@@ -763,41 +846,21 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		client_close(c, "08P01", "malformed Query message");
 		return FWD_CLOSED;
 	}
-	const char *p = skip_space((const char *)body), *q;
-	if ((q = keyword(p, "DISCARD")) && keyword(q, "ALL")) {
+	char name[NAME_MAX_LEN * 2];
+	switch (classify_sql((const char *)body, name, sizeof(name))) {
+	case SQL_DROP_ALL:
 		prepared_client_clear(c->stmts);
 		server_forget_statements(s);
-	} else if ((q = keyword(p, "DEALLOCATE"))) {
-		const char *r2 = keyword(q, "PREPARE");
-		if (r2)
-			q = r2;
-		if (keyword(q, "ALL")) {
-			prepared_client_clear(c->stmts);
-			server_forget_statements(s);
-		} else {
-			char name[NAME_MAX_LEN * 2];
-			size_t n = 0;
-			bool quoted = *q == '"';
-			if (quoted)
-				q++;
-			while (*q && n + 1 < sizeof(name) &&
-			       (quoted ? *q != '"' : (*q != ';' && *q != ' ' && *q != '\n'))) {
-				char ch = *q++;
-				/* unquoted identifiers fold to lower case, as in SQL */
-				name[n++] = (!quoted && ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-			}
-			name[n] = 0;
-			if (quoted && *q == '"')
-				q++;
-			q = skip_space(q);
-			if (*q == ';')
-				q = skip_space(q + 1);
-			if (!*q && prepared_client_close(c->stmts, name)) {
-				consume(c, len + 1);
-				server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
-				return FWD_DONE;
-			}
+		break;
+	case SQL_DEALLOC:
+		if (prepared_client_close(c->stmts, name)) {
+			consume(c, len + 1);
+			server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
+			return FWD_DONE;
 		}
+		break;
+	case SQL_OTHER:
+		break;
 	}
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_STREAM;
