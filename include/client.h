@@ -59,6 +59,8 @@ struct client {
 	double request_time; /* the last bytes from the client */
 	double idle_since;   /* timeouts: its last bytes, or the end of its last transaction */
 	bool welcome_pending; /* logged in, waits for one server to learn parameters */
+	bool skip_to_sync;    /* after an error pgfleet raised: drop messages up to Sync */
+	uint32_t discard_remain; /* bytes of a dropped message still to come */
 };
 
 void client_accept(int fd, const struct sockaddr *sa, socklen_t salen);

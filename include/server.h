@@ -37,6 +37,7 @@ enum req_kind {
 	REQ_EXECUTE,  /* CommandComplete, EmptyQueryResponse or PortalSuspended */
 	REQ_CLOSE,    /* CloseComplete */
 	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
+	REQ_ERROR,    /* an ErrorResponse pgfleet answers itself (then skip to Sync) */
 };
 
 enum req_action {
@@ -47,10 +48,14 @@ enum req_action {
 
 struct request {
 	struct pstmt *ps; /* PARSE: the statement it prepares (a reference) */
+	char *note;       /* ERROR: the message (owned) */
 	uint8_t kind, action;
 };
 
-#define SERVER_QUEUE 256
+#define SERVER_QUEUE_MIN 32
+/* A client may pipeline this many requests before one Sync; PostgreSQL holds
+ * its replies until the Sync, so the queue must hold them all. */
+#define SERVER_QUEUE_MAX (1u << 20)
 
 enum server_login_step {
 	SLOGIN_CONNECTING, /* TCP connect in progress */
@@ -70,13 +75,13 @@ struct server {
 	uint32_t backend_pid, backend_key;
 	int expect_rfq;   /* ReadyForQuery messages owed to the linked client */
 	/* Requests sent (or answered by pgfleet) whose replies are still to come. */
-	struct request queue[SERVER_QUEUE];
-	uint16_t q_head, q_len;
+	struct request *queue; /* a ring of q_cap entries, grown on demand */
+	uint32_t q_cap, q_head, q_len;
+	bool overflow;
 	struct server_stmts *stmts; /* prepared statements this connection has */
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
-	bool client_stalled;  /* the client stopped parsing: queue full */
 	bool login_failed_by_user; /* the server refused the user, not the connection */
 	struct param_set params;
 	struct param_set params_at_login; /* what a reset query returns to */
@@ -96,13 +101,12 @@ void server_set_state(struct server *s, enum server_state st);
 void server_close(struct server *s, const char *reason);
 /* Called by the client side after it queued bytes for the server. */
 void server_resume(struct server *s);
-/* Requests: queue room, and recording one in order. */
-static inline unsigned server_queue_room(const struct server *s)
-{
-	return SERVER_QUEUE - s->q_len;
-}
+/* Requests: recording one in order.  Past SERVER_QUEUE_MAX the request is
+ * not recorded and `overflow` is set: the client is then closed. */
 void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
 		       struct pstmt *ps);
+/* The last request queued (to adjust what it expects). */
+struct request *server_queue_last(struct server *s);
 /* Makes sure the statement is prepared on s before a Bind/Describe uses it:
  * queues a hidden Parse (and a hidden Close of an evicted one) in s->io.out. */
 void server_ensure_prepared(struct server *s, struct pstmt *ps);

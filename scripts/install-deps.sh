@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what pgfleet's build, demo and tests need on Debian 12.
 # Idempotent: when every package is already installed it returns at once,
-# without touching apt.
+# without touching apt, and npm is not run once node_modules/pg is there.
 set -euo pipefail
 
 PACKAGES=(
@@ -16,9 +16,25 @@ PACKAGES=(
   iproute2             # ss, in the fixture's error messages
   # clients and test runner
   python3 python3-pytest python3-psycopg python3-asyncpg
+  libpostgresql-jdbc-java   # pgjdbc: /usr/share/java/postgresql.jar
   # benchmarks
   valgrind
 )
+# Node.js/npm (node-postgres tests) and a JDK (pgjdbc tests) often come with
+# the machine image: take Debian's only when the command is missing.
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+command -v javac >/dev/null 2>&1 || PACKAGES+=(default-jdk-headless)
+
+# node-postgres for tests/integration/test_drivers.py, from the checked-in
+# package.json + package-lock.json; skipped (no network) once installed.
+install_node_drivers() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/integration/drivers"
+  [ -f "$dir/node_modules/pg/package.json" ] && return 0
+  echo "install-deps: npm ci in $dir" >&2
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,6 +43,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+  install_node_drivers
   exit 0
 fi
 
@@ -40,4 +57,5 @@ export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
   -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+install_node_drivers
 echo "install-deps: done" >&2

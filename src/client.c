@@ -693,6 +693,19 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	}
 	if (!flush_parsed(c, s))
 		return FWD_WAIT;
+	if (prepared_client_lookup(c->stmts, name)) {
+		/* As PostgreSQL: the name is taken until it is closed; the error
+		 * comes in turn and the rest up to Sync is ignored. */
+		char msg[160];
+		snprintf(msg, sizeof(msg), "prepared statement \"%s\" already exists", name);
+		consume(c, len + 1);
+		server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
+		struct request *last = server_queue_last(s);
+		if (last)
+			last->note = strdup(msg);
+		c->skip_to_sync = true;
+		return FWD_DONE;
+	}
 	struct pstmt *ps = prepared_client_parse(&c->stmts, name, r.p + r.pos, r.len - r.pos);
 	/* A prepared DISCARD ALL / DEALLOCATE ALL drops everything when it runs */
 	ps->drops_all = kind == SQL_DROP_ALL;
@@ -703,7 +716,7 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	}
 	server_ensure_prepared(s, ps);
 	/* ensure_prepared queued a hidden Parse: this one is the client's own */
-	s->queue[(s->q_head + s->q_len - 1) % SERVER_QUEUE].action = REQ_PASS;
+	server_queue_last(s)->action = REQ_PASS;
 	return FWD_DONE;
 }
 
@@ -876,6 +889,17 @@ static bool forward_to_server(struct client *c)
 
 	while (c->io.in && !terminate) {
 		struct iobuf *b = c->io.in;
+		if (c->discard_remain) {
+			/* The rest of a message dropped after an error. */
+			uint32_t take = iobuf_unparsed(b);
+			if (take > c->discard_remain)
+				take = c->discard_remain;
+			consume(c, take);
+			c->discard_remain -= take;
+			if (c->discard_remain)
+				break;
+			continue;
+		}
 		if (c->io.pkt_remain) {
 			uint32_t take = iobuf_unparsed(b);
 			if (take > c->io.pkt_remain)
@@ -894,11 +918,21 @@ static bool forward_to_server(struct client *c)
 			client_close(c, "08P01", "invalid message length %u (type %d)", len, type);
 			return false;
 		}
-		if (server_queue_room(s) < 4) {
-			/* Pipelined far ahead: parse more once replies drain the queue. */
-			s->client_stalled = true;
-			break;
+		if (s->overflow) {
+			client_close(c, "54000", "too many requests pipelined before a Sync");
+			return false;
 		}
+		if (c->skip_to_sync && type != 'S' && type != 'X') {
+			/* Ignored up to the Sync, as the server would after an error. */
+			if (!flush_parsed(c, s))
+				break;
+			uint32_t avail = iobuf_unparsed(b), total = len + 1;
+			consume(c, avail < total ? avail : total);
+			c->discard_remain = avail < total ? total - avail : 0;
+			continue;
+		}
+		if (type == 'S')
+			c->skip_to_sync = false;
 		enum fwd f = FWD_STREAM;
 		switch (type) {
 		case 'X':
@@ -964,7 +998,7 @@ static bool forward_to_server(struct client *c)
 		return false;
 	}
 	conn_release_buffer(&c->io);
-	conn_read_enable(&c->io, !s->client_stalled);
+	conn_read_enable(&c->io, true);
 	/* Requests pgfleet answers itself may be all that is owed. */
 	server_drain_fakes(s);
 	return false;

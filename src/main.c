@@ -73,8 +73,14 @@ static bool drained(void)
 				return false;
 			list_for_each(pit, &g->pools) {
 				struct pool *p = container_of(pit, struct pool, group_node);
-				if (p->active.count)
-					return false;
+				struct list *sit;
+				/* Busy: a reply is owed or a transaction is open.  A client
+				 * merely holding a connection (Flush, no Sync yet) is not. */
+				list_for_each(sit, &p->active.head) {
+					struct server *s = container_of(sit, struct server, node);
+					if (s->q_len || s->xact_status != 'I')
+						return false;
+				}
 			}
 		}
 	}

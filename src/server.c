@@ -390,11 +390,7 @@ static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, 
 		/* PostgreSQL 14+: a promotion shows up here at once. */
 		struct replica *rep = s->pool->replica;
 		enum replica_role role = strcmp(value, "on") == 0 ? ROLE_STANDBY : ROLE_PRIMARY;
-		if (rep->role != role) {
-			log_info("replica role", "db", rep->db->name, "addr", rep->addr_str, "role",
-				 replica_role_name(role), NULL);
-			rep->role = role;
-		}
+		(void)replica_set_role(rep, role, "in_hot_standby");
 	}
 }
 
@@ -516,23 +512,41 @@ static void process_login(struct server *s)
 void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
 		       struct pstmt *ps)
 {
-	/* Callers check server_queue_room first; a full queue is a bug. */
-	if (s->q_len >= SERVER_QUEUE)
-		abort();
-	struct request *r = &s->queue[(s->q_head + s->q_len) % SERVER_QUEUE];
+	if (s->q_len == s->q_cap) {
+		/* Grow the ring, unwrapping it: rare, the size is kept. */
+		uint32_t cap = s->q_cap ? s->q_cap * 2 : SERVER_QUEUE_MIN;
+		struct request *q = cap <= SERVER_QUEUE_MAX ? calloc(cap, sizeof(*q)) : NULL;
+		if (!q) {
+			s->overflow = true;
+			return;
+		}
+		for (uint32_t i = 0; i < s->q_len; i++)
+			q[i] = s->queue[(s->q_head + i) % s->q_cap];
+		free(s->queue);
+		s->queue = q;
+		s->q_cap = cap;
+		s->q_head = 0;
+	}
+	struct request *r = &s->queue[(s->q_head + s->q_len) % s->q_cap];
 	r->kind = (uint8_t)kind;
 	r->action = (uint8_t)action;
 	r->ps = ps;
+	r->note = NULL;
 	if (ps)
 		prepared_ref(ps);
 	s->q_len++;
 	if (action == REQ_PASS && (kind == REQ_QUERY || kind == REQ_SYNC))
 		s->expect_rfq++;
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECd"[kind], "PHF"[action], 0};
+		char k[4] = {"QSPBDECde"[kind], "PHF"[action], 0};
 		log_kv(LOG_TRACE, "request queued", "replica", s->pool->replica->addr_str, "req", k,
 		       NULL);
 	}
+}
+
+struct request *server_queue_last(struct server *s)
+{
+	return s->q_len ? &s->queue[(s->q_head + s->q_len - 1) % s->q_cap] : NULL;
 }
 
 static struct request *queue_head(struct server *s)
@@ -544,7 +558,7 @@ static void queue_pop(struct server *s)
 {
 	struct request *r = &s->queue[s->q_head];
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECd"[r->kind], "PHF"[r->action], 0};
+		char k[4] = {"QSPBDECde"[r->kind], "PHF"[r->action], 0};
 		log_kv(LOG_TRACE, "request answered", "replica", s->pool->replica->addr_str, "req",
 		       k, NULL);
 	}
@@ -553,7 +567,9 @@ static void queue_pop(struct server *s)
 	if (r->ps)
 		prepared_release(r->ps);
 	r->ps = NULL;
-	s->q_head = (uint16_t)((s->q_head + 1) % SERVER_QUEUE);
+	free(r->note);
+	r->note = NULL;
+	s->q_head = (s->q_head + 1) % s->q_cap;
 	s->q_len--;
 }
 
@@ -657,6 +673,9 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		proto_put_str(out, "DEALLOCATE");
 		proto_end(out, m);
 		proto_ready(out, s->xact_status);
+		break;
+	case REQ_ERROR:
+		proto_error(out, "ERROR", "42P05", r->note ? r->note : "prepared statement exists");
 		break;
 	default:
 		break;
@@ -867,11 +886,6 @@ static void forward_to_client(struct server *s)
 		return;
 	}
 	conn_release_buffer(&s->io);
-	if (s->client_stalled && server_queue_room(s) >= SERVER_QUEUE / 2) {
-		/* The client stopped because the queue was full: replies drained it. */
-		s->client_stalled = false;
-		client_resume(c);
-	}
 }
 
 void server_drain_fakes(struct server *s)
@@ -999,7 +1013,6 @@ void server_link(struct server *s, struct client *c)
 	server_set_state(s, SERVER_ACTIVE);
 	s->query_start = fleet_now(); /* the client's request is on its way */
 	s->release_pending = false;
-	s->client_stalled = false;
 	if (!c->welcome_pending && param_diff_sql(&c->params, &s->params, sql, sizeof(sql))) {
 		/* Sent ahead of the client's own messages; its replies are hidden. */
 		proto_query(&s->io.out, sql);
@@ -1103,6 +1116,9 @@ void server_close(struct server *s, const char *reason)
 		s->scram = NULL;
 	}
 	queue_clear(s);
+	free(s->queue);
+	s->queue = NULL;
+	s->q_cap = 0;
 	prepared_server_free(&s->stmts);
 	conn_teardown(&s->io);
 	r->server_conns--;
