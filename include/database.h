@@ -20,6 +20,8 @@
 
 #define NAME_MAX_LEN 64
 
+struct health_check;
+
 enum replica_state {
 	REPLICA_NEW,      /* seen in DNS, no check passed yet: no traffic */
 	REPLICA_UP,       /* takes transactions */
@@ -40,10 +42,12 @@ struct replica {
 	enum replica_state state;
 	enum replica_role role;
 	double lag_s;
-	double retry_at; /* DOWN/BANNED: when it may be tried again */
-	int fails;       /* failures in a row */
-	double last_check;
+	double retry_at; /* DOWN: when a login may be retried (no health checks);
+			    BANNED: when the ban ends */
+	int fails;       /* failures in a row (checks and logins) */
+	double last_check; /* wall clock of the last finished check, 0 = none */
 	char last_error[160];
+	struct health_check *health; /* health.c's state, NULL when checks are off */
 	bool seen; /* marked during a replica-set update */
 	struct list pools; /* struct pool, one per user */
 	int server_conns;  /* every server connection, any state */
@@ -73,6 +77,12 @@ void database_hosts_changed(const char *host);
 /* Recomputes one database's replicas from its host list. */
 void database_sync_replicas(struct database *db);
 void replica_set_state(struct replica *r, enum replica_state state, const char *why);
+/* A new role (from a health check or in_hot_standby): logged, and the idle
+ * server connections close, since they were opened for the old role (busy
+ * ones finish their transaction).  Returns whether the role changed. */
+bool replica_set_role(struct replica *r, enum replica_role role, const char *why);
+/* Is r's lag within its database's max_replica_lag (always, for a primary)? */
+bool replica_lag_ok(const struct replica *r);
 /* Is r able to take a new transaction for db's target_session_attrs? */
 bool replica_eligible(const struct replica *r, double now);
 const char *replica_state_name(enum replica_state s);
@@ -80,5 +90,25 @@ const char *replica_role_name(enum replica_role r);
 /* Forgets draining replicas that have no connection left. */
 void database_reap(void);
 void database_free_all(void);
+
+/* One SHOW REPLICAS row (SPEC.md): a (database, resolved address).  The
+ * strings point into pgfleet's state and are valid during the callback. */
+struct replica_row {
+	const char *database;
+	const char *host; /* the name it was resolved from */
+	char addr[256];   /* address without port, or the socket directory */
+	int port;
+	const char *role;  /* primary | standby | unknown */
+	const char *state; /* new | up | down | banned | draining */
+	double lag_s;
+	int server_conns, active;
+	uint64_t xacts, queries, avg_xact_us;
+	double last_check;     /* wall clock, seconds since the epoch; 0 = never */
+	char last_check_str[32]; /* "2026-11-23 10:00:00 UTC", "" = never */
+	const char *last_error;  /* "" when none */
+};
+/* Calls fn once per (database, replica), databases in creation order. */
+void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void *arg),
+				  void *arg);
 
 #endif

@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "discovery.h"
+#include "health.h"
 #include "log.h"
 #include "pool.h"
 #include "runtime.h"
@@ -32,6 +34,18 @@ const char *replica_role_name(enum replica_role r)
 	return role_names[r];
 }
 
+/* Idle connections go now; busy ones finish their transaction. */
+static void close_idle(struct replica *r, const char *reason)
+{
+	struct list *pit, *it, *tmp;
+	list_for_each(pit, &r->pools) {
+		struct pool *p = container_of(pit, struct pool, replica_node);
+		list_for_each_safe(it, tmp, &p->idle.head) {
+			server_close(container_of(it, struct server, node), reason);
+		}
+	}
+}
+
 void replica_set_state(struct replica *r, enum replica_state state, const char *why)
 {
 	if (r->state == state)
@@ -45,18 +59,54 @@ void replica_set_state(struct replica *r, enum replica_state state, const char *
 					   : "replica down",
 	       "db", r->db->name, "addr", r->addr_str, "from", state_names[old], "reason", why,
 	       NULL);
-	if (state == REPLICA_DRAINING || state == REPLICA_DOWN || state == REPLICA_BANNED) {
-		/* Idle connections go now; busy ones finish their transaction. */
-		struct list *pit, *it, *tmp;
-		list_for_each(pit, &r->pools) {
-			struct pool *p = container_of(pit, struct pool, replica_node);
-			list_for_each_safe(it, tmp, &p->idle.head) {
-				struct server *s = container_of(it, struct server, node);
-				server_close(s, state == REPLICA_DRAINING ? "replica draining"
-									  : "replica down");
-			}
-		}
+	if (state == REPLICA_DRAINING || state == REPLICA_DOWN || state == REPLICA_BANNED)
+		close_idle(r, state == REPLICA_DRAINING ? "replica draining" : "replica down");
+}
+
+bool replica_set_role(struct replica *r, enum replica_role role, const char *why)
+{
+	if (r->role == role)
+		return false;
+	enum replica_role old = r->role;
+	r->role = role;
+	log_info("replica role changed", "db", r->db->name, "addr", r->addr_str, "role",
+		 role_names[role], "from", role_names[old], "reason", why, NULL);
+	/* A promoted standby's sessions were opened read-only, a demoted
+	 * primary's for writes: neither may carry the other kind of work. */
+	if (old != ROLE_UNKNOWN)
+		close_idle(r, "replica role changed");
+	return true;
+}
+
+bool replica_lag_ok(const struct replica *r)
+{
+	const struct db_config *cfg = r->db->cfg;
+	double max = cfg && cfg->max_replica_lag >= 0 ? cfg->max_replica_lag
+						      : fleet.cfg.max_replica_lag;
+	return r->role != ROLE_STANDBY || max <= 0 || r->lag_s <= max;
+}
+
+/*
+ * May r take new work as far as health goes?  With health checks running,
+ * only a check brings a replica up (a new one included).  Without them the
+ * first login is the check, and a down replica gets one retry login after
+ * server_login_retry.
+ */
+static bool replica_healthy(const struct replica *r, double now)
+{
+	bool checked = r->health && health_enabled();
+	switch (r->state) {
+	case REPLICA_UP:
+		return true;
+	case REPLICA_NEW:
+		return !checked;
+	case REPLICA_DOWN:
+	case REPLICA_BANNED:
+		return !checked && now >= r->retry_at; /* a retry: one connection finds out */
+	case REPLICA_DRAINING:
+		return false;
 	}
+	return false;
 }
 
 /* Does any replica of db serve as a standby right now? (prefer-standby) */
@@ -65,8 +115,7 @@ static bool standby_available(const struct database *db, double now)
 	struct list *it;
 	list_for_each(it, &db->replicas) {
 		const struct replica *r = container_of(it, struct replica, node);
-		if (r->role == ROLE_STANDBY &&
-		    (r->state == REPLICA_UP || (r->state == REPLICA_DOWN && now >= r->retry_at)))
+		if (r->role == ROLE_STANDBY && replica_healthy(r, now) && replica_lag_ok(r))
 			return true;
 	}
 	return false;
@@ -74,18 +123,9 @@ static bool standby_available(const struct database *db, double now)
 
 bool replica_eligible(const struct replica *r, double now)
 {
-	switch (r->state) {
-	case REPLICA_UP:
-	case REPLICA_NEW:
-		break;
-	case REPLICA_DOWN:
-	case REPLICA_BANNED:
-		if (now < r->retry_at)
-			return false;
-		break; /* a retry: one connection finds out */
-	case REPLICA_DRAINING:
+	/* A standby too far behind gets no reads, whatever the target. */
+	if (!replica_healthy(r, now) || !replica_lag_ok(r))
 		return false;
-	}
 	int tsa = r->db->cfg ? r->db->cfg->tsa : TSA_ANY;
 	switch (tsa) {
 	case TSA_READ_WRITE:
@@ -175,9 +215,11 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	if (r) {
 		r->seen = true;
 		if (r->state == REPLICA_DRAINING) {
-			r->state = REPLICA_UP;
+			/* Checked again before it takes work: it may have changed. */
+			r->state = health_enabled() ? REPLICA_NEW : REPLICA_UP;
 			pool_add_replica(r);
 			log_info("replica back in DNS", "db", db->name, "addr", r->addr_str, NULL);
+			health_check_now(r);
 		}
 		return;
 	}
@@ -189,8 +231,9 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	r->addrlen = len;
 	conn_format_addr(&r->addr, r->addr_str, sizeof(r->addr_str));
 	snprintf(r->host, sizeof(r->host), "%s", host);
-	/* No health checks yet: the first successful login is the check. */
-	r->state = REPLICA_UP;
+	/* No traffic until a health check passes (checked at once); without
+	 * checks the first successful login is the check. */
+	r->state = health_enabled() ? REPLICA_NEW : REPLICA_UP;
 	r->role = ROLE_UNKNOWN;
 	r->seen = true;
 	list_init(&r->pools);
@@ -198,6 +241,7 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	db->replica_count++;
 	pool_add_replica(r);
 	log_info("replica added", "db", db->name, "addr", r->addr_str, "host", host, NULL);
+	health_replica_added(r);
 }
 
 void database_sync_replicas(struct database *db)
@@ -270,6 +314,7 @@ struct database *database_lookup(const char *name)
 
 static void replica_free(struct replica *r)
 {
+	health_replica_removed(r);
 	pool_remove_replica(r);
 	list_del(&r->node);
 	r->db->replica_count--;
@@ -304,5 +349,50 @@ void database_free_all(void)
 		}
 		list_del(&db->node);
 		free(db);
+	}
+}
+
+void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void *arg), void *arg)
+{
+	struct list *dit, *it;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(it, &db->replicas) {
+			struct replica *r = container_of(it, struct replica, node);
+			struct replica_row row;
+			memset(&row, 0, sizeof(row));
+			row.database = db->name;
+			row.host = r->host;
+			if (r->addr.ss_family == AF_INET) {
+				const struct sockaddr_in *in4 = (const struct sockaddr_in *)&r->addr;
+				inet_ntop(AF_INET, &in4->sin_addr, row.addr, sizeof(row.addr));
+				row.port = ntohs(in4->sin_port);
+			} else if (r->addr.ss_family == AF_INET6) {
+				const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->addr;
+				inet_ntop(AF_INET6, &in6->sin6_addr, row.addr, sizeof(row.addr));
+				row.port = ntohs(in6->sin6_port);
+			} else {
+				snprintf(row.addr, sizeof(row.addr), "%s", r->host);
+				row.port = db->cfg ? db->cfg->port : 5432;
+			}
+			row.role = role_names[r->role];
+			row.state = state_names[r->state];
+			row.lag_s = r->lag_s;
+			row.server_conns = r->server_conns;
+			row.active = r->active;
+			row.xacts = r->xacts;
+			row.queries = r->queries;
+			row.avg_xact_us = r->xacts ? r->xact_us / r->xacts : 0;
+			row.last_check = r->last_check;
+			if (r->last_check > 0) {
+				time_t t = (time_t)r->last_check;
+				struct tm tm;
+				gmtime_r(&t, &tm);
+				strftime(row.last_check_str, sizeof(row.last_check_str),
+					 "%Y-%m-%d %H:%M:%S UTC", &tm);
+			}
+			row.last_error = r->last_error;
+			fn(&row, arg);
+		}
 	}
 }

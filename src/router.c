@@ -1,13 +1,14 @@
 /*
  * router.c: picks the replica for a transaction.  Eligibility (health, role
- * for the database's target_session_attrs, lag) comes from database.c; this
- * file only weighs load: least_conn (fewest connections busy on the replica),
- * round_robin or random.
+ * for the database's target_session_attrs, lag) comes from database.c (its
+ * inputs from health.c's checks); this file only weighs load: least_conn
+ * (fewest connections busy on the replica), round_robin or random.
  */
 #include "router.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime.h"
 
@@ -78,30 +79,62 @@ struct pool *router_pick_launch(struct pool_group *g, double now)
 	return pick(g, now, has_room);
 }
 
+/* Appends ", <n> <what>" (or ": <n> <what>" first) to a breakdown. */
+static void count_part(char *buf, size_t len, int n, const char *what)
+{
+	size_t used = strlen(buf);
+	if (n == 0 || used >= len)
+		return;
+	snprintf(buf + used, len - used, "%s%d %s", used ? ", " : "", n, what);
+}
+
 void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 {
 	struct list *it;
 	int total = 0, eligible = 0, full = 0;
+	int by_state[REPLICA_DRAINING + 1] = {0};
+	int wrong_role[ROLE_STANDBY + 1] = {0};
+	int lagging = 0;
 	const char *last_error = NULL;
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
+		const struct replica *r = p->replica;
 		total++;
-		if (replica_eligible(p->replica, now)) {
+		if (replica_eligible(r, now)) {
 			eligible++;
 			if (!has_room(p))
 				full++;
-		} else if (p->replica->last_error[0]) {
-			last_error = p->replica->last_error;
+			continue;
 		}
+		if (r->state != REPLICA_UP)
+			by_state[r->state]++;
+		else if (!replica_lag_ok(r))
+			lagging++;
+		else
+			wrong_role[r->role]++; /* up, but not what the target asks for */
+		if (r->state != REPLICA_UP && r->last_error[0])
+			last_error = r->last_error;
 	}
-	if (total == 0)
+	if (total == 0) {
 		snprintf(buf, len, "no replica known for database \"%s\" (DNS has no answer yet)",
 			 g->db->name);
-	else if (eligible == 0)
-		snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known%s%s)",
+	} else if (eligible == 0) {
+		/* e.g. 'no replica of database "app_rw" is up for read-write
+		 * (3 known: 1 down, 2 standby)' */
+		char parts[160] = "";
+		for (int s = REPLICA_NEW; s <= REPLICA_DRAINING; s++)
+			count_part(parts, sizeof(parts), by_state[s],
+				   s == REPLICA_NEW ? "not checked yet"
+						    : replica_state_name((enum replica_state)s));
+		count_part(parts, sizeof(parts), wrong_role[ROLE_PRIMARY], "primary");
+		count_part(parts, sizeof(parts), wrong_role[ROLE_STANDBY], "standby");
+		count_part(parts, sizeof(parts), lagging, "standby lagging beyond max_replica_lag");
+		snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known: %s%s%s)",
 			 g->db->name, config_tsa_name(g->db->cfg ? g->db->cfg->tsa : TSA_ANY),
-			 total, last_error ? ", last error: " : "", last_error ? last_error : "");
-	else
+			 total, parts, last_error ? "; last error: " : "",
+			 last_error ? last_error : "");
+	} else {
 		snprintf(buf, len, "all %d eligible replicas of \"%s\" are busy (%d full pools)",
 			 eligible, g->db->name, full);
+	}
 }

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "health.h"
 #include "pool.h"
 #include "server.h"
 
@@ -54,6 +55,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	double now = fleet_now();
 	client_janitor(now);
 	server_janitor(now);
+	health_janitor();
 	pool_janitor(now);
 }
 

@@ -462,7 +462,9 @@ def test_idle_transaction_timeout(service, pgfleet):
 
 
 def app_backends(service):
-    return {i: activity(service, i, "datname = 'app'") for i in range(3)}
+    """The pool's server connections on each pod (not the health check's)."""
+    return {i: activity(service, i, "datname = 'app' AND application_name <> 'pgfleet-health'")
+            for i in range(3)}
 
 
 def test_server_idle_timeout(service, pgfleet):
@@ -507,7 +509,10 @@ def test_server_connect_timeout_marks_a_hung_pod_down(service, pgfleet):
     """A pod that accepts TCP but never answers: its logins give up after
     server_connect_timeout, it is marked down, and the others serve."""
     service.hang(1)
-    fleet = pgfleet(settings={"server_connect_timeout": 1, "server_login_retry": 30})
+    # Health checks off: the login itself must notice the hang (with checks on,
+    # the hung pod never passes its first check and never gets a login).
+    fleet = pgfleet(settings={"server_connect_timeout": 1, "server_login_retry": 30,
+                              "health_check_period": 0})
     seen = {}
     errors = []
 

@@ -1,0 +1,32 @@
+/*
+ * health.h: a libpq check of every replica every health_check_period,
+ * driven by the event loop (never a blocking libpq call).  A check says
+ * whether the replica answers, its role (pg_is_in_recovery()) and, on a
+ * standby, its replay lag.  Health (new/up/down/banned) and role are kept
+ * apart, HAProxy style: a failure makes a replica down, HEALTH_FALL failures
+ * in a row ban it for ban_time, one passing check brings it back up.
+ */
+#ifndef PGFLEET_HEALTH_H
+#define PGFLEET_HEALTH_H
+
+#include <stdbool.h>
+
+#include "database.h"
+
+/* Failures in a row that turn down into banned. */
+#define HEALTH_FALL 3
+
+/* Are checks running (health_check_period > 0)?  Without them a new replica
+ * takes traffic at once and the first login is its check. */
+bool health_enabled(void);
+/* A replica appeared (or came back to DNS): check it at the next loop pass. */
+void health_replica_added(struct replica *r);
+/* Check r now, unless a check is already running. */
+void health_check_now(struct replica *r);
+/* A replica is forgotten: its check state and connection go with it. */
+void health_replica_removed(struct replica *r);
+/* Once a second: restarts checks that are not scheduled (health_check_period
+ * turned on by SET or RELOAD). */
+void health_janitor(void);
+
+#endif

@@ -1,0 +1,548 @@
+/*
+ * health.c: checks every replica every health_check_period over libpq's
+ * non-blocking API, driven by the same libevent loop as everything else
+ * (PQconnectStartParams/PQconnectPoll, then PQsendQuery/PQconsumeInput).
+ * A check learns whether the replica answers, its role and its replay lag,
+ * and moves the replica between new/up/down/banned (database.c keeps the
+ * states; this file decides them).  One libpq connection per replica is kept
+ * between checks, so a check is one round trip.
+ *
+ * Must not: call a blocking libpq function (PQconnectdb, PQexec, PQgetResult
+ * while PQisBusy), touch pgfleet's own server connections, or route.
+ */
+#include "health.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "auth.h"
+#include "log.h"
+#include "pool.h"
+#include "runtime.h"
+
+/*
+ * Lag: on an idle primary pg_last_xact_replay_timestamp() stops moving, so
+ * "now - last replayed commit" grows on a standby that is fully caught up.
+ * A standby that has replayed everything it received is 0 behind; only one
+ * with received-but-unreplayed WAL is measured by the timestamp.  (Standbys
+ * fed from an archive have no receive LSN and are always measured.)
+ */
+#define CHECK_SQL                                                                                  \
+	"SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN 0 "                    \
+	"WHEN pg_last_wal_receive_lsn() IS NOT NULL "                                              \
+	"AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 "                        \
+	"ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8"
+
+enum hc_step {
+	HC_IDLE,       /* between checks; the timer is the next check */
+	HC_CONNECTING, /* PQconnectPoll; the timer is the deadline */
+	HC_QUERYING,   /* CHECK_SQL sent; the timer is the deadline */
+};
+
+struct health_check {
+	struct replica *r;
+	PGconn *conn;         /* kept between checks while it works */
+	struct event *ev_io;  /* one-shot, on the libpq socket, for the current step */
+	struct event *ev_timer;
+	enum hc_step step;
+	double started;
+	bool reused;          /* this check began on a kept connection */
+	bool have_row, recovery;
+	double lag;
+	char query_error[160];
+	bool warned_auth;     /* "cannot log in" said once per replica */
+};
+
+static void start_check(struct health_check *hc);
+static void start_connect(struct health_check *hc);
+
+bool health_enabled(void)
+{
+	return fleet.cfg.health_check_period > 0;
+}
+
+static void arm(struct event *ev, double seconds)
+{
+	if (seconds < 0)
+		seconds = 0;
+	struct timeval tv = {(time_t)seconds,
+			     (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
+	evtimer_add(ev, &tv);
+}
+
+static void drop_conn(struct health_check *hc)
+{
+	/* The event goes before the socket: never leave libevent watching a
+	 * descriptor libpq is about to close. */
+	if (hc->ev_io) {
+		event_free(hc->ev_io);
+		hc->ev_io = NULL;
+	}
+	if (hc->conn) {
+		PQfinish(hc->conn);
+		hc->conn = NULL;
+	}
+}
+
+/* libpq's messages span lines ("...failed: Connection refused\n\tIs the
+ * server running...?\n"): the first line says it, with runs of spaces
+ * ("FATAL:  ") squeezed. */
+static void one_line(char *dst, size_t len, const char *src)
+{
+	if (!src || !*src)
+		src = "unknown error";
+	size_t n = 0;
+	for (const char *p = src; *p && *p != '\n' && *p != '\r' && n + 1 < len; p++) {
+		char ch = *p == '\t' ? ' ' : *p;
+		if (ch == ' ' && (n == 0 || dst[n - 1] == ' '))
+			continue;
+		dst[n++] = ch;
+	}
+	while (n && dst[n - 1] == ' ')
+		n--;
+	dst[n] = 0;
+}
+
+/* Server notices (a WARNING as a pod shuts down) would go to stderr
+ * unformatted: they say nothing a failed check does not. */
+static void quiet_notice(void *arg, const char *message)
+{
+}
+
+/* Waiting clients may go elsewhere, or now find a replica. */
+static void kick_db(struct database *db)
+{
+	struct list *it;
+	list_for_each(it, &db->groups) {
+		pool_kick(container_of(it, struct pool_group, node));
+	}
+}
+
+static void schedule_next(struct health_check *hc)
+{
+	hc->step = HC_IDLE;
+	if (!health_enabled())
+		return; /* switched off with SET: health_check_now() restarts */
+	double wait = hc->started + fleet.cfg.health_check_period - fleet_now();
+	arm(hc->ev_timer, wait < 0.05 ? 0.05 : wait);
+}
+
+static void check_failed(struct health_check *hc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void check_failed(struct health_check *hc, const char *fmt, ...)
+{
+	struct replica *r = hc->r;
+	char why[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	drop_conn(hc);
+	r->last_check = fleet_wallclock();
+	snprintf(r->last_error, sizeof(r->last_error), "%s", why);
+	if (r->state != REPLICA_DRAINING) {
+		double now = fleet_now();
+		r->fails++;
+		if (r->state == REPLICA_BANNED) {
+			/* stays banned; a passing check after ban_time lifts it */
+		} else if (r->fails >= HEALTH_FALL) {
+			r->retry_at = now + fleet.cfg.ban_time;
+			replica_set_state(r, REPLICA_BANNED, why);
+		} else if (r->state != REPLICA_DOWN) {
+			r->retry_at = now + fleet.cfg.server_login_retry;
+			replica_set_state(r, REPLICA_DOWN, why);
+		}
+	}
+	schedule_next(hc);
+	kick_db(r->db);
+}
+
+/* The replica answered; bring it (back) up if it may come. */
+static void mark_answering(struct replica *r)
+{
+	r->fails = 0;
+	switch (r->state) {
+	case REPLICA_NEW:
+	case REPLICA_DOWN:
+		replica_set_state(r, REPLICA_UP, "health check passed");
+		break;
+	case REPLICA_BANNED:
+		if (fleet_now() >= r->retry_at)
+			replica_set_state(r, REPLICA_UP, "health check passed after ban_time");
+		break;
+	case REPLICA_UP:
+	case REPLICA_DRAINING:
+		break;
+	}
+}
+
+static void check_passed(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	if (hc->ev_io) {
+		event_free(hc->ev_io);
+		hc->ev_io = NULL;
+	}
+	r->last_check = fleet_wallclock();
+	if (r->state != REPLICA_DRAINING) {
+		bool lag_was_ok = replica_lag_ok(r);
+		r->lag_s = hc->lag;
+		(void)replica_set_role(r, hc->recovery ? ROLE_STANDBY : ROLE_PRIMARY,
+				       "health check");
+		if (lag_was_ok != replica_lag_ok(r)) {
+			char lag[32];
+			snprintf(lag, sizeof(lag), "%.1f", r->lag_s);
+			log_kv(lag_was_ok ? LOG_WARN : LOG_INFO,
+			       lag_was_ok ? "replica lagging" : "replica caught up", "db",
+			       r->db->name, "addr", r->addr_str, "lag_s", lag, NULL);
+		}
+		mark_answering(r);
+	}
+	schedule_next(hc);
+	kick_db(r->db);
+}
+
+/*
+ * The server answered but would not let the health check in (no or wrong
+ * health_check_password, pg_hba).  The replica is alive, so it is not held
+ * against it: it serves as though unchecked, its role learned from the
+ * server connections' in_hot_standby.  Said once, loudly.
+ */
+static bool auth_problem(PGconn *conn, const char *msg)
+{
+	return PQconnectionNeedsPassword(conn) || strstr(msg, "authentication failed") ||
+	       strstr(msg, "no password supplied") || strstr(msg, "no pg_hba.conf entry") ||
+	       (strstr(msg, "role \"") && strstr(msg, "does not exist"));
+}
+
+static void connect_failed(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	char msg[160];
+	one_line(msg, sizeof(msg), hc->conn ? PQerrorMessage(hc->conn) : NULL);
+	if (hc->conn && auth_problem(hc->conn, msg)) {
+		if (!hc->warned_auth)
+			log_warn("health check cannot log in: set health_check_user and "
+				 "health_check_password",
+				 "db", r->db->name, "addr", r->addr_str, "error", msg, NULL);
+		hc->warned_auth = true;
+		drop_conn(hc);
+		r->last_check = fleet_wallclock();
+		snprintf(r->last_error, sizeof(r->last_error), "health check: %.140s", msg);
+		mark_answering(r);
+		schedule_next(hc);
+		kick_db(r->db);
+		return;
+	}
+	check_failed(hc, "health check: %s", msg);
+}
+
+/* A kept connection can die quietly between checks (server restart,
+ * idle_session_timeout): one fresh connection within the same deadline
+ * decides, not the stale one. */
+static void conn_lost(struct health_check *hc, const char *why)
+{
+	if (hc->reused) {
+		hc->reused = false;
+		drop_conn(hc);
+		start_connect(hc);
+		return;
+	}
+	char msg[160];
+	one_line(msg, sizeof(msg), why);
+	check_failed(hc, "health check: %s", msg);
+}
+
+static void on_io(evutil_socket_t fd, short what, void *arg);
+
+static void wait_io(struct health_check *hc, short what)
+{
+	int fd = PQsocket(hc->conn);
+	if (hc->ev_io) {
+		event_free(hc->ev_io);
+		hc->ev_io = NULL;
+	}
+	if (fd < 0) {
+		conn_lost(hc, "no socket");
+		return;
+	}
+	/* One-shot and re-made each step: PQconnectPoll may switch sockets
+	 * (another address, a retry without TLS). */
+	hc->ev_io = event_new(fleet.base, fd, what, on_io, hc);
+	if (!hc->ev_io) {
+		check_failed(hc, "health check: out of memory");
+		return;
+	}
+	event_add(hc->ev_io, NULL);
+}
+
+static void send_query(struct health_check *hc)
+{
+	hc->step = HC_QUERYING;
+	hc->have_row = false;
+	hc->query_error[0] = 0;
+	if (PQsetnonblocking(hc->conn, 1) != 0 || !PQsendQuery(hc->conn, CHECK_SQL)) {
+		conn_lost(hc, PQerrorMessage(hc->conn));
+		return;
+	}
+	int rc = PQflush(hc->conn);
+	if (rc < 0)
+		conn_lost(hc, PQerrorMessage(hc->conn));
+	else
+		wait_io(hc, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void take_result(struct health_check *hc, PGresult *res)
+{
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 2 &&
+	    !PQgetisnull(res, 0, 0)) {
+		hc->have_row = true;
+		hc->recovery = PQgetvalue(res, 0, 0)[0] == 't';
+		hc->lag = PQgetisnull(res, 0, 1) ? 0 : strtod(PQgetvalue(res, 0, 1), NULL);
+		if (!(hc->lag >= 0)) /* also NaN */
+			hc->lag = 0;
+	} else if (!hc->query_error[0]) {
+		const char *e = PQresultErrorMessage(res);
+		one_line(hc->query_error, sizeof(hc->query_error),
+			 e && *e ? e : "unexpected answer to the health query");
+	}
+}
+
+static void read_results(struct health_check *hc)
+{
+	if (!PQconsumeInput(hc->conn)) {
+		conn_lost(hc, PQerrorMessage(hc->conn));
+		return;
+	}
+	while (!PQisBusy(hc->conn)) {
+		PGresult *res = PQgetResult(hc->conn);
+		if (!res) {
+			if (hc->have_row)
+				check_passed(hc);
+			else if (PQstatus(hc->conn) == CONNECTION_BAD)
+				conn_lost(hc, hc->query_error);
+			else
+				check_failed(hc, "health query failed: %s", hc->query_error);
+			return;
+		}
+		take_result(hc, res);
+		PQclear(res);
+	}
+	wait_io(hc, EV_READ);
+}
+
+static void on_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct health_check *hc = arg;
+	if (hc->step == HC_CONNECTING) {
+		switch (PQconnectPoll(hc->conn)) {
+		case PGRES_POLLING_READING:
+			wait_io(hc, EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			wait_io(hc, EV_WRITE);
+			return;
+		case PGRES_POLLING_OK:
+			send_query(hc);
+			return;
+		default:
+			connect_failed(hc);
+			return;
+		}
+	}
+	if (hc->step != HC_QUERYING)
+		return;
+	if (what & EV_WRITE) {
+		int rc = PQflush(hc->conn);
+		if (rc < 0) {
+			conn_lost(hc, PQerrorMessage(hc->conn));
+			return;
+		}
+		if (rc == 1 && !(what & EV_READ)) {
+			wait_io(hc, EV_READ | EV_WRITE);
+			return;
+		}
+	}
+	read_results(hc);
+}
+
+/* The user a check logs in as: health_check_user, else the one pgfleet logs
+ * in to servers with for this database (its entry's user, the first client's
+ * user for a "*" entry, DB_USER). */
+static const char *check_user(const struct database *db)
+{
+	if (*fleet.cfg.health_check_user)
+		return fleet.cfg.health_check_user;
+	if (db->cfg && db->cfg->user)
+		return db->cfg->user;
+	if (!list_empty(&db->groups))
+		return container_of(db->groups.next, struct pool_group, node)->user;
+	const char *env = getenv("DB_USER");
+	if (env && *env)
+		return env;
+	return fleet.cfg.n_users ? fleet.cfg.users[0].name : NULL;
+}
+
+static void start_connect(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	struct database *db = r->db;
+	static const char *sslmodes[] = {"disable", "allow",     "prefer",
+					 "require", "verify-ca", "verify-full"};
+	const char *kw[16], *val[16];
+	int n = 0;
+	char addr[64] = "", port[16], timeout[16];
+	if (r->addr.ss_family == AF_UNIX) {
+		kw[n] = "host", val[n++] = r->host; /* the socket directory */
+		snprintf(port, sizeof(port), "%d", db->cfg ? db->cfg->port : 5432);
+	} else {
+		const struct sockaddr_in *in4 = (const struct sockaddr_in *)&r->addr;
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->addr;
+		if (r->addr.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &in4->sin_addr, addr, sizeof(addr));
+			snprintf(port, sizeof(port), "%u", ntohs(in4->sin_port));
+		} else {
+			inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+			snprintf(port, sizeof(port), "%u", ntohs(in6->sin6_port));
+		}
+		/* hostaddr connects without a lookup; host names the server for
+		 * verify-full. */
+		kw[n] = "hostaddr", val[n++] = addr;
+		kw[n] = "host", val[n++] = r->host;
+	}
+	kw[n] = "port", val[n++] = port;
+	kw[n] = "dbname", val[n++] = db->dbname;
+	const char *user = check_user(db);
+	if (user) {
+		kw[n] = "user", val[n++] = user;
+		const char *pw = *fleet.cfg.health_check_user && *fleet.cfg.health_check_password
+					 ? fleet.cfg.health_check_password
+					 : auth_server_password(db->cfg, user);
+		/* An md5 hash or a SCRAM secret is no use to libpq. */
+		if (pw && auth_password_kind(pw) == PW_PLAIN)
+			kw[n] = "password", val[n++] = pw;
+	}
+	double t = fleet.cfg.health_check_timeout > 0 ? fleet.cfg.health_check_timeout : 3;
+	snprintf(timeout, sizeof(timeout), "%d", t < 2 ? 2 : (int)t);
+	kw[n] = "connect_timeout", val[n++] = timeout;
+	kw[n] = "application_name", val[n++] = "pgfleet-health";
+	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
+	if (*fleet.cfg.server_tls_ca_file)
+		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
+	kw[n] = "gssencmode", val[n++] = "disable";
+	kw[n] = NULL, val[n] = NULL;
+
+	hc->step = HC_CONNECTING;
+	hc->conn = PQconnectStartParams(kw, val, 0);
+	if (!hc->conn) {
+		check_failed(hc, "health check: out of memory");
+		return;
+	}
+	PQsetNoticeProcessor(hc->conn, quiet_notice, NULL);
+	if (PQstatus(hc->conn) == CONNECTION_BAD) {
+		connect_failed(hc);
+		return;
+	}
+	/* libpq's rule: poll as though PQconnectPoll had said WRITING. */
+	wait_io(hc, EV_WRITE);
+}
+
+static void start_check(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	if (r->state == REPLICA_DRAINING || !health_enabled()) {
+		drop_conn(hc); /* no more checks; health_check_now() restarts them */
+		hc->step = HC_IDLE;
+		return;
+	}
+	hc->started = fleet_now();
+	double t = fleet.cfg.health_check_timeout > 0 ? fleet.cfg.health_check_timeout : 3;
+	arm(hc->ev_timer, t);
+	if (hc->conn && PQstatus(hc->conn) == CONNECTION_OK) {
+		hc->reused = true;
+		send_query(hc);
+	} else {
+		hc->reused = false;
+		drop_conn(hc);
+		start_connect(hc);
+	}
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct health_check *hc = arg;
+	if (hc->step == HC_IDLE) {
+		start_check(hc);
+		return;
+	}
+	/* A hung replica (SIGSTOP, a dead network path) accepts and never
+	 * answers: the deadline is what notices. */
+	check_failed(hc, "health check timed out after %gs",
+		     fleet.cfg.health_check_timeout > 0 ? fleet.cfg.health_check_timeout : 3);
+}
+
+void health_replica_added(struct replica *r)
+{
+	if (!r->health) {
+		struct health_check *hc = calloc(1, sizeof(*hc));
+		if (!hc)
+			return;
+		hc->r = r;
+		hc->ev_timer = evtimer_new(fleet.base, on_timer, hc);
+		if (!hc->ev_timer) {
+			free(hc);
+			return;
+		}
+		r->health = hc;
+	}
+	health_check_now(r);
+}
+
+void health_check_now(struct replica *r)
+{
+	struct health_check *hc = r->health;
+	if (!hc) {
+		health_replica_added(r);
+		return;
+	}
+	if (hc->step != HC_IDLE || !health_enabled())
+		return;
+	/* At the next loop pass, not inside the caller: a "*" database gets
+	 * its first client's user before the check picks one. */
+	arm(hc->ev_timer, 0);
+}
+
+void health_janitor(void)
+{
+	if (!health_enabled())
+		return;
+	struct list *dit, *it;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(it, &db->replicas) {
+			struct replica *r = container_of(it, struct replica, node);
+			struct health_check *hc = r->health;
+			if (r->state == REPLICA_DRAINING)
+				continue;
+			if (!hc || (hc->step == HC_IDLE && !evtimer_pending(hc->ev_timer, NULL)))
+				health_check_now(r);
+		}
+	}
+}
+
+void health_replica_removed(struct replica *r)
+{
+	struct health_check *hc = r->health;
+	if (!hc)
+		return;
+	drop_conn(hc);
+	event_free(hc->ev_timer);
+	free(hc);
+	r->health = NULL;
+}
