@@ -40,6 +40,10 @@ double fleet_wallclock(void);
 void fleet_schedule_free(void);
 bool fleet_runtime_init(void) __attribute__((warn_unused_result));
 void fleet_runtime_done(void);
+/* Stops accepting and drains: open transactions finish (up to
+ * shutdown_timeout), then the loop ends (SIGTERM, SIGINT, admin SHUTDOWN).
+ * Defined in main.c, which owns the shutdown order. */
+void fleet_shutdown(const char *why);
 /* Random bytes for keys and nonces (OpenSSL's RAND_bytes). */
 void fleet_random(void *buf, size_t len);
 

@@ -108,7 +108,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopbreak(fleet.base);
 		return;
 	}
-	log_info("shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+	fleet_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+void fleet_shutdown(const char *why)
+{
+	if (fleet.shutting_down)
+		return;
+	log_info("shutting down", "reason", why, NULL);
 	fleet.shutting_down = true;
 	listener_stop();
 	drain_deadline = fleet_now() + fleet.cfg.shutdown_timeout;
