@@ -232,6 +232,40 @@ def test_a_pod_added_to_dns_takes_reads(replicated, pgfleet):
     assert 'msg="replica added" db=app_ro addr=%s:%d' % (new, fx.PG_PORT) in fleet.log_text()
 
 
+def test_a_failing_resolver_keeps_the_last_good_answer(replicated, pgfleet):
+    """A resolver blip is never a failover: the replicas stay, traffic goes
+    on over all of them, and the failure is logged."""
+    fleet = start(pgfleet)
+    wait_all_up(fleet, replicated)
+    replicated.dns_stop()
+    try:
+        assert wait_until(lambda: 'msg="dns lookup failed" host=%s' % fx.SVC_NAME
+                          in fleet.log_text(), 20), fleet.log_tail()
+        assert 'kept="last good answer"' in fleet.log_text()
+        assert set(addrs_seen(fleet, "app", 12)) == set(replicated.addrs)
+    finally:
+        replicated.dns_start()
+    assert "replica draining" not in fleet.log_text()
+
+
+def test_sighup_re_resolves_at_once(replicated, pgfleet):
+    """With the next lookup a minute away (a failed lookup waits
+    dns_nxdomain_ttl), SIGHUP makes pgfleet see a new pod at once."""
+    fleet = start(pgfleet, settings={"dns_nxdomain_ttl": 60})
+    wait_all_up(fleet, replicated)
+    replicated.dns_stop()
+    assert wait_until(lambda: 'msg="dns lookup failed"' in fleet.log_text(), 20)
+    i = replicated.add_pod(dns=False)
+    new = fx.pod_addr(i)
+    replicated.dns_start()
+    replicated.set_records(replicated.records + [new])
+    time.sleep(1)
+    assert new not in addrs_seen(fleet, "app_ro", 6)  # not yet: no lookup due
+    fleet.reload()
+    assert wait_until(lambda: new in addrs_seen(fleet, "app_ro", 6), PERIOD + 3), \
+        fleet.log_tail()
+
+
 def test_a_pod_removed_from_dns_then_stopped_fails_nothing(bench, pgfleet):
     fleet = start(pgfleet)
     wait_all_up(fleet, bench)
