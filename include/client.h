@@ -18,6 +18,7 @@ struct pool_group;
 struct server;
 struct scram_server;
 struct client_stmts;
+struct admin_session;
 
 enum client_state {
 	CLIENT_LOGIN,    /* fleet.login_clients: startup and authentication */
@@ -52,6 +53,7 @@ struct client {
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
 	struct client_stmts *stmts; /* named prepared statements, by the client's names */
+	struct admin_session *admin; /* NULL: not an admin console client (admin.c) */
 	uint8_t md5_salt[4];
 	struct sockaddr_storage addr;
 	char addr_str[64];

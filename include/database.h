@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "list.h"
+#include "stats.h"
 
 #define NAME_MAX_LEN 64
 
@@ -52,7 +53,7 @@ struct replica {
 	struct list pools; /* struct pool, one per user */
 	int server_conns;  /* every server connection, any state */
 	int active;        /* linked to a client */
-	uint64_t xacts, queries, xact_us;
+	struct stats st;   /* monotonic totals (stats.c) */
 };
 
 struct database {
@@ -66,6 +67,13 @@ struct database {
 	int pool_size;
 	int pool_mode; /* enum pool_mode */
 	bool paused, disabled;
+	/* Removed from the configuration by a reload: its own copy of the old
+	 * entry (reload.c); it takes no new clients. NULL while configured. */
+	struct db_config *cfg_own;
+	struct stats retired;   /* totals of the replicas already forgotten */
+	struct stats_avg avg;   /* per-second averages over the last stats_period */
+	struct stats avg_prev;  /* the totals when avg was computed */
+	struct histogram xact_hist, wait_hist;
 };
 
 /* The database for a client's name: existing, or created from the config
@@ -87,6 +95,9 @@ bool replica_lag_ok(const struct replica *r);
 bool replica_eligible(const struct replica *r, double now);
 const char *replica_state_name(enum replica_state s);
 const char *replica_role_name(enum replica_role r);
+/* Idle server connections of db close now, busy ones when their client is
+ * done with them (RECONNECT, a changed login on reload). */
+void database_reconnect(struct database *db, const char *why);
 /* Forgets draining replicas that have no connection left. */
 void database_reap(void);
 void database_free_all(void);

@@ -87,6 +87,7 @@ struct server {
 	struct param_set params_at_login; /* what a reset query returns to */
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
+	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */
 	/* Timeouts: the query now running started at the later of query_start
 	 * (a request reached an idle connection) and ready_time (the last
 	 * ReadyForQuery to the client: the next pipelined query starts then);

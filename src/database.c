@@ -292,7 +292,7 @@ struct database *database_lookup(const char *name)
 	list_for_each(it, &fleet.databases) {
 		struct database *db = container_of(it, struct database, node);
 		if (strcmp(db->name, name) == 0)
-			return db;
+			return db->cfg_own ? NULL : db; /* removed by a reload */
 	}
 	const struct db_config *cfg = config_find_db(&fleet.cfg, name);
 	if (!cfg)
@@ -314,6 +314,7 @@ struct database *database_lookup(const char *name)
 
 static void replica_free(struct replica *r)
 {
+	stats_replica_forgotten(r);
 	health_replica_removed(r);
 	pool_remove_replica(r);
 	list_del(&r->node);
@@ -348,6 +349,7 @@ void database_free_all(void)
 			replica_free(container_of(it, struct replica, node));
 		}
 		list_del(&db->node);
+		free(db->cfg_own); /* one block: a removed entry with its strings */
 		free(db);
 	}
 }
@@ -380,9 +382,9 @@ void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void
 			row.lag_s = r->lag_s;
 			row.server_conns = r->server_conns;
 			row.active = r->active;
-			row.xacts = r->xacts;
-			row.queries = r->queries;
-			row.avg_xact_us = r->xacts ? r->xact_us / r->xacts : 0;
+			row.xacts = r->st.xacts;
+			row.queries = r->st.queries;
+			row.avg_xact_us = r->st.xacts ? r->st.xact_us / r->st.xacts : 0;
 			row.last_check = r->last_check;
 			if (r->last_check > 0) {
 				time_t t = (time_t)r->last_check;
@@ -393,6 +395,26 @@ void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void
 			}
 			row.last_error = r->last_error;
 			fn(&row, arg);
+		}
+	}
+}
+
+void database_reconnect(struct database *db, const char *why)
+{
+	struct list *rit, *pit, *it, *tmp;
+	list_for_each(rit, &db->replicas) {
+		struct replica *r = container_of(rit, struct replica, node);
+		list_for_each(pit, &r->pools) {
+			struct pool *p = container_of(pit, struct pool, replica_node);
+			list_for_each(it, &p->active.head) {
+				container_of(it, struct server, node)->close_needed = true;
+			}
+			list_for_each(it, &p->login.head) {
+				container_of(it, struct server, node)->close_needed = true;
+			}
+			list_for_each_safe(it, tmp, &p->idle.head) {
+				server_close(container_of(it, struct server, node), why);
+			}
 		}
 	}
 }

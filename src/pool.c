@@ -103,6 +103,8 @@ void pool_free_group(struct pool_group *g)
 static void launch_for_waiters(struct pool_group *g)
 {
 	double now = fleet_now();
+	if (g->db->paused)
+		return; /* PAUSE: waiting clients stay in line until RESUME */
 	while (g->connecting < g->waiting.count) {
 		struct pool *p = router_pick_launch(g, now);
 		if (!p || !server_launch(p))
@@ -114,7 +116,7 @@ bool pool_checkout(struct client *c)
 {
 	struct pool_group *g = c->group;
 	struct pool *p = NULL;
-	if (g->waiting.count == 0) {
+	if (g->waiting.count == 0 && !g->db->paused) {
 		p = router_pick(g, fleet_now());
 		if (p && p->idle.count) {
 			struct list *it = list_first(&p->idle.head);
@@ -127,7 +129,7 @@ bool pool_checkout(struct client *c)
 	 * first serves the head of the queue.  (c may be served, or closed,
 	 * before this returns: callers look at its state.) */
 	client_set_state(c, CLIENT_WAITING);
-	if (p && g->connecting < g->waiting.count)
+	if (p && g->connecting < g->waiting.count && !g->db->paused)
 		(void)server_launch(p);
 	launch_for_waiters(g);
 	return false;
@@ -138,7 +140,7 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	struct pool_group *g = p->group;
 	s->last_used = fleet_now();
-	if (g->waiting.count && replica_eligible(p->replica, s->last_used)) {
+	if (g->waiting.count && !g->db->paused && replica_eligible(p->replica, s->last_used)) {
 		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
 		client_set_state(c, CLIENT_ACTIVE);
 		server_link(s, c);
@@ -153,7 +155,7 @@ void pool_server_ready(struct server *s)
 void pool_kick(struct pool_group *g)
 {
 	double now = fleet_now();
-	while (g->waiting.count) {
+	while (g->waiting.count && !g->db->paused) {
 		struct pool *p = router_pick_idle(g, now);
 		if (!p)
 			break;

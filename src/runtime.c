@@ -15,6 +15,7 @@
 #include "health.h"
 #include "pool.h"
 #include "server.h"
+#include "stats.h"
 
 struct fleet fleet;
 
@@ -57,6 +58,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	server_janitor(now);
 	health_janitor();
 	pool_janitor(now);
+	stats_tick(now);
 }
 
 bool fleet_runtime_init(void)

@@ -27,6 +27,7 @@
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
+#include "stats.h"
 #include "tls.h"
 
 #define LOGIN_MSG_MAX (64 * 1024)
@@ -51,6 +52,9 @@ void server_set_state(struct server *s, enum server_state st)
 	case SERVER_ACTIVE:
 		statlist_remove(&p->active, &s->node);
 		p->replica->active--;
+		/* Bytes of the client's turn: to the server and back to the client. */
+		stats_bytes(p->replica, s->io.bytes_out - s->stats_out_mark,
+			    s->io.bytes_in - s->stats_in_mark);
 		break;
 	case SERVER_JUSTFREE:
 		statlist_remove(&fleet.justfree_servers, &s->node);
@@ -69,6 +73,8 @@ void server_set_state(struct server *s, enum server_state st)
 	case SERVER_ACTIVE:
 		statlist_append(&p->active, &s->node);
 		p->replica->active++;
+		s->stats_in_mark = s->io.bytes_in;
+		s->stats_out_mark = s->io.bytes_out;
 		break;
 	case SERVER_JUSTFREE:
 		statlist_append(&fleet.justfree_servers, &s->node);
@@ -838,13 +844,15 @@ static void forward_to_client(struct server *s)
 		}
 		if (type == 'Z') {
 			struct replica *rep = s->pool->replica;
+			double now = fleet_now();
+			/* This query started when it reached the connection, or when
+			 * the one before it in a pipeline ended. */
+			double qstart = s->query_start > s->ready_time ? s->query_start : s->ready_time;
 			s->xact_status = (char)body[0];
-			s->ready_time = fleet_now(); /* timeouts: idle, or the next query, from now */
-			rep->queries++;
+			s->ready_time = now; /* timeouts: idle, or the next query, from now */
+			stats_query_done(rep, qstart > 0 ? now - qstart : 0);
 			if (s->xact_status == 'I') {
-				rep->xacts++;
-				if (s->request_time > 0)
-					rep->xact_us += (uint64_t)((fleet_now() - s->request_time) * 1e6);
+				stats_xact_done(rep, s->request_time > 0 ? now - s->request_time : 0);
 				s->request_time = 0;
 			}
 		}
@@ -1012,6 +1020,9 @@ void server_link(struct server *s, struct client *c)
 	c->link = s;
 	server_set_state(s, SERVER_ACTIVE);
 	s->query_start = fleet_now(); /* the client's request is on its way */
+	/* From the moment it needed a server (0: it got one at once). */
+	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
+	c->wait_start = 0;
 	s->release_pending = false;
 	if (!c->welcome_pending && param_diff_sql(&c->params, &s->params, sql, sizeof(sql))) {
 		/* Sent ahead of the client's own messages; its replies are hidden. */
