@@ -7,6 +7,7 @@
 #define PGFLEET_DISCOVERY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct dns_addr {
@@ -22,5 +23,15 @@ void discovery_watch(const char *name);
 bool discovery_lookup(const char *name, const struct dns_addr **addrs, int *n);
 /* Re-resolve every host now (REFRESH DNS, SIGHUP). */
 void discovery_refresh(void);
+
+/* One watched host as /metrics and SHOW DNS_HOSTS see it. */
+struct dns_host_info {
+	const char *name;
+	int n_addrs;      /* addresses in the last good answer */
+	bool have_answer; /* a lookup has succeeded at least once */
+	uint64_t ok_count, fail_count; /* lookups answered / failed since start */
+};
+/* Calls fn once per watched host. */
+void discovery_foreach_host(void (*fn)(const struct dns_host_info *h, void *arg), void *arg);
 
 #endif

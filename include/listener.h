@@ -10,5 +10,7 @@
 bool listener_start(void) __attribute__((warn_unused_result));
 /* Stops accepting (graceful shutdown); sockets closed. */
 void listener_stop(void);
+/* How many sockets are listening now (0 before start and once stopped). */
+int listener_count(void);
 
 #endif

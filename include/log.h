@@ -9,6 +9,7 @@
 #define PGFLEET_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
@@ -16,6 +17,10 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 void log_setup(int verbosity, bool json);
 bool log_enabled(enum log_level level);
 void log_kv(enum log_level level, const char *msg, ...) __attribute__((sentinel));
+
+/* Length of the well-formed UTF-8 character at p (RFC 3629), 0 when the
+ * bytes there are not one.  Shared with http.c's label escaping. */
+size_t utf8_seq_len(const unsigned char *p);
 
 #define log_error(...) log_kv(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_kv(LOG_WARN, __VA_ARGS__)

@@ -16,5 +16,8 @@ struct pool *router_pick_idle(struct pool_group *g, double now);
 struct pool *router_pick_launch(struct pool_group *g, double now);
 /* Why nothing is eligible, for the error a waiting client gets. */
 void router_explain(struct pool_group *g, double now, char *buf, unsigned len);
+/* Why no replica of db can take its target role (no pool needed: /readyz);
+ * false, buf untouched, when one can. */
+bool router_explain_db(const struct database *db, double now, char *buf, unsigned len);
 
 #endif

@@ -44,6 +44,9 @@ void fleet_runtime_done(void);
  * shutdown_timeout), then the loop ends (SIGTERM, SIGINT, admin SHUTDOWN).
  * Defined in main.c, which owns the shutdown order. */
 void fleet_shutdown(const char *why);
+/* What a client closed by the shutdown is told, with SQLSTATE 57P01
+ * (admin_shutdown), in PostgreSQL's own words. */
+#define FLEET_SHUTDOWN_MESSAGE "terminating connection due to administrator command"
 /* Random bytes for keys and nonces (OpenSSL's RAND_bytes). */
 void fleet_random(void *buf, size_t len);
 

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "cancel.h"
 #include "log.h"
@@ -122,7 +123,8 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	bool logged_in = c->state != CLIENT_LOGIN;
 	if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
 	    (sqlstate && logged_in))
-		log_kv(sqlstate ? LOG_WARN : LOG_INFO, "client closed", "client", c->addr_str,
+		log_kv(sqlstate ? LOG_WARN : LOG_INFO,
+		       sqlstate && !logged_in ? "client refused" : "client closed", "client", c->addr_str,
 		       "db", c->dbname, "user", c->user, "reason", reason, NULL);
 	if (c->scram) {
 		memset(c->scram, 0, sizeof(*c->scram));
@@ -130,6 +132,8 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 		c->scram = NULL;
 	}
 	prepared_client_free(&c->stmts);
+	if (c->admin)
+		admin_client_gone(c);
 	conn_teardown(&c->io);
 	client_set_state(c, CLIENT_JUSTFREE);
 }
@@ -187,6 +191,10 @@ static void login_done(struct client *c)
 		memset(c->scram, 0, sizeof(*c->scram));
 		free(c->scram);
 		c->scram = NULL;
+	}
+	if (c->admin) {
+		admin_login_done(c);
+		return;
 	}
 	cancel_register(c);
 	c->group = pool_group_get(c->db, c->user);
@@ -459,6 +467,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		for (int i = 0; i < n_unsupported; i++)
 			proto_put_str(&c->io.out, unsupported[i]);
 		proto_end(&c->io.out, m);
+	}
+	if (admin_is_console(c->dbname)) {
+		/* The admin console: logs in like anyone, admitted after. */
+		if (admin_login_start(c))
+			ask_password(c);
+		return;
 	}
 	c->db = database_lookup(c->dbname);
 	if (!c->db) {
@@ -1016,6 +1030,10 @@ static void client_process(struct client *c)
 			conn_read_enable(&c->io, false);
 			return;
 		case CLIENT_ACTIVE:
+			if (c->admin) {
+				admin_process(c);
+				return;
+			}
 			if (c->welcome_pending)
 				return;
 			if (!c->link) {
@@ -1034,7 +1052,7 @@ static void client_process(struct client *c)
 						     len, type);
 					return;
 				}
-				if (c->db->paused || !pool_checkout(c)) {
+				if (!pool_checkout(c)) { /* also while PAUSEd: it waits in line */
 					/* Wait without reading more: back-pressure. */
 					if (c->state == CLIENT_WAITING)
 						conn_read_enable(&c->io, false);
@@ -1118,6 +1136,11 @@ void client_unlinked(struct client *c)
 {
 	c->link = NULL;
 	c->idle_since = fleet_now(); /* client_idle_timeout counts from the end of its turn */
+	if (fleet.shutting_down) {
+		/* Draining: its transaction is over and no new one starts here. */
+		client_close(c, "57P01", FLEET_SHUTDOWN_MESSAGE);
+		return;
+	}
 	/* Messages of the next transaction may already be buffered. */
 	if (c->io.in && iobuf_unparsed(c->io.in))
 		client_process(c);

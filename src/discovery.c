@@ -254,6 +254,15 @@ void discovery_refresh(void)
 	}
 }
 
+void discovery_foreach_host(void (*fn)(const struct dns_host_info *h, void *arg), void *arg)
+{
+	for (struct dns_host *h = hosts; h; h = h->next) {
+		struct dns_host_info info = {h->name, h->have_answer ? h->n : 0, h->have_answer,
+					     h->ok_count, h->fail_count};
+		fn(&info, arg);
+	}
+}
+
 void discovery_shutdown(void)
 {
 	if (channel_ok) {

@@ -156,6 +156,11 @@ bool listener_start(void)
 	return true;
 }
 
+int listener_count(void)
+{
+	return n_listeners;
+}
+
 void listener_stop(void)
 {
 	for (int i = 0; i < n_listeners; i++) {

@@ -29,21 +29,64 @@ bool log_enabled(enum log_level level)
 	return (int)level <= (int)LOG_INFO + log_verbosity;
 }
 
+size_t utf8_seq_len(const unsigned char *p)
+{
+	unsigned char c = p[0];
+	if (c < 0x80)
+		return 1;
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		else if (c == 0xf4)
+			hi = 0x8f; /* past U+10FFFF */
+	} else {
+		return 0;
+	}
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/* Room always kept for what closes a line: a value's quote, '}', '\n'. */
+#define LINE_RESERVE 4
+
 struct line {
 	char buf[2048];
 	size_t len;
+	bool full; /* something did not fit: the rest of the line is dropped */
 };
 
-static void put_char(struct line *l, char c)
+/* Appends n bytes whole or not at all, so that a line cut short still
+ * parses (never half an escape or half a UTF-8 character). */
+static bool put_bytes(struct line *l, const char *s, size_t n)
 {
-	if (l->len < sizeof(l->buf) - 2)
-		l->buf[l->len++] = c;
+	if (l->full || l->len + n > sizeof(l->buf) - LINE_RESERVE) {
+		l->full = true;
+		return false;
+	}
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+	return true;
 }
 
-static void put_raw(struct line *l, const char *s)
+/* A closing character, written into the reserve even when the line is full. */
+static void put_closer(struct line *l, char c)
 {
-	while (*s)
-		put_char(l, *s++);
+	l->buf[l->len++] = c;
 }
 
 static bool needs_quotes(const char *s)
@@ -56,48 +99,54 @@ static bool needs_quotes(const char *s)
 	return false;
 }
 
-/* Escapes for both logfmt and JSON strings: quote, backslash, control chars. */
+/* Escapes for both logfmt and JSON strings: quote, backslash, control
+ * characters; a byte that is not UTF-8 (a name a client sent) becomes
+ * U+FFFD, so a JSON line is always valid JSON. */
 static void put_escaped(struct line *l, const char *s)
 {
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			put_char(l, '\\');
-			put_char(l, (char)c);
-		} else if (c == '\n') {
-			put_raw(l, "\\n");
-		} else if (c < 0x20) {
-			char hex[8];
-			snprintf(hex, sizeof(hex), "\\u%04x", c);
-			put_raw(l, hex);
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p) {
+		char esc[8];
+		size_t n = utf8_seq_len(p);
+		bool ok;
+		if (*p == '"' || *p == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			ok = put_bytes(l, esc, 2);
+		} else if (*p == '\n') {
+			ok = put_bytes(l, "\\n", 2);
+		} else if (*p < 0x20) {
+			snprintf(esc, sizeof(esc), "\\u%04x", *p);
+			ok = put_bytes(l, esc, 6);
+		} else if (n == 0) {
+			ok = put_bytes(l, "\xef\xbf\xbd", 3);
+			n = 1;
 		} else {
-			put_char(l, (char)c);
+			ok = put_bytes(l, (const char *)p, n);
 		}
+		if (!ok)
+			return;
+		p += n ? n : 1;
 	}
 }
 
 static void put_pair(struct line *l, const char *key, const char *val, bool first)
 {
-	if (log_json) {
-		if (!first)
-			put_char(l, ',');
-		put_char(l, '"');
-		put_escaped(l, key);
-		put_raw(l, "\":\"");
+	/* Keys are names from the code: nothing in them needs escaping. */
+	char head[80];
+	bool quoted = log_json || needs_quotes(val);
+	int n;
+	if (log_json)
+		n = snprintf(head, sizeof(head), "%s\"%s\":\"", first ? "" : ",", key);
+	else
+		n = snprintf(head, sizeof(head), "%s%s=%s", first ? "" : " ", key, quoted ? "\"" : "");
+	if (n < 0 || (size_t)n >= sizeof(head) || !put_bytes(l, head, (size_t)n))
+		return;
+	if (quoted) {
 		put_escaped(l, val);
-		put_char(l, '"');
+		put_closer(l, '"');
 	} else {
-		if (!first)
-			put_char(l, ' ');
-		put_raw(l, key);
-		put_char(l, '=');
-		if (needs_quotes(val)) {
-			put_char(l, '"');
-			put_escaped(l, val);
-			put_char(l, '"');
-		} else {
-			put_raw(l, val);
-		}
+		(void)put_bytes(l, val, strlen(val));
 	}
 }
 
@@ -116,7 +165,7 @@ void log_kv(enum log_level level, const char *msg, ...)
 		 (int)(tv.tv_usec / 1000));
 
 	if (log_json)
-		put_char(&l, '{');
+		put_closer(&l, '{');
 	put_pair(&l, "ts", ts, true);
 	put_pair(&l, "level", level_names[level], false);
 	put_pair(&l, "msg", msg, false);
@@ -132,8 +181,8 @@ void log_kv(enum log_level level, const char *msg, ...)
 	}
 	va_end(ap);
 	if (log_json)
-		put_char(&l, '}');
-	l.buf[l.len++] = '\n';
+		put_closer(&l, '}');
+	put_closer(&l, '\n');
 	ssize_t r = write(STDERR_FILENO, l.buf, l.len);
 	(void)r;
 }

@@ -2,9 +2,11 @@
  * main.c: command line, start-up order, signals and the shutdown order.
  *
  * Start-up: configuration (file + environment), logging, the event loop,
- * DNS, the configured databases, then the listeners.  SIGTERM/SIGINT stop
- * accepting and let open transactions finish (up to shutdown_timeout); a
- * second one exits at once.  SIGHUP re-resolves every host.
+ * DNS, the configured databases, then the listeners and the HTTP endpoint.
+ * SIGTERM/SIGINT stop accepting (/readyz turns 503), close idle clients with
+ * 57P01 and let open transactions finish (up to shutdown_timeout); a second
+ * one exits at once.  SIGHUP reloads the configuration and
+ * re-resolves every host.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -13,15 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "cancel.h"
 #include "client.h"
 #include "config.h"
 #include "database.h"
 #include "discovery.h"
+#include "http.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
+#include "reload.h"
 #include "runtime.h"
 #include "server.h"
 #include "tls.h"
@@ -87,11 +92,49 @@ static bool drained(void)
 	return true;
 }
 
+/* No transaction open and nothing running or owed: closing loses nothing. */
+static bool idle_for_drain(const struct client *c)
+{
+	const struct server *s = c->link;
+	if (c->io.pkt_remain)
+		return false; /* half of a message has reached a server */
+	if (!s)
+		return true;
+	return s->xact_status == 'I' && s->q_len == 0 && s->expect_rfq <= 0 &&
+	       !s->release_pending && s->io.pkt_remain == 0 && (!s->io.in || iobuf_empty(s->io.in));
+}
+
+/* Draining: every client between transactions is told and closed now; the
+ * others are closed by client.c as their transaction ends.  Waiting clients
+ * have no transaction open yet: theirs never starts. */
+static void drain_idle_clients(void)
+{
+	struct list *dit, *git, *it, *tmp;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			list_for_each_safe(it, tmp, &g->waiting.head) {
+				client_close(container_of(it, struct client, node), "57P01",
+					     FLEET_SHUTDOWN_MESSAGE);
+			}
+			list_for_each_safe(it, tmp, &g->active.head) {
+				struct client *c = container_of(it, struct client, node);
+				if (idle_for_drain(c))
+					client_close(c, "57P01", FLEET_SHUTDOWN_MESSAGE);
+			}
+		}
+	}
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
-	if (drained() || fleet_now() >= drain_deadline) {
-		if (!drained())
-			log_warn("shutdown_timeout reached", NULL);
+	drain_idle_clients();
+	if (drained()) {
+		log_info("drained: no transaction left open", NULL);
+		event_base_loopbreak(fleet.base);
+	} else if (fleet_now() >= drain_deadline) {
+		log_warn("shutdown_timeout reached: closing open transactions", NULL);
 		event_base_loopbreak(fleet.base);
 	}
 }
@@ -99,7 +142,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	if (sig == SIGHUP) {
-		log_info("SIGHUP: re-resolving hosts", NULL);
+		/* Reload (a bad file is refused with its errors logged, the old
+		 * configuration kept), then re-resolve every host. */
+		log_info("SIGHUP: reloading configuration and re-resolving hosts", NULL);
+		fleet_reload(NULL, 0);
 		discovery_refresh();
 		return;
 	}
@@ -116,12 +162,18 @@ void fleet_shutdown(const char *why)
 	if (fleet.shutting_down)
 		return;
 	log_info("shutting down", "reason", why, NULL);
+	/* From here /readyz answers 503 "draining" (the HTTP endpoint stays up),
+	 * new logins are refused, and client.c closes each client as its
+	 * transaction ends. */
 	fleet.shutting_down = true;
 	listener_stop();
 	drain_deadline = fleet_now() + fleet.cfg.shutdown_timeout;
 	struct timeval tick = {0, 100000};
 	ev_drain = event_new(fleet.base, -1, EV_PERSIST, on_drain_tick, NULL);
 	event_add(ev_drain, &tick);
+	/* The first tick (idle clients closed) runs at the next loop pass, not
+	 * under the caller: admin SHUTDOWN calls this from a client's callback. */
+	event_active(ev_drain, EV_TIMEOUT, 0);
 }
 
 /* Every client still connected is told why the connection ends. */
@@ -130,7 +182,7 @@ static void close_everything(void)
 	struct list *it, *tmp, *dit, *git, *pit;
 	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
 		client_close(container_of(it, struct client, node), "57P01",
-			     "terminating connection due to pgfleet shutdown");
+			     FLEET_SHUTDOWN_MESSAGE);
 	}
 	list_for_each(dit, &fleet.databases) {
 		struct database *db = container_of(dit, struct database, node);
@@ -140,7 +192,7 @@ static void close_everything(void)
 			for (int i = 0; i < 2; i++) {
 				list_for_each_safe(it, tmp, &lists[i]->head) {
 					client_close(container_of(it, struct client, node), "57P01",
-						     "terminating connection due to pgfleet shutdown");
+						     FLEET_SHUTDOWN_MESSAGE);
 				}
 			}
 			list_for_each(pit, &g->pools) {
@@ -230,7 +282,9 @@ int main(int argc, char **argv)
 		else if (d->host && d->host[0] != '/')
 			discovery_watch(d->host);
 	}
-	if (!listener_start())
+	/* HTTP first: once the client port accepts, start-up has succeeded
+	 * (a busy http_listen must fail before anyone can connect). */
+	if (!http_start() || !listener_start())
 		return 2;
 	int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
@@ -247,6 +301,8 @@ int main(int argc, char **argv)
 
 	fleet.shutting_down = true;
 	listener_stop();
+	http_stop();
+	admin_close_all();
 	close_everything();
 	cancel_shutdown();
 	database_free_all();

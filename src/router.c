@@ -88,24 +88,24 @@ static void count_part(char *buf, size_t len, int n, const char *what)
 	snprintf(buf + used, len - used, "%s%d %s", used ? ", " : "", n, what);
 }
 
-void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
+/*
+ * Why no replica of db can take its target role, e.g. 'no replica of
+ * database "app_rw" is up for read-write (3 known: 1 down, 2 standby)'.
+ * Returns false, buf untouched, when one can.  /readyz says the same.
+ */
+bool router_explain_db(const struct database *db, double now, char *buf, unsigned len)
 {
 	struct list *it;
-	int total = 0, eligible = 0, full = 0;
+	int total = 0;
 	int by_state[REPLICA_DRAINING + 1] = {0};
 	int wrong_role[ROLE_STANDBY + 1] = {0};
 	int lagging = 0;
 	const char *last_error = NULL;
-	list_for_each(it, &g->pools) {
-		struct pool *p = container_of(it, struct pool, group_node);
-		const struct replica *r = p->replica;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
 		total++;
-		if (replica_eligible(r, now)) {
-			eligible++;
-			if (!has_room(p))
-				full++;
-			continue;
-		}
+		if (replica_eligible(r, now))
+			return false;
 		if (r->state != REPLICA_UP)
 			by_state[r->state]++;
 		else if (!replica_lag_ok(r))
@@ -117,24 +117,37 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 	}
 	if (total == 0) {
 		snprintf(buf, len, "no replica known for database \"%s\" (DNS has no answer yet)",
-			 g->db->name);
-	} else if (eligible == 0) {
-		/* e.g. 'no replica of database "app_rw" is up for read-write
-		 * (3 known: 1 down, 2 standby)' */
-		char parts[160] = "";
-		for (int s = REPLICA_NEW; s <= REPLICA_DRAINING; s++)
-			count_part(parts, sizeof(parts), by_state[s],
-				   s == REPLICA_NEW ? "not checked yet"
-						    : replica_state_name((enum replica_state)s));
-		count_part(parts, sizeof(parts), wrong_role[ROLE_PRIMARY], "primary");
-		count_part(parts, sizeof(parts), wrong_role[ROLE_STANDBY], "standby");
-		count_part(parts, sizeof(parts), lagging, "standby lagging beyond max_replica_lag");
-		snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known: %s%s%s)",
-			 g->db->name, config_tsa_name(g->db->cfg ? g->db->cfg->tsa : TSA_ANY),
-			 total, parts, last_error ? "; last error: " : "",
-			 last_error ? last_error : "");
-	} else {
-		snprintf(buf, len, "all %d eligible replicas of \"%s\" are busy (%d full pools)",
-			 eligible, g->db->name, full);
+			 db->name);
+		return true;
 	}
+	char parts[160] = "";
+	for (int s = REPLICA_NEW; s <= REPLICA_DRAINING; s++)
+		count_part(parts, sizeof(parts), by_state[s],
+			   s == REPLICA_NEW ? "not checked yet"
+					    : replica_state_name((enum replica_state)s));
+	count_part(parts, sizeof(parts), wrong_role[ROLE_PRIMARY], "primary");
+	count_part(parts, sizeof(parts), wrong_role[ROLE_STANDBY], "standby");
+	count_part(parts, sizeof(parts), lagging, "standby lagging beyond max_replica_lag");
+	snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known: %s%s%s)",
+		 db->name, config_tsa_name(db->cfg ? db->cfg->tsa : TSA_ANY), total, parts,
+		 last_error ? "; last error: " : "", last_error ? last_error : "");
+	return true;
+}
+
+void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
+{
+	struct list *it;
+	int eligible = 0, full = 0;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		if (replica_eligible(p->replica, now)) {
+			eligible++;
+			if (!has_room(p))
+				full++;
+		}
+	}
+	if (eligible == 0 && router_explain_db(g->db, now, buf, len))
+		return;
+	snprintf(buf, len, "all %d eligible replicas of \"%s\" are busy (%d full pools)",
+		 eligible, g->db->name, full);
 }

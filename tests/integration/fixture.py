@@ -86,6 +86,16 @@ class FixtureError(RuntimeError):
     pass
 
 
+def wait_until(pred, timeout, step=0.1):
+    """pred()'s first true value within timeout seconds, else its last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
 def pod_addr(index):
     """Address of pod `index` (0 -> 127.0.0.2)."""
     if not 0 <= index < MAX_PODS:

@@ -61,13 +61,7 @@ def addrs_seen(fleet, dbname, n=30):
         return [server_addr(conn) for _ in range(n)]
 
 
-def wait_until(pred, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
+wait_until = fx.wait_until
 
 
 def pgbench(fleet, dbname, *args, timeout=120):
