@@ -226,10 +226,15 @@ static void connect_failed(struct health_check *hc)
 	struct replica *r = hc->r;
 	char msg[160];
 	one_line(msg, sizeof(msg), hc->conn ? PQerrorMessage(hc->conn) : NULL);
-	if (hc->conn && auth_problem(hc->conn, msg)) {
+	/* The database is not on the server (a "*" entry and a name the
+	 * servers lack): the replica is alive, and a server login will tell
+	 * the client 3D000 itself rather than leave it waiting. */
+	bool no_database = strstr(msg, "database \"") && strstr(msg, "does not exist");
+	if (hc->conn && (no_database || auth_problem(hc->conn, msg))) {
 		if (!hc->warned_auth)
-			log_warn("health check cannot log in: set health_check_user and "
-				 "health_check_password",
+			log_warn(no_database ? "health check: the database does not exist on the server"
+					     : "health check cannot log in: set health_check_user and "
+					       "health_check_password",
 				 "db", r->db->name, "addr", r->addr_str, "error", msg, NULL);
 		hc->warned_auth = true;
 		drop_conn(hc);

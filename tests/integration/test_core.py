@@ -253,6 +253,17 @@ def test_wildcard_database(service, pgfleet):
         assert conn.execute("SELECT current_database()").fetchone()[0] == "postgres"
 
 
+def test_wildcard_database_missing_on_the_servers(service, pgfleet):
+    """A name the servers do not have: the server's own 3D000, at once, not
+    a wait for query_wait_timeout."""
+    fleet = pgfleet(settings={"auth_type": "plain", "query_wait_timeout": 60},
+                    databases={"*": "host=%s port=5432" % fx.SVC_NAME})
+    t0 = time.monotonic()
+    assert login_sqlstate(fleet, fx.APP_USER, fx.APP_PASSWORD, "nosuchdb") == "3D000"
+    assert time.monotonic() - t0 < 10
+    assert login_sqlstate(fleet, fx.APP_USER, fx.APP_PASSWORD, fx.APP_DB) == ""
+
+
 def test_configured_from_environment_only(service, pgfleet):
     """The ConfigMap/Secret way: DB_HOST, DB_USER, DB_PASSWORD, no file."""
     fleet = pgfleet(config_file=False, users={},
