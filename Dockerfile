@@ -1,6 +1,11 @@
-# pgfleet: build on Debian bookworm with meson, run on bookworm-slim with only
-# the runtime libraries, as a non-root user, configured from the environment
-# (DB_HOST, DB_USER, DB_PASSWORD, PGFLEET_<SETTING>) or a mounted ini file.
+# pgfleet's image: built on Debian bookworm with meson, run on bookworm-slim
+# with only the libraries the binary links (`ldd`), as a non-root user.
+# Configured from the environment when no file is given (DB_HOST, DB_USER,
+# DB_PASSWORD, PGFLEET_<SETTING>: k8s/pgfleet/configmap.yaml), or from a
+# mounted ini file passed as the argument (k8s/replication).
+#   docker build -t pgfleet:dev .        (minikube: minikube image build -t pgfleet:dev .)
+# tests/integration/test_k8s.py runs this file's steps without a Docker engine.
+
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
@@ -13,17 +18,28 @@ COPY include ./include
 COPY src ./src
 COPY tests ./tests
 RUN meson setup /build --buildtype=release -Db_ndebug=if-release \
- && meson compile -C /build pgfleet
+ && meson compile -C /build pgfleet \
+ && /build/pgfleet -V
 
 FROM debian:bookworm-slim
+# libevent-2.1-7 libc-ares2 libssl3 libpq5: what `ldd pgfleet` needs (libc6
+# is in the base image); ca-certificates: the system CAs that
+# server_tls_sslmode=verify-ca/verify-full use when server_tls_ca_file is empty.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libevent-2.1-7 libc-ares2 libssl3 libpq5 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pgfleet
+ && groupadd --system --gid 10001 pgfleet \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin pgfleet
 COPY --from=build /build/pgfleet /usr/local/bin/pgfleet
 COPY conf/pgfleet.ini /etc/pgfleet/pgfleet.ini.example
-USER 10001
-# /healthz and /metrics (port 9930) arrive with the HTTP endpoint
+USER 10001:10001
+# 6432: clients and the admin console; 9930: http_listen (/metrics, /healthz, /readyz)
 EXPOSE 6432 9930
+# No curl in the image: bash's /dev/tcp asks /healthz on the port of
+# PGFLEET_HTTP_LISTEN (default 0.0.0.0:9930) and wants a 200.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["bash", "-c", "l=${PGFLEET_HTTP_LISTEN:-0.0.0.0:9930}; h=${l%:*}; h=${h#[}; h=${h%]}; case $h in ''|0.0.0.0|'*') h=127.0.0.1;; ::) h=::1;; esac; exec 3<>/dev/tcp/$h/${l##*:} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 3 _ code _ <&3 && [ \"$code\" = 200 ]"]
+# No CMD: without a file argument the environment is the whole configuration.
 ENTRYPOINT ["/usr/local/bin/pgfleet"]

@@ -16,6 +16,7 @@ PACKAGES=(
   iproute2             # ss, in the fixture's error messages
   # clients and test runner
   python3 python3-pytest python3-psycopg python3-asyncpg
+  python3-yaml         # tests/integration/test_k8s.py reads k8s/
   libpostgresql-jdbc-java   # pgjdbc: /usr/share/java/postgresql.jar
   # benchmarks
   valgrind
