@@ -2,8 +2,9 @@
  * conn.c: byte movement for one socket.  Reads go into the connection's own
  * buffer (taken from the free list on demand); forwarding writes straight
  * from the source's buffer to the destination socket, so a packet is copied
- * once, kernel to kernel through our buffer.  Reads loop until EAGAIN so one
- * readiness event empties the socket.
+ * once, kernel to kernel through our buffer.  Reads loop while they fill
+ * the buffer, and stop at the first short read (the socket is empty then:
+ * no read() just to hear EAGAIN).
  *
  * With TLS (c->ssl set) the same calls go through OpenSSL: reads decrypt into
  * the same buffer, writes encrypt one record's worth at a time into the
@@ -102,10 +103,16 @@ enum io_result conn_read(struct conn *c)
 	for (;;) {
 		if (b->recv == b->size)
 			return IO_DONE; /* full: the owner parses, then reads again */
-		ssize_t n = read(c->fd, b->data + b->recv, b->size - b->recv);
+		uint32_t room = b->size - b->recv;
+		ssize_t n = read(c->fd, b->data + b->recv, room);
 		if (n > 0) {
 			b->recv += (uint32_t)n;
 			c->bytes_in += (uint64_t)n;
+			/* A short read took all the socket had: asking again would
+			 * only return EAGAIN, one wasted syscall per message.  The
+			 * read event is level-triggered, so later bytes wake us. */
+			if ((uint32_t)n < room)
+				return IO_AGAIN;
 			continue;
 		}
 		if (n == 0)
