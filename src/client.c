@@ -1189,14 +1189,20 @@ void client_janitor(double now)
 				client_close(c, "08P01", "client_login_timeout");
 		}
 	}
-	if (fleet.cfg.client_idle_timeout <= 0 && fleet.cfg.idle_transaction_timeout <= 0)
-		return;
+	bool timeouts = fleet.cfg.client_idle_timeout > 0 || fleet.cfg.idle_transaction_timeout > 0;
 	list_for_each(dit, &fleet.databases) {
 		struct database *db = container_of(dit, struct database, node);
 		list_for_each(git, &db->groups) {
 			struct pool_group *g = container_of(git, struct pool_group, node);
 			list_for_each_safe(it, tmp, &g->active.head) {
-				check_idle(container_of(it, struct client, node), now);
+				struct client *c = container_of(it, struct client, node);
+				/* An idle client keeps no write buffer: with thousands of
+				 * mostly idle clients it is most of their memory. */
+				if (!c->link && c->io.out.data && !wbuf_pending(&c->io.out) &&
+				    now - c->idle_since >= 1)
+					wbuf_free(&c->io.out);
+				if (timeouts)
+					check_idle(c, now);
 			}
 		}
 	}
