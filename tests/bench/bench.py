@@ -1,0 +1,1055 @@
+#!/usr/bin/python3
+"""pgfleet against PgBouncer and direct PostgreSQL (issue 8's benchmark).
+
+Run through ./tests/bench/run.sh, which installs the packages and builds
+pgfleet in build-bench first; see tests/bench/README.md.
+
+One run:
+  1. the fixture's three independent pods + dnsmasq (PGFLEET_FIXTURE_NET,
+     127.0.23 by default), max_connections raised for the direct runs, and
+     `pgbench -i` on every pod;
+  2. pgfleet (workers = 1, default_pool_size = P per replica) and PgBouncer
+     (pool_size = 3 x P, resolv_conf -> the fixture's dnsmasq) against the
+     same headless name, both alive for the whole run;
+  3. rounds of `pgbench -S` at each client count and protocol, the targets
+     alternated inside each round (A B C, then B C A, ...);
+  4. fresh pooler processes with 1,000 and 10,000 idle logged-in clients:
+     RSS from /proc/PID/status;
+  5. each pooler under `valgrind --tool=callgrind`: instructions per
+     transaction, as the difference of two fixed-size pgbench runs (so the
+     logins cancel out), and under `strace -c`: syscalls per transaction.
+
+Every process started here is stopped by its pid at the end, also on an error
+or a signal: the fixture's state directory records them, so even a killed
+run is cleaned up by the next one.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="tests/bench/run.sh",
+        description="pgfleet vs PgBouncer vs direct PostgreSQL: pgbench -S "
+                    "throughput, latency and CPU; RSS with idle clients; "
+                    "callgrind instructions per transaction.")
+    ap.add_argument("--quick", action="store_true",
+                    help="short runs to check the set-up (1 round of 3 s, "
+                         "RSS at 200/1000 clients, small callgrind runs)")
+    ap.add_argument("--rounds", type=int, help="rounds per cell [3; quick 1]")
+    ap.add_argument("--duration", type=float,
+                    help="seconds per pgbench run [10; quick 3]")
+    ap.add_argument("--clients", default="10,100,1000",
+                    help="pgbench client counts [10,100,1000]")
+    ap.add_argument("--modes", default="simple,extended",
+                    help="pgbench -M protocols [simple,extended]")
+    ap.add_argument("--targets", default="pgfleet,pgbouncer,direct")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="pgbench threads (-j) through a pooler [2]")
+    ap.add_argument("--pool-size", type=int, default=20,
+                    help="pgfleet default_pool_size per replica; PgBouncer "
+                         "gets 3x this [20, pgfleet's default]")
+    ap.add_argument("--rss-clients", help="idle client counts for the RSS "
+                    "table [1000,10000; quick 200,1000]")
+    ap.add_argument("--callgrind-xacts", type=int,
+                    help="transactions per client of the long callgrind run "
+                         "(the short one is a sixth of it) [1500; quick 300]")
+    ap.add_argument("--skip", default="",
+                    help="comma list of phases to skip: throughput,rss,"
+                         "callgrind,strace")
+    ap.add_argument("--net", default=os.environ.get("PGFLEET_FIXTURE_NET",
+                                                    "127.0.23"),
+                    help="fixture network (PGFLEET_FIXTURE_NET) [127.0.23]")
+    ap.add_argument("--pgfleet", default=os.path.join(REPO, "build-bench",
+                                                      "pgfleet"),
+                    help="pgfleet binary [build-bench/pgfleet]")
+    ap.add_argument("--pgfleet-set", action="append", default=[],
+                    metavar="KEY=VALUE", help="extra pgfleet setting "
+                    "(repeatable), e.g. load_balance=round_robin")
+    ap.add_argument("--pgbouncer-set", action="append", default=[],
+                    metavar="KEY=VALUE", help="extra PgBouncer setting "
+                    "(repeatable), e.g. server_round_robin=1")
+    ap.add_argument("--out", help="also write the tables (markdown) here")
+    ap.add_argument("--workdir", help="keep logs, pgbench logs, callgrind "
+                    "files here [a new /tmp/pgfleet-bench-* directory]")
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.rounds = a.rounds or (1 if q else 3)
+    a.duration = a.duration or (3.0 if q else 10.0)
+    a.clients = [int(x) for x in a.clients.split(",") if x]
+    a.modes = [x for x in a.modes.split(",") if x]
+    a.targets = [x for x in a.targets.split(",") if x]
+    a.rss_clients = [int(x) for x in (a.rss_clients or (
+        "200,1000" if q else "1000,10000")).split(",")]
+    a.callgrind_xacts = a.callgrind_xacts or (300 if q else 1500)
+    a.skip = set(x for x in a.skip.split(",") if x)
+    return a
+
+
+ARGS = parse_args()
+# The fixture reads its network at import time.
+os.environ["PGFLEET_FIXTURE_NET"] = ARGS.net
+os.environ.setdefault("PGFLEET_FIXTURE_QUIET", "1")
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import fixture as fx  # noqa: E402
+
+LISTEN = ARGS.net + ".1"          # both poolers listen here
+PGBENCH = os.path.join(fx.PG_BIN, "pgbench")
+TARGET_NAMES = {"pgfleet": "pgfleet", "pgbouncer": "PgBouncer",
+                "direct": "direct"}
+
+
+LOG_FILE = None
+
+
+def log(msg):
+    line = "[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg)
+    sys.stderr.write(line)
+    sys.stderr.flush()
+    if LOG_FILE:
+        with open(LOG_FILE, "a") as f:
+            f.write(line)
+
+
+# --------------------------------------------------------------------------
+# Processes: everything we start, stopped by pid.
+
+_CHILDREN = []   # Popen objects of short-lived helpers (pgbench, clients)
+
+
+def _stop_popen(p, sig=signal.SIGTERM, timeout=10):
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+            p.wait(timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    if p in _CHILDREN:
+        _CHILDREN.remove(p)
+
+
+def _on_signal(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of pid, in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+    st = data[data.rindex(")") + 2:].split()
+    return int(st[11]) + int(st[12])
+
+
+def proc_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class BenchService(fx.HeadlessService):
+    """The fixture's service with room for the direct runs' backends."""
+
+    max_connections = 1200
+
+    app_secret = None
+
+    def share_app_secret(self):
+        """One SCRAM secret (same salt) for `app` on every pod, so that
+        PgBouncer's SCRAM pass-through works against any of them."""
+        self.app_secret = scram_secret(fx.APP_PASSWORD)
+        for pod in self.pods:
+            self.psql(pod.index, "ALTER ROLE %s PASSWORD %s" % (
+                fx.APP_USER, fx._sql_literal(self.app_secret)),
+                dbname="postgres")
+
+    def _conf_lines(self, pod):
+        # Later lines win in postgresql.conf.
+        return super()._conf_lines(pod) + [
+            "max_connections = %d" % self.max_connections,
+            "log_connections = off", "log_disconnections = off"]
+
+
+# --------------------------------------------------------------------------
+# The poolers.
+
+class Fleet:
+    name = "pgfleet"
+
+    def __init__(self, workdir, valgrind=None):
+        settings = {"listen_addr": LISTEN, "workers": 1,
+                    "default_pool_size": ARGS.pool_size,
+                    "max_client_conn": 12000, "pool_mode": "transaction",
+                    "log_connections": 0, "log_disconnections": 0}
+        settings.update(kv.split("=", 1) for kv in ARGS.pgfleet_set)
+        binary, args = ARGS.pgfleet, []
+        if valgrind:
+            binary, args = "/usr/bin/valgrind", valgrind + [ARGS.pgfleet]
+        self.p = fx.Pgfleet(settings=settings, binary=binary, args=args,
+                            state_dir=fx.DEFAULT_STATE_DIR)
+        self.p.host = LISTEN
+        self.valgrind = bool(valgrind)
+
+    def start(self):
+        self.p.start(timeout=120 if self.valgrind else 15)
+        deadline = time.monotonic() + (120 if self.valgrind else 30)
+        while True:   # every replica checked and up
+            try:
+                if self.p.http_get("/readyz", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise fx.FixtureError("pgfleet not ready:\n" + self.p.log_tail())
+            time.sleep(0.2)
+        return self
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    @property
+    def port(self):
+        return self.p.port
+
+    def alive(self):
+        return self.p.running
+
+    def stop(self):
+        rc = self.p.stop(timeout=60 if self.valgrind else 15)
+        if rc not in (0, None):
+            log("pgfleet exited with %s; log tail:\n%s" % (rc, self.p.log_tail()))
+        return rc
+
+    def log_tail(self):
+        return self.p.log_tail()
+
+
+def scram_secret(password, iterations=4096):
+    """PostgreSQL's SCRAM-SHA-256 verifier for `password`."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt,
+                                 iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored = hashlib.sha256(client_key).digest()
+    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored),
+                                          b64(server))
+
+
+class Bouncer:
+    """PgBouncer from Debian, as the postgres user (it refuses root), started
+    by exec (Popen(user=...)), so the pid we record is PgBouncer's own."""
+
+    name = "pgbouncer"
+
+    def __init__(self, workdir, valgrind=None):
+        self.state = fx.StateDir(fx.DEFAULT_STATE_DIR)
+        self.dir = tempfile.mkdtemp(prefix="pgbouncer-", dir=self.state.path)
+        self.state.record_dir(self.dir)
+        os.chmod(self.dir, 0o755)
+        fx._chown_postgres(self.dir)
+        self.port = fx.free_port(LISTEN)
+        self.valgrind = valgrind
+        self.proc = None
+        self.start_time = None
+        files = {
+            "resolv.conf": "nameserver %s\n" % fx.DNS_ADDR,
+            # The pods' own SCRAM secret, not the password: with a
+            # plaintext entry PgBouncer runs PBKDF2 (4096 rounds) at every
+            # client login, and 1,000 pgbench logins take 10+ s.  With the
+            # secret it verifies clients cheaply and logs in to the servers
+            # with the client's SCRAM keys (pass-through), which is how
+            # PgBouncer is deployed.  pgfleet gets the plaintext password
+            # (it needs it for the servers) and derives the secret once.
+            "userlist.txt": '"%s" "%s"\n' % (fx.APP_USER, svc.app_secret),
+            "pgbouncer.ini": "\n".join([
+                "[databases]",
+                "%s = host=%s port=%d dbname=%s" % (fx.APP_DB, fx.SVC_NAME,
+                                                    fx.PG_PORT, fx.APP_DB),
+                "[pgbouncer]",
+                "listen_addr = %s" % LISTEN,
+                "listen_port = %d" % self.port,
+                "unix_socket_dir =",
+                "auth_type = scram-sha-256",
+                "auth_file = %s/userlist.txt" % self.dir,
+                "pool_mode = transaction",
+                # pgfleet's pool is per replica: the same total server
+                # connections over the three pods.
+                "default_pool_size = %d" % (3 * ARGS.pool_size),
+                "max_client_conn = 12000",
+                "resolv_conf = %s/resolv.conf" % self.dir,
+                "dns_max_ttl = 15",
+                "logfile = %s/pgbouncer.log" % self.dir,
+                "log_connections = 0",
+                "log_disconnections = 0",
+                "server_tls_sslmode = disable"] + [
+                    "%s = %s" % tuple(kv.split("=", 1))
+                    for kv in ARGS.pgbouncer_set] + [""])}
+        for name, text in files.items():
+            path = os.path.join(self.dir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            fx._chown_postgres(path)
+        self.log_path = os.path.join(self.dir, "pgbouncer.log")
+
+    def start(self):
+        argv = ["/usr/sbin/pgbouncer", os.path.join(self.dir, "pgbouncer.ini")]
+        if self.valgrind:
+            argv = ["/usr/bin/valgrind"] + self.valgrind + argv
+        out = open(os.path.join(self.dir, "stdout.log"), "ab")
+        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
+                                     group="postgres", extra_groups=[],
+                                     stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+        self.start_time = self.state.record_pid(self.proc.pid, "pgbouncer",
+                                                str(self.port))
+        if not fx.wait_port(LISTEN, self.port, 120 if self.valgrind else 15,
+                            self.proc):
+            self.stop()
+            raise fx.FixtureError("pgbouncer did not start:\n" + self.log_tail())
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)   # immediate shutdown
+            try:
+                self.proc.wait(60 if self.valgrind else 15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.state.forget_pid(self.proc.pid)
+        return self.proc.returncode
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state.forget_dir(self.dir)
+
+    def log_tail(self, n=30):
+        text = ""
+        for name in ("pgbouncer.log", "stdout.log"):
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return "\n".join(text.splitlines()[-n:])
+
+
+# --------------------------------------------------------------------------
+# pgbench
+
+def pgbench_env():
+    return fx._clean_env({"PGPASSWORD": fx.APP_PASSWORD,
+                          "PGSSLMODE": "disable", "PGGSSENCMODE": "disable",
+                          "PGCONNECT_TIMEOUT": "60"})
+
+
+def pgbench_argv(host, port, clients, jobs, mode, extra):
+    return [PGBENCH, "-n", "-S", "-M", mode, "-c", str(clients),
+            "-j", str(jobs), "-h", host, "-p", str(port), "-U", fx.APP_USER
+            ] + extra + [fx.APP_DB]
+
+
+class CpuSampler(threading.Thread):
+    """(wall time, utime+stime ticks) of one pid every 0.1 s."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.halt = pid, [], threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            try:
+                self.samples.append((time.time(), proc_cpu_ticks(self.pid)))
+            except OSError:
+                return
+            self.halt.wait(0.1)
+
+    def ticks_at(self, t):
+        s = self.samples
+        if not s:
+            return None
+        if t <= s[0][0]:
+            return s[0][1]
+        for (t0, c0), (t1, c1) in zip(s, s[1:]):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / max(t1 - t0, 1e-9)
+        return s[-1][1]
+
+
+def _percentile(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 *
+                                                    (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+# Seconds each (target, clients) took to log its clients in, as pgbench
+# reported it ("initial connection time"), learnt run by run.
+LOGIN_SECONDS = {}
+
+
+def run_seconds(target, duration, clients):
+    """pgbench's -T counts from before its logins, and 1,000 SCRAM logins can
+    take many seconds (PBKDF2 in libpq, and in PgBouncer for a plaintext
+    auth_file; a fork per backend for direct): add the time they took last
+    time (a generous guess the first time), so every run has about `duration`
+    seconds of steady state, which is all that is measured."""
+    login = LOGIN_SECONDS.get((target, clients), 0.012 * clients)
+    return int(round(duration + 1.3 * login + (1 if clients >= 100 else 0)))
+
+
+def run_load(target, pooler, clients, mode, duration, rundir):
+    """One measured pgbench -S run; returns a dict of results.  A run that
+    ended before its logins did (no transaction) is run again, longer."""
+    for attempt in range(3):
+        res = _run_load(target, pooler, clients, mode, duration, rundir)
+        if res["errors"] != ["login"] * len(res["errors"]) or not res["errors"]:
+            return res
+        LOGIN_SECONDS[(target, clients)] = 2 * LOGIN_SECONDS.get(
+            (target, clients), 0.012 * clients)
+        log("%s c=%d: pgbench was still logging in when -T ran out; again "
+            "with -T %d" % (target, clients,
+                            run_seconds(target, duration, clients)))
+    return res
+
+
+def _run_load(target, pooler, clients, mode, duration, rundir):
+    os.makedirs(rundir, exist_ok=True)
+    if target == "direct":
+        # One pgbench per pod, the clients split over them: the same three
+        # servers the poolers spread over, each backend a client.
+        pods = svc.addrs
+        split = [clients // len(pods) + (1 if i < clients % len(pods) else 0)
+                 for i in range(len(pods))]
+        runs = [(addr, fx.PG_PORT, n, 1) for addr, n in zip(pods, split) if n]
+    else:
+        runs = [(LISTEN, pooler.port, clients, min(ARGS.jobs, clients))]
+    sampler = CpuSampler(pooler.pid) if pooler else None
+    procs = []
+    if sampler:
+        sampler.start()
+    try:
+        for i, (host, port, n, jobs) in enumerate(runs):
+            argv = pgbench_argv(host, port, n, jobs, mode,
+                                ["-T", str(run_seconds(target, duration,
+                                                       clients)),
+                                 "--log",
+                                 "--log-prefix=%s/x%d" % (rundir, i)])
+            out = open(os.path.join(rundir, "pgbench%d.out" % i), "w")
+            p = subprocess.Popen(argv, env=pgbench_env(), cwd=rundir,
+                                 stdout=out, stderr=subprocess.STDOUT,
+                                 text=True)
+            out.close()
+            _CHILDREN.append(p)
+            procs.append(p)
+        for p in procs:
+            try:
+                p.wait(run_seconds(target, duration, clients) + 240)
+            except subprocess.TimeoutExpired:
+                log("pgbench pid %d overran; stopping it" % p.pid)
+            _stop_popen(p)
+    finally:
+        for p in procs:
+            _stop_popen(p)
+        if sampler:
+            sampler.halt.set()
+            sampler.join()
+    tps, errors, logins = 0.0, [], 0.0
+    for i, p in enumerate(procs):
+        with open(os.path.join(rundir, "pgbench%d.out" % i)) as f:
+            text = f.read()
+        m = re.search(r"^tps = ([0-9.]+) \(without initial", text, re.M)
+        c = re.search(r"^initial connection time = ([0-9.]+) ms", text, re.M)
+        if c:
+            logins = max(logins, float(c.group(1)) / 1000.0)
+        if m:
+            tps += float(m.group(1))
+        elif re.search(r"actually processed: 0$", text, re.M) and \
+                p.returncode == 0:
+            errors.append("login")
+        else:
+            errors.append("no tps")
+        failed = re.search(r"number of failed transactions: (\d+)", text)
+        if p.returncode != 0 or (failed and int(failed.group(1))):
+            errors.append("pgbench exit %s: %s" % (
+                p.returncode, " | ".join(l for l in text.splitlines()
+                                         if "error" in l.lower()
+                                         or "abort" in l.lower())[:300]))
+    if logins and not errors:
+        LOGIN_SECONDS[(target, clients)] = max(
+            logins, LOGIN_SECONDS.get((target, clients), 0) * 0.7)
+    lat, ends = [], []
+    for name in os.listdir(rundir):
+        if not name.startswith("x"):
+            continue
+        with open(os.path.join(rundir, name)) as f:
+            for line in f:
+                fl = line.split()
+                if len(fl) >= 6:
+                    lat.append(int(fl[2]))
+                    ends.append(int(fl[4]) + int(fl[5]) / 1e6)
+    # Keep the disk tidy: the logs are big and parsed now.
+    for name in os.listdir(rundir):
+        if name.startswith("x"):
+            os.unlink(os.path.join(rundir, name))
+    lat.sort()
+    res = {"target": target, "clients": clients, "mode": mode,
+           "tps": tps if not errors else None, "xacts": len(lat),
+           "p50_ms": _percentile(lat, 50) / 1000.0 if lat else None,
+           "p99_ms": _percentile(lat, 99) / 1000.0 if lat else None,
+           "errors": errors, "cpu_per_100k": None}
+    if sampler and ends:
+        # Steady state only: from after every client is logged in (pgbench
+        # starts its transactions once all connections are up) to before
+        # they disconnect.
+        t0, t1 = min(ends) + 0.5, max(ends) - 0.3
+        n = sum(1 for t in ends if t0 <= t <= t1)
+        c0, c1 = sampler.ticks_at(t0), sampler.ticks_at(t1)
+        if n > 0 and c0 is not None and t1 > t0:
+            res["cpu_per_100k"] = (c1 - c0) / CLK_TCK / n * 1e5
+            res["cpu_util"] = (c1 - c0) / CLK_TCK / (t1 - t0)
+    return res
+
+
+def pgbench_fixed(host, port, clients, xacts, mode, cwd):
+    """pgbench -t: returns (exit code, output)."""
+    argv = pgbench_argv(host, port, clients, 1, mode, ["-t", str(xacts)])
+    p = subprocess.Popen(argv, env=pgbench_env(), cwd=cwd, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _CHILDREN.append(p)
+    try:
+        out, _ = p.communicate(timeout=900)
+    finally:
+        _stop_popen(p)
+    return p.returncode, out
+
+
+def require_ok(rc, out, what):
+    if rc != 0 or "number of failed transactions: 0" not in out:
+        raise RuntimeError("%s failed (exit %s):\n%s" % (what, rc, out[-2000:]))
+
+
+# --------------------------------------------------------------------------
+# Phases
+
+def phase_throughput(poolers, workdir):
+    results = []
+    targets = [t for t in ARGS.targets]
+    cells = [(c, m) for c in ARGS.clients for m in ARGS.modes]
+    for r in range(ARGS.rounds):
+        order = targets[r % len(targets):] + targets[:r % len(targets)]
+        for clients, mode in cells:
+            for t in order:
+                pooler = poolers.get(t)
+                if pooler is not None and not pooler.alive():
+                    raise RuntimeError("%s died; log tail:\n%s"
+                                       % (t, pooler.log_tail()))
+                rundir = os.path.join(workdir, "runs", "r%d-%s-%d-%s"
+                                      % (r, t, clients, mode))
+                res = run_load(t, pooler, clients, mode, ARGS.duration, rundir)
+                res["round"] = r
+                results.append(res)
+                log("round %d %-9s c=%-4d %-8s tps=%8s p50=%sms "
+                    "p99=%sms cpu/100k=%s%s" % (
+                        r, t, clients, mode, _f(res["tps"], "%.0f"),
+                        _f(res["p50_ms"], "%.2f"), _f(res["p99_ms"], "%.2f"),
+                        "%.2fs" % res["cpu_per_100k"]
+                        if res["cpu_per_100k"] is not None else "-",
+                        "  ERRORS: %s" % res["errors"] if res["errors"] else ""))
+    return results
+
+
+def server_spread():
+    """Server connections per pod by application/client address (a check
+    that both poolers spread over the three pods)."""
+    out = {}
+    for pod in svc.pods:
+        rows = svc.psql(pod.index, "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = 'app' AND backend_type = "
+                        "'client backend'", dbname="postgres")
+        out[pod.addr] = int(rows or 0)
+    return out
+
+
+def phase_rss(workdir):
+    rows = []
+    for cls in (Fleet, Bouncer):
+        pooler = cls(workdir)
+        try:
+            pooler.start()
+            rc, out = pgbench_fixed(LISTEN, pooler.port, 1, 10, "simple",
+                                    workdir)
+            require_ok(rc, out, "%s warm-up" % pooler.name)
+            time.sleep(0.5)
+            row = {"pooler": pooler.name, "rss0": proc_rss_kib(pooler.pid)}
+            argv = [sys.executable, os.path.join(HERE, "idle_clients.py"),
+                    "--host", LISTEN, "--port", str(pooler.port),
+                    "--counts", ",".join(map(str, ARGS.rss_clients)),
+                    "--src-net", ARGS.net]
+            cl = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True,
+                                  env=fx._clean_env())
+            _CHILDREN.append(cl)
+            t0 = time.monotonic()
+            try:
+                for n in ARGS.rss_clients:
+                    line = cl.stdout.readline()
+                    if not line.startswith("READY"):
+                        raise RuntimeError("idle clients: %r" % line)
+                    time.sleep(1.0)   # let the pooler settle
+                    ok = int(re.search(r"ok=(\d+)", line).group(1))
+                    failed = int(re.search(r"failed=(\d+)", line).group(1))
+                    row[n] = {"rss": proc_rss_kib(pooler.pid), "ok": ok,
+                              "failed": failed,
+                              "err": line.split(None, 4)[4].strip()
+                              if failed else ""}
+                    log("%s: %d idle clients (failed %d) in %.0fs, RSS %d KiB"
+                        % (pooler.name, ok, failed, time.monotonic() - t0,
+                           row[n]["rss"]))
+                    if not pooler.alive():
+                        raise RuntimeError("%s died" % pooler.name)
+                    cl.stdin.write("next\n")
+                    cl.stdin.flush()
+                cl.wait(60)
+            finally:
+                _stop_popen(cl)
+            rows.append(row)
+        finally:
+            pooler.stop()
+            if isinstance(pooler, Bouncer):
+                pooler.cleanup()
+            else:
+                pooler.p.cleanup()
+    return rows
+
+
+def _callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("no totals in %s" % path)
+
+
+def _newest_dump(prefix, before):
+    d = os.path.dirname(prefix)
+    files = [os.path.join(d, n) for n in os.listdir(d)
+             if os.path.join(d, n).startswith(prefix)]
+    new = [f for f in files if f not in before]
+    if not new:
+        raise RuntimeError("callgrind wrote no dump under %s*" % prefix)
+    return max(new, key=os.path.getmtime)
+
+
+CALLGRIND_PAIRS = 2
+
+
+def callgrind_control(pooler, flag):
+    """callgrind_control -z|-d PID, as the pooler's own user: vgdb talks to
+    valgrind through FIFOs in /tmp, which the kernel's protected_fifos does
+    not let even root open when another user owns them.  On a timeout the
+    whole process group (callgrind_control and its vgdb) is stopped."""
+    kw = {"user": "postgres", "group": "postgres", "extra_groups": []} \
+        if isinstance(pooler, Bouncer) else {}
+    p = subprocess.Popen(["callgrind_control", flag, str(pooler.pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, **kw)
+    _CHILDREN.append(p)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise RuntimeError("callgrind_control %s %d hung" % (flag, pooler.pid))
+    finally:
+        if p in _CHILDREN:
+            _CHILDREN.remove(p)
+    if p.returncode != 0:
+        raise RuntimeError("callgrind_control %s failed: %s" % (flag, err))
+
+
+def phase_callgrind(workdir):
+    """Ir per transaction: (Ir(long run) - Ir(short run)) / extra xacts,
+    each run its own callgrind dump (callgrind_control -z / -d), 10 clients
+    (so logins and pool fill-up cancel out)."""
+    cgdir = os.path.join(workdir, "callgrind")
+    os.makedirs(cgdir, exist_ok=True)
+    os.chmod(cgdir, 0o777)   # PgBouncer runs as postgres
+    clients = 10
+    long_x = ARGS.callgrind_xacts
+    short_x = max(1, long_x // 6)
+    rows = []
+    for cls in (Fleet, Bouncer):
+        prefix = os.path.join(cgdir, "%s.out" % cls.name)
+        vg = ["--tool=callgrind", "--callgrind-out-file=%s.%%p" % prefix,
+              "--dump-instr=no", "--collect-jumps=no",
+              # every dump self-contained, for callgrind_annotate
+              "--compress-strings=no", "--compress-pos=no"]
+        pooler = cls(workdir, valgrind=vg)
+        try:
+            pooler.start()
+            for mode in ARGS.modes:
+                # Warm-up long enough for the pool to grow to `clients`
+                # server connections: a server login (SCRAM) inside a
+                # measured run would cost millions of instructions.
+                rc, out = pgbench_fixed(LISTEN, pooler.port, clients,
+                                        2 * short_x, mode, cgdir)
+                require_ok(rc, out, "callgrind warm-up")
+                irs = []
+                for x in (short_x, long_x) * CALLGRIND_PAIRS:
+                    callgrind_control(pooler, "-z")
+                    t0 = time.monotonic()
+                    rc, out = pgbench_fixed(LISTEN, pooler.port, clients, x,
+                                            mode, cgdir)
+                    require_ok(rc, out, "callgrind run")
+                    secs = time.monotonic() - t0
+                    before = set(os.path.join(cgdir, n)
+                                 for n in os.listdir(cgdir))
+                    callgrind_control(pooler, "-d")
+                    dump = None
+                    for _ in range(100):
+                        try:
+                            dump = _newest_dump(prefix, before)
+                            break
+                        except RuntimeError:
+                            time.sleep(0.1)
+                    if dump is None:
+                        raise RuntimeError("no callgrind dump")
+                    time.sleep(0.3)   # the dump is written at once; be sure
+                    irs.append((_callgrind_total(dump), dump, secs))
+                extra = clients * (long_x - short_x)
+                pairs = [(irs[i + 1][0] - irs[i][0]) / float(extra)
+                         for i in range(0, len(irs), 2)]
+                per = statistics.median(pairs)
+                keep = os.path.join(cgdir, "%s-%s.callgrind" % (cls.name, mode))
+                os.replace(irs[-1][1], keep)
+                for _, f, _ in irs[:-1]:
+                    os.unlink(f)
+                rows.append({"pooler": cls.name, "mode": mode,
+                             "ir_per_xact": per, "pairs": pairs, "dump": keep,
+                             "xacts": extra})
+                log("callgrind %s %s: %.0f Ir/xact (pairs: %s; %.1fs per "
+                    "long run)" % (cls.name, mode, per,
+                                   ", ".join("%.0f" % x for x in pairs),
+                                   irs[-1][2]))
+                if max(pairs) - min(pairs) > 0.05 * abs(per):
+                    log("warning: callgrind pairs differ by more than 5%")
+        finally:
+            pooler.stop()
+            if isinstance(pooler, Bouncer):
+                pooler.cleanup()
+            else:
+                pooler.p.cleanup()
+    return rows
+
+
+def phase_strace(poolers, workdir):
+    """Syscalls per transaction with `strace -c` attached to the running
+    pooler for a fixed pgbench -t run (10 clients, already-warm pools)."""
+    rows = []
+    clients, xacts = 10, (200 if ARGS.quick else 1000)
+    for name in ("pgfleet", "pgbouncer"):
+        pooler = poolers.get(name)
+        if pooler is None:
+            continue
+        for mode in ARGS.modes:
+            outf = os.path.join(workdir, "strace-%s-%s.txt" % (name, mode))
+            st = subprocess.Popen(["strace", "-c", "-f", "-o", outf, "-p",
+                                   str(pooler.pid)],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            _CHILDREN.append(st)
+            try:
+                time.sleep(1.0)   # attached
+                rc, out = pgbench_fixed(LISTEN, pooler.port, clients, xacts,
+                                        mode, workdir)
+                require_ok(rc, out, "strace run")
+            finally:
+                _stop_popen(st, signal.SIGINT)
+            calls = {}
+            with open(outf) as f:
+                for line in f:
+                    fl = line.split()
+                    if len(fl) >= 5 and re.match(r"^[0-9.]+$", fl[0]) \
+                            and fl[-1] != "total":
+                        calls[fl[-1]] = int(fl[3])
+            n = clients * xacts
+            total = sum(calls.values())
+            top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+            rows.append({"pooler": name, "mode": mode,
+                         "per_xact": total / float(n),
+                         "top": ", ".join("%s %.2f" % (k, v / float(n))
+                                          for k, v in top)})
+            log("strace %s %s: %.2f syscalls/xact (%s)" % (
+                name, mode, total / float(n), rows[-1]["top"]))
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Report
+
+def _med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _f(v, fmt):
+    return "—" if v is None else fmt % v
+
+
+def report(results, rss, cg, strace, meta):
+    out = []
+    out.append("pgbench -S, %d round(s) of %gs per cell, median of rounds; "
+               "pgfleet workers=1 default_pool_size=%d (x3 replicas), "
+               "PgBouncer default_pool_size=%d; direct = one pgbench per pod, "
+               "clients split over the 3 pods." % (
+                   ARGS.rounds, ARGS.duration, ARGS.pool_size,
+                   3 * ARGS.pool_size))
+    extra = ["pgfleet " + kv for kv in ARGS.pgfleet_set] + \
+        ["PgBouncer " + kv for kv in ARGS.pgbouncer_set]
+    if extra:
+        out.append("Extra settings: " + ", ".join(extra) + ".")
+    out.append("")
+    if results:
+        out.append("| clients | mode | tps pgfleet | tps PgBouncer | tps direct"
+                   " | pgfleet/PgBouncer | pgfleet/direct | p50/p99 ms pgfleet"
+                   " | p50/p99 ms PgBouncer | p50/p99 ms direct"
+                   " | CPU s/100k xact pgfleet | CPU s/100k xact PgBouncer"
+                   " | CPU pgfleet/PgBouncer |")
+        out.append("|" + "---|" * 13)
+        for c in ARGS.clients:
+            for m in ARGS.modes:
+                med = {}
+                for t in ARGS.targets:
+                    rs = [r for r in results if r["target"] == t
+                          and r["clients"] == c and r["mode"] == m]
+                    med[t] = {k: _med([r[k] for r in rs]) for k in
+                              ("tps", "p50_ms", "p99_ms", "cpu_per_100k")}
+                    med[t]["err"] = sum(1 for r in rs if r["errors"])
+                g = lambda t, k: med.get(t, {}).get(k)  # noqa: E731
+
+                def ratio(a, b):
+                    return a / b if a is not None and b else None
+
+                def tpscell(t):
+                    s = _f(g(t, "tps"), "%.0f")
+                    if med.get(t, {}).get("err"):
+                        s += " (errors in %d run(s))" % med[t]["err"]
+                    return s
+
+                def lat(t):
+                    if g(t, "p50_ms") is None:
+                        return "—"
+                    return "%.2f / %.2f" % (g(t, "p50_ms"), g(t, "p99_ms"))
+                out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s "
+                           "| %s | %s | %s |" % (
+                               c, m, tpscell("pgfleet"), tpscell("pgbouncer"),
+                               tpscell("direct"),
+                               _f(ratio(g("pgfleet", "tps"),
+                                        g("pgbouncer", "tps")), "%.2f"),
+                               _f(ratio(g("pgfleet", "tps"),
+                                        g("direct", "tps")), "%.2f"),
+                               lat("pgfleet"), lat("pgbouncer"), lat("direct"),
+                               _f(g("pgfleet", "cpu_per_100k"), "%.2f"),
+                               _f(g("pgbouncer", "cpu_per_100k"), "%.2f"),
+                               _f(ratio(g("pgfleet", "cpu_per_100k"),
+                                        g("pgbouncer", "cpu_per_100k")),
+                                  "%.2f")))
+        out.append("")
+        out.append("tps per round (pgfleet / PgBouncer / direct):")
+        out.append("")
+        for c in ARGS.clients:
+            for m in ARGS.modes:
+                parts = []
+                for t in ARGS.targets:
+                    rs = sorted((r for r in results if r["target"] == t and
+                                 r["clients"] == c and r["mode"] == m),
+                                key=lambda r: r["round"])
+                    parts.append(" ".join(_f(r["tps"], "%.0f") for r in rs))
+                out.append("- c=%d %s: %s" % (c, m, " / ".join(parts)))
+        out.append("")
+    if rss:
+        counts = ARGS.rss_clients
+        out.append("| pooler | RSS, no client (KiB) | " + " | ".join(
+            "RSS, %s idle clients (KiB)" % format(n, ",") for n in counts)
+            + " | KiB per idle client |")
+        out.append("|" + "---|" * (3 + len(counts)))
+        for row in rss:
+            cells = []
+            for n in counts:
+                e = row.get(n)
+                if e is None:
+                    cells.append("—")
+                    continue
+                s = "%d" % e["rss"]
+                if e["failed"]:
+                    s += " (%d logged in, %d failed: %s)" % (
+                        e["ok"], e["failed"], e["err"][:80])
+                cells.append(s)
+            hi = row.get(counts[-1])
+            per = ((hi["rss"] - row["rss0"]) / float(hi["ok"])
+                   if hi and hi["ok"] else None)
+            out.append("| %s | %d | %s | %s |" % (
+                TARGET_NAMES[row["pooler"]], row["rss0"], " | ".join(cells),
+                _f(per, "%.1f")))
+        out.append("")
+    if cg or strace:
+        out.append("| pooler | mode | callgrind Ir per transaction"
+                   " | syscalls per transaction (top 5 per xact) |")
+        out.append("|---|---|---|---|")
+        for name in ("pgfleet", "pgbouncer"):
+            for m in ARGS.modes:
+                c = next((r for r in cg if r["pooler"] == name and
+                          r["mode"] == m), None)
+                s = next((r for r in strace if r["pooler"] == name and
+                          r["mode"] == m), None)
+                out.append("| %s | %s | %s | %s |" % (
+                    TARGET_NAMES[name], m,
+                    _f(c and c["ir_per_xact"], "%.0f"),
+                    "%.2f (%s)" % (s["per_xact"], s["top"]) if s else "—"))
+        if cg:
+            out.append("")
+            out.append("callgrind: pgbench -S -c 10 -t %d minus -t %d "
+                       "(%d transactions), median of %d pairs, pooler under "
+                       "valgrind; the dumps are in %s." % (ARGS.callgrind_xacts,
+                                       max(1, ARGS.callgrind_xacts // 6),
+                                       cg[0]["xacts"], CALLGRIND_PAIRS,
+                                       os.path.dirname(cg[0]["dump"])))
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+svc = None
+
+
+def main():
+    global svc, LOG_FILE
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 12000:
+        log("warning: fd hard limit is %d; 10,000 idle clients need more" % hard)
+    if not os.access(ARGS.pgfleet, os.X_OK):
+        sys.exit("no pgfleet binary at %s (run ./tests/bench/run.sh)"
+                 % ARGS.pgfleet)
+    workdir = ARGS.workdir or tempfile.mkdtemp(prefix="pgfleet-bench-",
+                                               dir="/tmp")
+    os.makedirs(workdir, exist_ok=True)
+    os.chmod(workdir, 0o755)
+    LOG_FILE = os.path.join(workdir, "bench.log")
+    log("work dir %s; fixture net %s; fd limit %d" % (workdir, ARGS.net, hard))
+    t_start = time.monotonic()
+    poolers = {}
+    results, rss, cg, strace = [], [], [], []
+    try:
+        svc = BenchService(pods=3)
+        svc.start()
+        svc.share_app_secret()
+        svc.pgbench_init(1)
+        log("fixture up: %s" % " ".join(svc.addrs))
+        need_main = not {"throughput", "strace"} <= ARGS.skip
+        if need_main:
+            if "pgfleet" in ARGS.targets:
+                poolers["pgfleet"] = Fleet(workdir).start()
+            if "pgbouncer" in ARGS.targets:
+                poolers["pgbouncer"] = Bouncer(workdir).start()
+            # Fill every pool before measuring; show where each pooler's
+            # server connections went.
+            for name, p in poolers.items():
+                before = server_spread()
+                rc, out = pgbench_fixed(LISTEN, p.port, 3 * ARGS.pool_size,
+                                        200, "simple", workdir)
+                require_ok(rc, out, "%s warm-up" % name)
+                after = server_spread()
+                log("%s: server connections per pod after warm-up: %s" % (
+                    name, " ".join("%s=%d" % (k, after[k] - before.get(k, 0))
+                                   for k in sorted(after))))
+        if "throughput" not in ARGS.skip:
+            results = phase_throughput(poolers, workdir)
+        if "strace" not in ARGS.skip:
+            strace = phase_strace(poolers, workdir)
+        for name in list(poolers):
+            poolers.pop(name).stop()
+        if "rss" not in ARGS.skip:
+            rss = phase_rss(workdir)
+        if "callgrind" not in ARGS.skip:
+            cg = phase_callgrind(workdir)
+    except KeyboardInterrupt as e:
+        log("interrupted (%s): stopping everything" % (e or "SIGINT"))
+        raise SystemExit(130)
+    finally:
+        for p in list(_CHILDREN):
+            _stop_popen(p)
+        for name, p in poolers.items():
+            try:
+                p.stop()
+            except Exception as e:
+                log("stopping %s: %s" % (name, e))
+        for p in poolers.values():
+            if isinstance(p, Bouncer):
+                p.cleanup()
+            else:
+                p.p.cleanup()
+        if svc is not None:
+            svc.close()
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump({"throughput": results, "rss": [
+                {str(k): v for k, v in r.items()} for r in rss],
+                "callgrind": cg, "strace": strace}, f, indent=1)
+    meta = {"elapsed": time.monotonic() - t_start}
+    text = report(results, rss, cg, strace, meta)
+    print(text)
+    if ARGS.out:
+        with open(ARGS.out, "w") as f:
+            f.write(text + "\n")
+    log("done in %.0fs; raw results in %s/results.json"
+        % (meta["elapsed"], workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
