@@ -759,20 +759,32 @@ static void send_renamed(struct client *c, struct server *s, uint8_t type, uint3
 	c->io.pkt_remain = len + 1 - 5 - consumed;
 }
 
-/* Describe of a named statement: prepared here first if need be. */
-static enum fwd on_describe(struct client *c, struct server *s, uint32_t len)
+/* A Describe or Close, whole: what ('S' statement, 'P' portal) and name. */
+static enum fwd read_target(struct client *c, uint32_t len, const char *msg, uint8_t *what,
+			    const char **name)
 {
 	enum fwd w = need_whole(c, len + 1);
 	if (w != FWD_STREAM)
 		return w;
 	struct iobuf *b = c->io.in;
 	struct pkt_reader r = pkt_reader_init(b->data + b->parsed + 5, len - 4);
-	uint8_t what = pkt_get_u8(&r);
-	const char *name = pkt_get_str(&r);
-	if (!name) {
-		client_close(c, "08P01", "malformed Describe message");
+	*what = pkt_get_u8(&r);
+	*name = pkt_get_str(&r);
+	if (!*name) {
+		client_close(c, "08P01", "malformed %s message", msg);
 		return FWD_CLOSED;
 	}
+	return FWD_STREAM;
+}
+
+/* Describe of a named statement: prepared here first if need be. */
+static enum fwd on_describe(struct client *c, struct server *s, uint32_t len)
+{
+	uint8_t what;
+	const char *name;
+	enum fwd w = read_target(c, len, "Describe", &what, &name);
+	if (w != FWD_STREAM)
+		return w;
 	struct pstmt *ps = what == 'S' && *name && statements_on()
 				   ? prepared_client_lookup(c->stmts, name)
 				   : NULL;
@@ -834,17 +846,11 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
  * shared statement stays prepared for other clients. */
 static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
 {
-	enum fwd w = need_whole(c, len + 1);
+	uint8_t what;
+	const char *name;
+	enum fwd w = read_target(c, len, "Close", &what, &name);
 	if (w != FWD_STREAM)
 		return w;
-	struct iobuf *b = c->io.in;
-	struct pkt_reader r = pkt_reader_init(b->data + b->parsed + 5, len - 4);
-	uint8_t what = pkt_get_u8(&r);
-	const char *name = pkt_get_str(&r);
-	if (!name) {
-		client_close(c, "08P01", "malformed Close message");
-		return FWD_CLOSED;
-	}
 	if (what != 'S' || !*name || !statements_on() || !prepared_client_lookup(c->stmts, name)) {
 		server_queue_push(s, REQ_CLOSE, REQ_PASS, NULL);
 		return FWD_STREAM;
