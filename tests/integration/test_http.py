@@ -326,9 +326,15 @@ def test_readyz_read_write_database_without_a_primary(replicated, pgfleet):
     status, body = got
     assert 'no replica of database "app_rw" is up for read-write' in body, body
     assert "2 standby" in body, body
-    _, samples = scrape(fleet)
-    roles = {s.labels["replica"]: s.labels["role"]
-             for s in series(samples, "pgfleet_replica_up", database="app_ro")}
+    # app_ro's replicas are checked on their own schedule: wait for all three.
+    def app_ro_roles():
+        _, samples = scrape(fleet)
+        roles = {s.labels["replica"]: s.labels["role"]
+                 for s in series(samples, "pgfleet_replica_up", database="app_ro")}
+        return None if "unknown" in roles.values() else (roles, samples)
+    got = wait_until(app_ro_roles, 10)
+    assert got, scrape(fleet)
+    roles, samples = got
     assert sorted(roles.values()) == ["primary", "standby", "standby"], roles
     elig = {s.labels["replica"]: s.value
             for s in series(samples, "pgfleet_replica_eligible", database="app_rw")}
