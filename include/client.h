@@ -45,9 +45,13 @@ struct client {
 	struct database *db;
 	struct pool_group *group;
 	struct server *link;
-	char user[NAME_MAX_LEN];
-	char dbname[NAME_MAX_LEN];
-	struct param_set params; /* what the client's session should see */
+	/* Interned (intern.h), "" until the StartupMessage names them. */
+	const char *user;
+	const char *dbname;
+	/* What the client's session should see: a reference to an interned,
+	 * read-only set (params.h), never NULL; change it with
+	 * param_shared_store(). */
+	const struct param_set *params;
 	uint32_t params_set;     /* bit per param the client chose itself */
 	uint32_t cancel_pid, cancel_key;
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
@@ -55,7 +59,11 @@ struct client {
 	struct client_stmts *stmts; /* named prepared statements, by the client's names */
 	struct admin_session *admin; /* NULL: not an admin console client (admin.c) */
 	uint8_t md5_salt[4];
-	struct sockaddr_storage addr;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} addr; /* AF_UNIX: the family only (the peer has no name) */
 	char addr_str[64];
 	double connect_time, wait_start;
 	double request_time; /* the last bytes from the client */

@@ -44,6 +44,7 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(server_reset_query_always, BOOL, "0")                                                    \
 	X(server_lifetime, TIME, "3600")                                                           \
 	X(server_idle_timeout, TIME, "600")                                                        \
+	X(server_round_robin, BOOL, "0")                                                           \
 	X(server_connect_timeout, TIME, "15")                                                      \
 	X(server_login_retry, TIME, "15")                                                          \
 	X(query_timeout, TIME, "0")                                                                \

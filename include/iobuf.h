@@ -61,6 +61,8 @@ static inline bool iobuf_empty(const struct iobuf *b)
 struct iobuf *iobuf_get(void);
 /* Back to the free list (standard size) or freed (larger). */
 void iobuf_put(struct iobuf *b);
+/* Frees free-list buffers beyond what the buffers in use suggest (janitor). */
+void iobuf_trim(void);
 /* Moves the unconsumed bytes to the front so there is room to read. */
 void iobuf_compact(struct iobuf *b);
 /* Makes room for a whole message of `need` bytes from `parsed`: compacts, or

@@ -67,6 +67,12 @@ static inline void statlist_append(struct statlist *s, struct list *item)
 	s->count++;
 }
 
+static inline void statlist_prepend(struct statlist *s, struct list *item)
+{
+	list_append(s->head.next, item); /* before the first: at the front */
+	s->count++;
+}
+
 static inline void statlist_remove(struct statlist *s, struct list *item)
 {
 	list_del(item);

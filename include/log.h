@@ -15,7 +15,12 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
 /* verbosity: 0 = info (default), 1 = debug, 2 = trace, -1 = warnings only */
 void log_setup(int verbosity, bool json);
-bool log_enabled(enum log_level level);
+/* The most verbose level logged (log_setup); read on hot paths, inline. */
+extern int log_level_max;
+static inline bool log_enabled(enum log_level level)
+{
+	return (int)level <= log_level_max;
+}
 void log_kv(enum log_level level, const char *msg, ...) __attribute__((sentinel));
 
 /* Length of the well-formed UTF-8 character at p (RFC 3629), 0 when the

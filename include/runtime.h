@@ -28,12 +28,20 @@ struct fleet {
 	int client_count;               /* every client not yet freed */
 	bool shutting_down;
 	double started;
+	/* fleet_now() read once per loop pass (fleet_run_loop), as PgBouncer
+	 * caches its time per loop: 0 = not read yet in this pass. */
+	double now_cached;
+	bool in_loop;
 };
 
 extern struct fleet fleet;
 
-/* Monotonic seconds. */
+/* Monotonic seconds; inside fleet_run_loop the same value for every
+ * callback of one loop pass (timeouts and durations need no finer clock). */
 double fleet_now(void);
+/* Runs the event loop until event_base_loopbreak/loopexit or no events are
+ * left: -1 when the loop failed. */
+int fleet_run_loop(void);
 /* Wall-clock seconds since the epoch (for SHOW columns). */
 double fleet_wallclock(void);
 /* Schedules the justfree lists to be freed at the next loop pass. */

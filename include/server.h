@@ -76,7 +76,8 @@ struct server {
 	int expect_rfq;   /* ReadyForQuery messages owed to the linked client */
 	/* Requests sent (or answered by pgfleet) whose replies are still to come. */
 	struct request *queue; /* a ring of q_cap entries, grown on demand */
-	uint32_t q_cap, q_head, q_len;
+	uint32_t q_cap, q_head, q_len; /* q_cap: a power of two */
+	uint32_t q_fakes;              /* REQ_FAKE requests in the queue */
 	bool overflow;
 	struct server_stmts *stmts; /* prepared statements this connection has */
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */

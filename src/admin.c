@@ -99,7 +99,7 @@ void admin_login_done(struct client *c)
 	c->admin->full = full;
 	c->group = &console;
 	struct wbuf *out = &c->io.out;
-	const char *enc = c->params.value[PARAM_CLIENT_ENCODING];
+	const char *enc = c->params->value[PARAM_CLIENT_ENCODING];
 	proto_parameter_status(out, "server_version", PGFLEET_VERSION "/pgfleet");
 	proto_parameter_status(out, "server_encoding", "UTF8");
 	proto_parameter_status(out, "client_encoding", *enc ? enc : "UTF8");
@@ -107,7 +107,7 @@ void admin_login_done(struct client *c)
 	proto_parameter_status(out, "TimeZone", "UTC");
 	proto_parameter_status(out, "integer_datetimes", "on");
 	proto_parameter_status(out, "standard_conforming_strings", "on");
-	proto_parameter_status(out, "application_name", c->params.value[PARAM_APPLICATION_NAME]);
+	proto_parameter_status(out, "application_name", c->params->value[PARAM_APPLICATION_NAME]);
 	uint32_t key[2];
 	fleet_random(key, sizeof(key));
 	proto_backend_key(out, key[0] & 0x7fffffff, key[1]);
@@ -246,15 +246,16 @@ static void fmt_time(double mono, char *buf, size_t len)
 }
 
 /* Address without port, and the port; a Unix socket is "unix". */
-static int split_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
+static int split_addr(const void *sa, char *buf, size_t len)
 {
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+	const struct sockaddr *s = sa; /* only the family's own bytes are read */
+	if (s->sa_family == AF_INET) {
+		const struct sockaddr_in *in4 = sa;
 		inet_ntop(AF_INET, &in4->sin_addr, buf, (socklen_t)len);
 		return ntohs(in4->sin_port);
 	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+	if (s->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = sa;
 		inet_ntop(AF_INET6, &in6->sin6_addr, buf, (socklen_t)len);
 		return ntohs(in6->sin6_port);
 	}
@@ -406,7 +407,7 @@ static void client_row(struct client *c, const char *state, void *arg)
 		put_text(w, "");
 	put_int(w, 0);
 	put_text(w, tls);
-	put_text(w, c->params.value[PARAM_APPLICATION_NAME]);
+	put_text(w, c->params->value[PARAM_APPLICATION_NAME]);
 	if (x->sockets)
 		put_buffers(w, &c->io);
 	proto_end(w, m);
@@ -456,7 +457,7 @@ static void server_row(struct server *s, const char *state, void *arg)
 	put_int(w, s->backend_pid);
 	put_text(w, tls);
 	if (x->sockets) {
-		put_text(w, s->link ? s->link->params.value[PARAM_APPLICATION_NAME] : "");
+		put_text(w, s->link ? s->link->params->value[PARAM_APPLICATION_NAME] : "");
 		put_buffers(w, &s->io);
 	} else {
 		put_text(w, r->addr_str);
@@ -848,6 +849,7 @@ static void show_mem(struct client *c)
 	mem_row(w, "server_cache", sizeof(struct server), (size_t)k.servers, 0);
 	mem_row(w, "client_cache", sizeof(struct client), (size_t)fleet.client_count, 0);
 	mem_row(w, "iobuf_cache", sizeof(struct iobuf) + IOBUF_SIZE, bused, bfree);
+	mem_row(w, "param_sets", sizeof(struct param_set), param_shared_count(), 0);
 }
 
 static void replica_row(const struct replica_row *r, void *arg)

@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "cancel.h"
+#include "intern.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -86,8 +87,15 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 		close(fd);
 		return;
 	}
+	c->user = c->dbname = "";
+	c->params = param_shared_empty();
+	if (!c->params) {
+		free(c);
+		close(fd);
+		return;
+	}
 	memcpy(&c->addr, sa, salen < sizeof(c->addr) ? salen : sizeof(c->addr));
-	conn_format_addr(&c->addr, c->addr_str, sizeof(c->addr_str));
+	conn_format_addr(sa, c->addr_str, sizeof(c->addr_str));
 	conn_setup(&c->io, fd, client_on_read, client_on_write, c);
 	c->state = CLIENT_LOGIN;
 	statlist_append(&fleet.login_clients, &c->node);
@@ -144,6 +152,9 @@ void client_free_list(void)
 	while ((it = statlist_pop(&fleet.justfree_clients))) {
 		struct client *c = container_of(it, struct client, node);
 		fleet.client_count--;
+		param_shared_release(c->params);
+		str_release(c->user);
+		str_release(c->dbname);
 		free(c);
 	}
 }
@@ -168,10 +179,12 @@ static void send_welcome(struct client *c)
 			continue;
 		int id = param_lookup(name);
 		if (id >= 0) {
-			if (c->params_set & (1u << id))
-				value = c->params.value[id];
-			else
-				snprintf(c->params.value[id], PARAM_VALUE_MAX, "%s", value);
+			if (c->params_set & (1u << id)) {
+				value = c->params->value[id];
+			} else if (!param_shared_store(&c->params, id, value)) {
+				client_close(c, "53200", "out of memory");
+				return;
+			}
 		}
 		proto_parameter_status(out, name, value);
 	}
@@ -312,7 +325,7 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
  * ask for it there, and PgBouncer does not require it there either. */
 static bool tls_offered(const struct client *c)
 {
-	return fleet.cfg.client_tls_sslmode != TLS_DISABLE && c->addr.ss_family != AF_UNIX;
+	return fleet.cfg.client_tls_sslmode != TLS_DISABLE && c->addr.sa.sa_family != AF_UNIX;
 }
 
 /* SSLRequest answered 'S': once the 'S' is out, the handshake runs on the
@@ -432,7 +445,10 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 					     name);
 				return;
 			}
-			snprintf(c->params.value[id], PARAM_VALUE_MAX, "%s", value);
+			if (!param_shared_store(&c->params, id, value)) {
+				client_close(c, "53200", "out of memory");
+				return;
+			}
 			c->params_set |= 1u << id;
 		}
 		/* Other parameters (extra_float_digits, options, ...) are dropped. */
@@ -447,8 +463,17 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		client_close(c, "42622", "user or database name too long");
 		return;
 	}
-	snprintf(c->user, sizeof(c->user), "%s", user);
-	snprintf(c->dbname, sizeof(c->dbname), "%s", database);
+	str_release(c->user);
+	str_release(c->dbname);
+	c->user = str_intern(user);
+	c->dbname = str_intern(database);
+	if (!c->user || !c->dbname) {
+		str_release(c->user);
+		str_release(c->dbname);
+		c->user = c->dbname = "";
+		client_close(c, "53200", "out of memory");
+		return;
+	}
 	/* Refused only now, after SSLRequest got its answer, so that the client
 	 * reads the reason instead of a garbled SSL negotiation. */
 	if (fleet.shutting_down) {
@@ -621,6 +646,8 @@ enum stmt_sql {
 static enum stmt_sql classify_sql(const char *sql, char *name, size_t namelen)
 {
 	const char *p = skip_space(sql), *q;
+	if (*p != 'D' && *p != 'd')
+		return SQL_OTHER; /* nearly every query: one comparison */
 	if ((q = keyword(p, "DISCARD")) && keyword(q, "ALL"))
 		return SQL_DROP_ALL;
 	if (!(q = keyword(p, "DEALLOCATE")))

@@ -153,7 +153,6 @@ static const char *const pgbouncer_ignored_keys[] = {
     "server_check_delay",
     "server_check_query",
     "server_fast_close",
-    "server_round_robin",
     "server_tls13_ciphers",
     "server_tls_cert_file",
     "server_tls_ciphers",

@@ -123,10 +123,14 @@ static bool standby_available(const struct database *db, double now)
 
 bool replica_eligible(const struct replica *r, double now)
 {
+	int tsa = r->db->cfg ? r->db->cfg->tsa : TSA_ANY;
+	/* The hot case first: an up primary takes anything but standby work. */
+	if (r->state == REPLICA_UP && r->role == ROLE_PRIMARY)
+		return tsa == TSA_ANY || tsa == TSA_READ_WRITE || tsa == TSA_PRIMARY ||
+		       (tsa == TSA_PREFER_STANDBY && !standby_available(r->db, now));
 	/* A standby too far behind gets no reads, whatever the target. */
 	if (!replica_healthy(r, now) || !replica_lag_ok(r))
 		return false;
-	int tsa = r->db->cfg ? r->db->cfg->tsa : TSA_ANY;
 	switch (tsa) {
 	case TSA_READ_WRITE:
 	case TSA_PRIMARY:

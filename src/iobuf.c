@@ -4,6 +4,7 @@
  */
 #include "iobuf.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,23 @@ void iobuf_put(struct iobuf *b)
 	b->next_free = free_list;
 	free_list = b;
 	free_count++;
+}
+
+void iobuf_trim(void)
+{
+	/* A burst (a thousand logins at once) leaves many buffers free; keep
+	 * what the connections in use might ask for again soon, give the rest
+	 * back to the system. */
+	size_t keep = 16 + used_count / 8;
+	if (free_count <= keep)
+		return;
+	while (free_count > keep) {
+		struct iobuf *b = free_list;
+		free_list = b->next_free;
+		free_count--;
+		free(b);
+	}
+	malloc_trim(0); /* freed heap pages back to the kernel, not just to malloc */
 }
 
 void iobuf_compact(struct iobuf *b)

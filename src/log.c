@@ -13,21 +13,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static int log_verbosity;
+int log_level_max = LOG_INFO;
 static bool log_json;
 
 static const char *level_names[] = {"error", "warn", "info", "debug", "trace"};
 
 void log_setup(int verbosity, bool json)
 {
-	log_verbosity = verbosity;
+	log_level_max = (int)LOG_INFO + verbosity;
 	log_json = json;
 }
 
-bool log_enabled(enum log_level level)
-{
-	return (int)level <= (int)LOG_INFO + log_verbosity;
-}
 
 size_t utf8_seq_len(const unsigned char *p)
 {

@@ -294,7 +294,7 @@ int main(int argc, char **argv)
 	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
 		 path ? path : "environment", NULL);
 
-	if (event_base_dispatch(fleet.base) < 0) {
+	if (fleet_run_loop() < 0) {
 		log_error("event loop failed", NULL);
 		exit_code = 2;
 	}

@@ -4,7 +4,9 @@
  */
 #include "params.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -32,6 +34,104 @@ const char *param_name(int id)
 	return names[id];
 }
 
+void param_store(struct param_set *ps, int id, const char *value)
+{
+	size_t n = strnlen(value, PARAM_VALUE_MAX - 1);
+	memcpy(ps->value[id], value, n);
+	memset(ps->value[id] + n, 0, PARAM_VALUE_MAX - n);
+}
+
+/* ---- interned sets -------------------------------------------------------- */
+
+#define SHARED_BUCKETS 1024 /* a power of two */
+
+struct shared_set {
+	struct param_set set; /* first: a set's address is its entry's */
+	struct shared_set *next;
+	uint32_t hash, refs;
+};
+
+/* Each event loop its own table: clients never move between loops. */
+static _Thread_local struct shared_set *buckets[SHARED_BUCKETS];
+static _Thread_local unsigned shared_count;
+
+static uint32_t set_hash(const struct param_set *ps)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over the values, up to each NUL */
+	for (int i = 0; i < PARAM_COUNT; i++) {
+		for (const char *p = ps->value[i]; *p; p++)
+			h = (h ^ (uint8_t)*p) * 16777619u;
+		h = (h ^ 0xffu) * 16777619u;
+	}
+	return h;
+}
+
+static const struct param_set *intern(const struct param_set *ps)
+{
+	uint32_t h = set_hash(ps);
+	struct shared_set **b = &buckets[h & (SHARED_BUCKETS - 1)];
+	for (struct shared_set *e = *b; e; e = e->next) {
+		if (e->hash == h && memcmp(&e->set, ps, sizeof(*ps)) == 0) {
+			e->refs++;
+			return &e->set;
+		}
+	}
+	struct shared_set *e = malloc(sizeof(*e));
+	if (!e)
+		return NULL;
+	memcpy(&e->set, ps, sizeof(*ps));
+	e->hash = h;
+	e->refs = 1;
+	e->next = *b;
+	*b = e;
+	shared_count++;
+	return &e->set;
+}
+
+const struct param_set *param_shared_empty(void)
+{
+	static const struct param_set empty; /* all zero: every value "" */
+	return intern(&empty);
+}
+
+bool param_shared_store(const struct param_set **pp, int id, const char *value)
+{
+	struct param_set tmp;
+	if (*pp)
+		memcpy(&tmp, *pp, sizeof(tmp));
+	else
+		memset(&tmp, 0, sizeof(tmp));
+	param_store(&tmp, id, value);
+	if (*pp && memcmp(&tmp, *pp, sizeof(tmp)) == 0)
+		return true; /* the same value: nothing changes */
+	const struct param_set *n = intern(&tmp);
+	if (!n)
+		return false;
+	param_shared_release(*pp);
+	*pp = n;
+	return true;
+}
+
+void param_shared_release(const struct param_set *ps)
+{
+	if (!ps)
+		return;
+	struct shared_set *e = (struct shared_set *)(void *)ps;
+	if (--e->refs)
+		return;
+	struct shared_set **b = &buckets[e->hash & (SHARED_BUCKETS - 1)];
+	while (*b != e)
+		b = &(*b)->next;
+	*b = e->next;
+	shared_count--;
+	free(e);
+}
+
+unsigned param_shared_count(void)
+{
+	return shared_count;
+}
+
 /* PostgreSQL folds case for these values (encoding names, styles, zone
  * names), so "utf8" and "UTF8" need no SET; application_name is verbatim. */
 static bool same_value(int id, const char *a, const char *b)
@@ -47,6 +147,8 @@ bool param_diff_sql(const struct param_set *want, const struct param_set *have, 
 	if (!len)
 		return false;
 	buf[0] = 0;
+	if (memcmp(want->value, have->value, sizeof(want->value)) == 0)
+		return false;
 	for (int i = 0; i < PARAM_COUNT; i++) {
 		const char *w = want->value[i];
 		if (!*w || same_value(i, w, have->value[i]))

@@ -55,11 +55,14 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	}
 	if (fleet.cfg.load_balance == LB_ROUND_ROBIN)
 		return cand[start % (unsigned)n];
-	struct pool *best = NULL;
-	for (int i = 0; i < n; i++) {
-		struct pool *p = cand[(start + (unsigned)i) % (unsigned)n];
-		if (!best || p->replica->active < best->replica->active)
-			best = p;
+	/* From a rotating start, so ties go round the replicas. */
+	int j = (int)(start % (unsigned)n);
+	struct pool *best = cand[j];
+	for (int i = 1; i < n; i++) {
+		if (++j == n)
+			j = 0;
+		if (cand[j]->replica->active < best->replica->active)
+			best = cand[j];
 	}
 	return best;
 }

@@ -13,6 +13,7 @@
 
 #include "client.h"
 #include "health.h"
+#include "iobuf.h"
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
@@ -21,9 +22,29 @@ struct fleet fleet;
 
 double fleet_now(void)
 {
+	if (fleet.now_cached > 0)
+		return fleet.now_cached;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (fleet.in_loop)
+		fleet.now_cached = now;
+	return now;
+}
+
+int fleet_run_loop(void)
+{
+	int rc = 0;
+	fleet.in_loop = true;
+	while (!event_base_got_break(fleet.base) && !event_base_got_exit(fleet.base)) {
+		fleet.now_cached = 0; /* a new pass: read the clock again */
+		rc = event_base_loop(fleet.base, EVLOOP_ONCE);
+		if (rc != 0)
+			break; /* -1: failed; 1: no event left to wait for */
+	}
+	fleet.in_loop = false;
+	fleet.now_cached = 0;
+	return rc < 0 ? -1 : 0;
 }
 
 double fleet_wallclock(void)
@@ -59,6 +80,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	health_janitor();
 	pool_janitor(now);
 	stats_tick(now);
+	iobuf_trim();
 }
 
 bool fleet_runtime_init(void)

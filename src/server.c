@@ -68,7 +68,13 @@ void server_set_state(struct server *s, enum server_state st)
 		statlist_append(&p->login, &s->node);
 		break;
 	case SERVER_IDLE:
-		statlist_append(&p->idle, &s->node);
+		/* Most recently used first (PgBouncer's default): a light load
+		 * keeps reusing a few warm backends, and the rest age out by
+		 * server_idle_timeout.  server_round_robin = 1 cycles them all. */
+		if (fleet.cfg.server_round_robin)
+			statlist_append(&p->idle, &s->node);
+		else
+			statlist_prepend(&p->idle, &s->node);
 		break;
 	case SERVER_ACTIVE:
 		statlist_append(&p->active, &s->node);
@@ -148,7 +154,7 @@ static void send_startup(struct server *s)
 		for (int i = 0; i < PARAM_COUNT; i++) {
 			if (c->params_set & (1u << i)) {
 				params[n++] = param_name(i);
-				params[n++] = c->params.value[i];
+				params[n++] = c->params->value[i];
 			}
 		}
 	}
@@ -387,9 +393,10 @@ static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, 
 		return;
 	int id = param_lookup(name);
 	if (id >= 0) {
-		snprintf(s->params.value[id], PARAM_VALUE_MAX, "%s", value);
+		param_store(&s->params, id, value);
 		if (for_client && s->link) {
-			snprintf(s->link->params.value[id], PARAM_VALUE_MAX, "%s", value);
+			if (!param_shared_store(&s->link->params, id, value))
+				log_warn("out of memory: a client's parameter not updated", NULL);
 			s->link->params_set |= 1u << id;
 		}
 	} else if (strcmp(name, "in_hot_standby") == 0) {
@@ -527,13 +534,13 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 			return;
 		}
 		for (uint32_t i = 0; i < s->q_len; i++)
-			q[i] = s->queue[(s->q_head + i) % s->q_cap];
+			q[i] = s->queue[(s->q_head + i) & (s->q_cap - 1)];
 		free(s->queue);
 		s->queue = q;
 		s->q_cap = cap;
 		s->q_head = 0;
 	}
-	struct request *r = &s->queue[(s->q_head + s->q_len) % s->q_cap];
+	struct request *r = &s->queue[(s->q_head + s->q_len) & (s->q_cap - 1)];
 	r->kind = (uint8_t)kind;
 	r->action = (uint8_t)action;
 	r->ps = ps;
@@ -541,6 +548,8 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 	if (ps)
 		prepared_ref(ps);
 	s->q_len++;
+	if (action == REQ_FAKE)
+		s->q_fakes++;
 	if (action == REQ_PASS && (kind == REQ_QUERY || kind == REQ_SYNC))
 		s->expect_rfq++;
 	if (log_enabled(LOG_TRACE)) {
@@ -552,7 +561,7 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 
 struct request *server_queue_last(struct server *s)
 {
-	return s->q_len ? &s->queue[(s->q_head + s->q_len - 1) % s->q_cap] : NULL;
+	return s->q_len ? &s->queue[(s->q_head + s->q_len - 1) & (s->q_cap - 1)] : NULL;
 }
 
 static struct request *queue_head(struct server *s)
@@ -570,12 +579,14 @@ static void queue_pop(struct server *s)
 	}
 	if (r->action == REQ_PASS && (r->kind == REQ_QUERY || r->kind == REQ_SYNC))
 		s->expect_rfq--;
+	if (r->action == REQ_FAKE)
+		s->q_fakes--;
 	if (r->ps)
 		prepared_release(r->ps);
 	r->ps = NULL;
 	free(r->note);
 	r->note = NULL;
-	s->q_head = (s->q_head + 1) % s->q_cap;
+	s->q_head = (s->q_head + 1) & (s->q_cap - 1);
 	s->q_len--;
 }
 
@@ -690,7 +701,7 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 
 /* Fakes at the head of the queue: every reply before them is out.  Counts
  * the fakes answered in *n when n is given. */
-static bool drain_head_fakes(struct server *s, struct client *c, int *n)
+static bool drain_fakes(struct server *s, struct client *c, int *n)
 {
 	struct request *r;
 	while ((r = queue_head(s)) && r->action == REQ_FAKE) {
@@ -702,6 +713,12 @@ static bool drain_head_fakes(struct server *s, struct client *c, int *n)
 			(*n)++;
 	}
 	return true;
+}
+
+static inline bool drain_head_fakes(struct server *s, struct client *c, int *n)
+{
+	/* The common case, inline: nothing pgfleet answers itself is queued. */
+	return !s->q_fakes || drain_fakes(s, c, n);
 }
 
 /* A server with no client: only asynchronous messages and the replies to
@@ -1024,7 +1041,7 @@ void server_link(struct server *s, struct client *c)
 	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
 	c->wait_start = 0;
 	s->release_pending = false;
-	if (!c->welcome_pending && param_diff_sql(&c->params, &s->params, sql, sizeof(sql))) {
+	if (!c->welcome_pending && param_diff_sql(c->params, &s->params, sql, sizeof(sql))) {
 		/* Sent ahead of the client's own messages; its replies are hidden. */
 		proto_query(&s->io.out, sql);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);

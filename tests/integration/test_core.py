@@ -156,6 +156,56 @@ def test_large_result_and_large_query_stream_through(service, pgfleet):
         assert conn.execute("SELECT length(%s)", (big,)).fetchone()[0] == len(big)
 
 
+@pytest.mark.parametrize("round_robin", [0, 1])
+def test_idle_server_connection_reuse_order(service, pgfleet, round_robin):
+    """Most recently used first by default (a light load stays on a few warm
+    backends, the rest age out); server_round_robin = 1 cycles through all."""
+    fleet = pgfleet(settings={"default_pool_size": 3, "server_round_robin": round_robin},
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
+    conns = [connect(fleet, autocommit=False) for _ in range(3)]
+    try:
+        pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
+        assert len(pids) == 3, pids  # three transactions open: three backends
+        for c in conns:
+            c.commit()
+        with connect(fleet, autocommit=True) as one:
+            seen = [one.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(6)]
+    finally:
+        for c in conns:
+            c.close()
+    assert set(seen) <= pids, (seen, pids)
+    if round_robin:
+        assert len(set(seen)) == 3, seen
+        assert seen[:3] == seen[3:], seen  # in turn
+    else:
+        assert len(set(seen)) == 1, seen
+
+
+def test_clients_share_parameter_sets(service, pgfleet):
+    """Clients with the same settings hold one shared copy (SHOW MEM
+    param_sets); a client's own SET makes its own, freed when it leaves."""
+    fleet = pgfleet(settings={"admin_users": fx.APP_USER})
+    def param_sets():
+        with fleet.connect(dbname="pgfleet", autocommit=True) as admin:
+            rows = admin.execute("SHOW MEM").fetchall()
+        return {r[0]: r[2] for r in rows}["param_sets"]
+    base = param_sets()
+    conns = [connect(fleet, autocommit=True, application_name="same") for _ in range(30)]
+    try:
+        for c in conns:
+            c.execute("SELECT 1")
+        shared = param_sets()
+        assert shared <= base + 2, (base, shared)  # not one per client
+        conns[0].execute("SET application_name = 'mine'")
+        assert conns[0].execute("SHOW application_name").fetchone()[0] == "mine"
+        assert conns[1].execute("SHOW application_name").fetchone()[0] == "same"
+        assert param_sets() == shared + 1
+    finally:
+        for c in conns:
+            c.close()
+    assert fx.wait_until(lambda: param_sets() <= base, 5), (base, param_sets())
+
+
 def test_client_settings_never_leak_to_other_clients(service, pgfleet):
     """One server connection shared by two clients: each sees its own
     TimeZone, DateStyle and application_name."""

@@ -815,7 +815,10 @@ def test_runtime_packages_are_what_ldd_needs(built):
     pkgs, provides = _installed()
     libs = _ldd(built)
     owner = _dpkg_owners(libs.values())
-    direct = {owner[libs[n]] for n in _needed(built)}
+    # ldd names the dynamic loader by its path, NEEDED by its file name.
+    by_name = dict(libs)
+    by_name.update({os.path.basename(k): v for k, v in libs.items()})
+    direct = {owner[by_name[n]] for n in _needed(built)}
     lib_pkgs = runtime - {"ca-certificates"}
     assert direct - BASE_IMAGE_LIBS == lib_pkgs, \
         "libraries pgfleet links come from %s; the image installs %s" % (
