@@ -566,6 +566,10 @@ static bool process_login(struct client *c)
 	}
 	if (r == IO_AGAIN)
 		conn_write_enable(&c->io, true);
+	else if (c->state != CLIENT_LOGIN && !c->link)
+		/* Logged in and greeted: the login's write buffer goes back now,
+		 * not a second later, so a burst of logins leaves no holes. */
+		wbuf_free(&c->io.out);
 	return true;
 }
 
