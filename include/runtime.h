@@ -30,7 +30,11 @@ struct fleet {
 	double started;
 };
 
-extern struct fleet fleet;
+/* Each worker thread has its own loop and everything on it (workers = N):
+ * the loop state, and every module's mutable statics, are THREAD_LOCAL. */
+#define THREAD_LOCAL _Thread_local
+
+extern THREAD_LOCAL struct fleet fleet;
 
 /* Monotonic seconds. */
 double fleet_now(void);

@@ -56,8 +56,8 @@ struct admin_session {
 
 /* Admin clients are CLIENT_ACTIVE on this group's list; it has no database
  * and no pools, so pooling code never sees them. */
-static struct pool_group console;
-static struct event *ev_wait; /* polls the pending PAUSE / WAIT_CLOSE */
+static THREAD_LOCAL struct pool_group console;
+static THREAD_LOCAL struct event *ev_wait; /* polls the pending PAUSE / WAIT_CLOSE */
 
 static void console_init(void)
 {

@@ -35,9 +35,9 @@
 
 /* ---- clients by BackendKeyData ------------------------------------------------ */
 
-static struct list *buckets; /* nbuckets chains of client->cancel_node */
-static uint32_t nbuckets;    /* a power of two, 0 before the first client */
-static uint32_t nclients;
+static THREAD_LOCAL struct list *buckets; /* nbuckets chains of client->cancel_node */
+static THREAD_LOCAL uint32_t nbuckets;    /* a power of two, 0 before the first client */
+static THREAD_LOCAL uint32_t nclients;
 
 static uint32_t bucket_of(uint32_t pid, uint32_t key, uint32_t n)
 {
@@ -126,7 +126,9 @@ struct cancel_conn {
 	char why[32];
 };
 
-static struct list inflight = {&inflight, &inflight};
+/* Thread-local, so it cannot be initialised with its own address: the first
+ * cancel connection of a worker initialises it. */
+static THREAD_LOCAL struct list inflight;
 
 /* Is s running something for its client?  A ReadyForQuery is owed to it (a
  * cancel of pgfleet's own hidden queries would only break the session). */
@@ -257,6 +259,8 @@ bool cancel_server_query(struct server *s, const char *why)
 	 * (to fd -1 if socket() failed) before anything can go wrong. */
 	cc->fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
 	int err = errno;
+	if (!inflight.next)
+		list_init(&inflight);
 	list_append(&inflight, &cc->node);
 	event_assign(&cc->ev, fleet.base, cc->fd, EV_WRITE, on_cancel_event, cc);
 	if (cc->fd < 0) {
@@ -301,6 +305,8 @@ void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len)
 void cancel_shutdown(void)
 {
 	struct list *it, *tmp;
+	if (!inflight.next)
+		list_init(&inflight);
 	list_for_each_safe(it, tmp, &inflight) {
 		cancel_free(container_of(it, struct cancel_conn, node));
 	}

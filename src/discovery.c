@@ -37,11 +37,11 @@ struct dns_sock {
 	struct event *ev;
 };
 
-static ares_channel channel;
-static bool channel_ok;
-static struct event *ev_timeout;
-static struct dns_host *hosts;
-static struct dns_sock *socks;
+static THREAD_LOCAL ares_channel channel;
+static THREAD_LOCAL bool channel_ok;
+static THREAD_LOCAL struct event *ev_timeout;
+static THREAD_LOCAL struct dns_host *hosts;
+static THREAD_LOCAL struct dns_sock *socks;
 
 static void resolve(struct dns_host *h);
 

@@ -35,7 +35,7 @@
 #define CONTENT_TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
 
-static struct evhttp *http;
+static THREAD_LOCAL struct evhttp *http;
 
 /* ---- the exposition format --------------------------------------------------- */
 

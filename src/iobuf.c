@@ -3,12 +3,13 @@
  * no sockets, no protocol.
  */
 #include "iobuf.h"
+#include "runtime.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static struct iobuf *free_list;
-static size_t free_count, used_count;
+static THREAD_LOCAL struct iobuf *free_list;
+static THREAD_LOCAL size_t free_count, used_count;
 
 static void *xmalloc(size_t n)
 {

@@ -31,8 +31,8 @@ struct listener {
 	char path[108];
 };
 
-static struct listener listeners[MAX_LISTENERS];
-static int n_listeners;
+static THREAD_LOCAL struct listener listeners[MAX_LISTENERS];
+static THREAD_LOCAL int n_listeners;
 
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {

@@ -35,8 +35,8 @@
 extern char **environ;
 
 static struct event *ev_signals[3];
-static struct event *ev_drain;
-static double drain_deadline;
+static THREAD_LOCAL struct event *ev_drain;
+static THREAD_LOCAL double drain_deadline;
 static int exit_code;
 
 static void usage(FILE *f)
