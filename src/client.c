@@ -27,6 +27,7 @@
 #include "runtime.h"
 #include "scram.h"
 #include "server.h"
+#include "worker.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
@@ -93,6 +94,8 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	statlist_append(&fleet.login_clients, &c->node);
 	c->connect_time = c->request_time = fleet_now();
 	fleet.client_count++;
+	if (worker_threaded())
+		(void)worker_clients_add(1);
 	conn_read_enable(&c->io, true);
 }
 
@@ -144,6 +147,8 @@ void client_free_list(void)
 	while ((it = statlist_pop(&fleet.justfree_clients))) {
 		struct client *c = container_of(it, struct client, node);
 		fleet.client_count--;
+		if (worker_threaded())
+			(void)worker_clients_add(-1);
 		free(c);
 	}
 }
@@ -455,7 +460,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		client_close(c, "57P01", "pgfleet is shutting down");
 		return;
 	}
-	if (fleet.client_count > fleet.cfg.max_client_conn) {
+	int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
+	if (clients > fleet.cfg.max_client_conn) {
 		client_close(c, "53300", "no more connections allowed (max_client_conn)");
 		return;
 	}

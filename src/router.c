@@ -21,7 +21,7 @@ static bool has_idle(const struct pool *p)
 
 static bool has_room(const struct pool *p)
 {
-	return pool_total(p) < p->group->db->pool_size;
+	return pool_has_room(p);
 }
 
 static bool usable(const struct pool *p)
@@ -58,7 +58,7 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	struct pool *best = NULL;
 	for (int i = 0; i < n; i++) {
 		struct pool *p = cand[(start + (unsigned)i) % (unsigned)n];
-		if (!best || p->replica->active < best->replica->active)
+		if (!best || replica_busy(p->replica) < replica_busy(best->replica))
 			best = p;
 	}
 	return best;

@@ -1361,6 +1361,11 @@ class Pgfleet:
                                              pw.replace('"', '""')))
             os.chmod(self.auth_file, 0o600)
             base["auth_file"] = self.auth_file
+        # PGFLEET_FIXTURE_WORKERS=N runs every pgfleet with workers = N
+        # (the whole suite, threaded), unless the test sets workers itself.
+        fixture_workers = os.environ.get("PGFLEET_FIXTURE_WORKERS")
+        if fixture_workers and "workers" not in self.settings:
+            base["workers"] = int(fixture_workers)
         settings = dict(base)
         settings.update(self.settings)
         settings = {k: v for k, v in settings.items() if v is not None}
