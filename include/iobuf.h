@@ -61,6 +61,8 @@ static inline bool iobuf_empty(const struct iobuf *b)
 struct iobuf *iobuf_get(void);
 /* Back to the free list (standard size) or freed (larger). */
 void iobuf_put(struct iobuf *b);
+/* Frees the free list (a worker thread that ends). */
+void iobuf_free_all(void);
 /* Moves the unconsumed bytes to the front so there is room to read. */
 void iobuf_compact(struct iobuf *b);
 /* Makes room for a whole message of `need` bytes from `parsed`: compacts, or

@@ -96,6 +96,13 @@ static inline int replica_busy(const struct replica *r)
 	return r->shared ? atomic_load_explicit(&r->shared->total, memory_order_relaxed)
 			 : r->active;
 }
+/* workers = N: the first worker whose server reported a group's
+ * parameters shares them, so a client of another worker logs in without
+ * waiting for a server connection of its own (as with one worker). */
+void pool_welcome_publish(const struct pool_group *g);
+bool pool_welcome_adopt(struct pool_group *g);
+/* At exit, after every worker has stopped. */
+void pool_shared_free(void);
 /* WMSG_POOL_KICK: another worker wants room or made some. */
 void pool_on_kick(void);
 /* On release: should this server be closed so a starved worker gets room? */

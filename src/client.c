@@ -207,7 +207,7 @@ static void login_done(struct client *c)
 		client_close(c, "53200", "out of memory");
 		return;
 	}
-	if (c->group->have_welcome) {
+	if (c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) {
 		send_welcome(c);
 		client_set_state(c, CLIENT_ACTIVE);
 		return;

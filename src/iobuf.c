@@ -49,6 +49,17 @@ void iobuf_put(struct iobuf *b)
 	free_count++;
 }
 
+void iobuf_free_all(void)
+{
+	/* A worker thread's free list dies with the thread: hand it back. */
+	while (free_list) {
+		struct iobuf *b = free_list;
+		free_list = b->next_free;
+		free(b);
+	}
+	free_count = 0;
+}
+
 void iobuf_compact(struct iobuf *b)
 {
 	assert(iobuf_sane(b));

@@ -305,6 +305,7 @@ static void loop_teardown(void)
 	worker_detach_loop();
 	fleet_runtime_done();
 	auth_cache_clear();
+	iobuf_free_all();
 }
 
 static void report_to_log(void *arg, const char *line)
@@ -418,6 +419,7 @@ int main(int argc, char **argv)
 	worker_join_all();
 	loop_teardown();
 	worker_done();
+	pool_shared_free();
 	discovery_library_done();
 	auth_cache_clear();
 	tls_done();

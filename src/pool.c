@@ -58,6 +58,80 @@ void pool_slot_put(struct pool_slot *sl)
 	pthread_mutex_unlock(&slots_lock);
 }
 
+struct shared_welcome {
+	struct shared_welcome *next;
+	char key[2 * NAME_MAX_LEN + 2];
+	uint8_t *data;
+	uint32_t len;
+};
+
+static struct shared_welcome *welcomes; /* under slots_lock */
+
+static void welcome_key(const struct pool_group *g, char *key, size_t len)
+{
+	snprintf(key, len, "%s/%s", g->db->name, g->user);
+}
+
+void pool_welcome_publish(const struct pool_group *g)
+{
+	char key[sizeof(((struct shared_welcome *)0)->key)];
+	welcome_key(g, key, sizeof(key));
+	uint8_t *copy = malloc(g->welcome.len ? g->welcome.len : 1);
+	if (!copy)
+		return;
+	memcpy(copy, g->welcome.data, g->welcome.len);
+	pthread_mutex_lock(&slots_lock);
+	struct shared_welcome *w;
+	for (w = welcomes; w; w = w->next)
+		if (strcmp(w->key, key) == 0)
+			break;
+	if (!w && (w = calloc(1, sizeof(*w)))) {
+		snprintf(w->key, sizeof(w->key), "%s", key);
+		w->next = welcomes;
+		welcomes = w;
+	}
+	if (w) {
+		free(w->data);
+		w->data = copy;
+		w->len = g->welcome.len;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&slots_lock);
+	free(copy);
+}
+
+bool pool_welcome_adopt(struct pool_group *g)
+{
+	char key[sizeof(((struct shared_welcome *)0)->key)];
+	welcome_key(g, key, sizeof(key));
+	bool found = false;
+	pthread_mutex_lock(&slots_lock);
+	for (struct shared_welcome *w = welcomes; w; w = w->next) {
+		if (strcmp(w->key, key) == 0) {
+			wbuf_reset(&g->welcome);
+			wbuf_put(&g->welcome, w->data, w->len);
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	if (found)
+		g->have_welcome = true;
+	return found;
+}
+
+void pool_shared_free(void)
+{
+	pthread_mutex_lock(&slots_lock);
+	while (welcomes) {
+		struct shared_welcome *w = welcomes;
+		welcomes = w->next;
+		free(w->data);
+		free(w);
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
 static uint64_t my_bit(void)
 {
 	return (uint64_t)1 << worker_index();

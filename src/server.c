@@ -416,6 +416,8 @@ static void login_complete(struct server *s)
 	if (p->group->welcome_from == s) {
 		p->group->have_welcome = true;
 		p->group->welcome_from = NULL;
+		if (p->slot)
+			pool_welcome_publish(p->group);
 	}
 	p->group->connecting--;
 	r->fails = 0;

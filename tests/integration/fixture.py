@@ -1324,6 +1324,7 @@ class Pgfleet:
         self.auth_file = None
         self.log_path = None
         self.expected_exit = 0   # what the pytest fixture checks at teardown
+        self.workers = 1         # event loops (workers = N), known once started
 
     def __repr__(self):
         return "<Pgfleet pid=%s port=%s>" % (self.pid, self.port)
@@ -1369,6 +1370,7 @@ class Pgfleet:
         settings = dict(base)
         settings.update(self.settings)
         settings = {k: v for k, v in settings.items() if v is not None}
+        self.workers = int(settings.get("workers", 1))
         if "http_listen" in settings and settings["http_listen"] in ("", None):
             self.http_port = None
         env = {k: v for k, v in os.environ.items()
@@ -1519,6 +1521,21 @@ class Pgfleet:
         import psycopg
         return psycopg.connect(self.dsn(user, password, dbname, **params),
                                autocommit=autocommit)
+
+    def worker_of(self, conn):
+        """Which worker (workers = N) serves conn: pgfleet puts it in the low
+        bits of the BackendKeyData pid.  Always 0 with one worker."""
+        return conn.info.backend_pid & 63 if self.workers > 1 else 0
+
+    def connect_on_worker(self, worker, tries=64, **kw):
+        """A connection the kernel happened to give to `worker` (the others
+        it gave elsewhere are closed)."""
+        for _ in range(tries):
+            conn = self.connect(**kw)
+            if self.worker_of(conn) == worker:
+                return conn
+            conn.close()
+        raise FixtureError("no connection landed on worker %d" % worker)
 
     def http_get(self, path="/metrics", timeout=5.0):
         """(status, body) from the HTTP endpoint."""

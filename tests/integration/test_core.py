@@ -162,7 +162,9 @@ def test_client_settings_never_leak_to_other_clients(service, pgfleet):
     fleet = pgfleet(settings={"default_pool_size": 1},
                     databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
     a = connect(fleet, application_name="client-a")
-    b = connect(fleet, application_name="client-b")
+    # Both on one worker (workers = N): pools are per worker.
+    b = fleet.connect_on_worker(fleet.worker_of(a), application_name="client-b")
+    b.prepare_threshold = None
     try:
         pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
         a.execute("SET TimeZone = 'Asia/Tokyo'")
