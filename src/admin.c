@@ -150,6 +150,9 @@ void admin_client_gone(struct client *c)
 	c->admin = NULL;
 }
 
+static void shadow_done(struct client *sh);
+static void command_complete(struct wbuf *w, const char *tag);
+
 void admin_close_all(void)
 {
 	struct list *it, *tmp;
@@ -157,6 +160,16 @@ void admin_close_all(void)
 		list_for_each_safe(it, tmp, &console.active.head) {
 			client_close(container_of(it, struct client, node), "57P01",
 				     FLEET_SHUTDOWN_MESSAGE);
+		}
+	}
+	/* Commands other workers wait on (PAUSE, WAIT_CLOSE) answer now. */
+	if (shadows.next) {
+		list_for_each_safe(it, tmp, &shadows) {
+			struct client *sh = container_of(it, struct client, node);
+			command_complete(&sh->io.out,
+					 sh->admin->wait == WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+			list_del(&sh->node);
+			shadow_done(sh);
 		}
 	}
 	if (ev_wait) {

@@ -290,6 +290,8 @@ static bool loop_setup(void)
 
 static void loop_teardown(void)
 {
+	/* First: what other workers asked of this one is answered or refused. */
+	worker_detach_loop();
 	fleet.shutting_down = true;
 	listener_stop();
 	if (worker_index() == 0)
@@ -302,7 +304,6 @@ static void loop_teardown(void)
 	if (ev_drain)
 		event_free(ev_drain);
 	ev_drain = NULL;
-	worker_detach_loop();
 	fleet_runtime_done();
 	auth_cache_clear();
 	iobuf_free_all();

@@ -363,9 +363,11 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	struct pool_group *g = p->group;
 	s->last_used = fleet_now();
-	if (pool_yield_server(p) && (!g->waiting.count || pool_total(p) > fair_share(p))) {
+	if (s->state != SERVER_LOGIN && pool_yield_server(p) &&
+	    (!g->waiting.count || pool_total(p) > fair_share(p))) {
 		/* workers = N: another worker's clients wait for room this one
-		 * holds: give it back rather than keep it. */
+		 * holds: give it back rather than keep it.  (Never a login just
+		 * done: closing it would count as a failed login.) */
 		server_close(s, "another worker needs the room");
 		return;
 	}

@@ -31,6 +31,7 @@ struct mailbox {
 	pthread_mutex_t lock;
 	struct worker_msg *head, *tail;
 	int efd;
+	bool closed; /* the owner's loop has ended: posts are refused */
 	struct event *ev; /* in the owner's base */
 };
 
@@ -134,11 +135,17 @@ void worker_detach_loop(void)
 	if (b->ev)
 		event_free(b->ev);
 	b->ev = NULL;
-	/* Whatever arrived after the loop ended is dropped (a late DONE, a
-	 * broadcast crossing the shutdown); a CALL's sender no longer waits. */
+	/* From here a post fails, so its sender does not wait for an answer.
+	 * What is already queued is still handled (an admin command, a scrape:
+	 * their senders wait for the answer); the loop state is still whole. */
+	pthread_mutex_lock(&b->lock);
+	b->closed = true;
+	pthread_mutex_unlock(&b->lock);
 	struct worker_msg *m = take_all(b);
 	while (m) {
 		struct worker_msg *next = m->next;
+		if (m->kind != WMSG_POOL_KICK)
+			handle(m);
 		free(m);
 		m = next;
 	}
@@ -217,6 +224,11 @@ bool worker_post(int to, enum worker_msg_kind kind, uint32_t u1, uint32_t u2,
 	m->arg = arg;
 	struct mailbox *b = &boxes[to];
 	pthread_mutex_lock(&b->lock);
+	if (b->closed) {
+		pthread_mutex_unlock(&b->lock);
+		free(m);
+		return false;
+	}
 	if (b->tail)
 		b->tail->next = m;
 	else
