@@ -215,7 +215,9 @@ def test_session_mode_reset_query_runs(service, pgfleet):
         conn.execute("CREATE TEMP TABLE gone_after_reset (x int)")
         conn.execute("SET work_mem = '7MB'")
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    with connect(fleet) as conn:
+        worker = fleet.worker_of(conn)  # pools are per worker (workers = N)
+    with fleet.connect_on_worker(worker) as conn:
+        conn.prepare_threshold = None
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
         assert conn.execute("SHOW work_mem").fetchone()[0] != "7MB"
         n = conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'gone_after_reset'")
