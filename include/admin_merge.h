@@ -17,6 +17,6 @@ enum admin_merge_kind {
 /* Appends to dst the merge of parts[0..n-1] (parts[0] first: its
  * RowDescription, its error if it has one, its text columns). */
 void admin_merge(struct wbuf *dst, const struct wbuf *parts, int n, enum admin_merge_kind kind,
-		 int nkeys);
+                 int nkeys);
 
 #endif

@@ -66,8 +66,8 @@ void worker_join_all(void);
 void worker_done(void);
 
 /* Posts a message to one worker (false: out of memory or no such worker). */
-bool worker_post(int to, enum worker_msg_kind kind, uint32_t u1, uint32_t u2,
-		 void (*fn)(void *arg), void *arg);
+bool worker_post(int to, enum worker_msg_kind kind, uint32_t u1, uint32_t u2, void (*fn)(void *arg),
+                 void *arg);
 /* Posts kind to every worker but this one. */
 void worker_broadcast(enum worker_msg_kind kind);
 

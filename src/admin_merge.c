@@ -59,22 +59,20 @@ static enum col_rule rule_of(const char *name, bool numeric, const char *row_nam
 {
 	if (!numeric)
 		return R_FIRST;
-	static const char *const first[] = {"port",	   "pool_size", "min_pool_size",
-					    "reserve_pool", "max_connections", "paused",
-					    "disabled",	   "lag_s",	"size",
-					    NULL};
+	static const char *const first[] = {
+	    "port",   "pool_size", "min_pool_size", "reserve_pool", "max_connections",
+	    "paused", "disabled",  "lag_s",         "size",         NULL};
 	for (int i = 0; first[i]; i++)
 		if (strcmp(name, first[i]) == 0)
 			return R_FIRST;
 	if (strncmp(name, "maxwait", 7) == 0)
 		return R_MAX;
-	if (strncmp(name, "avg_", 4) == 0 &&
-	    (strstr(name, "_time") || strstr(name, "_us")))
+	if (strncmp(name, "avg_", 4) == 0 && (strstr(name, "_time") || strstr(name, "_us")))
 		return R_MEAN;
 	/* SHOW LISTS: the configuration's objects exist in every worker. */
 	if (row_name && strcmp(name, "items") == 0) {
-		static const char *const objects[] = {"databases", "users", "pools", "dns_names",
-						      "dns_zones", NULL};
+		static const char *const objects[] = {"databases", "users",     "pools",
+		                                      "dns_names", "dns_zones", NULL};
 		for (int i = 0; objects[i]; i++)
 			if (strcmp(row_name, objects[i]) == 0)
 				return R_MAX;
@@ -180,7 +178,7 @@ static bool has_error(const struct wbuf *w)
 }
 
 void admin_merge(struct wbuf *dst, const struct wbuf *parts, int n, enum admin_merge_kind kind,
-		 int nkeys)
+                 int nkeys)
 {
 	if (kind == MERGE_FIRST || has_error(&parts[0])) {
 		wbuf_put(dst, parts[0].data, parts[0].len);
@@ -233,7 +231,8 @@ void admin_merge(struct wbuf *dst, const struct wbuf *parts, int n, enum admin_m
 				bool same = true;
 				for (int k = 0; k < nkeys && same; k++) {
 					const char *a = rows[r].cells[k].s;
-					same = (!a && !vals[k]) || (a && vals[k] && strcmp(a, vals[k]) == 0);
+					same = (!a && !vals[k]) ||
+					       (a && vals[k] && strcmp(a, vals[k]) == 0);
 				}
 				if (same)
 					break;
@@ -252,8 +251,8 @@ void admin_merge(struct wbuf *dst, const struct wbuf *parts, int n, enum admin_m
 					rows[r].cells[i].s = vals[i]; /* the row owns them now */
 					rows[r].cells[i].decimals = decimals_of(vals[i]);
 					rules[r][i] = i < nkeys ? R_FIRST
-								: rule_of(names[i], numeric[i],
-									  nkeys ? vals[0] : NULL);
+					                        : rule_of(names[i], numeric[i],
+					                                  nkeys ? vals[0] : NULL);
 				}
 				nrows++;
 			}

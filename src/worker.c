@@ -31,7 +31,7 @@ struct mailbox {
 	pthread_mutex_t lock;
 	struct worker_msg *head, *tail;
 	int efd;
-	bool closed; /* the owner's loop has ended: posts are refused */
+	bool closed;      /* the owner's loop has ended: posts are refused */
 	struct event *ev; /* in the owner's base */
 };
 
@@ -208,8 +208,8 @@ void worker_join_all(void)
 		pthread_join(threads[i], NULL);
 }
 
-bool worker_post(int to, enum worker_msg_kind kind, uint32_t u1, uint32_t u2,
-		 void (*fn)(void *arg), void *arg)
+bool worker_post(int to, enum worker_msg_kind kind, uint32_t u1, uint32_t u2, void (*fn)(void *arg),
+                 void *arg)
 {
 	if (to < 0 || to >= n_workers || n_workers == 1)
 		return false;

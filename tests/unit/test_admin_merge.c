@@ -83,11 +83,13 @@ static char *read_rows(const struct wbuf *w, int *t_count, int *c_count)
 				uint32_t l = proto_get_u32(body + p);
 				p += 4;
 				if (l == 0xffffffffu) {
-					len += (size_t)snprintf(out + len, 4096 - len, "%s~", i ? "|" : "");
+					len += (size_t)snprintf(out + len, 4096 - len, "%s~",
+					                        i ? "|" : "");
 					continue;
 				}
-				len += (size_t)snprintf(out + len, 4096 - len, "%s%.*s", i ? "|" : "",
-							(int)l, (const char *)body + p);
+				len +=
+				    (size_t)snprintf(out + len, 4096 - len, "%s%.*s", i ? "|" : "",
+				                     (int)l, (const char *)body + p);
 				p += l;
 			}
 			len += (size_t)snprintf(out + len, 4096 - len, "\n");
@@ -98,7 +100,7 @@ static char *read_rows(const struct wbuf *w, int *t_count, int *c_count)
 }
 
 static const struct tcol pool_cols[] = {
-	{"database", 25}, {"user", 25}, {"cl_active", 23}, {"maxwait", 23}, {"pool_mode", 25}};
+    {"database", 25}, {"user", 25}, {"cl_active", 23}, {"maxwait", 23}, {"pool_mode", 25}};
 
 static void test_keyed_sums_counts_by_key(void)
 {
@@ -117,16 +119,17 @@ static void test_keyed_sums_counts_by_key(void)
 	char *rows = read_rows(&out, &t, &c);
 	CHECK(t == 1 && c == 1);
 	/* counts summed, maxwait the largest, rows the first worker saw first */
-	CHECK_STR(rows, "app|app|7|5|transaction\nother|app|1|0|session\nthird|bob|2|0|transaction\n");
+	CHECK_STR(rows,
+	          "app|app|7|5|transaction\nother|app|1|0|session\nthird|bob|2|0|transaction\n");
 	free(rows);
 	wbuf_free(&out);
 	wbuf_free(&parts[0]);
 	wbuf_free(&parts[1]);
 }
 
-static const struct tcol replica_cols[] = {{"database", 25}, {"addr", 25},   {"port", 23},
-					   {"state", 25},    {"lag_s", 1700}, {"xacts", 23},
-					   {"avg_xact_us", 23}};
+static const struct tcol replica_cols[] = {{"database", 25},   {"addr", 25},    {"port", 23},
+                                           {"state", 25},      {"lag_s", 1700}, {"xacts", 23},
+                                           {"avg_xact_us", 23}};
 
 static void test_keyed_keeps_settings_and_averages_times(void)
 {
