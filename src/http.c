@@ -463,13 +463,21 @@ struct msample {
 	double sum;
 };
 
+/* take_one families: which worker speaks for each object (a replica, a
+ * host): the first one that has it. */
+struct mowner {
+	char *object; /* the series without its role and state labels */
+	int part;
+};
+
 struct mfamily {
 	char name[128];
 	char *help, *type; /* whole lines */
-	int owner;         /* the part whose samples count (take_one) */
 	bool first_only;
 	struct msample *samples;
 	int n, cap;
+	struct mowner *owners;
+	int n_owners, cap_owners;
 };
 
 struct mset {
@@ -491,17 +499,60 @@ static struct mfamily *mfamily_get(struct mset *m, const char *name, size_t len,
 	struct mfamily *f = &m->fams[m->n++];
 	memset(f, 0, sizeof(*f));
 	snprintf(f->name, sizeof(f->name), "%.*s", (int)(len < 127 ? len : 127), name);
-	f->owner = part;
 	f->first_only = take_one(f->name);
 	return f;
 }
 
+/* The series key without role="..." and state="..." (a replica whose role
+ * two workers see differently is still one replica). */
+static char *object_of(const char *series, size_t len)
+{
+	char *obj = strndup(series, len);
+	if (!obj)
+		abort();
+	static const char *const drop[] = {"role=\"", "state=\"", NULL};
+	for (int i = 0; drop[i]; i++) {
+		char *p = strstr(obj, drop[i]);
+		if (!p)
+			continue;
+		char *end = strchr(p + strlen(drop[i]), '"');
+		if (!end)
+			continue;
+		end++;
+		if (*end == ',')
+			end++;
+		memmove(p, end, strlen(end) + 1);
+	}
+	return obj;
+}
+
+/* For a take_one family: does this part speak for the sample's object? */
+static bool owns(struct mfamily *f, const char *series, size_t len, int part)
+{
+	char *obj = object_of(series, len);
+	for (int i = 0; i < f->n_owners; i++) {
+		if (strcmp(f->owners[i].object, obj) == 0) {
+			free(obj);
+			return f->owners[i].part == part;
+		}
+	}
+	if (f->n_owners == f->cap_owners) {
+		f->cap_owners = f->cap_owners ? f->cap_owners * 2 : 16;
+		f->owners = realloc(f->owners, sizeof(*f->owners) * (size_t)f->cap_owners);
+		if (!f->owners)
+			abort();
+	}
+	f->owners[f->n_owners].object = obj;
+	f->owners[f->n_owners++].part = part;
+	return true;
+}
+
 static void mfamily_add(struct mfamily *f, const char *line, size_t len, int part)
 {
-	if (f->first_only && part != f->owner)
-		return;
 	const char *sp = memrchr(line, ' ', len);
 	if (!sp)
+		return;
+	if (f->first_only && !owns(f, line, (size_t)(sp - line), part))
 		return;
 	size_t klen = (size_t)(sp - line);
 	double v = strtod(sp + 1, NULL);
@@ -569,6 +620,9 @@ static void mset_write(struct mset *m, struct evbuffer *out)
 			free(s->text);
 		}
 		free(f->samples);
+		for (int j = 0; j < f->n_owners; j++)
+			free(f->owners[j].object);
+		free(f->owners);
 		free(f->help);
 		free(f->type);
 	}
@@ -582,20 +636,30 @@ struct scrape {
 	struct evbuffer *parts[WORKER_MAX];
 };
 
+/* The scraper hung up before the answer: the request is libevent's to free. */
+static void scrape_conn_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct scrape *sc = arg;
+	sc->req = NULL;
+}
+
 static void scrape_reply(void *arg)
 {
 	struct scrape *sc = arg;
 	if (--sc->pending > 0)
 		return;
-	struct mset m = {0};
-	for (int i = 0; i < worker_count(); i++)
-		if (sc->parts[i])
-			mset_add_part(&m, sc->parts[i], i);
-	mset_write(&m, evhttp_request_get_output_buffer(sc->req));
+	if (sc->req) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(sc->req), NULL, NULL);
+		struct mset m = {0};
+		for (int i = 0; i < worker_count(); i++)
+			if (sc->parts[i])
+				mset_add_part(&m, sc->parts[i], i);
+		mset_write(&m, evhttp_request_get_output_buffer(sc->req));
+		reply(sc->req, HTTP_OK, "OK", CONTENT_TYPE_METRICS, NULL);
+	}
 	for (int i = 0; i < worker_count(); i++)
 		if (sc->parts[i])
 			evbuffer_free(sc->parts[i]);
-	reply(sc->req, HTTP_OK, "OK", CONTENT_TYPE_METRICS, NULL);
 	free(sc);
 }
 
@@ -618,10 +682,12 @@ static bool scrape_start(struct evhttp_request *req)
 		return false;
 	sc->req = req;
 	sc->pending = worker_count();
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), scrape_conn_closed, sc);
 	for (int i = 0; i < worker_count(); i++)
 		if (!worker_post(i, WMSG_CALL, 0, 0, scrape_run, sc))
 			sc->pending--;
 	if (sc->pending == 0) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
 		free(sc);
 		return false;
 	}
