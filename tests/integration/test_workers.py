@@ -7,7 +7,6 @@ worker."""
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 
@@ -185,3 +184,14 @@ def test_admin_commands_reach_every_worker(service, pgfleet):
     finally:
         for c in conns:
             c.close()
+
+
+def test_metrics_survive_scrapers_that_hang_up(service, pgfleet):
+    fleet = start(pgfleet)
+    for _ in range(50):
+        s = socket.create_connection((fleet.host, fleet.http_port), timeout=5)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()  # before every worker has answered
+    status, body = fleet.http_get("/metrics")
+    assert status == 200 and "pgfleet_uptime_seconds" in body
+    assert fleet.running
