@@ -28,6 +28,8 @@ struct client *cancel_find_client(uint32_t pid, uint32_t key);
  * then close c (PostgreSQL answers a CancelRequest with nothing).  This is
  * the one entry point, plaintext or after an SSLRequest. */
 void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len);
+/* workers = N: a CancelRequest another worker received for one of our keys. */
+void cancel_handle_remote(uint32_t pid, uint32_t key);
 
 /* Cancels what s (linked to a client) is running now: a new connection to
  * s's replica carries a CancelRequest with s's backend key.  Bounded by

@@ -33,6 +33,8 @@ enum replica_state {
 
 enum replica_role { ROLE_UNKNOWN, ROLE_PRIMARY, ROLE_STANDBY };
 
+struct pool_slot;
+
 struct replica {
 	struct list node; /* database->replicas */
 	struct database *db;
@@ -53,6 +55,9 @@ struct replica {
 	struct list pools; /* struct pool, one per user */
 	int server_conns;  /* every server connection, any state */
 	int active;        /* linked to a client */
+	/* workers = N: `active` summed over every worker, for least_conn
+	 * (pool.h's registry; NULL when workers = 1). */
+	struct pool_slot *shared;
 	struct stats st;   /* monotonic totals (stats.c) */
 };
 

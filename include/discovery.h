@@ -15,6 +15,8 @@ struct dns_addr {
 	socklen_t len;
 };
 
+void discovery_library_init(void);
+void discovery_library_done(void);
 bool discovery_init(void) __attribute__((warn_unused_result));
 void discovery_shutdown(void);
 /* Starts resolving `name` if it is not known yet. */

@@ -63,6 +63,8 @@ struct iobuf *iobuf_get(void);
 void iobuf_put(struct iobuf *b);
 /* Frees free-list buffers beyond what the buffers in use suggest (janitor). */
 void iobuf_trim(void);
+/* Frees the free list (a worker thread that ends). */
+void iobuf_free_all(void);
 /* Moves the unconsumed bytes to the front so there is room to read. */
 void iobuf_compact(struct iobuf *b);
 /* Makes room for a whole message of `need` bytes from `parsed`: compacts, or

@@ -10,7 +10,9 @@
 #ifndef PGFLEET_POOL_H
 #define PGFLEET_POOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "database.h"
 #include "iobuf.h"
@@ -34,6 +36,19 @@ struct pool_group {
 	int connecting;          /* servers in login across the group's pools */
 };
 
+/* workers = N: one per (database, user, replica address) for the whole
+ * process, so that pool_size holds across workers.  A worker opens a server
+ * connection only after reserving room in total; `wanted` has a bit for
+ * each worker whose clients wait for lack of room, and asks the others to
+ * give up their idle (and, on release, their reused) connections. */
+struct pool_slot {
+	struct pool_slot *next; /* the registry, under its lock */
+	int refs;               /* pools pointing here, under the lock */
+	atomic_int total;       /* server connections, every worker */
+	_Atomic uint64_t wanted;
+	char key[3 * NAME_MAX_LEN + 64];
+};
+
 struct pool {
 	struct list group_node;   /* group->pools */
 	struct list replica_node; /* replica->pools */
@@ -48,6 +63,7 @@ struct pool {
 	uint8_t keys_salt[SCRAM_MAX_SALT];
 	size_t keys_salt_len;
 	int keys_iterations;
+	struct pool_slot *slot; /* NULL when workers = 1 */
 };
 
 struct pool_group *pool_group_get(struct database *db, const char *user);
@@ -57,6 +73,40 @@ static inline int pool_total(const struct pool *p)
 {
 	return p->idle.count + p->active.count + p->login.count;
 }
+/* May another server connection be opened (pool_size, counted process-wide
+ * when workers > 1)? */
+static inline bool pool_has_room(const struct pool *p)
+{
+	if (p->slot)
+		return atomic_load_explicit(&p->slot->total, memory_order_relaxed) <
+		       p->group->db->pool_size;
+	return pool_total(p) < p->group->db->pool_size;
+}
+/* workers = N: takes room for one connection in the process-wide count
+ * (false: none left), gives it back when the connection is gone. */
+bool pool_reserve(struct pool *p) __attribute__((warn_unused_result));
+void pool_unreserve(struct pool *p);
+/* The registry itself: one slot per key for the whole process, counted
+ * references (a replica's busy count uses user "" ). */
+struct pool_slot *pool_slot_get(const char *db, const char *user, const char *addr);
+void pool_slot_put(struct pool_slot *sl);
+/* Busy server connections of r, every worker's (least_conn). */
+static inline int replica_busy(const struct replica *r)
+{
+	return r->shared ? atomic_load_explicit(&r->shared->total, memory_order_relaxed)
+			 : r->active;
+}
+/* workers = N: the first worker whose server reported a group's
+ * parameters shares them, so a client of another worker logs in without
+ * waiting for a server connection of its own (as with one worker). */
+void pool_welcome_publish(const struct pool_group *g);
+bool pool_welcome_adopt(struct pool_group *g);
+/* At exit, after every worker has stopped. */
+void pool_shared_free(void);
+/* WMSG_POOL_KICK: another worker wants room or made some. */
+void pool_on_kick(void);
+/* On release: should this server be closed so a starved worker gets room? */
+bool pool_yield_server(const struct pool *p);
 
 /* Gives c a server connection now (true), or queues it and starts
  * connections where there is room (false: c is CLIENT_WAITING). */

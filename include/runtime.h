@@ -34,7 +34,11 @@ struct fleet {
 	bool in_loop;
 };
 
-extern struct fleet fleet;
+/* Each worker thread has its own loop and everything on it (workers = N):
+ * the loop state, and every module's mutable statics, are THREAD_LOCAL. */
+#define THREAD_LOCAL _Thread_local
+
+extern THREAD_LOCAL struct fleet fleet;
 
 /* Monotonic seconds; inside fleet_run_loop the same value for every
  * callback of one loop pass (timeouts and durations need no finer clock). */

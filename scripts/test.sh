@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All the tests: unit and integration suites on a normal build, then both
-# again on an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# All the tests: unit and integration suites on a normal build, the
+# integration suite again with workers = 2, then unit and integration on an
+# AddressSanitizer + UndefinedBehaviorSanitizer build.
 # Runs every step even after a failure, prints a summary, exits non-zero if
 # anything failed.
 set -uo pipefail
@@ -54,6 +55,13 @@ printf '\n==> build\n'
 if setup_and_build build; then
   summary+=("ok      build")
   suites "" build
+  # The same suite again with every pgfleet running two event loops
+  # (workers = 2): threading must change nothing a client can see.
+  run_step "integration tests (workers = 2)" \
+    env PGFLEET_FIXTURE_WORKERS=2 \
+    meson test -C build --suite integration --print-errorlogs --verbose
+  line=$(pytest_summary build)
+  [ -n "$line" ] && summary+=("        pytest (workers = 2): $line")
 else
   summary+=("FAILED  build")
   failures+=("build")

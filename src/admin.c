@@ -37,6 +37,8 @@
 #include "stats.h"
 #include "tls.h"
 #include "version.h"
+#include "admin_merge.h"
+#include "worker.h"
 
 #define ADMIN_MAX_QUERY 8192 /* bytes of one admin command */
 
@@ -45,6 +47,26 @@ enum admin_wait {
 	WAIT_NONE,
 	WAIT_PAUSE, /* PAUSE: until no server connection is busy */
 	WAIT_CLOSE, /* WAIT_CLOSE: until the connections marked to close are gone */
+	WAIT_WORKERS, /* workers = N: until every worker has answered */
+};
+
+/*
+ * workers = N: a command runs on every worker, each on a shadow session in
+ * its own thread writing its answer into out[its index]; the asking worker
+ * merges them once all have answered.  Only the asking worker touches c and
+ * pending; out[i] is written by worker i before it posts its reply (the
+ * mailbox's lock orders the two).
+ */
+struct fanout {
+	int origin;
+	struct client *c; /* NULL once the client has left */
+	int pending;
+	bool full;
+	enum admin_merge_kind kind;
+	int nkeys;
+	char user[NAME_MAX_LEN];
+	char cmd[ADMIN_MAX_QUERY];
+	struct wbuf out[WORKER_MAX];
 };
 
 struct admin_session {
@@ -52,12 +74,15 @@ struct admin_session {
 	bool skip_to_sync; /* extended protocol refused: drop messages up to Sync */
 	enum admin_wait wait;
 	char wait_db[NAME_MAX_LEN]; /* "" = every database */
+	struct fanout *fan; /* WAIT_WORKERS, or a shadow's request */
+	bool shadow;        /* runs a command for another worker's client */
 };
 
 /* Admin clients are CLIENT_ACTIVE on this group's list; it has no database
  * and no pools, so pooling code never sees them. */
-static struct pool_group console;
-static struct event *ev_wait; /* polls the pending PAUSE / WAIT_CLOSE */
+static THREAD_LOCAL struct pool_group console;
+static THREAD_LOCAL struct event *ev_wait; /* polls the pending PAUSE / WAIT_CLOSE */
+static THREAD_LOCAL struct list shadows;      /* waiting shadow sessions (client->node) */
 
 static void console_init(void)
 {
@@ -119,9 +144,14 @@ void admin_login_done(struct client *c)
 
 void admin_client_gone(struct client *c)
 {
+	if (c->admin->fan)
+		c->admin->fan->c = NULL; /* its answers are dropped when they come */
 	free(c->admin);
 	c->admin = NULL;
 }
+
+static void shadow_done(struct client *sh);
+static void command_complete(struct wbuf *w, const char *tag);
 
 void admin_close_all(void)
 {
@@ -130,6 +160,16 @@ void admin_close_all(void)
 		list_for_each_safe(it, tmp, &console.active.head) {
 			client_close(container_of(it, struct client, node), "57P01",
 				     FLEET_SHUTDOWN_MESSAGE);
+		}
+	}
+	/* Commands other workers wait on (PAUSE, WAIT_CLOSE) answer now. */
+	if (shadows.next) {
+		list_for_each_safe(it, tmp, &shadows) {
+			struct client *sh = container_of(it, struct client, node);
+			command_complete(&sh->io.out,
+					 sh->admin->wait == WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+			list_del(&sh->node);
+			shadow_done(sh);
 		}
 	}
 	if (ev_wait) {
@@ -1096,18 +1136,36 @@ static bool wait_done(struct admin_session *a)
 
 static void finish_wait(struct client *c);
 
+static void shadow_done(struct client *sh);
+
 static void on_wait_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct list *it, *tmp;
 	bool more = false;
-	list_for_each_safe(it, tmp, &console.active.head) {
-		struct client *c = container_of(it, struct client, node);
-		if (!c->admin || c->admin->wait == WAIT_NONE)
-			continue;
-		if (wait_done(c->admin))
-			finish_wait(c);
-		else
-			more = true;
+	if (console.active.head.next) {
+		list_for_each_safe(it, tmp, &console.active.head) {
+			struct client *c = container_of(it, struct client, node);
+			if (!c->admin || c->admin->wait == WAIT_NONE ||
+			    c->admin->wait == WAIT_WORKERS)
+				continue;
+			if (wait_done(c->admin))
+				finish_wait(c);
+			else
+				more = true;
+		}
+	}
+	if (shadows.next) {
+		list_for_each_safe(it, tmp, &shadows) {
+			struct client *sh = container_of(it, struct client, node);
+			if (!wait_done(sh->admin)) {
+				more = true;
+				continue;
+			}
+			command_complete(&sh->io.out,
+					 sh->admin->wait == WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+			list_del(&sh->node);
+			shadow_done(sh);
+		}
 	}
 	if (more) {
 		struct timeval tv = {0, 50000};
@@ -1397,6 +1455,165 @@ static void finish_wait(struct client *c)
 	}
 }
 
+/* ---- workers = N: one command, every worker ---------------------------------- */
+
+/* How the workers' answers to cmd combine; false: this worker's own
+ * answer is the answer (no fan-out). */
+static bool fanout_kind(const char *cmd, enum admin_merge_kind *kind, int *nkeys)
+{
+	char verb[32], what[32];
+	const char *p = next_word(cmd, verb, sizeof(verb));
+	*kind = MERGE_FIRST;
+	*nkeys = 0;
+	if (!p)
+		return false;
+	if (strcmp(verb, "shutdown") == 0)
+		return false; /* fleet_shutdown() tells every worker itself */
+	if (strcmp(verb, "show") != 0)
+		return true; /* every worker acts; the asking one's answer stands */
+	if (!next_word(p, what, sizeof(what)))
+		return false;
+	static const struct {
+		const char *what;
+		enum admin_merge_kind kind;
+		int nkeys;
+	} shows[] = {
+		{"clients", MERGE_CONCAT, 0},	  {"servers", MERGE_CONCAT, 0},
+		{"sockets", MERGE_CONCAT, 0},	  {"pools", MERGE_KEYED, 2},
+		{"stats", MERGE_KEYED, 1},	  {"stats_totals", MERGE_KEYED, 1},
+		{"stats_averages", MERGE_KEYED, 1}, {"databases", MERGE_KEYED, 1},
+		{"replicas", MERGE_KEYED, 4},	  {"lists", MERGE_KEYED, 1},
+		{"mem", MERGE_KEYED, 1},
+	};
+	for (size_t i = 0; i < sizeof(shows) / sizeof(shows[0]); i++) {
+		if (strcmp(what, shows[i].what) == 0) {
+			*kind = shows[i].kind;
+			*nkeys = shows[i].nkeys;
+			return true;
+		}
+	}
+	return false; /* HELP, VERSION, CONFIG, USERS, DNS_*: the same everywhere */
+}
+
+static void fanout_reply(void *arg);
+
+/* A shadow session's answer is complete: hand it to the asking worker. */
+static void shadow_done(struct client *sh)
+{
+	struct fanout *f = sh->admin->fan;
+	f->out[worker_index()] = sh->io.out; /* the buffer moves to the request */
+	memset(&sh->io.out, 0, sizeof(sh->io.out));
+	param_shared_release(sh->params);
+	free(sh->admin);
+	free(sh);
+	if (!worker_post(f->origin, WMSG_CALL, 0, 0, fanout_reply, f))
+		log_error("admin answer lost: cannot reach the asking worker", NULL);
+}
+
+/* On each worker: run the command for another worker's client. */
+static void fanout_run(void *arg)
+{
+	struct fanout *f = arg;
+	struct client *sh = calloc(1, sizeof(*sh));
+	struct admin_session *a = sh ? calloc(1, sizeof(*a)) : NULL;
+	const struct param_set *params = a ? param_shared_empty() : NULL;
+	if (!params) {
+		free(a);
+		free(sh);
+		struct wbuf *w = &f->out[worker_index()];
+		proto_error(w, "ERROR", "53200", "out of memory");
+		(void)worker_post(f->origin, WMSG_CALL, 0, 0, fanout_reply, f);
+		return;
+	}
+	console_init();
+	a->full = f->full;
+	a->shadow = true;
+	a->fan = f;
+	sh->admin = a;
+	sh->io.fd = -1;
+	sh->state = CLIENT_ACTIVE;
+	sh->group = &console;
+	sh->params = params;
+	sh->user = f->user; /* lives until the answer is complete */
+	sh->dbname = "pgfleet";
+	snprintf(sh->addr_str, sizeof(sh->addr_str), "%s", "admin (another worker)");
+	if (run_command(sh, f->cmd)) {
+		shadow_done(sh);
+		return;
+	}
+	/* PAUSE, WAIT_CLOSE: on_wait_tick finishes it. */
+	if (!shadows.next)
+		list_init(&shadows);
+	list_append(&shadows, &sh->node);
+}
+
+/* On the asking worker: one more answer; the last one completes the reply. */
+static void fanout_reply(void *arg)
+{
+	struct fanout *f = arg;
+	if (--f->pending > 0)
+		return;
+	struct client *c = f->c;
+	if (c) {
+		/* The asking worker's answer first: its row description, its
+		 * error, its settings and states. */
+		struct wbuf parts[WORKER_MAX];
+		int n = 0;
+		parts[n++] = f->out[f->origin];
+		for (int i = 0; i < worker_count(); i++)
+			if (i != f->origin)
+				parts[n++] = f->out[i];
+		admin_merge(&c->io.out, parts, n, f->kind, f->nkeys);
+		proto_ready(&c->io.out, 'I');
+		c->admin->wait = WAIT_NONE;
+		c->admin->fan = NULL;
+	}
+	for (int i = 0; i < worker_count(); i++)
+		wbuf_free(&f->out[i]);
+	free(f);
+	if (c) {
+		flush_client(c);
+		if (c->state == CLIENT_ACTIVE) {
+			conn_read_enable(&c->io, true);
+			if (!c->io.write_on)
+				admin_process(c);
+		}
+	}
+}
+
+/* Starts cmd on every worker (false: run it here alone). */
+static bool fanout_start(struct client *c, const char *cmd)
+{
+	enum admin_merge_kind kind;
+	int nkeys;
+	if (!worker_threaded() || !fanout_kind(cmd, &kind, &nkeys))
+		return false;
+	struct fanout *f = calloc(1, sizeof(*f));
+	if (!f)
+		return false;
+	f->origin = worker_index();
+	f->c = c;
+	f->full = c->admin->full;
+	f->kind = kind;
+	f->nkeys = nkeys;
+	snprintf(f->user, sizeof(f->user), "%s", c->user);
+	snprintf(f->cmd, sizeof(f->cmd), "%s", cmd);
+	f->pending = worker_count();
+	c->admin->wait = WAIT_WORKERS;
+	c->admin->fan = f;
+	/* Every worker, this one too, through its mailbox: the answer never
+	 * comes back under this call. */
+	for (int i = 0; i < worker_count(); i++) {
+		if (!worker_post(i, WMSG_CALL, 0, 0, fanout_run, f)) {
+			proto_error(&f->out[i], "ERROR", "53200", "cannot reach a worker");
+			f->pending--;
+		}
+	}
+	if (f->pending == 0)
+		fanout_reply(f); /* nobody reached: not even this worker's mailbox */
+	return true;
+}
+
 /* One Query message: one command, with or without a trailing ';'. */
 static void handle_query(struct client *c, const uint8_t *body, uint32_t len)
 {
@@ -1435,6 +1652,8 @@ static void handle_query(struct client *c, const uint8_t *body, uint32_t len)
 		admin_error(c, "42601", "empty query: the admin console takes commands, use SHOW HELP;");
 	} else if (several) {
 		admin_error(c, "0A000", "the admin console runs one command per query");
+	} else if (fanout_start(c, cmd)) {
+		return; /* answered when every worker has */
 	} else if (!run_command(c, cmd)) {
 		return; /* answered when its wait is over */
 	}

@@ -18,7 +18,7 @@ struct secret_cache {
 	struct scram_secret secret;
 };
 
-static struct secret_cache *cache;
+static THREAD_LOCAL struct secret_cache *cache;
 
 enum password_kind auth_password_kind(const char *pw)
 {

@@ -28,6 +28,7 @@
 #include "proto.h"
 #include "runtime.h"
 #include "server.h"
+#include "worker.h"
 
 #define CANCEL_PKT_LEN 16u
 #define CANCEL_MIN_BUCKETS 256u
@@ -35,9 +36,9 @@
 
 /* ---- clients by BackendKeyData ------------------------------------------------ */
 
-static struct list *buckets; /* nbuckets chains of client->cancel_node */
-static uint32_t nbuckets;    /* a power of two, 0 before the first client */
-static uint32_t nclients;
+static THREAD_LOCAL struct list *buckets; /* nbuckets chains of client->cancel_node */
+static THREAD_LOCAL uint32_t nbuckets;    /* a power of two, 0 before the first client */
+static THREAD_LOCAL uint32_t nclients;
 
 static uint32_t bucket_of(uint32_t pid, uint32_t key, uint32_t n)
 {
@@ -89,6 +90,10 @@ void cancel_register(struct client *c)
 		fleet_random(&c->cancel_pid, sizeof(c->cancel_pid));
 		fleet_random(&c->cancel_key, sizeof(c->cancel_key));
 		c->cancel_pid &= 0x7fffffff; /* a pid is a positive int32 */
+		/* workers = N: the low bits name this worker, so a CancelRequest
+		 * landing on another worker is forwarded here. */
+		if (worker_threaded())
+			c->cancel_pid = (c->cancel_pid & ~WORKER_PID_MASK) | (uint32_t)worker_index();
 	} while (c->cancel_pid == 0 || cancel_find_client(c->cancel_pid, c->cancel_key));
 	if (nclients >= 2 * nbuckets && !grow() && !nbuckets) {
 		/* No table at all: the client works, its queries just cannot be canceled. */
@@ -126,7 +131,9 @@ struct cancel_conn {
 	char why[32];
 };
 
-static struct list inflight = {&inflight, &inflight};
+/* Thread-local, so it cannot be initialised with its own address: the first
+ * cancel connection of a worker initialises it. */
+static THREAD_LOCAL struct list inflight;
 
 /* Is s running something for its client?  A ReadyForQuery is owed to it (a
  * cancel of pgfleet's own hidden queries would only break the session). */
@@ -257,6 +264,8 @@ bool cancel_server_query(struct server *s, const char *why)
 	 * (to fd -1 if socket() failed) before anything can go wrong. */
 	cc->fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
 	int err = errno;
+	if (!inflight.next)
+		list_init(&inflight);
 	list_append(&inflight, &cc->node);
 	event_assign(&cc->ev, fleet.base, cc->fd, EV_WRITE, on_cancel_event, cc);
 	if (cc->fd < 0) {
@@ -279,6 +288,18 @@ bool cancel_server_query(struct server *s, const char *why)
 	return true;
 }
 
+static void cancel_by_key(uint32_t pid, uint32_t key, const char *from)
+{
+	struct client *target = cancel_find_client(pid, key);
+	if (!target)
+		log_info("cancel dropped", "from", from, "reason", "no client has this key", NULL);
+	else if (!query_running(target->link))
+		log_info("cancel dropped", "from", from, "client", target->addr_str, "reason",
+			 "nothing running", NULL);
+	else
+		(void)cancel_server_query(target->link, "cancel request");
+}
+
 void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len)
 {
 	if (len != CANCEL_PKT_LEN) {
@@ -286,21 +307,28 @@ void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len)
 		return;
 	}
 	uint32_t pid = proto_get_u32(pkt + 8), key = proto_get_u32(pkt + 12);
-	struct client *target = cancel_find_client(pid, key);
-	if (!target)
-		log_info("cancel dropped", "from", c->addr_str, "reason", "no client has this key",
-			 NULL);
-	else if (!query_running(target->link))
-		log_info("cancel dropped", "from", c->addr_str, "client", target->addr_str, "reason",
-			 "nothing running", NULL);
-	else
-		(void)cancel_server_query(target->link, "cancel request");
+	int owner = (int)(pid & WORKER_PID_MASK);
+	if (worker_threaded() && owner != worker_index() && owner < worker_count()) {
+		/* Another worker handed this key out: it alone may look it up. */
+		if (!worker_post(owner, WMSG_CANCEL, pid, key, NULL, NULL))
+			log_warn("cancel not sent", "from", c->addr_str, "detail",
+				 "cannot reach the worker", NULL);
+	} else {
+		cancel_by_key(pid, key, c->addr_str);
+	}
 	client_close(c, NULL, "cancel request");
+}
+
+void cancel_handle_remote(uint32_t pid, uint32_t key)
+{
+	cancel_by_key(pid, key, "another worker");
 }
 
 void cancel_shutdown(void)
 {
 	struct list *it, *tmp;
+	if (!inflight.next)
+		list_init(&inflight);
 	list_for_each_safe(it, tmp, &inflight) {
 		cancel_free(container_of(it, struct cancel_conn, node));
 	}

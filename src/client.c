@@ -28,6 +28,7 @@
 #include "runtime.h"
 #include "scram.h"
 #include "server.h"
+#include "worker.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
@@ -101,6 +102,8 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	statlist_append(&fleet.login_clients, &c->node);
 	c->connect_time = c->request_time = fleet_now();
 	fleet.client_count++;
+	if (worker_threaded())
+		(void)worker_clients_add(1);
 	conn_read_enable(&c->io, true);
 }
 
@@ -155,6 +158,8 @@ void client_free_list(void)
 		param_shared_release(c->params);
 		str_release(c->user);
 		str_release(c->dbname);
+		if (worker_threaded())
+			(void)worker_clients_add(-1);
 		free(c);
 	}
 }
@@ -215,7 +220,7 @@ static void login_done(struct client *c)
 		client_close(c, "53200", "out of memory");
 		return;
 	}
-	if (c->group->have_welcome) {
+	if (c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) {
 		send_welcome(c);
 		client_set_state(c, CLIENT_ACTIVE);
 		return;
@@ -480,7 +485,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		client_close(c, "57P01", "pgfleet is shutting down");
 		return;
 	}
-	if (fleet.client_count > fleet.cfg.max_client_conn) {
+	int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
+	if (clients > fleet.cfg.max_client_conn) {
 		client_close(c, "53300", "no more connections allowed (max_client_conn)");
 		return;
 	}

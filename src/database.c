@@ -20,6 +20,7 @@
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
+#include "worker.h"
 
 static const char *state_names[] = {"new", "up", "down", "banned", "draining"};
 static const char *role_names[] = {"unknown", "primary", "standby"};
@@ -234,6 +235,10 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	memcpy(&r->addr, sa, len);
 	r->addrlen = len;
 	conn_format_addr(&r->addr, r->addr_str, sizeof(r->addr_str));
+	if (worker_threaded() && !(r->shared = pool_slot_get(db->name, "", r->addr_str))) {
+		free(r);
+		return;
+	}
 	snprintf(r->host, sizeof(r->host), "%s", host);
 	/* No traffic until a health check passes (checked at once); without
 	 * checks the first successful login is the check. */
@@ -323,6 +328,8 @@ static void replica_free(struct replica *r)
 	pool_remove_replica(r);
 	list_del(&r->node);
 	r->db->replica_count--;
+	if (r->shared)
+		pool_slot_put(r->shared);
 	free(r);
 }
 

@@ -37,11 +37,11 @@ struct dns_sock {
 	struct event *ev;
 };
 
-static ares_channel channel;
-static bool channel_ok;
-static struct event *ev_timeout;
-static struct dns_host *hosts;
-static struct dns_sock *socks;
+static THREAD_LOCAL ares_channel channel;
+static THREAD_LOCAL bool channel_ok;
+static THREAD_LOCAL struct event *ev_timeout;
+static THREAD_LOCAL struct dns_host *hosts;
+static THREAD_LOCAL struct dns_sock *socks;
 
 static void resolve(struct dns_host *h);
 
@@ -101,8 +101,6 @@ bool discovery_init(void)
 	opts.timeout = 2000; /* ms per try */
 	opts.tries = 2;
 	int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
-	if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
-		return false;
 	int rc = ares_init_options(&channel, &opts, mask);
 	if (rc != ARES_SUCCESS) {
 		log_error("c-ares init failed", "error", ares_strerror(rc), NULL);
@@ -285,5 +283,16 @@ void discovery_shutdown(void)
 		event_free(ev_timeout);
 		ev_timeout = NULL;
 	}
+}
+
+/* Once per process, before any worker's channel (not thread-safe in c-ares). */
+void discovery_library_init(void)
+{
+	if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+		log_warn("c-ares library init failed", NULL);
+}
+
+void discovery_library_done(void)
+{
 	ares_library_cleanup();
 }

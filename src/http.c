@@ -31,11 +31,12 @@
 #include "runtime.h"
 #include "stats.h"
 #include "version.h"
+#include "worker.h"
 
 #define CONTENT_TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
 
-static struct evhttp *http;
+static THREAD_LOCAL struct evhttp *http;
 
 /* ---- the exposition format --------------------------------------------------- */
 
@@ -423,6 +424,7 @@ static bool ready(char *why, size_t len)
 	return true;
 }
 
+
 /* ---- requests ----------------------------------------------------------------------- */
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
@@ -434,6 +436,262 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
 	if (body && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
 		evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", body);
 	evhttp_send_reply(req, code, reason, NULL);
+}
+
+/* ---- workers = N: one scrape out of every worker's --------------------------- */
+
+/* Families whose samples describe one shared thing (a replica's health as
+ * checked, the process, DNS): worker 0's samples stand.  The rest are counts
+ * of what each worker holds and are summed, series by series. */
+static bool take_one(const char *family_name)
+{
+	static const char *const names[] = {
+		"pgfleet_replica_up",	    "pgfleet_replica_state",	  "pgfleet_replica_eligible",
+		"pgfleet_replica_lag_seconds", "pgfleet_info",		  "pgfleet_uptime_seconds",
+		"pgfleet_draining",	    "pgfleet_client_connections_limit",
+		"pgfleet_dns_resolutions_total", "pgfleet_dns_addresses", NULL,
+	};
+	for (int i = 0; names[i]; i++)
+		if (strcmp(family_name, names[i]) == 0)
+			return true;
+	return false;
+}
+
+struct msample {
+	char *series; /* name{labels} */
+	char *text;   /* the first value as written */
+	double sum;
+};
+
+/* take_one families: which worker speaks for each object (a replica, a
+ * host): the first one that has it. */
+struct mowner {
+	char *object; /* the series without its role and state labels */
+	int part;
+};
+
+struct mfamily {
+	char name[128];
+	char *help, *type; /* whole lines */
+	bool first_only;
+	struct msample *samples;
+	int n, cap;
+	struct mowner *owners;
+	int n_owners, cap_owners;
+};
+
+struct mset {
+	struct mfamily *fams;
+	int n, cap;
+};
+
+static struct mfamily *mfamily_get(struct mset *m, const char *name, size_t len, int part)
+{
+	for (int i = 0; i < m->n; i++)
+		if (strlen(m->fams[i].name) == len && strncmp(m->fams[i].name, name, len) == 0)
+			return &m->fams[i];
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 32;
+		m->fams = realloc(m->fams, sizeof(*m->fams) * (size_t)m->cap);
+		if (!m->fams)
+			abort(); /* a scrape's few dozen families */
+	}
+	struct mfamily *f = &m->fams[m->n++];
+	memset(f, 0, sizeof(*f));
+	snprintf(f->name, sizeof(f->name), "%.*s", (int)(len < 127 ? len : 127), name);
+	f->first_only = take_one(f->name);
+	return f;
+}
+
+/* The series key without role="..." and state="..." (a replica whose role
+ * two workers see differently is still one replica). */
+static char *object_of(const char *series, size_t len)
+{
+	char *obj = strndup(series, len);
+	if (!obj)
+		abort();
+	static const char *const drop[] = {"role=\"", "state=\"", NULL};
+	for (int i = 0; drop[i]; i++) {
+		char *p = strstr(obj, drop[i]);
+		if (!p)
+			continue;
+		char *end = strchr(p + strlen(drop[i]), '"');
+		if (!end)
+			continue;
+		end++;
+		if (*end == ',')
+			end++;
+		memmove(p, end, strlen(end) + 1);
+	}
+	return obj;
+}
+
+/* For a take_one family: does this part speak for the sample's object? */
+static bool owns(struct mfamily *f, const char *series, size_t len, int part)
+{
+	char *obj = object_of(series, len);
+	for (int i = 0; i < f->n_owners; i++) {
+		if (strcmp(f->owners[i].object, obj) == 0) {
+			free(obj);
+			return f->owners[i].part == part;
+		}
+	}
+	if (f->n_owners == f->cap_owners) {
+		f->cap_owners = f->cap_owners ? f->cap_owners * 2 : 16;
+		f->owners = realloc(f->owners, sizeof(*f->owners) * (size_t)f->cap_owners);
+		if (!f->owners)
+			abort();
+	}
+	f->owners[f->n_owners].object = obj;
+	f->owners[f->n_owners++].part = part;
+	return true;
+}
+
+static void mfamily_add(struct mfamily *f, const char *line, size_t len, int part)
+{
+	const char *sp = memrchr(line, ' ', len);
+	if (!sp)
+		return;
+	if (f->first_only && !owns(f, line, (size_t)(sp - line), part))
+		return;
+	size_t klen = (size_t)(sp - line);
+	double v = strtod(sp + 1, NULL);
+	for (int i = 0; i < f->n; i++) {
+		if (strlen(f->samples[i].series) == klen &&
+		    strncmp(f->samples[i].series, line, klen) == 0) {
+			f->samples[i].sum += v;
+			return;
+		}
+	}
+	if (f->n == f->cap) {
+		f->cap = f->cap ? f->cap * 2 : 16;
+		f->samples = realloc(f->samples, sizeof(*f->samples) * (size_t)f->cap);
+		if (!f->samples)
+			abort();
+	}
+	struct msample *s = &f->samples[f->n++];
+	s->series = strndup(line, klen);
+	s->text = strndup(sp + 1, len - klen - 1);
+	s->sum = v;
+}
+
+static void mset_add_part(struct mset *m, struct evbuffer *b, int part)
+{
+	size_t len = evbuffer_get_length(b);
+	const char *text = (const char *)evbuffer_pullup(b, -1);
+	const char *p = text, *end = text + len;
+	struct mfamily *cur = NULL;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (n > 7 && (strncmp(p, "# HELP ", 7) == 0 || strncmp(p, "# TYPE ", 7) == 0)) {
+			const char *name = p + 7, *sp = memchr(name, ' ', n - 7);
+			size_t nlen = sp ? (size_t)(sp - name) : n - 7;
+			cur = mfamily_get(m, name, nlen, part);
+			char **slot = p[2] == 'H' ? &cur->help : &cur->type;
+			if (!*slot)
+				*slot = strndup(p, n);
+		} else if (n && p[0] != '#') {
+			if (!cur) {
+				const char *br = strpbrk(p, "{ ");
+				cur = mfamily_get(m, p, br && br < p + n ? (size_t)(br - p) : n, part);
+			}
+			mfamily_add(cur, p, n, part);
+		}
+		p += n + 1;
+	}
+}
+
+static void mset_write(struct mset *m, struct evbuffer *out)
+{
+	for (int i = 0; i < m->n; i++) {
+		struct mfamily *f = &m->fams[i];
+		if (f->help)
+			evbuffer_add_printf(out, "%s\n", f->help);
+		if (f->type)
+			evbuffer_add_printf(out, "%s\n", f->type);
+		for (int j = 0; j < f->n; j++) {
+			struct msample *s = &f->samples[j];
+			if (f->first_only || strchr(s->text, 'N') || strchr(s->text, 'I'))
+				evbuffer_add_printf(out, "%s %s\n", s->series, s->text);
+			else
+				evbuffer_add_printf(out, "%s %.15g\n", s->series, s->sum);
+			free(s->series);
+			free(s->text);
+		}
+		free(f->samples);
+		for (int j = 0; j < f->n_owners; j++)
+			free(f->owners[j].object);
+		free(f->owners);
+		free(f->help);
+		free(f->type);
+	}
+	free(m->fams);
+}
+
+/* A scrape asked of every worker; worker 0 (HTTP's) answers it. */
+struct scrape {
+	struct evhttp_request *req;
+	int pending;
+	struct evbuffer *parts[WORKER_MAX];
+};
+
+/* The scraper hung up before the answer: the request is libevent's to free. */
+static void scrape_conn_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct scrape *sc = arg;
+	sc->req = NULL;
+}
+
+static void scrape_reply(void *arg)
+{
+	struct scrape *sc = arg;
+	if (--sc->pending > 0)
+		return;
+	if (sc->req) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(sc->req), NULL, NULL);
+		struct mset m = {0};
+		for (int i = 0; i < worker_count(); i++)
+			if (sc->parts[i])
+				mset_add_part(&m, sc->parts[i], i);
+		mset_write(&m, evhttp_request_get_output_buffer(sc->req));
+		reply(sc->req, HTTP_OK, "OK", CONTENT_TYPE_METRICS, NULL);
+	}
+	for (int i = 0; i < worker_count(); i++)
+		if (sc->parts[i])
+			evbuffer_free(sc->parts[i]);
+	free(sc);
+}
+
+/* On each worker: its own samples, for worker 0 to merge. */
+static void scrape_run(void *arg)
+{
+	struct scrape *sc = arg;
+	struct evbuffer *b = evbuffer_new();
+	if (b)
+		metrics(b);
+	sc->parts[worker_index()] = b;
+	if (!worker_post(0, WMSG_CALL, 0, 0, scrape_reply, sc))
+		log_error("scrape lost: cannot reach worker 0", NULL);
+}
+
+static bool scrape_start(struct evhttp_request *req)
+{
+	struct scrape *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return false;
+	sc->req = req;
+	sc->pending = worker_count();
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), scrape_conn_closed, sc);
+	for (int i = 0; i < worker_count(); i++)
+		if (!worker_post(i, WMSG_CALL, 0, 0, scrape_run, sc))
+			sc->pending--;
+	if (sc->pending == 0) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+		free(sc);
+		return false;
+	}
+	return true;
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -470,6 +728,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		      why);
 		return;
 	}
+	if (cmd == EVHTTP_REQ_GET && worker_threaded() && scrape_start(req))
+		return; /* answered once every worker has sent its samples */
 	if (cmd == EVHTTP_REQ_GET)
 		metrics(evhttp_request_get_output_buffer(req));
 	reply(req, HTTP_OK, "OK", CONTENT_TYPE_METRICS, NULL);

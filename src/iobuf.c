@@ -3,13 +3,14 @@
  * no sockets, no protocol.
  */
 #include "iobuf.h"
+#include "runtime.h"
 
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
-static struct iobuf *free_list;
-static size_t free_count, used_count;
+static THREAD_LOCAL struct iobuf *free_list;
+static THREAD_LOCAL size_t free_count, used_count;
 
 static void *xmalloc(size_t n)
 {
@@ -64,6 +65,17 @@ void iobuf_trim(void)
 		free(b);
 	}
 	malloc_trim(0); /* freed heap pages back to the kernel, not just to malloc */
+}
+
+void iobuf_free_all(void)
+{
+	/* A worker thread's free list dies with the thread: hand it back. */
+	while (free_list) {
+		struct iobuf *b = free_list;
+		free_list = b->next_free;
+		free(b);
+	}
+	free_count = 0;
 }
 
 void iobuf_compact(struct iobuf *b)

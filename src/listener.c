@@ -21,6 +21,7 @@
 #include "conn.h"
 #include "log.h"
 #include "runtime.h"
+#include "worker.h"
 
 #define MAX_LISTENERS 16
 
@@ -31,8 +32,8 @@ struct listener {
 	char path[108];
 };
 
-static struct listener listeners[MAX_LISTENERS];
-static int n_listeners;
+static THREAD_LOCAL struct listener listeners[MAX_LISTENERS];
+static THREAD_LOCAL int n_listeners;
 
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -93,7 +94,9 @@ static bool listen_tcp(void)
 			continue;
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (fleet.cfg.so_reuseport)
+		/* workers = N: every worker listens on the same port; the kernel
+		 * spreads the connections over them. */
+		if (fleet.cfg.so_reuseport || worker_threaded())
 			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -151,7 +154,9 @@ bool listener_start(void)
 {
 	if (!listen_tcp())
 		return false;
-	if (*fleet.cfg.unix_socket_dir && !listen_unix())
+	/* One Unix socket, worker 0's: a path cannot be bound twice, and
+	 * local connections are few. */
+	if (*fleet.cfg.unix_socket_dir && worker_index() == 0 && !listen_unix())
 		return false;
 	return true;
 }

@@ -31,13 +31,18 @@
 #include "server.h"
 #include "tls.h"
 #include "version.h"
+#include "worker.h"
 
 extern char **environ;
 
 static struct event *ev_signals[3];
-static struct event *ev_drain;
-static double drain_deadline;
+static THREAD_LOCAL struct event *ev_drain;
+static THREAD_LOCAL double drain_deadline;
 static int exit_code;
+static const char *config_path; /* the command line's, for every worker */
+/* workers = N, worker 0 only: its own drain is over / other loops still running. */
+static bool self_done;
+static int others_running;
 
 static void usage(FILE *f)
 {
@@ -127,15 +132,52 @@ static void drain_idle_clients(void)
 	}
 }
 
+/* This loop's drain is over.  Worker 0 keeps its loop (HTTP, signals)
+ * until every other worker's has ended too. */
+static void loop_finished(void)
+{
+	if (worker_index() != 0 || others_running == 0) {
+		event_base_loopbreak(fleet.base);
+		return;
+	}
+	self_done = true;
+	if (ev_drain)
+		event_del(ev_drain);
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	drain_idle_clients();
 	if (drained()) {
 		log_info("drained: no transaction left open", NULL);
-		event_base_loopbreak(fleet.base);
+		loop_finished();
 	} else if (fleet_now() >= drain_deadline) {
 		log_warn("shutdown_timeout reached: closing open transactions", NULL);
+		loop_finished();
+	}
+}
+
+static void shutdown_local(const char *why);
+
+void fleet_on_message(const struct worker_msg *m)
+{
+	switch (m->kind) {
+	case WMSG_RELOAD:
+		fleet_reload(NULL, 0);
+		discovery_refresh();
+		break;
+	case WMSG_SHUTDOWN:
+		shutdown_local("another worker shut down");
+		break;
+	case WMSG_EXIT_NOW:
 		event_base_loopbreak(fleet.base);
+		break;
+	case WMSG_DONE:
+		if (--others_running == 0 && self_done)
+			event_base_loopbreak(fleet.base);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -145,12 +187,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		/* Reload (a bad file is refused with its errors logged, the old
 		 * configuration kept), then re-resolve every host. */
 		log_info("SIGHUP: reloading configuration and re-resolving hosts", NULL);
+		worker_broadcast(WMSG_RELOAD);
 		fleet_reload(NULL, 0);
 		discovery_refresh();
 		return;
 	}
 	if (fleet.shutting_down) {
 		log_warn("second signal: exiting now", NULL);
+		worker_broadcast(WMSG_EXIT_NOW);
 		event_base_loopbreak(fleet.base);
 		return;
 	}
@@ -158,6 +202,16 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 void fleet_shutdown(const char *why)
+{
+	if (fleet.shutting_down)
+		return;
+	/* Every worker drains (SIGTERM lands on worker 0, admin SHUTDOWN on
+	 * any). */
+	worker_broadcast(WMSG_SHUTDOWN);
+	shutdown_local(why);
+}
+
+static void shutdown_local(const char *why)
 {
 	if (fleet.shutting_down)
 		return;
@@ -211,6 +265,72 @@ static void close_everything(void)
 	server_free_list();
 }
 
+/* The loop of this worker, the configuration already in fleet.cfg: DNS,
+ * the configured databases, the HTTP endpoint (worker 0), the listeners. */
+static bool loop_setup(void)
+{
+	if (!fleet_runtime_init() || !discovery_init() || !worker_attach_loop()) {
+		log_error("start-up failed", "stage", "event loop or DNS", NULL);
+		return false;
+	}
+	/* Named databases resolve now; "*" entries when a client names one. */
+	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
+		const struct db_config *d = &fleet.cfg.dbs[i];
+		if (strcmp(d->name, "*") != 0)
+			(void)database_lookup(d->name);
+		else if (d->host && d->host[0] != '/')
+			discovery_watch(d->host);
+	}
+	/* HTTP first: once the client port accepts, start-up has succeeded
+	 * (a busy http_listen must fail before anyone can connect). */
+	if (worker_index() == 0 && !http_start())
+		return false;
+	return listener_start();
+}
+
+static void loop_teardown(void)
+{
+	/* First: what other workers asked of this one is answered or refused. */
+	worker_detach_loop();
+	fleet.shutting_down = true;
+	listener_stop();
+	if (worker_index() == 0)
+		http_stop();
+	admin_close_all();
+	close_everything();
+	cancel_shutdown();
+	database_free_all();
+	discovery_shutdown();
+	if (ev_drain)
+		event_free(ev_drain);
+	ev_drain = NULL;
+	fleet_runtime_done();
+	auth_cache_clear();
+	iobuf_free_all();
+}
+
+static void report_to_log(void *arg, const char *line)
+{
+	log_error("config error", "detail", line, NULL);
+}
+
+/* Workers 1..N-1: their own copy of the configuration and their own loop. */
+static int worker_run(int index)
+{
+	if (!config_load(&fleet.cfg, config_path, environ, report_to_log, NULL) ||
+	    !loop_setup()) {
+		worker_started(false);
+		return 2;
+	}
+	worker_started(true);
+	int rc = fleet_run_loop() < 0 ? 2 : 0;
+	/* Worker 0 ends its loop once every worker has said so. */
+	(void)worker_post(0, WMSG_DONE, 0, 0, NULL, NULL);
+	loop_teardown();
+	config_free(&fleet.cfg);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -250,6 +370,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const char *path = optind < argc ? argv[optind] : NULL;
+	config_path = path;
 
 	int problems = 0;
 	if (!config_load(&fleet.cfg, path, environ, report_to_stderr, &problems)) {
@@ -270,22 +391,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	if (!fleet_runtime_init() || !discovery_init()) {
-		log_error("start-up failed", "stage", "event loop or DNS", NULL);
+	discovery_library_init();
+	if (!worker_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;
+	others_running = worker_count() - 1;
+	if (others_running && !worker_start(worker_run)) {
+		log_error("start-up failed", "stage", "workers", NULL);
+		exit(2);
 	}
-	/* Named databases resolve now; "*" entries when a client names one. */
-	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
-		const struct db_config *d = &fleet.cfg.dbs[i];
-		if (strcmp(d->name, "*") != 0)
-			(void)database_lookup(d->name);
-		else if (d->host && d->host[0] != '/')
-			discovery_watch(d->host);
-	}
-	/* HTTP first: once the client port accepts, start-up has succeeded
-	 * (a busy http_listen must fail before anyone can connect). */
-	if (!http_start() || !listener_start())
-		return 2;
 	int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
 		ev_signals[i] = evsignal_new(fleet.base, sigs[i], on_signal, NULL);
@@ -299,19 +412,16 @@ int main(int argc, char **argv)
 		exit_code = 2;
 	}
 
-	fleet.shutting_down = true;
-	listener_stop();
-	http_stop();
-	admin_close_all();
-	close_everything();
-	cancel_shutdown();
-	database_free_all();
-	discovery_shutdown();
 	for (int i = 0; i < 3; i++)
 		event_free(ev_signals[i]);
-	if (ev_drain)
-		event_free(ev_drain);
-	fleet_runtime_done();
+	/* Whatever ended this loop, the others end theirs (already done after a
+	 * drain), before what they share goes away. */
+	worker_broadcast(WMSG_EXIT_NOW);
+	worker_join_all();
+	loop_teardown();
+	worker_done();
+	pool_shared_free();
+	discovery_library_done();
 	auth_cache_clear();
 	tls_done();
 	config_free(&fleet.cfg);

@@ -8,6 +8,7 @@
  */
 #include "pool.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,217 @@
 #include "router.h"
 #include "runtime.h"
 #include "server.h"
+#include "worker.h"
+
+/* ---- the process-wide limit (workers = N) -------------------------------------- */
+
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool_slot *slots;
+
+struct pool_slot *pool_slot_get(const char *db, const char *user, const char *addr)
+{
+	char key[sizeof(((struct pool_slot *)0)->key)];
+	snprintf(key, sizeof(key), "%s/%s/%s", db, user, addr);
+	pthread_mutex_lock(&slots_lock);
+	struct pool_slot *sl;
+	for (sl = slots; sl; sl = sl->next)
+		if (strcmp(sl->key, key) == 0)
+			break;
+	if (!sl && (sl = calloc(1, sizeof(*sl)))) {
+		snprintf(sl->key, sizeof(sl->key), "%s", key);
+		sl->next = slots;
+		slots = sl;
+	}
+	if (sl)
+		sl->refs++;
+	pthread_mutex_unlock(&slots_lock);
+	return sl;
+}
+
+void pool_slot_put(struct pool_slot *sl)
+{
+	pthread_mutex_lock(&slots_lock);
+	if (--sl->refs == 0) {
+		struct pool_slot **pp = &slots;
+		while (*pp != sl)
+			pp = &(*pp)->next;
+		*pp = sl->next;
+		free(sl);
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+struct shared_welcome {
+	struct shared_welcome *next;
+	char key[2 * NAME_MAX_LEN + 2];
+	uint8_t *data;
+	uint32_t len;
+};
+
+static struct shared_welcome *welcomes; /* under slots_lock */
+
+static void welcome_key(const struct pool_group *g, char *key, size_t len)
+{
+	snprintf(key, len, "%s/%s", g->db->name, g->user);
+}
+
+void pool_welcome_publish(const struct pool_group *g)
+{
+	char key[sizeof(((struct shared_welcome *)0)->key)];
+	welcome_key(g, key, sizeof(key));
+	uint8_t *copy = malloc(g->welcome.len ? g->welcome.len : 1);
+	if (!copy)
+		return;
+	memcpy(copy, g->welcome.data, g->welcome.len);
+	pthread_mutex_lock(&slots_lock);
+	struct shared_welcome *w;
+	for (w = welcomes; w; w = w->next)
+		if (strcmp(w->key, key) == 0)
+			break;
+	if (!w && (w = calloc(1, sizeof(*w)))) {
+		snprintf(w->key, sizeof(w->key), "%s", key);
+		w->next = welcomes;
+		welcomes = w;
+	}
+	if (w) {
+		free(w->data);
+		w->data = copy;
+		w->len = g->welcome.len;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&slots_lock);
+	free(copy);
+}
+
+bool pool_welcome_adopt(struct pool_group *g)
+{
+	char key[sizeof(((struct shared_welcome *)0)->key)];
+	welcome_key(g, key, sizeof(key));
+	bool found = false;
+	pthread_mutex_lock(&slots_lock);
+	for (struct shared_welcome *w = welcomes; w; w = w->next) {
+		if (strcmp(w->key, key) == 0) {
+			wbuf_reset(&g->welcome);
+			wbuf_put(&g->welcome, w->data, w->len);
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	if (found)
+		g->have_welcome = true;
+	return found;
+}
+
+void pool_shared_free(void)
+{
+	pthread_mutex_lock(&slots_lock);
+	while (welcomes) {
+		struct shared_welcome *w = welcomes;
+		welcomes = w->next;
+		free(w->data);
+		free(w);
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+static uint64_t my_bit(void)
+{
+	return (uint64_t)1 << worker_index();
+}
+
+bool pool_reserve(struct pool *p)
+{
+	if (!p->slot)
+		return true;
+	int cur = atomic_load(&p->slot->total);
+	while (cur < p->group->db->pool_size)
+		if (atomic_compare_exchange_weak(&p->slot->total, &cur, cur + 1))
+			return true;
+	return false;
+}
+
+/* Tells the workers in `mask` to look at their pools again. */
+static void kick_workers(uint64_t mask)
+{
+	for (int i = 0; i < worker_count(); i++)
+		if (i != worker_index() && (mask & ((uint64_t)1 << i)))
+			(void)worker_post(i, WMSG_POOL_KICK, 0, 0, NULL, NULL);
+}
+
+void pool_unreserve(struct pool *p)
+{
+	if (!p->slot)
+		return;
+	atomic_fetch_sub(&p->slot->total, 1);
+	uint64_t others = atomic_load(&p->slot->wanted) & ~my_bit();
+	if (others)
+		kick_workers(others); /* room: a starved worker may open one now */
+}
+
+bool pool_yield_server(const struct pool *p)
+{
+	return p->slot && (atomic_load(&p->slot->wanted) & ~my_bit()) &&
+	       atomic_load(&p->slot->total) >= p->group->db->pool_size;
+}
+
+/* The part of pool_size this worker keeps while others' clients wait too. */
+static int fair_share(const struct pool *p)
+{
+	int n = __builtin_popcountll(atomic_load(&p->slot->wanted) | my_bit());
+	return p->group->db->pool_size / n;
+}
+
+/* Our clients wait and no pool has room: say so, once, to the others. */
+static void want_room(struct pool_group *g, bool want)
+{
+	struct list *it;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		if (!p->slot)
+			continue;
+		if (!want) {
+			if (atomic_load(&p->slot->wanted) & my_bit())
+				atomic_fetch_and(&p->slot->wanted, ~my_bit());
+			continue;
+		}
+		if (pool_has_room(p))
+			continue;
+		uint64_t before = atomic_fetch_or(&p->slot->wanted, my_bit());
+		if (!(before & my_bit()))
+			kick_workers(~my_bit());
+	}
+}
+
+/* Idle connections another worker's waiting clients could use: closed,
+ * which gives the room back (pool_unreserve tells the waiting worker). */
+static void give_up_idle(struct pool_group *g)
+{
+	struct list *it;
+	if (g->waiting.count)
+		return;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		while (p->idle.count && pool_yield_server(p)) {
+			struct server *s =
+				container_of(list_first(&p->idle.head), struct server, node);
+			server_close(s, "another worker needs the room");
+		}
+	}
+}
+
+void pool_on_kick(void)
+{
+	struct list *dit, *git;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			give_up_idle(g);
+			pool_kick(g);
+		}
+	}
+}
 
 static struct pool *pool_new(struct pool_group *g, struct replica *r)
 {
@@ -25,6 +237,10 @@ static struct pool *pool_new(struct pool_group *g, struct replica *r)
 		return NULL;
 	p->group = g;
 	p->replica = r;
+	if (worker_threaded() && !(p->slot = pool_slot_get(g->db->name, g->user, r->addr_str))) {
+		free(p);
+		return NULL;
+	}
 	statlist_init(&p->idle);
 	statlist_init(&p->active);
 	statlist_init(&p->login);
@@ -38,6 +254,8 @@ static void pool_free(struct pool *p)
 	list_del(&p->group_node);
 	list_del(&p->replica_node);
 	memset(&p->keys, 0, sizeof(p->keys));
+	if (p->slot)
+		pool_slot_put(p->slot);
 	free(p);
 }
 
@@ -107,9 +325,14 @@ static void launch_for_waiters(struct pool_group *g)
 		return; /* PAUSE: waiting clients stay in line until RESUME */
 	while (g->connecting < g->waiting.count) {
 		struct pool *p = router_pick_launch(g, now);
-		if (!p || !server_launch(p))
+		if (!p || !server_launch(p)) {
+			if (worker_threaded())
+				want_room(g, true);
 			return;
+		}
 	}
+	if (worker_threaded())
+		want_room(g, false);
 }
 
 bool pool_checkout(struct client *c)
@@ -140,6 +363,14 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	struct pool_group *g = p->group;
 	s->last_used = fleet_now();
+	if (s->state != SERVER_LOGIN && pool_yield_server(p) &&
+	    (!g->waiting.count || pool_total(p) > fair_share(p))) {
+		/* workers = N: another worker's clients wait for room this one
+		 * holds: give it back rather than keep it.  (Never a login just
+		 * done: closing it would count as a failed login.) */
+		server_close(s, "another worker needs the room");
+		return;
+	}
 	if (g->waiting.count && !g->db->paused && replica_eligible(p->replica, s->last_used)) {
 		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
 		client_set_state(c, CLIENT_ACTIVE);
@@ -198,6 +429,8 @@ void pool_janitor(double now)
 				}
 			}
 			/* Replicas whose retry time passed may take connections again. */
+			if (worker_threaded())
+				give_up_idle(g);
 			pool_kick(g);
 		}
 	}

@@ -6,6 +6,7 @@
  * statement and once per client name, never per message.
  */
 #include "prepared.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +17,9 @@
 #define SHARED_BUCKETS 1024
 #define CLIENT_BUCKETS 64
 
-static struct pstmt *shared[SHARED_BUCKETS];
-static uint32_t shared_count;
-static uint64_t next_id = 1;
+static THREAD_LOCAL struct pstmt *shared[SHARED_BUCKETS];
+static THREAD_LOCAL uint32_t shared_count;
+static THREAD_LOCAL uint64_t next_id = 1;
 
 struct client_stmt {
 	struct client_stmt *next;

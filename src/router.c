@@ -21,7 +21,7 @@ static bool has_idle(const struct pool *p)
 
 static bool has_room(const struct pool *p)
 {
-	return pool_total(p) < p->group->db->pool_size;
+	return pool_has_room(p);
 }
 
 static bool usable(const struct pool *p)
@@ -58,11 +58,15 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	/* From a rotating start, so ties go round the replicas. */
 	int j = (int)(start % (unsigned)n);
 	struct pool *best = cand[j];
+	int best_busy = replica_busy(best->replica);
 	for (int i = 1; i < n; i++) {
 		if (++j == n)
 			j = 0;
-		if (cand[j]->replica->active < best->replica->active)
+		int busy = replica_busy(cand[j]->replica);
+		if (busy < best_busy) {
 			best = cand[j];
+			best_busy = busy;
+		}
 	}
 	return best;
 }

@@ -18,7 +18,7 @@
 #include "server.h"
 #include "stats.h"
 
-struct fleet fleet;
+THREAD_LOCAL struct fleet fleet;
 
 double fleet_now(void)
 {

@@ -52,6 +52,8 @@ void server_set_state(struct server *s, enum server_state st)
 	case SERVER_ACTIVE:
 		statlist_remove(&p->active, &s->node);
 		p->replica->active--;
+		if (p->replica->shared)
+			atomic_fetch_sub(&p->replica->shared->total, 1);
 		/* Bytes of the client's turn: to the server and back to the client. */
 		stats_bytes(p->replica, s->io.bytes_out - s->stats_out_mark,
 			    s->io.bytes_in - s->stats_in_mark);
@@ -79,6 +81,8 @@ void server_set_state(struct server *s, enum server_state st)
 	case SERVER_ACTIVE:
 		statlist_append(&p->active, &s->node);
 		p->replica->active++;
+		if (p->replica->shared)
+			atomic_fetch_add(&p->replica->shared->total, 1);
 		s->stats_in_mark = s->io.bytes_in;
 		s->stats_out_mark = s->io.bytes_out;
 		break;
@@ -103,18 +107,23 @@ static const char *login_user(const struct pool *p)
 bool server_launch(struct pool *p)
 {
 	struct replica *r = p->replica;
+	if (!pool_reserve(p))
+		return false; /* workers = N: the others hold pool_size already */
 	int fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
 	if (fd < 0) {
 		log_error("socket failed", "error", strerror(errno), NULL);
+		pool_unreserve(p);
 		return false;
 	}
 	if (!conn_set_socket_options(fd, r->addr.ss_family != AF_UNIX)) {
 		close(fd);
+		pool_unreserve(p);
 		return false;
 	}
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s) {
 		close(fd);
+		pool_unreserve(p);
 		return false;
 	}
 	s->pool = p;
@@ -414,6 +423,8 @@ static void login_complete(struct server *s)
 	if (p->group->welcome_from == s) {
 		p->group->have_welcome = true;
 		p->group->welcome_from = NULL;
+		if (p->slot)
+			pool_welcome_publish(p->group);
 	}
 	p->group->connecting--;
 	r->fails = 0;
@@ -1151,6 +1162,7 @@ void server_close(struct server *s, const char *reason)
 	conn_teardown(&s->io);
 	r->server_conns--;
 	server_set_state(s, SERVER_JUSTFREE);
+	pool_unreserve(p);
 	/* Clients waiting for this replica's connection may go elsewhere now. */
 	if (was_login)
 		pool_kick(p->group);

@@ -122,7 +122,7 @@ static void database_average(struct database *db, double elapsed)
 
 void stats_tick(double now)
 {
-	static double last;
+	static THREAD_LOCAL double last;
 	double period = fleet.cfg.stats_period > 0 ? fleet.cfg.stats_period : 60;
 	if (last == 0) {
 		last = now;

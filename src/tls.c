@@ -13,6 +13,7 @@
  * or parse the protocol.
  */
 #include "tls.h"
+#include "runtime.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,7 +36,7 @@ static SSL_CTX *accept_ctx;  /* clients -> pgfleet (client_tls_*) */
 static SSL_CTX *connect_ctx; /* pgfleet -> replicas (server_tls_*) */
 static int server_mode;      /* server_tls_sslmode */
 static BIO_METHOD *queue_method;
-static char last_error[256];
+static THREAD_LOCAL char last_error[256];
 
 /* ---- the ciphertext queue BIO --------------------------------------------- */
 

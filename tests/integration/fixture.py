@@ -423,13 +423,23 @@ def _who_listens(addr, port):
         return "(ss not available)"
 
 
+_ports_given = set()
+
+
 def free_port(addr="127.0.0.1"):
-    s = socket.socket()
-    try:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port nothing listens on, never one this process handed out before
+    (a pgfleet's client port and HTTP port must differ)."""
+    for _ in range(100):
+        s = socket.socket()
+        try:
+            s.bind((addr, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise FixtureError("no free port left on %s" % addr)
 
 
 def wait_port(addr, port, timeout=10.0, proc=None):
@@ -1324,6 +1334,7 @@ class Pgfleet:
         self.auth_file = None
         self.log_path = None
         self.expected_exit = 0   # what the pytest fixture checks at teardown
+        self.workers = 1         # event loops (workers = N), known once started
 
     def __repr__(self):
         return "<Pgfleet pid=%s port=%s>" % (self.pid, self.port)
@@ -1361,9 +1372,15 @@ class Pgfleet:
                                              pw.replace('"', '""')))
             os.chmod(self.auth_file, 0o600)
             base["auth_file"] = self.auth_file
+        # PGFLEET_FIXTURE_WORKERS=N runs every pgfleet with workers = N
+        # (the whole suite, threaded), unless the test sets workers itself.
+        fixture_workers = os.environ.get("PGFLEET_FIXTURE_WORKERS")
+        if fixture_workers and "workers" not in self.settings:
+            base["workers"] = int(fixture_workers)
         settings = dict(base)
         settings.update(self.settings)
         settings = {k: v for k, v in settings.items() if v is not None}
+        self.workers = int(settings.get("workers", 1))
         if "http_listen" in settings and settings["http_listen"] in ("", None):
             self.http_port = None
         env = {k: v for k, v in os.environ.items()
@@ -1514,6 +1531,21 @@ class Pgfleet:
         import psycopg
         return psycopg.connect(self.dsn(user, password, dbname, **params),
                                autocommit=autocommit)
+
+    def worker_of(self, conn):
+        """Which worker (workers = N) serves conn: pgfleet puts it in the low
+        bits of the BackendKeyData pid.  Always 0 with one worker."""
+        return conn.info.backend_pid & 63 if self.workers > 1 else 0
+
+    def connect_on_worker(self, worker, tries=64, **kw):
+        """A connection the kernel happened to give to `worker` (the others
+        it gave elsewhere are closed)."""
+        for _ in range(tries):
+            conn = self.connect(**kw)
+            if self.worker_of(conn) == worker:
+                return conn
+            conn.close()
+        raise FixtureError("no connection landed on worker %d" % worker)
 
     def http_get(self, path="/metrics", timeout=5.0):
         """(status, body) from the HTTP endpoint."""

@@ -162,13 +162,17 @@ def test_idle_server_connection_reuse_order(service, pgfleet, round_robin):
     backends, the rest age out); server_round_robin = 1 cycles through all."""
     fleet = pgfleet(settings={"default_pool_size": 3, "server_round_robin": round_robin},
                     databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
-    conns = [connect(fleet, autocommit=False) for _ in range(3)]
+    def on_worker0(**kw):  # workers = N: one worker's own idle list
+        c = fleet.connect_on_worker(0, **kw)
+        c.prepare_threshold = None
+        return c
+    conns = [on_worker0(autocommit=False) for _ in range(3)]
     try:
         pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
         assert len(pids) == 3, pids  # three transactions open: three backends
         for c in conns:
             c.commit()
-        with connect(fleet, autocommit=True) as one:
+        with on_worker0(autocommit=True) as one:
             seen = [one.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(6)]
     finally:
         for c in conns:
@@ -212,7 +216,9 @@ def test_client_settings_never_leak_to_other_clients(service, pgfleet):
     fleet = pgfleet(settings={"default_pool_size": 1},
                     databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
     a = connect(fleet, application_name="client-a")
-    b = connect(fleet, application_name="client-b")
+    # Both on one worker (workers = N): pools are per worker.
+    b = fleet.connect_on_worker(fleet.worker_of(a), application_name="client-b")
+    b.prepare_threshold = None
     try:
         pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
         a.execute("SET TimeZone = 'Asia/Tokyo'")
@@ -263,7 +269,9 @@ def test_session_mode_reset_query_runs(service, pgfleet):
         conn.execute("CREATE TEMP TABLE gone_after_reset (x int)")
         conn.execute("SET work_mem = '7MB'")
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    with connect(fleet) as conn:
+        worker = fleet.worker_of(conn)  # pools are per worker (workers = N)
+    with fleet.connect_on_worker(worker) as conn:
+        conn.prepare_threshold = None
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
         assert conn.execute("SHOW work_mem").fetchone()[0] != "7MB"
         n = conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'gone_after_reset'")
