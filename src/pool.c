@@ -137,10 +137,21 @@ static uint64_t my_bit(void)
 	return (uint64_t)1 << worker_index();
 }
 
+static int fair_share(const struct pool *p);
+
 bool pool_reserve(struct pool *p)
 {
 	if (!p->slot)
 		return true;
+	if (atomic_load(&p->slot->wanted) & ~my_bit()) {
+		/* Another worker's clients wait for room too: open no more than
+		 * this worker's share, or the room it just gave back (on release,
+		 * above its share) comes straight back here and both workers
+		 * close and reopen connections on every transaction. */
+		int share = fair_share(p);
+		if (pool_total(p) >= (share > 0 ? share : 1))
+			return false;
+	}
 	int cur = atomic_load(&p->slot->total);
 	while (cur < p->group->db->pool_size)
 		if (atomic_compare_exchange_weak(&p->slot->total, &cur, cur + 1))
@@ -201,17 +212,24 @@ static void want_room(struct pool_group *g, bool want)
 }
 
 /* Idle connections another worker's waiting clients could use: closed,
- * which gives the room back (pool_unreserve tells the waiting worker). */
+ * which gives the room back (pool_unreserve tells the waiting worker).
+ * Only those unused for a second: a busy worker's queue is empty for
+ * moments between transactions, and giving its connections away then
+ * would make both workers log in anew on every few transactions. */
+#define YIELD_IDLE_AFTER 1.0
 static void give_up_idle(struct pool_group *g)
 {
 	struct list *it;
 	if (g->waiting.count)
 		return;
+	double now = fleet_now();
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
 		while (p->idle.count && pool_yield_server(p)) {
-			struct server *s =
-				container_of(list_first(&p->idle.head), struct server, node);
+			/* Most recently used first: the tail has waited longest. */
+			struct server *s = container_of(p->idle.head.prev, struct server, node);
+			if (now - s->last_used < YIELD_IDLE_AFTER)
+				break;
 			server_close(s, "another worker needs the room");
 		}
 	}
@@ -363,11 +381,12 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	struct pool_group *g = p->group;
 	s->last_used = fleet_now();
-	if (s->state != SERVER_LOGIN && pool_yield_server(p) &&
-	    (!g->waiting.count || pool_total(p) > fair_share(p))) {
+	if (s->state != SERVER_LOGIN && pool_yield_server(p) && pool_total(p) > fair_share(p)) {
 		/* workers = N: another worker's clients wait for room this one
-		 * holds: give it back rather than keep it.  (Never a login just
-		 * done: closing it would count as a failed login.) */
+		 * holds beyond its share: give it back rather than keep it.
+		 * (Never a login just done: closing it would count as a failed
+		 * login.)  Below its share it keeps the connection; one idle for
+		 * a second goes back by give_up_idle. */
 		server_close(s, "another worker needs the room");
 		return;
 	}
