@@ -213,9 +213,10 @@ static void want_room(struct pool_group *g, bool want)
 
 /* Idle connections another worker's waiting clients could use: closed,
  * which gives the room back (pool_unreserve tells the waiting worker).
- * Only those unused for a second: a busy worker's queue is empty for
- * moments between transactions, and giving its connections away then
- * would make both workers log in anew on every few transactions. */
+ * Beyond this worker's fair share at once; within it only those unused for
+ * a second: a busy worker's queue is empty for moments between
+ * transactions, and giving its share away then would make both workers
+ * log in anew on every few transactions. */
 #define YIELD_IDLE_AFTER 1.0
 static void give_up_idle(struct pool_group *g)
 {
@@ -228,7 +229,7 @@ static void give_up_idle(struct pool_group *g)
 		while (p->idle.count && pool_yield_server(p)) {
 			/* Most recently used first: the tail has waited longest. */
 			struct server *s = container_of(p->idle.head.prev, struct server, node);
-			if (now - s->last_used < YIELD_IDLE_AFTER)
+			if (pool_total(p) <= fair_share(p) && now - s->last_used < YIELD_IDLE_AFTER)
 				break;
 			server_close(s, "another worker needs the room");
 		}
