@@ -103,6 +103,10 @@ const char *replica_role_name(enum replica_role r);
 /* Idle server connections of db close now, busy ones when their client is
  * done with them (RECONNECT, a changed login on reload). */
 void database_reconnect(struct database *db, const char *why);
+/* Every client of db (waiting or logged in) is told `message` with SQLSTATE
+ * 57P01 (admin_shutdown) and closed, then every server connection of its
+ * pools is closed with `why` (KILL, the end of a shutdown). */
+void database_close_all(struct database *db, const char *message, const char *why);
 /* Forgets draining replicas that have no connection left. */
 void database_reap(void);
 void database_free_all(void);

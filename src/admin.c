@@ -1086,32 +1086,11 @@ static int closing_servers(const struct database *only)
 
 static void kill_db(struct database *db)
 {
-	struct list *git, *it, *tmp, *rit, *pit;
+	char message[NAME_MAX_LEN + 80];
 	db->paused = true; /* as PgBouncer: new work waits for RESUME */
-	list_for_each(git, &db->groups) {
-		struct pool_group *g = container_of(git, struct pool_group, node);
-		struct statlist *lists[] = {&g->waiting, &g->active};
-		for (int i = 0; i < 2; i++) {
-			list_for_each_safe(it, tmp, &lists[i]->head) {
-				client_close(container_of(it, struct client, node), "57P01",
-					     "terminating connection due to administrator command "
-					     "(KILL %s)",
-					     db->name);
-			}
-		}
-	}
-	list_for_each(rit, &db->replicas) {
-		struct replica *r = container_of(rit, struct replica, node);
-		list_for_each(pit, &r->pools) {
-			struct pool *p = container_of(pit, struct pool, replica_node);
-			struct statlist *lists[] = {&p->active, &p->idle, &p->login};
-			for (int i = 0; i < 3; i++) {
-				list_for_each_safe(it, tmp, &lists[i]->head) {
-					server_close(container_of(it, struct server, node), "KILL");
-				}
-			}
-		}
-	}
+	snprintf(message, sizeof(message),
+		 "terminating connection due to administrator command (KILL %s)", db->name);
+	database_close_all(db, message, "KILL");
 }
 
 static void resume_db(struct database *db)

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "client.h"
 #include "discovery.h"
 #include "health.h"
 #include "log.h"
@@ -425,6 +426,33 @@ void database_reconnect(struct database *db, const char *why)
 			}
 			list_for_each_safe(it, tmp, &p->idle.head) {
 				server_close(container_of(it, struct server, node), why);
+			}
+		}
+	}
+}
+
+void database_close_all(struct database *db, const char *message, const char *why)
+{
+	struct list *git, *rit, *pit, *it, *tmp;
+	list_for_each(git, &db->groups) {
+		struct pool_group *g = container_of(git, struct pool_group, node);
+		struct statlist *lists[] = {&g->waiting, &g->active};
+		for (int i = 0; i < 2; i++) {
+			list_for_each_safe(it, tmp, &lists[i]->head) {
+				client_close(container_of(it, struct client, node), "57P01", "%s",
+					     message);
+			}
+		}
+	}
+	list_for_each(rit, &db->replicas) {
+		struct replica *r = container_of(rit, struct replica, node);
+		list_for_each(pit, &r->pools) {
+			struct pool *p = container_of(pit, struct pool, replica_node);
+			struct statlist *lists[] = {&p->active, &p->idle, &p->login};
+			for (int i = 0; i < 3; i++) {
+				list_for_each_safe(it, tmp, &lists[i]->head) {
+					server_close(container_of(it, struct server, node), why);
+				}
 			}
 		}
 	}

@@ -233,33 +233,14 @@ static void shutdown_local(const char *why)
 /* Every client still connected is told why the connection ends. */
 static void close_everything(void)
 {
-	struct list *it, *tmp, *dit, *git, *pit;
+	struct list *it, *tmp, *dit;
 	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
 		client_close(container_of(it, struct client, node), "57P01",
 			     FLEET_SHUTDOWN_MESSAGE);
 	}
 	list_for_each(dit, &fleet.databases) {
-		struct database *db = container_of(dit, struct database, node);
-		list_for_each(git, &db->groups) {
-			struct pool_group *g = container_of(git, struct pool_group, node);
-			struct statlist *lists[] = {&g->waiting, &g->active};
-			for (int i = 0; i < 2; i++) {
-				list_for_each_safe(it, tmp, &lists[i]->head) {
-					client_close(container_of(it, struct client, node), "57P01",
-						     FLEET_SHUTDOWN_MESSAGE);
-				}
-			}
-			list_for_each(pit, &g->pools) {
-				struct pool *p = container_of(pit, struct pool, group_node);
-				struct statlist *sl[] = {&p->idle, &p->active, &p->login};
-				for (int i = 0; i < 3; i++) {
-					list_for_each_safe(it, tmp, &sl[i]->head) {
-						struct server *s = container_of(it, struct server, node);
-						server_close(s, "pgfleet shutdown");
-					}
-				}
-			}
-		}
+		database_close_all(container_of(dit, struct database, node), FLEET_SHUTDOWN_MESSAGE,
+				   "pgfleet shutdown");
 	}
 	client_free_list();
 	server_free_list();
