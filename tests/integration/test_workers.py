@@ -67,6 +67,12 @@ def test_two_workers_take_connections(service, pgfleet):
             c.close()
 
 
+def backends(service, i, cond):
+    return int(service.psql(i, "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' "
+                               "AND application_name <> 'pgfleet-health' %s"
+                            % (fx.APP_USER, cond)))
+
+
 def test_pool_limit_holds_across_workers(service, pgfleet):
     fleet = start(pgfleet, default_pool_size=2, query_wait_timeout=60)
     stop = threading.Event()
@@ -88,24 +94,29 @@ def test_pool_limit_holds_across_workers(service, pgfleet):
         t.start()
     try:
         deadline = time.time() + 6
-        peak = {}
         while time.time() < deadline:
+            # SHOW SERVERS merges two workers' answers taken a moment apart,
+            # so a connection one worker just gave back can be listed next
+            # to the one the other opened in its place.  The pods are the
+            # atomic view: there, at most pool_size backends serve the app
+            # user per pod, beyond one just told to exit (gone within ms).
             _, rows = show(fleet, "SERVERS")
             per = {}
             for r in rows:
                 per[r["replica"]] = per.get(r["replica"], 0) + 1
             for k, v in per.items():
-                peak[k] = max(peak.get(k, 0), v)
-                assert v <= 2, (k, v, rows)
-            # On the pods: a backend whose connection pgfleet just gave up
-            # (to the other worker) may linger a moment while it exits, but
-            # it runs nothing: at most pool_size backends are busy.
+                assert v <= 4, (k, v, rows)  # never more than both workers' limit
             for i, pod in enumerate(service.addrs):
-                n = int(service.psql(i, "SELECT count(*) FROM pg_stat_activity WHERE "
-                                        "usename = '%s' AND state = 'active' AND "
-                                        "application_name <> 'pgfleet-health'"
-                                        % fx.APP_USER))
-                assert n <= 2, (pod, n)
+                over = 0
+                for _ in range(3):
+                    n = backends(service, i, "")
+                    if n <= 2:
+                        break
+                    over += 1
+                    time.sleep(0.05)
+                assert over < 3, (pod, n)
+                # Busy backends are never more than pool_size, even for a moment.
+                assert backends(service, i, "AND state = 'active'") <= 2, pod
             time.sleep(0.2)
     finally:
         stop.set()
