@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PARAM_VALUE_MAX 64
 
@@ -43,6 +44,9 @@ const struct param_set *param_shared_empty(void);
 /* Replaces *pp (a reference) by the interned set with value `id` changed.
  * Out of memory: *pp is kept and false returned. */
 bool param_shared_store(const struct param_set **pp, int id, const char *value);
+/* An interned set's identity, unique for the life of its event loop (an
+ * address can be reused once a set is freed; this never is). */
+uint64_t param_shared_id(const struct param_set *ps);
 /* Drops a reference. */
 void param_shared_release(const struct param_set *ps);
 /* Distinct sets interned right now (SHOW MEM). */

@@ -86,6 +86,9 @@ struct server {
 	bool login_failed_by_user; /* the server refused the user, not the connection */
 	struct param_set params;
 	struct param_set params_at_login; /* what a reset query returns to */
+	/* The interned client set (param_shared_id) these settings were found
+	 * to satisfy, 0 for none: a client with that set needs no comparison. */
+	uint64_t params_match;
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
 	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */

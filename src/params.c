@@ -49,11 +49,13 @@ struct shared_set {
 	struct param_set set; /* first: a set's address is its entry's */
 	struct shared_set *next;
 	uint32_t hash, refs;
+	uint64_t id; /* never reused, unlike the address */
 };
 
 /* Each event loop its own table: clients never move between loops. */
 static _Thread_local struct shared_set *buckets[SHARED_BUCKETS];
 static _Thread_local unsigned shared_count;
+static _Thread_local uint64_t last_id;
 
 static uint32_t set_hash(const struct param_set *ps)
 {
@@ -82,6 +84,7 @@ static const struct param_set *intern(const struct param_set *ps)
 	memcpy(&e->set, ps, sizeof(*ps));
 	e->hash = h;
 	e->refs = 1;
+	e->id = ++last_id;
 	e->next = *b;
 	*b = e;
 	shared_count++;
@@ -110,6 +113,11 @@ bool param_shared_store(const struct param_set **pp, int id, const char *value)
 	param_shared_release(*pp);
 	*pp = n;
 	return true;
+}
+
+uint64_t param_shared_id(const struct param_set *ps)
+{
+	return ((const struct shared_set *)(const void *)ps)->id;
 }
 
 void param_shared_release(const struct param_set *ps)

@@ -394,6 +394,11 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 	}
 }
 
+static void forget_params_match(struct server *s)
+{
+	s->params_match = 0;
+}
+
 static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client)
 {
 	struct pkt_reader r = pkt_reader_init(body, len);
@@ -403,6 +408,7 @@ static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, 
 	int id = param_lookup(name);
 	if (id >= 0) {
 		param_store(&s->params, id, value);
+		forget_params_match(s);
 		if (for_client && s->link) {
 			if (!param_shared_store(&s->link->params, id, value))
 				log_warn("out of memory: a client's parameter not updated", NULL);
@@ -1052,11 +1058,18 @@ void server_link(struct server *s, struct client *c)
 	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
 	c->wait_start = 0;
 	s->release_pending = false;
-	if (!c->welcome_pending && param_diff_sql(c->params, &s->params, sql, sizeof(sql))) {
-		/* Sent ahead of the client's own messages; its replies are hidden. */
+	uint64_t want = param_shared_id(c->params);
+	if (c->welcome_pending || want == s->params_match)
+		return; /* the usual case: this set was checked on this server */
+	if (param_diff_sql(c->params, &s->params, sql, sizeof(sql))) {
+		/* Sent ahead of the client's own messages; its replies are hidden.
+		 * The ParameterStatus answers change s->params; the next client
+		 * with this set compares again, once. */
 		proto_query(&s->io.out, sql);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+		return;
 	}
+	s->params_match = want;
 }
 
 static bool must_close(struct server *s)
@@ -1105,6 +1118,7 @@ void server_unlink_client(struct server *s)
 		proto_query(&s->io.out, reset);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
 		memcpy(&s->params, &s->params_at_login, sizeof(s->params));
+		forget_params_match(s);
 		/* DISCARD ALL (the default) drops prepared statements too; forget
 		 * them whatever the reset query is, to be safe. */
 		server_forget_statements(s);

@@ -236,6 +236,34 @@ def test_client_settings_never_leak_to_other_clients(service, pgfleet):
         b.close()
 
 
+def test_settings_follow_each_client_as_the_server_changes_hands(service, pgfleet):
+    """One server connection, clients with two sets of settings taking
+    turns: a set the server was once found to satisfy is checked again after
+    another client changed the server in between."""
+    fleet = pgfleet(settings={"default_pool_size": 1},
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
+    a1 = connect(fleet, autocommit=True, application_name="team-a")
+    worker = fleet.worker_of(a1)
+    a2 = fleet.connect_on_worker(worker, autocommit=True, application_name="team-a")
+    b = fleet.connect_on_worker(worker, autocommit=True, application_name="team-b")
+    try:
+        for conn, tz in ((a1, "UTC"), (a2, "UTC"), (b, "Asia/Tokyo")):
+            conn.prepare_threshold = None
+            conn.execute("SET TimeZone = '%s'" % tz)
+        pids = set()
+        for _ in range(5):
+            for conn, app, tz in ((a1, "team-a", "UTC"), (b, "team-b", "Asia/Tokyo"),
+                                  (a2, "team-a", "UTC"), (a2, "team-a", "UTC")):
+                row = conn.execute("SELECT pg_backend_pid(), current_setting('application_name'),"
+                                   " current_setting('TimeZone')").fetchone()
+                pids.add(row[0])
+                assert row[1:] == (app, tz), (row, app, tz)
+        assert len(pids) == 1  # every turn on the one server connection
+    finally:
+        for c in (a1, a2, b):
+            c.close()
+
+
 def test_startup_parameters_are_applied(service, pgfleet):
     fleet = pgfleet()
     with connect(fleet, application_name="startup-app") as conn:
