@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -180,12 +181,49 @@ enum io_result conn_flush(struct conn *c)
 	return r;
 }
 
+/* pgfleet's own bytes for dst (a Parse it injects, a SET, faked replies)
+ * and the source's bytes after them, in one sendmsg: one syscall where two
+ * send()s would be, and one TCP segment for the peer to wake up to. */
+static enum io_result write_both(struct conn *dst, struct wbuf *w, struct iobuf *b)
+{
+	while (wbuf_pending(w) || b->done < b->parsed) {
+		struct iovec iov[2];
+		int n_iov = 0;
+		if (wbuf_pending(w))
+			iov[n_iov++] = (struct iovec){w->data + w->sent, w->len - w->sent};
+		if (b->done < b->parsed)
+			iov[n_iov++] = (struct iovec){b->data + b->done, b->parsed - b->done};
+		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n_iov};
+		ssize_t n = sendmsg(dst->fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return IO_AGAIN;
+			return IO_ERROR;
+		}
+		dst->bytes_out += (uint64_t)n;
+		uint32_t left = (uint32_t)n;
+		if (wbuf_pending(w)) {
+			uint32_t own = w->len - w->sent < left ? w->len - w->sent : left;
+			w->sent += own;
+			left -= own;
+			if (!wbuf_pending(w))
+				wbuf_reset(w);
+		}
+		b->done += left;
+	}
+	return IO_DONE;
+}
+
 enum io_result conn_forward(struct conn *src, struct conn *dst)
 {
+	struct iobuf *b = src->in;
+	if (!dst->ssl && wbuf_pending(&dst->out) && b && b->done < b->parsed)
+		return write_both(dst, &dst->out, b);
 	enum io_result r = conn_flush(dst);
 	if (r != IO_DONE)
 		return r;
-	struct iobuf *b = src->in;
 	if (!b || b->done == b->parsed)
 		return IO_DONE;
 	return write_all(dst, b->data, b->parsed, &b->done);
