@@ -163,6 +163,14 @@ def proc_cpu_ticks(pid):
     return int(st[11]) + int(st[12])
 
 
+def machine_busy_ticks():
+    """Every CPU's non-idle time (user, nice, system, irq, softirq, steal:
+    all processes and the kernel's packet work), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
 def proc_rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -390,7 +398,8 @@ def pgbench_argv(host, port, clients, jobs, mode, extra):
 
 
 class CpuSampler(threading.Thread):
-    """(wall time, utime+stime ticks) of one pid every 0.1 s."""
+    """(wall time, utime+stime ticks of one pid, the machine's busy ticks)
+    every 0.1 s; pid None: the machine only."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -399,21 +408,22 @@ class CpuSampler(threading.Thread):
     def run(self):
         while not self.halt.is_set():
             try:
-                self.samples.append((time.time(), proc_cpu_ticks(self.pid)))
+                own = proc_cpu_ticks(self.pid) if self.pid else 0
+                self.samples.append((time.time(), own, machine_busy_ticks()))
             except OSError:
                 return
             self.halt.wait(0.1)
 
-    def ticks_at(self, t):
+    def ticks_at(self, t, col=1):
         s = self.samples
         if not s:
             return None
         if t <= s[0][0]:
-            return s[0][1]
-        for (t0, c0), (t1, c1) in zip(s, s[1:]):
-            if t0 <= t <= t1:
-                return c0 + (c1 - c0) * (t - t0) / max(t1 - t0, 1e-9)
-        return s[-1][1]
+            return s[0][col]
+        for a, b in zip(s, s[1:]):
+            if a[0] <= t <= b[0]:
+                return a[col] + (b[col] - a[col]) * (t - a[0]) / max(b[0] - a[0], 1e-9)
+        return s[-1][col]
 
 
 def _percentile(sorted_vals, p):
@@ -465,7 +475,7 @@ def _run_load(target, pooler, clients, mode, duration, rundir):
         runs = [(addr, fx.PG_PORT, n, 1) for addr, n in zip(pods, split) if n]
     else:
         runs = [(LISTEN, pooler.port, clients, min(ARGS.jobs, clients))]
-    sampler = CpuSampler(pooler.pid) if pooler else None
+    sampler = CpuSampler(pooler.pid if pooler else None)
     procs = []
     if sampler:
         sampler.start()
@@ -546,9 +556,16 @@ def _run_load(target, pooler, clients, mode, duration, rundir):
         t0, t1 = min(ends) + 0.5, max(ends) - 0.3
         n = sum(1 for t in ends if t0 <= t <= t1)
         c0, c1 = sampler.ticks_at(t0), sampler.ticks_at(t1)
+        m0, m1 = sampler.ticks_at(t0, 2), sampler.ticks_at(t1, 2)
         if n > 0 and c0 is not None and t1 > t0:
-            res["cpu_per_100k"] = (c1 - c0) / CLK_TCK / n * 1e5
-            res["cpu_util"] = (c1 - c0) / CLK_TCK / (t1 - t0)
+            if pooler:
+                res["cpu_per_100k"] = (c1 - c0) / CLK_TCK / n * 1e5
+                res["cpu_util"] = (c1 - c0) / CLK_TCK / (t1 - t0)
+                if m1 > m0:
+                    res["pooler_share"] = (c1 - c0) / float(m1 - m0)
+            # The whole machine: pgbench, the pods, the pooler, the kernel.
+            res["machine_per_100k"] = (m1 - m0) / CLK_TCK / n * 1e5
+            res["machine_busy"] = (m1 - m0) / CLK_TCK / (t1 - t0) / (os.cpu_count() or 1)
     return res
 
 
@@ -838,6 +855,17 @@ def _f(v, fmt):
     return "—" if v is None else fmt % v
 
 
+def paired_ratios(results, c, m):
+    """pgfleet/PgBouncer tps of each round (the two ran minutes apart, so a
+    drift of the machine's speed between rounds cancels out)."""
+    by = {}
+    for r in results:
+        if r["clients"] == c and r["mode"] == m and r["tps"]:
+            by.setdefault(r["round"], {})[r["target"]] = r["tps"]
+    return [v["pgfleet"] / v["pgbouncer"] for _, v in sorted(by.items())
+            if "pgfleet" in v and "pgbouncer" in v]
+
+
 def report(results, rss, cg, strace, meta):
     out = []
     out.append("pgbench -S, %d round(s) of %gs per cell, median of rounds; "
@@ -907,7 +935,40 @@ def report(results, rss, cg, strace, meta):
                                  r["clients"] == c and r["mode"] == m),
                                 key=lambda r: r["round"])
                     parts.append(" ".join(_f(r["tps"], "%.0f") for r in rs))
-                out.append("- c=%d %s: %s" % (c, m, " / ".join(parts)))
+                line = "- c=%d %s: %s" % (c, m, " / ".join(parts))
+                pairs = paired_ratios(results, c, m)
+                if pairs:
+                    line += "; pgfleet/PgBouncer round by round: %s (median %.2f)" % (
+                        " ".join("%.2f" % x for x in pairs), _med(pairs))
+                out.append(line)
+        out.append("")
+        out.append("Where the CPU goes (median of rounds): the whole machine's busy CPU "
+                   "seconds per 100k transactions (every process and the kernel's "
+                   "packet work, from /proc/stat), how busy the machine was, and the "
+                   "pooler's own share of that busy time.")
+        out.append("")
+        out.append("| clients | mode | " + " | ".join(
+            "machine CPU s/100k %s" % TARGET_NAMES[t] for t in ARGS.targets)
+            + " | " + " | ".join("busy %% %s" % TARGET_NAMES[t] for t in ARGS.targets)
+            + " | pooler share pgfleet | pooler share PgBouncer |")
+        out.append("|" + "---|" * (4 + 2 * len(ARGS.targets)))
+        for c in ARGS.clients:
+            for m in ARGS.modes:
+                def mv(t, k):
+                    vals = [r.get(k) for r in results if r["target"] == t and
+                            r["clients"] == c and r["mode"] == m]
+                    vals = [v for v in vals if v is not None]
+                    return _med(vals) if vals else None
+                out.append("| %d | %s | %s | %s | %s | %s |" % (
+                    c, m,
+                    " | ".join(_f(mv(t, "machine_per_100k"), "%.2f") for t in ARGS.targets),
+                    " | ".join(_f(None if mv(t, "machine_busy") is None
+                                  else 100 * mv(t, "machine_busy"), "%.0f")
+                               for t in ARGS.targets),
+                    _f(None if mv("pgfleet", "pooler_share") is None
+                       else 100 * mv("pgfleet", "pooler_share"), "%.0f %%"),
+                    _f(None if mv("pgbouncer", "pooler_share") is None
+                       else 100 * mv("pgbouncer", "pooler_share"), "%.0f %%")))
         out.append("")
     if rss:
         counts = ARGS.rss_clients
