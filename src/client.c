@@ -1061,6 +1061,21 @@ static bool forward_to_server(struct client *c)
 	return false;
 }
 
+/*
+ * A waiting client's socket stays watched.  A client sends nothing more
+ * before its answer, so no event fires (level-triggered, and its request is
+ * already read), and one that hangs up is seen at once.  Only a full buffer
+ * stops reading, as back-pressure.  Switching the read event off and on
+ * again around every wait cost two epoll_ctl calls per transaction whenever
+ * clients outnumber server connections.
+ */
+static void keep_reading_while_waiting(struct client *c)
+{
+	const struct iobuf *b = c->io.in;
+	if (b && b->recv == b->size)
+		conn_read_enable(&c->io, false);
+}
+
 static void client_process(struct client *c)
 {
 	for (;;) {
@@ -1070,7 +1085,7 @@ static void client_process(struct client *c)
 				return;
 			continue;
 		case CLIENT_WAITING:
-			conn_read_enable(&c->io, false);
+			keep_reading_while_waiting(c);
 			return;
 		case CLIENT_ACTIVE:
 			if (c->admin) {
@@ -1096,9 +1111,8 @@ static void client_process(struct client *c)
 					return;
 				}
 				if (!pool_checkout(c)) { /* also while PAUSEd: it waits in line */
-					/* Wait without reading more: back-pressure. */
 					if (c->state == CLIENT_WAITING)
-						conn_read_enable(&c->io, false);
+						keep_reading_while_waiting(c);
 					return;
 				}
 			}

@@ -383,3 +383,38 @@ def test_shutdown_from_the_console(fleet):
     assert p.returncode == 0, p.stderr
     assert fleet.wait(timeout=20) == 0
     fleet.wait_log(r'msg="shutting down" reason="admin SHUTDOWN"')
+
+
+def test_a_waiting_client_that_hangs_up_leaves_the_queue_at_once(service, pgfleet):
+    """A client waiting for a server connection is still watched: when it
+    goes away its place in line goes with it, before any server is free."""
+    fleet = pgfleet(settings=dict(SETTINGS, default_pool_size=1, query_wait_timeout=60),
+                    users=dict(USERS),
+                    databases={fx.APP_DB: "host=%s port=5432 dbname=%s"
+                               % (fx.pod_addr(0), fx.APP_DB)})
+
+    def waiting():
+        _, pools = show(fleet, "POOLS")
+        return sum(int(p["cl_waiting"]) for p in pools if p["database"] == fx.APP_DB)
+
+    busy = app_conn(fleet, autocommit=False)
+    busy.execute("SELECT 1")  # holds the one server connection
+    env = dict(os.environ, PGPASSWORD=fx.APP_PASSWORD)
+    quitter = subprocess.Popen(
+        [os.path.join(fx.PG_BIN, "psql"), "-X", "-h", fleet.host, "-p", str(fleet.port),
+         "-U", fx.APP_USER, "-d", fx.APP_DB, "-c", "SELECT 1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert fx.wait_until(lambda: waiting() == 1, 10), "the client never queued"
+        quitter.kill()
+        quitter.wait(10)
+        assert fx.wait_until(lambda: waiting() == 0, 5), "a gone client still waits in line"
+        assert busy.execute("SELECT 2").fetchone() == (2,)  # the transaction is untouched
+        busy.commit()
+        with app_conn(fleet) as after:
+            assert after.execute("SELECT 3").fetchone() == (3,)
+    finally:
+        if quitter.poll() is None:
+            quitter.kill()
+            quitter.wait(10)
+        busy.close()
