@@ -803,15 +803,18 @@ def phase_callgrind(workdir):
 
 def phase_strace(poolers, workdir):
     """Syscalls per transaction with `strace -c` attached to the running
-    pooler for a fixed pgbench -t run (10 clients, already-warm pools)."""
+    pooler for a fixed pgbench -t run (already-warm pools): 10 clients, and
+    100, more than the 60 server connections, so most transactions wait
+    for one."""
     rows = []
-    clients, xacts = 10, (200 if ARGS.quick else 1000)
-    for name in ("pgfleet", "pgbouncer"):
+    runs = [(10, 200 if ARGS.quick else 1000), (100, 20 if ARGS.quick else 100)]
+    for (name, (clients, xacts)) in [(n, r) for r in runs
+                                     for n in ("pgfleet", "pgbouncer")]:
         pooler = poolers.get(name)
         if pooler is None:
             continue
         for mode in ARGS.modes:
-            outf = os.path.join(workdir, "strace-%s-%s.txt" % (name, mode))
+            outf = os.path.join(workdir, "strace-%s-%s-c%d.txt" % (name, mode, clients))
             st = subprocess.Popen(["strace", "-c", "-f", "-o", outf, "-p",
                                    str(pooler.pid)],
                                   stdout=subprocess.DEVNULL,
@@ -834,12 +837,12 @@ def phase_strace(poolers, workdir):
             n = clients * xacts
             total = sum(calls.values())
             top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
-            rows.append({"pooler": name, "mode": mode,
+            rows.append({"pooler": name, "mode": mode, "clients": clients,
                          "per_xact": total / float(n),
                          "top": ", ".join("%s %.2f" % (k, v / float(n))
                                           for k, v in top)})
-            log("strace %s %s: %.2f syscalls/xact (%s)" % (
-                name, mode, total / float(n), rows[-1]["top"]))
+            log("strace %s %s c=%d: %.2f syscalls/xact (%s)" % (
+                name, mode, clients, total / float(n), rows[-1]["top"]))
     return rows
 
 
@@ -997,18 +1000,21 @@ def report(results, rss, cg, strace, meta):
         out.append("")
     if cg or strace:
         out.append("| pooler | mode | callgrind Ir per transaction"
-                   " | syscalls per transaction (top 5 per xact) |")
-        out.append("|---|---|---|---|")
+                   " | syscalls per transaction, 10 clients (top 5 per xact)"
+                   " | syscalls per transaction, 100 clients (top 5 per xact) |")
+        out.append("|---|---|---|---|---|")
         for name in ("pgfleet", "pgbouncer"):
             for m in ARGS.modes:
                 c = next((r for r in cg if r["pooler"] == name and
                           r["mode"] == m), None)
-                s = next((r for r in strace if r["pooler"] == name and
-                          r["mode"] == m), None)
+                cells = []
+                for n in (10, 100):
+                    s = next((r for r in strace if r["pooler"] == name and
+                              r["mode"] == m and r["clients"] == n), None)
+                    cells.append("%.2f (%s)" % (s["per_xact"], s["top"]) if s else "—")
                 out.append("| %s | %s | %s | %s |" % (
                     TARGET_NAMES[name], m,
-                    _f(c and c["ir_per_xact"], "%.0f"),
-                    "%.2f (%s)" % (s["per_xact"], s["top"]) if s else "—"))
+                    _f(c and c["ir_per_xact"], "%.0f"), " | ".join(cells)))
         if cg:
             out.append("")
             out.append("callgrind: pgbench -S -c 10 -t %d minus -t %d "
