@@ -1066,8 +1066,9 @@ static bool forward_to_server(struct client *c)
  * before its answer, so no event fires (level-triggered, and its request is
  * already read), and one that hangs up is seen at once.  Only a full buffer
  * stops reading, as back-pressure.  Switching the read event off and on
- * again around every wait cost two epoll_ctl calls per transaction whenever
- * clients outnumber server connections.
+ * again around every wait cost two epoll_ctl calls for each transaction
+ * that had to wait (0.07 per transaction at 100 pgbench clients and 60
+ * server connections).
  */
 static void keep_reading_while_waiting(struct client *c)
 {
