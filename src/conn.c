@@ -149,84 +149,74 @@ static enum io_result write_tls(struct conn *dst, const uint8_t *p, uint32_t len
 	}
 }
 
-static enum io_result write_all(struct conn *dst, const uint8_t *p, uint32_t len, uint32_t *sent)
+/*
+ * Plain sockets: pgfleet's own queued bytes for dst (w: a Parse it injects,
+ * a SET, faked replies) and then the source's forwarded bytes (b; either may
+ * be NULL or empty).  Both at once go in one sendmsg: one syscall where two
+ * send()s would be, and one TCP segment for the peer to wake up to.
+ */
+static enum io_result write_plain(struct conn *dst, struct wbuf *w, struct iobuf *b)
 {
-	if (dst->ssl)
-		return write_tls(dst, p, len, sent);
-	while (*sent < len) {
-		ssize_t n = send(dst->fd, p + *sent, len - *sent, MSG_NOSIGNAL);
-		if (n > 0) {
-			*sent += (uint32_t)n;
-			dst->bytes_out += (uint64_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return IO_AGAIN;
-		return IO_ERROR;
-	}
-	return IO_DONE;
-}
-
-enum io_result conn_flush(struct conn *c)
-{
-	if (!wbuf_pending(&c->out)) {
-		uint32_t none = 0;
-		return c->ssl ? write_tls(c, NULL, 0, &none) : IO_DONE;
-	}
-	enum io_result r = write_all(c, c->out.data, c->out.len, &c->out.sent);
-	if (!wbuf_pending(&c->out))
-		wbuf_reset(&c->out);
-	return r;
-}
-
-/* pgfleet's own bytes for dst (a Parse it injects, a SET, faked replies)
- * and the source's bytes after them, in one sendmsg: one syscall where two
- * send()s would be, and one TCP segment for the peer to wake up to. */
-static enum io_result write_both(struct conn *dst, struct wbuf *w, struct iobuf *b)
-{
-	while (wbuf_pending(w) || b->done < b->parsed) {
+	for (;;) {
 		struct iovec iov[2];
 		int n_iov = 0;
-		if (wbuf_pending(w))
+		bool own = w && wbuf_pending(w);
+		if (own)
 			iov[n_iov++] = (struct iovec){w->data + w->sent, w->len - w->sent};
-		if (b->done < b->parsed)
+		if (b && b->done < b->parsed)
 			iov[n_iov++] = (struct iovec){b->data + b->done, b->parsed - b->done};
-		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n_iov};
-		ssize_t n = sendmsg(dst->fd, &msg, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
+		if (!n_iov)
+			return IO_DONE;
+		ssize_t n;
+		if (n_iov == 1) {
+			n = send(dst->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+		} else {
+			struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+			n = sendmsg(dst->fd, &msg, MSG_NOSIGNAL);
+		}
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				return IO_AGAIN;
 			return IO_ERROR;
 		}
 		dst->bytes_out += (uint64_t)n;
 		uint32_t left = (uint32_t)n;
-		if (wbuf_pending(w)) {
-			uint32_t own = w->len - w->sent < left ? w->len - w->sent : left;
-			w->sent += own;
-			left -= own;
+		if (own) {
+			uint32_t mine = w->len - w->sent < left ? w->len - w->sent : left;
+			w->sent += mine;
+			left -= mine;
 			if (!wbuf_pending(w))
 				wbuf_reset(w);
 		}
-		b->done += left;
+		if (left)
+			b->done += left;
 	}
-	return IO_DONE;
+}
+
+enum io_result conn_flush(struct conn *c)
+{
+	if (!c->ssl)
+		return write_plain(c, &c->out, NULL);
+	uint32_t none = 0;
+	if (!wbuf_pending(&c->out))
+		return write_tls(c, NULL, 0, &none);
+	enum io_result r = write_tls(c, c->out.data, c->out.len, &c->out.sent);
+	if (!wbuf_pending(&c->out))
+		wbuf_reset(&c->out);
+	return r;
 }
 
 enum io_result conn_forward(struct conn *src, struct conn *dst)
 {
 	struct iobuf *b = src->in;
-	if (!dst->ssl && wbuf_pending(&dst->out) && b && b->done < b->parsed)
-		return write_both(dst, &dst->out, b);
+	if (!dst->ssl)
+		return write_plain(dst, &dst->out, b);
 	enum io_result r = conn_flush(dst);
-	if (r != IO_DONE)
+	if (r != IO_DONE || !b || b->done == b->parsed)
 		return r;
-	if (!b || b->done == b->parsed)
-		return IO_DONE;
-	return write_all(dst, b->data, b->parsed, &b->done);
+	return write_tls(dst, b->data, b->parsed, &b->done);
 }
 
 void conn_release_buffer(struct conn *c)
