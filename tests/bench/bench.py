@@ -34,7 +34,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,8 +74,11 @@ def parse_args(argv=None):
                     help="transactions per client of the long callgrind run "
                          "(the short one is a sixth of it) [1500; quick 300]")
     ap.add_argument("--skip", default="",
-                    help="comma list of phases to skip: throughput,rss,"
-                         "callgrind,strace")
+                    help="comma list of phases to skip: throughput,rate,"
+                         "rss,callgrind,strace")
+    ap.add_argument("--rate", type=int, default=5000,
+                    help="transactions per second of the fixed-rate runs "
+                         "(pgbench -R) [5000]")
     ap.add_argument("--net", default=os.environ.get("PGFLEET_FIXTURE_NET",
                                                     "127.0.23"),
                     help="fixture network (PGFLEET_FIXTURE_NET) [127.0.23]")
@@ -397,21 +399,51 @@ def pgbench_argv(host, port, clients, jobs, mode, extra):
             ] + extra + [fx.APP_DB]
 
 
+# The processes whose CPU is summed by name: the pods' postmasters and
+# backends, and the load generator.
+GROUPS = ("postgres", "pgbench")
+
+
 class CpuSampler(threading.Thread):
     """(wall time, utime+stime ticks of one pid, the machine's busy ticks)
-    every 0.1 s; pid None: the machine only."""
+    every 0.1 s; pid None: the machine only.  Every second also the summed
+    ticks of every process named in GROUPS (a /proc scan, so less often)."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
         self.pid, self.samples, self.halt = pid, [], threading.Event()
+        self.group_samples, self._comm = [], {}
+
+    def _group_ticks(self):
+        sums = dict.fromkeys(GROUPS, 0)
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                comm = self._comm.get(pid)
+                if comm is None:
+                    with open("/proc/%d/comm" % pid) as f:
+                        comm = self._comm[pid] = f.read().strip()
+                if comm in sums:
+                    sums[comm] += proc_cpu_ticks(pid)
+            except OSError:
+                continue    # gone between the listing and the read
+        return sums
 
     def run(self):
+        n = 0
         while not self.halt.is_set():
             try:
                 own = proc_cpu_ticks(self.pid) if self.pid else 0
                 self.samples.append((time.time(), own, machine_busy_ticks()))
             except OSError:
                 return
+            if n % 10 == 0:
+                g = self._group_ticks()
+                self.group_samples.append(
+                    (time.time(),) + tuple(g[k] for k in GROUPS))
+            n += 1
             self.halt.wait(0.1)
 
     def ticks_at(self, t, col=1):
@@ -449,11 +481,13 @@ def run_seconds(target, duration, clients):
     return int(round(duration + 1.3 * login + (1 if clients >= 100 else 0)))
 
 
-def run_load(target, pooler, clients, mode, duration, rundir):
-    """One measured pgbench -S run; returns a dict of results.  A run that
-    ended before its logins did (no transaction) is run again, longer."""
+def run_load(target, pooler, clients, mode, duration, rundir, extra=()):
+    """One measured pgbench -S run (extra: more pgbench options); returns a
+    dict of results.  A run that ended before its logins did (no
+    transaction) is run again, longer."""
     for attempt in range(3):
-        res = _run_load(target, pooler, clients, mode, duration, rundir)
+        res = _run_load(target, pooler, clients, mode, duration, rundir,
+                        list(extra))
         if res["errors"] != ["login"] * len(res["errors"]) or not res["errors"]:
             return res
         LOGIN_SECONDS[(target, clients)] = 2 * LOGIN_SECONDS.get(
@@ -464,7 +498,7 @@ def run_load(target, pooler, clients, mode, duration, rundir):
     return res
 
 
-def _run_load(target, pooler, clients, mode, duration, rundir):
+def _run_load(target, pooler, clients, mode, duration, rundir, extra):
     os.makedirs(rundir, exist_ok=True)
     if target == "direct":
         # One pgbench per pod, the clients split over them: the same three
@@ -485,7 +519,7 @@ def _run_load(target, pooler, clients, mode, duration, rundir):
                                 ["-T", str(run_seconds(target, duration,
                                                        clients)),
                                  "--log",
-                                 "--log-prefix=%s/x%d" % (rundir, i)])
+                                 "--log-prefix=%s/x%d" % (rundir, i)] + extra)
             out = open(os.path.join(rundir, "pgbench%d.out" % i), "w")
             p = subprocess.Popen(argv, env=pgbench_env(), cwd=rundir,
                                  stdout=out, stderr=subprocess.STDOUT,
@@ -566,6 +600,15 @@ def _run_load(target, pooler, clients, mode, duration, rundir):
             # The whole machine: pgbench, the pods, the pooler, the kernel.
             res["machine_per_100k"] = (m1 - m0) / CLK_TCK / n * 1e5
             res["machine_busy"] = (m1 - m0) / CLK_TCK / (t1 - t0) / (os.cpu_count() or 1)
+            # The groups over the whole seconds sampled inside the window
+            # (a process that ends takes its ticks with it, so never past
+            # the window's end).
+            gs = [x for x in sampler.group_samples if t0 <= x[0] <= t1]
+            ng = sum(1 for t in ends if gs and gs[0][0] <= t <= gs[-1][0])
+            if len(gs) >= 2 and ng > 0:
+                for i, g in enumerate(GROUPS):
+                    res["%s_per_100k" % g] = (
+                        gs[-1][1 + i] - gs[0][1 + i]) / CLK_TCK / ng * 1e5
     return res
 
 
@@ -590,9 +633,10 @@ def require_ok(rc, out, what):
 # --------------------------------------------------------------------------
 # Phases
 
-def phase_throughput(poolers, workdir):
+def alternate(targets, poolers, workdir, tag, extra=()):
+    """Every (clients, mode) cell for each target, rounds of A B C then
+    B C A ..., so the noise of a shared machine hits all targets alike."""
     results = []
-    targets = [t for t in ARGS.targets]
     cells = [(c, m) for c in ARGS.clients for m in ARGS.modes]
     for r in range(ARGS.rounds):
         order = targets[r % len(targets):] + targets[:r % len(targets)]
@@ -602,19 +646,35 @@ def phase_throughput(poolers, workdir):
                 if pooler is not None and not pooler.alive():
                     raise RuntimeError("%s died; log tail:\n%s"
                                        % (t, pooler.log_tail()))
-                rundir = os.path.join(workdir, "runs", "r%d-%s-%d-%s"
-                                      % (r, t, clients, mode))
-                res = run_load(t, pooler, clients, mode, ARGS.duration, rundir)
+                rundir = os.path.join(workdir, "runs", "%s%d-%s-%d-%s"
+                                      % (tag, r, t, clients, mode))
+                res = run_load(t, pooler, clients, mode, ARGS.duration,
+                               rundir, extra)
                 res["round"] = r
                 results.append(res)
-                log("round %d %-9s c=%-4d %-8s tps=%8s p50=%sms "
+                log("%s round %d %-9s c=%-4d %-8s tps=%8s p50=%sms "
                     "p99=%sms cpu/100k=%s%s" % (
-                        r, t, clients, mode, _f(res["tps"], "%.0f"),
+                        tag, r, t, clients, mode, _f(res["tps"], "%.0f"),
                         _f(res["p50_ms"], "%.2f"), _f(res["p99_ms"], "%.2f"),
                         "%.2fs" % res["cpu_per_100k"]
                         if res["cpu_per_100k"] is not None else "-",
                         "  ERRORS: %s" % res["errors"] if res["errors"] else ""))
     return results
+
+
+def phase_throughput(poolers, workdir):
+    """pgbench flat out through each pooler and direct."""
+    return alternate(list(ARGS.targets), poolers, workdir, "max")
+
+
+def phase_rate(poolers, workdir):
+    """The two poolers at the same fixed rate (pgbench -R).  At a rate the
+    machine carries with room to spare both poolers see the same traffic,
+    so their CPU per transaction and the latency they add compare like for
+    like; flat out, each pooler's cost also moves with how busy the machine
+    happens to be."""
+    return alternate([t for t in ARGS.targets if t in poolers], poolers,
+                     workdir, "rate", ["-R", str(ARGS.rate)])
 
 
 def server_spread():
@@ -858,18 +918,69 @@ def _f(v, fmt):
     return "—" if v is None else fmt % v
 
 
-def paired_ratios(results, c, m):
-    """pgfleet/PgBouncer tps of each round (the two ran minutes apart, so a
+def cell_runs(results, t, c, m):
+    """The runs of target t at c clients and protocol m, by round."""
+    return sorted((r for r in results if r["target"] == t and
+                   r["clients"] == c and r["mode"] == m),
+                  key=lambda r: r["round"])
+
+
+def cell_median(results, t, c, m, key):
+    """Median over the rounds of one cell's `key`, None if no run has it."""
+    vals = [r.get(key) for r in cell_runs(results, t, c, m)]
+    vals = [v for v in vals if v is not None]
+    return _med(vals) if vals else None
+
+
+def paired_ratios(results, c, m, key="tps"):
+    """pgfleet/PgBouncer `key` of each round (the two ran back to back, so a
     drift of the machine's speed between rounds cancels out)."""
     by = {}
     for r in results:
-        if r["clients"] == c and r["mode"] == m and r["tps"]:
-            by.setdefault(r["round"], {})[r["target"]] = r["tps"]
+        if r["clients"] == c and r["mode"] == m and r.get(key):
+            by.setdefault(r["round"], {})[r["target"]] = r[key]
     return [v["pgfleet"] / v["pgbouncer"] for _, v in sorted(by.items())
             if "pgfleet" in v and "pgbouncer" in v]
 
 
-def report(results, rss, cg, strace, meta):
+def report_rate(rate):
+    out = ["At a fixed rate: pgbench -S -R %d, %d round(s) of %gs per cell, "
+           "pgfleet and PgBouncer alternated; median of rounds.  Pooler CPU "
+           "and the machine's busy CPU per 100k transactions; the "
+           "pgfleet/PgBouncer CPU ratio of each round, and its median."
+           % (ARGS.rate, ARGS.rounds, ARGS.duration), ""]
+    out.append("| clients | mode | tps pgfleet / PgBouncer | CPU s/100k "
+               "pgfleet | CPU s/100k PgBouncer | CPU pgfleet/PgBouncer "
+               "(rounds; median) | machine CPU s/100k pgfleet / PgBouncer "
+               "| p50/p99 ms pgfleet | p50/p99 ms PgBouncer |")
+    out.append("|" + "---|" * 9)
+    for c in ARGS.clients:
+        for m in ARGS.modes:
+            if not (cell_runs(rate, "pgfleet", c, m) and
+                    cell_runs(rate, "pgbouncer", c, m)):
+                continue
+
+            def med(t, k):
+                return cell_median(rate, t, c, m, k)
+            pairs = paired_ratios(rate, c, m, "cpu_per_100k")
+            lat = {t: "%s / %s" % (_f(med(t, "p50_ms"), "%.2f"),
+                                   _f(med(t, "p99_ms"), "%.2f"))
+                   for t in ("pgfleet", "pgbouncer")}
+            out.append("| %d | %s | %s / %s | %s | %s | %s | %s / %s | %s | %s |" % (
+                c, m, _f(med("pgfleet", "tps"), "%.0f"),
+                _f(med("pgbouncer", "tps"), "%.0f"),
+                _f(med("pgfleet", "cpu_per_100k"), "%.2f"),
+                _f(med("pgbouncer", "cpu_per_100k"), "%.2f"),
+                ("%s; %.2f" % (" ".join("%.2f" % x for x in pairs),
+                               _med(pairs))) if pairs else "—",
+                _f(med("pgfleet", "machine_per_100k"), "%.2f"),
+                _f(med("pgbouncer", "machine_per_100k"), "%.2f"),
+                lat["pgfleet"], lat["pgbouncer"]))
+    out.append("")
+    return out
+
+
+def report(results, rate, rss, cg, strace, meta):
     out = []
     out.append("pgbench -S, %d round(s) of %gs per cell, median of rounds; "
                "pgfleet workers=1 default_pool_size=%d (x3 replicas), "
@@ -893,8 +1004,7 @@ def report(results, rss, cg, strace, meta):
             for m in ARGS.modes:
                 med = {}
                 for t in ARGS.targets:
-                    rs = [r for r in results if r["target"] == t
-                          and r["clients"] == c and r["mode"] == m]
+                    rs = cell_runs(results, t, c, m)
                     med[t] = {k: _med([r[k] for r in rs]) for k in
                               ("tps", "p50_ms", "p99_ms", "cpu_per_100k")}
                     med[t]["err"] = sum(1 for r in rs if r["errors"])
@@ -934,9 +1044,7 @@ def report(results, rss, cg, strace, meta):
             for m in ARGS.modes:
                 parts = []
                 for t in ARGS.targets:
-                    rs = sorted((r for r in results if r["target"] == t and
-                                 r["clients"] == c and r["mode"] == m),
-                                key=lambda r: r["round"])
+                    rs = cell_runs(results, t, c, m)
                     parts.append(" ".join(_f(r["tps"], "%.0f") for r in rs))
                 line = "- c=%d %s: %s" % (c, m, " / ".join(parts))
                 pairs = paired_ratios(results, c, m)
@@ -958,10 +1066,7 @@ def report(results, rss, cg, strace, meta):
         for c in ARGS.clients:
             for m in ARGS.modes:
                 def mv(t, k):
-                    vals = [r.get(k) for r in results if r["target"] == t and
-                            r["clients"] == c and r["mode"] == m]
-                    vals = [v for v in vals if v is not None]
-                    return _med(vals) if vals else None
+                    return cell_median(results, t, c, m, k)
                 out.append("| %d | %s | %s | %s | %s | %s |" % (
                     c, m,
                     " | ".join(_f(mv(t, "machine_per_100k"), "%.2f") for t in ARGS.targets),
@@ -973,6 +1078,36 @@ def report(results, rss, cg, strace, meta):
                     _f(None if mv("pgbouncer", "pooler_share") is None
                        else 100 * mv("pgbouncer", "pooler_share"), "%.0f %%")))
         out.append("")
+        out.append("Who spends it (median of rounds, CPU s/100k transactions): "
+                   "the pooler / every `postgres` process of the pods / "
+                   "pgbench / the rest (the machine's busy time less those: "
+                   "packet work the kernel does outside any process's "
+                   "account, and everything else on the machine).")
+        out.append("")
+        out.append("| clients | mode | " + " | ".join(
+            TARGET_NAMES[t] for t in ARGS.targets) + " |")
+        out.append("|" + "---|" * (2 + len(ARGS.targets)))
+        for c in ARGS.clients:
+            for m in ARGS.modes:
+                cells = []
+                for t in ARGS.targets:
+                    rs = [r for r in cell_runs(results, t, c, m)
+                          if r.get("postgres_per_100k") is not None]
+                    if not rs:
+                        cells.append("—")
+                        continue
+                    own = [r.get("cpu_per_100k") or 0.0 for r in rs]
+                    pg = [r["postgres_per_100k"] for r in rs]
+                    bench = [r["pgbench_per_100k"] for r in rs]
+                    rest = [r["machine_per_100k"] - a - b - d for r, a, b, d
+                            in zip(rs, own, pg, bench)]
+                    cells.append("%s / %.2f / %.2f / %.2f" % (
+                        "—" if t == "direct" else "%.2f" % _med(own),
+                        _med(pg), _med(bench), _med(rest)))
+                out.append("| %d | %s | %s |" % (c, m, " | ".join(cells)))
+        out.append("")
+    if rate:
+        out.extend(report_rate(rate))
     if rss:
         counts = ARGS.rss_clients
         out.append("| pooler | RSS, no client (KiB) | " + " | ".join(
@@ -1051,14 +1186,14 @@ def main():
     log("work dir %s; fixture net %s; fd limit %d" % (workdir, ARGS.net, hard))
     t_start = time.monotonic()
     poolers = {}
-    results, rss, cg, strace = [], [], [], []
+    results, rate, rss, cg, strace = [], [], [], [], []
     try:
         svc = BenchService(pods=3)
         svc.start()
         svc.share_app_secret()
         svc.pgbench_init(1)
         log("fixture up: %s" % " ".join(svc.addrs))
-        need_main = not {"throughput", "strace"} <= ARGS.skip
+        need_main = not {"throughput", "rate", "strace"} <= ARGS.skip
         if need_main:
             if "pgfleet" in ARGS.targets:
                 poolers["pgfleet"] = Fleet(workdir).start()
@@ -1077,6 +1212,8 @@ def main():
                                    for k in sorted(after))))
         if "throughput" not in ARGS.skip:
             results = phase_throughput(poolers, workdir)
+        if "rate" not in ARGS.skip:
+            rate = phase_rate(poolers, workdir)
         if "strace" not in ARGS.skip:
             strace = phase_strace(poolers, workdir)
         for name in list(poolers):
@@ -1104,11 +1241,11 @@ def main():
         if svc is not None:
             svc.close()
         with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump({"throughput": results, "rss": [
+            json.dump({"throughput": results, "rate": rate, "rss": [
                 {str(k): v for k, v in r.items()} for r in rss],
                 "callgrind": cg, "strace": strace}, f, indent=1)
     meta = {"elapsed": time.monotonic() - t_start}
-    text = report(results, rss, cg, strace, meta)
+    text = report(results, rate, rss, cg, strace, meta)
     print(text)
     if ARGS.out:
         with open(ARGS.out, "w") as f:
