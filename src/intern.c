@@ -1,66 +1,87 @@
 /*
- * intern.c: the string table behind intern.h, a chained hash table whose
- * entries carry their reference count in front of the characters.
+ * intern.c: the tables behind intern.h, chained hash tables whose entries
+ * carry their reference count and id in front of the bytes callers hold.
  */
 #include "intern.h"
 
-#include <stddef.h>
-#include <stdint.h>
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS 256 /* a power of two */
-
-struct entry {
-	struct entry *next;
+struct interned {
+	struct interned *next;
+	size_t len;
+	uint64_t id;
 	uint32_t hash, refs;
-	char s[]; /* what callers hold a pointer to */
+	alignas(max_align_t) unsigned char data[]; /* what callers point to */
 };
 
-static _Thread_local struct entry *table[BUCKETS];
-
-static uint32_t hash_str(const char *s)
+static struct interned *entry_of(const void *p)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
+	return (struct interned *)(void *)((unsigned char *)(uintptr_t)p -
+	                                   offsetof(struct interned, data));
 }
+
+const void *intern_get(struct intern_table *t, const void *key, size_t len, uint32_t hash)
+{
+	struct interned **b = &t->bucket[hash & (INTERN_BUCKETS - 1)];
+	for (struct interned *e = *b; e; e = e->next) {
+		if (e->hash == hash && e->len == len && memcmp(e->data, key, len) == 0) {
+			e->refs++;
+			return e->data;
+		}
+	}
+	struct interned *e = malloc(sizeof(*e) + len);
+	if (!e)
+		return NULL;
+	memcpy(e->data, key, len);
+	e->len = len;
+	e->hash = hash;
+	e->refs = 1;
+	e->id = ++t->last_id;
+	e->next = *b;
+	*b = e;
+	t->count++;
+	return e->data;
+}
+
+void intern_put(struct intern_table *t, const void *p)
+{
+	if (!p)
+		return;
+	struct interned *e = entry_of(p);
+	if (--e->refs)
+		return;
+	struct interned **b = &t->bucket[e->hash & (INTERN_BUCKETS - 1)];
+	while (*b != e)
+		b = &(*b)->next;
+	*b = e->next;
+	t->count--;
+	free(e);
+}
+
+uint64_t intern_id(const void *p)
+{
+	return entry_of(p)->id;
+}
+
+/* ---- strings -------------------------------------------------------------- */
+
+static _Thread_local struct intern_table strings;
 
 const char *str_intern(const char *s)
 {
 	if (!*s)
 		return "";
-	uint32_t h = hash_str(s);
-	struct entry **b = &table[h & (BUCKETS - 1)];
-	for (struct entry *e = *b; e; e = e->next) {
-		if (e->hash == h && strcmp(e->s, s) == 0) {
-			e->refs++;
-			return e->s;
-		}
-	}
-	size_t n = strlen(s);
-	struct entry *e = malloc(sizeof(*e) + n + 1);
-	if (!e)
-		return NULL;
-	memcpy(e->s, s, n + 1);
-	e->hash = h;
-	e->refs = 1;
-	e->next = *b;
-	*b = e;
-	return e->s;
+	uint32_t h = INTERN_HASH_SEED;
+	size_t n = 0;
+	for (; s[n]; n++)
+		h = intern_hash_byte(h, (uint8_t)s[n]);
+	return intern_get(&strings, s, n + 1, h);
 }
 
 void str_release(const char *s)
 {
-	if (!s || !*s)
-		return;
-	struct entry *e = (struct entry *)(void *)(s - offsetof(struct entry, s));
-	if (--e->refs)
-		return;
-	struct entry **b = &table[e->hash & (BUCKETS - 1)];
-	while (*b != e)
-		b = &(*b)->next;
-	*b = e->next;
-	free(e);
+	if (s && *s)
+		intern_put(&strings, s);
 }

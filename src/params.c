@@ -6,10 +6,10 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "intern.h"
 #include "proto.h"
 
 static const char *const names[PARAM_COUNT] = {
@@ -43,52 +43,18 @@ void param_store(struct param_set *ps, int id, const char *value)
 
 /* ---- interned sets -------------------------------------------------------- */
 
-#define SHARED_BUCKETS 1024 /* a power of two */
-
-struct shared_set {
-	struct param_set set; /* first: a set's address is its entry's */
-	struct shared_set *next;
-	uint32_t hash, refs;
-	uint64_t id; /* never reused, unlike the address */
-};
-
 /* Each event loop its own table: clients never move between loops. */
-static _Thread_local struct shared_set *buckets[SHARED_BUCKETS];
-static _Thread_local unsigned shared_count;
-static _Thread_local uint64_t last_id;
-
-static uint32_t set_hash(const struct param_set *ps)
-{
-	uint32_t h = 2166136261u; /* FNV-1a over the values, up to each NUL */
-	for (int i = 0; i < PARAM_COUNT; i++) {
-		for (const char *p = ps->value[i]; *p; p++)
-			h = (h ^ (uint8_t)*p) * 16777619u;
-		h = (h ^ 0xffu) * 16777619u;
-	}
-	return h;
-}
+static _Thread_local struct intern_table sets;
 
 static const struct param_set *intern(const struct param_set *ps)
 {
-	uint32_t h = set_hash(ps);
-	struct shared_set **b = &buckets[h & (SHARED_BUCKETS - 1)];
-	for (struct shared_set *e = *b; e; e = e->next) {
-		if (e->hash == h && memcmp(&e->set, ps, sizeof(*ps)) == 0) {
-			e->refs++;
-			return &e->set;
-		}
+	uint32_t h = INTERN_HASH_SEED; /* over the values, up to each NUL */
+	for (int i = 0; i < PARAM_COUNT; i++) {
+		for (const char *p = ps->value[i]; *p; p++)
+			h = intern_hash_byte(h, (uint8_t)*p);
+		h = intern_hash_byte(h, 0xffu);
 	}
-	struct shared_set *e = malloc(sizeof(*e));
-	if (!e)
-		return NULL;
-	memcpy(&e->set, ps, sizeof(*ps));
-	e->hash = h;
-	e->refs = 1;
-	e->id = ++last_id;
-	e->next = *b;
-	*b = e;
-	shared_count++;
-	return &e->set;
+	return intern_get(&sets, ps, sizeof(*ps), h);
 }
 
 const struct param_set *param_shared_empty(void)
@@ -117,27 +83,17 @@ bool param_shared_store(const struct param_set **pp, int id, const char *value)
 
 uint64_t param_shared_id(const struct param_set *ps)
 {
-	return ((const struct shared_set *)(const void *)ps)->id;
+	return intern_id(ps);
 }
 
 void param_shared_release(const struct param_set *ps)
 {
-	if (!ps)
-		return;
-	struct shared_set *e = (struct shared_set *)(void *)ps;
-	if (--e->refs)
-		return;
-	struct shared_set **b = &buckets[e->hash & (SHARED_BUCKETS - 1)];
-	while (*b != e)
-		b = &(*b)->next;
-	*b = e->next;
-	shared_count--;
-	free(e);
+	intern_put(&sets, ps);
 }
 
 unsigned param_shared_count(void)
 {
-	return shared_count;
+	return sets.count;
 }
 
 /* PostgreSQL folds case for these values (encoding names, styles, zone
