@@ -1036,11 +1036,15 @@ void server_resume(struct server *s)
 	if (s->state == SERVER_JUSTFREE)
 		return;
 	if (s->release_pending && s->link) {
-		/* The client took the last bytes of the transaction. */
+		/* The client took the last bytes of the transaction.  Unless it
+		 * pipelined more requests while those bytes waited: they went to
+		 * this connection, which answers them before it goes back. */
 		s->release_pending = false;
 		conn_read_enable(&s->io, true);
-		finish_release(s);
-		return;
+		if (s->q_len == 0 && s->link->io.pkt_remain == 0) {
+			finish_release(s);
+			return;
+		}
 	}
 	conn_read_enable(&s->io, true);
 	if (s->io.in && iobuf_unparsed(s->io.in))
