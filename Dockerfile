@@ -10,7 +10,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gcc libc6-dev meson ninja-build pkg-config \
-      libevent-dev libc-ares-dev libssl-dev libpq-dev \
+      libevent-dev libc-ares-dev libssl-dev libpq-dev liburing-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build ./
@@ -22,12 +22,12 @@ RUN meson setup /build --buildtype=release -Db_ndebug=if-release \
  && /build/pgfleet -V
 
 FROM debian:bookworm-slim
-# libevent-2.1-7 libc-ares2 libssl3 libpq5: what `ldd pgfleet` needs (libc6
+# libevent-2.1-7 libc-ares2 libssl3 libpq5 liburing2: what `ldd pgfleet` needs (libc6
 # is in the base image); ca-certificates: the system CAs that
 # server_tls_sslmode=verify-ca/verify-full use when server_tls_ca_file is empty.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libevent-2.1-7 libc-ares2 libssl3 libpq5 ca-certificates \
+      libevent-2.1-7 libc-ares2 libssl3 libpq5 liburing2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 pgfleet \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

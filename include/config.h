@@ -35,6 +35,7 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(max_client_conn, INT, "1000")                                                            \
 	X(so_reuseport, BOOL, "0")                                                                 \
 	X(workers, INT, "1")                                                                       \
+	X(io_uring, BOOL, "1")                                                                     \
 	X(pool_mode, POOLMODE, "transaction")                                                      \
 	X(default_pool_size, INT, "20")                                                            \
 	X(min_pool_size, INT, "0")                                                                 \

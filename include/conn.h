@@ -14,6 +14,14 @@
 
 #include "iobuf.h"
 
+/* What a batched recv left for conn_read (conn.pre). */
+enum {
+	CONN_PRE_SHORT = 1, /* bytes, and the socket had no more */
+	CONN_PRE_FULL,      /* bytes filled the buffer: the socket may hold more */
+	CONN_PRE_EOF,       /* the peer closed */
+	CONN_PRE_AGAIN,     /* nothing there after all */
+};
+
 enum io_result {
 	IO_DONE,  /* everything asked for happened */
 	IO_AGAIN, /* the socket would block: wait for an event */
@@ -25,6 +33,18 @@ struct conn {
 	int fd;
 	bool read_on, write_on;
 	struct event ev_read, ev_write;
+	/* The owner's read callback: ev_read runs conn.c's, which may leave it
+	 * to the end of the loop pass (batch.c) to read many sockets at once. */
+	event_callback_fn on_read;
+	void *owner;
+	/* batch.c's bookkeeping for this pass: the slot (index + 1, 0 = none)
+	 * in its list of sockets to read and to write, and where this
+	 * connection's deferred bytes are in its send arena. */
+	uint16_t read_slot, write_slot;
+	uint32_t later_off, later_len;
+	/* A batched recv's outcome that conn_read has yet to report
+	 * (CONN_PRE_*, or -errno; 0 = none). */
+	int32_t pre;
 	struct iobuf *in;    /* NULL while nothing is buffered */
 	struct wbuf out;     /* messages pgfleet writes itself */
 	uint32_t pkt_remain; /* bytes of a streamed packet still to pass through */
@@ -44,6 +64,10 @@ enum io_result conn_read(struct conn *c);
 enum io_result conn_flush(struct conn *c);
 /* Writes src's parsed-not-sent bytes to dst's socket (after dst's own queue). */
 enum io_result conn_forward(struct conn *src, struct conn *dst);
+/* For batch.c: where a recv into c's buffer goes (false: the buffer is
+ * full, read nothing), and what it returned (bytes, 0 or -errno). */
+bool conn_read_room(struct conn *c, uint8_t **at, uint32_t *room);
+void conn_read_done(struct conn *c, int res, uint32_t room);
 /* Returns the input buffer to the free list when nothing is left in it. */
 void conn_release_buffer(struct conn *c);
 /* Removes events, closes the socket, returns the buffers. */

@@ -86,6 +86,8 @@ static inline bool wbuf_pending(const struct wbuf *w)
 /* Room for n more bytes (amortised growth). */
 void wbuf_need(struct wbuf *w, uint32_t n);
 void wbuf_put(struct wbuf *w, const void *p, uint32_t n);
+/* Puts n bytes in front of what is still to be sent. */
+void wbuf_prepend(struct wbuf *w, const void *p, uint32_t n);
 void wbuf_reset(struct wbuf *w);
 void wbuf_free(struct wbuf *w);
 

@@ -8,6 +8,7 @@ PACKAGES=(
   # build
   meson ninja-build pkg-config gcc libc6-dev
   libevent-dev libc-ares-dev libssl-dev libpq-dev
+  liburing-dev         # io_uring batching of socket calls (src/batch.c)
   # the local headless service (tests/integration/fixture.py)
   postgresql-15        # servers, initdb, pg_ctl, pg_basebackup, pgbench
   postgresql-client    # psql

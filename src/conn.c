@@ -25,17 +25,33 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "runtime.h"
 #include "tls.h"
 
 /* Plaintext handed to SSL at once: one TLS record. */
 #define TLS_CHUNK 16384
 
+/* The socket is readable: read it now, or with the pass's other readable
+ * sockets in one submission (batch.c calls on_read afterwards).  A result
+ * already waiting (pre) or TLS (OpenSSL reads the socket itself) go now. */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->pre || c->ssl || !batch_queue_read(c))
+		c->on_read(fd, what, c->owner);
+}
+
 void conn_setup(struct conn *c, int fd, event_callback_fn on_read, event_callback_fn on_write,
 		void *arg)
 {
 	c->fd = fd;
-	event_assign(&c->ev_read, fleet.base, fd, EV_READ | EV_PERSIST, on_read, arg);
+	c->on_read = on_read;
+	c->owner = arg;
+	c->read_slot = c->write_slot = 0;
+	c->later_off = c->later_len = 0;
+	c->pre = 0;
+	event_assign(&c->ev_read, fleet.base, fd, EV_READ | EV_PERSIST, on_readable, c);
 	event_assign(&c->ev_write, fleet.base, fd, EV_WRITE | EV_PERSIST, on_write, arg);
 	c->read_on = c->write_on = false;
 }
@@ -49,8 +65,9 @@ void conn_read_enable(struct conn *c, bool on)
 	else
 		event_del(&c->ev_read);
 	c->read_on = on;
-	/* Bytes SSL already decrypted will never make the socket readable. */
-	if (on && tls_pending(c))
+	/* Bytes SSL already decrypted, or a batched recv already took, will
+	 * never make the socket readable. */
+	if (on && (c->pre || tls_pending(c)))
 		event_active(&c->ev_read, EV_READ, 0);
 }
 
@@ -90,7 +107,9 @@ static enum io_result read_tls(struct conn *c, struct iobuf *b)
 	return r;
 }
 
-enum io_result conn_read(struct conn *c)
+/* A buffer with room at its end: reuse it from the start when all of it
+ * was consumed, compact it when the free end is short. */
+static struct iobuf *read_buffer(struct conn *c)
 {
 	if (!c->in)
 		c->in = iobuf_get();
@@ -99,6 +118,63 @@ enum io_result conn_read(struct conn *c)
 		b->done = b->parsed = b->recv = 0;
 	else if (b->size - b->recv < b->size / 4)
 		iobuf_compact(b);
+	return b;
+}
+
+bool conn_read_room(struct conn *c, uint8_t **at, uint32_t *room)
+{
+	struct iobuf *b = read_buffer(c);
+	*at = b->data + b->recv;
+	*room = b->size - b->recv;
+	return *room > 0;
+}
+
+void conn_read_done(struct conn *c, int res, uint32_t room)
+{
+	if (res > 0) {
+		c->in->recv += (uint32_t)res;
+		c->bytes_in += (uint64_t)res;
+		c->pre = (uint32_t)res < room ? CONN_PRE_SHORT : CONN_PRE_FULL;
+	} else if (res == 0) {
+		c->pre = CONN_PRE_EOF;
+	} else if (res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR) {
+		c->pre = CONN_PRE_AGAIN;
+	} else {
+		c->pre = res;
+	}
+}
+
+/* What a batched recv found, as the recv() loop below would have said it. */
+static bool take_pre(struct conn *c, enum io_result *r)
+{
+	int32_t pre = c->pre;
+	c->pre = 0;
+	switch (pre) {
+	case CONN_PRE_FULL:
+		return false; /* read on */
+	case CONN_PRE_SHORT:
+	case CONN_PRE_AGAIN:
+		*r = IO_AGAIN;
+		return true;
+	case CONN_PRE_EOF:
+		*r = IO_EOF;
+		return true;
+	default:
+		errno = -pre;
+		*r = IO_ERROR;
+		return true;
+	}
+}
+
+enum io_result conn_read(struct conn *c)
+{
+	enum io_result pre_r;
+	if (c->pre && take_pre(c, &pre_r)) {
+		if (!c->in)
+			c->in = iobuf_get(); /* callers expect one after a read */
+		return pre_r;
+	}
+	struct iobuf *b = read_buffer(c);
 	if (c->ssl)
 		return read_tls(c, b);
 	for (;;) {
@@ -150,17 +226,24 @@ static enum io_result write_tls(struct conn *dst, const uint8_t *p, uint32_t len
 }
 
 /*
- * Plain sockets: pgfleet's own queued bytes for dst (w: a Parse it injects,
- * a SET, faked replies) and then the source's forwarded bytes (b; either may
- * be NULL or empty).  Both at once go in one sendmsg: one syscall where two
+ * Plain sockets: pgfleet's own queued bytes for dst (its out queue: a Parse
+ * it injects, a SET, faked replies) and then the source's forwarded bytes
+ * (b; either may be NULL or empty).  Both at once go in one sendmsg: one syscall where two
  * send()s would be, and one TCP segment for the peer to wake up to.
  */
-static enum io_result write_plain(struct conn *dst, struct wbuf *w, struct iobuf *b)
+static enum io_result write_plain(struct conn *dst, struct iobuf *b)
 {
+	struct wbuf *w = &dst->out;
+	/* In a loop pass with other sockets to write: copied, sent at the end
+	 * of the pass with the others in one submission (batch.c). */
+	if (batch_defer_write(dst, b))
+		return IO_DONE;
+	/* Bytes deferred earlier in this pass go first. */
+	batch_take_write(dst, w);
 	for (;;) {
 		struct iovec iov[2];
 		int n_iov = 0;
-		bool own = w && wbuf_pending(w);
+		bool own = wbuf_pending(w);
 		if (own)
 			iov[n_iov++] = (struct iovec){w->data + w->sent, w->len - w->sent};
 		if (b && b->done < b->parsed)
@@ -198,7 +281,7 @@ static enum io_result write_plain(struct conn *dst, struct wbuf *w, struct iobuf
 enum io_result conn_flush(struct conn *c)
 {
 	if (!c->ssl)
-		return write_plain(c, &c->out, NULL);
+		return write_plain(c, NULL);
 	uint32_t none = 0;
 	if (!wbuf_pending(&c->out))
 		return write_tls(c, NULL, 0, &none);
@@ -212,7 +295,7 @@ enum io_result conn_forward(struct conn *src, struct conn *dst)
 {
 	struct iobuf *b = src->in;
 	if (!dst->ssl)
-		return write_plain(dst, &dst->out, b);
+		return write_plain(dst, b);
 	enum io_result r = conn_flush(dst);
 	if (r != IO_DONE || !b || b->done == b->parsed)
 		return r;
@@ -229,6 +312,9 @@ void conn_release_buffer(struct conn *c)
 
 void conn_teardown(struct conn *c)
 {
+	/* What this pass deferred would have been on the socket already. */
+	batch_forget(c, true);
+	c->pre = 0;
 	tls_end(c); /* while the socket is still open: close_notify */
 	if (c->fd >= 0) {
 		conn_read_enable(c, false);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "client.h"
 #include "database.h"
 #include "discovery.h"
@@ -360,11 +361,34 @@ static void put_process(struct evbuffer *b)
 	sample_u64(b, "pgfleet_draining", fleet.shutting_down, NULL);
 }
 
+/* Socket calls batched into io_uring submissions (batch.c): operations per
+ * submission is how many system calls batching saved, plus one. */
+static void put_io_batches(struct evbuffer *b)
+{
+	struct batch_stats st;
+	batch_get_stats(&st);
+	family(b, "pgfleet_io_uring_enabled", "gauge",
+	       "Event loops whose socket calls are batched through io_uring.");
+	sample_u64(b, "pgfleet_io_uring_enabled", batch_enabled(), NULL);
+	family(b, "pgfleet_io_uring_submissions_total", "counter",
+	       "io_uring submissions of a loop pass's socket reads or writes.");
+	sample_u64(b, "pgfleet_io_uring_submissions_total", st.recv_submits, "op", "recv", NULL);
+	sample_u64(b, "pgfleet_io_uring_submissions_total", st.send_submits, "op", "send", NULL);
+	family(b, "pgfleet_io_uring_operations_total", "counter",
+	       "Socket reads or writes carried by those submissions.");
+	sample_u64(b, "pgfleet_io_uring_operations_total", st.recv_ops, "op", "recv", NULL);
+	sample_u64(b, "pgfleet_io_uring_operations_total", st.send_ops, "op", "send", NULL);
+	family(b, "pgfleet_io_uring_short_sends_total", "counter",
+	       "Deferred writes a socket did not take whole (the rest waits for it).");
+	sample_u64(b, "pgfleet_io_uring_short_sends_total", st.short_sends, NULL);
+}
+
 static void metrics(struct evbuffer *b)
 {
 	/* A few kB per replica: one allocation up front, not one per chunk. */
 	(void)evbuffer_expand(b, 16384);
 	put_process(b);
+	put_io_batches(b);
 	put_clients(b);
 	put_servers(b);
 	put_counters(b);

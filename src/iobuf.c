@@ -150,6 +150,23 @@ void wbuf_put(struct wbuf *w, const void *p, uint32_t n)
 	w->len += n;
 }
 
+void wbuf_prepend(struct wbuf *w, const void *p, uint32_t n)
+{
+	if (!n)
+		return;
+	if (w->sent >= n) { /* room in the part already sent */
+		w->sent -= n;
+		memcpy(w->data + w->sent, p, n);
+		return;
+	}
+	uint32_t pending = w->len - w->sent;
+	wbuf_need(w, n); /* may reset an empty queue; keeps pending bytes */
+	memmove(w->data + n, w->data + w->sent, w->len - w->sent);
+	memcpy(w->data, p, n);
+	w->sent = 0;
+	w->len = n + pending;
+}
+
 void wbuf_reset(struct wbuf *w)
 {
 	w->len = w->sent = 0;

@@ -35,7 +35,7 @@ static const char *const restart_only[] = {
 	"listen_addr",		"listen_port",		"unix_socket_dir",    "so_reuseport",
 	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
 	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
-	"dns_servers",		"log_format",		NULL,
+	"dns_servers",		"log_format",		"io_uring",		NULL,
 };
 
 static bool restart_needed(const char *key)

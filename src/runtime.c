@@ -11,6 +11,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "batch.h"
 #include "client.h"
 #include "health.h"
 #include "iobuf.h"
@@ -39,6 +40,8 @@ int fleet_run_loop(void)
 	while (!event_base_got_break(fleet.base) && !event_base_got_exit(fleet.base)) {
 		fleet.now_cached = 0; /* a new pass: read the clock again */
 		rc = event_base_loop(fleet.base, EVLOOP_ONCE);
+		/* The pass's queued reads and deferred writes (batch.c). */
+		batch_run();
 		if (rc != 0)
 			break; /* -1: failed; 1: no event left to wait for */
 	}
@@ -99,11 +102,13 @@ bool fleet_runtime_init(void)
 		return false;
 	struct timeval second = {1, 0};
 	event_add(fleet.ev_janitor, &second);
+	(void)batch_init(fleet.cfg.io_uring); /* off: every socket call is made at once */
 	return true;
 }
 
 void fleet_runtime_done(void)
 {
+	batch_done();
 	if (fleet.ev_free)
 		event_free(fleet.ev_free);
 	if (fleet.ev_janitor)

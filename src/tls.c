@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "log.h"
 
 /* A drained ciphertext queue larger than this is freed: idle connections
@@ -286,6 +287,9 @@ static bool attach(struct conn *c, SSL_CTX *ctx)
 	BIO_set_data(wb, c);
 	SSL_set_bio(ssl, rb, wb);
 	c->ssl = ssl;
+	/* A plaintext answer still deferred in this pass (the 'S' to an
+	 * SSLRequest) must precede the handshake, unencrypted. */
+	batch_take_write(c, &c->tls_out);
 	return true;
 }
 

@@ -21,7 +21,7 @@ done
 
 PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
-  libevent-dev libc-ares-dev libssl-dev libpq-dev
+  libevent-dev libc-ares-dev libssl-dev libpq-dev liburing-dev
   postgresql-15 postgresql-client dnsmasq-base iproute2
   python3
   pgbouncer valgrind strace

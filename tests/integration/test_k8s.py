@@ -658,7 +658,7 @@ def test_dockerfile_shape():
     assert health and "/healthz" in health[0]
     assert config_default("http_listen") in health[0]
     assert set(stage_packages(0)) >= {"meson", "libevent-dev", "libc-ares-dev",
-                                      "libssl-dev", "libpq-dev"}
+                                      "libssl-dev", "libpq-dev", "liburing-dev"}
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not Debian")
