@@ -31,9 +31,9 @@ bool batch_defer_write(struct conn *dst, struct iobuf *b);
 /* Moves dst's deferred bytes to the front of `into`: its out queue, or its
  * ciphertext queue when TLS starts (the SSLRequest's answer goes raw). */
 void batch_take_write(struct conn *dst, struct wbuf *into);
-/* dst is being closed: its deferred bytes are sent at once if the socket
- * takes them (send_now), and it leaves both lists. */
-void batch_forget(struct conn *c, bool send_now);
+/* c is being closed: its deferred bytes are sent at once, as far as the
+ * socket takes them, and it leaves both lists. */
+void batch_forget(struct conn *c);
 /* The end of a loop pass: reads the queued sockets, runs their owners'
  * read callbacks, then sends what the pass deferred. */
 void batch_run(void);

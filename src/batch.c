@@ -176,14 +176,14 @@ void batch_take_write(struct conn *dst, struct wbuf *into)
 	dst->later_len = 0;
 }
 
-void batch_forget(struct conn *c, bool send_now)
+void batch_forget(struct conn *c)
 {
 	if (c->read_slot) {
 		bt.readers[c->read_slot - 1] = NULL;
 		c->read_slot = 0;
 	}
 	if (c->write_slot) {
-		if (send_now && c->fd >= 0)
+		if (c->fd >= 0)
 			(void)send(c->fd, bt.arena + c->later_off, c->later_len,
 				   MSG_DONTWAIT | MSG_NOSIGNAL);
 		bt.writers[c->write_slot - 1] = NULL;
@@ -383,7 +383,7 @@ bool batch_defer_write(struct conn *dst, struct iobuf *b)
 void batch_take_write(struct conn *dst, struct wbuf *into)
 {
 }
-void batch_forget(struct conn *c, bool send_now)
+void batch_forget(struct conn *c)
 {
 }
 void batch_run(void)

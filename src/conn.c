@@ -313,7 +313,7 @@ void conn_release_buffer(struct conn *c)
 void conn_teardown(struct conn *c)
 {
 	/* What this pass deferred would have been on the socket already. */
-	batch_forget(c, true);
+	batch_forget(c);
 	c->pre = 0;
 	tls_end(c); /* while the socket is still open: close_notify */
 	if (c->fd >= 0) {

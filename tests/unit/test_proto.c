@@ -910,6 +910,41 @@ static void test_wbuf(void)
 	free(large);
 }
 
+/* wbuf_prepend: bytes a socket did not take go back in front of the queue
+ * (batch.c), in the sent part when it has room, else by moving the rest. */
+static void test_wbuf_prepend(void)
+{
+	struct wbuf w = {0};
+	wbuf_prepend(&w, "x", 0); /* nothing: stays unallocated */
+	CHECK(w.data == NULL && w.len == 0);
+
+	wbuf_prepend(&w, "abc", 3); /* empty queue */
+	CHECK(w.len == 3 && w.sent == 0 && memcmp(w.data, "abc", 3) == 0);
+
+	wbuf_put(&w, "defgh", 5);
+	w.sent = 5; /* "abcde" sent, "fgh" pending */
+	wbuf_prepend(&w, "XY", 2); /* fits in the sent part */
+	CHECK(w.sent == 3 && w.len == 8 && memcmp(w.data + w.sent, "XYfgh", 5) == 0);
+
+	wbuf_prepend(&w, "0123456789", 10); /* more than the sent part */
+	CHECK(w.sent == 0 && w.len == 15 && memcmp(w.data, "0123456789XYfgh", 15) == 0);
+
+	w.sent = w.len; /* all sent */
+	wbuf_prepend(&w, "Q", 1);
+	CHECK(wbuf_pending(&w) && w.len - w.sent == 1 && w.data[w.sent] == 'Q');
+
+	/* Growth: a prepend larger than the capacity keeps the pending bytes. */
+	wbuf_reset(&w);
+	wbuf_put(&w, "tail", 4);
+	uint8_t big[3000];
+	for (size_t i = 0; i < sizeof big; i++)
+		big[i] = (uint8_t)(i * 11 + 3);
+	wbuf_prepend(&w, big, sizeof big);
+	CHECK(w.sent == 0 && w.len == 3004 && w.cap >= 3004);
+	CHECK(memcmp(w.data, big, sizeof big) == 0 && memcmp(w.data + 3000, "tail", 4) == 0);
+	wbuf_free(&w);
+}
+
 /* ---- params -------------------------------------------------------------- */
 
 static const struct lookup_case {
@@ -1118,6 +1153,7 @@ int main(void)
 	RUN(test_iobuf_reserve_table);
 	RUN(test_iobuf_regrow);
 	RUN(test_wbuf);
+	RUN(test_wbuf_prepend);
 	RUN(test_param_lookup);
 	RUN(test_param_diff_table);
 	RUN(test_param_diff_largest);
