@@ -180,6 +180,7 @@ static void test_defaults(void)
 	CHECK(cfg.log_format == LOGFMT_TEXT);
 	CHECK(cfg.log_connections == true);
 	CHECK(cfg.so_reuseport == false);
+	CHECK(cfg.io_uring == true);
 	CHECK(cfg.server_round_robin == false);
 	CHECK(cfg.dns_max_ttl == 15.0);
 	CHECK(cfg.max_packet_size == 2147483647LL);
@@ -188,7 +189,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 53);
+	CHECK(n == 54);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
