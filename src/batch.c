@@ -176,6 +176,16 @@ void batch_take_write(struct conn *dst, struct wbuf *into)
 	dst->later_len = 0;
 }
 
+/* c's deferred bytes with one plain send(): bytes sent, or -errno. */
+static int send_later(const struct conn *c)
+{
+	ssize_t r;
+	do
+		r = send(c->fd, bt.arena + c->later_off, c->later_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : (int)r;
+}
+
 void batch_forget(struct conn *c)
 {
 	if (c->read_slot) {
@@ -184,8 +194,7 @@ void batch_forget(struct conn *c)
 	}
 	if (c->write_slot) {
 		if (c->fd >= 0)
-			(void)send(c->fd, bt.arena + c->later_off, c->later_len,
-				   MSG_DONTWAIT | MSG_NOSIGNAL);
+			(void)send_later(c);
 		bt.writers[c->write_slot - 1] = NULL;
 		c->write_slot = 0;
 		c->later_len = 0;
@@ -314,13 +323,7 @@ static void run_writes(void)
 		}
 	}
 	if (live == 1) {
-		const struct conn *c = bt.writers[last];
-		ssize_t r;
-		do
-			r = send(c->fd, bt.arena + c->later_off, c->later_len,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
-		while (r < 0 && errno == EINTR);
-		write_done(last, r < 0 ? -errno : (int)r);
+		write_done(last, send_later(bt.writers[last]));
 	} else if (live > 1) {
 		for (unsigned i = 0; i < n; i++) {
 			const struct conn *c = bt.writers[i];
