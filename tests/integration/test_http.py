@@ -258,6 +258,9 @@ def test_metrics_http_semantics(service, pgfleet):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 405 and "GET" in e.value.headers["Allow"]
+    # HEAD of a ready pgfleet: its replicas' first health checks (a SCRAM
+    # login each, per worker) can take longer than the requests above.
+    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 10)
     req = urllib.request.Request(url + "/readyz", method="HEAD")
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 200 and r.read() == b""
