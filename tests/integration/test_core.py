@@ -56,6 +56,19 @@ def server_addr(conn):
     return conn.execute("SELECT host(inet_server_addr())").fetchone()[0]
 
 
+def pods_serving(conn, want, at_least=40, timeout=10.0):
+    """The pods that served `at_least` one-at-a-time transactions on conn,
+    and more until every pod in `want` has served one or timeout passes: a
+    replica takes transactions only once its first health check (a SCRAM
+    login, per worker) has passed, and 40 transactions can take less."""
+    seen, n = set(), 0
+    deadline = time.monotonic() + timeout
+    while n < at_least or (seen != set(want) and time.monotonic() < deadline):
+        seen.add(server_addr(conn))
+        n += 1
+    return seen
+
+
 @pytest.fixture(scope="module")
 def bench(service):
     service.pgbench_init(scale=1)
@@ -97,10 +110,8 @@ def test_pgbench_protocols_no_failures(bench, pgfleet, mode):
 def test_load_balance_policies_use_every_pod(service, pgfleet, policy):
     """Even one client running one transaction at a time is spread."""
     fleet = pgfleet(settings={"load_balance": policy})
-    seen = set()
     with connect(fleet) as conn:
-        for _ in range(60):
-            seen.add(server_addr(conn))
+        seen = pods_serving(conn, service.addrs, at_least=60)
     assert seen == set(service.addrs), seen
 
 
@@ -324,10 +335,8 @@ def test_statement_mode_refuses_transaction_blocks(service, pgfleet):
 def test_host_list_and_literal_addresses(service, pgfleet):
     fleet = pgfleet(databases={"app": "host=%s,%s port=5432 dbname=app"
                                % (fx.pod_addr(1), fx.pod_addr(2))})
-    seen = set()
     with connect(fleet) as conn:
-        for _ in range(40):
-            seen.add(server_addr(conn))
+        seen = pods_serving(conn, {fx.pod_addr(1), fx.pod_addr(2)})
     assert seen == {fx.pod_addr(1), fx.pod_addr(2)}
 
 

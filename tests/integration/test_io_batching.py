@@ -210,3 +210,32 @@ def test_slow_reader_gets_every_byte_in_order(bench, pgfleet, io_uring):
         assert after["short_sends"] > before["short_sends"], (before, after)
     else:
         assert after["enabled"] == 0 and after["short_sends"] == 0, after
+
+
+IO_URING_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
+
+
+def test_kernel_refusing_io_uring_falls_back(bench, pgfleet):
+    """io_uring = 1 on a kernel that refuses rings (as a seccomp profile
+    or kernel.io_uring_disabled does): pgfleet says so once per loop and
+    serves with one system call per socket operation."""
+    try:
+        with open(IO_URING_SYSCTL) as f:
+            saved = f.read().strip()
+        with open(IO_URING_SYSCTL, "w") as f:
+            f.write("2")  # no process may create a ring
+    except OSError as e:
+        pytest.skip("cannot set %s here: %s" % (IO_URING_SYSCTL, e))
+    try:
+        fleet = pgfleet()
+    finally:
+        with open(IO_URING_SYSCTL, "w") as f:  # rings made from now on work again
+            f.write(saved)
+    processed = run_pgbench(fleet, "-S", "-c", "8", "-j", "2", "-t", "200")
+    assert processed == 1600
+    run_echo_clients(fleet, clients=4, n=50)
+    c = io_counters(fleet)
+    assert c["enabled"] == 0 and c["recv_submits"] == c["send_submits"] == 0, c
+    lines = [l for l in fleet.log_text().splitlines() if "io_uring unavailable" in l]
+    assert len(lines) == fleet.workers, lines
+    assert "level=info" in lines[0] and "error=" in lines[0], lines[0]
