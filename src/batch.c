@@ -248,12 +248,19 @@ static void read_done(unsigned slot, int res)
 	conn_read_done(c, res, bt.rooms[slot]);
 }
 
+/* A queued socket still to be read here: not closed, still reading, no
+ * earlier result waiting, not TLS. */
+static bool wants_recv(const struct conn *c)
+{
+	return c && c->read_on && !c->pre && !c->ssl;
+}
+
 static void run_reads(void)
 {
 	unsigned n = bt.n_readers, live = 0;
 	for (unsigned i = 0; i < n; i++) {
 		const struct conn *c = bt.readers[i];
-		if (c && c->read_on && !c->pre && !c->ssl)
+		if (wants_recv(c))
 			live++;
 	}
 	if (live >= 2) {
@@ -261,8 +268,7 @@ static void run_reads(void)
 		for (unsigned i = 0; i < n; i++) {
 			struct conn *c = bt.readers[i];
 			uint8_t *at;
-			if (!c || !c->read_on || c->pre || c->ssl ||
-			    !conn_read_room(c, &at, &bt.rooms[i]))
+			if (!wants_recv(c) || !conn_read_room(c, &at, &bt.rooms[i]))
 				continue;
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&bt.ring);
 			io_uring_prep_recv(sqe, c->fd, at, bt.rooms[i], MSG_DONTWAIT);

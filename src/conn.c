@@ -228,8 +228,9 @@ static enum io_result write_tls(struct conn *dst, const uint8_t *p, uint32_t len
 /*
  * Plain sockets: pgfleet's own queued bytes for dst (its out queue: a Parse
  * it injects, a SET, faked replies) and then the source's forwarded bytes
- * (b; either may be NULL or empty).  Both at once go in one sendmsg: one syscall where two
- * send()s would be, and one TCP segment for the peer to wake up to.
+ * (b; either may be NULL or empty).  Both at once go in one sendmsg: one
+ * syscall where two send()s would be, and one TCP segment for the peer to
+ * wake up to.
  */
 static enum io_result write_plain(struct conn *dst, struct iobuf *b)
 {
