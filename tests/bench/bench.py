@@ -62,7 +62,13 @@ def parse_args(argv=None):
                     help="pgbench client counts [10,100,1000]")
     ap.add_argument("--modes", default="simple,extended",
                     help="pgbench -M protocols [simple,extended]")
-    ap.add_argument("--targets", default="pgfleet,pgbouncer,direct")
+    ap.add_argument("--targets", default="pgfleet,pgbouncer,pgbouncer-rr,direct",
+                    help="what to run pgbench against: pgfleet, pgbouncer "
+                         "(its defaults: idle servers reused LIFO), "
+                         "pgbouncer-rr (server_round_robin = 1, what its "
+                         "documentation advises when the address is a "
+                         "round-robin DNS name), direct "
+                         "[pgfleet,pgbouncer,pgbouncer-rr,direct]")
     ap.add_argument("--jobs", type=int, default=2,
                     help="pgbench threads (-j) through a pooler [2]")
     ap.add_argument("--pool-size", type=int, default=20,
@@ -118,6 +124,7 @@ import fixture as fx  # noqa: E402
 LISTEN = ARGS.net + ".1"          # both poolers listen here
 PGBENCH = os.path.join(fx.PG_BIN, "pgbench")
 TARGET_NAMES = {"pgfleet": "pgfleet", "pgbouncer": "PgBouncer",
+                "pgbouncer-rr": "PgBouncer rr",
                 "direct": "direct"}
 
 
@@ -274,11 +281,13 @@ def scram_secret(password, iterations=4096):
 
 class Bouncer:
     """PgBouncer from Debian, as the postgres user (it refuses root), started
-    by exec (Popen(user=...)), so the pid we record is PgBouncer's own."""
+    by exec (Popen(user=...)), so the pid we record is PgBouncer's own.
+    `settings`: more pgbouncer.ini lines (KEY=VALUE), after --pgbouncer-set."""
 
     name = "pgbouncer"
 
-    def __init__(self, workdir, valgrind=None):
+    def __init__(self, workdir, valgrind=None, name="pgbouncer", settings=()):
+        self.name = name
         self.state = fx.StateDir(fx.DEFAULT_STATE_DIR)
         self.dir = tempfile.mkdtemp(prefix="pgbouncer-", dir=self.state.path)
         self.state.record_dir(self.dir)
@@ -320,7 +329,8 @@ class Bouncer:
                 "log_disconnections = 0",
                 "server_tls_sslmode = disable"] + [
                     "%s = %s" % tuple(kv.split("=", 1))
-                    for kv in ARGS.pgbouncer_set] + [""])}
+                    for kv in list(ARGS.pgbouncer_set) + list(settings)]
+                + [""])}
         for name, text in files.items():
             path = os.path.join(self.dir, name)
             with open(path, "w") as f:
@@ -407,29 +417,45 @@ GROUPS = ("postgres", "pgbench")
 class CpuSampler(threading.Thread):
     """(wall time, utime+stime ticks of one pid, the machine's busy ticks)
     every 0.1 s; pid None: the machine only.  Every second also the summed
-    ticks of every process named in GROUPS (a /proc scan, so less often)."""
+    ticks of every process named in GROUPS (a /proc scan, so less often),
+    and those of the `postgres` processes split by pod (their titles start
+    with the pod's cluster_name, "postgres: pod1: ...")."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
         self.pid, self.samples, self.halt = pid, [], threading.Event()
-        self.group_samples, self._comm = [], {}
+        self.group_samples, self.pod_samples, self._comm = [], [], {}
+
+    def _comm_pod(self, pid):
+        """(comm, pod name or None) of pid, read once per pid."""
+        known = self._comm.get(pid)
+        if known is None:
+            with open("/proc/%d/comm" % pid) as f:
+                comm = f.read().strip()
+            pod = None
+            if comm == "postgres":
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    m = re.match(rb"postgres: (pod\d+): ", f.read())
+                pod = m.group(1).decode() if m else None
+            known = self._comm[pid] = (comm, pod)
+        return known
 
     def _group_ticks(self):
-        sums = dict.fromkeys(GROUPS, 0)
+        sums, pods = dict.fromkeys(GROUPS, 0), {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             pid = int(name)
             try:
-                comm = self._comm.get(pid)
-                if comm is None:
-                    with open("/proc/%d/comm" % pid) as f:
-                        comm = self._comm[pid] = f.read().strip()
+                comm, pod = self._comm_pod(pid)
                 if comm in sums:
-                    sums[comm] += proc_cpu_ticks(pid)
+                    ticks = proc_cpu_ticks(pid)
+                    sums[comm] += ticks
+                    if pod:
+                        pods[pod] = pods.get(pod, 0) + ticks
             except OSError:
                 continue    # gone between the listing and the read
-        return sums
+        return sums, pods
 
     def run(self):
         n = 0
@@ -440,9 +466,10 @@ class CpuSampler(threading.Thread):
             except OSError:
                 return
             if n % 10 == 0:
-                g = self._group_ticks()
-                self.group_samples.append(
-                    (time.time(),) + tuple(g[k] for k in GROUPS))
+                g, pods = self._group_ticks()
+                now = time.time()
+                self.group_samples.append((now,) + tuple(g[k] for k in GROUPS))
+                self.pod_samples.append((now, pods))
             n += 1
             self.halt.wait(0.1)
 
@@ -609,6 +636,17 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
                 for i, g in enumerate(GROUPS):
                     res["%s_per_100k" % g] = (
                         gs[-1][1 + i] - gs[0][1 + i]) / CLK_TCK / ng * 1e5
+            # How the work spread over the pods: each pod's share of the
+            # pods' CPU over the same seconds (a process that came or went
+            # inside the window counts from its first sample).
+            ps = [x for x in sampler.pod_samples if t0 <= x[0] <= t1]
+            if len(ps) >= 2:
+                first, last = ps[0][1], ps[-1][1]
+                used = {k: v - first.get(k, 0) for k, v in last.items()}
+                total = sum(used.values())
+                if total > 0:
+                    res["pod_share"] = {k: v / float(total)
+                                        for k, v in sorted(used.items())}
     return res
 
 
@@ -673,8 +711,8 @@ def phase_rate(poolers, workdir):
     so their CPU per transaction and the latency they add compare like for
     like; flat out, each pooler's cost also moves with how busy the machine
     happens to be."""
-    return alternate([t for t in ARGS.targets if t in poolers], poolers,
-                     workdir, "rate", ["-R", str(ARGS.rate)])
+    return alternate([t for t in ("pgfleet", "pgbouncer") if t in poolers],
+                     poolers, workdir, "rate", ["-R", str(ARGS.rate)])
 
 
 def server_spread():
@@ -943,6 +981,17 @@ def paired_ratios(results, c, m, key="tps"):
             if "pgfleet" in v and "pgbouncer" in v]
 
 
+def cell_table(out, cols, row):
+    """A markdown table with a row per (clients, mode) cell: row(c, m)
+    gives the cells after those two."""
+    out.append("| clients | mode | " + " | ".join(cols) + " |")
+    out.append("|" + "---|" * (2 + len(cols)))
+    for c in ARGS.clients:
+        for m in ARGS.modes:
+            out.append("| %d | %s | %s |" % (c, m, " | ".join(row(c, m))))
+    out.append("")
+
+
 def report_rate(rate):
     out = ["At a fixed rate: pgbench -S -R %d, %d round(s) of %gs per cell, "
            "pgfleet and PgBouncer alternated; median of rounds.  Pooler CPU "
@@ -984,7 +1033,8 @@ def report(results, rate, rss, cg, strace, meta):
     out = []
     out.append("pgbench -S, %d round(s) of %gs per cell, median of rounds; "
                "pgfleet workers=1 default_pool_size=%d (x3 replicas), "
-               "PgBouncer default_pool_size=%d; direct = one pgbench per pod, "
+               "PgBouncer default_pool_size=%d (PgBouncer rr: the same with "
+               "server_round_robin = 1); direct = one pgbench per pod, "
                "clients split over the 3 pods." % (
                    ARGS.rounds, ARGS.duration, ARGS.pool_size,
                    3 * ARGS.pool_size))
@@ -994,51 +1044,41 @@ def report(results, rate, rss, cg, strace, meta):
         out.append("Extra settings: " + ", ".join(extra) + ".")
     out.append("")
     if results:
-        out.append("| clients | mode | tps pgfleet | tps PgBouncer | tps direct"
-                   " | pgfleet/PgBouncer | pgfleet/direct | p50/p99 ms pgfleet"
-                   " | p50/p99 ms PgBouncer | p50/p99 ms direct"
-                   " | CPU s/100k xact pgfleet | CPU s/100k xact PgBouncer"
-                   " | CPU pgfleet/PgBouncer |")
-        out.append("|" + "---|" * 13)
-        for c in ARGS.clients:
-            for m in ARGS.modes:
-                med = {}
-                for t in ARGS.targets:
-                    rs = cell_runs(results, t, c, m)
-                    med[t] = {k: _med([r[k] for r in rs]) for k in
-                              ("tps", "p50_ms", "p99_ms", "cpu_per_100k")}
-                    med[t]["err"] = sum(1 for r in rs if r["errors"])
-                g = lambda t, k: med.get(t, {}).get(k)  # noqa: E731
+        targets = list(ARGS.targets)
+        others = [t for t in targets if t != "pgfleet"]
+        poolers = [t for t in targets if t != "direct"]
+        names = TARGET_NAMES
 
-                def ratio(a, b):
-                    return a / b if a is not None and b else None
+        def med(t, c, m, k):
+            return cell_median(results, t, c, m, k)
 
-                def tpscell(t):
-                    s = _f(g(t, "tps"), "%.0f")
-                    if med.get(t, {}).get("err"):
-                        s += " (errors in %d run(s))" % med[t]["err"]
-                    return s
+        def ratio(a, b):
+            return a / b if a is not None and b else None
 
-                def lat(t):
-                    if g(t, "p50_ms") is None:
-                        return "—"
-                    return "%.2f / %.2f" % (g(t, "p50_ms"), g(t, "p99_ms"))
-                out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s "
-                           "| %s | %s | %s |" % (
-                               c, m, tpscell("pgfleet"), tpscell("pgbouncer"),
-                               tpscell("direct"),
-                               _f(ratio(g("pgfleet", "tps"),
-                                        g("pgbouncer", "tps")), "%.2f"),
-                               _f(ratio(g("pgfleet", "tps"),
-                                        g("direct", "tps")), "%.2f"),
-                               lat("pgfleet"), lat("pgbouncer"), lat("direct"),
-                               _f(g("pgfleet", "cpu_per_100k"), "%.2f"),
-                               _f(g("pgbouncer", "cpu_per_100k"), "%.2f"),
-                               _f(ratio(g("pgfleet", "cpu_per_100k"),
-                                        g("pgbouncer", "cpu_per_100k")),
-                                  "%.2f")))
-        out.append("")
-        out.append("tps per round (pgfleet / PgBouncer / direct):")
+        def tpscell(t, c, m):
+            s = _f(med(t, c, m, "tps"), "%.0f")
+            err = sum(1 for r in cell_runs(results, t, c, m) if r["errors"])
+            return s + (" (errors in %d run(s))" % err if err else "")
+
+        def lat(t, c, m):
+            if med(t, c, m, "p50_ms") is None:
+                return "—"
+            return "%.2f / %.2f" % (med(t, c, m, "p50_ms"), med(t, c, m, "p99_ms"))
+        if "pgfleet" in targets:
+            cell_table(out, ["tps %s" % names[t] for t in targets] +
+                       ["pgfleet/%s" % names[t] for t in others],
+                       lambda c, m: [tpscell(t, c, m) for t in targets] +
+                       [_f(ratio(med("pgfleet", c, m, "tps"),
+                                 med(t, c, m, "tps")), "%.2f") for t in others])
+            cell_table(out, ["p50/p99 ms %s" % names[t] for t in targets] +
+                       ["CPU s/100k xact %s" % names[t] for t in poolers] +
+                       ["CPU pgfleet/%s" % names[t] for t in others if t in poolers],
+                       lambda c, m: [lat(t, c, m) for t in targets] +
+                       [_f(med(t, c, m, "cpu_per_100k"), "%.2f") for t in poolers] +
+                       [_f(ratio(med("pgfleet", c, m, "cpu_per_100k"),
+                                 med(t, c, m, "cpu_per_100k")), "%.2f")
+                        for t in others if t in poolers])
+        out.append("tps per round (%s):" % " / ".join(names[t] for t in targets))
         out.append("")
         for c in ARGS.clients:
             for m in ARGS.modes:
@@ -1058,26 +1098,31 @@ def report(results, rate, rss, cg, strace, meta):
                    "packet work, from /proc/stat), how busy the machine was, and the "
                    "pooler's own share of that busy time.")
         out.append("")
-        out.append("| clients | mode | " + " | ".join(
-            "machine CPU s/100k %s" % TARGET_NAMES[t] for t in ARGS.targets)
-            + " | " + " | ".join("busy %% %s" % TARGET_NAMES[t] for t in ARGS.targets)
-            + " | pooler share pgfleet | pooler share PgBouncer |")
-        out.append("|" + "---|" * (4 + 2 * len(ARGS.targets)))
-        for c in ARGS.clients:
-            for m in ARGS.modes:
-                def mv(t, k):
-                    return cell_median(results, t, c, m, k)
-                out.append("| %d | %s | %s | %s | %s | %s |" % (
-                    c, m,
-                    " | ".join(_f(mv(t, "machine_per_100k"), "%.2f") for t in ARGS.targets),
-                    " | ".join(_f(None if mv(t, "machine_busy") is None
-                                  else 100 * mv(t, "machine_busy"), "%.0f")
-                               for t in ARGS.targets),
-                    _f(None if mv("pgfleet", "pooler_share") is None
-                       else 100 * mv("pgfleet", "pooler_share"), "%.0f %%"),
-                    _f(None if mv("pgbouncer", "pooler_share") is None
-                       else 100 * mv("pgbouncer", "pooler_share"), "%.0f %%")))
+        def pct(v, fmt):
+            return _f(None if v is None else 100 * v, fmt)
+        cell_table(out, ["machine CPU s/100k %s" % names[t] for t in targets] +
+                   ["busy %% %s" % names[t] for t in targets] +
+                   ["pooler share %s" % names[t] for t in poolers],
+                   lambda c, m: [_f(med(t, c, m, "machine_per_100k"), "%.2f")
+                                 for t in targets] +
+                   [pct(med(t, c, m, "machine_busy"), "%.0f") for t in targets] +
+                   [pct(med(t, c, m, "pooler_share"), "%.0f %%") for t in poolers])
+        out.append("How the transactions spread over the pods: each pod's share "
+                   "of the pods' CPU (pod0 / pod1 / pod2, %, median of rounds). "
+                   "The three pods share this machine's caches, so the more "
+                   "evenly a target spreads, the more the pods' working sets "
+                   "compete for them and the more CPU a transaction costs "
+                   "the pods (on a real cluster each pod has its own node).")
         out.append("")
+
+        def spread(t, c, m):
+            shares = [r["pod_share"] for r in cell_runs(results, t, c, m)
+                      if r.get("pod_share")]
+            pods = sorted({k for sh in shares for k in sh})
+            return " / ".join("%.0f" % (100 * _med([sh.get(k, 0.0) for sh in shares]))
+                              for k in pods) if pods else "—"
+        cell_table(out, [names[t] for t in targets],
+                   lambda c, m: [spread(t, c, m) for t in targets])
         out.append("Who spends it (median of rounds, CPU s/100k transactions): "
                    "the pooler / every `postgres` process of the pods / "
                    "pgbench / the rest (the machine's busy time less those: "
@@ -1199,6 +1244,13 @@ def main():
                 poolers["pgfleet"] = Fleet(workdir).start()
             if "pgbouncer" in ARGS.targets:
                 poolers["pgbouncer"] = Bouncer(workdir).start()
+            if "pgbouncer-rr" in ARGS.targets:
+                # PgBouncer's documentation: reuse servers round-robin when
+                # a round-robin system (TCP, DNS or a host list) is behind
+                # the address, "thus achieving uniform load".
+                poolers["pgbouncer-rr"] = Bouncer(
+                    workdir, name="pgbouncer-rr",
+                    settings=["server_round_robin=1"]).start()
             # Fill every pool before measuring; show where each pooler's
             # server connections went.
             for name, p in poolers.items():
