@@ -1031,13 +1031,15 @@ def report_rate(rate):
 
 def report(results, rate, rss, cg, strace, meta):
     out = []
+    fleet_set = dict(kv.split("=", 1) for kv in ARGS.pgfleet_set)
     out.append("pgbench -S, %d round(s) of %gs per cell, median of rounds; "
-               "pgfleet workers=1 default_pool_size=%d (x3 replicas), "
-               "PgBouncer default_pool_size=%d (PgBouncer rr: the same with "
-               "server_round_robin = 1); direct = one pgbench per pod, "
-               "clients split over the 3 pods." % (
-                   ARGS.rounds, ARGS.duration, ARGS.pool_size,
-                   3 * ARGS.pool_size))
+               "pgfleet workers=%s default_pool_size=%d (x3 replicas), "
+               "PgBouncer default_pool_size=%d%s; direct = one pgbench per "
+               "pod, clients split over the 3 pods." % (
+                   ARGS.rounds, ARGS.duration, fleet_set.get("workers", "1"),
+                   ARGS.pool_size, 3 * ARGS.pool_size,
+                   " (PgBouncer rr: the same with server_round_robin = 1)"
+                   if "pgbouncer-rr" in ARGS.targets else ""))
     extra = ["pgfleet " + kv for kv in ARGS.pgfleet_set] + \
         ["PgBouncer " + kv for kv in ARGS.pgbouncer_set]
     if extra:
@@ -1108,7 +1110,9 @@ def report(results, rate, rss, cg, strace, meta):
                    [pct(med(t, c, m, "machine_busy"), "%.0f") for t in targets] +
                    [pct(med(t, c, m, "pooler_share"), "%.0f %%") for t in poolers])
         out.append("How the transactions spread over the pods: each pod's share "
-                   "of the pods' CPU (pod0 / pod1 / pod2, %, median of rounds). "
+                   "of the pods' CPU, largest first (%, median of rounds of "
+                   "the largest, the second, ...; which pod is which may "
+                   "change between rounds). "
                    "The three pods share this machine's caches, so the more "
                    "evenly a target spreads, the more the pods' working sets "
                    "compete for them and the more CPU a transaction costs "
@@ -1116,11 +1120,12 @@ def report(results, rate, rss, cg, strace, meta):
         out.append("")
 
         def spread(t, c, m):
-            shares = [r["pod_share"] for r in cell_runs(results, t, c, m)
-                      if r.get("pod_share")]
-            pods = sorted({k for sh in shares for k in sh})
-            return " / ".join("%.0f" % (100 * _med([sh.get(k, 0.0) for sh in shares]))
-                              for k in pods) if pods else "—"
+            runs = [sorted(r["pod_share"].values(), reverse=True)
+                    for r in cell_runs(results, t, c, m) if r.get("pod_share")]
+            n = max((len(x) for x in runs), default=0)
+            return " / ".join("%.0f" % (100 * _med([x[i] if i < len(x) else 0.0
+                                                    for x in runs]))
+                              for i in range(n)) if n else "—"
         cell_table(out, [names[t] for t in targets],
                    lambda c, m: [spread(t, c, m) for t in targets])
         out.append("Who spends it (median of rounds, CPU s/100k transactions): "
