@@ -637,8 +637,9 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
                     res["%s_per_100k" % g] = (
                         gs[-1][1 + i] - gs[0][1 + i]) / CLK_TCK / ng * 1e5
             # How the work spread over the pods: each pod's share of the
-            # pods' CPU over the same seconds (a process that came or went
-            # inside the window counts from its first sample).
+            # pods' CPU over the same seconds (a backend that starts or
+            # ends inside the window adds or takes away all its CPU time;
+            # the poolers' and the direct runs' backends outlive it).
             ps = [x for x in sampler.pod_samples if t0 <= x[0] <= t1]
             if len(ps) >= 2:
                 first, last = ps[0][1], ps[-1][1]
@@ -1134,28 +1135,22 @@ def report(results, rate, rss, cg, strace, meta):
                    "packet work the kernel does outside any process's "
                    "account, and everything else on the machine).")
         out.append("")
-        out.append("| clients | mode | " + " | ".join(
-            TARGET_NAMES[t] for t in ARGS.targets) + " |")
-        out.append("|" + "---|" * (2 + len(ARGS.targets)))
-        for c in ARGS.clients:
-            for m in ARGS.modes:
-                cells = []
-                for t in ARGS.targets:
-                    rs = [r for r in cell_runs(results, t, c, m)
-                          if r.get("postgres_per_100k") is not None]
-                    if not rs:
-                        cells.append("—")
-                        continue
-                    own = [r.get("cpu_per_100k") or 0.0 for r in rs]
-                    pg = [r["postgres_per_100k"] for r in rs]
-                    bench = [r["pgbench_per_100k"] for r in rs]
-                    rest = [r["machine_per_100k"] - a - b - d for r, a, b, d
-                            in zip(rs, own, pg, bench)]
-                    cells.append("%s / %.2f / %.2f / %.2f" % (
-                        "—" if t == "direct" else "%.2f" % _med(own),
-                        _med(pg), _med(bench), _med(rest)))
-                out.append("| %d | %s | %s |" % (c, m, " | ".join(cells)))
-        out.append("")
+
+        def who(t, c, m):
+            rs = [r for r in cell_runs(results, t, c, m)
+                  if r.get("postgres_per_100k") is not None]
+            if not rs:
+                return "—"
+            own = [r.get("cpu_per_100k") or 0.0 for r in rs]
+            pg = [r["postgres_per_100k"] for r in rs]
+            bench = [r["pgbench_per_100k"] for r in rs]
+            rest = [r["machine_per_100k"] - a - b - d for r, a, b, d
+                    in zip(rs, own, pg, bench)]
+            return "%s / %.2f / %.2f / %.2f" % (
+                "—" if t == "direct" else "%.2f" % _med(own),
+                _med(pg), _med(bench), _med(rest))
+        cell_table(out, [names[t] for t in targets],
+                   lambda c, m: [who(t, c, m) for t in targets])
     if rate:
         out.extend(report_rate(rate))
     if rss:
