@@ -29,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import resource
@@ -982,6 +983,23 @@ def paired_ratios(results, c, m, key="tps"):
             if "pgfleet" in v and "pgbouncer" in v]
 
 
+def median_interval(vals, want=0.90):
+    """A distribution-free interval for the median of vals: the k-th
+    smallest to the k-th largest, k as large as keeps the chance that the
+    true median lies inside at least `want` (a value falls either side of the
+    median with even odds, so the count below it is binomial(n, 1/2)).
+    Returns (low, high, coverage), or None if n is too small for `want`."""
+    xs, n = sorted(vals), len(vals)
+    best, tail = None, 0.0
+    for k in range(1, n // 2 + 1):
+        tail += math.comb(n, k - 1) / 2.0 ** n   # P(at most k-1 below)
+        cover = 1 - 2 * tail
+        if cover < want:
+            break
+        best = (xs[k - 1], xs[n - k], cover)
+    return best
+
+
 def cell_table(out, cols, row):
     """A markdown table with a row per (clients, mode) cell: row(c, m)
     gives the cells after those two."""
@@ -1092,8 +1110,15 @@ def report(results, rate, rss, cg, strace, meta):
                 line = "- c=%d %s: %s" % (c, m, " / ".join(parts))
                 pairs = paired_ratios(results, c, m)
                 if pairs:
-                    line += "; pgfleet/PgBouncer round by round: %s (median %.2f)" % (
+                    line += "; pgfleet/PgBouncer round by round: %s (median %.2f" % (
                         " ".join("%.2f" % x for x in pairs), _med(pairs))
+                    line += "; pgfleet ahead in %d of %d" % (
+                        sum(1 for x in pairs if x > 1.0), len(pairs))
+                    iv = median_interval(pairs)
+                    if iv:
+                        line += "; %.0f %% interval of the median %.2f–%.2f" % (
+                            100 * iv[2], iv[0], iv[1])
+                    line += ")"
                 out.append(line)
         out.append("")
         out.append("Where the CPU goes (median of rounds): the whole machine's busy CPU "
