@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "runtime.h"
+#include "server.h"
 
 typedef bool (*pool_filter)(const struct pool *p);
 
@@ -30,10 +31,27 @@ static bool usable(const struct pool *p)
 }
 
 /*
+ * When the pool's connection that went idle last did so, or -1 with none
+ * idle.  The idle list is most recently used first, unless
+ * server_round_robin cycles it (then the caller does not ask).
+ */
+static double freed_at(const struct pool *p)
+{
+	if (!p->idle.count)
+		return -1;
+	return container_of(list_first(&p->idle.head), struct server, node)->last_used;
+}
+
+/*
  * The policy chooses among the eligible pools that pass `ok`:
- * least_conn the replica with the fewest busy connections (ties go round
- * the replicas, so even one client at a time spreads), round_robin the next
- * one in turn, random any.
+ * least_conn the replica with the fewest busy connections, round_robin the
+ * next one in turn, random any.  least_conn's ties: between idle replicas
+ * they go round (even one client at a time spreads); between equally busy
+ * ones the replica whose connection was freed last wins, as within a pool.
+ * Ten busy clients on three replicas keep the counts at 4 / 3 / 3: were
+ * those ties to go round too, the 4 would wander and every replica would
+ * keep four backends at work where ten in all would do, each one colder.
+ * (Per worker: the pools, and so the freed times, are the worker's own.)
  */
 static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 {
@@ -55,17 +73,21 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	}
 	if (fleet.cfg.load_balance == LB_ROUND_ROBIN)
 		return cand[start % (unsigned)n];
-	/* From a rotating start, so ties go round the replicas. */
+	/* From a rotating start, so ties that go round do. */
+	bool warm = !fleet.cfg.server_round_robin;
 	int j = (int)(start % (unsigned)n);
 	struct pool *best = cand[j];
 	int best_busy = replica_busy(best->replica);
+	double best_freed = warm ? freed_at(best) : -1;
 	for (int i = 1; i < n; i++) {
 		if (++j == n)
 			j = 0;
 		int busy = replica_busy(cand[j]->replica);
-		if (busy < best_busy) {
+		double freed = warm ? freed_at(cand[j]) : -1;
+		if (busy < best_busy || (busy == best_busy && busy > 0 && freed > best_freed)) {
 			best = cand[j];
 			best_busy = busy;
+			best_freed = freed;
 		}
 	}
 	return best;

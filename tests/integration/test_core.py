@@ -126,6 +126,34 @@ def test_least_conn_sends_concurrent_transactions_to_idle_pods(service, pgfleet)
             c.close()
 
 
+def test_least_conn_equally_busy_pods_tie_to_the_one_freed_last(service, pgfleet):
+    """Ties between busy pods go to the pod whose connection was freed last,
+    so a steady load stays on the same warm backends (between idle pods the
+    turn still rotates: the test above).  Six open transactions hold two
+    per pod; one is ended on pod P, then one on pod Q, and the client freed
+    last begins again: it must get Q back, not whichever the turn names."""
+    fleet = pgfleet(settings={"load_balance": "least_conn"})
+    conns = [connect(fleet, autocommit=True) for _ in range(6)]
+    try:
+        for c in conns:  # each client's worker has seen every pod up
+            assert pods_serving(c, service.addrs, at_least=3) == set(service.addrs)
+        for c in conns:
+            c.autocommit = False
+        on = [server_addr(c) for c in conns]  # six open transactions
+        assert sorted(on) == sorted(service.addrs * 2), on
+        for p, q in [(a, b) for a in service.addrs for b in service.addrs if a != b]:
+            cp, cq = on.index(p), on.index(q)
+            conns[cp].commit()
+            conns[cq].commit()  # q's connection is freed last; both pods have 1 busy
+            on[cq] = server_addr(conns[cq])
+            assert on[cq] == q, (p, q, on)
+            on[cp] = server_addr(conns[cp])  # p, now the least busy
+            assert on[cp] == p, (p, q, on)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_transaction_stays_on_one_server(service, pgfleet):
     fleet = pgfleet()
     with connect(fleet, autocommit=False) as conn:
