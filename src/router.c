@@ -37,7 +37,7 @@ static bool usable(const struct pool *p)
  */
 static double freed_at(const struct pool *p)
 {
-	if (!p->idle.count)
+	if (!has_idle(p))
 		return -1;
 	return container_of(list_first(&p->idle.head), struct server, node)->last_used;
 }
@@ -78,16 +78,15 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	int j = (int)(start % (unsigned)n);
 	struct pool *best = cand[j];
 	int best_busy = replica_busy(best->replica);
-	double best_freed = warm ? freed_at(best) : -1;
 	for (int i = 1; i < n; i++) {
 		if (++j == n)
 			j = 0;
 		int busy = replica_busy(cand[j]->replica);
-		double freed = warm ? freed_at(cand[j]) : -1;
-		if (busy < best_busy || (busy == best_busy && busy > 0 && freed > best_freed)) {
+		bool warmer_tie = warm && busy == best_busy && busy > 0 &&
+				  freed_at(cand[j]) > freed_at(best);
+		if (busy < best_busy || warmer_tie) {
 			best = cand[j];
 			best_busy = busy;
-			best_freed = freed;
 		}
 	}
 	return best;

@@ -2,6 +2,7 @@
 headless service, with real clients (psql, pgbench, psycopg) against real
 PostgreSQL pods, and what a client sees when something goes wrong."""
 
+import itertools
 import os
 import socket
 import struct
@@ -141,7 +142,7 @@ def test_least_conn_equally_busy_pods_tie_to_the_one_freed_last(service, pgfleet
             c.autocommit = False
         on = [server_addr(c) for c in conns]  # six open transactions
         assert sorted(on) == sorted(service.addrs * 2), on
-        for p, q in [(a, b) for a in service.addrs for b in service.addrs if a != b]:
+        for p, q in itertools.permutations(service.addrs, 2):
             cp, cq = on.index(p), on.index(q)
             conns[cp].commit()
             conns[cq].commit()  # q's connection is freed last; both pods have 1 busy
