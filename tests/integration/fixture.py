@@ -1416,6 +1416,7 @@ class Pgfleet:
         if self.ini_path:
             argv.append(self.ini_path)
         log = open(self.log_path, "ab")
+        log_start = log.tell()
         self.proc = subprocess.Popen(argv, env=env, cwd=self.workdir,
                                      stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT,
@@ -1439,7 +1440,29 @@ class Pgfleet:
                 why = "exited with status %d" % rc
             raise FixtureError("pgfleet %s; log tail:\n%s"
                                % (why, self.log_tail()))
+        if self.workers > 1:
+            self._wait_every_worker_listening(log_start, timeout)
         return self
+
+    def _wait_every_worker_listening(self, log_start, timeout):
+        """The port answers as soon as one worker listens; the others open
+        theirs (and set up their loops) a moment later. A test that changes
+        the machine around start (a sysctl, say) must not undo it before the
+        last worker has looked, so wait for each worker's line."""
+        addr = "%s:%d" % (self.host, self.port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(log_start)
+                    lines = f.read().decode(errors="replace").splitlines()
+            except OSError:
+                lines = []
+            seen = sum(1 for l in lines if addr in l and (
+                "msg=listening " in l or '"msg":"listening"' in l))
+            if seen >= self.workers:
+                return
+            time.sleep(0.01)
 
     def stop(self, timeout=10.0, sig=signal.SIGTERM):
         """SIGTERM (graceful), SIGKILL after timeout; returns the exit code

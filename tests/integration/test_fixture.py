@@ -350,10 +350,12 @@ FAKE = textwrap.dedent("""\
         cp.read(args[0])
         s = cp["pgfleet"]
         addr, port = s["listen_addr"], int(s["listen_port"])
+        workers = int(s.get("workers", "1"))
         print("config", args[0], "dbs", sorted(cp["databases"]), flush=True)
     else:
         addr = os.environ["PGFLEET_LISTEN_ADDR"]
         port = int(os.environ["PGFLEET_LISTEN_PORT"])
+        workers = int(os.environ.get("PGFLEET_WORKERS", "1"))
     print("env", sorted(k for k in os.environ
                         if k.startswith(("PGFLEET_", "DB_")))
           , flush=True)
@@ -369,6 +371,8 @@ FAKE = textwrap.dedent("""\
     sock.bind((addr, port))
     sock.listen()
     print("listening", addr, port, flush=True)
+    for _ in range(workers):  # as pgfleet does, once per event loop
+        print("msg=listening addr=%s:%d" % (addr, port), flush=True)
     while True:
         signal.pause()
     """)

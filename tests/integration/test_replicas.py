@@ -74,11 +74,13 @@ def pgbench(fleet, dbname, *args, timeout=120):
                           timeout=timeout)
 
 
-def wait_all_up(fleet, svc, timeout=10):
-    """Every pod's first check passed (its "replica up" line is logged)."""
+def wait_all_up(fleet, svc, timeout=10, db="app"):
+    """Every pod's first check passed for db in every worker (each event
+    loop checks its own replicas and logs its own "replica up" line)."""
     def up():
         log = fleet.log_text()
-        return all('msg="replica up" db=app addr=%s:%d' % (a, fx.PG_PORT) in log
+        return all(log.count('msg="replica up" db=%s addr=%s:%d '
+                             % (db, a, fx.PG_PORT)) >= fleet.workers
                    for a in svc.addrs)
     assert wait_until(up, timeout), fleet.log_tail()
 
@@ -163,6 +165,7 @@ def test_writes_through_read_write_never_reach_a_standby(bench, pgfleet):
 
 def test_reads_through_prefer_standby_land_on_the_standbys(replicated, pgfleet):
     fleet = start(pgfleet)
+    wait_all_up(fleet, replicated, db="app_ro")
     standbys = {fx.pod_addr(i) for i in replicated.standbys}
     seen = addrs_seen(fleet, "app_ro", 40)
     assert set(seen) == standbys, seen
@@ -196,6 +199,7 @@ def test_no_replica_for_the_target_names_the_reason(replicated, pgfleet):
 
 def test_a_lagging_standby_gets_no_reads(bench, pgfleet):
     fleet = start(pgfleet, settings=dict(max_replica_lag=1))
+    wait_all_up(fleet, bench, db="app_ro")
     s1, s2 = (fx.pod_addr(i) for i in bench.standbys)
     assert set(addrs_seen(fleet, "app_ro", 20)) == {s1, s2}
     bench.pause_replay(bench.standbys[0])
