@@ -425,21 +425,21 @@ class CpuSampler(threading.Thread):
     def __init__(self, pid):
         super().__init__(daemon=True)
         self.pid, self.samples, self.halt = pid, [], threading.Event()
-        self.group_samples, self.pod_samples, self._comm = [], [], {}
+        self.group_samples, self.pod_samples, self._pods = [], [], {}
 
-    def _comm_pod(self, pid):
-        """(comm, pod name or None) of pid, read once per pid."""
-        known = self._comm.get(pid)
-        if known is None:
-            with open("/proc/%d/comm" % pid) as f:
-                comm = f.read().strip()
-            pod = None
-            if comm == "postgres":
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    m = re.match(rb"postgres: (pod\d+): ", f.read())
-                pod = m.group(1).decode() if m else None
-            known = self._comm[pid] = (comm, pod)
-        return known
+    def _pod(self, pid, started):
+        """The pod a `postgres` process serves, from its title. Remembered
+        by (pid, start time): this machine's pid_max is 32768 and a run
+        forks tens of thousands of backends, so a pid alone comes back as
+        another process. A backend not yet retitled is looked at again."""
+        key = (pid, started)
+        pod = self._pods.get(key)
+        if pod is None:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                m = re.match(rb"postgres: (pod\d+): ", f.read())
+            if m:
+                pod = self._pods[key] = m.group(1).decode()
+        return pod
 
     def _group_ticks(self):
         sums, pods = dict.fromkeys(GROUPS, 0), {}
@@ -448,13 +448,19 @@ class CpuSampler(threading.Thread):
                 continue
             pid = int(name)
             try:
-                comm, pod = self._comm_pod(pid)
-                if comm in sums:
-                    ticks = proc_cpu_ticks(pid)
-                    sums[comm] += ticks
+                with open("/proc/%d/stat" % pid) as f:
+                    data = f.read()
+                comm = data[data.index("(") + 1:data.rindex(")")]
+                if comm not in sums:
+                    continue
+                st = data[data.rindex(")") + 2:].split()
+                ticks = int(st[11]) + int(st[12])
+                sums[comm] += ticks
+                if comm == "postgres":
+                    pod = self._pod(pid, int(st[19]))
                     if pod:
                         pods[pod] = pods.get(pod, 0) + ticks
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 continue    # gone between the listing and the read
         return sums, pods
 
