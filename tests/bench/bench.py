@@ -165,11 +165,18 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
-def proc_cpu_ticks(pid):
-    """utime + stime of pid, in clock ticks."""
+def proc_stat(pid):
+    """(comm, the fields after it) of /proc/PID/stat: fields[0] is the
+    state, [11] and [12] utime and stime, [19] the start time."""
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
-    st = data[data.rindex(")") + 2:].split()
+    return (data[data.index("(") + 1:data.rindex(")")],
+            data[data.rindex(")") + 2:].split())
+
+
+def proc_cpu_ticks(pid, fields=None):
+    """utime + stime of pid (or of its proc_stat fields), in clock ticks."""
+    st = fields if fields is not None else proc_stat(pid)[1]
     return int(st[11]) + int(st[12])
 
 
@@ -448,13 +455,10 @@ class CpuSampler(threading.Thread):
                 continue
             pid = int(name)
             try:
-                with open("/proc/%d/stat" % pid) as f:
-                    data = f.read()
-                comm = data[data.index("(") + 1:data.rindex(")")]
+                comm, st = proc_stat(pid)
                 if comm not in sums:
                     continue
-                st = data[data.rindex(")") + 2:].split()
-                ticks = int(st[11]) + int(st[12])
+                ticks = proc_cpu_ticks(pid, st)
                 sums[comm] += ticks
                 if comm == "postgres":
                     pod = self._pod(pid, int(st[19]))

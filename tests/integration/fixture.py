@@ -1415,8 +1415,8 @@ class Pgfleet:
         argv = [self.binary] + self.args
         if self.ini_path:
             argv.append(self.ini_path)
+        log_start = len(self.log_text())  # this start's lines come after
         log = open(self.log_path, "ab")
-        log_start = log.tell()
         self.proc = subprocess.Popen(argv, env=env, cwd=self.workdir,
                                      stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT,
@@ -1450,19 +1450,14 @@ class Pgfleet:
         the machine around start (a sysctl, say) must not undo it before the
         last worker has looked, so wait for each worker's line."""
         addr = "%s:%d" % (self.host, self.port)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                with open(self.log_path, "rb") as f:
-                    f.seek(log_start)
-                    lines = f.read().decode(errors="replace").splitlines()
-            except OSError:
-                lines = []
-            seen = sum(1 for l in lines if addr in l and (
-                "msg=listening " in l or '"msg":"listening"' in l))
-            if seen >= self.workers:
-                return
-            time.sleep(0.01)
+
+        def every_worker_or_exited():
+            if self.proc.poll() is not None:
+                return True
+            lines = self.log_text()[log_start:].splitlines()
+            return sum(1 for l in lines if addr in l and (
+                "msg=listening " in l or '"msg":"listening"' in l)) >= self.workers
+        wait_until(every_worker_or_exited, timeout, step=0.01)
 
     def stop(self, timeout=10.0, sig=signal.SIGTERM):
         """SIGTERM (graceful), SIGKILL after timeout; returns the exit code
