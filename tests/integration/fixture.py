@@ -1516,6 +1516,17 @@ class Pgfleet:
     def log_tail(self, lines=40):
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def wait_all_up(self, addrs, db="app", timeout=10.0):
+        """Every replica at addrs has passed its first health check for db
+        in every worker (each event loop checks its own replicas and logs
+        its own "replica up" line); False if not within timeout."""
+        def up():
+            log = self.log_text()
+            return all(log.count('msg="replica up" db=%s addr=%s:%d '
+                                 % (db, a, PG_PORT)) >= self.workers
+                       for a in addrs)
+        return wait_until(up, timeout)
+
     def wait_log(self, pattern, timeout=10.0):
         """Wait until regex `pattern` matches the log; returns the match."""
         rx = re.compile(pattern)

@@ -178,6 +178,8 @@ def test_asyncpg_prepare_reused_across_transactions(service, pgfleet):
     each of which may land on another server connection or replica."""
     import asyncpg
     fleet = start(pgfleet, pool_size=2)
+    # every pod up in every worker, or the first transactions have one
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
 
     async def main():
         conns = []

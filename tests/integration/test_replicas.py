@@ -75,14 +75,8 @@ def pgbench(fleet, dbname, *args, timeout=120):
 
 
 def wait_all_up(fleet, svc, timeout=10, db="app"):
-    """Every pod's first check passed for db in every worker (each event
-    loop checks its own replicas and logs its own "replica up" line)."""
-    def up():
-        log = fleet.log_text()
-        return all(log.count('msg="replica up" db=%s addr=%s:%d '
-                             % (db, a, fx.PG_PORT)) >= fleet.workers
-                   for a in svc.addrs)
-    assert wait_until(up, timeout), fleet.log_tail()
+    """Every pod's first check passed for db in every worker."""
+    assert fleet.wait_all_up(svc.addrs, db, timeout), fleet.log_tail()
 
 
 @pytest.fixture(scope="module")
