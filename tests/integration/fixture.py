@@ -1516,14 +1516,17 @@ class Pgfleet:
     def log_tail(self, lines=40):
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def wait_all_up(self, addrs, db="app", timeout=10.0):
+    def wait_all_up(self, addrs, db="app", timeout=10.0, workers=None):
         """Every replica at addrs has passed its first health check for db
         in every worker (each event loop checks its own replicas and logs
-        its own "replica up" line); False if not within timeout."""
+        its own "replica up" line), or in `workers` of them where only those
+        have the pool (a wildcard entry's pool is made at a worker's first
+        login for it); False if not within timeout."""
+        need = self.workers if workers is None else workers
         def up():
             log = self.log_text()
             return all(log.count('msg="replica up" db=%s addr=%s:%d '
-                                 % (db, a, PG_PORT)) >= self.workers
+                                 % (db, a, PG_PORT)) >= need
                        for a in addrs)
         return wait_until(up, timeout)
 

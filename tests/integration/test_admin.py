@@ -172,6 +172,7 @@ def hold_transactions(fleet, n):
 
 
 def test_show_servers_lists_connections_on_every_pod(service, fleet):
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
     conns = hold_transactions(fleet, 6)
     try:
         header, servers = show(fleet, "SERVERS")

@@ -118,6 +118,7 @@ def test_load_balance_policies_use_every_pod(service, pgfleet, policy):
 
 def test_least_conn_sends_concurrent_transactions_to_idle_pods(service, pgfleet):
     fleet = pgfleet(settings={"load_balance": "least_conn"})
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
     conns = [connect(fleet, autocommit=False) for _ in range(3)]
     try:
         addrs = [server_addr(c) for c in conns]  # three open transactions
@@ -395,6 +396,10 @@ def test_configured_from_environment_only(service, pgfleet):
                          "DB_PASSWORD": fx.APP_PASSWORD})
     seen = set()
     with connect(fleet) as conn:
+        # The wildcard entry makes the app pool at this first login, in
+        # this connection's worker only; its pods take transactions once
+        # their first health checks pass.
+        assert fleet.wait_all_up(service.addrs, fx.APP_DB, workers=1), fleet.log_tail()
         for _ in range(30):
             seen.add(server_addr(conn))
     assert seen == set(service.addrs)

@@ -172,6 +172,7 @@ def bench(service):
 
 def test_metrics_after_pgbench_one_series_per_replica(bench, pgfleet):
     fleet = pgfleet(settings=SETTINGS)
+    assert fleet.wait_all_up(bench.addrs), fleet.log_tail()
     processed = run_pgbench(fleet, "-S", "-c", "6", "-j", "2", "-t", "200")
     types, samples = scrape(fleet)
 

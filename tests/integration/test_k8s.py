@@ -467,6 +467,16 @@ def served_by(fleet, env, dbname, n=30):
     return seen
 
 
+def warm_up(fleet, env, service):
+    """The pod's wildcard [databases] entry makes a worker's app pool at its
+    first login there: log in on every worker, then wait until every pod has
+    passed its first health check in each, before counting who serves."""
+    for w in range(fleet.workers):
+        fleet.connect_on_worker(w, user=env["DB_USER"], password=env["DB_PASSWORD"],
+                                dbname=fx.APP_DB).close()
+    assert fleet.wait_all_up(service.addrs, fx.APP_DB), fleet.log_tail()
+
+
 def check_as_pod(env, args=()):
     """pgfleet --check with the pod's environment, untouched."""
     return subprocess.run([fx.Pgfleet().binary, "--check"] + list(args),
@@ -485,6 +495,7 @@ def test_pod_environment_serves_every_pod(service, pgfleet, variant):
     p = check_as_pod(env)
     assert p.returncode == 0, p.stdout + p.stderr
     fleet = start_as_pod(pgfleet, env)
+    warm_up(fleet, env, service)
     rows = served_by(fleet, env, fx.APP_DB)
     assert {addr for addr, _ in rows} == set(service.addrs), rows
     if variant == "deployment":
@@ -505,6 +516,7 @@ def test_admin_console_shows_every_pod(service, pgfleet):
         pytest.skip("no admin console in this tree yet")
     env = container_env(render(""), "Deployment", "pgfleet", "pgfleet")
     fleet = start_as_pod(pgfleet, env)
+    warm_up(fleet, env, service)
     served_by(fleet, env, fx.APP_DB, n=6)
     with psycopg.connect(host=fleet.host, port=fleet.port, dbname="pgfleet",
                          user=env["ADMIN_USERS"].split(",")[0].strip(),

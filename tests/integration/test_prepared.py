@@ -48,6 +48,9 @@ def test_pgbench_prepared_tpcb(bench, pgfleet):
 
 def test_statements_follow_the_client_across_pods(service, pgfleet):
     fleet = pgfleet()
+    # A pod takes transactions once its first health check passes, in each
+    # worker: 60 quick statements can all run before that.
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
     with connect(fleet) as conn:
         seen = set()
         for i in range(60):

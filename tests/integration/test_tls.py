@@ -398,6 +398,7 @@ def test_large_messages_both_ways_over_tls(service, pgfleet, certs):
 def test_server_tls_require_uses_tls(service, pgfleet, certs):
     with pods_with_ssl(service, certs, range(len(service.pods))):
         fleet = pgfleet(settings={"server_tls_sslmode": "require"})
+        assert fleet.wait_all_up(service.addrs), fleet.log_tail()
         addrs = spread_queries(fleet)
         assert addrs == {p.addr for p in service.pods}
         for i in range(len(service.pods)):
@@ -408,6 +409,7 @@ def test_server_tls_require_uses_tls(service, pgfleet, certs):
 def test_server_tls_prefer_falls_back_to_plaintext(service, pgfleet, certs):
     with pods_with_ssl(service, certs, [0]):
         fleet = pgfleet()  # server_tls_sslmode = prefer (the default)
+        assert fleet.wait_all_up(service.addrs), fleet.log_tail()
         addrs = spread_queries(fleet)
         assert addrs == {p.addr for p in service.pods}
         seen = fleet_backends_ssl(service, 0)
@@ -447,6 +449,7 @@ def test_server_tls_verify_full(service, pgfleet, certs):
                 "lit0": "host=%s port=%d dbname=%s" % (pod0, fx.PG_PORT, fx.APP_DB),
                 "lit1": "host=%s port=%d dbname=%s" % (pod1, fx.PG_PORT, fx.APP_DB),
             })
+        assert fleet.wait_all_up(service.addrs), fleet.log_tail()
         assert spread_queries(fleet) == {p.addr for p in service.pods}
         with connect(fleet, dbname="lit0") as conn:
             assert conn.execute("SELECT host(inet_server_addr())").fetchone()[0] == pod0
