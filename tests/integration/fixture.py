@@ -1530,6 +1530,13 @@ class Pgfleet:
                        for a in addrs)
         return wait_until(up, timeout)
 
+    def wait_every_worker(self, text, timeout=10.0):
+        """`text` logged at least once per worker: each event loop keeps its
+        own view of the replicas (health, lag, DNS) and logs its changes, so
+        a test that routes next must wait for all of them.  False if not
+        within timeout."""
+        return wait_until(lambda: self.log_text().count(text) >= self.workers, timeout)
+
     def wait_log(self, pattern, timeout=10.0):
         """Wait until regex `pattern` matches the log; returns the match."""
         rx = re.compile(pattern)

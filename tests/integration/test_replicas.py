@@ -199,8 +199,8 @@ def test_a_lagging_standby_gets_no_reads(bench, pgfleet):
     bench.pause_replay(bench.standbys[0])
     # WAL the paused standby receives and cannot replay.
     bench.psql(bench.primary, "UPDATE pgbench_branches SET bbalance = bbalance + 1")
-    assert wait_until(lambda: 'msg="replica lagging" db=app_ro addr=%s' % s1
-                      in fleet.log_text(), 2 + 2 * PERIOD + TIMEOUT), fleet.log_tail()
+    assert fleet.wait_every_worker('msg="replica lagging" db=app_ro addr=%s' % s1,
+                                   2 + 2 * PERIOD + TIMEOUT), fleet.log_tail()
     assert set(addrs_seen(fleet, "app_ro", 20)) == {s2}
     bench.resume_replay(bench.standbys[0])
     assert wait_until(lambda: 'msg="replica caught up" db=app_ro addr=%s' % s1
@@ -267,7 +267,7 @@ def test_a_pod_removed_from_dns_then_stopped_fails_nothing(bench, pgfleet):
         time.sleep(1)
         bench.set_records([a for a in bench.records if a != gone_addr])
         removed = 'msg="replica removed" db=app addr=%s:%d' % (gone_addr, fx.PG_PORT)
-        assert wait_until(lambda: removed in fleet.log_text(), DNS_TTL + 5), fleet.log_tail()
+        assert fleet.wait_every_worker(removed, DNS_TTL + 5), fleet.log_tail()
         bench.stop(gone, "fast")
         t_stop = time.monotonic()
         time.sleep(1.5)
@@ -315,7 +315,7 @@ def test_a_hung_replica_is_marked_down_after_the_check_timeout(replicated, pgfle
     t0 = time.monotonic()
     line = ('msg="replica down" db=app_ro addr=%s:%d from=up '
             'reason="health check timed out after %ds"' % (victim_addr, fx.PG_PORT, TIMEOUT))
-    assert wait_until(lambda: line in fleet.log_text(), PERIOD + TIMEOUT + 1.5), fleet.log_tail()
+    assert fleet.wait_every_worker(line, PERIOD + TIMEOUT + 1.5), fleet.log_tail()
     assert time.monotonic() - t0 >= TIMEOUT * 0.9
     # The others serve, promptly.
     t1 = time.monotonic()
@@ -334,7 +334,7 @@ def test_failover_writes_go_to_the_promoted_standby(bench, pgfleet):
     old, new = bench.primary, bench.standbys[0]
     bench.stop(old, "immediate")
     down = 'msg="replica down" db=app_rw addr=%s' % fx.pod_addr(old)
-    assert wait_until(lambda: down in fleet.log_text(), PERIOD + TIMEOUT + 2), fleet.log_tail()
+    assert fleet.wait_every_worker(down, PERIOD + TIMEOUT + 2), fleet.log_tail()
     # No primary: a writer waits query_wait_timeout and is told why.
     with pytest.raises(psycopg.Error) as ei:
         with connect(fleet, "app_rw") as conn:
