@@ -36,6 +36,9 @@ void cancel_handle_remote(uint32_t pid, uint32_t key);
  * server_connect_timeout; never blocks.  `why` goes to the log. */
 bool cancel_server_query(struct server *s, const char *why);
 
+/* s is being closed: its cancel connections forget it (they go on). */
+void cancel_forget_server(struct server *s);
+
 /* Closes and frees every cancel connection still in flight, and the table. */
 void cancel_shutdown(void);
 

@@ -84,6 +84,11 @@ struct server {
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
 	bool login_failed_by_user; /* the server refused the user, not the connection */
+	/* Cancels sent to this backend whose connection the server has not
+	 * closed yet: PostgreSQL may signal the backend a moment after the
+	 * query ended, so until then no other client gets it (cancel.c). */
+	uint16_t cancels;
+	bool ready_after_cancel; /* released meanwhile: back to the pool when they end */
 	struct param_set params;
 	struct param_set params_at_login; /* what a reset query returns to */
 	/* The interned client set (param_shared_id) these settings were found
@@ -123,6 +128,9 @@ void server_drain_fakes(struct server *s);
 void server_link(struct server *s, struct client *c);
 /* Back to the pool after a finished transaction (or a welcome). */
 void server_release(struct server *s);
+/* One of s's cancel connections ended: the last one returns a server
+ * released meanwhile to the pool. */
+void server_cancel_done(struct server *s);
 /* The client went away while linked: reset or close the server. */
 void server_unlink_client(struct server *s);
 void server_free_list(void);

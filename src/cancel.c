@@ -7,10 +7,18 @@
  * the backend linked to that client, over a fresh connection to that
  * backend's replica, carrying that backend's key.
  *
+ * PostgreSQL signals the backend from the process that read the request,
+ * which then closes the connection; it may signal twice (the backend and
+ * its process group), and the second signal can come after the canceled
+ * query ended.  So the backend stays out of the pool until the server has
+ * closed the cancel connection (server->cancels): were it given to another
+ * client meanwhile, that client's query could be the one canceled.
+ *
  * Must not: block (the cancel connection is as non-blocking as any other),
  * send a cancel anywhere but the replica running the query, or keep a
- * pointer to a client or server across loop passes: a cancel connection
- * remembers keys, and looks its client up again once it is connected.
+ * pointer to a client across loop passes: a cancel connection remembers
+ * keys, and looks its client up again once it is connected.  Its pointer
+ * to the server is cleared when that server is closed.
  */
 #include "cancel.h"
 
@@ -119,6 +127,8 @@ struct cancel_conn {
 	struct list node; /* inflight */
 	int fd;
 	bool connected;
+	bool awaiting_close; /* sent: waiting for the server to close */
+	struct server *server; /* the backend's connection; NULL once it is closed */
 	struct event ev;
 	double deadline;
 	uint8_t pkt[CANCEL_PKT_LEN];
@@ -144,11 +154,15 @@ static bool query_running(const struct server *s)
 
 static void cancel_free(struct cancel_conn *cc)
 {
+	struct server *s = cc->server;
+	cc->server = NULL;
 	event_del(&cc->ev);
 	if (cc->fd >= 0)
 		close(cc->fd);
 	list_del(&cc->node);
 	free(cc);
+	if (s)
+		server_cancel_done(s); /* last: it may hand s to a waiting client */
 }
 
 /* One log line per cancel connection, then it is gone.  Freed inside its own
@@ -185,7 +199,11 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct cancel_conn *cc = arg;
 	if (what & EV_TIMEOUT) {
-		cancel_finish(cc, LOG_WARN, "cancel not sent", "server_connect_timeout");
+		if (cc->awaiting_close)
+			cancel_finish(cc, LOG_WARN, "cancel sent",
+				      "the server kept the cancel connection open");
+		else
+			cancel_finish(cc, LOG_WARN, "cancel not sent", "server_connect_timeout");
 		return;
 	}
 	if (!cc->connected) {
@@ -220,7 +238,28 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 		cancel_finish(cc, LOG_WARN, "cancel not sent", n < 0 ? strerror(errno) : "short write");
 		return;
 	}
-	/* The server answers a CancelRequest with nothing but closing: we close first. */
+	/* The server answers a CancelRequest with nothing but closing, once it
+	 * has signalled the backend: wait for that (bounded by the deadline). */
+	uint8_t junk[64];
+	for (;;) {
+		ssize_t n = recv(cc->fd, junk, sizeof(junk), 0);
+		if (n > 0)
+			continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (!cc->awaiting_close) {
+				cc->awaiting_close = true;
+				event_del(&cc->ev);
+				event_assign(&cc->ev, fleet.base, cc->fd, EV_READ, on_cancel_event, cc);
+			}
+			if (!rearm(cc))
+				cancel_finish(cc, LOG_WARN, "cancel sent",
+					      "the server kept the cancel connection open");
+			return;
+		}
+		break; /* closed (or reset): the backend has been signalled */
+	}
 	cancel_finish(cc, LOG_INFO, "cancel sent", NULL);
 }
 
@@ -245,6 +284,8 @@ bool cancel_server_query(struct server *s, const char *why)
 		return false;
 	}
 	list_init(&cc->node);
+	cc->server = s;
+	s->cancels++;
 	cc->client_pid = c->cancel_pid;
 	cc->client_key = c->cancel_key;
 	cc->backend_pid = s->backend_pid;
@@ -324,13 +365,29 @@ void cancel_handle_remote(uint32_t pid, uint32_t key)
 	cancel_by_key(pid, key, "another worker");
 }
 
+void cancel_forget_server(struct server *s)
+{
+	struct list *it;
+	if (!inflight.next)
+		return;
+	list_for_each(it, &inflight) {
+		struct cancel_conn *cc = container_of(it, struct cancel_conn, node);
+		if (cc->server == s)
+			cc->server = NULL;
+	}
+}
+
 void cancel_shutdown(void)
 {
 	struct list *it, *tmp;
 	if (!inflight.next)
 		list_init(&inflight);
 	list_for_each_safe(it, tmp, &inflight) {
-		cancel_free(container_of(it, struct cancel_conn, node));
+		struct cancel_conn *cc = container_of(it, struct cancel_conn, node);
+		if (cc->server)
+			cc->server->cancels = 0; /* going away with the rest */
+		cc->server = NULL;
+		cancel_free(cc);
 	}
 	/* Clients still registered are being freed by the caller. */
 	for (uint32_t i = 0; i < nbuckets; i++) {

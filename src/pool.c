@@ -382,6 +382,12 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	struct pool_group *g = p->group;
 	s->last_used = fleet_now();
+	if (s->cancels) {
+		/* A cancel is on its way to this backend: it stays out of the
+		 * pool until PostgreSQL has signalled it (server_cancel_done). */
+		s->ready_after_cancel = true;
+		return;
+	}
 	if (s->state != SERVER_LOGIN && pool_yield_server(p) && pool_total(p) > fair_share(p)) {
 		/* workers = N: another worker's clients wait for room this one
 		 * holds beyond its share: give it back rather than keep it.

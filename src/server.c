@@ -1101,6 +1101,22 @@ void server_release(struct server *s)
 	pool_server_ready(s);
 }
 
+void server_cancel_done(struct server *s)
+{
+	if (s->cancels > 0)
+		s->cancels--;
+	if (s->cancels > 0 || !s->ready_after_cancel)
+		return;
+	s->ready_after_cancel = false;
+	if (s->state != SERVER_ACTIVE || s->link)
+		return;
+	if (must_close(s)) {
+		server_close(s, "closed after use (lifetime or draining)");
+		return;
+	}
+	pool_server_ready(s);
+}
+
 void server_unlink_client(struct server *s)
 {
 	struct client *c = s->link;
@@ -1177,6 +1193,11 @@ void server_close(struct server *s, const char *reason)
 	s->queue = NULL;
 	s->q_cap = 0;
 	prepared_server_free(&s->stmts);
+	if (s->cancels) {
+		cancel_forget_server(s);
+		s->cancels = 0;
+		s->ready_after_cancel = false;
+	}
 	conn_teardown(&s->io);
 	r->server_conns--;
 	server_set_state(s, SERVER_JUSTFREE);

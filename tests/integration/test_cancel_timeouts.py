@@ -221,6 +221,46 @@ def test_psycopg_cancel_reaches_the_right_backend_while_others_run(service, pgfl
     assert "cancel sent" in log and "replica=%s:5432" % fx.pod_addr(pod) in log, log
 
 
+def test_a_canceled_backend_goes_to_the_next_client_only_after_the_cancel(service, pgfleet):
+    """PostgreSQL may signal a canceled backend twice (the backend, then its
+    process group), the second time after the query ended.  With one server
+    connection and clients queued for it, the backend goes straight to the
+    next client when the canceled query ends; unless pgfleet holds it until
+    the server has closed the cancel connection, that client's query can be
+    the one the late signal cancels.  Many rounds give the race room; it
+    needs the canceling process to be preempted between its two signals,
+    so on an idle machine this passes without the hold too (a loaded
+    workers = 2 run of the test above caught it)."""
+    fleet = pgfleet(settings={"default_pool_size": 1},
+                    databases={fx.APP_DB: "host=%s port=%d dbname=%s"
+                               % (fx.pod_addr(0), fx.PG_PORT, fx.APP_DB)})
+    victim = connect(fleet)
+    queued = [connect(fleet) for _ in range(3)]
+    errors = []
+
+    def one_query(conn):
+        try:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    for _ in range(15):
+        t, res = run_in_thread(victim.execute, SLEEP_SQL)
+        find_sleeper(service)
+        waiting = [threading.Thread(target=one_query, args=(c,)) for c in queued]
+        for w in waiting:
+            w.start()
+        time.sleep(0.05)  # their queries wait for the one server connection
+        victim.cancel()
+        t.join(10)
+        for w in waiting:
+            w.join(10)
+        assert isinstance(res.get("error"), psycopg.errors.QueryCanceled), res
+        assert not errors, errors  # the cancel reached no one else
+    for c in queued + [victim]:
+        c.close()
+
+
 def test_psql_cancel_inside_a_transaction(service, pgfleet):
     """psql's Ctrl-C (libpq PQcancel) of a query in a transaction block."""
     fleet = pgfleet()
