@@ -7,6 +7,7 @@ clear ErrorResponse.  Real clients (psycopg, psql) against real pods; raw
 sockets where a test needs the key itself or the exact error."""
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -217,8 +218,9 @@ def test_psycopg_cancel_reaches_the_right_backend_while_others_run(service, pgfl
     # the client goes on
     assert victim.execute("SELECT 7").fetchone() == (7,)
     victim.close()
-    log = fleet.log_text()
-    assert "cancel sent" in log and "replica=%s:5432" % fx.pod_addr(pod) in log, log
+    # logged once the server has closed the cancel connection
+    fleet.wait_log(r'msg="cancel sent" .*replica=%s:5432' % re.escape(fx.pod_addr(pod)),
+                   timeout=5)
 
 
 def test_a_canceled_backend_goes_to_the_next_client_only_after_the_cancel(service, pgfleet):
