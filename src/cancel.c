@@ -186,6 +186,17 @@ static bool still_running(const struct cancel_conn *cc)
 	       strcmp(s->pool->replica->addr_str, cc->replica_addr) == 0;
 }
 
+/* The deadline passed: before the request was written, or after it while
+ * waiting for the server to close. */
+static void cancel_timed_out(struct cancel_conn *cc)
+{
+	if (cc->awaiting_close)
+		cancel_finish(cc, LOG_WARN, "cancel sent",
+			      "the server kept the cancel connection open");
+	else
+		cancel_finish(cc, LOG_WARN, "cancel not sent", "server_connect_timeout");
+}
+
 static bool rearm(struct cancel_conn *cc)
 {
 	double left = cc->deadline - fleet_now();
@@ -199,11 +210,7 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct cancel_conn *cc = arg;
 	if (what & EV_TIMEOUT) {
-		if (cc->awaiting_close)
-			cancel_finish(cc, LOG_WARN, "cancel sent",
-				      "the server kept the cancel connection open");
-		else
-			cancel_finish(cc, LOG_WARN, "cancel not sent", "server_connect_timeout");
+		cancel_timed_out(cc);
 		return;
 	}
 	if (!cc->connected) {
@@ -232,7 +239,7 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (!rearm(cc))
-				cancel_finish(cc, LOG_WARN, "cancel not sent", "server_connect_timeout");
+				cancel_timed_out(cc);
 			return;
 		}
 		cancel_finish(cc, LOG_WARN, "cancel not sent", n < 0 ? strerror(errno) : "short write");
@@ -254,8 +261,7 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 				event_assign(&cc->ev, fleet.base, cc->fd, EV_READ, on_cancel_event, cc);
 			}
 			if (!rearm(cc))
-				cancel_finish(cc, LOG_WARN, "cancel sent",
-					      "the server kept the cancel connection open");
+				cancel_timed_out(cc);
 			return;
 		}
 		break; /* closed (or reset): the backend has been signalled */
