@@ -1522,20 +1522,24 @@ class Pgfleet:
         its own "replica up" line), or in `workers` of them where only those
         have the pool (a wildcard entry's pool is made at a worker's first
         login for it); False if not within timeout."""
-        need = self.workers if workers is None else workers
-        def up():
-            log = self.log_text()
-            return all(log.count('msg="replica up" db=%s addr=%s:%d '
-                                 % (db, a, PG_PORT)) >= need
-                       for a in addrs)
-        return wait_until(up, timeout)
+        return self._wait_logged(['msg="replica up" db=%s addr=%s:%d ' % (db, a, PG_PORT)
+                                  for a in addrs], timeout, workers)
 
     def wait_every_worker(self, text, timeout=10.0):
         """`text` logged at least once per worker: each event loop keeps its
         own view of the replicas (health, lag, DNS) and logs its changes, so
         a test that routes next must wait for all of them.  False if not
         within timeout."""
-        return wait_until(lambda: self.log_text().count(text) >= self.workers, timeout)
+        return self._wait_logged([text], timeout)
+
+    def _wait_logged(self, texts, timeout, workers=None):
+        """Each of texts logged at least once per worker (or `workers` times)."""
+        need = self.workers if workers is None else workers
+
+        def logged():
+            log = self.log_text()
+            return all(log.count(t) >= need for t in texts)
+        return wait_until(logged, timeout)
 
     def wait_log(self, pattern, timeout=10.0):
         """Wait until regex `pattern` matches the log; returns the match."""
