@@ -70,6 +70,7 @@ struct client {
 	double idle_since;   /* timeouts: its last bytes, or the end of its last transaction */
 	bool welcome_pending; /* logged in, waits for one server to learn parameters */
 	bool skip_to_sync;    /* after an error pgfleet raised: drop messages up to Sync */
+	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
 };
 

@@ -82,7 +82,12 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(log_connections, BOOL, "1")                                                              \
 	X(log_disconnections, BOOL, "1")                                                           \
 	X(stats_period, TIME, "60")                                                                \
-	X(shutdown_timeout, TIME, "30")
+	X(shutdown_timeout, TIME, "30")                                                            \
+	/* Per-client memory (issue 15 item 6): named statements, and what pgfleet \
+	 * queues for a client that does not read (back-pressure mark). */        \
+	X(max_client_prepared_statements, INT, "2000")                                             \
+	X(max_client_prepared_bytes, INT, "8388608")                                               \
+	X(max_client_output_buffer, INT, "4194304")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT long long

@@ -83,6 +83,12 @@ static inline bool wbuf_pending(const struct wbuf *w)
 	return w->sent < w->len;
 }
 
+/* Bytes queued and not sent yet. */
+static inline uint32_t wbuf_queued(const struct wbuf *w)
+{
+	return w->len - w->sent;
+}
+
 /* Room for n more bytes (amortised growth). */
 void wbuf_need(struct wbuf *w, uint32_t n);
 void wbuf_put(struct wbuf *w, const void *p, uint32_t n);

@@ -47,6 +47,13 @@ bool prepared_client_close(struct client_stmts *cs, const char *name);
 void prepared_client_clear(struct client_stmts *cs);
 void prepared_client_free(struct client_stmts **cs);
 uint32_t prepared_client_count(const struct client_stmts *cs);
+/* What one more statement would cost the client, and what its statements
+ * cost now, in bytes: the name, the body (counted in full even when shared:
+ * the client chose it) and the bookkeeping, so that a byte budget bounds the
+ * client's whole footprint whatever the count limit is
+ * (max_client_prepared_bytes). */
+uint64_t prepared_client_cost(const char *name, uint32_t body_len);
+uint64_t prepared_client_bytes(const struct client_stmts *cs);
 
 /* Does the server have ps prepared?  Marks it most recently used. */
 bool prepared_server_has(struct server_stmts *ss, const struct pstmt *ps);

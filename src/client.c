@@ -399,7 +399,13 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			c->login_step = LOGIN_TLS_HANDSHAKE;
 			return;
 		}
-		/* No TLS here, and never GSS encryption: go on in plaintext. */
+		/* No TLS here, and never GSS encryption: go on in plaintext.  As
+		 * PostgreSQL, one of each at most: an endless stream of them would
+		 * queue an endless stream of 'N's for a client that never reads. */
+		if (++c->encryption_requests > 2) {
+			client_close(c, "08P01", "too many encryption requests");
+			return;
+		}
 		wbuf_put(&c->io.out, "N", 1);
 		return;
 	}
@@ -589,10 +595,17 @@ enum fwd {
 	FWD_CLOSED, /* the client was closed */
 };
 
-/* Sends what is parsed so far, so a rewritten message can follow in order. */
+/* Sends what is parsed so far, so a rewritten message can follow in order.
+ * Also the server's out queue, once pgfleet's own messages for it (hidden
+ * Parses of statements the client prepared, up to 1 MB each) pass
+ * max_client_output_buffer: a pipeline of Binds must not make pgfleet queue
+ * a copy of every statement at once. */
 static bool flush_parsed(struct client *c, struct server *s)
 {
-	return !iobuf_unsent(c->io.in) || conn_forward(&c->io, &s->io) == IO_DONE;
+	if (!iobuf_unsent(c->io.in) &&
+	    wbuf_queued(&s->io.out) < (uint64_t)fleet.cfg.max_client_output_buffer)
+		return true;
+	return conn_forward(&c->io, &s->io) == IO_DONE;
 }
 
 /* The whole message at b->parsed is buffered (reserving room for it). */
@@ -686,6 +699,29 @@ static enum stmt_sql classify_sql(const char *sql, char *name, size_t namelen)
 	return (*q || !n) ? SQL_OTHER : SQL_DEALLOC;
 }
 
+/* A Parse pgfleet refuses itself: the ErrorResponse comes in turn (a faked
+ * reply; the note carries the SQLSTATE then the message) and the rest up to
+ * Sync is ignored, as PostgreSQL does after an error.  The session goes on. */
+static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
+			     const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
+			     const char *sqlstate, const char *fmt, ...)
+{
+	char note[256];
+	va_list ap;
+	memcpy(note, sqlstate, 5);
+	va_start(ap, fmt);
+	vsnprintf(note + 5, sizeof(note) - 5, fmt, ap);
+	va_end(ap);
+	consume(c, len + 1);
+	server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
+	if (!s->overflow)
+		server_queue_last(s)->note = strdup(note);
+	c->skip_to_sync = true;
+	return FWD_DONE;
+}
+
 /* Parse of a named statement: remembered under the client's name, sent under
  * the shared name only when this server connection lacks it. */
 static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
@@ -744,19 +780,24 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	}
 	if (!flush_parsed(c, s))
 		return FWD_WAIT;
-	if (prepared_client_lookup(c->stmts, name)) {
-		/* As PostgreSQL: the name is taken until it is closed; the error
-		 * comes in turn and the rest up to Sync is ignored. */
-		char msg[160];
-		snprintf(msg, sizeof(msg), "prepared statement \"%s\" already exists", name);
-		consume(c, len + 1);
-		server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
-		struct request *last = server_queue_last(s);
-		if (last)
-			last->note = strdup(msg);
-		c->skip_to_sync = true;
-		return FWD_DONE;
-	}
+	if (prepared_client_lookup(c->stmts, name))
+		/* As PostgreSQL: the name is taken until it is closed. */
+		return refuse_parse(c, s, len, "42P05", "prepared statement \"%.64s\" already exists",
+				    name);
+	uint32_t body_len = r.len - r.pos;
+	long long max_count = fleet.cfg.max_client_prepared_statements;
+	if (max_count > 0 && prepared_client_count(c->stmts) >= (uint64_t)max_count)
+		return refuse_parse(c, s, len, "53400",
+				    "cannot prepare statement \"%.64s\": this client has %lld prepared "
+				    "statements (max_client_prepared_statements)",
+				    name, max_count);
+	if (prepared_client_bytes(c->stmts) + prepared_client_cost(name, body_len) >
+	    (uint64_t)fleet.cfg.max_client_prepared_bytes)
+		return refuse_parse(c, s, len, "53400",
+				    "cannot prepare statement \"%.64s\": this client's prepared "
+				    "statements would take more than %lld bytes "
+				    "(max_client_prepared_bytes)",
+				    name, fleet.cfg.max_client_prepared_bytes);
 	struct pstmt *ps = prepared_client_parse(&c->stmts, name, r.p + r.pos, r.len - r.pos);
 	/* A prepared DISCARD ALL / DEALLOCATE ALL drops everything when it runs */
 	ps->drops_all = kind == SQL_DROP_ALL;
@@ -766,8 +807,10 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		return FWD_DONE;
 	}
 	server_ensure_prepared(s, ps);
-	/* ensure_prepared queued a hidden Parse: this one is the client's own */
-	server_queue_last(s)->action = REQ_PASS;
+	/* ensure_prepared queued a hidden Parse: this one is the client's own
+	 * (unless the queue overflowed: the client is closed right after) */
+	if (!s->overflow)
+		server_queue_last(s)->action = REQ_PASS;
 	return FWD_DONE;
 }
 
@@ -975,10 +1018,6 @@ static bool forward_to_server(struct client *c)
 			client_close(c, "08P01", "invalid message length %u (type %d)", len, type);
 			return false;
 		}
-		if (s->overflow) {
-			client_close(c, "54000", "too many requests pipelined before a Sync");
-			return false;
-		}
 		if (c->skip_to_sync && type != 'S' && type != 'X') {
 			/* Ignored up to the Sync, as the server would after an error. */
 			if (!flush_parsed(c, s))
@@ -1028,6 +1067,13 @@ static bool forward_to_server(struct client *c)
 		}
 		if (f == FWD_CLOSED)
 			return false;
+		if (s->overflow) {
+			/* Its request was not recorded: never sent, its reply unroutable. */
+			client_close(c, "54000",
+				     "too many requests pipelined before a Sync (more than %u)",
+				     SERVER_QUEUE_MAX);
+			return false;
+		}
 		if (f == FWD_WAIT)
 			break;
 		if (f == FWD_DONE)
@@ -1058,6 +1104,11 @@ static bool forward_to_server(struct client *c)
 	conn_read_enable(&c->io, true);
 	/* Requests pgfleet answers itself may be all that is owed. */
 	server_drain_fakes(s);
+	/* Back-pressure (STYLE.md): a client that does not read its replies is
+	 * not read either, so what pgfleet queues for it stays below
+	 * max_client_output_buffer plus one pass; client_on_write resumes. */
+	if (wbuf_queued(&c->io.out) >= (uint64_t)fleet.cfg.max_client_output_buffer)
+		conn_read_enable(&c->io, false);
 	return false;
 }
 
@@ -1164,10 +1215,16 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 		client_close(c, NULL, "write to client failed");
 		return;
 	}
-	if (c->link)
-		server_resume(c->link);
-	else
+	if (!c->link) {
 		client_process(c);
+		return;
+	}
+	server_resume(c->link);
+	/* Reading stopped while pgfleet's replies waited for this socket: the
+	 * queue is empty now (below half the mark, as le-proxy resumes), so
+	 * resume the client's messages and the replies pgfleet owes it. */
+	if (!c->io.read_on)
+		client_resume(c);
 }
 
 void client_linked(struct client *c)

@@ -112,6 +112,11 @@ static const struct {
 } int_ranges[] = {
     {"listen_port", 1, 65535},         {"max_client_conn", 1, INT_MAX},    {"workers", 1, 64},
     {"default_pool_size", 1, INT_MAX}, {"max_packet_size", 1024, INT_MAX},
+    /* Per-client memory: a byte budget and a back-pressure mark are never off;
+     * the mark stays far enough below 2 GiB (wbuf_need's limit) that what one
+     * pass adds past it (at most a couple of 1 MB messages) always fits. */
+    {"max_client_prepared_bytes", 1024, INT_MAX},
+    {"max_client_output_buffer", 16384, 1024 * 1024 * 1024},
 };
 
 /*

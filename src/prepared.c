@@ -29,6 +29,7 @@ struct client_stmt {
 
 struct client_stmts {
 	uint32_t count;
+	uint64_t bytes; /* prepared_client_cost of each statement */
 	struct client_stmt *bucket[CLIENT_BUCKETS];
 };
 
@@ -127,6 +128,8 @@ struct pstmt *prepared_client_parse(struct client_stmts **csp, const char *name,
 	if (*pp) {
 		/* PostgreSQL would refuse to reuse a name; drivers never do it
 		 * without a Close, so the new definition simply wins. */
+		cs->bytes -= prepared_client_cost(name, (*pp)->ps->body_len);
+		cs->bytes += prepared_client_cost(name, body_len);
 		prepared_release((*pp)->ps);
 		(*pp)->ps = ps;
 		return ps;
@@ -137,6 +140,7 @@ struct pstmt *prepared_client_parse(struct client_stmts **csp, const char *name,
 	st->ps = ps;
 	*pp = st;
 	cs->count++;
+	cs->bytes += prepared_client_cost(name, body_len);
 	return ps;
 }
 
@@ -157,6 +161,7 @@ bool prepared_client_close(struct client_stmts *cs, const char *name)
 	if (!st)
 		return false;
 	*pp = st->next;
+	cs->bytes -= prepared_client_cost(st->name, st->ps->body_len);
 	prepared_release(st->ps);
 	free(st);
 	cs->count--;
@@ -176,6 +181,7 @@ void prepared_client_clear(struct client_stmts *cs)
 		}
 	}
 	cs->count = 0;
+	cs->bytes = 0;
 }
 
 void prepared_client_free(struct client_stmts **cs)
@@ -188,6 +194,16 @@ void prepared_client_free(struct client_stmts **cs)
 uint32_t prepared_client_count(const struct client_stmts *cs)
 {
 	return cs ? cs->count : 0;
+}
+
+uint64_t prepared_client_cost(const char *name, uint32_t body_len)
+{
+	return sizeof(struct client_stmt) + strlen(name) + 1 + sizeof(struct pstmt) + body_len;
+}
+
+uint64_t prepared_client_bytes(const struct client_stmts *cs)
+{
+	return cs ? cs->bytes : 0;
 }
 
 /* ---- per server --------------------------------------------------------- */

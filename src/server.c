@@ -614,6 +614,17 @@ static void queue_clear(struct server *s)
 	s->expect_rfq = 0;
 }
 
+/* Back to the pool: a ring a long pipeline grew goes back to malloc. */
+static void queue_trim(struct server *s)
+{
+	if (s->q_len == 0 && s->q_cap > SERVER_QUEUE_KEEP) {
+		free(s->queue);
+		s->queue = NULL;
+		s->q_cap = s->q_head = 0;
+	}
+	s->overflow = false;
+}
+
 /* Does this reply message end the request? */
 static bool reply_ends(uint8_t kind, uint8_t type)
 {
@@ -708,12 +719,41 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		proto_end(out, m);
 		proto_ready(out, s->xact_status);
 		break;
-	case REQ_ERROR:
-		proto_error(out, "ERROR", "42P05", r->note ? r->note : "prepared statement exists");
+	case REQ_ERROR: {
+		/* The note: SQLSTATE (5 characters), then the message. */
+		char sqlstate[6] = "53200";
+		const char *msg = "out of memory";
+		if (r->note && strlen(r->note) > 5) {
+			memcpy(sqlstate, r->note, 5);
+			msg = r->note + 5;
+		}
+		proto_error(out, "ERROR", sqlstate, msg);
 		break;
+	}
 	default:
 		break;
 	}
+}
+
+/* Back-pressure on pgfleet's own replies: past max_client_output_buffer
+ * queued for the client, they wait until its socket takes what is queued.
+ * False when it cannot: this server is not read meanwhile (its replies come
+ * after the fakes) and the client is not read either (forward_to_server);
+ * client_on_write resumes both once the queue is empty. */
+static bool client_out_room(struct server *s, struct client *c)
+{
+	if (wbuf_queued(&c->io.out) < (uint64_t)fleet.cfg.max_client_output_buffer)
+		return true;
+	enum io_result r = conn_flush(&c->io);
+	if (r == IO_DONE)
+		return true;
+	if (r == IO_ERROR) {
+		client_close(c, NULL, "write to client failed");
+	} else {
+		conn_read_enable(&s->io, false);
+		conn_write_enable(&c->io, true);
+	}
+	return false;
 }
 
 /* Fakes at the head of the queue: every reply before them is out.  Counts
@@ -722,7 +762,7 @@ static bool drain_fakes(struct server *s, struct client *c, int *n)
 {
 	struct request *r;
 	while ((r = queue_head(s)) && r->action == REQ_FAKE) {
-		if (!flush_to_client(s, c))
+		if (!flush_to_client(s, c) || !client_out_room(s, c))
 			return false;
 		emit_fake(s, c, r);
 		queue_pop(s);
@@ -1098,6 +1138,7 @@ void server_release(struct server *s)
 		server_close(s, "closed after use (lifetime or draining)");
 		return;
 	}
+	queue_trim(s);
 	pool_server_ready(s);
 }
 
@@ -1149,6 +1190,7 @@ void server_unlink_client(struct server *s)
 		if (wbuf_pending(&s->io.out))
 			conn_write_enable(&s->io, true);
 	}
+	queue_trim(s);
 	pool_server_ready(s);
 }
 
