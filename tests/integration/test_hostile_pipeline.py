@@ -189,6 +189,7 @@ def test_pipelined_parse_close_without_reading_is_bounded(service, pgfleet):
     assert not sender.is_alive() and all(isinstance(p, int) for p in progress), progress[-2:]
     assert bytes(got) == expected
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     # The attack's bytes went through; pgfleet held at most ~limit for it.
     assert peak - rss_before < 16 * 1024, (rss_before, peak)
     attacker.s.sendall(parse("after", "SELECT 2") + close_stmt("after") + SYNC)
@@ -225,6 +226,7 @@ def test_statement_count_cap(service, pgfleet):
     assert first["C"] == "53400" and first["S"] == "ERROR", first
     assert "max_client_prepared_statements" in first["M"] and '"st2000"' in first["M"], first
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     # 2000 x 2 KB kept, not 40,000 x 2 KB.
     assert peak - rss_before < 40 * 1024, (rss_before, peak)
 
@@ -278,6 +280,7 @@ def test_result_not_read_is_bounded(service, pgfleet):
             " AND query LIKE 'SELECT repeat%'").fetchone()[0] == 1, 60)
     other_client_works(fleet, "bystander")
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     assert peak - rss_before < 16 * 1024, (rss_before, peak)
     n_rows = 0
     for _ in range(queries):
@@ -303,6 +306,7 @@ def test_admin_console_that_does_not_read_is_bounded(service, pgfleet):
     wait_stalled_or_done(sender, progress)
     other_client_works(fleet, "bystander")
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     # One SHOW CLIENTS of 300 rows is ~100 KB; 20,000 of them would be 2 GB.
     assert peak - rss_before < 16 * 1024, (rss_before, peak)
     for _ in range(n):
@@ -342,6 +346,7 @@ def test_pipeline_longer_than_the_request_queue_is_refused(service, pgfleet):
     attacker.s.close()
     other_client_works(fleet, "bystander")
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     # The ring at its largest (24 MiB) and the one it grew from, at most.
     assert peak - rss_before < 48 * 1024, (rss_before, peak)
 
@@ -395,5 +400,6 @@ def test_hidden_parses_of_big_statements_are_back_pressured(service, pgfleet):
     rows = [b for k, b in c.until_ready() if k == b"D"]
     assert len(rows) == 1 and rows[0].endswith(b"900000"), rows
     peak = status_kb(fleet, "VmHWM")
+    print("peak RSS growth: %d kB" % (peak - rss_before))
     assert peak - rss_before < 32 * 1024, (rss_before, peak)
     c.close()
