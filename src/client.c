@@ -258,6 +258,12 @@ static void ask_password(struct client *c)
 
 static void auth_failed(struct client *c)
 {
+	/* The client is told only what a wrong password tells it; the log says
+	 * why, for the operator. */
+	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	if (auth_password_empty(u))
+		log_warn("login refused: the user's password is empty (auth_file or DB_PASSWORD)",
+			 "client", c->addr_str, "user", c->user, NULL);
 	client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -304,7 +310,7 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 			client_close(c, "08P01", "malformed SASLInitialResponse");
 			return;
 		}
-		if (!auth_scram_secret(u, &secret) ||
+		if (!auth_scram_secret(c->user, u, &secret) ||
 		    !scram_server_first(c->scram, &secret, data, n, out, sizeof(out), &outn)) {
 			client_close(c, "08P01", "malformed SCRAM message");
 			return;
@@ -314,7 +320,10 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 		return;
 	}
 	case LOGIN_SASL_FINAL:
-		if (!u || !scram_server_final(c->scram, body, len, out, sizeof(out), &outn)) {
+		/* The proof is checked for an unknown user too (against a mock
+		 * secret it cannot match), so it takes as long as for anyone. */
+		if (!scram_server_final(c->scram, body, len, out, sizeof(out), &outn) || !u ||
+		    auth_password_empty(u)) {
 			auth_failed(c);
 			return;
 		}
