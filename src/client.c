@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "cancel.h"
 #include "intern.h"
+#include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -81,7 +82,7 @@ void client_set_state(struct client *c, enum client_state st)
 		       NULL);
 }
 
-void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over_limit)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -101,6 +102,7 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	c->state = CLIENT_LOGIN;
 	statlist_append(&fleet.login_clients, &c->node);
 	c->connect_time = c->request_time = fleet_now();
+	c->over_limit = over_limit;
 	fleet.client_count++;
 	if (worker_threaded())
 		(void)worker_clients_add(1);
@@ -132,7 +134,9 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	c->link = NULL;
 	cancel_unregister(c);
 	bool logged_in = c->state != CLIENT_LOGIN;
-	if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
+	if (c->over_limit && sqlstate)
+		listener_note_refusal("max_client_conn"); /* counted, not a line each */
+	else if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
 	    (sqlstate && logged_in))
 		log_kv(sqlstate ? LOG_WARN : LOG_INFO,
 		       sqlstate && !logged_in ? "client refused" : "client closed", "client", c->addr_str,
@@ -416,6 +420,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		cancel_handle_request(c, pkt, len);
 		return;
 	}
+	if (c->over_limit) {
+		/* After SSLRequest (answered above) and CancelRequest: the one
+		 * answer this client gets. */
+		client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
+		return;
+	}
 	if (code >> 16 != 3) {
 		client_close(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
 			     code >> 16, code & 0xffff);
@@ -496,7 +506,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
 	if (clients > fleet.cfg.max_client_conn) {
-		client_close(c, "53300", "no more connections allowed (max_client_conn)");
+		client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
 		return;
 	}
 	if ((code & 0xffff) != 0 || n_unsupported) {
@@ -1249,12 +1259,12 @@ void client_janitor(double now)
 {
 	struct list *it, *tmp, *dit, *git;
 	double login_to = fleet.cfg.client_login_timeout;
-	if (login_to > 0) {
-		list_for_each_safe(it, tmp, &fleet.login_clients.head) {
-			struct client *c = container_of(it, struct client, node);
-			if (now - c->connect_time > login_to)
-				client_close(c, "08P01", "client_login_timeout");
-		}
+	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
+		struct client *c = container_of(it, struct client, node);
+		if (c->over_limit && now - c->connect_time > CLIENT_REFUSE_TIMEOUT)
+			client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
+		else if (login_to > 0 && now - c->connect_time > login_to)
+			client_close(c, "08P01", "client_login_timeout");
 	}
 	bool timeouts = fleet.cfg.client_idle_timeout > 0 || fleet.cfg.idle_transaction_timeout > 0;
 	list_for_each(dit, &fleet.databases) {

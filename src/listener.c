@@ -2,8 +2,8 @@
  * listener.c: opens listen_addr:listen_port (every address it resolves to,
  * "*" meaning all) and unix_socket_dir/.s.PGSQL.<port>, and accepts until
  * the queue is empty on each readiness event.  It knows nothing of the
- * protocol beyond the one ErrorResponse that refuses a connection over
- * max_client_conn: a new socket goes straight to client_accept().
+ * protocol beyond the one ErrorResponse that refuses a connection it has
+ * no room for: a new socket goes straight to client_accept().
  */
 #include "listener.h"
 
@@ -40,9 +40,10 @@ static THREAD_LOCAL int n_listeners;
  * Accepting never spins and never leaves a client hanging.  Every accepted
  * socket counts against max_client_conn from the moment it is accepted (a
  * socket that never sends a startup packet holds a descriptor all the same,
- * until client_login_timeout).  Over the limit a connection is accepted only
- * to be told 53300 and closed, as PostgreSQL does before reading anything.
- * When the process is out of descriptors (EMFILE, ENFILE), the spare one,
+ * until client_login_timeout).  Over the limit a connection is accepted
+ * only to be told 53300: after its startup packet while one of
+ * CLIENT_REFUSE_SLOTS is free (see client.h), else at once.  When the
+ * process is out of descriptors (EMFILE, ENFILE), the spare one,
  * an open /dev/null, is given up for a moment to do the same; if even that
  * fails, accepting pauses for ACCEPT_PAUSE seconds, since the listening
  * socket stays readable and the loop would otherwise spin on it.  Refusals
@@ -112,6 +113,12 @@ static void refuse_socket(int fd, const char *message)
 	refused++;
 }
 
+void listener_note_refusal(const char *why)
+{
+	refused++;
+	note_refusal(why, 0);
+}
+
 static void listeners_pause(bool pause)
 {
 	for (int i = 0; i < n_listeners; i++) {
@@ -142,12 +149,6 @@ static void accept_pause(int err)
 	struct timeval tv = {0, (suseconds_t)(ACCEPT_PAUSE * 1e6)};
 	evtimer_add(resume_ev, &tv);
 	note_refusal("accept failed: paused", err);
-}
-
-static bool over_max_client_conn(void)
-{
-	int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
-	return clients >= fleet.cfg.max_client_conn;
 }
 
 static bool out_of_descriptors(int err)
@@ -193,8 +194,9 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			accept_pause(err);
 			return;
 		}
-		if (over_max_client_conn()) {
-			refuse_socket(cfd, "no more connections allowed (max_client_conn)");
+		int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
+		if (clients >= fleet.cfg.max_client_conn + CLIENT_REFUSE_SLOTS) {
+			refuse_socket(cfd, CLIENT_REFUSE_MESSAGE);
 			note_refusal("max_client_conn", 0);
 			continue;
 		}
@@ -202,7 +204,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			close(cfd);
 			continue;
 		}
-		client_accept(cfd, (struct sockaddr *)&ss, len);
+		client_accept(cfd, (struct sockaddr *)&ss, len, clients >= fleet.cfg.max_client_conn);
 	}
 }
 
