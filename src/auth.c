@@ -41,23 +41,23 @@ static void process_key_init(void)
 	fleet_random(process_key, sizeof(process_key));
 }
 
-/* HMAC-SHA-256(process key, label NUL text). */
+/* HMAC-SHA-256(HMAC-SHA-256(process key, label), text): one key per use,
+ * over the whole text however long. */
 static void keyed_hash(const char *label, const char *text, uint8_t out[32])
 {
 	pthread_once(&process_key_once, process_key_init);
-	uint8_t buf[512];
-	size_t ll = strlen(label) + 1, tl = strlen(text);
-	if (tl > sizeof(buf) - ll)
-		tl = sizeof(buf) - ll; /* names are far shorter (NAME_MAX_LEN) */
-	memcpy(buf, label, ll);
-	memcpy(buf + ll, text, tl);
-	unsigned n = 0;
-	if (!HMAC(EVP_sha256(), process_key, sizeof(process_key), buf, ll + tl, out, &n) || n != 32)
+	uint8_t key[32];
+	unsigned n = 0, m = 0;
+	if (!HMAC(EVP_sha256(), process_key, sizeof(process_key), (const uint8_t *)label,
+		  strlen(label), key, &n) ||
+	    !HMAC(EVP_sha256(), key, sizeof(key), (const uint8_t *)text, strlen(text), out, &m) ||
+	    n != 32 || m != 32)
 		abort(); /* SHA-256 is always there: a failure is a broken library */
-	OPENSSL_cleanse(buf, sizeof(buf));
+	OPENSSL_cleanse(key, sizeof(key));
 }
 
-/* Equal strings, in time that depends on neither's length or contents. */
+/* Equal strings, in time that does not depend on where they differ (the
+ * lengths count only in SHA-256 blocks of 64 bytes). */
 static bool equal_strings(const char *a, const char *b)
 {
 	uint8_t ha[32], hb[32];

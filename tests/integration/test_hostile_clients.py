@@ -556,3 +556,21 @@ def test_metrics_and_show_name_databases_but_no_secret_or_query(service, pgfleet
     assert '="%s"' % fx.APP_DB in metrics, metrics[:800]  # a database label
     for path in ("/healthz", "/readyz"):
         assert fleet.http_get(path)[0] in (200, 503)
+
+
+def test_k8s_network_policy_fences_the_http_port_only():
+    """k8s/pgfleet's NetworkPolicy: 6432 from any pod, 9930 (/metrics) only
+    from a selected namespace; it selects pgfleet's pods."""
+    import yaml
+    k8s = os.path.join(fx.REPO, "k8s", "pgfleet")
+    with open(os.path.join(k8s, "networkpolicy.yaml")) as f:
+        [np] = [d for d in yaml.safe_load_all(f) if d]
+    with open(os.path.join(k8s, "deployment.yaml")) as f:
+        [dep] = [d for d in yaml.safe_load_all(f) if d]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    sel = np["spec"]["podSelector"]["matchLabels"]
+    assert all(pod_labels.get(k) == v for k, v in sel.items())
+    rules = {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
+    assert rules[6432] == [{"namespaceSelector": {}}]
+    assert rules[9930] and all(f.get("namespaceSelector", {}).get("matchLabels")
+                               for f in rules[9930]), rules[9930]
