@@ -411,6 +411,7 @@ def test_out_of_file_descriptors_neither_spins_nor_hangs(service, pgfleet):
         close_all(http_socks)
     lines = log_lines(fleet, "accept", log_start) + log_lines(fleet, "refus", log_start)
     assert len(lines) < 30, "log flooded: %d lines, e.g. %s" % (len(lines), lines[:3])
+    assert log_lines(fleet, "http accept failed", log_start), "the HTTP port was not tried"
     with connect_eventually(fleet) as conn:
         assert conn.execute("SELECT 3").fetchone() == (3,)
     fx.wait_until(lambda: fleet.http_get("/healthz")[0] == 200, 10)
