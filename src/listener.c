@@ -183,6 +183,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 				close(spare_fd);
 				spare_fd = -1;
 				cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+				int again = cfd < 0 ? errno : 0;
 				if (cfd >= 0)
 					refuse_socket(cfd, "sorry, too many clients already");
 				spare_reserve();
@@ -190,6 +191,8 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 					note_refusal("out of file descriptors", err);
 					continue;
 				}
+				if (again == EAGAIN || again == EWOULDBLOCK)
+					return; /* another worker took it: nothing waits */
 			}
 			accept_pause(err);
 			return;
