@@ -72,9 +72,24 @@ struct client {
 	bool skip_to_sync;    /* after an error pgfleet raised: drop messages up to Sync */
 	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
+	bool over_limit; /* accepted past max_client_conn: only to be told so */
 };
 
-void client_accept(int fd, const struct sockaddr *sa, socklen_t salen);
+/*
+ * A connection past max_client_conn is accepted anyway, into one of
+ * CLIENT_REFUSE_SLOTS slots, so that it can be told 53300 after its startup
+ * packet as PostgreSQL does (libpq shows nothing but "error response during
+ * SSL exchange" for an error sent before it: it no longer trusts one), and
+ * so that a CancelRequest still works at the limit.  It has
+ * CLIENT_REFUSE_TIMEOUT seconds to send its startup packet.  Past the slots,
+ * or out of descriptors, the error is sent at once and the socket closed.
+ */
+#define CLIENT_REFUSE_SLOTS 64
+#define CLIENT_REFUSE_TIMEOUT 5.0
+#define CLIENT_REFUSE_MESSAGE "no more connections allowed (max_client_conn)"
+
+/* A new socket; over_limit: accepted past max_client_conn, to be refused. */
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over_limit);
 void client_set_state(struct client *c, enum client_state st);
 /* The one teardown path: sends an ErrorResponse when sqlstate is given, logs
  * one line with the reason, and frees at the next loop pass. */

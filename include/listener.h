@@ -12,5 +12,8 @@ bool listener_start(void) __attribute__((warn_unused_result));
 void listener_stop(void);
 /* How many sockets are listening now (0 before start and once stopped). */
 int listener_count(void);
+/* A connection refused past max_client_conn (or out of descriptors): counted
+ * and logged at most once a second with the count, never a line each. */
+void listener_note_refusal(const char *why);
 
 #endif

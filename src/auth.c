@@ -3,9 +3,20 @@
  * Comparisons are constant-time; nothing here logs.  PBKDF2 for a plaintext
  * password is done once per (user, password) and cached, so a login costs
  * HMACs, not 4096 iterations on the event loop.
+ *
+ * An outsider must not learn which user names exist: an unknown user, and
+ * a user whose password is empty (refused, as PostgreSQL and PgBouncer do),
+ * go through the same exchange as anyone and fail like a wrong password.
+ * Their SCRAM salt is derived from the name and a per-process key, as
+ * PostgreSQL's scram_mock_salt does, and so is the salt of a known user
+ * with a plaintext password: both are stable, 16 bytes, 4096 iterations.
  */
 #include "auth.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +30,68 @@ struct secret_cache {
 };
 
 static THREAD_LOCAL struct secret_cache *cache;
+
+/* One key per process, shared by the workers so that every worker shows a
+ * user the same salt. */
+static uint8_t process_key[32];
+static pthread_once_t process_key_once = PTHREAD_ONCE_INIT;
+
+static void process_key_init(void)
+{
+	fleet_random(process_key, sizeof(process_key));
+}
+
+/* HMAC-SHA-256(HMAC-SHA-256(process key, label), text): one key per use,
+ * over the whole text however long. */
+static void keyed_hash(const char *label, const char *text, uint8_t out[32])
+{
+	pthread_once(&process_key_once, process_key_init);
+	uint8_t key[32];
+	unsigned n = 0, m = 0;
+	if (!HMAC(EVP_sha256(), process_key, sizeof(process_key), (const uint8_t *)label,
+		  strlen(label), key, &n) ||
+	    !HMAC(EVP_sha256(), key, sizeof(key), (const uint8_t *)text, strlen(text), out, &m) ||
+	    n != 32 || m != 32)
+		abort(); /* SHA-256 is always there: a failure is a broken library */
+	OPENSSL_cleanse(key, sizeof(key));
+}
+
+/* Equal strings, in time that does not depend on where they differ (the
+ * lengths count only in SHA-256 blocks of 64 bytes). */
+static bool equal_strings(const char *a, const char *b)
+{
+	uint8_t ha[32], hb[32];
+	keyed_hash("compare", a, ha);
+	keyed_hash("compare", b, hb);
+	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0;
+}
+
+static void user_salt(const char *user, uint8_t salt[SCRAM_SALT_LEN])
+{
+	uint8_t h[32];
+	keyed_hash("scram salt", user, h);
+	memcpy(salt, h, SCRAM_SALT_LEN);
+}
+
+bool auth_password_empty(const struct user_entry *u)
+{
+	if (!u)
+		return false;
+	switch (auth_password_kind(u->password)) {
+	case PW_PLAIN:
+		return u->password[0] == 0;
+	case PW_MD5: {
+		char h[36];
+		md5_password_hash(u->name, "", h);
+		return scram_equal(h, u->password, 35);
+	}
+	case PW_SCRAM:
+		/* Telling would cost a PBKDF2 per user: PostgreSQL never stores
+		 * a verifier of an empty password, so none should come from it. */
+		return false;
+	}
+	return false;
+}
 
 enum password_kind auth_password_kind(const char *pw)
 {
@@ -51,13 +124,13 @@ enum auth_method auth_choose(int auth_type, const struct user_entry *u)
 
 bool auth_check_plain(const struct user_entry *u, const char *given)
 {
-	if (!u)
+	if (!u || auth_password_empty(u) || !*given) {
+		(void)equal_strings(given, given); /* as long as a real comparison */
 		return false;
-	switch (auth_password_kind(u->password)) {
-	case PW_PLAIN: {
-		size_t a = strlen(u->password), b = strlen(given);
-		return a == b && scram_equal(u->password, given, a);
 	}
+	switch (auth_password_kind(u->password)) {
+	case PW_PLAIN:
+		return equal_strings(u->password, given);
 	case PW_MD5: {
 		char h[36];
 		md5_password_hash(u->name, given, h);
@@ -79,8 +152,8 @@ bool auth_check_plain(const struct user_entry *u, const char *given)
 bool auth_check_md5(const struct user_entry *u, const uint8_t salt[4], const char *response)
 {
 	char hash[36], expect[36];
-	if (!u)
-		return false;
+	if (!u || auth_password_empty(u))
+		return false; /* the response is a hash of the empty password or a guess */
 	switch (auth_password_kind(u->password)) {
 	case PW_PLAIN:
 		md5_password_hash(u->name, u->password, hash);
@@ -95,13 +168,14 @@ bool auth_check_md5(const struct user_entry *u, const uint8_t salt[4], const cha
 	return strlen(response) == 35 && scram_equal(expect, response, 35);
 }
 
-bool auth_scram_secret(const struct user_entry *u, struct scram_secret *out)
+bool auth_scram_secret(const char *user, const struct user_entry *u, struct scram_secret *out)
 {
-	if (!u) {
+	if (!u || auth_password_empty(u)) {
+		/* Looks like a known user's; random keys no proof can match. */
 		memset(out, 0, sizeof(*out));
 		out->iterations = SCRAM_DEFAULT_ITERATIONS;
-		out->salt_len = 16;
-		fleet_random(out->salt, out->salt_len);
+		out->salt_len = SCRAM_SALT_LEN;
+		user_salt(user, out->salt);
 		fleet_random(out->stored_key, SCRAM_KEY_LEN);
 		fleet_random(out->server_key, SCRAM_KEY_LEN);
 		return true;
@@ -119,7 +193,16 @@ bool auth_scram_secret(const struct user_entry *u, struct scram_secret *out)
 		return false;
 	e->user = strdup(u->name);
 	e->password = strdup(u->password);
-	if (!e->user || !e->password || !scram_secret_from_password(u->password, &e->secret)) {
+	uint8_t salt[SCRAM_SALT_LEN];
+	struct scram_keys keys;
+	user_salt(u->name, salt);
+	bool ok = e->user && e->password &&
+		  scram_keys_from_password(u->password, salt, sizeof(salt),
+					   SCRAM_DEFAULT_ITERATIONS, &keys) &&
+		  scram_secret_from_keys(&keys, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+					 &e->secret);
+	OPENSSL_cleanse(&keys, sizeof(keys));
+	if (!ok) {
 		free(e->user);
 		free(e->password);
 		free(e);

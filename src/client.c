@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "cancel.h"
 #include "intern.h"
+#include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -81,7 +82,7 @@ void client_set_state(struct client *c, enum client_state st)
 		       NULL);
 }
 
-void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over_limit)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -101,6 +102,7 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	c->state = CLIENT_LOGIN;
 	statlist_append(&fleet.login_clients, &c->node);
 	c->connect_time = c->request_time = fleet_now();
+	c->over_limit = over_limit;
 	fleet.client_count++;
 	if (worker_threaded())
 		(void)worker_clients_add(1);
@@ -132,7 +134,9 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	c->link = NULL;
 	cancel_unregister(c);
 	bool logged_in = c->state != CLIENT_LOGIN;
-	if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
+	if (c->over_limit && sqlstate)
+		listener_note_refusal("max_client_conn"); /* counted, not a line each */
+	else if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
 	    (sqlstate && logged_in))
 		log_kv(sqlstate ? LOG_WARN : LOG_INFO,
 		       sqlstate && !logged_in ? "client refused" : "client closed", "client", c->addr_str,
@@ -258,6 +262,12 @@ static void ask_password(struct client *c)
 
 static void auth_failed(struct client *c)
 {
+	/* The client is told only what a wrong password tells it; the log says
+	 * why, for the operator. */
+	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	if (auth_password_empty(u))
+		log_warn("login refused: the user's password is empty (auth_file or DB_PASSWORD)",
+			 "client", c->addr_str, "user", c->user, NULL);
 	client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -304,7 +314,7 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 			client_close(c, "08P01", "malformed SASLInitialResponse");
 			return;
 		}
-		if (!auth_scram_secret(u, &secret) ||
+		if (!auth_scram_secret(c->user, u, &secret) ||
 		    !scram_server_first(c->scram, &secret, data, n, out, sizeof(out), &outn)) {
 			client_close(c, "08P01", "malformed SCRAM message");
 			return;
@@ -314,7 +324,10 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 		return;
 	}
 	case LOGIN_SASL_FINAL:
-		if (!u || !scram_server_final(c->scram, body, len, out, sizeof(out), &outn)) {
+		/* The proof is checked for an unknown user too (against a mock
+		 * secret it cannot match), so it takes as long as for anyone. */
+		if (!scram_server_final(c->scram, body, len, out, sizeof(out), &outn) || !u ||
+		    auth_password_empty(u)) {
 			auth_failed(c);
 			return;
 		}
@@ -413,6 +426,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		cancel_handle_request(c, pkt, len);
 		return;
 	}
+	if (c->over_limit) {
+		/* After SSLRequest (answered above) and CancelRequest: the one
+		 * answer this client gets. */
+		client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
+		return;
+	}
 	if (code >> 16 != 3) {
 		client_close(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
 			     code >> 16, code & 0xffff);
@@ -493,7 +512,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
 	if (clients > fleet.cfg.max_client_conn) {
-		client_close(c, "53300", "no more connections allowed (max_client_conn)");
+		client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
 		return;
 	}
 	if ((code & 0xffff) != 0 || n_unsupported) {
@@ -1297,12 +1316,12 @@ void client_janitor(double now)
 {
 	struct list *it, *tmp, *dit, *git;
 	double login_to = fleet.cfg.client_login_timeout;
-	if (login_to > 0) {
-		list_for_each_safe(it, tmp, &fleet.login_clients.head) {
-			struct client *c = container_of(it, struct client, node);
-			if (now - c->connect_time > login_to)
-				client_close(c, "08P01", "client_login_timeout");
-		}
+	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
+		struct client *c = container_of(it, struct client, node);
+		if (c->over_limit && now - c->connect_time > CLIENT_REFUSE_TIMEOUT)
+			client_close(c, "53300", CLIENT_REFUSE_MESSAGE);
+		else if (login_to > 0 && now - c->connect_time > login_to)
+			client_close(c, "08P01", "client_login_timeout");
 	}
 	bool timeouts = fleet.cfg.client_idle_timeout > 0 || fleet.cfg.idle_transaction_timeout > 0;
 	list_for_each(dit, &fleet.databases) {

@@ -229,6 +229,7 @@ struct loader {
 	int errors;
 	const char *path; /* the main file as given, NULL: environment only */
 	bool main_unreadable;
+	bool empty_env_password; /* reported: "needs users" would say it again */
 	struct origin origin[N_SETTINGS];
 	char **names; /* file and variable names that origins point to */
 	size_t n_names;
@@ -677,6 +678,9 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 
 static void emit_report(void *ctx, size_t idx, const char *why)
 {
+	struct loader *l = ctx;
+	if (idx == IDX_auth_type && l->empty_env_password && l->cfg->n_users == 0)
+		return; /* one line for one mistake: the empty password said it */
 	report_setting(ctx, idx, why);
 }
 
@@ -1285,8 +1289,18 @@ static void apply_env_user(struct loader *l, char *const *envp)
 	const char *user = env_get(envp, "DB_USER");
 	const char *password = env_get(envp, "DB_PASSWORD");
 
-	if (!password)
+	const char *which = "DB_PASSWORD";
+	if (!password) {
 		password = env_get(envp, "POSTGRES_PASSWORD");
+		which = "POSTGRES_PASSWORD";
+	}
+	/* PostgreSQL and PgBouncer refuse an empty password at login: a set
+	 * but empty variable is a missing Secret key, not a password. */
+	if (password && !*password) {
+		report(l, "environment: %s is set but empty: empty passwords are refused", which);
+		l->empty_env_password = true;
+		return;
+	}
 	if (user && *user && password)
 		add_user(l->cfg, user, password);
 }

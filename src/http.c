@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -38,6 +39,9 @@
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
 
 static THREAD_LOCAL struct evhttp *http;
+static THREAD_LOCAL struct evconnlistener *http_listener;
+static THREAD_LOCAL struct event *http_resume_ev;
+static THREAD_LOCAL double http_last_log;
 
 /* ---- the exposition format --------------------------------------------------- */
 
@@ -787,6 +791,36 @@ static bool parse_listen(const char *spec, char *host, size_t hlen, ev_uint16_t 
 	return true;
 }
 
+static void http_on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	if (http_listener)
+		evconnlistener_enable(http_listener);
+}
+
+/*
+ * accept() failed on the HTTP port for a reason other than the connection
+ * itself (libevent has already skipped those): out of descriptors, most
+ * likely.  libevent would log and try again on the next readiness, which
+ * comes at once: the loop would spin.  Instead the port rests for a quarter
+ * of a second (a probe retries; pgfleet's clients are not starved), and
+ * that is logged once a second at most.
+ */
+static void http_on_accept_error(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	evconnlistener_disable(l);
+	if (!http_resume_ev)
+		http_resume_ev = evtimer_new(fleet.base, http_on_resume, NULL);
+	struct timeval tv = {0, 250000};
+	if (!http_resume_ev || evtimer_add(http_resume_ev, &tv) < 0)
+		evconnlistener_enable(l); /* no timer: better busy than deaf */
+	double now = fleet_now();
+	if (http_last_log == 0 || now - http_last_log >= 1.0) {
+		log_warn("http accept failed: paused", "error", strerror(err), NULL);
+		http_last_log = now;
+	}
+}
+
 bool http_start(void)
 {
 	const char *spec = fleet.cfg.http_listen;
@@ -813,19 +847,26 @@ bool http_start(void)
 	evhttp_set_gencb(http, on_request, NULL);
 	/* Resolving the host happens once, before the loop runs. */
 	errno = 0;
-	if (!evhttp_bind_socket_with_handle(http, host, port)) {
+	struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(http, host, port);
+	if (!bound) {
 		log_error("cannot listen", "http_listen", spec, "error",
 			  errno ? strerror(errno) : "bind failed", NULL);
 		evhttp_free(http);
 		http = NULL;
 		return false;
 	}
+	http_listener = evhttp_bound_socket_get_listener(bound);
+	evconnlistener_set_error_cb(http_listener, http_on_accept_error);
 	log_info("http listening", "addr", spec, NULL);
 	return true;
 }
 
 void http_stop(void)
 {
+	if (http_resume_ev)
+		event_free(http_resume_ev);
+	http_resume_ev = NULL;
+	http_listener = NULL;
 	if (http)
 		evhttp_free(http);
 	http = NULL;

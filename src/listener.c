@@ -2,7 +2,8 @@
  * listener.c: opens listen_addr:listen_port (every address it resolves to,
  * "*" meaning all) and unix_socket_dir/.s.PGSQL.<port>, and accepts until
  * the queue is empty on each readiness event.  It knows nothing of the
- * protocol: a new socket goes straight to client_accept().
+ * protocol beyond the one ErrorResponse that refuses a connection it has
+ * no room for: a new socket goes straight to client_accept().
  */
 #include "listener.h"
 
@@ -35,25 +36,178 @@ struct listener {
 static THREAD_LOCAL struct listener listeners[MAX_LISTENERS];
 static THREAD_LOCAL int n_listeners;
 
+/*
+ * Accepting never spins and never leaves a client hanging.  Every accepted
+ * socket counts against max_client_conn from the moment it is accepted (a
+ * socket that never sends a startup packet holds a descriptor all the same,
+ * until client_login_timeout).  Over the limit a connection is accepted
+ * only to be told 53300: after its startup packet while one of
+ * CLIENT_REFUSE_SLOTS is free (see client.h), else at once.  When the
+ * process is out of descriptors (EMFILE, ENFILE), the spare one,
+ * an open /dev/null, is given up for a moment to do the same; if even that
+ * fails, accepting pauses for ACCEPT_PAUSE seconds, since the listening
+ * socket stays readable and the loop would otherwise spin on it.  Refusals
+ * and pauses are logged at most once per ACCEPT_LOG_EVERY seconds, with a
+ * count, not once per connection.
+ */
+#define ACCEPT_PAUSE 0.25
+#define ACCEPT_LOG_EVERY 1.0
+
+static THREAD_LOCAL int spare_fd = -1;
+static THREAD_LOCAL struct event *resume_ev;
+static THREAD_LOCAL bool paused;
+static THREAD_LOCAL double last_log;
+static THREAD_LOCAL unsigned long refused, pauses;
+
+static void spare_reserve(void)
+{
+	if (spare_fd < 0)
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* One line per ACCEPT_LOG_EVERY at most: the first event of a burst is
+ * logged at once, the rest are counted into the next line. */
+static void note_refusal(const char *why, int err)
+{
+	double now = fleet_now();
+	if (last_log > 0 && now - last_log < ACCEPT_LOG_EVERY)
+		return;
+	char n_refused[24], n_pauses[24];
+	snprintf(n_refused, sizeof(n_refused), "%lu", refused);
+	snprintf(n_pauses, sizeof(n_pauses), "%lu", pauses);
+	log_warn("refusing new clients", "reason", why, "error", err ? strerror(err) : "",
+		 "refused", n_refused, "accept_pauses", n_pauses, NULL);
+	refused = pauses = 0;
+	last_log = now;
+}
+
+/* Tells a connection pgfleet will not serve why, and closes it.  The
+ * message is small and the socket new: it fits the send buffer at once.
+ * What the client already sent is read first, so that the close is a FIN
+ * and not a reset that could overtake the message. */
+static void refuse_socket(int fd, const char *message)
+{
+	uint8_t msg[160];
+	size_t mlen = strlen(message), n = 5;
+	static const char head[] = "SFATAL\0VFATAL\0C53300\0M";
+	if (mlen > sizeof(msg) - 5 - (sizeof(head) - 1) - 2)
+		mlen = sizeof(msg) - 5 - (sizeof(head) - 1) - 2;
+	memcpy(msg + n, head, sizeof(head) - 1);
+	n += sizeof(head) - 1;
+	memcpy(msg + n, message, mlen);
+	n += mlen;
+	msg[n++] = 0;
+	msg[n++] = 0;
+	msg[0] = 'E';
+	uint32_t len = (uint32_t)n - 1;
+	msg[1] = (uint8_t)(len >> 24);
+	msg[2] = (uint8_t)(len >> 16);
+	msg[3] = (uint8_t)(len >> 8);
+	msg[4] = (uint8_t)len;
+	ssize_t w = send(fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	uint8_t sink[1024];
+	ssize_t r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+	(void)r;
+	close(fd);
+	refused++;
+}
+
+void listener_note_refusal(const char *why)
+{
+	refused++;
+	note_refusal(why, 0);
+}
+
+static void listeners_pause(bool pause)
+{
+	for (int i = 0; i < n_listeners; i++) {
+		if (pause)
+			event_del(listeners[i].ev);
+		else if (event_add(listeners[i].ev, NULL) < 0)
+			log_error("cannot resume accepting", NULL);
+	}
+	paused = pause;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	spare_reserve();
+	listeners_pause(false);
+}
+
+/* Out of descriptors, or another error that would repeat at once: stop
+ * watching the listening sockets for a moment. */
+static void accept_pause(int err)
+{
+	if (!resume_ev)
+		resume_ev = evtimer_new(fleet.base, on_resume, NULL);
+	if (!resume_ev)
+		return; /* cannot happen short of memory: better busy than deaf */
+	pauses++;
+	listeners_pause(true);
+	struct timeval tv = {0, (suseconds_t)(ACCEPT_PAUSE * 1e6)};
+	evtimer_add(resume_ev, &tv);
+	note_refusal("accept failed: paused", err);
+}
+
+static bool out_of_descriptors(int err)
+{
+	return err == EMFILE || err == ENFILE;
+}
+
+/* Errors of the connection being accepted, not of the listening socket:
+ * accept(2) passes them on; the next one may be fine. */
+static bool accept_retriable(int err)
+{
+	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+	       err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+	       err == ENETUNREACH || err == EPERM;
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < 64 && !paused; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
-			if (errno == EINTR)
+			int err = errno;
+			if (err == EAGAIN || err == EWOULDBLOCK)
+				return;
+			if (accept_retriable(err))
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				log_warn("accept failed", "error", strerror(errno), NULL);
+			if (out_of_descriptors(err) && spare_fd >= 0) {
+				/* The spare descriptor makes room to say no. */
+				close(spare_fd);
+				spare_fd = -1;
+				cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+				int again = cfd < 0 ? errno : 0;
+				if (cfd >= 0)
+					refuse_socket(cfd, "sorry, too many clients already");
+				spare_reserve();
+				if (cfd >= 0) {
+					note_refusal("out of file descriptors", err);
+					continue;
+				}
+				if (again == EAGAIN || again == EWOULDBLOCK)
+					return; /* another worker took it: nothing waits */
+			}
+			accept_pause(err);
 			return;
+		}
+		int clients = worker_threaded() ? worker_clients_add(0) : fleet.client_count;
+		if (clients >= fleet.cfg.max_client_conn + CLIENT_REFUSE_SLOTS) {
+			refuse_socket(cfd, CLIENT_REFUSE_MESSAGE);
+			note_refusal("max_client_conn", 0);
+			continue;
 		}
 		if (!conn_set_socket_options(cfd, l->tcp)) {
 			close(cfd);
 			continue;
 		}
-		client_accept(cfd, (struct sockaddr *)&ss, len);
+		client_accept(cfd, (struct sockaddr *)&ss, len, clients >= fleet.cfg.max_client_conn);
 	}
 }
 
@@ -152,6 +306,7 @@ static bool listen_unix(void)
 
 bool listener_start(void)
 {
+	spare_reserve();
 	if (!listen_tcp())
 		return false;
 	/* One Unix socket, worker 0's: a path cannot be bound twice, and
@@ -175,4 +330,11 @@ void listener_stop(void)
 			unlink(listeners[i].path);
 	}
 	n_listeners = 0;
+	paused = false;
+	if (resume_ev)
+		event_free(resume_ev);
+	resume_ev = NULL;
+	if (spare_fd >= 0)
+		close(spare_fd);
+	spare_fd = -1;
 }

@@ -183,7 +183,7 @@ static void test_defaults(void)
 	CHECK(cfg.io_uring == true);
 	CHECK(cfg.server_round_robin == false);
 	CHECK(cfg.dns_max_ttl == 15.0);
-	CHECK(cfg.max_packet_size == 2147483647LL);
+	CHECK(cfg.max_packet_size == 1073741823LL);
 	CHECK_STR(cfg.server_reset_query, "DISCARD ALL");
 
 	/* every setting: the default's text survives parsing unchanged, and SET
@@ -688,6 +688,21 @@ static void test_env_only(void)
 	CHECK(cfg.n_dbs == 1 && strcmp(cfg.dbs[0].host, "db") == 0);
 	CHECK(cfg.path && strstr(cfg.path, "pgfleet.ini"));
 	config_free(&cfg);
+
+	/* an empty password is refused at login: an empty variable is an error,
+	 * one line for it */
+	char *env6[] = {"DB_HOST=db", "DB_USER=app", "DB_PASSWORD=", NULL};
+	msgs_clear(&m);
+	CHECK(!config_load(&cfg, NULL, env6, collect, &m));
+	CHECK(m.n == 1);
+	CHECK(msgs_has(&m, "environment: DB_PASSWORD is set but empty: empty passwords are "
+	                   "refused"));
+	char *env7[] = {"DB_HOST=db", "DB_USER=app", "POSTGRES_PASSWORD=", NULL};
+	msgs_clear(&m);
+	CHECK(!config_load(&cfg, NULL, env7, collect, &m));
+	CHECK(m.n == 1);
+	CHECK(msgs_has(&m, "environment: POSTGRES_PASSWORD is set but empty: empty passwords "
+	                   "are refused"));
 
 	/* nothing at all */
 	char *none[] = {NULL};
