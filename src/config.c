@@ -112,6 +112,10 @@ static const struct {
 } int_ranges[] = {
     {"listen_port", 1, 65535},         {"max_client_conn", 1, INT_MAX},    {"workers", 1, 64},
     {"default_pool_size", 1, INT_MAX}, {"max_packet_size", 1024, INT_MAX},
+    /* issue 15: server login bounds (scram.h's SCRAM_MAX_ITERATIONS is the parser's own cap) */
+    {"server_login_max_bytes", 4096, INT_MAX},
+    {"server_login_max_messages", 16, INT_MAX},
+    {"server_scram_max_iterations", 1, 10000000},
 };
 
 /*
