@@ -1314,7 +1314,9 @@ void server_close(struct server *s, const char *reason)
 				replica_set_state(r, REPLICA_DOWN, reason);
 		}
 	}
-	log_kv(was_login ? LOG_WARN : LOG_DEBUG, "server closed", "db", p->group->db->name,
+	/* A failed login or a broken protocol is news; a routine close is not. */
+	bool news = was_login || strncmp(reason, "protocol violation", 18) == 0;
+	log_kv(news ? LOG_WARN : LOG_DEBUG, "server closed", "db", p->group->db->name,
 	       "replica", r->addr_str, "reason", reason, NULL);
 	if (s->scram) {
 		memset(s->scram, 0, sizeof(*s->scram));
