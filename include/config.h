@@ -48,6 +48,10 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(server_round_robin, BOOL, "0")                                                           \
 	X(server_connect_timeout, TIME, "15")                                                      \
 	X(server_login_retry, TIME, "15")                                                          \
+	/* issue 15: what a server may send before its login completes */                          \
+	X(server_login_max_bytes, INT, "262144")                                                   \
+	X(server_login_max_messages, INT, "1000")                                                  \
+	X(server_scram_max_iterations, INT, "100000")                                              \
 	X(query_timeout, TIME, "0")                                                                \
 	X(query_wait_timeout, TIME, "120")                                                         \
 	X(client_idle_timeout, TIME, "0")                                                          \

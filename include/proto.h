@@ -91,6 +91,13 @@ struct pg_error {
 };
 bool proto_parse_error(const uint8_t *body, uint32_t len, struct pg_error *out);
 
+/* Does a server message of this type have the body length the protocol (3.0)
+ * fixes for it?  True for types whose length varies.  A message that fails
+ * this is a protocol violation: its body is never read. */
+bool proto_server_len_ok(uint8_t type, uint32_t len);
+/* A ReadyForQuery's transaction status, when its body is one of 'I', 'T', 'E'. */
+bool proto_ready_status(const uint8_t *body, uint32_t len, char *status);
+
 /* Appends a SQL string literal ('...' with quotes doubled) to buf. */
 bool proto_quote_literal(char *buf, size_t buflen, size_t *pos, const char *s);
 

@@ -87,6 +87,9 @@ struct server {
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
 	bool login_failed_by_user; /* the server refused the user, not the connection */
+	/* What the server sent during login, against server_login_max_bytes and
+	 * server_login_max_messages. */
+	uint32_t login_bytes, login_msgs;
 	/* Cancels sent to this backend whose connection the server has not
 	 * closed yet: PostgreSQL may signal the backend a moment after the
 	 * query ended, so until then no other client gets it (cancel.c). */

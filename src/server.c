@@ -283,8 +283,15 @@ static void fail_waiting_clients(struct pool_group *g, const char *sqlstate, con
 	}
 }
 
-static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char *why,
-		       size_t whylen)
+/* What a login step made of the server's authentication request. */
+enum auth_step {
+	AUTH_STEP_OK,      /* answered (or authenticated): the login goes on */
+	AUTH_STEP_REFUSED, /* pgfleet cannot or will not log in this way: the user's problem */
+	AUTH_STEP_BROKEN,  /* the server broke the protocol: the replica's problem */
+};
+
+static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t len, char *why,
+				 size_t whylen)
 {
 	struct pool *p = s->pool;
 	struct pkt_reader r = pkt_reader_init(body, len);
@@ -295,33 +302,40 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 	size_t n;
 
 	if (r.bad) {
-		snprintf(why, whylen, "malformed authentication request");
-		return false;
+		snprintf(why, whylen, "protocol violation: malformed authentication request");
+		return AUTH_STEP_BROKEN;
 	}
 	if (code == AUTH_REQ_OK) {
+		if (s->scram) {
+			/* libpq refuses this too: the server never proved it knows
+			 * the password (its SCRAM signature). */
+			snprintf(why, whylen,
+				 "protocol violation: AuthenticationOk before the SCRAM exchange ended");
+			return AUTH_STEP_BROKEN;
+		}
 		s->login_step = SLOGIN_PARAMS;
-		return true;
+		return AUTH_STEP_OK;
 	}
 	if (!password) {
 		snprintf(why, whylen, "server asks for a password and none is configured for %s",
 			 user);
-		return false;
+		return AUTH_STEP_REFUSED;
 	}
 	enum password_kind kind = auth_password_kind(password);
 	switch (code) {
 	case AUTH_REQ_CLEARTEXT:
 		if (kind != PW_PLAIN) {
 			snprintf(why, whylen, "server asks for a cleartext password; only a hash is known");
-			return false;
+			return AUTH_STEP_REFUSED;
 		}
 		proto_password(&s->io.out, password);
-		return true;
+		return AUTH_STEP_OK;
 	case AUTH_REQ_MD5: {
 		const uint8_t *salt = pkt_get_bytes(&r, 4);
 		char hash[36], resp[36];
 		if (!salt || kind == PW_SCRAM) {
 			snprintf(why, whylen, "cannot answer md5 authentication");
-			return false;
+			return AUTH_STEP_REFUSED;
 		}
 		if (kind == PW_MD5)
 			memcpy(hash, password, 36);
@@ -329,7 +343,7 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 			md5_password_hash(user, password, hash);
 		md5_salted_response(hash, salt, resp);
 		proto_password(&s->io.out, resp);
-		return true;
+		return AUTH_STEP_OK;
 	}
 	case AUTH_REQ_SASL: {
 		bool found = false;
@@ -343,22 +357,44 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 		if (!found || kind != PW_PLAIN) {
 			snprintf(why, whylen, found ? "SCRAM needs a plaintext password in auth_file"
 						    : "no supported SASL mechanism");
-			return false;
+			return AUTH_STEP_REFUSED;
+		}
+		if (s->scram) {
+			snprintf(why, whylen, "protocol violation: a second SASL authentication request");
+			return AUTH_STEP_BROKEN;
 		}
 		s->scram = calloc(1, sizeof(*s->scram));
 		if (!s->scram || !scram_client_first(s->scram, buf, sizeof(buf), &n)) {
 			snprintf(why, whylen, "SCRAM start failed");
-			return false;
+			return AUTH_STEP_REFUSED;
 		}
 		proto_sasl_initial(&s->io.out, "SCRAM-SHA-256", buf, (uint32_t)n);
-		return true;
+		return AUTH_STEP_OK;
 	}
 	case AUTH_REQ_SASL_CONTINUE: {
 		if (!s->scram || !scram_client_parse_first(s->scram, r.p + r.pos, r.len - r.pos)) {
-			snprintf(why, whylen, "bad SCRAM server-first-message");
-			return false;
+			snprintf(why, whylen, "protocol violation: %s",
+				 s->scram ? "bad SCRAM server-first-message"
+					  : "SASL continue without a SASL start");
+			return AUTH_STEP_BROKEN;
 		}
 		struct scram_client *sc = s->scram;
+		/* Checked before the key cache: a server that changes its salt
+		 * at every login would otherwise get a PBKDF2 run each time,
+		 * inline on the event loop. */
+		if (sc->iterations > fleet.cfg.server_scram_max_iterations) {
+			char it[16], max[24];
+			snprintf(it, sizeof(it), "%d", sc->iterations);
+			snprintf(max, sizeof(max), "%lld", fleet.cfg.server_scram_max_iterations);
+			log_warn("server SCRAM iteration count refused", "db", p->group->db->name,
+				 "replica", p->replica->addr_str, "iterations", it,
+				 "server_scram_max_iterations", max, NULL);
+			snprintf(why, whylen,
+				 "server asks for SCRAM with %d iterations, more than "
+				 "server_scram_max_iterations (%lld)",
+				 sc->iterations, fleet.cfg.server_scram_max_iterations);
+			return AUTH_STEP_REFUSED;
+		}
 		if (!p->have_keys || p->keys_iterations != sc->iterations ||
 		    p->keys_salt_len != sc->salt_len ||
 		    memcmp(p->keys_salt, sc->salt, sc->salt_len) != 0) {
@@ -366,7 +402,7 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 			if (!scram_keys_from_password(password, sc->salt, sc->salt_len,
 						      sc->iterations, &p->keys)) {
 				snprintf(why, whylen, "SCRAM key derivation failed");
-				return false;
+				return AUTH_STEP_REFUSED;
 			}
 			memcpy(p->keys_salt, sc->salt, sc->salt_len);
 			p->keys_salt_len = sc->salt_len;
@@ -375,22 +411,26 @@ static bool login_auth(struct server *s, const uint8_t *body, uint32_t len, char
 		}
 		if (!scram_client_final(sc, &p->keys, buf, sizeof(buf), &n)) {
 			snprintf(why, whylen, "SCRAM client-final failed");
-			return false;
+			return AUTH_STEP_REFUSED;
 		}
 		proto_sasl_response(&s->io.out, buf, (uint32_t)n);
-		return true;
+		return AUTH_STEP_OK;
 	}
 	case AUTH_REQ_SASL_FINAL:
-		if (!s->scram || !scram_client_verify(s->scram, r.p + r.pos, r.len - r.pos)) {
+		if (!s->scram) {
+			snprintf(why, whylen, "protocol violation: SASL final without a SASL start");
+			return AUTH_STEP_BROKEN;
+		}
+		if (!scram_client_verify(s->scram, r.p + r.pos, r.len - r.pos)) {
 			snprintf(why, whylen, "server's SCRAM signature does not verify");
-			return false;
+			return AUTH_STEP_REFUSED;
 		}
 		free(s->scram);
 		s->scram = NULL;
-		return true;
+		return AUTH_STEP_OK;
 	default:
 		snprintf(why, whylen, "unsupported authentication request %u", code);
-		return false;
+		return AUTH_STEP_REFUSED;
 	}
 }
 
@@ -441,10 +481,35 @@ static void login_complete(struct server *s)
 	pool_server_ready(s);
 }
 
-/* Login replies are small: each is handled whole. */
+/* A message type for a log line: the letter, or its code when unprintable. */
+static const char *type_text(uint8_t type, char buf[8])
+{
+	if (type >= 0x21 && type < 0x7f)
+		snprintf(buf, 8, "'%c'", type);
+	else
+		snprintf(buf, 8, "0x%02x", type);
+	return buf;
+}
+
+/* A login the server broke (bad message, wrong order, over a bound): its
+ * fault, like a refused connection, so server_close marks the replica down
+ * and counts the failed attempt; clients waiting keep waiting for another. */
+static void login_broken(struct server *s, const char *why)
+{
+	server_close(s, why);
+}
+
+/* Login replies are small: each is handled whole.  Everything a server sends
+ * until its ReadyForQuery counts against server_login_max_bytes and
+ * server_login_max_messages (the group's welcome data is part of it, so it
+ * is bounded too), and must come in the protocol's order: authentication
+ * requests, then AuthenticationOk, then ParameterStatus / BackendKeyData,
+ * then ReadyForQuery (protocol.html, "Start-up").  Notices and errors may
+ * come at any point. */
 static void process_login(struct server *s)
 {
-	char why[200];
+	char why[200], t[8];
+	const struct config *cfg = &fleet.cfg;
 	if (s->login_step == SLOGIN_SSL_REQUEST && !ssl_answer(s))
 		return;
 	for (;;) {
@@ -452,11 +517,28 @@ static void process_login(struct server *s)
 		uint32_t len;
 		if (!conn_peek_header(&s->io, &type, &len))
 			break;
-		if (len < 4 || len > LOGIN_MSG_MAX) {
-			server_close(s, "invalid message length during login");
+		if (len < 4 || len > LOGIN_MSG_MAX || !proto_server_len_ok(type, len)) {
+			snprintf(why, sizeof(why),
+				 "protocol violation: message %s of length %u during login",
+				 type_text(type, t), len);
+			login_broken(s, why);
 			return;
 		}
 		uint32_t total = len + 1;
+		if (s->login_msgs >= cfg->server_login_max_messages) {
+			snprintf(why, sizeof(why),
+				 "login exceeded server_login_max_messages (%lld messages)",
+				 cfg->server_login_max_messages);
+			login_broken(s, why);
+			return;
+		}
+		if ((long long)s->login_bytes + total > cfg->server_login_max_bytes) {
+			snprintf(why, sizeof(why),
+				 "login exceeded server_login_max_bytes (%lld bytes)",
+				 cfg->server_login_max_bytes);
+			login_broken(s, why);
+			return;
+		}
 		struct iobuf *b = s->io.in;
 		if (iobuf_unparsed(b) < total) {
 			if (!iobuf_reserve(&s->io.in, total)) {
@@ -468,14 +550,36 @@ static void process_login(struct server *s)
 		const uint8_t *body = b->data + b->parsed + 5;
 		b->parsed += total;
 		b->done = b->parsed;
+		s->login_msgs++;
+		s->login_bytes += total;
+		bool authed = s->login_step == SLOGIN_PARAMS;
+		if (!authed && (type == 'S' || type == 'K' || type == 'Z')) {
+			snprintf(why, sizeof(why),
+				 "protocol violation: message %s before AuthenticationOk",
+				 type_text(type, t));
+			login_broken(s, why);
+			return;
+		}
 		switch (type) {
 		case 'R':
-			if (!login_auth(s, body, len - 4, why, sizeof(why))) {
+			if (authed) {
+				login_broken(s, "protocol violation: authentication request after "
+						"AuthenticationOk");
+				return;
+			}
+			switch (login_auth(s, body, len - 4, why, sizeof(why))) {
+			case AUTH_STEP_OK:
+				break;
+			case AUTH_STEP_BROKEN:
+				login_broken(s, why);
+				return;
+			case AUTH_STEP_REFUSED: {
 				struct pool_group *g = s->pool->group;
 				s->login_failed_by_user = true; /* credentials, not the replica */
 				server_close(s, why);
 				fail_waiting_clients(g, "28000", why);
 				return;
+			}
 			}
 			break;
 		case 'S':
@@ -497,10 +601,17 @@ static void process_login(struct server *s)
 			s->backend_key = pkt_get_u32(&r);
 			break;
 		}
-		case 'Z':
+		case 'Z': {
+			char status;
+			/* A new session is never in a transaction. */
+			if (!proto_ready_status(body, len - 4, &status) || status != 'I') {
+				login_broken(s, "protocol violation: ReadyForQuery at login not idle");
+				return;
+			}
 			memcpy(&s->params_at_login, &s->params, sizeof(s->params));
 			login_complete(s);
 			return;
+		}
 		case 'E': {
 			struct pg_error e;
 			struct pool_group *g = s->pool->group;
@@ -519,10 +630,17 @@ static void process_login(struct server *s)
 			return;
 		}
 		case 'N':
-		case 'v':
 			break;
+		case 'v':
+			/* Only an answer to a newer minor version or _pq_ options,
+			 * and pgfleet asks for 3.0 with none. */
+			login_broken(s, "protocol violation: NegotiateProtocolVersion, but pgfleet "
+					"asked for protocol 3.0 without options");
+			return;
 		default:
-			server_close(s, "unexpected message during login");
+			snprintf(why, sizeof(why), "protocol violation: unexpected message %s during login",
+				 type_text(type, t));
+			login_broken(s, why);
 			return;
 		}
 	}
@@ -788,8 +906,12 @@ static void process_unlinked(struct server *s)
 		if (!conn_peek_header(&s->io, &type, &len))
 			break;
 		uint32_t total = len + 1;
-		if (len < 4 || len > LOGIN_MSG_MAX) {
-			server_close(s, "invalid message length on idle connection");
+		if (len < 4 || len > LOGIN_MSG_MAX || !proto_server_len_ok(type, len)) {
+			char why[120], t[8];
+			snprintf(why, sizeof(why),
+				 "protocol violation: message %s of length %u on an idle connection",
+				 type_text(type, t), len);
+			server_close(s, why);
 			return;
 		}
 		struct iobuf *b = s->io.in;
@@ -826,8 +948,10 @@ static void process_unlinked(struct server *s)
 				skip_to_sync(s);
 			continue;
 		}
-		if (type == 'Z')
-			s->xact_status = (char)body[0];
+		if (type == 'Z' && !proto_ready_status(body, len - 4, &s->xact_status)) {
+			server_close(s, "protocol violation: ReadyForQuery with an unknown status");
+			return;
+		}
 		if (reply_ends(r->kind, type))
 			queue_pop(s);
 	}
@@ -870,8 +994,12 @@ static void forward_to_client(struct server *s)
 		uint32_t len;
 		if (!conn_peek_header(&s->io, &type, &len))
 			break;
-		if (len < 4 || len > (uint64_t)fleet.cfg.max_packet_size) {
-			server_close(s, "invalid message length from server");
+		if (len < 4 || len > (uint64_t)fleet.cfg.max_packet_size ||
+		    !proto_server_len_ok(type, len)) {
+			char why[120], t[8];
+			snprintf(why, sizeof(why), "protocol violation: message %s of length %u",
+				 type_text(type, t), len);
+			server_close(s, why);
 			return;
 		}
 		if (!drain_head_fakes(s, c, NULL))
@@ -891,6 +1019,11 @@ static void forward_to_client(struct server *s)
 			}
 		}
 		const uint8_t *body = b->data + b->parsed + 5;
+		char status = 0; /* a ReadyForQuery's, whole in the buffer (above) */
+		if (type == 'Z' && !proto_ready_status(body, len - 4, &status)) {
+			server_close(s, "protocol violation: ReadyForQuery with an unknown status");
+			return;
+		}
 		if (type == 'S')
 			note_parameter(s, body, len - 4, true);
 		if (hidden) {
@@ -901,14 +1034,14 @@ static void forward_to_client(struct server *s)
 				log_warn("query pgfleet sent failed", "replica",
 					 s->pool->replica->addr_str, NULL);
 			if (type == 'Z')
-				s->xact_status = (char)body[0];
+				s->xact_status = status;
 			b->parsed += total;
 			b->done = b->parsed;
 			if (!async && reply_ends(r->kind, type))
 				queue_pop(s);
 			continue;
 		}
-		if (type == 'Z' && mode == POOL_STATEMENT && body[0] != 'I' && s->q_len <= 1) {
+		if (type == 'Z' && mode == POOL_STATEMENT && status != 'I' && s->q_len <= 1) {
 			/* A transaction block in statement mode: the client gets an
 			 * error in place of this ReadyForQuery, after what came before. */
 			if (flush_to_client(s, c))
@@ -922,7 +1055,7 @@ static void forward_to_client(struct server *s)
 			/* This query started when it reached the connection, or when
 			 * the one before it in a pipeline ended. */
 			double qstart = s->query_start > s->ready_time ? s->query_start : s->ready_time;
-			s->xact_status = (char)body[0];
+			s->xact_status = status;
 			s->ready_time = now; /* timeouts: idle, or the next query, from now */
 			stats_query_done(rep, qstart > 0 ? now - qstart : 0);
 			if (s->xact_status == 'I') {
@@ -1223,7 +1356,9 @@ void server_close(struct server *s, const char *reason)
 				replica_set_state(r, REPLICA_DOWN, reason);
 		}
 	}
-	log_kv(was_login ? LOG_WARN : LOG_DEBUG, "server closed", "db", p->group->db->name,
+	/* A failed login or a broken protocol is news; a routine close is not. */
+	bool news = was_login || strncmp(reason, "protocol violation", 18) == 0;
+	log_kv(news ? LOG_WARN : LOG_DEBUG, "server closed", "db", p->group->db->name,
 	       "replica", r->addr_str, "reason", reason, NULL);
 	if (s->scram) {
 		memset(s->scram, 0, sizeof(*s->scram));
@@ -1281,6 +1416,25 @@ static void check_query_timeout(struct server *s, double now)
 		client_close(c, "57014", "query_timeout");
 }
 
+/* server_connect_timeout counts from the connect() to the ReadyForQuery that
+ * ends the login: a server that stalls at any step is closed by it. */
+static const char *login_timeout_reason(const struct server *s)
+{
+	switch (s->login_step) {
+	case SLOGIN_CONNECTING:
+		return "server_connect_timeout: no connection";
+	case SLOGIN_SSL_REQUEST:
+		return "server_connect_timeout: no answer to SSLRequest";
+	case SLOGIN_TLS_HANDSHAKE:
+		return "server_connect_timeout: TLS handshake not finished";
+	case SLOGIN_STARTUP:
+		return "server_connect_timeout: authentication not finished";
+	case SLOGIN_PARAMS:
+		return "server_connect_timeout: no ReadyForQuery after AuthenticationOk";
+	}
+	return "server_connect_timeout";
+}
+
 void server_janitor(double now)
 {
 	struct list *dit, *git, *pit, *it, *tmp;
@@ -1295,7 +1449,7 @@ void server_janitor(double now)
 					struct server *s = container_of(it, struct server, node);
 					if (cfg->server_connect_timeout > 0 &&
 					    now - s->connect_time > cfg->server_connect_timeout)
-						server_close(s, "server_connect_timeout");
+						server_close(s, login_timeout_reason(s));
 				}
 				list_for_each_safe(it, tmp, &p->idle.head) {
 					struct server *s = container_of(it, struct server, node);

@@ -1138,8 +1138,35 @@ static void test_param_diff_small_buffers(void)
 	}
 }
 
+/* Server messages whose body the protocol fixes (issue 15, item 7). */
+static const struct {
+	uint8_t type;
+	uint32_t len;
+	bool ok;
+} server_len_cases[] = {
+    {'Z', 5, true},  {'Z', 4, false}, {'Z', 6, false}, {'K', 12, true}, {'K', 8, false},
+    {'K', 13, false}, {'1', 4, true},  {'1', 5, false}, {'2', 5, false}, {'3', 5, false},
+    {'n', 5, false}, {'I', 5, false}, {'s', 5, false}, {'c', 5, false}, {'D', 4, true},
+    {'S', 100, true}, {'E', 3, false},
+};
+
+static void test_server_len_ok(void)
+{
+	for (size_t i = 0; i < ARRAY_LEN(server_len_cases); i++)
+		CHECK(proto_server_len_ok(server_len_cases[i].type, server_len_cases[i].len) ==
+		      server_len_cases[i].ok);
+	char st = 0;
+	CHECK(proto_ready_status((const uint8_t *)"I", 1, &st) && st == 'I');
+	CHECK(proto_ready_status((const uint8_t *)"T", 1, &st) && st == 'T');
+	CHECK(proto_ready_status((const uint8_t *)"E", 1, &st) && st == 'E');
+	CHECK(!proto_ready_status((const uint8_t *)"X", 1, &st));
+	CHECK(!proto_ready_status((const uint8_t *)"II", 2, &st));
+	CHECK(!proto_ready_status((const uint8_t *)"", 0, &st));
+}
+
 int main(void)
 {
+	RUN(test_server_len_ok);
 	RUN(test_builders_table);
 	RUN(test_builders_framing);
 	RUN(test_builders_after_send);
