@@ -32,7 +32,8 @@ struct sql_look {
 	char name[128]; /* SQLI_DEALLOC: the name, folded as PostgreSQL folds it */
 };
 
-/* Can the text do anything of the above?  False means certainly not. */
+/* Can the text do anything of the above?  False means certainly not.
+ * sql[len] must be its NUL (it holds none before). */
 bool sqlinspect_prefilter(const char *sql, size_t len);
 /* Looks at a NUL-terminated text of len bytes: the prefilter, then the parser
  * on a hit.  Returns look->flags (0: nothing to do). */
