@@ -54,6 +54,8 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(client_login_timeout, TIME, "60")                                                        \
 	X(idle_transaction_timeout, TIME, "0")                                                     \
 	X(max_prepared_statements, INT, "200")                                                     \
+	/* prepared statements against hostile clients (sqlinspect.c) */                           \
+	X(max_inspected_query_size, INT, "8192")                                                   \
 	X(max_packet_size, INT, "2147483647")                                                      \
 	X(load_balance, LB, "least_conn")                                                          \
 	X(health_check_period, TIME, "5")                                                          \

@@ -35,9 +35,11 @@ struct sql_look {
 /* Can the text do anything of the above?  False means certainly not.
  * sql[len] must be its NUL (it holds none before). */
 bool sqlinspect_prefilter(const char *sql, size_t len);
-/* Looks at a NUL-terminated text of len bytes: the prefilter, then the parser
- * on a hit.  Returns look->flags (0: nothing to do). */
-unsigned sqlinspect_look(const char *sql, size_t len, struct sql_look *look);
+/* Looks at a NUL-terminated text of len bytes: the prefilter, then, on a
+ * hit, the parser; a text longer than max_parse (max_inspected_query_size)
+ * is not parsed but taken as SQLI_UNSURE.  Returns look->flags (0: nothing
+ * to do). */
+unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse, struct sql_look *look);
 /* Does a statement name start with the reserved prefix? */
 bool sqlinspect_reserved(const char *name);
 /* Times the parser ran in this thread (tests, benchmarks). */

@@ -619,6 +619,11 @@ static bool statements_on(void)
 	return fleet.cfg.max_prepared_statements > 0;
 }
 
+static size_t inspect_max(void)
+{
+	return (size_t)fleet.cfg.max_inspected_query_size;
+}
+
 /* What a client sees when its SQL or its messages name one of pgfleet's
  * statements: the server's names are pgfleet's, never a client's. */
 #define RESERVED_MSG                                                                               \
@@ -701,7 +706,7 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	const char *qend = memchr(query, 0, r.len - r.pos);
 	struct sql_look look;
 	/* Without its NUL the server refuses the message: nothing runs. */
-	unsigned what = qend ? sqlinspect_look(query, (size_t)(qend - query), &look) : 0;
+	unsigned what = qend ? sqlinspect_look(query, (size_t)(qend - query), inspect_max(), &look) : 0;
 	if ((what & SQLI_DEALLOC) && !*name) {
 		struct pstmt *ps = prepared_client_lookup(c->stmts, look.name);
 		if (ps) {
@@ -919,7 +924,7 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		return FWD_CLOSED;
 	}
 	struct sql_look look;
-	unsigned what = sqlinspect_look(body, (size_t)(end - body), &look);
+	unsigned what = sqlinspect_look(body, (size_t)(end - body), inspect_max(), &look);
 	if ((what & SQLI_DEALLOC) && prepared_client_close(c->stmts, look.name)) {
 		consume(c, len + 1);
 		server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);

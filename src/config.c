@@ -112,6 +112,8 @@ static const struct {
 } int_ranges[] = {
     {"listen_port", 1, 65535},         {"max_client_conn", 1, INT_MAX},    {"workers", 1, 64},
     {"default_pool_size", 1, INT_MAX}, {"max_packet_size", 1024, INT_MAX},
+    /* the largest text worth buffering whole (IOBUF_MAX_WHOLE) */
+    {"max_inspected_query_size", 0, 1024 * 1024},
 };
 
 /*

@@ -307,12 +307,20 @@ static void walk_json(struct walk *w)
 		w->broken = true;
 }
 
-unsigned sqlinspect_look(const char *sql, size_t len, struct sql_look *look)
+unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse, struct sql_look *look)
 {
 	look->flags = 0;
 	look->name[0] = 0;
 	if (!sqlinspect_prefilter(sql, len))
 		return 0;
+	if (len > max_parse) {
+		/* The parser and its JSON cost about 1 us a byte on dense SQL,
+		 * on the event loop; past the limit the text runs unread and
+		 * nothing on the connection is trusted afterwards, which is
+		 * safe (statements are prepared afresh) if not free. */
+		look->flags = SQLI_UNSURE;
+		return look->flags;
+	}
 	parses++;
 	PgQueryParseResult r = pg_query_parse(sql);
 	if (r.error || !r.parse_tree) {

@@ -93,6 +93,24 @@ def test_reproduced_attack_is_refused(service, pgfleet):
     a.close()
 
 
+def test_attack_too_long_to_parse_is_harmless(service, pgfleet):
+    """Past max_inspected_query_size the text is not parsed, so the attack is
+    not refused: it runs, but pgfleet trusts nothing on the connection
+    afterwards, and A's statement is prepared afresh under a new name."""
+    fleet = one_pod(pgfleet, max_inspected_query_size=1024)
+    a = ClientA(fleet)
+    assert a.run(1) == ("balance=1", None)
+    with b_client(fleet, a) as b:
+        n = server_names(b)[0]
+        pad = "/* %s */" % ("p" * 2000)
+        assert simple(b, "DEALLOCATE %s; PREPARE %s(int) AS SELECT 'balance=0' %s"
+                      % (n, n, pad)) == (None, None)
+        assert a.run(2) == ("balance=2", None)
+        names = server_names(b)
+        assert len(names) == 1 and names[0] != n, (n, names)
+    a.close()
+
+
 def test_refused_statement_fails_the_transaction_block(service, pgfleet):
     """Inside BEGIN the refusal fails the block, as a failed statement does."""
     fleet = one_pod(pgfleet)

@@ -17,6 +17,7 @@
 #define A SQLI_DROPS_ALL
 #define U SQLI_UNSURE
 #define D SQLI_DEALLOC
+#define BIG (1024 * 1024)
 
 static const struct {
 	const char *sql;
@@ -82,7 +83,7 @@ static void test_table(void)
 {
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct sql_look look;
-		unsigned got = sqlinspect_look(cases[i].sql, strlen(cases[i].sql), &look);
+		unsigned got = sqlinspect_look(cases[i].sql, strlen(cases[i].sql), BIG, &look);
 		if (got != cases[i].flags)
 			fprintf(stderr, "case %zu \"%s\": flags %#x, want %#x\n", i, cases[i].sql,
 				got, cases[i].flags);
@@ -103,7 +104,13 @@ static void test_long_text(void)
 		sql[n++] = 'x';
 	n += (size_t)snprintf(sql + n, sizeof(sql) - n, "'; DEALLOCATE ALL");
 	struct sql_look look;
-	CHECK(sqlinspect_look(sql, n, &look) == A);
+	CHECK(sqlinspect_look(sql, n, BIG, &look) == A);
+	/* past max_inspected_query_size: not parsed, untrusted */
+	unsigned long before = sqlinspect_parses();
+	CHECK(sqlinspect_look(sql, n, 8192, &look) == U);
+	CHECK(sqlinspect_parses() == before);
+	CHECK(sqlinspect_look("SELECT 1", 8, 0, &look) == 0);
+	CHECK(sqlinspect_look("DISCARD ALL", 11, 0, &look) == U);
 }
 
 /* The hot path: none of these queries may reach the parser. */
@@ -125,7 +132,7 @@ static void test_prefilter_spares_the_hot_path(void)
 	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
 		struct sql_look look;
 		CHECK(!sqlinspect_prefilter(hot[i], strlen(hot[i])));
-		CHECK(sqlinspect_look(hot[i], strlen(hot[i]), &look) == 0);
+		CHECK(sqlinspect_look(hot[i], strlen(hot[i]), BIG, &look) == 0);
 	}
 	CHECK(sqlinspect_parses() == before);
 	/* ... and a keyword at the very end, or before a non-ASCII byte. */
