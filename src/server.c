@@ -900,9 +900,12 @@ static void forward_to_client(struct server *s)
 		bool extended_error = type == 'E' && r && r->kind != REQ_QUERY;
 		bool hidden = r && r->action == REQ_HIDE && !extended_error;
 		/* An error to a Bind/Describe of one of pgfleet's names: read
-		 * whole, to see whether the server lost the statement. */
+		 * whole, to see whether the server lost the statement.  Such
+		 * an error is short; a long one (a huge bad parameter quoted
+		 * back) is something else, and streams. */
 		bool named_error = extended_error && r->ps &&
-				   (r->kind == REQ_BIND || r->kind == REQ_DESCRIBE);
+				   (r->kind == REQ_BIND || r->kind == REQ_DESCRIBE) &&
+				   total <= LOGIN_MSG_MAX;
 		if (hidden || type == 'Z' || type == 'S' || named_error) {
 			if (iobuf_unparsed(b) < total) {
 				if (total > LOGIN_MSG_MAX || !iobuf_reserve(&s->io.in, total)) {

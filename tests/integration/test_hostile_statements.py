@@ -280,3 +280,16 @@ def test_names_differ_across_connections_and_restarts(service, pgfleet):
             c2.close()
         fleet.stop()
     assert len(set(names)) == 4, names
+
+
+def test_long_error_to_a_bind_streams(service, pgfleet):
+    """pgfleet reads an error to a Bind of its statement whole, to spot a
+    26000; an error longer than that (a huge bad parameter quoted back)
+    still reaches the client, and the session goes on."""
+    fleet = one_pod(pgfleet)
+    a = ClientA(fleet)
+    res = a.pg.exec_prepared(b"s1", [b"x" * 100000])
+    assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"22P02"
+    assert len(res.error_message) > 100000
+    assert a.run(3) == ("balance=3", None)
+    a.close()
