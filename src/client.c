@@ -643,8 +643,11 @@ static size_t inspect_max(void)
  * gets, in its place, RESERVED_QUERY as the unnamed statement and portal,
  * whose ParseComplete and BindComplete pgfleet consumes; the error of its
  * Execute goes to the client, and the client's messages up to Sync are
- * skipped, as the server skips them after an error.  `whole`: the message is
- * buffered whole and dropped here; otherwise the skipping drops it. */
+ * skipped, as the server skips them after an error.  (The client's unnamed
+ * statement and portal are replaced on the way; without PL/pgSQL in the
+ * database the server's error says so instead, a refusal all the same.)
+ * `whole`: the message is buffered whole and dropped here; otherwise the
+ * skipping drops it. */
 static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
 {
 	if (!flush_parsed(c, s))

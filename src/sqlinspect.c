@@ -21,9 +21,18 @@
  *
  * The parser's JSON tree is then read with a small scanner: a key is a
  * string followed by ':' outside any string (inside a JSON string every '"'
- * is escaped), and only the keys that matter are looked at.  Functions that
- * run dynamic SQL from a SELECT are out of reach of any look at the text:
- * prepared statements heal from those on 26000 (server.c).
+ * is escaped), and only the keys that matter are looked at.
+ *
+ * Out of reach of any look at the text: a function (called from a SELECT,
+ * a trigger, a rule, a default) whose dynamic SQL deallocates or prepares
+ * statements.  When it deallocates one of pgfleet's, the next Bind gets
+ * 26000 and the connection's statements are forgotten (server.c): the
+ * client sees that one error, its retry prepares afresh.  When it reads a
+ * name from pg_prepared_statements and prepares it again with the same
+ * parameter types, pgfleet cannot tell: whoever next binds that statement
+ * on that connection runs the replacement.  Writing such a function takes
+ * the same database role (pools are per user), and a schema it may create
+ * functions in.
  */
 #include "sqlinspect.h"
 #include "runtime.h"
