@@ -11,6 +11,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gcc libc6-dev meson ninja-build pkg-config \
       libevent-dev libc-ares-dev libssl-dev libpq-dev liburing-dev \
+      libpg-query-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build ./
@@ -23,7 +24,7 @@ RUN meson setup /build --buildtype=release -Db_ndebug=if-release \
 
 FROM debian:bookworm-slim
 # libevent-2.1-7 libc-ares2 libssl3 libpq5 liburing2: what `ldd pgfleet` needs (libc6
-# is in the base image); ca-certificates: the system CAs that
+# is in the base image; libpg_query is linked statically); ca-certificates: the system CAs that
 # server_tls_sslmode=verify-ca/verify-full use when server_tls_ca_file is empty.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \

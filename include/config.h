@@ -58,6 +58,8 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(client_login_timeout, TIME, "60")                                                        \
 	X(idle_transaction_timeout, TIME, "0")                                                     \
 	X(max_prepared_statements, INT, "200")                                                     \
+	/* prepared statements against hostile clients (sqlinspect.c) */                           \
+	X(max_inspected_query_size, INT, "8192")                                                   \
 	/* hardening (issue 15): PostgreSQL's PQ_LARGE_MESSAGE_LIMIT, 1 GB - 1 */               \
 	X(max_packet_size, INT, "1073741823")                                                      \
 	X(load_balance, LB, "least_conn")                                                          \

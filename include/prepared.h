@@ -3,10 +3,12 @@
  *
  * A client's Parse of a named statement is remembered by the client under its
  * own name, and points at a shared statement: one per distinct (query text,
- * parameter types), named "pgf_<id>" on the servers.  Each server connection
- * knows which shared statements it has prepared (at most
- * max_prepared_statements, least recently used evicted); a Bind or Describe
- * on a server that lacks the statement first gets a hidden Parse.
+ * parameter types).  Each server connection knows which shared statements
+ * it has prepared (at most max_prepared_statements, least recently used
+ * evicted) and under which name: "pgf_" and 16 random hex digits, drawn
+ * afresh each time a statement is prepared on a connection, so no client can
+ * guess a name from one connection (or pgfleet run) to the next.  A Bind or
+ * Describe on a server that lacks the statement first gets a hidden Parse.
  *
  * prepared.c keeps these maps; it never reads sockets.  The rewriting of
  * messages and the response bookkeeping live in client.c and server.c.
@@ -22,11 +24,12 @@
 /* A distinct (query, parameter types), shared by every client using it. */
 struct pstmt {
 	struct pstmt *next; /* hash chain */
-	uint64_t id;        /* server-side name: pgf_<id> */
+	uint64_t id;
 	uint32_t hash;
 	uint32_t refs;      /* client statements and server entries using it */
 	uint32_t body_len;
 	bool drops_all;     /* DISCARD ALL / DEALLOCATE ALL: running it drops every statement */
+	bool unsure;        /* DO, CALL, ...: running it may change statements unseen */
 	uint8_t body[];     /* Parse body after the name: query\0, int16 n, n x int32 */
 };
 
@@ -55,13 +58,18 @@ uint32_t prepared_client_count(const struct client_stmts *cs);
 uint64_t prepared_client_cost(const char *name, uint32_t body_len);
 uint64_t prepared_client_bytes(const struct client_stmts *cs);
 
-/* Does the server have ps prepared?  Marks it most recently used. */
-bool prepared_server_has(struct server_stmts *ss, const struct pstmt *ps);
-/* Records ps as prepared on the server.  When that exceeds `max`, the least
- * recently used statement is returned in *evicted (its reference handed to
- * the caller, who must Close it on the server and prepared_release it). */
-void prepared_server_add(struct server_stmts **ss, struct pstmt *ps, uint32_t max,
-			 struct pstmt **evicted);
+/* "pgf_" + 16 hex digits + NUL */
+#define PREPARED_NAME_LEN 21
+
+/* The name ps has on the server, or NULL when the server lacks it.  Marks it
+ * most recently used.  Valid until the server's set changes. */
+const char *prepared_server_name(struct server_stmts *ss, const struct pstmt *ps);
+/* Records ps as prepared on the server under a fresh random name, returned
+ * (valid until the set changes).  When that exceeds `max`, the least
+ * recently used statement leaves the set and its name is copied to
+ * `evicted` (the caller must Close it on the server); else evicted[0] = 0. */
+const char *prepared_server_add(struct server_stmts **ss, struct pstmt *ps, uint32_t max,
+				char evicted[PREPARED_NAME_LEN]);
 /* Forgets ps on the server (its Parse failed or was skipped). */
 void prepared_server_forget(struct server_stmts *ss, const struct pstmt *ps);
 /* The server dropped everything (DISCARD ALL, DEALLOCATE ALL) or closed. */
@@ -72,12 +80,10 @@ uint32_t prepared_server_count(const struct server_stmts *ss);
 void prepared_ref(struct pstmt *ps);
 void prepared_release(struct pstmt *ps);
 
-/* The server-side name, "pgf_<id>". */
-void prepared_name(const struct pstmt *ps, char *buf, unsigned len);
-/* Appends a Parse message for ps under its server-side name. */
-void prepared_put_parse(struct wbuf *w, const struct pstmt *ps);
-/* Appends a Close (statement) message for ps. */
-void prepared_put_close(struct wbuf *w, const struct pstmt *ps);
+/* Appends a Parse message for ps under the server-side name. */
+void prepared_put_parse(struct wbuf *w, const struct pstmt *ps, const char *name);
+/* Appends a Close (statement) message for a server-side name. */
+void prepared_put_close(struct wbuf *w, const char *name);
 /* Shared statements alive, for SHOW MEM / tests. */
 uint32_t prepared_shared_count(void);
 void prepared_free_all(void);

@@ -47,9 +47,12 @@ enum req_action {
 };
 
 struct request {
-	struct pstmt *ps; /* PARSE: the statement it prepares (a reference) */
-	char *note;       /* ERROR: SQLSTATE (5 chars) then the message (owned) */
+	/* PARSE: the statement it prepares; BIND, DESCRIBE: the statement it
+	 * names under pgfleet's name (a reference) */
+	struct pstmt *ps;
+	char *note;       /* ERROR: the message (owned) */
 	uint8_t kind, action;
+	char sqlstate[6]; /* ERROR: its SQLSTATE */
 };
 
 #define SERVER_QUEUE_MIN 32
@@ -83,6 +86,10 @@ struct server {
 	uint32_t q_fakes;              /* REQ_FAKE requests in the queue */
 	bool overflow;
 	struct server_stmts *stmts; /* prepared statements this connection has */
+	/* SQL ran that may have changed prepared statements unseen (a DO block,
+	 * CALL, ...): before another client gets the connection, every
+	 * statement on it is dropped (a hidden DEALLOCATE ALL). */
+	bool stmts_untrusted;
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
@@ -128,10 +135,17 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 /* The last request queued (to adjust what it expects). */
 struct request *server_queue_last(struct server *s);
 /* Makes sure the statement is prepared on s before a Bind/Describe uses it:
- * queues a hidden Parse (and a hidden Close of an evicted one) in s->io.out. */
-void server_ensure_prepared(struct server *s, struct pstmt *ps);
+ * queues a hidden Parse (and a hidden Close of an evicted one) in s->io.out.
+ * Returns its server-side name (valid until s's statements change). */
+const char *server_ensure_prepared(struct server *s, struct pstmt *ps);
 /* The server lost every prepared statement (DISCARD ALL, DEALLOCATE ALL). */
 void server_forget_statements(struct server *s);
+/* The statements on s may have been changed unseen: none is used again, and
+ * all are dropped before the connection serves another client. */
+void server_distrust_statements(struct server *s);
+/* Answers the client itself with an ErrorResponse in turn (the server gets
+ * nothing); the client's messages up to Sync are then skipped. */
+void server_queue_error(struct server *s, const char *sqlstate, const char *msg);
 /* Answers the requests pgfleet fakes once all replies before them are out. */
 void server_drain_fakes(struct server *s);
 /* Bind a client to an idle server: re-apply the client's parameters. */

@@ -9,6 +9,7 @@ PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
   libevent-dev libc-ares-dev libssl-dev libpq-dev
   liburing-dev         # io_uring batching of socket calls (src/batch.c)
+  libpg-query-dev      # PostgreSQL's parser for the SQL look (src/sqlinspect.c), linked statically
   # the local headless service (tests/integration/fixture.py)
   postgresql-15        # servers, initdb, pg_ctl, pg_basebackup, pgbench
   postgresql-client    # psql

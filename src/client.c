@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
+#include "sqlinspect.h"
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
@@ -650,93 +651,90 @@ static bool statements_on(void)
 	return fleet.cfg.max_prepared_statements > 0;
 }
 
-/* Skips SQL whitespace and comments. */
-static const char *skip_space(const char *p)
+static size_t inspect_max(void)
 {
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		if (p[0] == '-' && p[1] == '-') {
-			while (*p && *p != '\n')
-				p++;
-		} else {
-			return p;
-		}
-	}
+	return (size_t)fleet.cfg.max_inspected_query_size;
 }
 
-/* Matches a keyword (case-insensitive) followed by a non-identifier char. */
-static const char *keyword(const char *p, const char *kw)
+/* What a client sees when its SQL or its messages name one of pgfleet's
+ * statements: the server's names are pgfleet's, never a client's. */
+#define RESERVED_MSG                                                                               \
+	"prepared statement names starting with \"" SQLINSPECT_RESERVED_PREFIX                    \
+	"\" are reserved for pgfleet"
+#define RESERVED_SQLSTATE "42501"
+/* A refused message is replaced by this, run by the server itself: the
+ * client gets the error from the server in its usual place (a simple Query:
+ * ErrorResponse, ReadyForQuery; the extended protocol: ErrorResponse, the
+ * rest skipped up to Sync), and a transaction block it was in fails just as
+ * if the refused statement had run and failed. */
+#define RESERVED_QUERY                                                                             \
+	"DO $pgfleet$BEGIN RAISE EXCEPTION USING ERRCODE = '" RESERVED_SQLSTATE                    \
+	"', MESSAGE = '" RESERVED_MSG "'; END$pgfleet$"
+
+/* An extended-protocol message naming a reserved statement: the server
+ * gets, in its place, RESERVED_QUERY as the unnamed statement and portal,
+ * whose ParseComplete and BindComplete pgfleet consumes; the error of its
+ * Execute goes to the client, and the client's messages up to Sync are
+ * skipped, as the server skips them after an error.  (The client's unnamed
+ * statement and portal are replaced on the way; without PL/pgSQL in the
+ * database the server's error says so instead, a refusal all the same.)
+ * `whole`: the message is buffered whole and dropped here; otherwise the
+ * skipping drops it. */
+static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
 {
-	size_t n = strlen(kw);
-	if (strncasecmp(p, kw, n) != 0)
-		return NULL;
-	char after = p[n];
-	if ((after >= 'a' && after <= 'z') || (after >= 'A' && after <= 'Z') ||
-	    (after >= '0' && after <= '9') || after == '_')
-		return NULL;
-	return skip_space(p + n);
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	if (whole)
+		consume(c, len + 1);
+	struct wbuf *w = &s->io.out;
+	uint32_t m = proto_begin(w, 'P');
+	proto_put_str(w, "");
+	proto_put_str(w, RESERVED_QUERY);
+	proto_put_u16(w, 0);
+	proto_end(w, m);
+	server_queue_push(s, REQ_PARSE, REQ_HIDE, NULL);
+	m = proto_begin(w, 'B');
+	proto_put_str(w, ""); /* portal */
+	proto_put_str(w, ""); /* statement */
+	proto_put_u16(w, 0);  /* parameter formats */
+	proto_put_u16(w, 0);  /* parameters */
+	proto_put_u16(w, 0);  /* result formats */
+	proto_end(w, m);
+	server_queue_push(s, REQ_BIND, REQ_HIDE, NULL);
+	m = proto_begin(w, 'E');
+	proto_put_str(w, "");
+	proto_put_u32(w, 0);
+	proto_end(w, m);
+	server_queue_push(s, REQ_EXECUTE, REQ_HIDE, NULL);
+	c->skip_to_sync = true;
+	return FWD_DONE;
 }
 
-enum stmt_sql {
-	SQL_OTHER,
-	SQL_DROP_ALL,  /* DISCARD ALL, DEALLOCATE [PREPARE] ALL */
-	SQL_DEALLOC,   /* DEALLOCATE [PREPARE] <name>: the name is in `name` */
-};
-
-/* Recognises the statements that drop protocol-level prepared statements. */
-static enum stmt_sql classify_sql(const char *sql, char *name, size_t namelen)
+/* What running a text does to the connection's statements. */
+static void apply_look(struct client *c, struct server *s, unsigned what)
 {
-	const char *p = skip_space(sql), *q;
-	if (*p != 'D' && *p != 'd')
-		return SQL_OTHER; /* nearly every query: one comparison */
-	if ((q = keyword(p, "DISCARD")) && keyword(q, "ALL"))
-		return SQL_DROP_ALL;
-	if (!(q = keyword(p, "DEALLOCATE")))
-		return SQL_OTHER;
-	const char *r = keyword(q, "PREPARE");
-	if (r)
-		q = r;
-	if (keyword(q, "ALL"))
-		return SQL_DROP_ALL;
-	size_t n = 0;
-	bool quoted = *q == '"';
-	if (quoted)
-		q++;
-	while (*q && n + 1 < namelen &&
-	       (quoted ? *q != '"' : (*q != ';' && *q != ' ' && *q != '\n' && *q != '\t'))) {
-		char ch = *q++;
-		/* unquoted identifiers fold to lower case, as in SQL */
-		name[n++] = (!quoted && ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-	}
-	name[n] = 0;
-	if (quoted && *q == '"')
-		q++;
-	q = skip_space(q);
-	if (*q == ';')
-		q = skip_space(q + 1);
-	return (*q || !n) ? SQL_OTHER : SQL_DEALLOC;
+	if (what & SQLI_DROPS_ALL)
+		prepared_client_clear(c->stmts); /* the client's are gone as well */
+	if (what & (SQLI_DROPS_ALL | SQLI_UNSURE))
+		server_distrust_statements(s);
 }
 
 /* A Parse pgfleet refuses itself: the ErrorResponse comes in turn (a faked
- * reply; the note carries the SQLSTATE then the message) and the rest up to
- * Sync is ignored, as PostgreSQL does after an error.  The session goes on. */
+ * reply, server_queue_error) and the rest up to Sync is ignored, as
+ * PostgreSQL does after an error.  The session goes on. */
 static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
 			     const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
 			     const char *sqlstate, const char *fmt, ...)
 {
-	char note[256];
+	char msg[256];
 	va_list ap;
-	memcpy(note, sqlstate, 5);
 	va_start(ap, fmt);
-	vsnprintf(note + 5, sizeof(note) - 5, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	consume(c, len + 1);
-	server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
-	if (!s->overflow)
-		server_queue_last(s)->note = strdup(note);
+	server_queue_error(s, sqlstate, msg);
 	c->skip_to_sync = true;
 	return FWD_DONE;
 }
@@ -759,30 +757,23 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
-	char target[NAME_MAX_LEN * 2];
 	const char *query = (const char *)r.p + r.pos;
-	enum stmt_sql kind = memchr(query, 0, r.len - r.pos)
-				     ? classify_sql(query, target, sizeof(target))
-				     : SQL_OTHER;
-	if (kind == SQL_DROP_ALL && !*name) {
-		/* Run right after: the server drops every statement, so do both maps. */
-		prepared_client_clear(c->stmts);
-		server_forget_statements(s);
-	}
-	if (kind == SQL_DEALLOC && !*name) {
-		struct pstmt *ps = prepared_client_lookup(c->stmts, target);
+	const char *qend = memchr(query, 0, r.len - r.pos);
+	struct sql_look look;
+	/* Without its NUL the server refuses the message: nothing runs. */
+	unsigned what = qend ? sqlinspect_look(query, (size_t)(qend - query), inspect_max(), &look) : 0;
+	if ((what & SQLI_DEALLOC) && !*name) {
+		struct pstmt *ps = prepared_client_lookup(c->stmts, look.name);
 		if (ps) {
 			/* DEALLOCATE <client name> over the extended protocol (psycopg
 			 * does it): deallocate the shared statement on this server
 			 * instead, which other clients re-prepare when they need it. */
 			if (!flush_parsed(c, s))
 				return FWD_WAIT;
-			char sql[64], sname[32];
-			server_ensure_prepared(s, ps);
-			prepared_name(ps, sname, sizeof(sname));
-			snprintf(sql, sizeof(sql), "DEALLOCATE %s", sname);
+			char sql[64];
+			snprintf(sql, sizeof(sql), "DEALLOCATE %s", server_ensure_prepared(s, ps));
 			prepared_server_forget(s->stmts, ps);
-			prepared_client_close(c->stmts, target);
+			prepared_client_close(c->stmts, look.name);
 			uint32_t m = proto_begin(&s->io.out, 'P');
 			proto_put_str(&s->io.out, "");
 			proto_put_str(&s->io.out, sql);
@@ -793,7 +784,11 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 			return FWD_DONE;
 		}
 	}
+	if (what & SQLI_RESERVED)
+		return refuse_reserved(c, s, len, true);
 	if (!*name) {
+		/* The unnamed statement runs right after, if at all. */
+		apply_look(c, s, what);
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -818,10 +813,12 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 				    "(max_client_prepared_bytes)",
 				    name, fleet.cfg.max_client_prepared_bytes);
 	struct pstmt *ps = prepared_client_parse(&c->stmts, name, r.p + r.pos, r.len - r.pos);
-	/* A prepared DISCARD ALL / DEALLOCATE ALL drops everything when it runs */
-	ps->drops_all = kind == SQL_DROP_ALL;
+	/* A prepared DISCARD ALL / DEALLOCATE ALL drops everything when it
+	 * runs; a DO or CALL may change statements unseen when it runs. */
+	ps->drops_all = (what & SQLI_DROPS_ALL) != 0;
+	ps->unsure = (what & SQLI_UNSURE) != 0;
 	consume(c, len + 1);
-	if (prepared_server_has(s->stmts, ps)) {
+	if (prepared_server_name(s->stmts, ps)) {
 		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
 		return FWD_DONE;
 	}
@@ -842,9 +839,7 @@ static void send_renamed(struct client *c, struct server *s, uint8_t type, uint3
 			 const void *lead, uint32_t lead_len, const char *name, uint32_t consumed,
 			 struct pstmt *ps)
 {
-	char sname[32];
-	server_ensure_prepared(s, ps);
-	prepared_name(ps, sname, sizeof(sname));
+	const char *sname = server_ensure_prepared(s, ps);
 	uint32_t old_name = (uint32_t)strlen(name), new_name = (uint32_t)strlen(sname);
 	uint32_t newlen = len - old_name + new_name;
 	uint8_t head[5] = {type, (uint8_t)(newlen >> 24), (uint8_t)(newlen >> 16),
@@ -853,7 +848,8 @@ static void send_renamed(struct client *c, struct server *s, uint8_t type, uint3
 	wbuf_put(out, head, 5);
 	wbuf_put(out, lead, lead_len);
 	wbuf_put(out, sname, new_name + 1);
-	server_queue_push(s, type == 'B' ? REQ_BIND : REQ_DESCRIBE, REQ_PASS, NULL);
+	/* With its statement: a 26000 reply means the server lost it. */
+	server_queue_push(s, type == 'B' ? REQ_BIND : REQ_DESCRIBE, REQ_PASS, ps);
 	consume(c, 5 + consumed);
 	c->io.pkt_remain = len + 1 - 5 - consumed;
 }
@@ -888,6 +884,8 @@ static enum fwd on_describe(struct client *c, struct server *s, uint32_t len)
 				   ? prepared_client_lookup(c->stmts, name)
 				   : NULL;
 	if (!ps) {
+		if (what == 'S' && statements_on() && sqlinspect_reserved(name))
+			return refuse_reserved(c, s, len, true); /* another's, maybe */
 		/* A portal, the unnamed statement, or a name the server will
 		 * report as unknown in its own words. */
 		server_queue_push(s, REQ_DESCRIBE, REQ_PASS, NULL);
@@ -925,6 +923,8 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 	}
 	const char *portal = (const char *)body, *name = (const char *)z1 + 1;
 	struct pstmt *ps = *name ? prepared_client_lookup(c->stmts, name) : NULL;
+	if (!ps && sqlinspect_reserved(name))
+		return refuse_reserved(c, s, len, false); /* the skipping drops it */
 	if (!ps) {
 		server_queue_push(s, REQ_BIND, REQ_PASS, NULL);
 		return FWD_STREAM;
@@ -933,11 +933,9 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 		return FWD_WAIT;
 	send_renamed(c, s, 'B', len, portal, (uint32_t)(z1 + 1 - body), name,
 		     (uint32_t)(z2 + 1 - body), ps);
-	if (ps->drops_all) {
-		/* Executing it drops every statement of the session, itself too. */
-		prepared_client_clear(c->stmts);
-		server_forget_statements(s);
-	}
+	/* Executing it drops every statement of the session, itself too, or
+	 * may change them unseen. */
+	apply_look(c, s, (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0));
 	return FWD_DONE;
 }
 
@@ -951,6 +949,8 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
 	if (w != FWD_STREAM)
 		return w;
 	if (what != 'S' || !*name || !statements_on() || !prepared_client_lookup(c->stmts, name)) {
+		if (what == 'S' && statements_on() && sqlinspect_reserved(name))
+			return refuse_reserved(c, s, len, true);
 		server_queue_push(s, REQ_CLOSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -960,12 +960,21 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
 	return FWD_DONE;
 }
 
-/* Simple queries that drop protocol-level statements: DEALLOCATE ALL and
- * DISCARD ALL drop them all (on the server too); DEALLOCATE <name> of a
- * statement pgfleet renamed is answered by pgfleet. */
+/* Simple queries, looked at whole and of any length (sqlinspect.c):
+ * DEALLOCATE <name> of a statement pgfleet renamed is answered by pgfleet;
+ * a text naming one of pgfleet's statements is refused; DISCARD ALL,
+ * DEALLOCATE ALL, DO, CALL, ... anywhere in it leave the connection's
+ * statements untrusted (server_distrust_statements). */
 static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 {
-	if (!statements_on() || len > 512) {
+	if (!statements_on()) {
+		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	if (len + 1 > IOBUF_MAX_WHOLE) {
+		/* Too big to look at whole: it streams through, and is taken
+		 * to have done anything it could have. */
+		server_distrust_statements(s);
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -973,27 +982,29 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 	if (w != FWD_STREAM)
 		return w;
 	struct iobuf *b = c->io.in;
-	const uint8_t *body = b->data + b->parsed + 5;
-	if (!memchr(body, 0, len - 4)) {
+	const char *body = (const char *)b->data + b->parsed + 5;
+	const char *end = memchr(body, 0, len - 4);
+	if (!end) {
 		client_close(c, "08P01", "malformed Query message");
 		return FWD_CLOSED;
 	}
-	char name[NAME_MAX_LEN * 2];
-	switch (classify_sql((const char *)body, name, sizeof(name))) {
-	case SQL_DROP_ALL:
-		prepared_client_clear(c->stmts);
-		server_forget_statements(s);
-		break;
-	case SQL_DEALLOC:
-		if (prepared_client_close(c->stmts, name)) {
-			consume(c, len + 1);
-			server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
-			return FWD_DONE;
-		}
-		break;
-	case SQL_OTHER:
-		break;
+	struct sql_look look;
+	unsigned what = sqlinspect_look(body, (size_t)(end - body), inspect_max(), &look);
+	if ((what & SQLI_DEALLOC) && prepared_client_close(c->stmts, look.name)) {
+		consume(c, len + 1);
+		server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
+		return FWD_DONE;
 	}
+	if (what & SQLI_RESERVED) {
+		/* The whole text is refused: none of it reaches the server. */
+		if (!flush_parsed(c, s))
+			return FWD_WAIT;
+		consume(c, len + 1);
+		proto_query(&s->io.out, RESERVED_QUERY);
+		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+		return FWD_DONE;
+	}
+	apply_look(c, s, what);
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_STREAM;
 }

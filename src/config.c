@@ -121,6 +121,8 @@ static const struct {
     {"server_login_max_bytes", 4096, INT_MAX},
     {"server_login_max_messages", 16, INT_MAX},
     {"server_scram_max_iterations", 1, 10000000},
+    /* the largest text worth buffering whole (IOBUF_MAX_WHOLE) */
+    {"max_inspected_query_size", 0, 1024 * 1024},
 };
 
 /*

@@ -36,6 +36,7 @@ struct client_stmts {
 struct server_entry {
 	struct pstmt *ps;
 	uint64_t used; /* LRU clock */
+	char name[PREPARED_NAME_LEN];
 };
 
 struct server_stmts {
@@ -218,19 +219,34 @@ static int server_index(const struct server_stmts *ss, const struct pstmt *ps)
 	return -1;
 }
 
-bool prepared_server_has(struct server_stmts *ss, const struct pstmt *ps)
+const char *prepared_server_name(struct server_stmts *ss, const struct pstmt *ps)
 {
 	int i = server_index(ss, ps);
 	if (i < 0)
-		return false;
+		return NULL;
 	ss->e[i].used = ++ss->clock;
-	return true;
+	return ss->e[i].name;
 }
 
-void prepared_server_add(struct server_stmts **ssp, struct pstmt *ps, uint32_t max,
-			 struct pstmt **evicted)
+/* A name no client can guess: pgfleet's own names come from the
+ * process's random source, never from a counter. */
+static void random_name(char name[PREPARED_NAME_LEN])
 {
-	*evicted = NULL;
+	static const char hex[] = "0123456789abcdef";
+	uint8_t r[8];
+	fleet_random(r, sizeof(r));
+	memcpy(name, "pgf_", 4);
+	for (int i = 0; i < 8; i++) {
+		name[4 + 2 * i] = hex[r[i] >> 4];
+		name[5 + 2 * i] = hex[r[i] & 15];
+	}
+	name[PREPARED_NAME_LEN - 1] = 0;
+}
+
+const char *prepared_server_add(struct server_stmts **ssp, struct pstmt *ps, uint32_t max,
+				char evicted[PREPARED_NAME_LEN])
+{
+	evicted[0] = 0;
 	if (max < 1)
 		max = 1;
 	struct server_stmts *ss = *ssp;
@@ -250,13 +266,16 @@ void prepared_server_add(struct server_stmts **ssp, struct pstmt *ps, uint32_t m
 		for (uint32_t i = 1; i < ss->count; i++)
 			if (ss->e[i].used < ss->e[lru].used)
 				lru = i;
-		*evicted = ss->e[lru].ps;
+		memcpy(evicted, ss->e[lru].name, PREPARED_NAME_LEN);
+		prepared_release(ss->e[lru].ps);
 		ss->e[lru] = ss->e[--ss->count];
 	}
 	prepared_ref(ps);
-	ss->e[ss->count].ps = ps;
-	ss->e[ss->count].used = ++ss->clock;
-	ss->count++;
+	struct server_entry *e = &ss->e[ss->count++];
+	e->ps = ps;
+	e->used = ++ss->clock;
+	random_name(e->name);
+	return e->name;
 }
 
 void prepared_server_forget(struct server_stmts *ss, const struct pstmt *ps)
@@ -291,25 +310,16 @@ uint32_t prepared_server_count(const struct server_stmts *ss)
 
 /* ---- messages ------------------------------------------------------------- */
 
-void prepared_name(const struct pstmt *ps, char *buf, unsigned len)
+void prepared_put_parse(struct wbuf *w, const struct pstmt *ps, const char *name)
 {
-	snprintf(buf, len, "pgf_%llu", (unsigned long long)ps->id);
-}
-
-void prepared_put_parse(struct wbuf *w, const struct pstmt *ps)
-{
-	char name[32];
-	prepared_name(ps, name, sizeof(name));
 	uint32_t m = proto_begin(w, 'P');
 	proto_put_str(w, name);
 	proto_put_bytes(w, ps->body, ps->body_len);
 	proto_end(w, m);
 }
 
-void prepared_put_close(struct wbuf *w, const struct pstmt *ps)
+void prepared_put_close(struct wbuf *w, const char *name)
 {
-	char name[32];
-	prepared_name(ps, name, sizeof(name));
 	uint32_t m = proto_begin(w, 'C');
 	proto_put_u8(w, 'S');
 	proto_put_str(w, name);

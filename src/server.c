@@ -680,6 +680,7 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 	r->action = (uint8_t)action;
 	r->ps = ps;
 	r->note = NULL;
+	r->sqlstate[0] = 0;
 	if (ps)
 		prepared_ref(ps);
 	s->q_len++;
@@ -778,24 +779,80 @@ static void skip_to_sync(struct server *s)
 	}
 }
 
-void server_ensure_prepared(struct server *s, struct pstmt *ps)
+const char *server_ensure_prepared(struct server *s, struct pstmt *ps)
 {
-	if (prepared_server_has(s->stmts, ps))
-		return;
-	struct pstmt *evicted;
-	prepared_server_add(&s->stmts, ps, (uint32_t)fleet.cfg.max_prepared_statements, &evicted);
-	if (evicted) {
+	const char *name = prepared_server_name(s->stmts, ps);
+	if (name)
+		return name;
+	char evicted[PREPARED_NAME_LEN];
+	name = prepared_server_add(&s->stmts, ps, (uint32_t)fleet.cfg.max_prepared_statements,
+				   evicted);
+	if (evicted[0]) {
 		prepared_put_close(&s->io.out, evicted);
 		server_queue_push(s, REQ_CLOSE, REQ_HIDE, NULL);
-		prepared_release(evicted);
 	}
-	prepared_put_parse(&s->io.out, ps);
+	prepared_put_parse(&s->io.out, ps, name);
 	server_queue_push(s, REQ_PARSE, REQ_HIDE, ps);
+	return name;
 }
 
 void server_forget_statements(struct server *s)
 {
 	prepared_server_clear(s->stmts);
+}
+
+void server_distrust_statements(struct server *s)
+{
+	/* Forgotten now: a Bind from here on prepares afresh under a new
+	 * random name, which nothing that ran before can have replaced. */
+	prepared_server_clear(s->stmts);
+	s->stmts_untrusted = true;
+}
+
+void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
+{
+	server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
+	struct request *r = server_queue_last(s);
+	if (!r)
+		return; /* overflow: the client is closed */
+	r->note = strdup(msg);
+	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
+}
+
+/* Before a connection whose statements are untrusted serves another
+ * client: DEALLOCATE ALL, its replies consumed.  Cheaper than a new
+ * connection, and it runs ahead of whatever the next client sends.
+ * False when the connection had to be closed. */
+static bool drop_untrusted_statements(struct server *s)
+{
+	if (!s->stmts_untrusted)
+		return true;
+	s->stmts_untrusted = false;
+	prepared_server_clear(s->stmts);
+	proto_query(&s->io.out, "DEALLOCATE ALL");
+	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
+/* 26000 (invalid_sql_statement_name) to a Bind/Describe of a statement
+ * pgfleet prepared: something the SQL look cannot see (a function running
+ * dynamic SQL) deallocated it.  None of the connection's statements is
+ * trusted any more: the client's next try prepares afresh, and the rest
+ * are dropped before another client gets the connection. */
+static void check_statement_lost(struct server *s, const uint8_t *body, uint32_t len)
+{
+	struct pg_error e;
+	if (!proto_parse_error(body, len, &e) || strcmp(e.sqlstate, "26000") != 0)
+		return;
+	log_warn("server lost a prepared statement; its statements are prepared again",
+		 "replica", s->pool->replica->addr_str, NULL);
+	server_distrust_statements(s);
 }
 
 /* Moves the parsed-not-sent replies to the client first, so what pgfleet
@@ -837,17 +894,12 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		proto_end(out, m);
 		proto_ready(out, s->xact_status);
 		break;
-	case REQ_ERROR: {
-		/* The note: SQLSTATE (5 characters), then the message. */
-		char sqlstate[6] = "53200";
-		const char *msg = "out of memory";
-		if (r->note && strlen(r->note) > 5) {
-			memcpy(sqlstate, r->note, 5);
-			msg = r->note + 5;
-		}
-		proto_error(out, "ERROR", sqlstate, msg);
+	case REQ_ERROR:
+		if (r->note)
+			proto_error(out, "ERROR", r->sqlstate, r->note);
+		else /* the note's strdup failed */
+			proto_error(out, "ERROR", "53200", "out of memory");
 		break;
-	}
 	default:
 		break;
 	}
@@ -1009,7 +1061,14 @@ static void forward_to_client(struct server *s)
 		bool async = type == 'S' || type == 'N' || type == 'A';
 		bool extended_error = type == 'E' && r && r->kind != REQ_QUERY;
 		bool hidden = r && r->action == REQ_HIDE && !extended_error;
-		if (hidden || type == 'Z' || type == 'S') {
+		/* An error to a Bind/Describe of one of pgfleet's names: read
+		 * whole, to see whether the server lost the statement.  Such
+		 * an error is short; a long one (a huge bad parameter quoted
+		 * back) is something else, and streams. */
+		bool named_error = extended_error && r->ps &&
+				   (r->kind == REQ_BIND || r->kind == REQ_DESCRIBE) &&
+				   total <= LOGIN_MSG_MAX;
+		if (hidden || type == 'Z' || type == 'S' || named_error) {
 			if (iobuf_unparsed(b) < total) {
 				if (total > LOGIN_MSG_MAX || !iobuf_reserve(&s->io.in, total)) {
 					server_close(s, "oversized message from server");
@@ -1073,6 +1132,8 @@ static void forward_to_client(struct server *s)
 		if (extended_error) {
 			if (r->kind == REQ_PARSE && r->action != REQ_FAKE && r->ps)
 				prepared_server_forget(s->stmts, r->ps);
+			if (named_error)
+				check_statement_lost(s, body, len - 4);
 			skip_to_sync(s);
 		} else if (r && !async && reply_ends(r->kind, type)) {
 			queue_pop(s);
@@ -1272,6 +1333,8 @@ void server_release(struct server *s)
 		return;
 	}
 	queue_trim(s);
+	if (!drop_untrusted_statements(s))
+		return;
 	pool_server_ready(s);
 }
 
@@ -1324,6 +1387,8 @@ void server_unlink_client(struct server *s)
 			conn_write_enable(&s->io, true);
 	}
 	queue_trim(s);
+	if (!drop_untrusted_statements(s))
+		return;
 	pool_server_ready(s);
 }
 

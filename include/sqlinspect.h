@@ -1,0 +1,48 @@
+/*
+ * sqlinspect.h: what a client's SQL text can do to the protocol-level
+ * prepared statements pgfleet keeps on a server connection.
+ *
+ * Two steps.  A prefilter, run on every simple Query and every Parse, looks
+ * for the few keywords that can drop, define or run a prepared statement or
+ * run dynamic SQL; almost every query has none of them and costs one pass
+ * over its bytes.  Only on a hit does PostgreSQL's own parser (libpg_query)
+ * read the text, so comments, dollar quotes, quoted identifiers, U&""
+ * escapes and multi-statement strings follow the server's lexer rules.
+ */
+#ifndef PGFLEET_SQLINSPECT_H
+#define PGFLEET_SQLINSPECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Server-side names of pgfleet's statements start with this; no client may
+ * PREPARE, EXECUTE or DEALLOCATE such a name, nor Bind/Describe/Close one it
+ * did not Parse itself. */
+#define SQLINSPECT_RESERVED_PREFIX "pgf_"
+
+/* What a text does, as flags. */
+#define SQLI_RESERVED 0x1u  /* PREPARE/EXECUTE/DEALLOCATE of a reserved name */
+#define SQLI_DROPS_ALL 0x2u /* DISCARD ALL or DEALLOCATE ALL somewhere */
+#define SQLI_UNSURE 0x4u    /* may change statements unseen: DO, CALL, a DEALLOCATE
+			     * among other statements, text the parser refuses */
+#define SQLI_DEALLOC 0x8u   /* the whole text is one DEALLOCATE <name>: name set */
+
+struct sql_look {
+	unsigned flags;
+	char name[128]; /* SQLI_DEALLOC: the name, folded as PostgreSQL folds it */
+};
+
+/* Can the text do anything of the above?  False means certainly not.
+ * sql[len] must be its NUL (it holds none before). */
+bool sqlinspect_prefilter(const char *sql, size_t len);
+/* Looks at a NUL-terminated text of len bytes: the prefilter, then, on a
+ * hit, the parser; a text longer than max_parse (max_inspected_query_size)
+ * is not parsed but taken as SQLI_UNSURE.  Returns look->flags (0: nothing
+ * to do). */
+unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse, struct sql_look *look);
+/* Does a statement name start with the reserved prefix? */
+bool sqlinspect_reserved(const char *name);
+/* Times the parser ran in this thread (tests, benchmarks). */
+unsigned long sqlinspect_parses(void);
+
+#endif

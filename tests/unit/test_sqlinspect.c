@@ -1,0 +1,159 @@
+/*
+ * test_sqlinspect.c: the look at client SQL that guards pgfleet's prepared
+ * statements (sqlinspect.c).  PostgreSQL's lexer rules decide: a keyword in
+ * a comment (nested ones too), a string, a dollar quote or a quoted
+ * identifier is no keyword; identifiers fold to lower case unless quoted;
+ * U&"" escapes spell a name without its letters; every statement of a
+ * multi-statement text counts.  And the prefilter never lets the parser run
+ * for the queries of the hot path (pgbench's).
+ */
+#include "harness.h"
+
+#include "sqlinspect.h"
+
+#include <string.h>
+
+#define R SQLI_RESERVED
+#define A SQLI_DROPS_ALL
+#define U SQLI_UNSURE
+#define D SQLI_DEALLOC
+#define BIG (1024 * 1024)
+
+static const struct {
+	const char *sql;
+	unsigned flags;
+	const char *name; /* SQLI_DEALLOC: the name */
+} cases[] = {
+	/* nothing to do */
+	{"SELECT 1", 0, NULL},
+	{"SELECT abalance FROM pgbench_accounts WHERE aid = 42;", 0, NULL},
+	{"select 'deallocate all'", 0, NULL},
+	{"select $$discard all$$, $x$ DO $x$", 0, NULL},
+	{"select 1 /* deallocate all */", 0, NULL},
+	{"select 1 /* outer /* nested */ deallocate all */", 0, NULL},
+	{"select 1 -- discard all", 0, NULL},
+	{"select \"deallocate\" from t", 0, NULL},
+	{"select 1 as do", 0, NULL},
+	{"DISCARD PLANS", 0, NULL},
+	{"discard temp; discard sequences", 0, NULL},
+	{"insert into t values (1) on conflict do nothing", 0, NULL},
+	{"PREPARE mine AS SELECT 1", 0, NULL},
+	{"EXECUTE mine", 0, NULL},
+	{"grant execute on function f() to public", 0, NULL},
+	{"create function f() returns int language sql as $$ deallocate all $$", 0, NULL},
+	/* everything dropped */
+	{"DEALLOCATE ALL", A, NULL},
+	{"deallocate prepare all", A, NULL},
+	{"DISCARD ALL", A, NULL},
+	{"/* app */ DEALLOCATE ALL", A, NULL},
+	{"/* a /* b */ c */ discard all", A, NULL},
+	{"-- comment\ndiscard all", A, NULL},
+	{"SELECT 1; DEALLOCATE ALL", A, NULL},
+	{"sElEcT 1;dIsCaRd AlL;select 2", A, NULL},
+	/* one DEALLOCATE <name>: pgfleet may answer it */
+	{"DEALLOCATE s1", D, "s1"},
+	{"DEALLOCATE PREPARE S1;", D, "s1"},
+	{"deallocate \"S1\"", D, "S1"},
+	{"/* x */ deallocate \"a b\" -- y", D, "a b"},
+	{"deallocate U&\"d\\0061ta\"", D, "data"},
+	/* a reserved name, however it is spelled */
+	{"DEALLOCATE pgf_0123456789abcdef", R | D, "pgf_0123456789abcdef"},
+	{"deallocate PGF_1", R | D, "pgf_1"},
+	{"deallocate U&\"\\0070gf_1\"", R | D, "pgf_1"},
+	{"PREPARE pgf_1 AS SELECT 'balance=0'", R, NULL},
+	{"DEALLOCATE pgf_1; PREPARE pgf_1 AS SELECT 'balance=0'", R | U, NULL},
+	{"EXECUTE pgf_1", R, NULL},
+	{"explain execute pgf_1", R, NULL},
+	{"create table t as execute pgf_1", R, NULL},
+	{"select 1; /* */ execute \"pgf_2\"(1)", R, NULL},
+	{"deallocate \"PGF_1\"", D, "PGF_1"}, /* quoted: not folded, not reserved */
+	/* unseen changes possible */
+	{"DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$", U, NULL},
+	{"do language plpgsql 'begin null; end'", U, NULL},
+	{"/* x */ Do $body$ begin end $body$", U, NULL},
+	{"CALL p()", U, NULL},
+	{"select 1; deallocate s1", U, NULL},
+	{"deallocate s1; deallocate s2", U, NULL},
+	{"deallocate all; deallocate s1", A | U, NULL},
+	{"this is not sql; deallocate all", U, NULL},
+	{"DEALLOCATE", U, NULL},
+};
+
+static void test_table(void)
+{
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sql_look look;
+		unsigned got = sqlinspect_look(cases[i].sql, strlen(cases[i].sql), BIG, &look);
+		if (got != cases[i].flags)
+			fprintf(stderr, "case %zu \"%s\": flags %#x, want %#x\n", i, cases[i].sql,
+				got, cases[i].flags);
+		CHECK(got == cases[i].flags);
+		CHECK(look.flags == got);
+		if (cases[i].name)
+			CHECK_STR(look.name, cases[i].name);
+	}
+}
+
+/* A query longer than any buffer-size shortcut, with the statement last. */
+static void test_long_text(void)
+{
+	static char sql[40000];
+	size_t n = 0;
+	n += (size_t)snprintf(sql + n, sizeof(sql) - n, "SELECT '");
+	while (n < sizeof(sql) - 100)
+		sql[n++] = 'x';
+	n += (size_t)snprintf(sql + n, sizeof(sql) - n, "'; DEALLOCATE ALL");
+	struct sql_look look;
+	CHECK(sqlinspect_look(sql, n, BIG, &look) == A);
+	/* past max_inspected_query_size: not parsed, untrusted */
+	unsigned long before = sqlinspect_parses();
+	CHECK(sqlinspect_look(sql, n, 8192, &look) == U);
+	CHECK(sqlinspect_parses() == before);
+	CHECK(sqlinspect_look("SELECT 1", 8, 0, &look) == 0);
+	CHECK(sqlinspect_look("DISCARD ALL", 11, 0, &look) == U);
+}
+
+/* The hot path: none of these queries may reach the parser. */
+static void test_prefilter_spares_the_hot_path(void)
+{
+	static const char *hot[] = {
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+		"UPDATE pgbench_accounts SET abalance = abalance + -4155 WHERE aid = 1;",
+		"UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3;",
+		"UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1;",
+		"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, "
+		"CURRENT_TIMESTAMP);",
+		"BEGIN;",
+		"END;",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+		"select 1 as doubled, 'undone' as x, executed, prepared, calls",
+	};
+	unsigned long before = sqlinspect_parses();
+	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+		struct sql_look look;
+		CHECK(!sqlinspect_prefilter(hot[i], strlen(hot[i])));
+		CHECK(sqlinspect_look(hot[i], strlen(hot[i]), BIG, &look) == 0);
+	}
+	CHECK(sqlinspect_parses() == before);
+	/* ... and a keyword at the very end, or before a non-ASCII byte. */
+	CHECK(sqlinspect_prefilter("x do", 4));
+	CHECK(!sqlinspect_prefilter("x do\xc3\xa9", 6));
+	CHECK(sqlinspect_prefilter("x DO(", 5));
+}
+
+static void test_reserved(void)
+{
+	CHECK(sqlinspect_reserved("pgf_1"));
+	CHECK(!sqlinspect_reserved("PGF_1"));
+	CHECK(!sqlinspect_reserved("pgf"));
+	CHECK(!sqlinspect_reserved("s1"));
+}
+
+int main(void)
+{
+	RUN(test_table);
+	RUN(test_long_text);
+	RUN(test_prefilter_spares_the_hot_path);
+	RUN(test_reserved);
+	return harness_finish();
+}
