@@ -3,9 +3,9 @@
  * prepared statements pgfleet keeps on a server connection.
  *
  * Two steps.  A prefilter, run on every simple Query and every Parse, looks
- * for the few keywords that can drop, define or run a prepared statement or
- * run dynamic SQL; almost every query has none of them and costs one pass
- * over its bytes.  Only on a hit does PostgreSQL's own parser (libpg_query)
+ * at the first word of each statement for the few that can drop, define or
+ * run a prepared statement or run dynamic SQL; almost every query has none
+ * of them and costs a look at its first word and a memchr for ';'.  Only on a hit does PostgreSQL's own parser (libpg_query)
  * read the text, so comments, dollar quotes, quoted identifiers, U&""
  * escapes and multi-statement strings follow the server's lexer rules.
  */

@@ -2,22 +2,33 @@
  * sqlinspect.c: finds, in a client's SQL, what can reach the prepared
  * statements pgfleet keeps on a server connection (see sqlinspect.h).
  *
- * The prefilter's keywords, and why each:
+ * The prefilter looks only at the first word of each statement.  Every
+ * statement that can reach a prepared statement, or run code that can,
+ * starts with one of these words (PostgreSQL 15's gram.y):
  *   DEALLOCATE  drops one statement or all of them
  *   DISCARD     DISCARD ALL drops them all
  *   PREPARE     defines a statement under a name of its choosing
- *   EXECUTE     runs a statement by name (also inside EXPLAIN, CREATE TABLE AS)
+ *   EXECUTE     runs a statement by name
+ *   EXPLAIN     EXPLAIN [ANALYZE] EXECUTE name (ExplainableStmt)
+ *   CREATE      CREATE TABLE ... AS EXECUTE name (the only other nesting
+ *               of ExecuteStmt; PrepareStmt, DeallocateStmt, DiscardStmt,
+ *               DoStmt and CallStmt are never nested)
  *   DO          runs PL/pgSQL, whose dynamic SQL can do any of the above
  *   CALL        runs a procedure, the usual home of such code
- * A keyword is only ever written literally (PostgreSQL has no escapes in
- * keywords; a quoted or U&"" identifier is never a keyword), so a search of
- * the raw bytes cannot miss one: a keyword inside a comment, a string or a
- * longer identifier is only a false hit, which the parser then clears.  The
- * search needs no boundary before the keyword (a false hit at worst) but
- * does check the byte after it: a letter, digit, '_', '$' or a byte >= 0x80
- * continues an identifier in PostgreSQL's lexer, so "double" or "undone"
- * are not DO.  The reserved prefix needs no search of its own: only
- * PREPARE, EXECUTE and DEALLOCATE can name a statement in SQL.
+ * A keyword is only ever written literally (no escapes in keywords; a
+ * quoted or U&"" identifier is never a keyword).  A statement starts at the
+ * text's start or after a ';', then white space and comments.  Every ';' of
+ * the text is taken as a possible statement end, even one inside a string
+ * or a comment: a false start costs at most a parse, and the search for the
+ * next ';' goes on from the ';' itself, never from past a comment skipped
+ * at a false start, so no real statement start is ever jumped over.  The
+ * word must not continue as an identifier ("double", "executed"): a letter,
+ * digit, '_', '$' or a byte >= 0x80 continues one in PostgreSQL's lexer.
+ * The reserved prefix needs no search of its own: only PREPARE, EXECUTE and
+ * DEALLOCATE can name a statement in SQL.
+ *
+ * A query of the hot path (SELECT, INSERT, UPDATE, BEGIN ...) costs one
+ * look at its first word and a memchr for ';'.
  *
  * The parser's JSON tree is then read with a small scanner: a key is a
  * string followed by ':' outside any string (inside a JSON string every '"'
@@ -54,9 +65,8 @@ bool sqlinspect_reserved(const char *name)
 }
 
 /* Does the keyword kw (lower case, its first letter already matched) start
- * at p, not followed by a byte that would continue an identifier?  Inline
- * and without strncasecmp: this runs on every query of the hot path.  Only
- * 'x' and 'X' give 'x' under | 0x20, so the comparison is exact. */
+ * at p, not followed by a byte that would continue an identifier?  Only 'x'
+ * and 'X' give 'x' under | 0x20, so the comparison is exact for letters. */
 static inline bool keyword_at(const char *p, const char *end, const char *kw, size_t n)
 {
 	if ((size_t)(end - p) < n)
@@ -71,46 +81,73 @@ static inline bool keyword_at(const char *p, const char *end, const char *kw, si
 		 (after >= '0' && after <= '9') || after == '_' || after == '$' || after >= 0x80);
 }
 
-/* The bytes a keyword of the prefilter starts with, and the NUL that ends
- * the text (a sentinel: the scan needs no other end test). */
-static const bool stop_byte[256] = {
-	[0] = true,    ['c'] = true, ['C'] = true, ['d'] = true, ['D'] = true,
-	['e'] = true, ['E'] = true, ['p'] = true, ['P'] = true,
-};
+/* Past white space and comments (-- to the end of the line; nested slash-star
+ * comments, as PostgreSQL's lexer nests them).  An unclosed comment runs to
+ * the end. */
+static const char *skip_blank(const char *p, const char *end)
+{
+	while (p < end) {
+		char ch = *p;
+		if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v') {
+			p++;
+		} else if (ch == '-' && p + 1 < end && p[1] == '-') {
+			while (p < end && *p != '\n')
+				p++;
+		} else if (ch == '/' && p + 1 < end && p[1] == '*') {
+			unsigned depth = 1;
+			p += 2;
+			while (p < end && depth) {
+				if (p[0] == '/' && p + 1 < end && p[1] == '*') {
+					depth++;
+					p += 2;
+				} else if (p[0] == '*' && p + 1 < end && p[1] == '/') {
+					depth--;
+					p += 2;
+				} else {
+					p++;
+				}
+			}
+		} else {
+			break;
+		}
+	}
+	return p;
+}
+
+/* Does a statement that starts at p (after blanks) start with one of the
+ * prefilter's words? */
+static bool starts_watched(const char *p, const char *end)
+{
+	p = skip_blank(p, end);
+	if (p >= end)
+		return false;
+	switch (*p | 0x20) {
+	case 'c':
+		return keyword_at(p, end, "call", 4) || keyword_at(p, end, "create", 6);
+	case 'd':
+		return keyword_at(p, end, "do", 2) || keyword_at(p, end, "deallocate", 10) ||
+		       keyword_at(p, end, "discard", 7);
+	case 'e':
+		return keyword_at(p, end, "execute", 7) || keyword_at(p, end, "explain", 7);
+	case 'p':
+		return keyword_at(p, end, "prepare", 7);
+	default:
+		return false;
+	}
+}
 
 bool sqlinspect_prefilter(const char *sql, size_t len)
 {
 	const char *end = sql + len;
-	for (const unsigned char *u = (const unsigned char *)sql;; u++) {
-		/* About five instructions a byte for nearly every byte. */
-		while (!stop_byte[*u])
-			u++;
-		const char *p = (const char *)u;
-		if (p >= end)
+	const char *p = sql;
+	for (;;) {
+		if (starts_watched(p, end))
+			return true;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		if (!semi)
 			return false;
-		switch (*p | 0x20) {
-		case 'c':
-			if (keyword_at(p, end, "call", 4))
-				return true;
-			break;
-		case 'd':
-			if (keyword_at(p, end, "do", 2) || keyword_at(p, end, "deallocate", 10) ||
-			    keyword_at(p, end, "discard", 7))
-				return true;
-			break;
-		case 'e':
-			if (keyword_at(p, end, "execute", 7))
-				return true;
-			break;
-		case 'p':
-			if (keyword_at(p, end, "prepare", 7))
-				return true;
-			break;
-		default:
-			break;
-		}
+		p = semi + 1;
 	}
-	return false;
 }
 
 /* ---- reading libpg_query's JSON tree -------------------------------------- */

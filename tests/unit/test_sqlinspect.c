@@ -135,10 +135,52 @@ static void test_prefilter_spares_the_hot_path(void)
 		CHECK(sqlinspect_look(hot[i], strlen(hot[i]), BIG, &look) == 0);
 	}
 	CHECK(sqlinspect_parses() == before);
-	/* ... and a keyword at the very end, or before a non-ASCII byte. */
-	CHECK(sqlinspect_prefilter("x do", 4));
-	CHECK(!sqlinspect_prefilter("x do\xc3\xa9", 6));
-	CHECK(sqlinspect_prefilter("x DO(", 5));
+	/* ... a keyword at the very end, or before a non-ASCII byte ... */
+	CHECK(sqlinspect_prefilter("x; do", 5));
+	CHECK(!sqlinspect_prefilter("x; do\xc3\xa9", 7));
+	CHECK(sqlinspect_prefilter("x;DO(", 5));
+	/* ... and a statement's first word only: elsewhere a keyword is a
+	 * column, a string, or a clause that cannot reach a statement. */
+	CHECK(!sqlinspect_prefilter("select 1 as do", 14));
+	CHECK(!sqlinspect_prefilter("insert into t values (1) on conflict do nothing", 47));
+}
+
+/* The prefilter's statement starts: after blanks and comments, after every
+ * ';' (even one in a string or comment), and never jumping past a real
+ * ';' because of a comment skipped at a false start. */
+static void test_prefilter_statement_starts(void)
+{
+	static const struct {
+		const char *sql;
+		bool hit;
+	} starts[] = {
+		{"  \t\n\r\f\vDEALLOCATE ALL", true},
+		{"-- a\n-- b\ndo $$ begin end $$", true},
+		{"/* a /* b */ c */ CALL p()", true},
+		{"/* a /* b */ c DEALLOCATE ALL */ select 1", false},
+		{"SELECT ';/*'; DEALLOCATE ALL; -- */", true},
+		{"SELECT '/*;'; DISCARD ALL", true},
+		{"select 1; /* x */ execute pgf_1", true},
+		{"EXPLAIN ANALYZE EXECUTE pgf_1", true},
+		{"create temp table t as execute pgf_1", true},
+		{"prepare s as select 1", true},
+		{"select 'x;y'", false},
+		{"(select 1); (select 2)", false},
+		{"with t as (select 1) select * from t", false},
+		{"calls", false},
+		{"executed; preparer; discarded; deallocated; done; created; explained", false},
+		{"/* unclosed", false},
+	};
+	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+		bool got = sqlinspect_prefilter(starts[i].sql, strlen(starts[i].sql));
+		if (got != starts[i].hit)
+			fprintf(stderr, "start %zu \"%s\": %d\n", i, starts[i].sql, got);
+		CHECK(got == starts[i].hit);
+	}
+	/* Whatever the parser finds something in, the prefilter lets through. */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (cases[i].flags)
+			CHECK(sqlinspect_prefilter(cases[i].sql, strlen(cases[i].sql)));
 }
 
 static void test_reserved(void)
@@ -154,6 +196,7 @@ int main(void)
 	RUN(test_table);
 	RUN(test_long_text);
 	RUN(test_prefilter_spares_the_hot_path);
+	RUN(test_prefilter_statement_starts);
 	RUN(test_reserved);
 	return harness_finish();
 }
