@@ -82,7 +82,10 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(log_connections, BOOL, "1")                                                              \
 	X(log_disconnections, BOOL, "1")                                                           \
 	X(stats_period, TIME, "60")                                                                \
-	X(shutdown_timeout, TIME, "30")
+	X(shutdown_timeout, TIME, "30")                                                            \
+	/* issue 15: databases a "*" entry creates (database.c) */                                 \
+	X(max_auto_databases, INT, "100")                                                          \
+	X(autodb_idle_timeout, TIME, "3600")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT long long

@@ -112,6 +112,9 @@ static const struct {
 } int_ranges[] = {
     {"listen_port", 1, 65535},         {"max_client_conn", 1, INT_MAX},    {"workers", 1, 64},
     {"default_pool_size", 1, INT_MAX}, {"max_packet_size", 1024, INT_MAX},
+    /* issue 15: a cap, not a switch: 0 would mean a "*" entry that works
+     * for nobody, "unlimited" would bring back the unbounded list. */
+    {"max_auto_databases", 1, 1000000},
 };
 
 /*
@@ -124,7 +127,6 @@ static const char *const pgbouncer_ignored_keys[] = {
     "auth_dbname",
     "auth_hba_file",
     "auth_ident_file",
-    "autodb_idle_timeout",
     "cancel_wait_timeout",
     "client_tls13_ciphers",
     "client_tls_ciphers",
