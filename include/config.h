@@ -94,7 +94,10 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	 * queues for a client that does not read (back-pressure mark). */        \
 	X(max_client_prepared_statements, INT, "2000")                                             \
 	X(max_client_prepared_bytes, INT, "8388608")                                               \
-	X(max_client_output_buffer, INT, "4194304")
+	X(max_client_output_buffer, INT, "4194304")                                                \
+	/* issue 15: databases a "*" entry creates (database.c) */                                 \
+	X(max_auto_databases, INT, "100")                                                          \
+	X(autodb_idle_timeout, TIME, "3600")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT long long

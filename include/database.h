@@ -79,11 +79,40 @@ struct database {
 	struct stats_avg avg;   /* per-second averages over the last stats_period */
 	struct stats avg_prev;  /* the totals when avg was computed */
 	struct histogram xact_hist, wait_hist;
+	/* Created from the "*" entry after a client authenticated: counted in
+	 * max_auto_databases (process-wide), removed by database_reap_auto()
+	 * after autodb_idle_timeout without a client. */
+	bool is_auto;
+	/* The authenticated user whose login created it: the user its health
+	 * check logs in as when neither health_check_user nor the entry's
+	 * user= says otherwise. */
+	char auto_user[NAME_MAX_LEN];
+	int clients;       /* clients whose c->db is this one, until freed */
+	double idle_since; /* when `clients` last fell to 0 (or creation) */
 };
 
-/* The database for a client's name: existing, or created from the config
- * (exact entry or "*").  NULL when the name is not configured. */
+/* The database for a client's name: existing, or created from its exact
+ * [databases] entry.  NULL when there is none, when the name is removed by
+ * a reload, and for a name only "*" covers: such a database is created by
+ * database_create_auto(), once its client has authenticated. */
 struct database *database_lookup(const char *name);
+/* Would a client that authenticates get a database for `name` from "*"?
+ * (No database of that name exists yet, and "*" is configured.) */
+bool database_auto_possible(const char *name);
+/* Creates the database `name` from the "*" entry for `user`, who has just
+ * authenticated (or returns the one of that name that exists by now).
+ * NULL with *sqlstate and msg set when it may not be created:
+ * max_auto_databases reached (53400), "*" gone (3D000), out of memory. */
+struct database *database_create_auto(const char *name, const char *user, const char **sqlstate,
+				      char *msg, size_t msglen);
+/* Once a second: removes the auto-created databases that have had no
+ * client for autodb_idle_timeout, with their pools, server connections,
+ * health checks, replicas and statistics. */
+void database_reap_auto(double now);
+/* A reload moved db between an exact entry and "*": (un)counts it. */
+void database_set_auto(struct database *db, bool is_auto);
+/* Auto-created databases in the whole process (every worker). */
+int database_auto_count(void);
 /* Replaces the replica set of every database whose host list names `host`
  * with the addresses now known for it (called by discovery). */
 void database_hosts_changed(const char *host);

@@ -101,6 +101,9 @@ static inline int replica_busy(const struct replica *r)
  * waiting for a server connection of its own (as with one worker). */
 void pool_welcome_publish(const struct pool_group *g);
 bool pool_welcome_adopt(struct pool_group *g);
+/* A database name no worker has any more (an auto-created one removed):
+ * its shared parameters go too. */
+void pool_welcome_forget(const char *db);
 /* At exit, after every worker has stopped. */
 void pool_shared_free(void);
 /* WMSG_POOL_KICK: another worker wants room or made some. */

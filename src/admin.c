@@ -1035,7 +1035,9 @@ static struct database *find_db(const char *name)
 		if (strcmp(db->name, name) == 0 && !db->cfg_own)
 			return db;
 	}
-	return database_lookup(name); /* a "*" database nobody used yet */
+	/* A configured name not used yet.  Never a name only "*" covers: such
+	 * a database exists once a client logged in to it (database.c). */
+	return database_lookup(name);
 }
 
 /* Busy server connections of db (NULL: every database). */

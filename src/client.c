@@ -160,6 +160,8 @@ void client_free_list(void)
 	while ((it = statlist_pop(&fleet.justfree_clients))) {
 		struct client *c = container_of(it, struct client, node);
 		fleet.client_count--;
+		if (c->db && --c->db->clients == 0)
+			c->db->idle_since = fleet_now(); /* autodb_idle_timeout counts from here */
 		param_shared_release(c->params);
 		str_release(c->user);
 		str_release(c->dbname);
@@ -206,9 +208,32 @@ static void send_welcome(struct client *c)
 			 NULL);
 }
 
+/* The client's database: from handle_startup, or created from "*" now that
+ * the client has proved who it is (false: c was refused and closed). */
+static bool attach_db(struct client *c, struct database *db)
+{
+	if (!db)
+		return false;
+	c->db = db;
+	db->clients++;
+	return true;
+}
+
+static bool create_auto_db(struct client *c)
+{
+	const char *sqlstate = "53200";
+	char msg[200];
+	if (attach_db(c, database_create_auto(c->dbname, c->user, &sqlstate, msg, sizeof(msg))))
+		return true;
+	client_close(c, sqlstate, "%s", msg);
+	return false;
+}
+
 /* Authentication passed: join the pool group and greet the client. */
 static void login_done(struct client *c)
 {
+	if (!c->admin && !c->db && !create_auto_db(c))
+		return;
 	proto_auth(&c->io.out, AUTH_REQ_OK, NULL, 0);
 	if (c->scram) {
 		memset(c->scram, 0, sizeof(*c->scram));
@@ -531,12 +556,15 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			ask_password(c);
 		return;
 	}
-	c->db = database_lookup(c->dbname);
-	if (!c->db) {
-		client_close(c, "3D000", "database \"%s\" does not exist", c->dbname);
-		return;
-	}
-	if (c->db->disabled) {
+	/* A name only "*" covers gets its database after authentication
+	 * (login_done): a client that cannot log in creates nothing, and no
+	 * server or health check ever hears of the name it made up. */
+	if (!attach_db(c, database_lookup(c->dbname))) {
+		if (!database_auto_possible(c->dbname)) {
+			client_close(c, "3D000", "database \"%s\" does not exist", c->dbname);
+			return;
+		}
+	} else if (c->db->disabled) {
 		client_close(c, "57P03", "database \"%s\" is disabled", c->dbname);
 		return;
 	}

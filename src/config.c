@@ -123,6 +123,9 @@ static const struct {
     {"server_scram_max_iterations", 1, 10000000},
     /* the largest text worth buffering whole (IOBUF_MAX_WHOLE) */
     {"max_inspected_query_size", 0, 1024 * 1024},
+    /* issue 15: a cap, not a switch: 0 would mean a "*" entry that works
+     * for nobody, "unlimited" would bring back the unbounded list. */
+    {"max_auto_databases", 1, 1000000},
 };
 
 /*
@@ -135,7 +138,6 @@ static const char *const pgbouncer_ignored_keys[] = {
     "auth_dbname",
     "auth_hba_file",
     "auth_ident_file",
-    "autodb_idle_timeout",
     "cancel_wait_timeout",
     "client_tls13_ciphers",
     "client_tls_ciphers",

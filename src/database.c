@@ -8,6 +8,7 @@
 #include "database.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,17 +297,25 @@ void database_hosts_changed(const char *host)
 	}
 }
 
-struct database *database_lookup(const char *name)
+static struct database *find_db(const char *name)
 {
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
 		struct database *db = container_of(it, struct database, node);
 		if (strcmp(db->name, name) == 0)
-			return db->cfg_own ? NULL : db; /* removed by a reload */
+			return db;
 	}
-	const struct db_config *cfg = config_find_db(&fleet.cfg, name);
-	if (!cfg)
-		return NULL;
+	return NULL;
+}
+
+static bool is_wildcard(const struct db_config *cfg)
+{
+	return cfg && strcmp(cfg->name, "*") == 0;
+}
+
+static struct database *database_new(const char *name, const struct db_config *cfg,
+				     const char *user)
+{
 	struct database *db = calloc(1, sizeof(*db));
 	if (!db)
 		return NULL;
@@ -315,11 +324,152 @@ struct database *database_lookup(const char *name)
 	db->cfg = cfg;
 	db->pool_size = cfg->pool_size >= 0 ? cfg->pool_size : (int)fleet.cfg.default_pool_size;
 	db->pool_mode = cfg->pool_mode >= 0 ? cfg->pool_mode : fleet.cfg.pool_mode;
+	db->is_auto = user != NULL;
+	if (user)
+		snprintf(db->auto_user, sizeof(db->auto_user), "%s", user);
+	db->idle_since = fleet_now();
 	list_init(&db->replicas);
 	list_init(&db->groups);
 	list_append(&fleet.databases, &db->node);
+	/* Replicas (and their health checks) last: auto_user is set. */
 	database_sync_replicas(db);
 	return db;
+}
+
+struct database *database_lookup(const char *name)
+{
+	struct database *db = find_db(name);
+	if (db)
+		return db->cfg_own ? NULL : db; /* removed by a reload */
+	const struct db_config *cfg = config_find_db(&fleet.cfg, name);
+	if (!cfg || is_wildcard(cfg))
+		return NULL;
+	return database_new(name, cfg, NULL);
+}
+
+bool database_auto_possible(const char *name)
+{
+	return !find_db(name) && is_wildcard(config_find_db(&fleet.cfg, name));
+}
+
+/* ---- databases from "*" ------------------------------------------------------ */
+
+/*
+ * max_auto_databases holds for the process: with workers = N each worker
+ * has its own struct database for a name its clients use, so the names
+ * are counted here, each once however many workers hold it.  Touched only
+ * when a database is created or removed, never per query.
+ */
+struct auto_name {
+	struct auto_name *next;
+	int refs; /* workers holding a database of this name */
+	char name[NAME_MAX_LEN];
+};
+
+static pthread_mutex_t auto_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct auto_name *auto_names;
+static int auto_count;
+
+/* Counts `name` for this worker; a new name only below `limit` (< 0: any). */
+static bool auto_name_claim(const char *name, long long limit)
+{
+	bool ok = true;
+	pthread_mutex_lock(&auto_lock);
+	struct auto_name *a;
+	for (a = auto_names; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			break;
+	if (a) {
+		a->refs++;
+	} else if ((limit >= 0 && auto_count >= limit) || !(a = calloc(1, sizeof(*a)))) {
+		ok = false;
+	} else {
+		snprintf(a->name, sizeof(a->name), "%s", name);
+		a->refs = 1;
+		a->next = auto_names;
+		auto_names = a;
+		auto_count++;
+	}
+	pthread_mutex_unlock(&auto_lock);
+	return ok;
+}
+
+static void auto_name_release(const char *name)
+{
+	bool gone = false;
+	pthread_mutex_lock(&auto_lock);
+	for (struct auto_name **pp = &auto_names; *pp; pp = &(*pp)->next) {
+		struct auto_name *a = *pp;
+		if (strcmp(a->name, name) != 0)
+			continue;
+		if (--a->refs == 0) {
+			*pp = a->next;
+			free(a);
+			auto_count--;
+			gone = true;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&auto_lock);
+	if (gone)
+		pool_welcome_forget(name); /* no worker has it any more */
+}
+
+int database_auto_count(void)
+{
+	pthread_mutex_lock(&auto_lock);
+	int n = auto_count;
+	pthread_mutex_unlock(&auto_lock);
+	return n;
+}
+
+struct database *database_create_auto(const char *name, const char *user, const char **sqlstate,
+				      char *msg, size_t msglen)
+{
+	struct database *db = find_db(name);
+	if (db && !db->cfg_own)
+		return db; /* another client of this worker got there first */
+	const struct db_config *cfg = config_find_db(&fleet.cfg, name);
+	if (db || !cfg) {
+		*sqlstate = "3D000";
+		snprintf(msg, msglen, "database \"%s\" does not exist", name);
+		return NULL;
+	}
+	if (!is_wildcard(cfg))
+		return database_lookup(name); /* a reload named it meanwhile */
+	if (!auto_name_claim(name, fleet.cfg.max_auto_databases)) {
+		*sqlstate = "53400";
+		snprintf(msg, msglen,
+			 "database \"%s\" not created: max_auto_databases (%lld) databases from "
+			 "\"*\" exist",
+			 name, (long long)fleet.cfg.max_auto_databases);
+		return NULL;
+	}
+	db = database_new(name, cfg, user);
+	if (!db) {
+		auto_name_release(name);
+		*sqlstate = "53200";
+		snprintf(msg, msglen, "out of memory");
+		return NULL;
+	}
+	log_info("database created", "db", name, "from", "*", "user", user, NULL);
+	return db;
+}
+
+void database_set_auto(struct database *db, bool is_auto)
+{
+	if (db->is_auto == is_auto)
+		return;
+	/* A name a reload moves to "*" was already in use: counted, never
+	 * refused; it goes when idle like any other. */
+	if (is_auto && !auto_name_claim(db->name, -1))
+		return;
+	if (!is_auto)
+		auto_name_release(db->name);
+	else if (!db->auto_user[0] && !list_empty(&db->groups))
+		snprintf(db->auto_user, sizeof(db->auto_user), "%s",
+			 container_of(db->groups.next, struct pool_group, node)->user);
+	db->is_auto = is_auto;
 }
 
 static void replica_free(struct replica *r)
@@ -349,20 +499,59 @@ void database_reap(void)
 	}
 }
 
-void database_free_all(void)
+/* Frees db, whose servers are all closed (or were never opened). */
+static void database_free(struct database *db)
 {
-	struct list *dit, *dtmp, *it, *tmp;
+	struct list *it, *tmp;
+	list_for_each_safe(it, tmp, &db->groups) {
+		pool_free_group(container_of(it, struct pool_group, node));
+	}
+	list_for_each_safe(it, tmp, &db->replicas) {
+		replica_free(container_of(it, struct replica, node));
+	}
+	list_del(&db->node);
+	if (db->is_auto)
+		auto_name_release(db->name);
+	free(db->cfg_own); /* one block: a removed entry with its strings */
+	free(db);
+}
+
+void database_reap_auto(double now)
+{
+	double idle = fleet.cfg.autodb_idle_timeout;
+	if (idle <= 0)
+		return;
+	struct list *dit, *dtmp, *rit, *pit, *it, *tmp;
 	list_for_each_safe(dit, dtmp, &fleet.databases) {
 		struct database *db = container_of(dit, struct database, node);
-		list_for_each_safe(it, tmp, &db->groups) {
-			pool_free_group(container_of(it, struct pool_group, node));
+		if (!db->is_auto || db->clients > 0 || now - db->idle_since < idle)
+			continue;
+		log_info("database removed", "db", db->name, "reason", "autodb_idle_timeout", NULL);
+		/* No client: whatever server is left is idle, logging in, or
+		 * running the reset query.  Closed now; freed at the next loop
+		 * pass, and nothing of a closed server reaches its pool again. */
+		list_for_each(rit, &db->replicas) {
+			struct replica *r = container_of(rit, struct replica, node);
+			list_for_each(pit, &r->pools) {
+				struct pool *p = container_of(pit, struct pool, replica_node);
+				struct statlist *lists[] = {&p->active, &p->idle, &p->login};
+				for (int i = 0; i < 3; i++) {
+					list_for_each_safe(it, tmp, &lists[i]->head) {
+						server_close(container_of(it, struct server, node),
+							     "autodb_idle_timeout");
+					}
+				}
+			}
 		}
-		list_for_each_safe(it, tmp, &db->replicas) {
-			replica_free(container_of(it, struct replica, node));
-		}
-		list_del(&db->node);
-		free(db->cfg_own); /* one block: a removed entry with its strings */
-		free(db);
+		database_free(db);
+	}
+}
+
+void database_free_all(void)
+{
+	struct list *dit, *dtmp;
+	list_for_each_safe(dit, dtmp, &fleet.databases) {
+		database_free(container_of(dit, struct database, node));
 	}
 }
 

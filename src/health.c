@@ -378,14 +378,18 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The user a check logs in as: health_check_user, else the one pgfleet logs
- * in to servers with for this database (its entry's user, the first client's
- * user for a "*" entry, DB_USER). */
+ * in to servers with for this database: its entry's user; for a database
+ * from "*", the user whose login created it (it has just proved its
+ * password, and its server logins use that user anyway), never DB_USER or
+ * an auth_file user unrelated to the name; else DB_USER. */
 static const char *check_user(const struct database *db)
 {
 	if (*fleet.cfg.health_check_user)
 		return fleet.cfg.health_check_user;
 	if (db->cfg && db->cfg->user)
 		return db->cfg->user;
+	if (db->is_auto && db->auto_user[0])
+		return db->auto_user;
 	if (!list_empty(&db->groups))
 		return container_of(db->groups.next, struct pool_group, node)->user;
 	const char *env = getenv("DB_USER");

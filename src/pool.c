@@ -120,6 +120,23 @@ bool pool_welcome_adopt(struct pool_group *g)
 	return found;
 }
 
+void pool_welcome_forget(const char *db)
+{
+	size_t n = strlen(db);
+	pthread_mutex_lock(&slots_lock);
+	for (struct shared_welcome **pp = &welcomes; *pp;) {
+		struct shared_welcome *w = *pp;
+		if (strncmp(w->key, db, n) == 0 && w->key[n] == '/') {
+			*pp = w->next;
+			free(w->data);
+			free(w);
+		} else {
+			pp = &w->next;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
 void pool_shared_free(void)
 {
 	pthread_mutex_lock(&slots_lock);

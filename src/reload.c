@@ -243,6 +243,10 @@ bool fleet_reload(char *err, size_t errlen)
 		bool relogin = was && login_changed(was, now);
 		bool any = !was || entry_changed(was, now) || db->cfg_own;
 		db->cfg = now;
+		/* An exact entry for a name "*" served (or its removal): the
+		 * database stays, counted in max_auto_databases only while it
+		 * comes from "*". */
+		database_set_auto(db, strcmp(now->name, "*") == 0);
 		if (db->cfg_own) {
 			free(db->cfg_own);
 			db->cfg_own = NULL;

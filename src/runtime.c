@@ -13,6 +13,7 @@
 
 #include "batch.h"
 #include "client.h"
+#include "database.h"
 #include "health.h"
 #include "iobuf.h"
 #include "pool.h"
@@ -82,6 +83,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	server_janitor(now);
 	health_janitor();
 	pool_janitor(now);
+	database_reap_auto(now);
 	stats_tick(now);
 	iobuf_trim();
 }
