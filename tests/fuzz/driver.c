@@ -76,6 +76,9 @@ static struct {
 	int backends[MAX_BACKENDS];  /* accepted connections from the pool, -1 closed */
 	uint32_t startup_need[MAX_BACKENDS]; /* AUTO: startup bytes still to read */
 	bool answered[MAX_BACKENDS];
+	/* AUTO, logged in: the message being read (its header, body to skip). */
+	uint8_t bhdr[MAX_BACKENDS][5];
+	uint32_t bhdr_have[MAX_BACKENDS], bbody_left[MAX_BACKENDS];
 	int n_backends, latest;
 	int backend_mode;
 	/* The client's replies, scanned for its first ReadyForQuery. */
@@ -275,6 +278,82 @@ static void backend_login(int fd)
 	wbuf_free(&w);
 }
 
+/* FUZZ_BACKEND_AUTO after the login: each request gets the reply a server
+ * gives when all goes well (Parse: ParseComplete, Describe: NoData, ...), so
+ * that transactions end, connections go back to the pool and come back
+ * linked to the client with the statements they had. */
+static void backend_reply(int fd, uint8_t type)
+{
+	struct wbuf w = {0};
+	uint32_t m;
+	switch (type) {
+	case 'P':
+		m = proto_begin(&w, '1');
+		proto_end(&w, m);
+		break;
+	case 'B':
+		m = proto_begin(&w, '2');
+		proto_end(&w, m);
+		break;
+	case 'D':
+		m = proto_begin(&w, 'n');
+		proto_end(&w, m);
+		break;
+	case 'C':
+		m = proto_begin(&w, '3');
+		proto_end(&w, m);
+		break;
+	case 'E':
+		m = proto_begin(&w, 'C');
+		proto_put_str(&w, "SELECT 0");
+		proto_end(&w, m);
+		break;
+	case 'F':
+		m = proto_begin(&w, 'V');
+		proto_put_u32(&w, 0xffffffffu);
+		proto_end(&w, m);
+		proto_ready(&w, 'I');
+		break;
+	case 'Q':
+		m = proto_begin(&w, 'C');
+		proto_put_str(&w, "SELECT 0");
+		proto_end(&w, m);
+		proto_ready(&w, 'I');
+		break;
+	case 'S':
+		proto_ready(&w, 'I');
+		break;
+	default:
+		break; /* Flush, Terminate, CopyData...: nothing of their own */
+	}
+	if (w.len) {
+		ssize_t r = write(fd, w.data, w.len);
+		(void)r;
+	}
+	wbuf_free(&w);
+}
+
+static void backend_scan(int i, const uint8_t *p, size_t n)
+{
+	while (n) {
+		if (S.bbody_left[i]) {
+			size_t take = n < S.bbody_left[i] ? n : S.bbody_left[i];
+			S.bbody_left[i] -= (uint32_t)take;
+			p += take;
+			n -= take;
+			continue;
+		}
+		S.bhdr[i][S.bhdr_have[i]++] = *p++;
+		n--;
+		if (S.bhdr_have[i] < 5)
+			continue;
+		uint32_t len = proto_get_u32(S.bhdr[i] + 1);
+		S.bbody_left[i] = len >= 4 ? len - 4 : 0;
+		S.bhdr_have[i] = 0;
+		backend_reply(S.backends[i], S.bhdr[i][0]);
+	}
+}
+
 static bool drain_backend(int i)
 {
 	uint8_t buf[16384];
@@ -290,15 +369,22 @@ static bool drain_backend(int i)
 			return moved;
 		}
 		moved = true;
-		if (S.backend_mode == FUZZ_BACKEND_AUTO && !S.answered[i]) {
-			/* pgfleet's StartupMessage (no SSLRequest over a Unix socket). */
-			uint32_t have = (uint32_t)r;
-			if (S.startup_need[i] == 0 && have >= 4)
-				S.startup_need[i] = proto_get_u32(buf);
-			if (S.startup_need[i] && have >= S.startup_need[i]) {
-				backend_login(S.backends[i]);
-				S.answered[i] = true;
-			}
+		if (S.backend_mode != FUZZ_BACKEND_AUTO)
+			continue;
+		if (S.answered[i]) {
+			backend_scan(i, buf, (size_t)r);
+			continue;
+		}
+		/* pgfleet's StartupMessage (no SSLRequest over a Unix socket), read
+		 * whole in one go: it is small and written at once. */
+		uint32_t have = (uint32_t)r;
+		if (S.startup_need[i] == 0 && have >= 4)
+			S.startup_need[i] = proto_get_u32(buf);
+		if (S.startup_need[i] && have >= S.startup_need[i]) {
+			backend_login(S.backends[i]);
+			S.answered[i] = true;
+			if (have > S.startup_need[i])
+				backend_scan(i, buf + S.startup_need[i], have - S.startup_need[i]);
 		}
 	}
 }
@@ -325,6 +411,7 @@ void fuzz_pump(void)
 			S.backends[slot] = fd;
 			S.startup_need[slot] = 0;
 			S.answered[slot] = false;
+			S.bhdr_have[slot] = S.bbody_left[slot] = 0;
 			S.latest = slot;
 		}
 		event_base_loop(fleet.base, EVLOOP_NONBLOCK);

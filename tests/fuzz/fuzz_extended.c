@@ -5,8 +5,9 @@
  * maps).  The client logs in over trust and the backend answers pgfleet's
  * login; then the input is what the client sends: a variant byte (pool_mode,
  * max_prepared_statements, driver.h; its auth bits are ignored) then chunks
- * split at FUZZ_SEP, each written as one send.  The backend reads every
- * request and answers none of them.
+ * split at FUZZ_SEP, each written as one send.  The backend gives every
+ * request the reply of a request that went well, so transactions end and
+ * connections go back to the pool (driver.c's backend_reply).
  */
 #include <stdlib.h>
 
