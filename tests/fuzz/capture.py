@@ -280,6 +280,15 @@ def cut(rec, variant):
     if cur:
         turns.append(cur)
     inputs["server"] = join(variant & ~3, turns)
+    # The same login with the server's real SCRAM exchange left in: pgfleet
+    # answers with its own nonce, so it fails at the server-first-message,
+    # past the SASL parsing.
+    real_login = b""
+    for m in smsgs:
+        real_login += m
+        if m[:1] == b"Z":
+            break
+    inputs["server-auth"] = join(variant & ~3, [real_login])
     return inputs
 
 
@@ -327,6 +336,8 @@ def main():
             continue
         for key, blob in cut(rec, variants[k % len(variants)]).items():
             h, _, suffix = key.partition("-")
+            if suffix and not name.endswith("-0"):
+                continue  # the extra cuts once per client program is enough
             fname = "real-" + name + ("-" + suffix if suffix else "")
             with open(os.path.join(HERE, "corpus", h, fname), "wb") as f:
                 f.write(blob)
