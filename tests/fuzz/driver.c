@@ -74,7 +74,7 @@ static int listen_fd = -1;
 static struct {
 	int cli;                     /* the harness's end of the client's socketpair */
 	int backends[MAX_BACKENDS];  /* accepted connections from the pool, -1 closed */
-	uint32_t startup_need[MAX_BACKENDS]; /* AUTO: startup bytes still to read */
+	uint32_t startup_need[MAX_BACKENDS]; /* AUTO: the StartupMessage length, 0 until read */
 	bool answered[MAX_BACKENDS];
 	/* AUTO, logged in: the message being read (its header, body to skip). */
 	uint8_t bhdr[MAX_BACKENDS][5];
