@@ -22,6 +22,8 @@ PACKAGES=(
   libpostgresql-jdbc-java   # pgjdbc: /usr/share/java/postgresql.jar
   # benchmarks
   valgrind
+  # the libFuzzer harnesses (tests/fuzz, meson -Dfuzz=true)
+  clang libfuzzer-14-dev
 )
 # Node.js/npm (node-postgres tests) and a JDK (pgjdbc tests) often come with
 # the machine image: take Debian's only when the command is missing.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All the tests: unit and integration suites on a normal build, the
 # integration suite again with workers = 2, then unit and integration on an
-# AddressSanitizer + UndefinedBehaviorSanitizer build.
+# AddressSanitizer + UndefinedBehaviorSanitizer build, then the libFuzzer
+# harnesses (tests/fuzz) for a bounded time each on a clang sanitizer build.
 # Runs every step even after a failure, prints a summary, exits non-zero if
 # anything failed.
 set -uo pipefail
@@ -76,6 +77,46 @@ if setup_and_build build-asan -Db_sanitize=address,undefined -Db_lundef=false; t
 else
   summary+=("FAILED  build (sanitizers)")
   failures+=("build (sanitizers)")
+fi
+
+# The fuzzers: each harness for FUZZ_SECONDS (default 30) on a scratch copy
+# of its corpus, so new inputs never land in the repository.  A crash, a
+# leak, a sanitizer report or an input slower than 10 s fails the step; the
+# offending input is kept and its path printed.
+FUZZ_HARNESSES=(startup extended server)
+run_fuzzers() {       # DIR
+  local dir=$1 h rc=0 work
+  work=$(mktemp -d /tmp/pgfleet-fuzz-ci.XXXXXX) || return 1
+  for h in "${FUZZ_HARNESSES[@]}"; do
+    mkdir -p "$work/$h"
+    cp tests/fuzz/corpus/"$h"/* "$work/$h/" || { rc=1; continue; }
+    printf -- '--> fuzz_%s (%ss)\n' "$h" "${FUZZ_SECONDS:-30}"
+    if "$dir/tests/fuzz/fuzz_$h" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/$h-" \
+        "$work/$h" >"$work/$h.log" 2>&1; then
+      grep -E '^stat::number_of_executed_units' "$work/$h.log"
+    else
+      tail -n 80 "$work/$h.log"
+      echo "fuzz_$h failed: log and input in $work" >&2
+      rc=1
+    fi
+  done
+  [ $rc -eq 0 ] && rm -rf "$work"
+  return $rc
+}
+
+printf '\n==> build (fuzzers)\n'
+if ! command -v clang >/dev/null 2>&1; then
+  # install-deps.sh installs clang; without it this step cannot run.
+  summary+=("FAILED  build (fuzzers): clang not found")
+  failures+=("build (fuzzers)")
+elif CC=clang setup_and_build build-fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+    -Db_lundef=false; then
+  summary+=("ok      build (fuzzers)")
+  run_step "fuzzers" run_fuzzers build-fuzz
+else
+  summary+=("FAILED  build (fuzzers)")
+  failures+=("build (fuzzers)")
 fi
 
 printf '\n==> summary\n'
