@@ -346,11 +346,6 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 		return AUTH_STEP_OK;
 	}
 	case AUTH_REQ_SASL: {
-		if (s->scram) {
-			/* A second AuthenticationSASL would orphan the exchange under way. */
-			snprintf(why, whylen, "duplicate SASL authentication request");
-			return false;
-		}
 		bool found = false;
 		for (;;) {
 			const char *mech = pkt_get_str(&r);
@@ -365,6 +360,7 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 			return AUTH_STEP_REFUSED;
 		}
 		if (s->scram) {
+			/* It would orphan the exchange under way (libpq refuses it too). */
 			snprintf(why, whylen, "protocol violation: a second SASL authentication request");
 			return AUTH_STEP_BROKEN;
 		}
