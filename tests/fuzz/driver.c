@@ -222,7 +222,7 @@ void fuzz_session_begin(uint8_t variant, int backend_mode)
 	S.cli = sv[0];
 	struct sockaddr_un peer = {.sun_family = AF_UNIX};
 	/* As the listener does: pgfleet owns its end from here. */
-	client_accept(sv[1], (struct sockaddr *)&peer, sizeof(sa_family_t));
+	client_accept(sv[1], (struct sockaddr *)&peer, sizeof(sa_family_t), false);
 }
 
 /* Bytes written to this end that the peer has not read yet. */

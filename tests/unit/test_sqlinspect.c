@@ -121,8 +121,8 @@ static void test_prefilter_spares_the_hot_path(void)
 		"UPDATE pgbench_accounts SET abalance = abalance + -4155 WHERE aid = 1;",
 		"UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3;",
 		"UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1;",
-		"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, "
-		"CURRENT_TIMESTAMP);",
+		("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, "
+		 "CURRENT_TIMESTAMP);"),
 		"BEGIN;",
 		"END;",
 		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
