@@ -91,12 +91,28 @@ struct pg_error {
 };
 bool proto_parse_error(const uint8_t *body, uint32_t len, struct pg_error *out);
 
+/* The length (counting itself) protocol 3.0 fixes for a server message of
+ * each type; 0 where it varies (then it is at least 4). */
+extern const uint8_t proto_server_fixed_len[256];
+
 /* Does a server message of this type have the body length the protocol (3.0)
  * fixes for it?  True for types whose length varies.  A message that fails
- * this is a protocol violation: its body is never read. */
-bool proto_server_len_ok(uint8_t type, uint32_t len);
+ * this is a protocol violation: its body is never read.  Inline: every
+ * message from a server passes here. */
+static inline bool proto_server_len_ok(uint8_t type, uint32_t len)
+{
+	uint8_t fixed = proto_server_fixed_len[type];
+	return fixed ? len == fixed : len >= 4;
+}
+
 /* A ReadyForQuery's transaction status, when its body is one of 'I', 'T', 'E'. */
-bool proto_ready_status(const uint8_t *body, uint32_t len, char *status);
+static inline bool proto_ready_status(const uint8_t *body, uint32_t len, char *status)
+{
+	if (len != 1 || (body[0] != 'I' && body[0] != 'T' && body[0] != 'E'))
+		return false;
+	*status = (char)body[0];
+	return true;
+}
 
 /* Appends a SQL string literal ('...' with quotes doubled) to buf. */
 bool proto_quote_literal(char *buf, size_t buflen, size_t *pos, const char *s);

@@ -33,13 +33,26 @@ struct sql_look {
 };
 
 /* Can the text do anything of the above?  False means certainly not.
- * sql[len] must be its NUL (it holds none before). */
+ * sql[len] must be a NUL; one before it only shortens what the parser reads
+ * (PostgreSQL refuses a message with bytes after its text's NUL). */
 bool sqlinspect_prefilter(const char *sql, size_t len);
+/* The parser's part of sqlinspect_look, for a text the prefilter let through. */
+unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse,
+			     struct sql_look *look);
 /* Looks at a NUL-terminated text of len bytes: the prefilter, then, on a
  * hit, the parser; a text longer than max_parse (max_inspected_query_size)
  * is not parsed but taken as SQLI_UNSURE.  Returns look->flags (0: nothing
- * to do). */
-unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse, struct sql_look *look);
+ * to do; look->name is then untouched).  Inline: every Query and Parse of
+ * the hot path comes here, and nearly all of them leave at once. */
+static inline unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse,
+				       struct sql_look *look)
+{
+	if (!sqlinspect_prefilter(sql, len)) {
+		look->flags = 0;
+		return 0;
+	}
+	return sqlinspect_look_hit(sql, len, max_parse, look);
+}
 /* Does a statement name start with the reserved prefix? */
 bool sqlinspect_reserved(const char *name);
 /* Times the parser ran in this thread (tests, benchmarks). */

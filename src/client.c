@@ -1011,13 +1011,15 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		return w;
 	struct iobuf *b = c->io.in;
 	const char *body = (const char *)b->data + b->parsed + 5;
-	const char *end = memchr(body, 0, len - 4);
-	if (!end) {
+	/* The text ends with the message (PostgreSQL refuses a Query with
+	 * bytes after its NUL: nothing of it runs then).  A NUL inside only
+	 * makes the look longer than the text, never shorter: conservative. */
+	if (len < 5 || body[len - 5] != 0) {
 		client_close(c, "08P01", "malformed Query message");
 		return FWD_CLOSED;
 	}
 	struct sql_look look;
-	unsigned what = sqlinspect_look(body, (size_t)(end - body), inspect_max(), &look);
+	unsigned what = sqlinspect_look(body, len - 5, inspect_max(), &look);
 	if ((what & SQLI_DEALLOC) && prepared_client_close(c->stmts, look.name)) {
 		consume(c, len + 1);
 		server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);

@@ -248,33 +248,17 @@ bool proto_parse_error(const uint8_t *body, uint32_t len, struct pg_error *out)
 	}
 }
 
-bool proto_server_len_ok(uint8_t type, uint32_t len)
-{
-	switch (type) {
-	case 'Z': /* ReadyForQuery: the status byte */
-		return len == 4 + 1;
-	case 'K': /* BackendKeyData: pid, key (protocol 3.0, which pgfleet asks for) */
-		return len == 4 + 8;
-	case '1': /* ParseComplete */
-	case '2': /* BindComplete */
-	case '3': /* CloseComplete */
-	case 'n': /* NoData */
-	case 'I': /* EmptyQueryResponse */
-	case 's': /* PortalSuspended */
-	case 'c': /* CopyDone */
-		return len == 4;
-	default:
-		return len >= 4;
-	}
-}
-
-bool proto_ready_status(const uint8_t *body, uint32_t len, char *status)
-{
-	if (len != 1 || (body[0] != 'I' && body[0] != 'T' && body[0] != 'E'))
-		return false;
-	*status = (char)body[0];
-	return true;
-}
+const uint8_t proto_server_fixed_len[256] = {
+	['Z'] = 4 + 1, /* ReadyForQuery: the status byte */
+	['K'] = 4 + 8, /* BackendKeyData: pid, key (protocol 3.0, which pgfleet asks for) */
+	['1'] = 4,     /* ParseComplete */
+	['2'] = 4,     /* BindComplete */
+	['3'] = 4,     /* CloseComplete */
+	['n'] = 4,     /* NoData */
+	['I'] = 4,     /* EmptyQueryResponse */
+	['s'] = 4,     /* PortalSuspended */
+	['c'] = 4,     /* CopyDone */
+};
 
 bool proto_quote_literal(char *buf, size_t buflen, size_t *pos, const char *s)
 {

@@ -353,12 +353,10 @@ static void walk_json(struct walk *w)
 		w->broken = true;
 }
 
-unsigned sqlinspect_look(const char *sql, size_t len, size_t max_parse, struct sql_look *look)
+unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, struct sql_look *look)
 {
 	look->flags = 0;
 	look->name[0] = 0;
-	if (!sqlinspect_prefilter(sql, len))
-		return 0;
 	if (len > max_parse) {
 		/* The parser and its JSON cost about 1 us a byte on dense SQL,
 		 * on the event loop; past the limit the text runs unread and
