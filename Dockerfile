@@ -14,7 +14,7 @@ RUN apt-get update \
       libpg-query-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY meson.build ./
+COPY meson.build meson_options.txt ./
 COPY include ./include
 COPY src ./src
 COPY tests ./tests
