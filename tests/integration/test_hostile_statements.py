@@ -293,3 +293,118 @@ def test_long_error_to_a_bind_streams(service, pgfleet):
     assert len(res.error_message) > 100000
     assert a.run(3) == ("balance=3", None)
     a.close()
+
+
+# A plpgsql function called from a plain SELECT: its dynamic SQL reads the
+# names of the connection's statements and prepares each again, under the
+# same name and parameter types, as a query of its own.  Nothing in the text
+# pgfleet sees ("SELECT public.hostile_hijack()") shows it.
+HIJACK_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.hostile_hijack() RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE r record; k int := 0;
+BEGIN
+  FOR r IN SELECT name, parameter_types FROM pg_prepared_statements LOOP
+    EXECUTE 'DEALLOCATE ' || quote_ident(r.name);
+    EXECUTE 'PREPARE ' || quote_ident(r.name) || '('
+            || array_to_string(r.parameter_types, ',') || ') AS SELECT ''balance=0''';
+    k := k + 1;
+  END LOOP;
+  RETURN k;
+END $$"""
+
+REVOKE_NAMES = ["REVOKE SELECT ON pg_prepared_statements FROM PUBLIC",
+                "REVOKE EXECUTE ON FUNCTION pg_prepared_statement() FROM PUBLIC"]
+# Without the view, a function can only guess names.  242319d's were pgf_1,
+# pgf_2 ...; pgfleet's are now 64 random bits.  Returns how many it replaced.
+GUESS_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.hostile_guess() RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE n text; k int := 0;
+BEGIN
+  FOR i IN 0..99 LOOP
+    n := 'pgf_' || i;
+    BEGIN
+      EXECUTE 'DEALLOCATE ' || n;
+      EXECUTE 'PREPARE ' || n || '(int) AS SELECT ''balance=0''';
+      k := k + 1;
+    EXCEPTION WHEN invalid_sql_statement_name THEN NULL;  -- 26000
+    END;
+  END LOOP;
+  RETURN k;
+END $$"""
+
+DROP_FUNCTIONS = ["DROP FUNCTION IF EXISTS public.hostile_hijack()",
+                  "DROP FUNCTION IF EXISTS public.hostile_guess()"]
+
+GRANT_NAMES = ["GRANT SELECT ON pg_prepared_statements TO PUBLIC",
+               "GRANT EXECUTE ON FUNCTION pg_prepared_statement() TO PUBLIC"]
+
+
+def as_superuser(service, statements, pods):
+    """Run statements as the superuser, straight on each of pods (database
+    app), as an operator would."""
+    for i in pods:
+        with service.connect(i, user=fx.SUPERUSER, password=fx.SUPERUSER_PASSWORD) as su:
+            for sql in statements:
+                su.execute(sql)
+
+
+def test_function_replacing_a_statement_is_the_documented_residual(service, pgfleet):
+    """DOCUMENTS A KNOWN LIMIT, NOT DESIRED BEHAVIOUR (README, "Limits and
+    hardening"; sqlinspect.c's header comment).  With PostgreSQL's default
+    catalog privileges, a function that B's role created beforehand, called
+    from a plain SELECT, reads A's statement name from pg_prepared_statements
+    and prepares it again with the same parameter types: pgfleet cannot see
+    it, and A's next Bind of its own statement runs B's query.  The
+    mitigation (revoking the view and its function from PUBLIC) is tested
+    below; if this test starts failing because pgfleet now catches the
+    hijack, turn it into a test of that and update the README."""
+    fleet = one_pod(pgfleet)
+    a = ClientA(fleet)
+    try:
+        assert a.run(100) == ("balance=100", None)
+        with b_client(fleet, a) as b:
+            b.execute(HIJACK_FUNCTION)
+            assert b.execute("SELECT public.hostile_hijack()").fetchone() == (1,)
+        # the residual: A's statement now runs B's query
+        assert a.run(6) == ("balance=0", None)
+    finally:
+        a.close()
+        as_superuser(service, ["DROP FUNCTION IF EXISTS public.hostile_hijack()"], [0])
+
+
+def test_revoking_pg_prepared_statements_closes_the_function_hole(service, pgfleet):
+    """The documented mitigation: a superuser revokes pg_prepared_statements
+    and pg_prepared_statement() from PUBLIC in each database the pool serves.
+    The same function then fails with 42501 before it can read a name, and
+    the names are 64 random bits, so B cannot name A's statement any other
+    way (a function guessing them finds none); A keeps its own row.  The
+    grants are restored afterwards, so the other tests see PostgreSQL's
+    default catalog."""
+    pods = range(len(service.pods))
+    try:
+        as_superuser(service, REVOKE_NAMES, pods)
+        fleet = one_pod(pgfleet)
+        a = ClientA(fleet)
+        try:
+            assert a.run(100) == ("balance=100", None)
+            with b_client(fleet, a) as b:
+                b.execute(HIJACK_FUNCTION)
+                for sql in ["SELECT public.hostile_hijack()",
+                            "SELECT name FROM pg_prepared_statements",
+                            "SELECT name FROM pg_prepared_statement()"]:
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                        b.execute(sql)
+                    assert e.value.sqlstate == "42501", sql
+                    assert "permission denied" in str(e.value), (sql, str(e.value))
+                # B's session goes on, and guessing names finds none
+                b.execute(GUESS_FUNCTION)
+                assert b.execute("SELECT public.hostile_guess()").fetchone() == (0,)
+            for i in (6, 7):
+                assert a.run(i) == ("balance=%d" % i, None)
+        finally:
+            a.close()
+    finally:
+        as_superuser(service, GRANT_NAMES, pods)
+        as_superuser(service, DROP_FUNCTIONS, [0])
