@@ -121,6 +121,8 @@ static const struct {
     {"server_login_max_bytes", 4096, INT_MAX},
     {"server_login_max_messages", 16, INT_MAX},
     {"server_scram_max_iterations", 1, 10000000},
+    /* issue 15 item 8: helper threads for health-check logins */
+    {"health_check_max_logins", 1, 10000},
 };
 
 /*
