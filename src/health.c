@@ -104,6 +104,7 @@ struct health_check {
 	double lag;
 	char query_error[160];
 	bool warned_auth;     /* "cannot log in" said once per replica */
+	bool warned_cap;      /* "health_check_max_logins reached" likewise */
 };
 
 static void start_check(struct health_check *hc);
@@ -467,6 +468,29 @@ static void connect_failed(struct health_check *hc)
 	check_failed(hc, "health check: %s", msg);
 }
 
+/*
+ * Every login thread the process may have is busy (health_check_max_logins;
+ * stuck logins of hostile replicas, say): this replica is not to blame, so
+ * its state stays as it is and the check is tried again soon.  The retry is
+ * jittered: checks due together come due together again, and the same one
+ * would take the freed slot every time.  Said once per replica until one of
+ * its logins starts.
+ */
+static void check_deferred(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	char max[24];
+	snprintf(max, sizeof(max), "%lld", fleet.cfg.health_check_max_logins);
+	if (!hc->warned_cap)
+		log_warn("health check deferred: health_check_max_logins reached", "db",
+			 r->db->name, "addr", r->addr_str, "health_check_max_logins", max, NULL);
+	hc->warned_cap = true;
+	snprintf(r->last_error, sizeof(r->last_error),
+		 "health check deferred: health_check_max_logins (%s) logins in flight", max);
+	hc->step = HC_IDLE;
+	arm(hc->ev_timer, 0.05 + (double)(random() % 250) / 1000);
+}
+
 /* A kept connection can die quietly between checks (server restart,
  * idle_session_timeout): one fresh connection within the same deadline
  * decides, not the stale one. */
@@ -654,10 +678,10 @@ static void start_connect(struct health_check *hc)
 	}
 	if (atomic_fetch_add(&logins_in_flight, 1) >= fleet.cfg.health_check_max_logins) {
 		atomic_fetch_sub(&logins_in_flight, 1);
-		check_failed(hc, "health check: health_check_max_logins (%lld) logins in flight",
-			     fleet.cfg.health_check_max_logins);
+		check_deferred(hc);
 		return;
 	}
+	hc->warned_cap = false;
 	char why[96];
 	struct login_job *j = job_new(kw, val, n, t);
 	if (!j) {

@@ -137,3 +137,32 @@ def test_sigterm_while_health_login_is_stuck(service, pgfleet):
         assert fleet.sanitizer_reports() == [], fleet.sanitizer_reports()
     finally:
         fake.stop()
+
+
+def test_logins_in_flight_are_capped(service, pgfleet):
+    """health_check_max_logins bounds the login threads of the whole
+    process: with the one slot held by a stuck login, another replica's
+    fresh login is deferred to the next period (logged, naming the setting;
+    that replica's state is left as it is) instead of starting another
+    thread; checks over kept connections go on."""
+    fake = hostile_server()
+    try:
+        fleet = pgfleet(settings={"health_check_period": 1, "health_check_timeout": 3,
+                                  "health_check_max_logins": 1}, databases={
+            fx.APP_DB: "host=%s port=%d dbname=%s" % (fx.SVC_NAME, fx.PG_PORT, fx.APP_DB),
+            "hostile": fake.db_entry("hostile"), "hostile2": fake.db_entry("hostile2")})
+        # One login at a time is still enough for the real replicas.
+        assert fleet.wait_all_up(service.addrs, timeout=30), fleet.log_tail()
+        fake.start()
+        assert fake.wait_for("scram_first_sent", timeout=30), fleet.log_tail()
+        fleet.wait_log(r'msg="health check deferred: health_check_max_logins reached" '
+                       r'db=hostile2? addr=%s health_check_max_logins=1'
+                       % fake.addr.replace(".", r"\."), timeout=30)
+        # Only one of the two hostile replicas got a thread (per process).
+        finals = fake.count("scram_final_received")
+        assert fake.count("scram_first_sent") == 1 or finals > 0
+        with fleet.connect() as conn:
+            for i in range(5):
+                assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+    finally:
+        fake.stop()
