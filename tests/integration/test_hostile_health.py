@@ -166,3 +166,41 @@ def test_logins_in_flight_are_capped(service, pgfleet):
                 assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
     finally:
         fake.stop()
+
+
+def test_replica_forgotten_while_its_login_is_stuck(service, pgfleet):
+    """A reload moves the hostile database to another address while its
+    health check's login thread is in the PBKDF2: the old replica is freed
+    at once, the thread keeps only its own copy of what it needs and cleans
+    up when libpq returns."""
+    fake = hostile_server()
+    try:
+        # A draining replica is reaped when a server connection is freed:
+        # idle app servers are closed after a second.
+        fleet = start_fleet(pgfleet, service, fake, server_idle_timeout=1)
+        finals = fake.count("scram_final_received")
+        with open(fleet.ini_path) as f:
+            text = f.read()
+        elsewhere = "host=%s port=%d dbname=hostile" % (HOSTILE_HOST,
+                                                       fx.free_port(HOSTILE_HOST))
+        assert fake.db_entry("hostile") in text
+        with open(fleet.ini_path, "w") as f:
+            f.write(text.replace(fake.db_entry("hostile"), elsewhere))
+        fleet.reload()
+        fleet.wait_log(r'msg="replica draining" db=hostile addr=%s'
+                       % fake.addr.replace(".", r"\."), timeout=30)
+        with fleet.connect() as conn:
+            assert conn.execute("SELECT 6").fetchone()[0] == 6
+        fleet.wait_log(r'msg="replica removed" db=hostile addr=%s'
+                       % fake.addr.replace(".", r"\."), timeout=30)
+        assert in_pbkdf2(fake, finals), "the login ended before the replica was removed"
+        with fleet.connect() as conn:
+            assert conn.execute("SELECT 7").fetchone()[0] == 7
+        # The orphaned thread finishes its PBKDF2, answers, and goes away.
+        assert fake.wait_for("scram_final_received", timeout=110, at_least=finals + 1)
+        assert fake.wait_for("peer_closed", timeout=30)
+        with fleet.connect() as conn:
+            assert conn.execute("SELECT 8").fetchone()[0] == 8
+        assert fleet.running, fleet.log_tail()
+    finally:
+        fake.stop()
