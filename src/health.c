@@ -21,9 +21,13 @@
  * replica is in flight (a check that finds its previous login still stuck
  * fails at once rather than start another), and at most
  * health_check_max_logins in the whole process (a replica forgotten while
- * its login is stuck leaves its thread running until the login ends).
- * Shutdown, reload and a forgotten replica never wait for a thread: they let
- * go of the job and the thread frees it when libpq returns.
+ * its login is stuck leaves its thread running until the login ends); a
+ * check that finds them all busy is retried shortly, its replica's state
+ * left alone.  Shutdown, reload and a forgotten replica never wait for a
+ * thread: they let go of the job and the thread frees it when libpq returns
+ * (main.c keeps OpenSSL from being torn down at exit under such a thread).
+ * What a stuck thread still costs is one core for as long as the server's
+ * count makes libpq compute: CPU, not latency.
  *
  * Must not: call a blocking libpq function on the loop (PQconnectdb, PQexec,
  * PQgetResult while PQisBusy), touch pgfleet's own server connections, or
