@@ -67,6 +67,8 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(health_check_timeout, TIME, "3")                                                         \
 	X(health_check_user, STR, "")                                                              \
 	X(health_check_password, STR, "")                                                          \
+	/* issue 15 item 8: health-check logins run on helper threads, at most this many */        \
+	X(health_check_max_logins, INT, "100")                                                     \
 	X(max_replica_lag, TIME, "0")                                                              \
 	X(ban_time, TIME, "30")                                                                    \
 	X(dns_max_ttl, TIME, "15")                                                                 \

@@ -126,6 +126,8 @@ static const struct {
     /* issue 15: a cap, not a switch: 0 would mean a "*" entry that works
      * for nobody, "unlimited" would bring back the unbounded list. */
     {"max_auto_databases", 1, 1000000},
+    /* issue 15 item 8: helper threads for health-check logins */
+    {"health_check_max_logins", 1, 10000},
 };
 
 /*

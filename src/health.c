@@ -1,24 +1,55 @@
 /*
- * health.c: checks every replica every health_check_period over libpq's
- * non-blocking API, driven by the same libevent loop as everything else
- * (PQconnectStartParams/PQconnectPoll, then PQsendQuery/PQconsumeInput).
- * A check learns whether the replica answers, its role and its replay lag,
- * and moves the replica between new/up/down/banned (database.c keeps the
- * states; this file decides them).  One libpq connection per replica is kept
- * between checks, so a check is one round trip.
+ * health.c: checks every replica every health_check_period.  A check learns
+ * whether the replica answers, its role and its replay lag, and moves the
+ * replica between new/up/down/banned (database.c keeps the states; this file
+ * decides them).  One libpq connection per replica is kept between checks,
+ * so a check is usually one round trip (PQsendQuery/PQconsumeInput on the
+ * loop).
  *
- * Must not: call a blocking libpq function (PQconnectdb, PQexec, PQgetResult
- * while PQisBusy), touch pgfleet's own server connections, or route.
+ * Logging in is done on a helper thread, not on the loop (issue 15 item 8):
+ * libpq computes SCRAM's PBKDF2 inside PQconnectPoll with whatever iteration
+ * count the server names (10,000,000 is seconds of CPU), and libpq 15 has no
+ * option to cap it or to refuse SCRAM (require_auth came in 16, and refusing
+ * SCRAM would stop checks against ordinary PostgreSQL anyway).  So a fresh
+ * connection is a "login job": its connection parameters copied by value, a
+ * detached thread that runs PQconnectStartParams/PQconnectPoll with poll()
+ * until health_check_timeout, and a pipe whose byte tells the loop the
+ * PGconn is ready; the loop then owns the PGconn and goes on as before.
+ * The thread touches nothing but its job (fleet is thread-local, the replica
+ * may be forgotten meanwhile); the job is reference-counted between the loop
+ * and the thread, and whoever lets go last frees it.  At most one job per
+ * replica is in flight (a check that finds its previous login still stuck
+ * fails at once rather than start another), and at most
+ * health_check_max_logins in the whole process (a replica forgotten while
+ * its login is stuck leaves its thread running until the login ends); a
+ * check that finds them all busy is retried shortly, its replica's state
+ * left alone.  Shutdown, reload and a forgotten replica never wait for a
+ * thread: they let go of the job and the thread frees it when libpq returns
+ * (main.c keeps OpenSSL from being torn down at exit under such a thread).
+ * What a stuck thread still costs is one core for as long as the server's
+ * count makes libpq compute: CPU, not latency.
+ *
+ * Must not: call a blocking libpq function on the loop (PQconnectdb, PQexec,
+ * PQgetResult while PQisBusy), touch pgfleet's own server connections, or
+ * route; a login thread must not touch fleet or any loop state.
  */
 #include "health.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "log.h"
@@ -40,13 +71,34 @@
 
 enum hc_step {
 	HC_IDLE,       /* between checks; the timer is the next check */
-	HC_CONNECTING, /* PQconnectPoll; the timer is the deadline */
+	HC_CONNECTING, /* a login job is running; the timer is the deadline */
 	HC_QUERYING,   /* CHECK_SQL sent; the timer is the deadline */
 };
+
+#define LOGIN_MAX_PARAMS 16
+
+/* One fresh connection being made on a helper thread (see the top). */
+struct login_job {
+	atomic_int refs;       /* the loop's and the thread's */
+	atomic_bool abandoned; /* the loop has let go: stop early */
+	atomic_bool done;      /* conn is set (release) before the byte is written */
+	int pipe_rd, pipe_wr;
+	double timeout;        /* the thread's own deadline, seconds */
+	PGconn *conn;          /* the thread's until done, then whoever takes it */
+	const char *kw[LOGIN_MAX_PARAMS + 1], *val[LOGIN_MAX_PARAMS + 1];
+	size_t strings_len;
+	char strings[];        /* the values, copied (a password among them) */
+};
+
+/* Process-wide, not per worker: every worker's login threads count. */
+static atomic_int logins_in_flight;
 
 struct health_check {
 	struct replica *r;
 	PGconn *conn;         /* kept between checks while it works */
+	struct login_job *job; /* in flight; held until its thread is done */
+	struct event *ev_job; /* the job's pipe */
+	unsigned seq, job_seq; /* which check the job logs in for */
 	struct event *ev_io;  /* one-shot, on the libpq socket, for the current step */
 	struct event *ev_timer;
 	enum hc_step step;
@@ -56,10 +108,15 @@ struct health_check {
 	double lag;
 	char query_error[160];
 	bool warned_auth;     /* "cannot log in" said once per replica */
+	bool warned_cap;      /* "health_check_max_logins reached" likewise */
 };
 
 static void start_check(struct health_check *hc);
 static void start_connect(struct health_check *hc);
+static void send_query(struct health_check *hc);
+static void connect_failed(struct health_check *hc);
+static void check_failed(struct health_check *hc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 bool health_enabled(void)
 {
@@ -112,6 +169,173 @@ static void one_line(char *dst, size_t len, const char *src)
  * unformatted: they say nothing a failed check does not. */
 static void quiet_notice(void *arg, const char *message)
 {
+}
+
+/* ---- login jobs (see the top): the thread's side ---------------------- */
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void job_put(struct login_job *j)
+{
+	if (atomic_fetch_sub(&j->refs, 1) != 1)
+		return;
+	if (j->conn)
+		PQfinish(j->conn);
+	close(j->pipe_rd);
+	close(j->pipe_wr);
+	explicit_bzero(j->strings, j->strings_len);
+	free(j);
+}
+
+/* Runs on its own detached thread: libpq may block here as long as it
+ * likes (a PBKDF2 of any length included) without stalling a loop. */
+static void *login_thread(void *arg)
+{
+	struct login_job *j = arg;
+	double deadline = mono_now() + j->timeout;
+	PGconn *conn = PQconnectStartParams(j->kw, j->val, 0);
+	if (conn && PQstatus(conn) != CONNECTION_BAD) {
+		PQsetNoticeProcessor(conn, quiet_notice, NULL);
+		/* libpq's rule: poll as though PQconnectPoll had said WRITING. */
+		PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+		while ((st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) &&
+		       !atomic_load(&j->abandoned)) {
+			struct pollfd p = {.fd = PQsocket(conn),
+					   .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+			double left = deadline - mono_now();
+			if (p.fd < 0 || left <= 0)
+				break;
+			int rc = poll(&p, 1, (int)(left * 1000) + 1);
+			if (rc < 0 && errno == EINTR)
+				continue;
+			if (rc <= 0)
+				break;
+			st = PQconnectPoll(conn);
+		}
+	}
+	j->conn = conn;
+	atomic_store_explicit(&j->done, true, memory_order_release);
+	ssize_t w;
+	do
+		w = write(j->pipe_wr, "", 1);
+	while (w < 0 && errno == EINTR);
+	job_put(j);
+	atomic_fetch_sub(&logins_in_flight, 1);
+	return NULL;
+}
+
+/* The loop lets go of its job: finished, or no longer wanted (the replica
+ * is forgotten, pgfleet stops).  Never waits for the thread. */
+static void job_let_go(struct health_check *hc)
+{
+	if (!hc->job)
+		return;
+	event_free(hc->ev_job);
+	hc->ev_job = NULL;
+	atomic_store(&hc->job->abandoned, true);
+	job_put(hc->job);
+	hc->job = NULL;
+}
+
+/* The loop's side: the thread is done; the PGconn is the loop's now. */
+static void on_login_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct health_check *hc = arg;
+	struct login_job *j = hc->job;
+	char byte;
+	if (read(fd, &byte, 1) != 1 || !atomic_load_explicit(&j->done, memory_order_acquire)) {
+		event_add(hc->ev_job, NULL); /* not yet */
+		return;
+	}
+	PGconn *conn = j->conn;
+	j->conn = NULL;
+	job_let_go(hc);
+	if (hc->step != HC_CONNECTING || hc->job_seq != hc->seq) {
+		/* Its check already ended (timed out): the late login is dropped. */
+		if (conn)
+			PQfinish(conn);
+		return;
+	}
+	hc->conn = conn;
+	if (conn && PQstatus(conn) == CONNECTION_OK)
+		send_query(hc);
+	else if (conn && PQstatus(conn) != CONNECTION_BAD)
+		check_failed(hc, "health check timed out after %gs",
+			     fleet.cfg.health_check_timeout > 0 ? fleet.cfg.health_check_timeout : 3);
+	else
+		connect_failed(hc);
+}
+
+static struct login_job *job_new(const char **kw, const char **val, int n,
+				 double timeout)
+{
+	size_t len = 0;
+	for (int i = 0; i < n; i++)
+		len += strlen(val[i]) + 1;
+	struct login_job *j = calloc(1, sizeof(*j) + len);
+	if (!j)
+		return NULL;
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+		free(j);
+		return NULL;
+	}
+	j->pipe_rd = fds[0], j->pipe_wr = fds[1];
+	j->timeout = timeout;
+	j->strings_len = len;
+	char *p = j->strings;
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(val[i]) + 1;
+		memcpy(p, val[i], l);
+		j->kw[i] = kw[i]; /* keywords are string literals */
+		j->val[i] = p;
+		p += l;
+	}
+	j->kw[n] = NULL, j->val[n] = NULL;
+	atomic_init(&j->refs, 2);
+	atomic_init(&j->abandoned, false);
+	atomic_init(&j->done, false);
+	return j;
+}
+
+/* Starts the thread; false (and nothing left behind) if it cannot. */
+static bool job_start(struct health_check *hc, struct login_job *j, char *why, size_t why_len)
+{
+	hc->ev_job = event_new(fleet.base, j->pipe_rd, EV_READ, on_login_done, hc);
+	if (!hc->ev_job || event_add(hc->ev_job, NULL) != 0) {
+		snprintf(why, why_len, "out of memory");
+		goto fail;
+	}
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* Signals are the main thread's business (evsignal). */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, login_thread, j);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		snprintf(why, why_len, "cannot start a login thread: %s", strerror(rc));
+		goto fail;
+	}
+	hc->job = j;
+	hc->job_seq = hc->seq;
+	return true;
+fail:
+	if (hc->ev_job)
+		event_free(hc->ev_job);
+	hc->ev_job = NULL;
+	atomic_store(&j->refs, 1);
+	job_put(j);
+	return false;
 }
 
 /* Waiting clients may go elsewhere, or now find a replica. */
@@ -248,6 +472,29 @@ static void connect_failed(struct health_check *hc)
 	check_failed(hc, "health check: %s", msg);
 }
 
+/*
+ * Every login thread the process may have is busy (health_check_max_logins;
+ * stuck logins of hostile replicas, say): this replica is not to blame, so
+ * its state stays as it is and the check is tried again soon.  The retry is
+ * jittered: checks due together come due together again, and the same one
+ * would take the freed slot every time.  Said once per replica until one of
+ * its logins starts.
+ */
+static void check_deferred(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	char max[24];
+	snprintf(max, sizeof(max), "%lld", fleet.cfg.health_check_max_logins);
+	if (!hc->warned_cap)
+		log_warn("health check deferred: health_check_max_logins reached", "db",
+			 r->db->name, "addr", r->addr_str, "health_check_max_logins", max, NULL);
+	hc->warned_cap = true;
+	snprintf(r->last_error, sizeof(r->last_error),
+		 "health check deferred: health_check_max_logins (%s) logins in flight", max);
+	hc->step = HC_IDLE;
+	arm(hc->ev_timer, 0.05 + (double)(random() % 250) / 1000);
+}
+
 /* A kept connection can die quietly between checks (server restart,
  * idle_session_timeout): one fresh connection within the same deadline
  * decides, not the stale one. */
@@ -277,8 +524,7 @@ static void wait_io(struct health_check *hc, short what)
 		conn_lost(hc, "no socket");
 		return;
 	}
-	/* One-shot and re-made each step: PQconnectPoll may switch sockets
-	 * (another address, a retry without TLS). */
+	/* One-shot and re-made each step (cheap, and a check is rare). */
 	hc->ev_io = event_new(fleet.base, fd, what, on_io, hc);
 	if (!hc->ev_io) {
 		check_failed(hc, "health check: out of memory");
@@ -345,22 +591,6 @@ static void read_results(struct health_check *hc)
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct health_check *hc = arg;
-	if (hc->step == HC_CONNECTING) {
-		switch (PQconnectPoll(hc->conn)) {
-		case PGRES_POLLING_READING:
-			wait_io(hc, EV_READ);
-			return;
-		case PGRES_POLLING_WRITING:
-			wait_io(hc, EV_WRITE);
-			return;
-		case PGRES_POLLING_OK:
-			send_query(hc);
-			return;
-		default:
-			connect_failed(hc);
-			return;
-		}
-	}
 	if (hc->step != HC_QUERYING)
 		return;
 	if (what & EV_WRITE) {
@@ -404,7 +634,7 @@ static void start_connect(struct health_check *hc)
 	struct database *db = r->db;
 	static const char *sslmodes[] = {"disable", "allow",     "prefer",
 					 "require", "verify-ca", "verify-full"};
-	const char *kw[16], *val[16];
+	const char *kw[LOGIN_MAX_PARAMS + 1], *val[LOGIN_MAX_PARAMS + 1];
 	int n = 0;
 	char addr[64] = "", port[16], timeout[16];
 	if (r->addr.ss_family == AF_UNIX) {
@@ -448,18 +678,27 @@ static void start_connect(struct health_check *hc)
 	kw[n] = NULL, val[n] = NULL;
 
 	hc->step = HC_CONNECTING;
-	hc->conn = PQconnectStartParams(kw, val, 0);
-	if (!hc->conn) {
-		check_failed(hc, "health check: out of memory");
+	if (hc->job) {
+		/* Its thread is still in libpq (a huge SCRAM iteration count, say):
+		 * one stuck login per replica is enough. */
+		check_failed(hc, "health check: the previous login is still running after %gs", t);
 		return;
 	}
-	PQsetNoticeProcessor(hc->conn, quiet_notice, NULL);
-	if (PQstatus(hc->conn) == CONNECTION_BAD) {
-		connect_failed(hc);
+	if (atomic_fetch_add(&logins_in_flight, 1) >= fleet.cfg.health_check_max_logins) {
+		atomic_fetch_sub(&logins_in_flight, 1);
+		check_deferred(hc);
 		return;
 	}
-	/* libpq's rule: poll as though PQconnectPoll had said WRITING. */
-	wait_io(hc, EV_WRITE);
+	hc->warned_cap = false;
+	char why[96];
+	struct login_job *j = job_new(kw, val, n, t);
+	if (!j) {
+		snprintf(why, sizeof(why), "out of memory");
+	} else if (job_start(hc, j, why, sizeof(why))) {
+		return; /* on_login_done goes on */
+	}
+	atomic_fetch_sub(&logins_in_flight, 1);
+	check_failed(hc, "health check: %s", why);
 }
 
 static void start_check(struct health_check *hc)
@@ -471,6 +710,7 @@ static void start_check(struct health_check *hc)
 		return;
 	}
 	hc->started = fleet_now();
+	hc->seq++;
 	double t = fleet.cfg.health_check_timeout > 0 ? fleet.cfg.health_check_timeout : 3;
 	arm(hc->ev_timer, t);
 	if (hc->conn && PQstatus(hc->conn) == CONNECTION_OK) {
@@ -551,6 +791,7 @@ void health_replica_removed(struct replica *r)
 	if (!hc)
 		return;
 	drop_conn(hc);
+	job_let_go(hc);
 	event_free(hc->ev_timer);
 	free(hc);
 	r->health = NULL;

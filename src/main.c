@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,6 +321,11 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	/* Before anything else touches OpenSSL: no OPENSSL_cleanup at exit.  A
+	 * health check's login thread (health.c) may still be inside libpq's
+	 * PBKDF2 when pgfleet exits, and must not find OpenSSL torn down under
+	 * it; the process ends right after, so nothing is lost. */
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
 	bool check = false;
 	int verbosity = 0, opt;
 	while ((opt = getopt_long(argc, argv, "tvqdVh", longopts, NULL)) != -1) {
