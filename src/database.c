@@ -521,7 +521,7 @@ void database_reap_auto(double now)
 	double idle = fleet.cfg.autodb_idle_timeout;
 	if (idle <= 0)
 		return;
-	struct list *dit, *dtmp, *rit, *pit, *it, *tmp;
+	struct list *dit, *dtmp;
 	list_for_each_safe(dit, dtmp, &fleet.databases) {
 		struct database *db = container_of(dit, struct database, node);
 		if (!db->is_auto || db->clients > 0 || now - db->idle_since < idle)
@@ -530,19 +530,7 @@ void database_reap_auto(double now)
 		/* No client: whatever server is left is idle, logging in, or
 		 * running the reset query.  Closed now; freed at the next loop
 		 * pass, and nothing of a closed server reaches its pool again. */
-		list_for_each(rit, &db->replicas) {
-			struct replica *r = container_of(rit, struct replica, node);
-			list_for_each(pit, &r->pools) {
-				struct pool *p = container_of(pit, struct pool, replica_node);
-				struct statlist *lists[] = {&p->active, &p->idle, &p->login};
-				for (int i = 0; i < 3; i++) {
-					list_for_each_safe(it, tmp, &lists[i]->head) {
-						server_close(container_of(it, struct server, node),
-							     "autodb_idle_timeout");
-					}
-				}
-			}
-		}
+		database_close_all(db, "database removed (autodb_idle_timeout)", "autodb_idle_timeout");
 		database_free(db);
 	}
 }

@@ -856,13 +856,11 @@ static void check_statement_lost(struct server *s, const uint8_t *body, uint32_t
 	server_distrust_statements(s);
 }
 
-/* Moves the parsed-not-sent replies to the client first, so what pgfleet
- * writes itself lands in order.  False when the client cannot take them. */
-static bool flush_to_client(struct server *s, struct client *c)
+/* What a write to the client left: done, or the client is closed (an
+ * error), or its socket is full and the server is not read until it
+ * drains (client_on_write resumes both).  False unless done. */
+static bool client_wrote(struct server *s, struct client *c, enum io_result r)
 {
-	if (!s->io.in || !iobuf_unsent(s->io.in))
-		return true;
-	enum io_result r = conn_forward(&s->io, &c->io);
 	if (r == IO_DONE)
 		return true;
 	if (r == IO_ERROR) {
@@ -872,6 +870,15 @@ static bool flush_to_client(struct server *s, struct client *c)
 		conn_write_enable(&c->io, true);
 	}
 	return false;
+}
+
+/* Moves the parsed-not-sent replies to the client first, so what pgfleet
+ * writes itself lands in order.  False when the client cannot take them. */
+static bool flush_to_client(struct server *s, struct client *c)
+{
+	if (!s->io.in || !iobuf_unsent(s->io.in))
+		return true;
+	return client_wrote(s, c, conn_forward(&s->io, &c->io));
 }
 
 /* Answers one faked request for the client.  The server's transaction
@@ -915,16 +922,7 @@ static bool client_out_room(struct server *s, struct client *c)
 {
 	if (wbuf_queued(&c->io.out) < (uint64_t)fleet.cfg.max_client_output_buffer)
 		return true;
-	enum io_result r = conn_flush(&c->io);
-	if (r == IO_DONE)
-		return true;
-	if (r == IO_ERROR) {
-		client_close(c, NULL, "write to client failed");
-	} else {
-		conn_read_enable(&s->io, false);
-		conn_write_enable(&c->io, true);
-	}
-	return false;
+	return client_wrote(s, c, conn_flush(&c->io));
 }
 
 /* Fakes at the head of the queue: every reply before them is out.  Counts
