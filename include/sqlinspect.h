@@ -36,6 +36,11 @@ struct sql_look {
  * sql[len] must be a NUL; one before it only shortens what the parser reads
  * (PostgreSQL refuses a message with bytes after its text's NUL). */
 bool sqlinspect_prefilter(const char *sql, size_t len);
+/* The prefilter for a text the server runs only if it holds one statement:
+ * a Parse (PostgreSQL refuses a Parse of several statements, and nothing of
+ * it runs).  Only the first statement after empty ones can run, so only its
+ * first word is looked at: no search for ';'. */
+bool sqlinspect_prefilter_one(const char *sql, size_t len);
 /* The parser's part of sqlinspect_look, for a text the prefilter let through. */
 unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse,
 			     struct sql_look *look);
@@ -53,9 +58,29 @@ static inline unsigned sqlinspect_look(const char *sql, size_t len, size_t max_p
 	}
 	return sqlinspect_look_hit(sql, len, max_parse, look);
 }
-/* Does a statement name start with the reserved prefix? */
-bool sqlinspect_reserved(const char *name);
+/* Does a statement name start with the reserved prefix?  Byte by byte (a
+ * name may be shorter than the prefix), inline: every Bind, Describe and
+ * Close of a name the client did not prepare passes here. */
+static inline bool sqlinspect_reserved(const char *name)
+{
+	const char *prefix = SQLINSPECT_RESERVED_PREFIX;
+	for (int i = 0; prefix[i]; i++)
+		if (name[i] != prefix[i])
+			return false;
+	return true;
+}
 /* Times the parser ran in this thread (tests, benchmarks). */
 unsigned long sqlinspect_parses(void);
+
+/* sqlinspect_look for a Parse's text (sqlinspect_prefilter_one). */
+static inline unsigned sqlinspect_look_one(const char *sql, size_t len, size_t max_parse,
+					   struct sql_look *look)
+{
+	if (!sqlinspect_prefilter_one(sql, len)) {
+		look->flags = 0;
+		return 0;
+	}
+	return sqlinspect_look_hit(sql, len, max_parse, look);
+}
 
 #endif

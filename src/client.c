@@ -788,8 +788,10 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	const char *query = (const char *)r.p + r.pos;
 	const char *qend = memchr(query, 0, r.len - r.pos);
 	struct sql_look look;
-	/* Without its NUL the server refuses the message: nothing runs. */
-	unsigned what = qend ? sqlinspect_look(query, (size_t)(qend - query), inspect_max(), &look) : 0;
+	/* Without its NUL the server refuses the message: nothing runs.  A
+	 * Parse runs one statement or none: its first is all that counts. */
+	unsigned what =
+		qend ? sqlinspect_look_one(query, (size_t)(qend - query), inspect_max(), &look) : 0;
 	if ((what & SQLI_DEALLOC) && !*name) {
 		struct pstmt *ps = prepared_client_lookup(c->stmts, look.name);
 		if (ps) {

@@ -58,11 +58,6 @@ unsigned long sqlinspect_parses(void)
 	return parses;
 }
 
-bool sqlinspect_reserved(const char *name)
-{
-	return strncmp(name, SQLINSPECT_RESERVED_PREFIX, sizeof(SQLINSPECT_RESERVED_PREFIX) - 1) ==
-	       0;
-}
 
 /* Does the keyword kw (lower case, its first letter already matched) start
  * at p, not followed by a byte that would continue an identifier?  Only 'x'
@@ -147,6 +142,19 @@ bool sqlinspect_prefilter(const char *sql, size_t len)
 		if (!semi)
 			return false;
 		p = semi + 1;
+	}
+}
+
+bool sqlinspect_prefilter_one(const char *sql, size_t len)
+{
+	const char *end = sql + len, *p = sql;
+	for (;;) {
+		p = skip_blank(p, end);
+		if (p < end && *p == ';') {
+			p++; /* an empty statement: the grammar drops it */
+			continue;
+		}
+		return starts_watched(p, end);
 	}
 }
 

@@ -177,6 +177,19 @@ static void test_prefilter_statement_starts(void)
 			fprintf(stderr, "start %zu \"%s\": %d\n", i, starts[i].sql, got);
 		CHECK(got == starts[i].hit);
 	}
+	/* A Parse's text: only its first statement after empty ones. */
+	static const struct {
+		const char *sql;
+		bool hit;
+	} ones[] = {
+		{"DEALLOCATE ALL", true},
+		{" ; ;/* x */; -- y\n DO $$ begin end $$", true},
+		{"select 1; deallocate all", false}, /* two statements: refused whole */
+		{"select 1;", false},
+		{"explain execute pgf_1", true},
+	};
+	for (size_t i = 0; i < sizeof(ones) / sizeof(ones[0]); i++)
+		CHECK(sqlinspect_prefilter_one(ones[i].sql, strlen(ones[i].sql)) == ones[i].hit);
 	/* Whatever the parser finds something in, the prefilter lets through. */
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		if (cases[i].flags)
