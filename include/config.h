@@ -97,6 +97,7 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(max_client_prepared_statements, INT, "2000")                                             \
 	X(max_client_prepared_bytes, INT, "8388608")                                               \
 	X(max_client_output_buffer, INT, "4194304")                                                \
+	X(max_pipelined_requests, INT, "1048576")                                                  \
 	/* issue 15: databases a "*" entry creates (database.c) */                                 \
 	X(max_auto_databases, INT, "100")                                                          \
 	X(autodb_idle_timeout, TIME, "3600")

@@ -56,9 +56,6 @@ struct request {
 };
 
 #define SERVER_QUEUE_MIN 32
-/* A client may pipeline this many requests before one Sync; PostgreSQL holds
- * its replies until the Sync, so the queue must hold them all. */
-#define SERVER_QUEUE_MAX (1u << 20)
 /* A ring grown past this is freed when the connection goes back to the pool:
  * one client's long pipeline does not stay with the connection. */
 #define SERVER_QUEUE_KEEP 1024
@@ -124,12 +121,14 @@ void server_set_state(struct server *s, enum server_state st);
 void server_close(struct server *s, const char *reason);
 /* Called by the client side after it queued bytes for the server. */
 void server_resume(struct server *s);
-/* Requests: recording one in order.  Past SERVER_QUEUE_MAX the request is
- * not recorded and `overflow` is set: the client is then closed (54000)
- * before the message is forwarded.  So the queue costs at most
- * SERVER_QUEUE_MAX x sizeof(struct request) = 24 MiB per server connection
- * (a client that pipelines a million requests without a Sync), and a ring
- * grown past SERVER_QUEUE_KEEP is freed when the connection is released. */
+/* Requests: recording one in order.  A client may pipeline
+ * max_pipelined_requests requests before one Sync (PostgreSQL holds its
+ * replies until the Sync, so the queue must hold them all).  Past it the
+ * request is not recorded and `overflow` is set: the client is then closed
+ * (54000) before the message is forwarded.  So the queue costs at most
+ * about max_pipelined_requests x sizeof(struct request) (24 MiB at the
+ * default) per server connection, and a ring grown past SERVER_QUEUE_KEEP
+ * is freed when the connection is released. */
 void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
 		       struct pstmt *ps);
 /* The last request queued (to adjust what it expects). */

@@ -1132,8 +1132,9 @@ static bool forward_to_server(struct client *c)
 		if (s->overflow) {
 			/* Its request was not recorded: never sent, its reply unroutable. */
 			client_close(c, "54000",
-				     "too many requests pipelined before a Sync (more than %u)",
-				     SERVER_QUEUE_MAX);
+				     "too many requests pipelined before a Sync (more than %lld: "
+				     "max_pipelined_requests)",
+				     fleet.cfg.max_pipelined_requests);
 			return false;
 		}
 		if (f == FWD_WAIT)

@@ -117,6 +117,8 @@ static const struct {
      * pass adds past it (at most a couple of 1 MB messages) always fits. */
     {"max_client_prepared_bytes", 1024, INT_MAX},
     {"max_client_output_buffer", 16384, 1024 * 1024 * 1024},
+    /* 24 bytes a request: at most 384 MiB for one server connection */
+    {"max_pipelined_requests", 64, 16 * 1024 * 1024},
     /* issue 15: server login bounds (scram.h's SCRAM_MAX_ITERATIONS is the parser's own cap) */
     {"server_login_max_bytes", 4096, INT_MAX},
     {"server_login_max_messages", 16, INT_MAX},

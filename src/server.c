@@ -661,10 +661,14 @@ static void process_login(struct server *s)
 void server_queue_push(struct server *s, enum req_kind kind, enum req_action action,
 		       struct pstmt *ps)
 {
+	if (s->q_len >= fleet.cfg.max_pipelined_requests) {
+		s->overflow = true;
+		return;
+	}
 	if (s->q_len == s->q_cap) {
 		/* Grow the ring, unwrapping it: rare, the size is kept. */
 		uint32_t cap = s->q_cap ? s->q_cap * 2 : SERVER_QUEUE_MIN;
-		struct request *q = cap <= SERVER_QUEUE_MAX ? calloc(cap, sizeof(*q)) : NULL;
+		struct request *q = calloc(cap, sizeof(*q));
 		if (!q) {
 			s->overflow = true;
 			return;

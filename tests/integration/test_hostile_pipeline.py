@@ -322,7 +322,7 @@ def test_admin_console_that_does_not_read_is_bounded(service, pgfleet):
 def test_pipeline_longer_than_the_request_queue_is_refused(service, pgfleet):
     """Faked replies wait behind a request the server has not answered (no
     Sync: PostgreSQL holds its ParseComplete), so the request queue holds
-    them all.  Past SERVER_QUEUE_MAX (1,048,576 requests, 24 MiB) the client
+    them all.  Past max_pipelined_requests (1,048,576, 24 MiB) the client
     is closed with 54000 before the request that did not fit is forwarded;
     pgfleet stays up and serves others."""
     fleet = pgfleet(settings={"auth_type": "trust"}, databases=two_dbs(), env=MEASURE_ENV)
@@ -335,7 +335,7 @@ def test_pipeline_longer_than_the_request_queue_is_refused(service, pgfleet):
         chunks.append(b"".join(parse("s%d" % i, "SELECT 1") + close_stmt("s%d" % i)
                                for i in range(base, base + 50_000)))
     sender, progress = send_in_thread(attacker.s, chunks)
-    fleet.wait_log(r"too many requests pipelined before a Sync \(more than 1048576\)", 120)
+    fleet.wait_log(r"too many requests pipelined before a Sync \(more than 1048576: max_pipelined_requests\)", 120)
     sender.join(60)
     assert fleet.running
     try:
@@ -349,6 +349,37 @@ def test_pipeline_longer_than_the_request_queue_is_refused(service, pgfleet):
     print("peak RSS growth: %d kB" % (peak - rss_before))
     # The ring at its largest (24 MiB) and the one it grew from, at most.
     assert peak - rss_before < 48 * 1024, (rss_before, peak)
+
+
+def test_max_pipelined_requests_is_a_setting(service, pgfleet):
+    """The request queue's limit is max_pipelined_requests: with 1000, the
+    1001st request before a Sync closes the client with 54000 naming the
+    setting, and a pipeline under it still gets every reply."""
+    fleet = pgfleet(settings={"auth_type": "trust", "max_pipelined_requests": 1000},
+                    databases=two_dbs())
+    ok = Raw(fleet)
+    # 450 Parse+Close pairs and the Sync: 901 requests, all answered.
+    ok.s.sendall(b"".join(parse("k%d" % i, "SELECT 1") + close_stmt("k%d" % i)
+                          for i in range(450)) + SYNC)
+    kinds = [k for k, _ in ok.until_ready()]
+    assert kinds == [b"1", b"3"] * 450 + [b"Z"], kinds[-5:]
+    ok.s.close()
+    attacker = Raw(fleet)
+    attacker.s.sendall(parse("head", "SELECT 2") + b"".join(
+        parse("s%d" % i, "SELECT 1") + close_stmt("s%d" % i) for i in range(600)))
+    fleet.wait_log(r"too many requests pipelined before a Sync "
+                   r"\(more than 1000: max_pipelined_requests\)", 60)
+    try:
+        while True:
+            kind, body = attacker.recv_msg()
+            if kind == b"E":
+                assert error_fields(body)["C"] == "54000", body
+                break
+    except ConnectionResetError:
+        pass  # unread requests make the kernel reset the closed socket
+    attacker.s.close()
+    assert fleet.running
+    other_client_works(fleet, "bystander")
 
 
 def test_repeated_encryption_requests_are_refused(service, pgfleet):
