@@ -26,23 +26,89 @@ struct histogram {
 	double sum; /* seconds */
 };
 
+/*
+ * Every counter is defined here once.  X(field, per, total_col, avg_col,
+ * view_col, family, scale, help):
+ *   field      struct stats member: a monotonic uint64_t total;
+ *   per        what its SHOW STATS average divides by: `second` (a rate) or
+ *              another field (a time per transaction, query, assignment);
+ *   total_col  SHOW STATS column of the total (PgBouncer's name; NULL: none),
+ *   avg_col    SHOW STATS column of the average,
+ *   view_col   column in SHOW STATS_TOTALS / SHOW STATS_AVERAGES;
+ *   family     the Prometheus counter family, by database and replica (NULL:
+ *              not exported), its value = field * scale (microseconds to
+ *              seconds), and its help text.
+ * Adding a counter is one line here plus the increment where it happens;
+ * the struct, the sums, the averages, the SHOW STATS columns and the
+ * /metrics family all follow from this list.
+ */
+#define STATS_COUNTERS(X)                                                                          \
+	X(xacts, second, "total_xact_count", "avg_xact_count", "xact_count",                       \
+	  "pgfleet_transactions_total", 1, "Transactions finished, by replica.")                   \
+	X(queries, second, "total_query_count", "avg_query_count", "query_count",                  \
+	  "pgfleet_queries_total", 1, "Queries (and Syncs) answered, by replica.")                 \
+	X(bytes_recv, second, "total_received", "avg_recv", "bytes_received",                      \
+	  "pgfleet_received_bytes_total", 1, "Bytes from clients passed to the replica.")          \
+	X(bytes_sent, second, "total_sent", "avg_sent", "bytes_sent", "pgfleet_sent_bytes_total",  \
+	  1, "Bytes from the replica passed to clients.")                                          \
+	X(xact_us, xacts, "total_xact_time", "avg_xact_time", "xact_time",                         \
+	  "pgfleet_transaction_seconds_total", 1e-6, "Time spent in transactions.")                \
+	X(query_us, queries, "total_query_time", "avg_query_time", "query_time",                   \
+	  "pgfleet_query_seconds_total", 1e-6, "Time spent in queries.")                           \
+	X(wait_us, assignments, "total_wait_time", "avg_wait_time", "wait_time",                   \
+	  "pgfleet_client_wait_seconds_total", 1e-6,                                               \
+	  "Time clients waited for a server connection of the replica.")                           \
+	X(assignments, second, NULL, NULL, NULL, NULL, 1, "Server connections handed to clients.")
+
+/* STATS_F_xacts, ...: each counter's index; STATS_F_second = "per second". */
+enum stats_field {
+	STATS_F_second = -1,
+#define STATS_ENUM(field, per, tc, ac, vc, fam, scale, help) STATS_F_##field,
+	STATS_COUNTERS(STATS_ENUM)
+#undef STATS_ENUM
+	STATS_NFIELDS
+};
+
+/* Monotonic totals; fields in STATS_COUNTERS order. */
 struct stats {
-	uint64_t xacts;      /* transactions (ReadyForQuery 'I' after work) */
-	uint64_t queries;    /* ReadyForQuery answers (queries and Syncs) */
-	uint64_t bytes_recv; /* from clients, to servers */
-	uint64_t bytes_sent; /* from servers, to clients */
-	uint64_t xact_us;    /* time in transaction */
-	uint64_t query_us;   /* time in query */
-	uint64_t wait_us;    /* time clients waited for a server connection */
-	uint64_t assignments; /* server connections handed to clients */
+#define STATS_MEMBER(field, per, tc, ac, vc, fam, scale, help) uint64_t field;
+	STATS_COUNTERS(STATS_MEMBER)
+#undef STATS_MEMBER
 };
 
 /* Per-second averages over the last stats_period (SHOW STATS avg_*; times
- * in microseconds per transaction / query, as PgBouncer). */
+ * in microseconds per transaction / query / assignment, as PgBouncer). */
 struct stats_avg {
-	uint64_t xacts, queries, bytes_recv, bytes_sent;
-	uint64_t xact_us, query_us, wait_us, assignments;
+#define STATS_MEMBER(field, per, tc, ac, vc, fam, scale, help) uint64_t field;
+	STATS_COUNTERS(STATS_MEMBER)
+#undef STATS_MEMBER
 };
+_Static_assert(sizeof(struct stats) == STATS_NFIELDS * sizeof(uint64_t), "struct stats is its counters");
+_Static_assert(sizeof(struct stats_avg) == STATS_NFIELDS * sizeof(uint64_t), "one average per counter");
+
+/* The description of one counter, from STATS_COUNTERS (stats_fields[i] for
+ * STATS_F_ i), for code that walks them all (SHOW STATS, /metrics). */
+struct stats_field_info {
+	const char *name;       /* the struct member's name */
+	int per;                /* STATS_F_second or the divisor's index */
+	const char *total_col, *avg_col, *view_col;
+	const char *family;
+	double scale;
+	const char *help;
+};
+extern const struct stats_field_info stats_fields[STATS_NFIELDS];
+
+/* Reads counter i of a struct stats / stats_avg (i = STATS_F_...). */
+static inline uint64_t stats_get(const struct stats *s, int i)
+{
+	return ((const uint64_t *)(const void *)s)[i];
+}
+static inline uint64_t stats_avg_get(const struct stats_avg *a, int i)
+{
+	return ((const uint64_t *)(const void *)a)[i];
+}
+/* to += from, counter by counter (merging replicas, workers). */
+void stats_add(struct stats *to, const struct stats *from);
 
 /* Recording, called by server.c / pool.c / conn.c at the event. */
 void stats_query_done(struct replica *r, double query_s);

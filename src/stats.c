@@ -64,16 +64,19 @@ void stats_bytes(struct replica *r, uint64_t recv, uint64_t sent)
 	r->st.bytes_sent += sent;
 }
 
-static void stats_add(struct stats *to, const struct stats *from)
+const struct stats_field_info stats_fields[STATS_NFIELDS] = {
+#define STATS_INFO(field, per, tc, ac, vc, fam, scale, help)                                       \
+	[STATS_F_##field] = {#field, STATS_F_##per, tc, ac, vc, fam, scale, help},
+	STATS_COUNTERS(STATS_INFO)
+#undef STATS_INFO
+};
+
+void stats_add(struct stats *to, const struct stats *from)
 {
-	to->xacts += from->xacts;
-	to->queries += from->queries;
-	to->bytes_recv += from->bytes_recv;
-	to->bytes_sent += from->bytes_sent;
-	to->xact_us += from->xact_us;
-	to->query_us += from->query_us;
-	to->wait_us += from->wait_us;
-	to->assignments += from->assignments;
+	uint64_t *t = (uint64_t *)(void *)to;
+	const uint64_t *f = (const uint64_t *)(const void *)from;
+	for (int i = 0; i < STATS_NFIELDS; i++)
+		t[i] += f[i];
 }
 
 void stats_database_totals(const struct database *db, struct stats *out)
@@ -105,18 +108,17 @@ static void database_average(struct database *db, double elapsed)
 {
 	struct stats tot;
 	stats_database_totals(db, &tot);
-	const struct stats *p = &db->avg_prev;
-	struct stats_avg *a = &db->avg;
-	uint64_t xacts = delta(tot.xacts, p->xacts), queries = delta(tot.queries, p->queries);
-	uint64_t assigned = delta(tot.assignments, p->assignments);
-	a->xacts = (uint64_t)((double)xacts / elapsed);
-	a->queries = (uint64_t)((double)queries / elapsed);
-	a->bytes_recv = (uint64_t)((double)delta(tot.bytes_recv, p->bytes_recv) / elapsed);
-	a->bytes_sent = (uint64_t)((double)delta(tot.bytes_sent, p->bytes_sent) / elapsed);
-	a->assignments = (uint64_t)((double)assigned / elapsed);
-	a->xact_us = xacts ? delta(tot.xact_us, p->xact_us) / xacts : 0;
-	a->query_us = queries ? delta(tot.query_us, p->query_us) / queries : 0;
-	a->wait_us = assigned ? delta(tot.wait_us, p->wait_us) / assigned : 0;
+	uint64_t d[STATS_NFIELDS];
+	for (int i = 0; i < STATS_NFIELDS; i++)
+		d[i] = delta(stats_get(&tot, i), stats_get(&db->avg_prev, i));
+	uint64_t *a = (uint64_t *)(void *)&db->avg;
+	for (int i = 0; i < STATS_NFIELDS; i++) {
+		int per = stats_fields[i].per;
+		if (per == STATS_F_second)
+			a[i] = (uint64_t)((double)d[i] / elapsed);
+		else
+			a[i] = d[per] ? d[i] / d[per] : 0;
+	}
 	db->avg_prev = tot;
 }
 
