@@ -29,7 +29,6 @@
 /* Values echoed in messages are cut here: a 100 kB line should not become
  * a 100 kB error line. */
 #define ECHO "%.100s"
-#define ERRLEN 512
 
 enum section { SEC_NONE, SEC_DATABASES, SEC_PGFLEET, SEC_USERS, SEC_PEERS, SEC_UNKNOWN };
 
