@@ -1,8 +1,9 @@
 /*
  * config_ini.c: the ini dialect of pgfleet.ini (PgBouncer's).
  *
- * Owns the syntax: sections ([databases], [pgfleet] or [pgbouncer], [users]
- * and [peers]), `key = value` lines with inline comments and double-quoted
+ * Owns the syntax: sections ([databases], [pgfleet] or [pgbouncer]; PgBouncer's
+ * [users] and [peers] load empty, an entry in them is refused because pgfleet
+ * would ignore it), `key = value` lines with inline comments and double-quoted
  * values, %include (relative to the including file, loops and depth
  * refused), the libpq keyword=value syntax of a [databases] entry, and the
  * "file:line: key 'k': why" form of every message about them.
