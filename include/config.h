@@ -1,10 +1,12 @@
 /*
  * config.h: the settings of SPEC.md, the [databases] entries and the users.
  *
- * config.c loads them from a PgBouncer-dialect ini file and the environment
- * (ConfigMap/Secret style), validates every value and reports each problem as
- * one line naming file, line and key.  It never touches sockets or pools: the
- * rest of pgfleet reads a finished `struct config` and, on reload, compares two.
+ * config.c owns the settings table, defaults, value parsing and validation and
+ * the struct's lifecycle; the sources feed it: config_ini.c (the ini file),
+ * config_env.c (the environment, ConfigMap/Secret style) and authfile.c (the
+ * auth_file).  Every problem is reported as one line naming file, line and key
+ * (or the variable).  Nothing here touches sockets or pools: the rest of
+ * pgfleet reads a finished `struct config` and, on reload, compares two.
  */
 #ifndef PGFLEET_CONFIG_H
 #define PGFLEET_CONFIG_H
@@ -102,6 +104,106 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(max_auto_databases, INT, "100")                                                          \
 	X(autodb_idle_timeout, TIME, "3600")
 
+/*
+ * Settings pgfleet accepts but does not implement, in one place: issue 18
+ * (and whoever implements one later) deletes the line.  Never silently
+ * ignored: X(name, type, default, decision, note).
+ *   REFUSE: a value other than the default stops the load (start-up, -t,
+ *           RELOAD/SIGHUP, SET) with "where: key 'name': not implemented...".
+ *   WARN:   accepted with a warning naming it; only for settings whose
+ *           effect no client can see (logging, sockets, PgBouncer internals),
+ *           so that an ordinary pgbouncer.ini still loads.
+ * `type` (STR, INT, BOOL, TIME) says how a value is compared with `default`;
+ * for a name that is also in CONFIG_SETTINGS the two must agree.  `note`
+ * (or NULL) says what pgfleet does instead; it ends the warning line.
+ */
+#define CONFIG_UNIMPLEMENTED(X)                                                                    \
+	/* in CONFIG_SETTINGS (SHOW CONFIG lists them) */                                         \
+	X(min_pool_size, INT, "0", WARN,                                                           \
+	  "idle server connections are kept down to it, none is opened in advance")               \
+	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
+	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
+	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", REFUSE, NULL) \
+	X(auth_user, STR, "", REFUSE, NULL)                                                        \
+	/* PgBouncer's, not in CONFIG_SETTINGS: limits and behaviour clients see */               \
+	X(auth_dbname, STR, "", REFUSE, NULL)                                                      \
+	X(disable_pqexec, BOOL, "0", REFUSE, NULL)                                                 \
+	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
+	X(max_user_client_connections, INT, "0", REFUSE, NULL)                                     \
+	X(max_user_connections, INT, "0", REFUSE, NULL)                                            \
+	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
+	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
+	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
+	X(client_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
+	X(server_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
+	X(server_tls_cert_file, STR, "", REFUSE, NULL)                                             \
+	X(server_tls_key_file, STR, "", REFUSE, NULL)                                              \
+	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
+	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
+	X(user, STR, "", REFUSE, NULL)                                                             \
+	/* PgBouncer's, no effect a client sees: warned */                                        \
+	X(application_name_add_host, BOOL, "0", WARN, NULL)                                        \
+	X(auth_hba_file, STR, "", WARN, "auth_type = hba is refused")                              \
+	X(auth_ident_file, STR, "", WARN, "auth_type = hba is refused")                            \
+	X(cancel_wait_timeout, TIME, "10", WARN, NULL)                                             \
+	X(client_tls13_ciphers, STR, "", WARN, "OpenSSL's default TLS 1.3 suites")                 \
+	X(client_tls_ciphers, STR, "default", WARN, "OpenSSL's default cipher list")               \
+	X(client_tls_dheparams, STR, "auto", WARN, NULL)                                           \
+	X(client_tls_ecdhcurve, STR, "auto", WARN, NULL)                                           \
+	X(conffile, STR, "", WARN, NULL)                                                           \
+	X(dns_zone_check_period, TIME, "0", WARN, "names are re-resolved by TTL (dns_max_ttl)")   \
+	X(ignore_startup_parameters, STR, "", WARN,                                                \
+	  "startup parameters pgfleet does not track are always ignored")                         \
+	X(job_name, STR, "", WARN, NULL)                                                           \
+	X(listen_backlog, INT, "128", WARN, NULL)                                                  \
+	X(log_pooler_errors, BOOL, "1", WARN, NULL)                                                \
+	X(log_stats, BOOL, "1", WARN, "see SHOW STATS and /metrics")                               \
+	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
+	X(pidfile, STR, "", WARN, NULL)                                                            \
+	X(pkt_buf, INT, "4096", WARN, NULL)                                                        \
+	X(query_wait_notify, TIME, "5", WARN, NULL)                                                \
+	X(reserve_pool_timeout, TIME, "5", WARN, "reserve_pool_size is refused")                   \
+	X(sbuf_loopcnt, INT, "5", WARN, NULL)                                                      \
+	X(server_check_delay, TIME, "30", WARN, "health checks run every health_check_period")    \
+	X(server_check_query, STR, "select 1", WARN, "health checks run every health_check_period") \
+	X(server_fast_close, BOOL, "0", WARN, NULL)                                                \
+	X(server_tls13_ciphers, STR, "", WARN, "OpenSSL's default TLS 1.3 suites")                 \
+	X(server_tls_ciphers, STR, "default", WARN, "OpenSSL's default cipher list")               \
+	X(service_name, STR, "", WARN, NULL)                                                       \
+	X(suspend_timeout, TIME, "10", WARN, NULL)                                                 \
+	X(syslog, BOOL, "0", WARN, "pgfleet logs to stderr")                                       \
+	X(syslog_facility, STR, "daemon", WARN, "pgfleet logs to stderr")                          \
+	X(syslog_ident, STR, "pgbouncer", WARN, "pgfleet logs to stderr")                          \
+	X(tcp_defer_accept, INT, "1", WARN, NULL)                                                  \
+	X(tcp_keepalive, BOOL, "1", WARN, "keepalive is always on, with the kernel's timings")    \
+	X(tcp_keepcnt, INT, "0", WARN, "keepalive is always on, with the kernel's timings")       \
+	X(tcp_keepidle, INT, "0", WARN, "keepalive is always on, with the kernel's timings")      \
+	X(tcp_keepintvl, INT, "0", WARN, "keepalive is always on, with the kernel's timings")     \
+	X(tcp_socket_buffer, INT, "0", WARN, NULL)                                                 \
+	X(tcp_user_timeout, INT, "0", WARN, NULL)                                                  \
+	X(verbose, INT, "0", WARN, "use -v")
+
+/*
+ * The same for a [databases] entry's parameters.  A NULL default means any
+ * value counts as set (the parameter has no "off" value).
+ */
+#define CONFIG_DB_UNIMPLEMENTED(X)                                                                 \
+	X(application_name, STR, NULL, REFUSE, NULL)                                               \
+	X(auth_dbname, STR, NULL, REFUSE, NULL)                                                    \
+	X(auth_query, STR, NULL, REFUSE, NULL)                                                     \
+	X(auth_user, STR, NULL, REFUSE, NULL)                                                      \
+	X(client_encoding, STR, NULL, REFUSE, NULL)                                                \
+	X(connect_query, STR, NULL, REFUSE, NULL)                                                  \
+	X(datestyle, STR, NULL, REFUSE, NULL)                                                      \
+	X(timezone, STR, NULL, REFUSE, NULL)                                                       \
+	X(load_balance_hosts, STR, "round-robin", REFUSE, NULL)                                    \
+	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
+	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
+	X(reserve_pool, INT, "0", REFUSE, NULL)                                                    \
+	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
+	X(min_pool_size, INT, "0", WARN, "only the global min_pool_size applies")                 \
+	X(server_lifetime, TIME, NULL, WARN, "the global server_lifetime applies")
+
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT long long
 #define CFG_CTYPE_BOOL bool
@@ -144,6 +246,11 @@ struct config {
 	struct user_entry *users;
 	size_t n_users;
 	char *path; /* the main config file, NULL when configured from the environment */
+	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
+	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The
+	 * caller logs them (config.c never logs). */
+	char **warnings;
+	size_t n_warnings;
 };
 
 /* Called once per problem with a complete one-line message, e.g.
@@ -178,5 +285,60 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 /* Names for enum values ("transaction", "scram-sha-256", ...). */
 const char *config_pool_mode_name(int mode);
 const char *config_tsa_name(int tsa);
+
+/*
+ * ---- For the configuration's sources only: config_ini.c, config_env.c,
+ * authfile.c.  A source reads its text and hands each value to the loader,
+ * which parses, validates, stores it and remembers where it came from; every
+ * problem becomes one report line.  A source must not write `struct config`
+ * fields itself except through these functions (databases and users are
+ * added here, then filled by config_db_set_param / as given).
+ */
+struct config_loader; /* one config_load in progress */
+
+struct config *config_loader_config(struct config_loader *l);
+/* One error line (control characters become '?'); the load will fail. */
+void config_loader_report(struct config_loader *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* One warning line, kept in cfg->warnings; the load does not fail. */
+void config_loader_warn(struct config_loader *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* A copy of `name` that lives until the load ends (origins point at it). */
+const char *config_loader_keep_name(struct config_loader *l, const char *name);
+/* The main file could not be read: later "no databases" lines would only repeat it. */
+void config_loader_set_unreadable(struct config_loader *l);
+/* An empty DB_PASSWORD was reported: "auth_type needs users" would repeat it. */
+void config_loader_set_empty_password(struct config_loader *l);
+
+/* The setting's index, or -1 (case-insensitive, as PgBouncer). */
+int config_setting_find(const char *name);
+/* Is `name` a key pgfleet accepts: a setting or a CONFIG_UNIMPLEMENTED entry? */
+bool config_setting_known(const char *name);
+/* `key = text` from file:line ([pgfleet]/[pgbouncer]); `file` must live until
+ * the load ends (config_loader_keep_name). */
+void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
+			    const char *file, int line);
+/* Setting `idx` from environment variable `var`. */
+void config_loader_set_env(struct config_loader *l, size_t idx, const char *var, const char *text);
+
+/* A new [databases] entry with every optional field unset. */
+struct db_config *config_db_add(struct config *cfg, const char *name, const char *file, int line);
+/* One key=value of an entry defined at file:line; reports what is wrong,
+ * refused or warned with the entry's name. */
+void config_db_set_param(struct config_loader *l, struct db_config *db, const char *key,
+			 const char *value, const char *file, int line);
+/* Adds a user or replaces its password (the last definition wins). */
+void config_user_add(struct config *cfg, const char *name, const char *password);
+
+/* Checks shared with the sources; false with the reason in `err`. */
+bool config_parse_int(const char *s, long long min, long long max, long long *out, char *err,
+		      size_t errlen) __attribute__((warn_unused_result));
+bool config_check_host(const char *h, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Allocation that aborts on failure (a few kB of configuration). */
+void *config_xrealloc(void *p, size_t n);
+char *config_xstrdup(const char *s);
+/* Overwrites, then frees, a string that may hold a secret. */
+void config_free_secret(char *s);
 
 #endif

@@ -1,16 +1,20 @@
 /*
- * config.c: loading and validating pgfleet's configuration.
+ * config.c: the settings table and everything about a value.
  *
- * Owns the PgBouncer-dialect ini reader (%include, inline comments, quoted
- * values), the environment overrides (PGFLEET_<NAME>, the edoburu/pgbouncer
- * names, DB_HOST/DB_USER), the auth_file reader and every check on a value.
- * Each problem goes to the caller's report callback as one line naming where
- * it came from.  Nothing here logs, exits or keeps global state, so the same
- * code serves start-up, `-t`, SIGHUP reload and the admin console's SET.
+ * Owns the settings table generated from CONFIG_SETTINGS (names, types,
+ * defaults, ranges), parsing and validating each value, the rules that tie
+ * settings together, [databases] entry parameters, the list of settings that
+ * are accepted but not implemented (CONFIG_UNIMPLEMENTED: refused or warned
+ * about, never silently ignored), the struct config lifecycle (load, free,
+ * look-ups, SHOW CONFIG text, SET) and the loader the sources feed.
  *
- * The settings table comes from CONFIG_SETTINGS in config.h: the struct
- * fields, the parser, SHOW CONFIG's text and the environment names are all
- * generated from it, so a new setting is one line there and nothing here.
+ * The sources are modules of their own: config_ini.c (the ini dialect),
+ * config_env.c (environment variables), authfile.c (auth_file).  config_load
+ * runs them in order; each hands values here with where they came from.
+ *
+ * Must not: log, exit or keep global state (the same code serves start-up,
+ * `-t`, SIGHUP reload and the admin console's SET), know the ini syntax or
+ * variable names (the sources' business), echo a secret in a message.
  */
 #include "config.h"
 
@@ -22,18 +26,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
-/* PgBouncer has no limit; ten levels is more than any real layout needs and
- * stops a runaway chain long before the stack or the fd table suffers. */
-#define INCLUDE_DEPTH_MAX 10
+#include "authfile.h"
+#include "config_env.h"
+#include "config_ini.h"
+
 /* ~31 years: every timeout stays representable in a struct timeval. */
 #define TIME_MAX_SECONDS 1e9
 /* Values echoed in messages are cut here: a 100 kB line should not become
  * a 100 kB error line. */
 #define ECHO "%.100s"
 #define ERRLEN 512
-
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 enum stype { T_STR, T_INT, T_BOOL, T_TIME, T_POOLMODE, T_AUTHTYPE, T_LB, T_LOGFMT, T_TLSMODE };
 
 struct setting {
@@ -110,8 +114,11 @@ static const struct {
 	const char *name;
 	long long min, max;
 } int_ranges[] = {
-    {"listen_port", 1, 65535},         {"max_client_conn", 1, INT_MAX},    {"workers", 1, 64},
-    {"default_pool_size", 1, INT_MAX}, {"max_packet_size", 1024, INT_MAX},
+    {"listen_port", 1, 65535},
+    {"max_client_conn", 1, INT_MAX},
+    {"workers", 1, 64},
+    {"default_pool_size", 1, INT_MAX},
+    {"max_packet_size", 1024, INT_MAX},
     /* Per-client memory: a byte budget and a back-pressure mark are never off;
      * the mark stays far enough below 2 GiB (wbuf_need's limit) that what one
      * pass adds past it (at most a couple of 1 MB messages) always fits. */
@@ -132,89 +139,23 @@ static const struct {
     {"health_check_max_logins", 1, 10000},
 };
 
-/*
- * [pgbouncer] keys pgfleet has no use for.  They are accepted silently so
- * that an existing pgbouncer.ini loads unchanged; anything else unknown is an
- * error, because a misspelt setting that is silently ignored is worse.
- */
-static const char *const pgbouncer_ignored_keys[] = {
-    "application_name_add_host",
-    "auth_dbname",
-    "auth_hba_file",
-    "auth_ident_file",
-    "cancel_wait_timeout",
-    "client_tls13_ciphers",
-    "client_tls_ciphers",
-    "client_tls_dheparams",
-    "client_tls_ecdhcurve",
-    "client_tls_protocols",
-    "conffile",
-    "disable_pqexec",
-    "ignore_startup_parameters",
-    "dns_zone_check_period",
-    "job_name",
-    "listen_backlog",
-    "log_pooler_errors",
-    "log_stats",
-    "logfile",
-    "max_db_client_connections",
-    "max_user_client_connections",
-    "max_user_connections",
-    "peer_id",
-    "pidfile",
-    "pkt_buf",
-    "query_wait_notify",
-    "reserve_pool_timeout",
-    "resolv_conf",
-    "sbuf_loopcnt",
-    "server_check_delay",
-    "server_check_query",
-    "server_fast_close",
-    "server_tls13_ciphers",
-    "server_tls_cert_file",
-    "server_tls_ciphers",
-    "server_tls_key_file",
-    "server_tls_protocols",
-    "service_name",
-    "suspend_timeout",
-    "syslog",
-    "syslog_facility",
-    "syslog_ident",
-    "tcp_defer_accept",
-    "tcp_keepalive",
-    "tcp_keepcnt",
-    "tcp_keepidle",
-    "tcp_keepintvl",
-    "tcp_socket_buffer",
-    "tcp_user_timeout",
-    "track_extra_parameters",
-    "unix_socket_group",
-    "unix_socket_mode",
-    "user",
-    "verbose",
-    NULL,
+/* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
+
+enum unimpl_decision { REFUSE, WARN };
+
+struct unimplemented {
+	const char *name;
+	enum stype type; /* T_STR, T_INT, T_BOOL or T_TIME: how values compare */
+	const char *def; /* NULL: any value counts as set */
+	enum unimpl_decision decision;
+	const char *note; /* what pgfleet does instead, or NULL */
 };
 
-/* Per-database keys of PgBouncer that pgfleet accepts and ignores. */
-static const char *const db_ignored_keys[] = {
-    "application_name",          "auth_dbname",        "auth_query",    "auth_user",
-    "client_encoding",           "connect_query",      "datestyle",     "load_balance_hosts",
-    "max_db_client_connections", "max_db_connections", "min_pool_size", "reserve_pool",
-    "reserve_pool_size",         "server_lifetime",    "timezone",      NULL,
-};
-
-/* The edoburu/pgbouncer image's names; PGFLEET_<NAME> wins over these. */
-static const struct {
-	const char *var;
-	size_t idx;
-} env_aliases[] = {
-    {"POOL_MODE", IDX_pool_mode},
-    {"SERVER_RESET_QUERY", IDX_server_reset_query},
-    {"MAX_CLIENT_CONN", IDX_max_client_conn},
-    {"DEFAULT_POOL_SIZE", IDX_default_pool_size},
-    {"LISTEN_PORT", IDX_listen_port},
-    {"AUTH_TYPE", IDX_auth_type},
-    {"ADMIN_USERS", IDX_admin_users},
+static const struct unimplemented unimplemented[] = {
+#define UNIMPL_ROW(name, type, def, decision, note) {#name, T_##type, def, decision, note},
+    CONFIG_UNIMPLEMENTED(UNIMPL_ROW)};
+static const struct unimplemented db_unimplemented[] = {CONFIG_DB_UNIMPLEMENTED(UNIMPL_ROW)
+#undef UNIMPL_ROW
 };
 
 union value {
@@ -232,9 +173,7 @@ struct origin {
 	const char *env; /* the variable's name, NULL: not from the environment */
 };
 
-enum section { SEC_NONE, SEC_DATABASES, SEC_PGFLEET, SEC_IGNORED, SEC_UNKNOWN };
-
-struct loader {
+struct config_loader {
 	struct config *cfg;
 	config_report_fn report;
 	void *arg;
@@ -245,14 +184,9 @@ struct loader {
 	struct origin origin[N_SETTINGS];
 	char **names; /* file and variable names that origins point to */
 	size_t n_names;
-	char *open[INCLUDE_DEPTH_MAX + 1]; /* real paths of the files being read, main first */
-	int depth;
-	enum section section;
 };
 
-/* Out of memory while loading a few kilobytes of configuration is not
- * something to recover from (Redis' zmalloc takes the same view). */
-static void *xrealloc(void *p, size_t n)
+void *config_xrealloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
 	if (!q) {
@@ -262,13 +196,13 @@ static void *xrealloc(void *p, size_t n)
 	return q;
 }
 
-static char *xstrdup(const char *s)
+char *config_xstrdup(const char *s)
 {
 	size_t n = strlen(s) + 1;
-	return memcpy(xrealloc(NULL, n), s, n);
+	return memcpy(config_xrealloc(NULL, n), s, n);
 }
 
-static void free_secret(char *s)
+void config_free_secret(char *s)
 {
 	if (s) {
 		explicit_bzero(s, strlen(s));
@@ -283,20 +217,6 @@ static char *skip_ws(const char *s)
 	return (char *)s;
 }
 
-static void rtrim(char *s)
-{
-	size_t n = strlen(s);
-	while (n > 0 && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
-}
-
-static char *trim(char *s)
-{
-	s = skip_ws(s);
-	rtrim(s);
-	return s;
-}
-
 static bool in_list(const char *const *list, const char *s)
 {
 	for (; *list; list++)
@@ -305,7 +225,7 @@ static bool in_list(const char *const *list, const char *s)
 	return false;
 }
 
-static int find_setting(const char *name)
+int config_setting_find(const char *name)
 {
 	for (size_t i = 0; i < N_SETTINGS; i++)
 		if (strcasecmp(settings[i].name, name) == 0)
@@ -514,7 +434,7 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 				return false;
 			}
 		}
-		v->s = xstrdup(text);
+		v->s = config_xstrdup(text);
 		return true;
 	case T_INT:
 		int_range(st->name, &min, &max);
@@ -560,7 +480,7 @@ static void store_value(struct config *cfg, size_t idx, const union value *v)
 {
 	if (settings[idx].type == T_STR) {
 		char **field = (char **)((char *)cfg + settings[idx].off);
-		free_secret(*field);
+		config_free_secret(*field);
 	}
 	put_value(cfg, idx, v);
 }
@@ -608,55 +528,94 @@ static void set_defaults(struct config *cfg)
 
 /* ---- reporting ---- */
 
-static void report(struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One line, whatever an environment value contained; NULL on a format error. */
+static char *format_line(char *small, size_t smallsz, const char *fmt, va_list ap)
+{
+	va_list again;
+	va_copy(again, ap);
+	int n = vsnprintf(small, smallsz, fmt, ap);
+	char *msg = small;
+	if (n >= 0 && (size_t)n >= smallsz) {
+		msg = config_xrealloc(NULL, (size_t)n + 1);
+		vsnprintf(msg, (size_t)n + 1, fmt, again);
+	}
+	va_end(again);
+	if (n < 0)
+		return NULL;
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return msg;
+}
 
-static void report(struct loader *l, const char *fmt, ...)
+void config_loader_report(struct config_loader *l, const char *fmt, ...)
 {
 	char small[ERRLEN];
-	char *msg = small;
 	va_list ap;
 
 	l->errors++;
 	va_start(ap, fmt);
-	int n = vsnprintf(small, sizeof small, fmt, ap);
+	char *msg = format_line(small, sizeof small, fmt, ap);
 	va_end(ap);
-	if (n < 0)
+	if (!msg)
 		return;
-	if ((size_t)n >= sizeof small) {
-		msg = xrealloc(NULL, (size_t)n + 1);
-		va_start(ap, fmt);
-		vsnprintf(msg, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-	}
-	/* one line, whatever an environment value contained */
-	for (char *p = msg; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
 	if (l->report)
 		l->report(l->arg, msg);
 	if (msg != small)
 		free(msg);
 }
 
-/* A name that origins and db entries may point at until the load ends. */
-static const char *keep_name(struct loader *l, const char *name)
+void config_loader_warn(struct config_loader *l, const char *fmt, ...)
 {
-	l->names = xrealloc(l->names, (l->n_names + 1) * sizeof *l->names);
-	l->names[l->n_names] = xstrdup(name);
+	char small[ERRLEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	char *msg = format_line(small, sizeof small, fmt, ap);
+	va_end(ap);
+	if (!msg)
+		return;
+	struct config *cfg = l->cfg;
+	cfg->warnings =
+	    config_xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
+	cfg->warnings[cfg->n_warnings++] = msg == small ? config_xstrdup(small) : msg;
+}
+
+struct config *config_loader_config(struct config_loader *l)
+{
+	return l->cfg;
+}
+
+void config_loader_set_unreadable(struct config_loader *l)
+{
+	l->main_unreadable = true;
+}
+
+void config_loader_set_empty_password(struct config_loader *l)
+{
+	l->empty_env_password = true;
+}
+
+/* A name that origins and db entries may point at until the load ends. */
+const char *config_loader_keep_name(struct config_loader *l, const char *name)
+{
+	l->names = config_xrealloc(l->names, (l->n_names + 1) * sizeof *l->names);
+	l->names[l->n_names] = config_xstrdup(name);
 	return l->names[l->n_names++];
 }
 
 /* "where: key 'name': why", where being the place the value was set. */
-static void report_setting(struct loader *l, size_t idx, const char *why)
+static void report_setting(struct config_loader *l, size_t idx, const char *why)
 {
 	const struct origin *o = &l->origin[idx];
 	if (o->env)
-		report(l, "environment: %s: %s", o->env, why);
+		config_loader_report(l, "environment: %s: %s", o->env, why);
 	else if (o->file)
-		report(l, "%s:%d: key '%s': %s", o->file, o->line, settings[idx].name, why);
+		config_loader_report(l, "%s:%d: key '%s': %s", o->file, o->line, settings[idx].name,
+		                     why);
 	else
-		report(l, "%s: key '%s' (default): %s", l->path ? l->path : "environment",
-		       settings[idx].name, why);
+		config_loader_report(l, "%s: key '%s' (default): %s",
+		                     l->path ? l->path : "environment", settings[idx].name, why);
 }
 
 /*
@@ -690,119 +649,184 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 
 static void emit_report(void *ctx, size_t idx, const char *why)
 {
-	struct loader *l = ctx;
+	struct config_loader *l = ctx;
 	if (idx == IDX_auth_type && l->empty_env_password && l->cfg->n_users == 0)
 		return; /* one line for one mistake: the empty password said it */
 	report_setting(ctx, idx, why);
 }
 
-/* ---- the ini reader ---- */
+/* ---- accepted but not implemented ---- */
 
-/*
- * Cuts an inline comment: ';' or '#' after whitespace, outside quotes.  In a
- * [databases] value the quotes are libpq's ('...' with backslash escapes);
- * elsewhere they are the ini's double quotes.
- */
-static void cut_comment(char *s, bool libpq)
+static const struct unimplemented *find_unimplemented(const struct unimplemented *list, size_t n,
+                                                      const char *name)
 {
-	bool quoted = false;
-	for (char *p = s; *p; p++) {
-		if (quoted) {
-			if (libpq && *p == '\\' && p[1])
-				p++;
-			else if (*p == (libpq ? '\'' : '"'))
-				quoted = false;
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(list[i].name, name) == 0)
+			return &list[i];
+	return NULL;
+}
+
+#define UNIMPL(name) find_unimplemented(unimplemented, ARRAY_LEN(unimplemented), name)
+#define DB_UNIMPL(name) find_unimplemented(db_unimplemented, ARRAY_LEN(db_unimplemented), name)
+
+/* Is `text` the entry's default?  A value that does not parse is not. */
+static bool unimpl_is_default(const struct unimplemented *u, const char *text)
+{
+	char err[ERRLEN];
+	long long a, b;
+	bool x, y;
+	double s, t;
+
+	if (!u->def)
+		return false;
+	switch (u->type) {
+	case T_INT:
+		return parse_int(text, LLONG_MIN, LLONG_MAX, &a, err, sizeof err) &&
+		       parse_int(u->def, LLONG_MIN, LLONG_MAX, &b, err, sizeof err) && a == b;
+	case T_BOOL:
+		return parse_bool(text, &x, err, sizeof err) &&
+		       parse_bool(u->def, &y, err, sizeof err) && x == y;
+	case T_TIME:
+		return parse_time(text, &s, err, sizeof err) &&
+		       parse_time(u->def, &t, err, sizeof err) && s == t;
+	default:
+		return strcasecmp(text, u->def) == 0;
+	}
+}
+
+/* Is setting `idx`'s value in `cfg` its default? */
+static bool setting_is_default(const struct config *cfg, size_t idx)
+{
+	char now[ERRLEN], def[ERRLEN], err[ERRLEN];
+	union value v;
+	struct config tmp;
+
+	memset(&tmp, 0, sizeof tmp);
+	if (!parse_value(idx, settings[idx].def, &v, err, sizeof err))
+		return false;
+	put_value(&tmp, idx, &v);
+	format_value(&tmp, idx, def, sizeof def);
+	if (settings[idx].type == T_STR)
+		free(v.s);
+	format_value(cfg, idx, now, sizeof now);
+	return strcmp(now, def) == 0;
+}
+
+/* "not implemented by pgfleet yet; remove it or set it to 0 (its default)" */
+static void refusal(const struct unimplemented *u, char *buf, size_t len)
+{
+	if (!u->def)
+		snprintf(buf, len, "not implemented by pgfleet yet; remove it");
+	else if (!*u->def)
+		snprintf(buf, len,
+		         "not implemented by pgfleet yet; remove it (its default is empty)");
+	else
+		snprintf(buf, len,
+		         "not implemented by pgfleet yet; remove it or set it to %s (its "
+		         "default)",
+		         u->def);
+}
+
+/* "not implemented by pgfleet, ignored (pgfleet logs to stderr)" */
+static void warning(const struct unimplemented *u, char *buf, size_t len)
+{
+	snprintf(buf, len, "not implemented by pgfleet, ignored%s%s%s", u->note ? " (" : "",
+	         u->note ? u->note : "", u->note ? ")" : "");
+}
+
+/* The CONFIG_SETTINGS entries of CONFIG_UNIMPLEMENTED, once every source
+ * has spoken: named where their value came from. */
+static void check_unimplemented(struct config_loader *l)
+{
+	char why[ERRLEN];
+
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const struct unimplemented *u = UNIMPL(settings[i].name);
+		if (!u || setting_is_default(l->cfg, i))
+			continue;
+		if (u->decision == REFUSE) {
+			refusal(u, why, sizeof why);
+			report_setting(l, i, why);
 			continue;
 		}
-		if (*p == (libpq ? '\'' : '"'))
-			quoted = true;
-		else if ((*p == ';' || *p == '#') && (p == s || isspace((unsigned char)p[-1]))) {
-			*p = '\0';
-			return;
-		}
+		warning(u, why, sizeof why);
+		const struct origin *o = &l->origin[i];
+		if (o->env)
+			config_loader_warn(l, "environment: %s: %s", o->env, why);
+		else
+			config_loader_warn(l, "%s:%d: key '%s': %s", o->file ? o->file : "?",
+			                   o->line, settings[i].name, why);
 	}
 }
 
-/* In place: `"text"` -> text, with "" standing for one quote.  On return
- * *pp points after the closing quote; NULL when the quote is not closed. */
-static char *unquote(char **pp)
+bool config_setting_known(const char *name)
 {
-	char *s = *pp, *r = s + 1, *w = s;
-	for (;;) {
-		if (!*r)
-			return NULL;
-		if (*r == '"') {
-			if (r[1] == '"') {
-				*w++ = '"';
-				r += 2;
-				continue;
-			}
-			r++;
-			break;
-		}
-		*w++ = *r++;
-	}
-	*w = '\0'; /* w < r: the rest of the line is untouched */
-	*pp = r;
-	return s;
+	return config_setting_find(name) >= 0 || UNIMPL(name) != NULL;
 }
 
-/* The value part of `key = value`: comment cut, trimmed, unquoted. */
-static char *clean_value(char *raw, bool libpq, const char **why)
+void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
+                            const char *file, int lineno)
 {
-	cut_comment(raw, libpq);
-	char *v = trim(raw);
-	if (*v != '"')
-		return v;
-	char *p = v;
-	if (!unquote(&p)) {
-		*why = "unterminated quoted value";
-		return NULL;
-	}
-	if (*skip_ws(p)) {
-		*why = "unexpected text after the closing quote";
-		return NULL;
-	}
-	return v;
-}
-
-static void file_setting(struct loader *l, const char *file, int lineno, const char *key, char *raw)
-{
-	const char *why = NULL;
 	char err[ERRLEN];
 	union value v;
 
-	int idx = find_setting(key);
+	int idx = config_setting_find(key);
 	if (idx < 0) {
-		if (!in_list(pgbouncer_ignored_keys, key))
-			report(l, "%s:%d: key '%s': unknown setting", file, lineno, key);
-		return;
-	}
-	char *text = clean_value(raw, false, &why);
-	if (!text) {
-		report(l, "%s:%d: key '%s': %s", file, lineno, key, why);
+		/* PgBouncer's own: judged now, nothing is stored */
+		const struct unimplemented *u = UNIMPL(key);
+		if (!u) {
+			config_loader_report(l, "%s:%d: key '%s': unknown setting", file, lineno,
+			                     key);
+			return;
+		}
+		if (unimpl_is_default(u, text))
+			return;
+		if (u->decision == REFUSE) {
+			refusal(u, err, sizeof err);
+			config_loader_report(l, "%s:%d: key '%s': %s", file, lineno, key, err);
+		} else {
+			warning(u, err, sizeof err);
+			config_loader_warn(l, "%s:%d: key '%s': %s", file, lineno, key, err);
+		}
 		return;
 	}
 	if (!parse_value((size_t)idx, text, &v, err, sizeof err)) {
-		report(l, "%s:%d: key '%s': %s", file, lineno, key, err);
+		config_loader_report(l, "%s:%d: key '%s': %s", file, lineno, key, err);
 		return;
 	}
 	store_value(l->cfg, (size_t)idx, &v);
 	l->origin[idx] = (struct origin){file, lineno, NULL};
 }
 
-static struct db_config *add_db(struct config *cfg, const char *name, const char *file, int line)
+void config_loader_set_env(struct config_loader *l, size_t idx, const char *var, const char *text)
 {
-	cfg->dbs = xrealloc(cfg->dbs, (cfg->n_dbs + 1) * sizeof *cfg->dbs);
+	char err[ERRLEN];
+	union value v;
+
+	if (idx >= N_SETTINGS)
+		return;
+	if (parse_value(idx, text, &v, err, sizeof err)) {
+		store_value(l->cfg, idx, &v);
+		l->origin[idx] = (struct origin){NULL, 0, config_loader_keep_name(l, var)};
+	} else {
+		config_loader_report(l, "environment: %s: %s", var, err);
+	}
+}
+
+/* ---- [databases] entries ---- */
+
+struct db_config *config_db_add(struct config *cfg, const char *name, const char *file, int line)
+{
+	cfg->dbs = config_xrealloc(cfg->dbs, (cfg->n_dbs + 1) * sizeof *cfg->dbs);
 	struct db_config *db = &cfg->dbs[cfg->n_dbs++];
 	*db = (struct db_config){
-	    .name = xstrdup(name),
+	    .name = config_xstrdup(name),
 	    .port = 5432,
 	    .pool_size = -1,
 	    .pool_mode = -1,
 	    .tsa = TSA_ANY,
 	    .max_replica_lag = -1,
-	    .file = xstrdup(file),
+	    .file = config_xstrdup(file),
 	    .line = line,
 	};
 	return db;
@@ -810,8 +834,8 @@ static struct db_config *add_db(struct config *cfg, const char *name, const char
 
 static void replace_str(char **field, const char *v, bool empty_is_null)
 {
-	free_secret(*field);
-	*field = (empty_is_null && !*v) ? NULL : xstrdup(v);
+	config_free_secret(*field);
+	*field = (empty_is_null && !*v) ? NULL : config_xstrdup(v);
 }
 
 /* One key=value of a database's connection string; false with `err`. */
@@ -852,7 +876,7 @@ static bool db_param(struct db_config *db, const char *key, const char *v, char 
 		if (!parse_time(v, &t, verr, sizeof verr))
 			goto bad;
 		db->max_replica_lag = t;
-	} else if (!in_list(db_ignored_keys, key)) {
+	} else {
 		snprintf(err, errlen, "unknown parameter '" ECHO "'", key);
 		return false;
 	}
@@ -862,459 +886,54 @@ bad:
 	return false;
 }
 
-/*
- * `name = host=... port=... password='it''s'`: libpq's keyword/value syntax
- * (whitespace-separated, values in single quotes with \' and \\ escapes).
- * Every bad parameter is reported; the entry is kept so that later checks do
- * not pile "no databases" on top of the real problem.
- */
-static void file_database(struct loader *l, const char *file, int lineno, const char *name,
-                          char *raw)
+void config_db_set_param(struct config_loader *l, struct db_config *db, const char *key,
+                         const char *value, const char *file, int lineno)
 {
-	const char *why = NULL;
 	char err[ERRLEN];
-	struct config *cfg = l->cfg;
+	const struct unimplemented *u = DB_UNIMPL(key);
 
-	for (size_t i = 0; i < cfg->n_dbs; i++) {
-		if (strcmp(cfg->dbs[i].name, name) == 0) {
-			report(l, "%s:%d: key '%s': duplicate database (first defined at %s:%d)",
-			       file, lineno, name, cfg->dbs[i].file, cfg->dbs[i].line);
-			return;
-		}
-	}
-	char *p = clean_value(raw, true, &why);
-	if (!p) {
-		report(l, "%s:%d: key '%s': %s", file, lineno, name, why);
+	if (!u) {
+		if (!db_param(db, key, value, err, sizeof err))
+			config_loader_report(l, "%s:%d: key '%s': %s", file, lineno, db->name, err);
 		return;
 	}
-	struct db_config *db = add_db(cfg, name, file, lineno);
-	const char *prev = NULL; /* the last parameter name, never its value */
-	bool saw_host = false;   /* a bad host= was reported already */
-
-	for (;;) {
-		p = skip_ws(p);
-		if (!*p)
-			break;
-		char *key = p;
-		while (*p && *p != '=' && !isspace((unsigned char)*p))
-			p++;
-		char *kend = p;
-		p = skip_ws(p);
-		if (*p != '=') {
-			/* echo a word only when it cannot be a piece of a password */
-			if (prev)
-				report(
-				    l,
-				    "%s:%d: key '%s': text without '=' after parameter '%s' (quote "
-				    "values that contain spaces)",
-				    file, lineno, name, prev);
-			else
-				report(l, "%s:%d: key '%s': expected key=value, got '" ECHO "'",
-				       file, lineno, name, key);
-			return;
-		}
-		*kend = '\0';
-		p = skip_ws(p + 1);
-		if (!*key) {
-			report(l, "%s:%d: key '%s': missing parameter name before '='", file,
-			       lineno, name);
-			return;
-		}
-
-		char *w = p, *val = p;
-		if (*p == '\'') {
-			val = w = ++p;
-			for (;;) {
-				if (!*p) {
-					report(
-					    l,
-					    "%s:%d: key '%s': unterminated quoted value for '" ECHO
-					    "'",
-					    file, lineno, name, key);
-					return;
-				}
-				if (*p == '\\' && p[1])
-					p++;
-				else if (*p == '\'') {
-					p++;
-					break;
-				}
-				*w++ = *p++;
-			}
-		} else {
-			while (*p && !isspace((unsigned char)*p)) {
-				if (*p == '\\' && p[1])
-					p++;
-				*w++ = *p++;
-			}
-		}
-		if (w == p && *p) /* the terminator lands on the separator */
-			p++;
-		*w = '\0';
-
-		if (!db_param(db, key, val, err, sizeof err))
-			report(l, "%s:%d: key '%s': %s", file, lineno, name, err);
-		saw_host |= strcasecmp(key, "host") == 0;
-		prev = key;
-	}
-	if (!saw_host)
-		report(l, "%s:%d: key '%s': host is required", file, lineno, name);
-}
-
-static void read_file(struct loader *l, const char *path, const char *from, int from_line);
-
-static void include_file(struct loader *l, const char *file, int lineno, char *arg)
-{
-	const char *why = NULL;
-	char *rel = clean_value(arg, false, &why);
-	if (!rel) {
-		report(l, "%s:%d: %%include: %s", file, lineno, why);
+	if (unimpl_is_default(u, value))
 		return;
-	}
-	if (!*rel) {
-		report(l, "%s:%d: %%include needs a file name", file, lineno);
-		return;
-	}
-	if (l->depth > INCLUDE_DEPTH_MAX) { /* the main file plus ten levels */
-		report(l, "%s:%d: %%include '%s': nested more than %d deep", file, lineno, rel,
-		       INCLUDE_DEPTH_MAX);
-		return;
-	}
-	/* relative to the including file's directory, as in PgBouncer */
-	const char *slash = strrchr(file, '/');
-	if (*rel == '/' || !slash) {
-		read_file(l, rel, file, lineno);
-		return;
-	}
-	size_t dirlen = (size_t)(slash - file) + 1;
-	char *full = xrealloc(NULL, dirlen + strlen(rel) + 1);
-	memcpy(full, file, dirlen);
-	strcpy(full + dirlen, rel);
-	read_file(l, full, file, lineno);
-	free(full);
-}
-
-static void parse_line(struct loader *l, const char *file, int lineno, char *line)
-{
-	char *p = trim(line);
-
-	if (!*p || *p == ';' || *p == '#')
-		return;
-
-	if (*p == '[') {
-		char *close = strchr(p, ']');
-		if (!close) {
-			report(l, "%s:%d: unterminated section header", file, lineno);
-			l->section = SEC_UNKNOWN;
-			return;
-		}
-		char *rest = skip_ws(close + 1);
-		if (*rest && *rest != ';' && *rest != '#')
-			report(l, "%s:%d: unexpected text after section header", file, lineno);
-		*close = '\0';
-		char *name = trim(p + 1);
-		if (strcasecmp(name, "databases") == 0)
-			l->section = SEC_DATABASES;
-		else if (strcasecmp(name, "pgfleet") == 0 || strcasecmp(name, "pgbouncer") == 0)
-			l->section = SEC_PGFLEET;
-		else if (strcasecmp(name, "users") == 0 || strcasecmp(name, "peers") == 0)
-			l->section = SEC_IGNORED; /* PgBouncer's per-user and peer settings */
-		else {
-			report(l, "%s:%d: unknown section [" ECHO "]", file, lineno, name);
-			l->section = SEC_UNKNOWN;
-		}
-		return;
-	}
-
-	if (*p == '%') {
-		if (strncasecmp(p, "%include", 8) == 0 && (!p[8] || isspace((unsigned char)p[8]))) {
-			include_file(l, file, lineno, p + 8);
-			return;
-		}
-		char *end = p;
-		while (*end && !isspace((unsigned char)*end))
-			end++;
-		*end = '\0';
-		report(l, "%s:%d: unknown directive '" ECHO "'", file, lineno, p);
-		return;
-	}
-
-	char *key, *raw;
-	if (*p == '"') { /* a quoted name: [databases] allows any characters */
-		char *q = p;
-		key = unquote(&q);
-		if (!key) {
-			report(l, "%s:%d: unterminated quoted key", file, lineno);
-			return;
-		}
-		q = skip_ws(q);
-		if (*q != '=') {
-			report(l, "%s:%d: key '" ECHO "': expected '=' after the name", file,
-			       lineno, key);
-			return;
-		}
-		raw = q + 1;
+	/* the parameter's name, never its value: it may sit next to a password */
+	if (u->decision == REFUSE) {
+		refusal(u, err, sizeof err);
+		config_loader_report(l, "%s:%d: key '%s': %s: %s", file, lineno, db->name, u->name,
+		                     err);
 	} else {
-		char *eq = strchr(p, '=');
-		if (!eq) {
-			report(l, "%s:%d: syntax error: expected 'key = value'", file, lineno);
-			return;
-		}
-		*eq = '\0';
-		key = trim(p);
-		raw = eq + 1;
-	}
-	if (!*key) {
-		report(l, "%s:%d: missing key before '='", file, lineno);
-		return;
-	}
-
-	switch (l->section) {
-	case SEC_NONE:
-		report(l, "%s:%d: key '" ECHO "': not inside a section", file, lineno, key);
-		break;
-	case SEC_DATABASES:
-		file_database(l, file, lineno, key, raw);
-		break;
-	case SEC_PGFLEET:
-		file_setting(l, file, lineno, key, raw);
-		break;
-	case SEC_IGNORED:
-	case SEC_UNKNOWN: /* already reported once at the header */
-		break;
+		warning(u, err, sizeof err);
+		config_loader_warn(l, "%s:%d: key '%s': %s: %s", file, lineno, db->name, u->name,
+		                   err);
 	}
 }
 
-/* Reads one file; `from` is the including file (NULL for the main one). */
-static void read_file(struct loader *l, const char *path, const char *from, int from_line)
-{
-	FILE *f = fopen(path, "r");
-	struct stat sb;
-
-	if (f && fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-		fclose(f);
-		f = NULL;
-		errno = EISDIR;
-	}
-	if (!f) {
-		int e = errno;
-		if (from)
-			report(l, "%s:%d: %%include '%s': cannot read: %s", from, from_line, path,
-			       strerror(e));
-		else {
-			report(l, "%s: cannot read: %s", path, strerror(e));
-			l->main_unreadable = true;
-		}
-		return;
-	}
-
-	char *real = realpath(path, NULL);
-	if (!real)
-		real = xstrdup(path);
-	for (int i = 0; i < l->depth; i++) {
-		if (strcmp(l->open[i], real) == 0) {
-			report(
-			    l,
-			    "%s:%d: %%include '%s': include loop (the file is already being read)",
-			    from, from_line, path);
-			free(real);
-			fclose(f);
-			return;
-		}
-	}
-	l->open[l->depth++] = real;
-
-	const char *name = keep_name(l, path);
-	enum section saved = l->section;
-	if (!from)
-		l->section = SEC_NONE;
-	char *line = NULL;
-	size_t cap = 0;
-	int lineno = 0;
-	while (getline(&line, &cap, f) >= 0) {
-		lineno++;
-		parse_line(l, name, lineno, line);
-	}
-	if (ferror(f))
-		report(l, "%s: cannot read: %s", name, strerror(errno));
-	free(line);
-	fclose(f);
-	/* an included file's sections end with it */
-	l->section = saved;
-	free(l->open[--l->depth]);
-}
-
-/* ---- environment ---- */
-
-static const char *env_get(char *const *envp, const char *name)
-{
-	size_t n = strlen(name);
-	for (; envp && *envp; envp++)
-		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-			return *envp + n + 1;
-	return NULL;
-}
-
-static void apply_env_settings(struct loader *l, char *const *envp)
-{
-	char err[ERRLEN];
-
-	for (size_t i = 0; i < N_SETTINGS; i++) {
-		size_t n = strlen(settings[i].name);
-		char *var = xrealloc(NULL, n + sizeof "PGFLEET_");
-		memcpy(var, "PGFLEET_", 8);
-		for (size_t j = 0; j <= n; j++)
-			var[8 + j] = (char)toupper((unsigned char)settings[i].name[j]);
-
-		const char *used = var, *text = env_get(envp, var);
-		for (size_t a = 0; !text && a < sizeof env_aliases / sizeof env_aliases[0]; a++) {
-			if (env_aliases[a].idx == i) {
-				used = env_aliases[a].var;
-				text = env_get(envp, used);
-			}
-		}
-		if (text) {
-			union value v;
-			if (parse_value(i, text, &v, err, sizeof err)) {
-				store_value(l->cfg, i, &v);
-				l->origin[i] = (struct origin){NULL, 0, keep_name(l, used)};
-			} else {
-				report(l, "environment: %s: %s", used, err);
-			}
-		}
-		free(var);
-	}
-}
-
-/* DB_HOST & co: the one [databases] entry of an environment-only setup. */
-static void apply_env_database(struct loader *l, char *const *envp)
-{
-	const char *host = env_get(envp, "DB_HOST");
-	const char *port = env_get(envp, "DB_PORT");
-	const char *dbname = env_get(envp, "DB_NAME");
-	char err[ERRLEN];
-	long long n = 5432;
-
-	if (l->cfg->n_dbs > 0 || !host || !*host)
-		return;
-	bool ok = true;
-	if (!check_host(host, err, sizeof err)) {
-		report(l, "environment: DB_HOST: %s", err);
-		ok = false;
-	}
-	if (port && *port && !parse_int(port, 1, 65535, &n, err, sizeof err)) {
-		report(l, "environment: DB_PORT: %s", err);
-		ok = false;
-	}
-	if (!ok)
-		return;
-	bool any = !dbname || !*dbname;
-	struct db_config *db = add_db(l->cfg, any ? "*" : dbname, "environment", 0);
-	db->host = xstrdup(host);
-	db->port = (int)n;
-	db->dbname = any ? NULL : xstrdup(dbname);
-}
-
-static void add_user(struct config *cfg, const char *name, const char *password)
+void config_user_add(struct config *cfg, const char *name, const char *password)
 {
 	for (size_t i = 0; i < cfg->n_users; i++) {
 		if (strcmp(cfg->users[i].name, name) == 0) {
-			free_secret(cfg->users[i].password);
-			cfg->users[i].password = xstrdup(password);
+			config_free_secret(cfg->users[i].password);
+			cfg->users[i].password = config_xstrdup(password);
 			return;
 		}
 	}
-	cfg->users = xrealloc(cfg->users, (cfg->n_users + 1) * sizeof *cfg->users);
-	cfg->users[cfg->n_users++] = (struct user_entry){xstrdup(name), xstrdup(password)};
+	cfg->users = config_xrealloc(cfg->users, (cfg->n_users + 1) * sizeof *cfg->users);
+	cfg->users[cfg->n_users++] =
+	    (struct user_entry){config_xstrdup(name), config_xstrdup(password)};
 }
 
-/* ---- auth_file ---- */
-
-/* `"user" "password"`, PgBouncer's userlist.txt; anything after the
- * password is ignored as PgBouncer does.  Passwords never reach a message. */
-static void parse_user_line(struct loader *l, const char *file, int lineno, char *line)
+bool config_parse_int(const char *s, long long min, long long max, long long *out, char *err,
+                      size_t errlen)
 {
-	char *p = trim(line);
-
-	if (!*p || *p == ';' || *p == '#')
-		return;
-	if (*p != '"') {
-		report(l, "%s:%d: expected a quoted user name (\"user\" \"password\")", file,
-		       lineno);
-		return;
-	}
-	char *name = unquote(&p);
-	if (!name) {
-		report(l, "%s:%d: unterminated quoted user name", file, lineno);
-		return;
-	}
-	if (!*name) {
-		report(l, "%s:%d: empty user name", file, lineno);
-		return;
-	}
-	p = skip_ws(p);
-	if (*p != '"') {
-		report(l, "%s:%d: user '" ECHO "': expected a quoted password after the name", file,
-		       lineno, name);
-		return;
-	}
-	char *password = unquote(&p);
-	if (!password) {
-		report(l, "%s:%d: user '" ECHO "': unterminated quoted password", file, lineno,
-		       name);
-		return;
-	}
-	add_user(l->cfg, name, password);
+	return parse_int(s, min, max, out, err, errlen);
 }
 
-static void read_auth_file(struct loader *l, const char *path)
+bool config_check_host(const char *h, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	struct stat sb;
-
-	if (f && fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-		fclose(f);
-		f = NULL;
-		errno = EISDIR;
-	}
-	if (!f) {
-		report(l, "%s: cannot read: %s", path, strerror(errno));
-		return;
-	}
-	char *line = NULL;
-	size_t cap = 0;
-	int lineno = 0;
-	ssize_t n;
-	while ((n = getline(&line, &cap, f)) >= 0) {
-		lineno++;
-		parse_user_line(l, path, lineno, line);
-		explicit_bzero(line, (size_t)n);
-	}
-	if (ferror(f))
-		report(l, "%s: cannot read: %s", path, strerror(errno));
-	free(line);
-	fclose(f);
-}
-
-static void apply_env_user(struct loader *l, char *const *envp)
-{
-	const char *user = env_get(envp, "DB_USER");
-	const char *password = env_get(envp, "DB_PASSWORD");
-
-	const char *which = "DB_PASSWORD";
-	if (!password) {
-		password = env_get(envp, "POSTGRES_PASSWORD");
-		which = "POSTGRES_PASSWORD";
-	}
-	/* PostgreSQL and PgBouncer refuse an empty password at login: a set
-	 * but empty variable is a missing Secret key, not a password. */
-	if (password && !*password) {
-		report(l, "environment: %s is set but empty: empty passwords are refused", which);
-		l->empty_env_password = true;
-		return;
-	}
-	if (user && *user && password)
-		add_user(l->cfg, user, password);
+	return check_host(h, err, errlen);
 }
 
 /* ---- the public interface ---- */
@@ -1322,25 +941,28 @@ static void apply_env_user(struct loader *l, char *const *envp)
 bool config_load(struct config *cfg, const char *path, char *const *envp,
                  config_report_fn report_fn, void *arg)
 {
-	struct loader l = {.cfg = cfg, .report = report_fn, .arg = arg, .path = path};
+	struct config_loader l = {.cfg = cfg, .report = report_fn, .arg = arg, .path = path};
 
 	memset(cfg, 0, sizeof *cfg);
 	set_defaults(cfg);
 
+	/* the order of precedence: the file, then the environment over it */
 	if (path)
-		read_file(&l, path, NULL, 0);
-	apply_env_settings(&l, envp);
-	apply_env_database(&l, envp);
+		config_ini_read(&l, path);
+	config_env_apply_settings(&l, envp);
+	config_env_apply_database(&l, envp);
 	if (*cfg->auth_file)
-		read_auth_file(&l, cfg->auth_file);
-	apply_env_user(&l, envp);
+		authfile_read(&l, cfg->auth_file);
+	config_env_apply_user(&l, envp);
 
 	/* A file that could not be read explains everything that follows. */
 	if (!l.main_unreadable) {
 		if (cfg->n_dbs == 0)
-			report(&l, "%s: no databases configured: set [databases] or DB_HOST",
-			       path ? path : "environment");
+			config_loader_report(
+			    &l, "%s: no databases configured: set [databases] or DB_HOST",
+			    path ? path : "environment");
 		check_settings(cfg, emit_report, &l);
+		check_unimplemented(&l);
 	}
 
 	for (size_t i = 0; i < l.n_names; i++)
@@ -1351,7 +973,7 @@ bool config_load(struct config *cfg, const char *path, char *const *envp,
 		config_free(cfg);
 		return false;
 	}
-	cfg->path = path ? xstrdup(path) : NULL;
+	cfg->path = path ? config_xstrdup(path) : NULL;
 	return true;
 }
 
@@ -1361,22 +983,25 @@ void config_free(struct config *cfg)
 		return;
 	for (size_t i = 0; i < N_SETTINGS; i++)
 		if (settings[i].type == T_STR)
-			free_secret(*(char **)((char *)cfg + settings[i].off));
+			config_free_secret(*(char **)((char *)cfg + settings[i].off));
 	for (size_t i = 0; i < cfg->n_dbs; i++) {
 		struct db_config *db = &cfg->dbs[i];
 		free(db->name);
 		free(db->host);
 		free(db->dbname);
 		free(db->user);
-		free_secret(db->password);
+		config_free_secret(db->password);
 		free(db->file);
 	}
 	free(cfg->dbs);
 	for (size_t i = 0; i < cfg->n_users; i++) {
 		free(cfg->users[i].name);
-		free_secret(cfg->users[i].password);
+		config_free_secret(cfg->users[i].password);
 	}
 	free(cfg->users);
+	for (size_t i = 0; i < cfg->n_warnings; i++)
+		free(cfg->warnings[i]);
+	free(cfg->warnings);
 	free(cfg->path);
 	memset(cfg, 0, sizeof *cfg);
 }
@@ -1467,7 +1092,7 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 	size_t elen = (err && errlen) ? errlen : sizeof scratch;
 	union value v;
 
-	int idx = key ? find_setting(key) : -1;
+	int idx = key ? config_setting_find(key) : -1;
 	if (idx < 0) {
 		snprintf(e, elen, "unknown setting '" ECHO "'", key ? key : "");
 		return false;
@@ -1482,7 +1107,13 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 	struct config tmp = *cfg;
 	struct set_ctx sc = {e, elen, false};
 	put_value(&tmp, (size_t)idx, &v);
-	check_settings(&tmp, emit_first, &sc);
+	const struct unimplemented *u = UNIMPL(settings[idx].name);
+	if (u && u->decision == REFUSE && !setting_is_default(&tmp, (size_t)idx)) {
+		refusal(u, e, elen);
+		sc.failed = true;
+	}
+	if (!sc.failed)
+		check_settings(&tmp, emit_first, &sc);
 	if (sc.failed) {
 		if (settings[idx].type == T_STR)
 			free(v.s);

@@ -366,11 +366,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		for (size_t i = 0; i < fleet.cfg.n_warnings; i++)
+			fprintf(stderr, "warning: %s\n", fleet.cfg.warnings[i]);
 		printf("configuration is valid: %s\n", path ? path : "(environment)");
 		config_free(&fleet.cfg);
 		return 0;
 	}
 	log_setup(verbosity, fleet.cfg.log_format == LOGFMT_JSON);
+	/* Settings accepted but not implemented (config.h, CONFIG_UNIMPLEMENTED). */
+	for (size_t i = 0; i < fleet.cfg.n_warnings; i++)
+		log_warn("config warning", "detail", fleet.cfg.warnings[i], NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* Certificates and keys are read once, here: a bad file stops start-up. */
 	if (!tls_init(&fleet.cfg)) {

@@ -193,6 +193,9 @@ bool fleet_reload(char *err, size_t errlen)
 		return false;
 	}
 
+	for (size_t i = 0; i < nc.n_warnings; i++)
+		log_warn("config warning", "detail", nc.warnings[i], NULL);
+
 	/* Settings: what changed, and the ones that wait for a restart. */
 	struct names changed = {.len = 0}, restart = {.len = 0}, dbs = {.len = 0};
 	size_t n = config_setting_count();

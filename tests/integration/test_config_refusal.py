@@ -1,0 +1,130 @@
+"""Settings pgfleet accepts but does not implement (issue 16 item 5,
+CONFIG_UNIMPLEMENTED in include/config.h): never silently ignored.  A value
+other than the default is refused at start-up, by --check, by SIGHUP and
+RELOAD (the old configuration kept, the error logged) and by SET, with one
+line naming file, line and key (or the environment variable).  PgBouncer's
+knobs that no client could notice load with a warning line."""
+
+import os
+import re
+import subprocess
+
+import psycopg
+import pytest
+
+import fixture as fx
+from test_admin import ADMIN, ADMIN_PW, USERS, admin_conn, app_conn
+from test_reload import config_value, ini_line, set_ini
+
+SETTINGS = {"admin_users": ADMIN}
+BINARY = os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
+REFUSAL = "not implemented by pgfleet yet; remove it or set it to 0 (its default)"
+
+
+def run(args, env=None, timeout=20):
+    """pgfleet in the foreground; a configuration it accepts would make it
+    serve until the timeout, which fails the test."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PGFLEET_")}
+    full.update(env or {})
+    return subprocess.run([BINARY] + args, capture_output=True, text=True, env=full,
+                          timeout=timeout)
+
+
+def ini(tmp_path, body):
+    path = tmp_path / "pgfleet.ini"
+    path.write_text("[databases]\napp = host=%s\n[pgfleet]\nauth_type = trust\n"
+                    "listen_addr = 127.0.0.1\nlisten_port = %d\n%s"
+                    % (fx.pod_addr(0), fx.free_port(), body))
+    return str(path)
+
+
+def test_start_refused_for_an_unimplemented_setting(tmp_path):
+    path = ini(tmp_path, "max_db_connections = 10\n")
+    p = run([path])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr.strip() == "%s:7: key 'max_db_connections': %s" % (path, REFUSAL)
+    # --check says the same
+    p = run(["--check", path])
+    assert p.returncode == 1
+    assert p.stderr.strip() == "%s:7: key 'max_db_connections': %s" % (path, REFUSAL)
+
+
+def test_start_refused_for_pgbouncer_limits_and_database_parameters(tmp_path):
+    path = ini(tmp_path, "max_user_connections = 5\n")
+    with open(path, "a") as f:
+        f.write("[databases]\nother = host=%s auth_user=pgbouncer\n" % fx.pod_addr(0))
+    p = run([path])
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert "%s:7: key 'max_user_connections': %s" % (path, REFUSAL) in lines, lines
+    assert ("%s:9: key 'other': auth_user: not implemented by pgfleet yet; remove it" % path
+            in lines), lines
+    assert len(lines) == 2
+
+
+def test_start_refused_for_an_unimplemented_environment_variable():
+    env = {"DB_HOST": fx.pod_addr(0), "PGFLEET_AUTH_TYPE": "trust",
+           "PGFLEET_LISTEN_ADDR": "127.0.0.1", "PGFLEET_LISTEN_PORT": str(fx.free_port()),
+           "PGFLEET_HTTP_LISTEN": "", "RESERVE_POOL_SIZE": "4"}
+    p = run([], env=env)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr.strip() == "environment: RESERVE_POOL_SIZE: " + REFUSAL
+
+
+def test_check_prints_warnings_and_accepts(tmp_path):
+    path = ini(tmp_path, "logfile = /var/log/pgbouncer.log\nmax_db_connections = 0\n")
+    p = run(["--check", path])
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == ("warning: %s:7: key 'logfile': not implemented by pgfleet, "
+                                "ignored (pgfleet logs to stderr)" % path)
+
+
+def test_pgbouncer_logging_knobs_start_with_a_warning(service, pgfleet):
+    fleet = pgfleet(settings=dict(SETTINGS, logfile="/var/log/pgbouncer.log",
+                                  ignore_startup_parameters="extra_float_digits"))
+    line = ini_line(fleet, "logfile")
+    fleet.wait_log(r"msg=\"config warning\" detail=\"%s:%d: key 'logfile': not implemented "
+                   r"by pgfleet, ignored" % (re.escape(fleet.ini_path), line))
+    fleet.wait_log(r"msg=\"config warning\" detail=\"[^\"]*key 'ignore_startup_parameters'")
+    with app_conn(fleet) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_sighup_and_reload_refuse_an_unimplemented_setting(service, pgfleet):
+    fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
+    app = app_conn(fleet)
+    set_ini(fleet, "reserve_pool_size", 5)
+    set_ini(fleet, "default_pool_size", 7)
+    line = ini_line(fleet, "reserve_pool_size")
+    want = (r"msg=\"config error\" error=\"%s:%d: key 'reserve_pool_size': not implemented "
+            r"by pgfleet yet; remove it or set it to 0 \(its default\)\""
+            % (re.escape(fleet.ini_path), line))
+    fleet.reload()
+    fleet.wait_log(r"(?s)SIGHUP.*" + want)
+    fleet.wait_log(r'(?s)SIGHUP.*msg="config reload refused" errors=1')
+    assert fleet.running
+    # nothing half-applied: the old configuration is kept whole
+    assert config_value(fleet, "reserve_pool_size") == "0"
+    assert config_value(fleet, "default_pool_size") == "20"
+    assert app.execute("SELECT 1").fetchone() == (1,)
+    # RELOAD from the console: refused the same way, the reason in the error
+    with admin_conn(fleet) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("RELOAD")
+        assert "1 error" in str(e.value) and "reserve_pool_size" in str(e.value)
+        assert "not implemented" in str(e.value)
+    # back to the default: the reload goes through
+    set_ini(fleet, "reserve_pool_size", 0)
+    with admin_conn(fleet) as conn:
+        conn.execute("RELOAD")
+    assert config_value(fleet, "default_pool_size") == "7"
+    app.close()
+
+
+def test_set_refuses_an_unimplemented_setting(service, pgfleet):
+    fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
+    with admin_conn(fleet) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SET max_db_connections = 10")
+        assert "not implemented" in str(e.value)
+    assert config_value(fleet, "max_db_connections") == "0"
