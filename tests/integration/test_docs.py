@@ -1,0 +1,593 @@
+"""The reference in docs/ is the interface contract (issue 16 item 6); this
+keeps it true.
+
+Nothing here lists a setting, a command, a column, a metric, an option or a
+variable: the names come from the code (include/config.h's CONFIG_SETTINGS,
+the environment names in src/config*.c and src/authfile.c, getenv() calls,
+log_*() call sites, error sites) and from one running pgfleet (SHOW HELP,
+each SHOW's RowDescription, SHOW CONFIG, a /metrics scrape, --help).  Each
+is compared with the tables in docs/*.md both ways, and a failure lists
+exactly what is undocumented, documented but gone, or different.
+
+The docs' format (docs/README.md): Markdown tables whose first header cell
+names the kind of row (`setting`, `variable`, `option`, `command`,
+`column`, `metric`, `message`, `SQLSTATE`), the name in backticks in the
+first cell; a SHOW's `column` table follows its `### SHOW <NAME>` heading.
+"""
+
+import glob
+import os
+import re
+import subprocess
+
+import psycopg
+import pytest
+
+import fixture as fx
+
+DOCS_DIR = os.path.join(fx.REPO, "docs")
+SRC_DIR = os.path.join(fx.REPO, "src")
+CONFIG_H = os.path.join(fx.REPO, "include", "config.h")
+
+ADMIN, ADMIN_PW = "admin", "admin-secret"
+# PostgreSQL type OIDs the console sends, by the names the docs use.
+TYPE_NAMES = {25: "text", 23: "int4", 20: "int8", 1700: "numeric"}
+
+
+# ---- reading the docs -----------------------------------------------------------
+
+
+def _split_row(line):
+    """The cells of a Markdown table row; a '|' inside backticks is text."""
+    cells, cur, code = [], "", False
+    body = line.strip()
+    if body.startswith("|"):
+        body = body[1:]
+    if body.endswith("|"):
+        body = body[:-1]
+    for ch in body:
+        if ch == "`":
+            code = not code
+        if ch == "|" and not code:
+            cells.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    cells.append(cur.strip())
+    return cells
+
+
+class Table:
+    def __init__(self, path, heading, header):
+        self.path, self.heading, self.header, self.rows = path, heading, header, []
+
+    @property
+    def kind(self):
+        return self.header[0].strip("` ").lower()
+
+    def where(self):
+        return "%s (%s)" % (os.path.relpath(self.path, fx.REPO), self.heading or "top")
+
+
+def doc_tables():
+    """Every table of docs/*.md, with the heading it stands under."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(DOCS_DIR, "*.md"))):
+        heading, table, fenced = "", None, False
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("```"):
+                fenced = not fenced
+            if fenced:
+                continue
+            if line.startswith("#"):
+                heading = line.lstrip("#").strip()
+            if not line.startswith("|"):
+                table = None
+                continue
+            cells = _split_row(line)
+            if table is None:
+                table = Table(path, heading, cells)
+                out.append(table)
+            elif all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+                continue  # the separator row
+            else:
+                table.rows.append(cells)
+    return out
+
+
+def cell_name(cell):
+    """The name a row stands for: its first `code` span, else the text."""
+    m = re.search(r"`([^`]*)`", cell)
+    return m.group(1) if m else cell.strip()
+
+
+def cell_codes(cell):
+    return re.findall(r"`([^`]*)`", cell)
+
+
+def rows_of(kind):
+    """{name: (cells, table)} of every table of that kind; a name listed
+    twice is a problem of its own (returned second)."""
+    found, dup = {}, []
+    for t in doc_tables():
+        if t.kind != kind:
+            continue
+        for r in t.rows:
+            name = cell_name(r[0])
+            if name in found:
+                dup.append("%s `%s` documented twice: %s and %s"
+                           % (kind, name, found[name][1].where(), t.where()))
+            found[name] = (r, t)
+    return found, dup
+
+
+def col(table, row, name):
+    """A row's cell under header `name` (None: no such column)."""
+    for i, h in enumerate(table.header):
+        if h.strip().lower() == name and i < len(row):
+            return row[i]
+    return None
+
+
+def compare(what, code, docs, problems):
+    """Both ways: what the code has that the docs lack, and the reverse."""
+    for n in sorted(set(code) - set(docs)):
+        problems.append("%s `%s` is not documented in docs/" % (what, n))
+    for n in sorted(set(docs) - set(code)):
+        problems.append("%s `%s` is documented in docs/ but the code has no such %s"
+                        % (what, n, what))
+
+
+def check(problems):
+    assert not problems, "docs/ and the code disagree:\n  " + "\n  ".join(problems)
+
+
+# ---- reading the code -------------------------------------------------------------
+
+
+def c_scan(text):
+    """(text with comments blanked out, same length and lines; [(pos, value)]
+    of its string literals, adjacent ones joined as C joins them).  Character
+    literals such as '"' are skipped, so they never start a string."""
+    out, strings, i, n = [], [], 0, len(text)
+    last_end = None
+    while i < n:
+        if text.startswith("/*", i) or text.startswith("//", i):
+            if text[i + 1] == "*":
+                j = text.find("*/", i + 2)
+                j = n if j < 0 else j + 2
+            else:
+                j = text.find("\n", i)
+                j = n if j < 0 else j
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+            i = j
+            continue
+        c = text[i]
+        if c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            j = min(j + 1, n)
+            out.append(text[i:j])
+            if c == '"':
+                value = _unescape_c(text[i + 1:j - 1])
+                if last_end is not None and text[last_end:i].strip() == "":
+                    strings[-1] = (strings[-1][0], strings[-1][1] + value)
+                else:
+                    strings.append((i, value))
+                last_end = j
+            i = j
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), strings
+
+
+def _unescape_c(body):
+    simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+    return re.sub(r"\\(.)", lambda m: simple.get(m.group(1), m.group(1)), body)
+
+
+def strip_c_comments(text):
+    return c_scan(text)[0]
+
+
+def c_strings(text):
+    return [v for _, v in c_scan(text)[1]]
+
+
+def config_settings():
+    """[(name, type, default)] from CONFIG_SETTINGS(X) in include/config.h,
+    in the header's order (extra X() arguments, if any, are ignored)."""
+    with open(CONFIG_H) as f:
+        raw = f.read()
+    clean, strings = c_scan(raw)
+    m = re.search(r"#define\s+CONFIG_SETTINGS\(X\)", clean)
+    assert m, "include/config.h has no CONFIG_SETTINGS(X)"
+    end = m.end()
+    while True:  # the macro goes on while lines end in a backslash
+        nl = clean.find("\n", end)
+        if nl < 0 or not raw[end:nl].rstrip().endswith("\\"):
+            end = len(clean) if nl < 0 else nl
+            break
+        end = nl + 1
+    at = dict(strings)
+    out = []
+    for x in re.finditer(r"\bX\(\s*(\w+)\s*,\s*(\w+)\s*,\s*\"", clean[m.end():end]):
+        out.append((x.group(1), x.group(2), at.get(m.end() + x.end() - 1)))
+    assert out, "no X(name, type, \"default\") rows in CONFIG_SETTINGS"
+    return out
+
+
+def c_sources(pattern="*.c"):
+    return sorted(glob.glob(os.path.join(SRC_DIR, pattern)))
+
+
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def env_names_in_code():
+    """Environment variable names the code reads: upper-case string literals
+    in the configuration's sources (config*.c, authfile.c, env*.c: the env
+    table, DB_HOST & co), names passed to getenv() anywhere; a name ending
+    in '_' (or '_%s') is a prefix, documented as PREFIX<SETTING>."""
+    names = set()
+    files = set(c_sources("config*.c") + c_sources("authfile*.c") + c_sources("auth_file*.c")
+                + c_sources("env*.c"))
+    for path in files:
+        for lit in c_strings(read(path)):
+            if re.fullmatch(r"[A-Z][A-Z0-9_]*_[A-Z0-9_]*(%s)?", lit):
+                names.add(lit[:-2] if lit.endswith("%s") else lit)
+    for path in c_sources():
+        names.update(re.findall(r'\b(?:secure_)?getenv\s*\(\s*"([^"]+)"',
+                                strip_c_comments(read(path))))
+    return names
+
+
+def _call_args(text, start):
+    """Top-level arguments of the call whose '(' is just before `start`."""
+    args, cur, depth, i = [], "", 1, start
+    while i < len(text) and depth:
+        ch = text[i]
+        if ch == '"' or ch == "'":
+            m = re.compile(r"%s(?:[^%s\\]|\\.)*%s" % (ch, ch, ch)).match(text, i)
+            cur += m.group(0)
+            i = m.end()
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if not depth:
+                break
+        if ch == "," and depth == 1:
+            args.append(cur)
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    args.append(cur)
+    return args
+
+
+def log_messages_in_code():
+    """{message: "file:line"} of every log_error/warn/info/debug/trace(msg, ...)
+    and log_kv(level, msg, ...) whose message is written literally (each
+    branch of a ?: too)."""
+    out = {}
+    for path in c_sources():
+        text = strip_c_comments(read(path))
+        for m in re.finditer(r"\blog_(error|warn|info|debug|trace|kv)\s*\(", text):
+            args = _call_args(text, m.end())
+            arg = args[1] if m.group(1) == "kv" and len(args) > 1 else args[0]
+            for msg in c_strings(arg):
+                line = text.count("\n", 0, m.start()) + 1
+                out.setdefault(msg, "%s:%d" % (os.path.basename(path), line))
+    return out
+
+
+def string_literals_in_code():
+    lits = set()
+    for path in c_sources():
+        lits.update(c_strings(read(path)))
+    return lits
+
+
+_ERROR_CALL = re.compile(
+    r"\b(?:client_close|admin_error|proto_error|refuse_parse|fail_waiting_clients|"
+    r"refuse_socket)\s*\(")
+
+
+def sqlstates_in_code():
+    """SQLSTATEs pgfleet sends: 5-character codes at its error sites."""
+    out = {}
+    for path in c_sources():
+        text = strip_c_comments(read(path))
+        spots = []
+        for m in _ERROR_CALL.finditer(text):
+            spots += [(m.start(), a) for a in _call_args(text, m.end())]
+        spots += [(m.start(), m.group(0)) for m in re.finditer(
+            r"\bsqlstate\s*=\s*\"[0-9A-Z]{5}\"|#define\s+\w*SQLSTATE\w*\s+\"[0-9A-Z]{5}\"",
+            text)]
+        for pos, s in spots:
+            for code in c_strings(s):
+                if not re.fullmatch(r"[0-9A-Z]{5}", code):
+                    continue
+                if code != "00000" and re.search(r"\d", code):
+                    out.setdefault(code, "%s:%d" % (os.path.basename(path),
+                                                   text.count("\n", 0, pos) + 1))
+    return out
+
+
+# ---- the running pgfleet -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(service, pgfleet_module):
+    p = pgfleet_module(settings={"admin_users": ADMIN},
+                       users={fx.APP_USER: fx.APP_PASSWORD, ADMIN: ADMIN_PW})
+    # Some traffic, so that every per-replica family has series.
+    assert p.wait_all_up(service.addrs, timeout=20), p.log_tail()
+    with p.connect() as c:
+        for _ in range(6):
+            c.execute("SELECT 1").fetchone()
+    return p
+
+
+@pytest.fixture(scope="module")
+def admin(fleet):
+    conn = psycopg.connect(fleet.dsn(ADMIN, ADMIN_PW, "pgfleet"), autocommit=True)
+    conn.prepare_threshold = None
+    yield conn
+    conn.close()
+
+
+def live_help(admin):
+    """SHOW HELP's NOTICE detail, as commands: SHOW X|Y -> SHOW X, SHOW Y;
+    `PAUSE [<db>]` -> PAUSE; `REFRESH DNS` -> REFRESH DNS."""
+    notices = []
+
+    def keep(d):  # a Diagnostic is only valid inside the callback
+        notices.append("\n".join(x for x in (d.message_primary, d.message_detail) if x))
+
+    admin.add_notice_handler(keep)
+    try:
+        admin.execute("SHOW HELP")
+    finally:
+        admin.remove_notice_handler(keep)
+    assert notices, "SHOW HELP sent no NOTICE"
+    commands = []
+    for line in "\n".join(notices).splitlines():
+        words = re.match(r"\s*((?:[A-Z][A-Z_|]*\b\s*)+)", line)
+        if not words:
+            continue
+        words = words.group(1).split()
+        if words[0] == "SHOW" and len(words) > 1:
+            commands += ["SHOW " + w for w in words[1].split("|") if w]
+        elif "|" not in words[0]:
+            commands.append(" ".join(words))
+    assert commands, "no commands in SHOW HELP: %r" % notices
+    return commands
+
+
+def doc_command_name(cell):
+    """`SET key = value` -> SET; `PAUSE [db]` -> PAUSE; `REFRESH DNS` -> REFRESH DNS."""
+    words = []
+    for w in cell_name(cell).split():
+        if not re.fullmatch(r"[A-Z][A-Z_]*", w):
+            break
+        words.append(w)
+    return " ".join(words)
+
+
+def scrape(fleet):
+    status, body = fleet.http_get("/metrics")
+    assert status == 200, body
+    types, helps, labels = {}, {}, {}
+    for line in body.splitlines():
+        m = re.match(r"# (HELP|TYPE) (\S+) (.*)", line)
+        if m:
+            (helps if m.group(1) == "HELP" else types)[m.group(2)] = m.group(3)
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? ", line)
+        assert m, "unparsable sample %r" % line
+        name = m.group(1)
+        fam = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name not in types and name.endswith(suffix) \
+                    and types.get(name[:-len(suffix)]) == "histogram":
+                fam = name[:-len(suffix)]
+        keys = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2) or ""))
+        if fam != name:
+            keys.discard("le")
+        labels.setdefault(fam, set()).update(keys)
+    return types, helps, labels
+
+
+# ---- (a) settings -----------------------------------------------------------------------
+
+
+def test_settings_documented_with_the_codes_defaults(fleet, admin):
+    problems = []
+    code = {n: d for n, _, d in config_settings()}
+    docs, dup = rows_of("setting")
+    problems += dup
+    compare("setting", code, docs, problems)
+    live = {r[0]: r for r in admin.execute("SHOW CONFIG").fetchall()}
+    compare("setting (live SHOW CONFIG)", live, docs, problems)
+    for name, (row, table) in sorted(docs.items()):
+        cell = col(table, row, "default")
+        if cell is None:
+            problems.append("%s: no `default` column" % table.where())
+            continue
+        codes = cell_codes(cell)
+        doc_default = "" if codes and codes[0] == '""' else (codes[0] if codes else cell)
+        if name in code and doc_default != code[name]:
+            problems.append("setting `%s`: docs say default `%s`, include/config.h says `%s`"
+                            % (name, doc_default, code[name]))
+        if name in live and live[name][2] != code.get(name, live[name][2]):
+            problems.append("setting `%s`: SHOW CONFIG's default `%s` is not the header's `%s`"
+                            % (name, live[name][2], code.get(name)))
+        changeable = (col(table, row, "changeable") or "").strip("` ")
+        if name in live and (changeable == "yes") != (live[name][3] == "yes"):
+            problems.append("setting `%s`: docs say changeable `%s`, SHOW CONFIG says `%s`"
+                            % (name, changeable, live[name][3]))
+    check(problems)
+
+
+# ---- (b) admin commands and SHOW columns --------------------------------------------------
+
+
+def test_admin_commands_documented(admin):
+    problems = []
+    live = live_help(admin)
+    docs = {}
+    for t in doc_tables():
+        if t.kind == "command":
+            for r in t.rows:
+                name = doc_command_name(r[0])
+                if name in docs:
+                    problems.append("command `%s` documented twice" % name)
+                docs[name] = (r, t)
+                who = col(t, r, "who")
+                if who is not None and not re.search(r"\badmin\b", who):
+                    problems.append("command `%s`: `who` must name admin (admin_users may "
+                                    "run everything), got %r" % (name, who))
+    compare("admin command (SHOW HELP)", live, docs, problems)
+    check(problems)
+
+
+def test_show_columns_documented_in_order(admin):
+    problems = []
+    shows = [c for c in live_help(admin) if c.startswith("SHOW ")]
+    documented = {}
+    for t in doc_tables():
+        m = re.fullmatch(r"(SHOW [A-Z_]+)", t.heading)
+        if m and t.kind == "column":
+            documented[m.group(1)] = [(cell_name(r[0]), (col(t, r, "type") or "").strip("` "))
+                                      for r in t.rows]
+    headings = {t.heading for t in doc_tables() if re.fullmatch(r"SHOW [A-Z_]+", t.heading)}
+    with open(os.path.join(DOCS_DIR, "admin.md")) as f:
+        headings |= set(re.findall(r"^#+\s*(SHOW [A-Z_]+)\s*$", f.read(), re.M))
+    for cmd in sorted(headings - set(shows)):
+        problems.append("`### %s` is documented but SHOW HELP has no such command" % cmd)
+    for cmd in shows:
+        cur = admin.execute(cmd)
+        live = [(d.name, TYPE_NAMES.get(d.type_code, str(d.type_code)))
+                for d in (cur.description or [])]
+        doc = documented.get(cmd, [])
+        if live and cmd not in documented:
+            problems.append("%s: no `### %s` section with a `column` table in docs/admin.md; "
+                            "live columns: %s" % (cmd, cmd, ", ".join("%s %s" % c for c in live)))
+            continue
+        if [n for n, _ in live] != [n for n, _ in doc]:
+            problems.append("%s: live columns %s, documented %s (missing: %s; extra: %s)"
+                            % (cmd, [n for n, _ in live], [n for n, _ in doc],
+                               sorted(set(n for n, _ in live) - set(n for n, _ in doc)),
+                               sorted(set(n for n, _ in doc) - set(n for n, _ in live))))
+            continue
+        for (name, ltype), (_, dtype) in zip(live, doc):
+            if ltype != dtype:
+                problems.append("%s column `%s`: live type %s, documented %s"
+                                % (cmd, name, ltype, dtype or "(none)"))
+    check(problems)
+
+
+# ---- (c) metrics -------------------------------------------------------------------------
+
+
+def test_metric_families_documented(fleet):
+    problems = []
+    types, helps, labels = scrape(fleet)
+    docs, dup = rows_of("metric")
+    problems += dup
+    compare("metric family (live /metrics)", types, docs, problems)
+    for name, (row, table) in sorted(docs.items()):
+        if name not in types:
+            continue
+        dtype = (col(table, row, "type") or "").strip("` ")
+        if dtype != types[name]:
+            problems.append("metric `%s`: live type %s, documented %s" % (name, types[name], dtype))
+        dhelp = col(table, row, "help")
+        if dhelp is not None and dhelp != helps.get(name):
+            problems.append("metric `%s`: live help %r, documented %r"
+                            % (name, helps.get(name), dhelp))
+        # label names: the code spans outside parentheses (those list values)
+        dlabels = set(cell_codes(re.sub(r"\([^)]*\)", "", col(table, row, "labels") or "")))
+        if labels.get(name) and labels[name] != dlabels:
+            problems.append("metric `%s`: live labels %s, documented %s"
+                            % (name, sorted(labels[name]), sorted(dlabels)))
+    check(problems)
+
+
+# ---- (d) command line ------------------------------------------------------------------
+
+
+def test_command_line_options_documented(fleet):
+    p = subprocess.run([fleet.binary, "--help"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    live = set()
+    for line in p.stdout.splitlines():
+        m = re.match(r"\s+(-[A-Za-z0-9](?:,\s*--[\w-]+)?|--[\w-]+)\s", line)
+        if m:
+            live.update(re.findall(r"--?[\w-]+", m.group(1)))
+    assert live, "no options in pgfleet --help:\n" + p.stdout
+    docs = set()
+    for t in doc_tables():
+        if t.kind == "option":
+            for r in t.rows:
+                docs.update(c for c in cell_codes(r[0]) if c.startswith("-"))
+    problems = []
+    compare("command-line option (pgfleet --help)", live, docs, problems)
+    check(problems)
+
+
+# ---- (e) environment variables ------------------------------------------------------------
+
+
+def test_environment_variables_documented():
+    code = env_names_in_code()
+    assert code, "found no environment variable names in src/"
+    docs_rows, dup = rows_of("variable")
+    problems = list(dup)
+    # PGFLEET_<SETTING> stands for the prefix PGFLEET_
+    docs = {re.sub(r"<[A-Z_]+>$", "", n) for n in docs_rows}
+    compare("environment variable", code, docs, problems)
+    check(problems)
+
+
+# ---- log events and SQLSTATEs ----------------------------------------------------------
+
+
+def test_log_messages_documented():
+    code = log_messages_in_code()
+    assert code, "found no log_*() call sites in src/"
+    docs, dup = rows_of("message")
+    problems = list(dup)
+    for msg in sorted(set(code) - set(docs)):
+        problems.append("log message `%s` (%s) is not documented in docs/logging.md"
+                        % (msg, code[msg]))
+    lits = string_literals_in_code()
+    for msg in sorted(set(docs) - lits):
+        problems.append("log message `%s` is documented but no string in src/ says it" % msg)
+    check(problems)
+
+
+def test_sqlstates_documented():
+    code = sqlstates_in_code()
+    assert code, "found no error sites in src/"
+    docs, dup = rows_of("sqlstate")
+    problems = list(dup)
+    for s in sorted(set(code) - set(docs)):
+        problems.append("SQLSTATE `%s` (sent at %s) is not documented in docs/errors.md"
+                        % (s, code[s]))
+    lits = string_literals_in_code()
+    for s in sorted(set(docs) - lits):
+        problems.append("SQLSTATE `%s` is documented but appears nowhere in src/" % s)
+    check(problems)
