@@ -131,13 +131,13 @@ def col(table, row, name):
     return None
 
 
-def compare(what, code, docs, problems):
-    """Both ways: what the code has that the docs lack, and the reverse."""
+def compare(what, source, code, docs, problems):
+    """Both ways: what `source` (the code, a live answer) has that the docs
+    lack, and what the docs have that it lacks."""
     for n in sorted(set(code) - set(docs)):
-        problems.append("%s `%s` is not documented in docs/" % (what, n))
+        problems.append("%s `%s` is in %s but not documented in docs/" % (what, n, source))
     for n in sorted(set(docs) - set(code)):
-        problems.append("%s `%s` is documented in docs/ but the code has no such %s"
-                        % (what, n, what))
+        problems.append("%s `%s` is documented in docs/ but not in %s" % (what, n, source))
 
 
 def check(problems):
@@ -418,9 +418,13 @@ def test_settings_documented_with_the_codes_defaults(fleet, admin):
     code = {n: d for n, _, d in config_settings()}
     docs, dup = rows_of("setting")
     problems += dup
-    compare("setting", code, docs, problems)
+    compare("setting", "include/config.h CONFIG_SETTINGS", code, docs, problems)
     live = {r[0]: r for r in admin.execute("SHOW CONFIG").fetchall()}
-    compare("setting (live SHOW CONFIG)", live, docs, problems)
+    # the same list, unless the binary is not built from this tree
+    for n in sorted(set(live) ^ set(code)):
+        problems.append("setting `%s` is in %s but not in %s (stale build?)"
+                        % (n, *(("SHOW CONFIG", "include/config.h") if n in live
+                                else ("include/config.h", "SHOW CONFIG"))))
     for name, (row, table) in sorted(docs.items()):
         cell = col(table, row, "default")
         if cell is None:
@@ -459,7 +463,7 @@ def test_admin_commands_documented(admin):
                 if who is not None and not re.search(r"\badmin\b", who):
                     problems.append("command `%s`: `who` must name admin (admin_users may "
                                     "run everything), got %r" % (name, who))
-    compare("admin command (SHOW HELP)", live, docs, problems)
+    compare("admin command", "the live SHOW HELP", live, docs, problems)
     check(problems)
 
 
@@ -507,7 +511,7 @@ def test_metric_families_documented(fleet):
     types, helps, labels = scrape(fleet)
     docs, dup = rows_of("metric")
     problems += dup
-    compare("metric family (live /metrics)", types, docs, problems)
+    compare("metric family", "a live /metrics scrape", types, docs, problems)
     for name, (row, table) in sorted(docs.items()):
         if name not in types:
             continue
@@ -544,7 +548,7 @@ def test_command_line_options_documented(fleet):
             for r in t.rows:
                 docs.update(c for c in cell_codes(r[0]) if c.startswith("-"))
     problems = []
-    compare("command-line option (pgfleet --help)", live, docs, problems)
+    compare("command-line option", "pgfleet --help", live, docs, problems)
     check(problems)
 
 
@@ -558,7 +562,7 @@ def test_environment_variables_documented():
     problems = list(dup)
     # PGFLEET_<SETTING> stands for the prefix PGFLEET_
     docs = {re.sub(r"<[A-Z_]+>$", "", n) for n in docs_rows}
-    compare("environment variable", code, docs, problems)
+    compare("environment variable", "what src/ reads", code, docs, problems)
     check(problems)
 
 
