@@ -274,19 +274,24 @@ def _call_args(text, start):
     return args
 
 
-def log_messages_in_code():
-    """{message: "file:line"} of every log_error/warn/info/debug/trace(msg, ...)
-    and log_kv(level, msg, ...) whose message is written literally (each
-    branch of a ?: too)."""
+def log_calls_in_code():
+    """{message: (first "file:line", set of keys)} of every
+    log_error/warn/info/debug/trace(msg, key, value, ...) and
+    log_kv(level, msg, ...) whose message is written literally (each branch
+    of a ?: too); keys are the literal ones, every other argument."""
     out = {}
     for path in c_sources():
         text = strip_c_comments(read(path))
         for m in re.finditer(r"\blog_(error|warn|info|debug|trace|kv)\s*\(", text):
             args = _call_args(text, m.end())
-            arg = args[1] if m.group(1) == "kv" and len(args) > 1 else args[0]
-            for msg in c_strings(arg):
+            first = 1 if m.group(1) == "kv" else 0
+            if len(args) <= first:
+                continue
+            keys = {k for a in args[first + 1::2] for k in c_strings(a)}
+            for msg in c_strings(args[first]):
                 line = text.count("\n", 0, m.start()) + 1
-                out.setdefault(msg, "%s:%d" % (os.path.basename(path), line))
+                where, known = out.get(msg, ("%s:%d" % (os.path.basename(path), line), set()))
+                out[msg] = (where, known | keys)
     return out
 
 
@@ -570,16 +575,26 @@ def test_environment_variables_documented():
 
 
 def test_log_messages_documented():
-    code = log_messages_in_code()
+    code = log_calls_in_code()
     assert code, "found no log_*() call sites in src/"
     docs, dup = rows_of("message")
     problems = list(dup)
     for msg in sorted(set(code) - set(docs)):
         problems.append("log message `%s` (%s) is not documented in docs/logging.md"
-                        % (msg, code[msg]))
+                        % (msg, code[msg][0]))
     lits = string_literals_in_code()
     for msg in sorted(set(docs) - lits):
         problems.append("log message `%s` is documented but no string in src/ says it" % msg)
+    # Keys: every key a call site passes is documented for its message (a
+    # wrapper such as cancel.c's may add keys the call sites do not show).
+    for msg, (where, keys) in sorted(code.items()):
+        if msg not in docs:
+            continue
+        row, table = docs[msg]
+        documented = set(cell_codes(col(table, row, "keys") or ""))
+        for k in sorted(keys - documented):
+            problems.append("log message `%s` (%s): key `%s` is not documented"
+                            % (msg, where, k))
     check(problems)
 
 
