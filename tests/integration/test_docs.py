@@ -610,3 +610,104 @@ def test_sqlstates_documented():
     for s in sorted(set(docs) - lits):
         problems.append("SQLSTATE `%s` is documented but appears nowhere in src/" % s)
     check(problems)
+
+
+# ---- documented values against the loader (pgfleet --check) ------------------------------
+
+
+def _binary():
+    return os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
+
+
+def _check_accepts(tmp_path, setting_line="", db_params="", n=[0]):
+    """Does `pgfleet --check` accept a valid base configuration plus one
+    `[pgfleet]` line or some extra `[databases]` parameters?"""
+    n[0] += 1
+    ini = tmp_path / ("c%d.ini" % n[0])
+    ini.write_text("[databases]\napp = host=127.0.0.1 port=5432 dbname=app %s\n\n"
+                   "[pgfleet]\nclient_tls_cert_file = /nonexistent.crt\n"
+                   "client_tls_key_file = /nonexistent.key\n%s\n" % (db_params, setting_line))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PGFLEET_", "DB_", "POSTGRES_")) and k not in (
+               "POOL_MODE", "SERVER_RESET_QUERY", "MAX_CLIENT_CONN", "DEFAULT_POOL_SIZE",
+               "LISTEN_PORT", "AUTH_TYPE", "ADMIN_USERS")}
+    # users exist, so that every auth_type is valid
+    env.update(DB_USER="u", DB_PASSWORD="p")
+    p = subprocess.run([_binary(), "--check", str(ini)], env=env, capture_output=True,
+                       text=True, timeout=10)
+    return p.returncode == 0, (p.stdout + p.stderr).strip()
+
+
+def _int_range(allowed):
+    m = re.search(r"integer\s+(-?\d+)\s*(?:…|\.\.\.?)\s*(-?\d+)", allowed)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def test_documented_values_are_what_the_loader_accepts(tmp_path):
+    """Each setting's `allowed` cell against the loader: an integer range's
+    bounds are accepted and one past them refused, every listed value of an
+    enumeration is accepted and another word refused, the value types
+    accept what the docs say; every documented [databases] parameter is
+    accepted.  (Text settings are not probed.)"""
+    ok, out = _check_accepts(tmp_path)
+    assert ok, "the base configuration is not valid:\n" + out
+    types = {n: t for n, t, _ in config_settings()}
+    docs, _ = rows_of("setting")
+    problems = []
+
+    def expect(name, value, accepted):
+        got, out = _check_accepts(tmp_path, "%s = %s" % (name, value))
+        if got != accepted:
+            problems.append("setting `%s = %s`: docs say it is %s, pgfleet --check %s it%s"
+                            % (name, value, "allowed" if accepted else "refused",
+                               "accepts" if got else "refuses",
+                               (": " + out.splitlines()[0]) if out and not got else ""))
+
+    for name, (row, table) in sorted(docs.items()):
+        allowed = col(table, row, "allowed") or ""
+        kind = types.get(name)
+        if kind is None:
+            continue  # reported by the settings test
+        if kind == "INT":
+            r = _int_range(allowed)
+            if not r:
+                problems.append("setting `%s`: `allowed` should say `integer MIN … MAX`, "
+                                "got %r" % (name, allowed))
+                continue
+            for v, ok in ((r[0], True), (r[1], True), (r[0] - 1, False), (r[1] + 1, False)):
+                expect(name, v, ok)
+        elif kind == "BOOL":
+            if allowed != "boolean":
+                problems.append("setting `%s`: `allowed` should be `boolean`, got %r"
+                                % (name, allowed))
+            for v in ("1", "0", "yes", "no", "on", "off", "true", "false"):
+                expect(name, v, True)
+            expect(name, "maybe", False)
+        elif kind == "TIME":
+            if allowed != "time":
+                problems.append("setting `%s`: `allowed` should be `time`, got %r"
+                                % (name, allowed))
+            for v in ("0", "1.5", "250ms", "2 min", "1h", "1d", "100us"):
+                expect(name, v, True)
+            expect(name, "-1", False)
+            expect(name, "soon", False)
+        elif kind != "STR":
+            values = cell_codes(allowed)
+            if not values:
+                problems.append("setting `%s`: `allowed` lists no values" % name)
+            for v in values:
+                expect(name, v, True)
+            expect(name, "no-such-value", False)
+    params, _ = rows_of("parameter")
+    for name, (row, table) in sorted(params.items()):
+        allowed = col(table, row, "allowed") or ""
+        r = _int_range(allowed)
+        value = str(r[0]) if r else "1" if allowed.strip() == "time" else \
+            (cell_codes(allowed) or ["x"])[0]
+        got, out = _check_accepts(tmp_path, db_params="%s=%s" % (name, value))
+        if not got:
+            problems.append("[databases] parameter `%s=%s` is documented but pgfleet --check "
+                            "refuses it: %s" % (name, value, out.splitlines()[0] if out else ""))
+    got, _ = _check_accepts(tmp_path, db_params="no_such_parameter=1")
+    assert not got, "pgfleet --check accepts an unknown [databases] parameter"
+    check(problems)
