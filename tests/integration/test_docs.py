@@ -30,6 +30,11 @@ SRC_DIR = os.path.join(fx.REPO, "src")
 CONFIG_H = os.path.join(fx.REPO, "include", "config.h")
 
 ADMIN, ADMIN_PW = "admin", "admin-secret"
+STATS, STATS_PW = "watcher", "watcher-secret"
+def _binary():
+    return os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
+
+
 # PostgreSQL type OIDs the console sends, by the names the docs use.
 TYPE_NAMES = {25: "text", 23: "int4", 20: "int8", 1700: "numeric"}
 
@@ -333,8 +338,9 @@ def sqlstates_in_code():
 
 @pytest.fixture(scope="module")
 def fleet(service, pgfleet_module):
-    p = pgfleet_module(settings={"admin_users": ADMIN},
-                       users={fx.APP_USER: fx.APP_PASSWORD, ADMIN: ADMIN_PW})
+    p = pgfleet_module(settings={"admin_users": ADMIN, "stats_users": STATS},
+                       users={fx.APP_USER: fx.APP_PASSWORD, ADMIN: ADMIN_PW,
+                              STATS: STATS_PW})
     # Some traffic, so that every per-replica family has series.
     assert p.wait_all_up(service.addrs, timeout=20), p.log_tail()
     with p.connect() as c:
@@ -472,6 +478,44 @@ def test_admin_commands_documented(admin):
     check(problems)
 
 
+def test_who_may_run_each_command_as_documented(fleet, admin):
+    """A stats_users user runs what the `who` column gives `stats`, and
+    gets 42501 for the rest (refused before anything runs, so probing the
+    admin-only commands changes nothing)."""
+    problems = []
+    live = set(live_help(admin))
+    stats = psycopg.connect(fleet.dsn(STATS, STATS_PW, "pgfleet"), autocommit=True)
+    try:
+        for t in doc_tables():
+            if t.kind != "command":
+                continue
+            for r in t.rows:
+                name = doc_command_name(r[0])
+                who = col(t, r, "who")
+                if name not in live or who is None:
+                    continue
+                may = bool(re.search(r"\bstats\b", who))
+                # required arguments get a value; optional ones are left out
+                args = re.sub(r"\[[^\]]*\]", "", cell_name(r[0])[len(name):]).split()
+                cmd = " ".join([name] + ["app" if a == "db" else "log_connections"
+                                         if a == "key" else "1" if a == "value" else a
+                                         for a in args])
+                try:
+                    stats.execute(cmd)
+                    state = None
+                except psycopg.Error as e:
+                    state = e.sqlstate
+                if may and state == "42501":
+                    problems.append("`%s`: docs say stats_users may run it, pgfleet refuses "
+                                    "with 42501" % cmd)
+                elif not may and state != "42501":
+                    problems.append("`%s`: docs say admin_users only, a stats_users user got "
+                                    "%s" % (cmd, state or "no error"))
+    finally:
+        stats.close()
+    check(problems)
+
+
 def test_show_columns_documented_in_order(admin):
     problems = []
     shows = [c for c in live_help(admin) if c.startswith("SHOW ")]
@@ -538,8 +582,8 @@ def test_metric_families_documented(fleet):
 # ---- (d) command line ------------------------------------------------------------------
 
 
-def test_command_line_options_documented(fleet):
-    p = subprocess.run([fleet.binary, "--help"], capture_output=True, text=True, timeout=10)
+def test_command_line_options_documented():
+    p = subprocess.run([_binary(), "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0, p.stderr
     live = set()
     for line in p.stdout.splitlines():
@@ -613,10 +657,6 @@ def test_sqlstates_documented():
 
 
 # ---- documented values against the loader (pgfleet --check) ------------------------------
-
-
-def _binary():
-    return os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
 
 
 def _check_accepts(tmp_path, setting_line="", db_params="", n=[0]):
