@@ -687,8 +687,9 @@ def test_documented_values_are_what_the_loader_accepts(tmp_path):
     """Each setting's `allowed` cell against the loader: an integer range's
     bounds are accepted and one past them refused, every listed value of an
     enumeration is accepted and another word refused, the value types
-    accept what the docs say; every documented [databases] parameter is
-    accepted.  (Text settings are not probed.)"""
+    accept what the docs say, a setting documented as "only `V`" accepts V
+    and refuses another value; every documented [databases] parameter is
+    accepted.  (Other text settings are not probed.)"""
     ok, out = _check_accepts(tmp_path)
     assert ok, "the base configuration is not valid:\n" + out
     types = {n: t for n, t, _ in config_settings()}
@@ -708,7 +709,15 @@ def test_documented_values_are_what_the_loader_accepts(tmp_path):
         kind = types.get(name)
         if kind is None:
             continue  # reported by the settings test
-        if kind == "INT":
+        only = re.match(r"only `([^`]*)`", allowed)
+        if only:
+            # a setting accepted at one value only (not implemented)
+            value = "" if only.group(1) == '""' else only.group(1)
+            expect(name, value if value else '""', True)
+            other = {"INT": "1" if value != "1" else "2", "BOOL": "0" if value == "1" else "1",
+                     "TIME": "1" if value != "1" else "2"}.get(kind, "x" + value)
+            expect(name, other, False)
+        elif kind == "INT":
             r = _int_range(allowed)
             if not r:
                 problems.append("setting `%s`: `allowed` should say `integer MIN … MAX`, "
