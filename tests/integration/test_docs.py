@@ -552,6 +552,50 @@ def test_show_columns_documented_in_order(admin):
     check(problems)
 
 
+def section_text(heading):
+    """The text under `### <heading>` in docs/admin.md, up to the next heading."""
+    with open(os.path.join(DOCS_DIR, "admin.md")) as f:
+        text = f.read()
+    m = re.search(r"^#+\s*%s\s*$(.*?)(?=^#)" % re.escape(heading), text + "\n#", re.M | re.S)
+    return m.group(1) if m else ""
+
+
+def test_show_lists_and_mem_rows_documented(admin):
+    """SHOW LISTS and SHOW MEM have fixed rows (PgBouncer's names): the
+    documented `Rows:` list equals the live first column, in order."""
+    problems = []
+    for cmd in ("SHOW LISTS", "SHOW MEM"):
+        live = [r[0] for r in admin.execute(cmd).fetchall()]
+        m = re.search(r"Rows:(.*?)(?:\n\n|$)", section_text(cmd), re.S)
+        doc = cell_codes(m.group(1)) if m else []
+        if live != doc:
+            problems.append("%s: live rows %s, documented `Rows:` %s" % (cmd, live, doc))
+    check(problems)
+
+
+def test_http_paths_answer_as_documented(fleet):
+    """Each documented path answers its documented status (the fixture's
+    replicas are up, so /readyz is ready), any other path 404."""
+    problems = []
+    rows, dup = rows_of("path")
+    problems += dup
+    assert rows, "docs/ has no `path` table"
+    for name, (row, table) in sorted(rows.items()):
+        statuses = [int(x) for x in re.findall(r"\b\d{3}\b", col(table, row, "status") or "")]
+        path = name if name.startswith("/") else "/no-such-path"
+        status, body = fleet.http_get(path)
+        if status not in statuses:
+            problems.append("GET %s: status %d, documented %s" % (path, status, statuses))
+    status, body = fleet.http_get("/healthz")
+    if body != "ok\n":
+        problems.append("GET /healthz: body %r, documented `ok`" % body)
+    ok = fx.wait_until(lambda: fleet.http_get("/readyz") == (200, "ready\n"), 10)
+    if not ok:
+        problems.append("GET /readyz with every replica up: %r, documented 200 `ready`"
+                        % (fleet.http_get("/readyz"),))
+    check(problems)
+
+
 # ---- (c) metrics -------------------------------------------------------------------------
 
 
