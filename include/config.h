@@ -1,5 +1,5 @@
 /*
- * config.h: the settings of SPEC.md, the [databases] entries and the users.
+ * config.h: the settings (docs/configuration.md), the [databases] entries and the users.
  *
  * config.c owns the settings table, defaults, value parsing and validation and
  * the struct's lifecycle; the sources feed it: config_ini.c (the ini file),

@@ -140,7 +140,7 @@ void database_close_all(struct database *db, const char *message, const char *wh
 void database_reap(void);
 void database_free_all(void);
 
-/* One SHOW REPLICAS row (SPEC.md): a (database, resolved address).  The
+/* One SHOW REPLICAS row (docs/admin.md): a (database, resolved address).  The
  * strings point into pgfleet's state and are valid during the callback. */
 struct replica_row {
 	const char *database;

@@ -72,7 +72,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 MAX_PODS = 50  # .2 ... .51; .53 is the DNS server
 
-# Environment variables the proxy reads (SPEC.md); never inherited by it.
+# Environment variables the proxy reads (docs/configuration.md); never inherited by it.
 _PROXY_ENV_NAMES = {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
                     "POSTGRES_PASSWORD", "POOL_MODE", "SERVER_RESET_QUERY",
                     "MAX_CLIENT_CONN", "DEFAULT_POOL_SIZE", "LISTEN_PORT",

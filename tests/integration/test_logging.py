@@ -1,4 +1,4 @@
-"""Logging as SPEC.md says (issue 6): one line per event on stderr, logfmt
+"""Logging as docs/logging.md says (issue 6): one line per event on stderr, logfmt
 for log_format=text and JSON for log_format=json with the same keys, and
 never a password, a secret or query text, whatever clients send.
 
