@@ -1,13 +1,14 @@
 /*
  * metrics.h: what /metrics shows, as data.  Every family is defined once,
  * in METRIC_FAMILIES (the per-replica counters come from STATS_COUNTERS in
- * stats.h); a loop collects its own families into a snapshot of typed
- * tables (table.h), one table per family; with workers = N the snapshots
- * are merged by the family's rule, and http.c renders the Prometheus text
- * once from the result.
+ * stats.h).  A loop fills a snapshot of typed tables (table.h), one table
+ * per family (stats_collect_metrics for the model's families, discovery's
+ * owner for DNS); with workers = N the snapshots are merged by each
+ * family's rule, and http.c renders the Prometheus text once from the
+ * result.
  *
- * Must not: format text (http.c does), or be used on the transaction path
- * (a snapshot allocates a row per series).
+ * Must not: read loop state or format text (a snapshot is only data), or be
+ * used on the transaction path (a snapshot allocates a row per series).
  */
 #ifndef PGFLEET_METRICS_H
 #define PGFLEET_METRICS_H
@@ -46,8 +47,9 @@ enum metric_type {
  *           come from the worker whose value stands (a replica whose role two
  *           workers see differently is still one series);
  *   help    the HELP text.
- * Adding a family is one row here plus its collection (metrics.c, or the
- * module that owns the data through metrics_add_*); http.c renders it.
+ * Adding a family is one row here plus its collection, a metrics_add_*
+ * call where the data lives (stats_collect_metrics for the model); http.c
+ * renders it.
  */
 #define METRIC_FAMILIES(X)                                                                         \
 	X(INFO, "pgfleet_info", GAUGE, INT, FIRST, METRIC_LABELS("version"), METRIC_NO_LABELS,     \
@@ -142,15 +144,16 @@ struct metrics {
 };
 
 void metrics_init(struct metrics *m);
-/* Fills m with this loop's families from the model: process, I/O batching,
- * clients, servers, per-replica counters, histograms, replicas (not DNS,
- * which its owner adds with metrics_add_int). */
-void metrics_collect(struct metrics *m);
 /* A series of a counter or gauge family: its label values (keys then follow
  * ones, NULL-terminated; a missing one renders as ""), then the value. */
 void metrics_add_int(struct metrics *m, enum metric_id f, int64_t v, ...)
 	__attribute__((sentinel));
 void metrics_add_real(struct metrics *m, enum metric_id f, double v, ...)
+	__attribute__((sentinel));
+/* A series of a HISTOGRAM family / of the STATS family, labels as above. */
+void metrics_add_histogram(struct metrics *m, enum metric_id f, const struct histogram *h, ...)
+	__attribute__((sentinel));
+void metrics_add_stats(struct metrics *m, enum metric_id f, const struct stats *st, ...)
 	__attribute__((sentinel));
 /* dst += src, family by family, by each family's merge rule (workers in
  * order: with FIRST the earlier worker's series stands). */

@@ -4,8 +4,8 @@
  * GET /healthz (the loop answers) and GET /readyz (listening, not draining,
  * and every configured database has a replica for its target role).
  *
- * /metrics renders the typed snapshot metrics.c collects (merged across
- * workers when workers = N), plus DNS from discovery.  Must not: change
+ * /metrics renders a typed snapshot (metrics.h: the model's families from
+ * stats.c, DNS from discovery), merged across workers when workers = N.  Must not: change
  * the state it reads, block, or show a password or query text.
  */
 #include "http.h"
@@ -272,12 +272,12 @@ static void add_dns_addresses(const struct dns_host_info *h, void *arg)
 	metrics_add_int(arg, MF_DNS_ADDRESSES, (int64_t)h->n_addrs, h->name, NULL);
 }
 
-/* This loop's metrics: the model's (metrics.c), and DNS, which discovery
+/* This loop's metrics: the model's (stats.c), and DNS, which discovery
  * (a layer above the model) owns. */
 static void metrics_snapshot(struct metrics *m)
 {
 	metrics_init(m);
-	metrics_collect(m);
+	stats_collect_metrics(m);
 	discovery_foreach_host(add_dns_resolutions, m);
 	discovery_foreach_host(add_dns_addresses, m);
 }
