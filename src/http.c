@@ -5,8 +5,9 @@
  * and every configured database has a replica for its target role).
  *
  * /metrics renders a typed snapshot (metrics.h: the model's families from
- * stats.c, DNS from discovery), merged across workers when workers = N.  Must not: change
- * the state it reads, block, or show a password or query text.
+ * stats.c, DNS from discovery), merged across workers when workers = N.
+ * Must not: change the state it reads, block, or show a password or query
+ * text.
  */
 #include "http.h"
 
@@ -37,69 +38,6 @@ static THREAD_LOCAL struct evhttp *http;
 static THREAD_LOCAL struct evconnlistener *http_listener;
 static THREAD_LOCAL struct event *http_resume_ev;
 static THREAD_LOCAL double http_last_log;
-
-#define DB_OF(it) container_of(it, struct database, node)
-
-/* ---- /readyz ---------------------------------------------------------------------- */
-
-static const struct database *find_database(const char *name)
-{
-	struct database *db;
-	struct list *it;
-	list_for_each(it, &fleet.databases) {
-		db = DB_OF(it);
-		if (strcmp(db->name, name) == 0)
-			return db;
-	}
-	return NULL;
-}
-
-/*
- * Ready: listening, not draining, and every database named in [databases]
- * has a replica that may take its target role now (the router's own test).
- * A "*" entry names no database until a client does, and a name a client
- * made up must not make the pod unready, so it is not checked.
- */
-static bool ready(char *why, size_t len)
-{
-	if (fleet.shutting_down) {
-		snprintf(why, len, "draining");
-		return false;
-	}
-	if (listener_count() == 0) {
-		snprintf(why, len, "not listening");
-		return false;
-	}
-	double now = fleet_now();
-	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
-		const char *name = fleet.cfg.dbs[i].name;
-		if (strcmp(name, "*") == 0)
-			continue;
-		const struct database *db = find_database(name);
-		if (!db) {
-			snprintf(why, len, "database \"%s\" is not set up", name);
-			return false;
-		}
-		if (router_explain_db(db, now, why, (unsigned)len))
-			return false;
-	}
-	snprintf(why, len, "ready");
-	return true;
-}
-
-
-/* ---- requests ----------------------------------------------------------------------- */
-
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
-		  const char *body)
-{
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Content-Type", type);
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	if (body && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
-		evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", body);
-	evhttp_send_reply(req, code, reason, NULL);
-}
 
 /* ---- the exposition format --------------------------------------------------- */
 
@@ -261,6 +199,8 @@ static void put_metrics(struct evbuffer *b, const struct metrics *m)
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
+#define DB_OF(it) container_of(it, struct database, node)
+
 static void add_dns_resolutions(const struct dns_host_info *h, void *arg)
 {
 	metrics_add_int(arg, MF_DNS_RESOLUTIONS, (int64_t)h->ok_count, h->name, "success", NULL);
@@ -280,6 +220,67 @@ static void metrics_snapshot(struct metrics *m)
 	stats_collect_metrics(m);
 	discovery_foreach_host(add_dns_resolutions, m);
 	discovery_foreach_host(add_dns_addresses, m);
+}
+
+/* ---- /readyz ---------------------------------------------------------------------- */
+
+static const struct database *find_database(const char *name)
+{
+	struct database *db;
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		db = DB_OF(it);
+		if (strcmp(db->name, name) == 0)
+			return db;
+	}
+	return NULL;
+}
+
+/*
+ * Ready: listening, not draining, and every database named in [databases]
+ * has a replica that may take its target role now (the router's own test).
+ * A "*" entry names no database until a client does, and a name a client
+ * made up must not make the pod unready, so it is not checked.
+ */
+static bool ready(char *why, size_t len)
+{
+	if (fleet.shutting_down) {
+		snprintf(why, len, "draining");
+		return false;
+	}
+	if (listener_count() == 0) {
+		snprintf(why, len, "not listening");
+		return false;
+	}
+	double now = fleet_now();
+	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
+		const char *name = fleet.cfg.dbs[i].name;
+		if (strcmp(name, "*") == 0)
+			continue;
+		const struct database *db = find_database(name);
+		if (!db) {
+			snprintf(why, len, "database \"%s\" is not set up", name);
+			return false;
+		}
+		if (router_explain_db(db, now, why, (unsigned)len))
+			return false;
+	}
+	snprintf(why, len, "ready");
+	return true;
+}
+
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+		  const char *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (body && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", body);
+	evhttp_send_reply(req, code, reason, NULL);
 }
 
 /* Answers a scrape from m; a snapshot that lost series to an allocation
