@@ -15,7 +15,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-
 const struct metric_family metric_families[MF_COUNT] = {
 #define METRIC_ROW(id, name_, type_, value_, merge_, keys_, follow_, help_)                        \
 	[MF_##id] = {.name = name_,                                                                \
@@ -43,6 +42,8 @@ static void cols_build(void)
 		const struct metric_family *fam = &metric_families[f];
 		struct table_col *c = cols[f];
 		int n = 0;
+		/* Always 0: a family without labels is still keyed, so two
+		 * workers' samples merge into one series, not two rows. */
 		c[n++] = (struct table_col){"series", TABLE_INT, TABLE_KEY, 0};
 		for (int i = 0; i < METRIC_MAX_LABELS && fam->keys[i]; i++)
 			c[n++] = (struct table_col){fam->keys[i], TABLE_TEXT, TABLE_KEY, 0};
