@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 struct database;
+struct metrics;
 struct replica;
 
 /* Upper bounds (seconds) of the histogram buckets; +Inf is implicit. */
@@ -124,5 +125,10 @@ void stats_replica_forgotten(struct replica *r);
 void stats_tick(double now);
 
 void histogram_observe(struct histogram *h, double seconds);
+
+/* Adds this loop's families of the model to a /metrics snapshot: process,
+ * I/O batching, clients, servers, per-replica counters, histograms,
+ * replicas (everything but DNS, which discovery owns).  Per scrape. */
+void stats_collect_metrics(struct metrics *m);
 
 #endif

@@ -6,14 +6,23 @@
  * per-second averages the janitor recomputes every stats_period.  Recording
  * is arithmetic on fields that already exist: no allocation, no lookup.
  *
+ * stats_collect_metrics copies the model's part of /metrics (these
+ * counters, and the connections, replicas and process they describe) into
+ * a snapshot (metrics.h).
+ *
  * Must not: read sockets, format output (admin.c and http.c do).
  */
 #include "stats.h"
 
 #include <string.h>
 
+#include "batch.h"
+#include "client.h"
 #include "database.h"
+#include "metrics.h"
+#include "pool.h"
 #include "runtime.h"
+#include "version.h"
 
 /* Upper bounds in seconds: sub-millisecond pooled queries up to long
  * reports, roughly 1-2.5-5 per decade like Prometheus' defaults. */
@@ -137,5 +146,103 @@ void stats_tick(double now)
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
 		database_average(container_of(it, struct database, node), elapsed);
+	}
+}
+
+/* ---- /metrics -------------------------------------------------------------------- */
+
+static void collect_process(struct metrics *m)
+{
+	metrics_add_int(m, MF_INFO, 1, PGFLEET_VERSION, NULL);
+	metrics_add_real(m, MF_UPTIME, fleet_now() - fleet.started, NULL);
+	metrics_add_int(m, MF_DRAINING, fleet.shutting_down, NULL);
+}
+
+/* Socket calls batched into io_uring submissions (batch.c): operations per
+ * submission is how many system calls batching saved, plus one. */
+static void collect_io_batches(struct metrics *m)
+{
+	struct batch_stats st;
+	batch_get_stats(&st);
+	metrics_add_int(m, MF_IO_URING_ENABLED, batch_enabled(), NULL);
+	metrics_add_int(m, MF_IO_URING_SUBMISSIONS, (int64_t)st.recv_submits, "recv", NULL);
+	metrics_add_int(m, MF_IO_URING_SUBMISSIONS, (int64_t)st.send_submits, "send", NULL);
+	metrics_add_int(m, MF_IO_URING_OPERATIONS, (int64_t)st.recv_ops, "recv", NULL);
+	metrics_add_int(m, MF_IO_URING_OPERATIONS, (int64_t)st.send_ops, "send", NULL);
+	metrics_add_int(m, MF_IO_URING_SHORT_SENDS, (int64_t)st.short_sends, NULL);
+}
+
+static void collect_clients(struct metrics *m)
+{
+	/* Logged in and holding a server connection (active), logged in
+	 * between transactions (idle), queued for a server (waiting), and
+	 * still logging in (login, including those waiting for the first
+	 * server parameters of their pool). */
+	int64_t login = fleet.login_clients.count, waiting = 0, active = 0, idle = 0;
+	struct list *dit, *git, *cit;
+	list_for_each(dit, &fleet.databases) {
+		const struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			waiting += g->waiting.count;
+			list_for_each(cit, &g->active.head) {
+				const struct client *c = container_of(cit, struct client, node);
+				if (c->welcome_pending)
+					login++;
+				else if (c->link)
+					active++;
+				else
+					idle++;
+			}
+		}
+	}
+	metrics_add_int(m, MF_CLIENT_CONNECTIONS, login, "login", NULL);
+	metrics_add_int(m, MF_CLIENT_CONNECTIONS, waiting, "waiting", NULL);
+	metrics_add_int(m, MF_CLIENT_CONNECTIONS, active, "active", NULL);
+	metrics_add_int(m, MF_CLIENT_CONNECTIONS, idle, "idle", NULL);
+	metrics_add_int(m, MF_CLIENT_CONNECTIONS_LIMIT, fleet.cfg.max_client_conn, NULL);
+}
+
+/* Server connections, counters and health of one replica. */
+static void collect_replica(struct metrics *m, const struct database *db,
+			    const struct replica *r, double now)
+{
+	int64_t n[3] = {0, 0, 0};
+	struct list *pit;
+	list_for_each(pit, &r->pools) {
+		const struct pool *p = container_of(pit, struct pool, replica_node);
+		n[0] += p->login.count;
+		n[1] += p->idle.count;
+		n[2] += p->active.count;
+	}
+	static const char *const states[3] = {"login", "idle", "active"};
+	for (int i = 0; i < 3; i++)
+		metrics_add_int(m, MF_SERVER_CONNECTIONS, n[i], db->name, r->addr_str, states[i],
+				NULL);
+	metrics_add_stats(m, MF_REPLICA_COUNTERS, &r->st, db->name, r->addr_str, NULL);
+	metrics_add_int(m, MF_REPLICA_UP, r->state == REPLICA_UP, db->name, r->addr_str,
+			replica_role_name(r->role), NULL);
+	for (int s = REPLICA_NEW; s <= REPLICA_DRAINING; s++)
+		metrics_add_int(m, MF_REPLICA_STATE, r->state == (enum replica_state)s, db->name,
+				r->addr_str, replica_state_name((enum replica_state)s), NULL);
+	metrics_add_real(m, MF_REPLICA_LAG, r->lag_s, db->name, r->addr_str, NULL);
+	metrics_add_int(m, MF_REPLICA_ELIGIBLE, replica_eligible(r, now), db->name, r->addr_str,
+			NULL);
+}
+
+void stats_collect_metrics(struct metrics *m)
+{
+	collect_process(m);
+	collect_io_batches(m);
+	collect_clients(m);
+	double now = fleet_now();
+	struct list *dit, *rit;
+	list_for_each(dit, &fleet.databases) {
+		const struct database *db = container_of(dit, struct database, node);
+		list_for_each(rit, &db->replicas) {
+			collect_replica(m, db, container_of(rit, struct replica, node), now);
+		}
+		metrics_add_histogram(m, MF_TRANSACTION_DURATION, &db->xact_hist, db->name, NULL);
+		metrics_add_histogram(m, MF_WAIT, &db->wait_hist, db->name, NULL);
 	}
 }
