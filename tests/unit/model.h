@@ -24,6 +24,7 @@
 #include "config.h"
 #include "database.h"
 #include "health.h"
+#include "intern.h"
 #include "log.h"
 #include "params.h"
 #include "pool.h"
@@ -162,56 +163,29 @@ static inline struct client *model_client(struct pool_group *g)
 	c->io.fd = -1;
 	c->group = g;
 	c->db = g->db;
-	c->user = g->user;
-	c->dbname = g->db->name;
+	c->user = str_intern(g->user);
+	c->dbname = str_intern(g->db->name);
 	c->params = param_shared_empty();
+	snprintf(c->addr_str, sizeof(c->addr_str), "test");
 	c->state = CLIENT_ACTIVE;
 	statlist_append(&g->active, &c->node);
 	g->db->clients++;
+	fleet.client_count++;
 	return c;
 }
 
-/* Takes a client off its list and frees it (no ErrorResponse, no log). */
-static inline void model_client_free(struct client *c)
-{
-	if (c->state == CLIENT_WAITING)
-		statlist_remove(&c->group->waiting, &c->node);
-	else if (c->state == CLIENT_ACTIVE)
-		statlist_remove(&c->group->active, &c->node);
-	if (c->link)
-		c->link->link = NULL;
-	param_shared_release(c->params);
-	c->db->clients--;
-	free(c);
-}
-
-/* Frees every server connection the tests left (pool lists and the
- * justfree list), then every database with its replicas and pools. */
+/* Tears everything down by pgfleet's own paths (KILL: every client and
+ * server connection of each database closed, then freed as the next loop
+ * pass would), then frees the databases and the settings. */
 static inline void model_done(void)
 {
-	struct list *dit, *rit, *pit, *it;
+	struct list *dit;
 	list_for_each(dit, &fleet.databases) {
-		struct database *db = container_of(dit, struct database, node);
-		list_for_each(rit, &db->replicas) {
-			struct replica *r = container_of(rit, struct replica, node);
-			list_for_each(pit, &r->pools) {
-				struct pool *p = container_of(pit, struct pool, replica_node);
-				struct statlist *lists[] = {&p->idle, &p->active, &p->login};
-				for (int i = 0; i < 3; i++) {
-					while ((it = statlist_pop(lists[i]))) {
-						struct server *s = container_of(it, struct server, node);
-						free(s->queue);
-						free(s);
-					}
-				}
-			}
-		}
+		database_close_all(container_of(dit, struct database, node), "test over",
+				   "test over");
 	}
-	while ((it = statlist_pop(&fleet.justfree_servers))) {
-		struct server *s = container_of(it, struct server, node);
-		free(s->queue);
-		free(s);
-	}
+	client_free_list();
+	server_free_list();
 	database_free_all();
 	for (int i = 0; i < model_n_cfgs; i++)
 		free(model_cfgs[i]);
