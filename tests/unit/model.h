@@ -23,6 +23,7 @@
 #include "client.h"
 #include "config.h"
 #include "database.h"
+#include "discovery.h"
 #include "health.h"
 #include "intern.h"
 #include "log.h"
@@ -187,6 +188,7 @@ static inline void model_done(void)
 	client_free_list();
 	server_free_list();
 	database_free_all();
+	discovery_shutdown(); /* hosts watched, never resolved (no channel) */
 	for (int i = 0; i < model_n_cfgs; i++)
 		free(model_cfgs[i]);
 	model_n_cfgs = 0;
