@@ -5,12 +5,18 @@
  * It builds databases, replicas, pools, server connections and clients as
  * the real modules would, from the real structs and public functions, but
  * with no socket, no thread and no event loop: every connection's fd is -1
- * (conn.c then never touches the kernel) and time is whatever the test puts
- * in fleet.now_cached (fleet_now() returns it when set).
+ * (conn.c then arms no event), and time is whatever the test puts in
+ * fleet.now_cached (fleet_now() returns it when set).  Discovery has no
+ * resolver (discovery_watch only records the name): answers come from
+ * discovery_take_answer.  health.c's timers get an event base (an epoll
+ * descriptor) that is never dispatched, so no check runs: the tests feed
+ * check results through health_note_failure/health_note_answer.
  *
- * Must not: open sockets, start threads, or run the loop.  health.c's
- * timers get an event base (an epoll descriptor) that is never dispatched,
- * so no check ever runs: the tests feed check results themselves.
+ * Must not: open sockets, start threads, or run the loop.  So a test never
+ * lets pool.c launch a server connection (server_launch makes a socket):
+ * its pools are full, paused or without an eligible replica wherever a
+ * client would otherwise wait for a new one; and it never leaves bytes
+ * queued for a connection (a flush would call send() on fd -1).
  */
 #ifndef PGFLEET_TEST_MODEL_H
 #define PGFLEET_TEST_MODEL_H
