@@ -25,6 +25,14 @@ void discovery_watch(const char *name);
 bool discovery_lookup(const char *name, const struct dns_addr **addrs, int *n);
 /* Re-resolve every host now (REFRESH DNS, SIGHUP). */
 void discovery_refresh(void);
+/* An answer for a watched `name`, as c-ares' callback hands it over:
+ * addresses with port 0 and no duplicates (at most DNS_MAX_ADDRS), their
+ * lowest TTL (-1: unknown); n == 0 is a failed lookup (the last good answer
+ * stays).  Kept, the next lookup scheduled, and, when it differs from the
+ * last one, every database naming the host follows it
+ * (database_hosts_changed).  For tests: no resolver needed.  False when
+ * `name` is not watched or n is out of range. */
+bool discovery_take_answer(const char *name, const struct dns_addr *addrs, int n, int ttl);
 
 /* One watched host as /metrics and SHOW DNS_HOSTS see it. */
 struct dns_host_info {

@@ -29,4 +29,20 @@ void health_replica_removed(struct replica *r);
  * turned on by SET or RELOAD). */
 void health_janitor(void);
 
+/*
+ * What a finished check does to r's health and role (HAProxy-style
+ * hysteresis), apart from the libpq connection that ran it, so the state
+ * machine can be tested without a server.  A failure: `why` becomes
+ * last_error, an up or new replica goes down (retry_at = now +
+ * server_login_retry), the HEALTH_FALL-th failure in a row bans it
+ * (retry_at = now + ban_time); a banned one stays banned.  An answer: the
+ * role from pg_is_in_recovery() and the lag are taken whatever the health,
+ * the failure count is reset, a new or down replica comes up, a banned one
+ * only once ban_time has passed.  A draining replica keeps its state and
+ * role.  The caller kicks the database's queues.
+ * Must not: touch the check's connection or timers.
+ */
+void health_note_failure(struct replica *r, const char *why);
+void health_note_answer(struct replica *r, bool in_recovery, double lag_s);
+
 #endif

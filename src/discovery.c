@@ -140,6 +140,9 @@ static int addr_cmp(const void *a, const void *b)
 	return memcmp(&x->sa, &y->sa, x->len);
 }
 
+static void take_answer(struct dns_host *h, struct dns_addr *found, int n, int ttl,
+			const char *error);
+
 static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
 	struct dns_host *h = arg;
@@ -177,11 +180,18 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
 	}
 	if (res)
 		ares_freeaddrinfo(res);
+	take_answer(h, found, n, ttl,
+		    status == ARES_SUCCESS ? "no addresses" : ares_strerror(status));
+}
 
+/* A lookup's outcome for h: found[0..n) (port 0, no duplicates), the
+ * lowest TTL among them (-1: none); n == 0 failed with `error`. */
+static void take_answer(struct dns_host *h, struct dns_addr *found, int n, int ttl,
+			const char *error)
+{
 	if (n == 0) {
 		h->fail_count++;
-		log_warn("dns lookup failed", "host", h->name, "error",
-			 status == ARES_SUCCESS ? "no addresses" : ares_strerror(status), "kept",
+		log_warn("dns lookup failed", "host", h->name, "error", error, "kept",
 			 h->have_answer ? "last good answer" : "nothing yet", NULL);
 		schedule(h, fleet.cfg.dns_nxdomain_ttl);
 		return;
@@ -230,6 +240,22 @@ void discovery_watch(const char *name)
 	h->next = hosts;
 	hosts = h;
 	resolve(h);
+}
+
+bool discovery_take_answer(const char *name, const struct dns_addr *addrs, int n, int ttl)
+{
+	struct dns_addr found[DNS_MAX_ADDRS];
+	if (n < 0 || n > DNS_MAX_ADDRS)
+		return false;
+	for (struct dns_host *h = hosts; h; h = h->next) {
+		if (strcmp(h->name, name) == 0) {
+			if (n)
+				memcpy(found, addrs, sizeof(found[0]) * (size_t)n);
+			take_answer(h, found, n, ttl, "no addresses");
+			return true;
+		}
+	}
+	return false;
 }
 
 bool discovery_lookup(const char *name, const struct dns_addr **addrs, int *n)

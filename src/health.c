@@ -356,18 +356,8 @@ static void schedule_next(struct health_check *hc)
 	arm(hc->ev_timer, wait < 0.05 ? 0.05 : wait);
 }
 
-static void check_failed(struct health_check *hc, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void check_failed(struct health_check *hc, const char *fmt, ...)
+void health_note_failure(struct replica *r, const char *why)
 {
-	struct replica *r = hc->r;
-	char why[160];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	drop_conn(hc);
 	r->last_check = fleet_wallclock();
 	snprintf(r->last_error, sizeof(r->last_error), "%s", why);
 	if (r->state != REPLICA_DRAINING) {
@@ -383,6 +373,21 @@ static void check_failed(struct health_check *hc, const char *fmt, ...)
 			replica_set_state(r, REPLICA_DOWN, why);
 		}
 	}
+}
+
+static void check_failed(struct health_check *hc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void check_failed(struct health_check *hc, const char *fmt, ...)
+{
+	struct replica *r = hc->r;
+	char why[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	drop_conn(hc);
+	health_note_failure(r, why);
 	schedule_next(hc);
 	kick_db(r->db);
 }
@@ -406,18 +411,13 @@ static void mark_answering(struct replica *r)
 	}
 }
 
-static void check_passed(struct health_check *hc)
+void health_note_answer(struct replica *r, bool in_recovery, double lag_s)
 {
-	struct replica *r = hc->r;
-	if (hc->ev_io) {
-		event_free(hc->ev_io);
-		hc->ev_io = NULL;
-	}
 	r->last_check = fleet_wallclock();
 	if (r->state != REPLICA_DRAINING) {
 		bool lag_was_ok = replica_lag_ok(r);
-		r->lag_s = hc->lag;
-		(void)replica_set_role(r, hc->recovery ? ROLE_STANDBY : ROLE_PRIMARY,
+		r->lag_s = lag_s;
+		(void)replica_set_role(r, in_recovery ? ROLE_STANDBY : ROLE_PRIMARY,
 				       "health check");
 		if (lag_was_ok != replica_lag_ok(r)) {
 			char lag[32];
@@ -428,6 +428,16 @@ static void check_passed(struct health_check *hc)
 		}
 		mark_answering(r);
 	}
+}
+
+static void check_passed(struct health_check *hc)
+{
+	struct replica *r = hc->r;
+	if (hc->ev_io) {
+		event_free(hc->ev_io);
+		hc->ev_io = NULL;
+	}
+	health_note_answer(r, hc->recovery, hc->lag);
 	schedule_next(hc);
 	kick_db(r->db);
 }

@@ -322,12 +322,25 @@ struct pool_group *pool_group_get(struct database *db, const char *user)
 	return g;
 }
 
+/* Has g a pool on r already?  A draining replica keeps its pools until its
+ * last connection ends; back in DNS meanwhile, it must not get a second one
+ * (that would double its pool_size). */
+static bool group_has_pool(const struct pool_group *g, const struct replica *r)
+{
+	struct list *it;
+	list_for_each(it, &r->pools) {
+		if (container_of(it, struct pool, replica_node)->group == g)
+			return true;
+	}
+	return false;
+}
+
 void pool_add_replica(struct replica *r)
 {
 	struct list *it;
 	list_for_each(it, &r->db->groups) {
 		struct pool_group *g = container_of(it, struct pool_group, node);
-		if (!pool_new(g, r))
+		if (!group_has_pool(g, r) && !pool_new(g, r))
 			log_error("out of memory creating a pool", NULL);
 	}
 }

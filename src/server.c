@@ -29,6 +29,7 @@
 #include "scram.h"
 #include "stats.h"
 #include "tls.h"
+#include "txn.h"
 
 #define LOGIN_MSG_MAX (64 * 1024)
 #define QUERY_TIMEOUT_GRACE 1.0 /* seconds a canceled query gets to end */
@@ -749,28 +750,6 @@ static void queue_trim(struct server *s)
 	s->overflow = false;
 }
 
-/* Does this reply message end the request? */
-static bool reply_ends(uint8_t kind, uint8_t type)
-{
-	switch (kind) {
-	case REQ_QUERY:
-	case REQ_SYNC:
-		return type == 'Z';
-	case REQ_PARSE:
-		return type == '1';
-	case REQ_BIND:
-		return type == '2';
-	case REQ_DESCRIBE:
-		return type == 'T' || type == 'n';
-	case REQ_EXECUTE:
-		return type == 'C' || type == 'I' || type == 's';
-	case REQ_CLOSE:
-		return type == '3';
-	default:
-		return false;
-	}
-}
-
 /* After an error in the extended protocol the server skips everything up to
  * the next Sync: those requests get no reply, and statements they would have
  * prepared do not exist. */
@@ -1007,7 +986,7 @@ static void process_unlinked(struct server *s)
 			server_close(s, "protocol violation: ReadyForQuery with an unknown status");
 			return;
 		}
-		if (reply_ends(r->kind, type))
+		if (txn_reply_ends(r->kind, type))
 			queue_pop(s);
 	}
 	conn_release_buffer(&s->io);
@@ -1061,8 +1040,8 @@ static void forward_to_client(struct server *s)
 			return;
 		uint32_t total = len + 1;
 		struct request *r = queue_head(s);
-		bool async = type == 'S' || type == 'N' || type == 'A';
-		bool extended_error = type == 'E' && r && r->kind != REQ_QUERY;
+		enum txn_effect effect = txn_reply_effect(r != NULL, r ? r->kind : 0, type);
+		bool extended_error = effect == TXN_SKIP_TO_SYNC;
 		bool hidden = r && r->action == REQ_HIDE && !extended_error;
 		/* An error to a Bind/Describe of one of pgfleet's names: read
 		 * whole, to see whether the server lost the statement.  Such
@@ -1099,7 +1078,7 @@ static void forward_to_client(struct server *s)
 				s->xact_status = status;
 			b->parsed += total;
 			b->done = b->parsed;
-			if (!async && reply_ends(r->kind, type))
+			if (effect == TXN_POP)
 				queue_pop(s);
 			continue;
 		}
@@ -1138,11 +1117,10 @@ static void forward_to_client(struct server *s)
 			if (named_error)
 				check_statement_lost(s, body, len - 4);
 			skip_to_sync(s);
-		} else if (r && !async && reply_ends(r->kind, type)) {
+		} else if (effect == TXN_POP) {
 			queue_pop(s);
 		}
-		if (type == 'Z' && s->q_len == 0 && s->xact_status == 'I' &&
-		    c->io.pkt_remain == 0 && mode != POOL_SESSION)
+		if (type == 'Z' && txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode))
 			release = true;
 	}
 	if (!release && !drain_head_fakes(s, c, NULL))
@@ -1186,9 +1164,8 @@ void server_drain_fakes(struct server *s)
 	}
 	/* Only faked replies were owed (a DEALLOCATE, say): the turn is over,
 	 * unless part of the client's next message already came (it goes here). */
-	if (s->q_len == 0 && s->xact_status == 'I' && c->io.pkt_remain == 0 &&
-	    c->db->pool_mode != POOL_SESSION && !(c->io.in && !iobuf_empty(c->io.in)) &&
-	    !(s->io.in && !iobuf_empty(s->io.in)))
+	if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, c->db->pool_mode) &&
+	    !(c->io.in && !iobuf_empty(c->io.in)) && !(s->io.in && !iobuf_empty(s->io.in)))
 		finish_release(s);
 }
 

@@ -1,0 +1,329 @@
+/*
+ * test_pool.c: pool.c's accounting, on pools, server connections and
+ * clients built in memory (model.h).  Server connections never get a
+ * socket: a test puts them in the state a login would (model_server_login)
+ * and finishes the login as server.c does (connecting--, then
+ * pool_server_ready).  Every test keeps pools full, paused or without an
+ * eligible replica where pool.c would otherwise launch a connection, since
+ * a launch is a socket.
+ *
+ * What is counted: per pool (database, user, replica) the idle, active and
+ * login lists; per group (database, user) the waiting and active clients and
+ * the logins in flight; per replica the busy (`active`) and total
+ * (`server_conns`) connections.
+ */
+#include "harness.h"
+#include "model.h"
+
+#include "router.h"
+
+/* server.c's login_complete, minus the welcome and the log line. */
+static void login_done(struct server *s)
+{
+	s->pool->group->connecting--;
+	s->login_step = SLOGIN_PARAMS;
+	pool_server_ready(s);
+}
+
+struct counts {
+	int idle, active, login;         /* the pool */
+	int waiting, clients, connecting; /* the group */
+	int busy, conns;                 /* the replica */
+};
+
+static struct counts counts_of(const struct pool *p)
+{
+	struct counts k = {
+		p->idle.count,		  p->active.count,	     p->login.count,
+		p->group->waiting.count,  p->group->active.count,    p->group->connecting,
+		p->replica->active,	  p->replica->server_conns,
+	};
+	return k;
+}
+
+#define CHECK_COUNTS(p, i, a, l, w, c, cn, b, sc)                                                  \
+	do {                                                                                       \
+		struct counts k_ = counts_of(p);                                                   \
+		CHECK(k_.idle == (i));                                                             \
+		CHECK(k_.active == (a));                                                           \
+		CHECK(k_.login == (l));                                                            \
+		CHECK(k_.waiting == (w));                                                          \
+		CHECK(k_.clients == (c));                                                          \
+		CHECK(k_.connecting == (cn));                                                      \
+		CHECK(k_.busy == (b));                                                             \
+		CHECK(k_.conns == (sc));                                                           \
+	} while (0)
+
+/* One database of one up primary, pool_size `size`, user "app". */
+static struct pool *one_pool(int size, struct replica **rp)
+{
+	struct database *db = model_db("app", TSA_ANY, size, NULL);
+	struct replica *r = model_replica(db, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *g = pool_group_get(db, "app");
+	if (rp)
+		*rp = r;
+	return model_pool(g, r);
+}
+
+/* Check out an idle connection, release it: idle → active → idle, the
+ * client stays logged in between transactions. */
+static void test_checkout_release(void)
+{
+	model_init();
+	struct pool *p = one_pool(2, NULL);
+	struct server *s = model_server_idle(p, 990);
+	struct client *c = model_client(p->group);
+	CHECK_COUNTS(p, 1, 0, 0, 0, 1, 0, 0, 1);
+
+	CHECK(pool_checkout(c));
+	CHECK(c->link == s && s->link == c);
+	CHECK(s->state == SERVER_ACTIVE && c->state == CLIENT_ACTIVE);
+	CHECK_COUNTS(p, 0, 1, 0, 0, 1, 0, 1, 1);
+
+	fleet.now_cached = 1001;
+	server_release(s);
+	CHECK(c->link == NULL && s->link == NULL);
+	CHECK(s->state == SERVER_IDLE);
+	CHECK(s->last_used == 1001);
+	CHECK_COUNTS(p, 1, 0, 0, 0, 1, 0, 0, 1);
+	model_done();
+}
+
+/* Most recently used idle connection first (README: "Within a pool the
+ * most recently used idle connection goes first"); server_round_robin = 1
+ * takes the one idle longest, so all of them cycle. */
+static void test_idle_order(void)
+{
+	for (int rr = 0; rr <= 1; rr++) {
+		model_init();
+		fleet.cfg.server_round_robin = rr;
+		struct pool *p = one_pool(3, NULL);
+		struct server *a = model_server_login(p);
+		struct server *b = model_server_login(p);
+		CHECK_COUNTS(p, 0, 0, 2, 0, 0, 2, 0, 2);
+		fleet.now_cached = 1001;
+		login_done(a);
+		fleet.now_cached = 1002;
+		login_done(b);
+		CHECK_COUNTS(p, 2, 0, 0, 0, 0, 0, 0, 2);
+		CHECK(a->last_used == 1001 && b->last_used == 1002);
+
+		struct client *c1 = model_client(p->group), *c2 = model_client(p->group);
+		CHECK(pool_checkout(c1));
+		CHECK(c1->link == (rr ? a : b));
+		CHECK(pool_checkout(c2));
+		CHECK(c2->link == (rr ? b : a));
+		CHECK_COUNTS(p, 0, 2, 0, 0, 2, 0, 2, 2);
+
+		/* Released a, then b: b is the most recently used. */
+		fleet.now_cached = 1003;
+		server_release(a);
+		fleet.now_cached = 1004;
+		server_release(b);
+		CHECK_COUNTS(p, 2, 0, 0, 0, 2, 0, 0, 2);
+		struct client *c3 = model_client(p->group);
+		CHECK(pool_checkout(c3));
+		CHECK(c3->link == (rr ? a : b));
+		model_done();
+	}
+}
+
+/* The wait queue is FIFO; a full pool opens nothing more; a released
+ * connection goes straight to the head of the queue, never idle beside a
+ * waiting client; a waiting client that leaves is out of the queue. */
+static void test_wait_queue_fifo(void)
+{
+	model_init();
+	struct pool *p = one_pool(1, NULL);
+	struct server *s = model_server_idle(p, 990);
+	struct client *c[5];
+	for (int i = 0; i < 5; i++)
+		c[i] = model_client(p->group);
+	CHECK(pool_checkout(c[0]));
+	CHECK(!pool_has_room(p));
+	for (int i = 1; i < 5; i++) {
+		fleet.now_cached = 1000 + i;
+		CHECK(!pool_checkout(c[i]));
+		CHECK(c[i]->state == CLIENT_WAITING);
+		CHECK(c[i]->wait_start == 1000 + i);
+	}
+	/* pool_size 1 holds: no login started for the four who wait */
+	CHECK_COUNTS(p, 0, 1, 0, 4, 1, 0, 1, 1);
+
+	for (int i = 1; i <= 2; i++) {
+		server_release(s);
+		CHECK(s->state == SERVER_ACTIVE);
+		CHECK(s->link == c[i] && c[i]->link == s);
+		CHECK(c[i]->state == CLIENT_ACTIVE && c[i]->wait_start == 0);
+		CHECK(c[i - 1]->link == NULL);
+		CHECK_COUNTS(p, 0, 1, 0, 4 - i, 1 + i, 0, 1, 1);
+	}
+	/* c[3] hangs up while waiting: c[4] is next */
+	client_close(c[3], NULL, "client closed");
+	CHECK(c[3]->state == CLIENT_JUSTFREE);
+	CHECK_COUNTS(p, 0, 1, 0, 1, 3, 0, 1, 1);
+	server_release(s);
+	CHECK(s->link == c[4]);
+	CHECK_COUNTS(p, 0, 1, 0, 0, 4, 0, 1, 1);
+	server_release(s);
+	CHECK_COUNTS(p, 1, 0, 0, 0, 4, 0, 0, 1);
+	client_free_list();
+	model_done();
+}
+
+/* A client that arrives while a connection is logging in waits for it
+ * (no second login: the one in flight is counted against the queue), and
+ * that login, done, serves it. */
+static void test_login_serves_waiter(void)
+{
+	model_init();
+	struct pool *p = one_pool(1, NULL);
+	struct server *s = model_server_login(p);
+	struct client *c = model_client(p->group);
+	CHECK(!pool_checkout(c));
+	CHECK_COUNTS(p, 0, 0, 1, 1, 0, 1, 0, 1);
+	login_done(s);
+	CHECK(s->link == c && c->state == CLIENT_ACTIVE);
+	CHECK_COUNTS(p, 0, 1, 0, 0, 1, 0, 1, 1);
+	model_done();
+}
+
+/* Closing: a busy connection takes its client with it; a login that fails
+ * marks the replica down; closed connections leave every count at once and
+ * are freed at the next loop pass. */
+static void test_close(void)
+{
+	model_init();
+	struct replica *r;
+	struct pool *p = one_pool(3, &r);
+	struct server *older = model_server_idle(p, 990);
+	struct server *newer = model_server_idle(p, 991);
+	struct server *login = model_server_login(p);
+	struct client *c = model_client(p->group);
+	CHECK(pool_checkout(c));
+	CHECK(c->link == newer); /* the most recently used */
+	CHECK_COUNTS(p, 1, 1, 1, 0, 1, 1, 1, 3);
+
+	server_close(newer, "server closed the connection");
+	CHECK(newer->state == SERVER_JUSTFREE);
+	CHECK(c->state == CLIENT_JUSTFREE); /* told 08006, closed */
+	CHECK(c->link == NULL);
+	CHECK(r->state == REPLICA_UP);      /* a routine close is no failure */
+	CHECK_COUNTS(p, 1, 0, 1, 0, 0, 1, 0, 2);
+
+	server_close(login, "connect: Connection refused");
+	CHECK(r->state == REPLICA_DOWN);
+	CHECK(r->fails == 1);
+	CHECK(r->retry_at == fleet_now() + fleet.cfg.server_login_retry);
+	CHECK_STR(r->last_error, "connect: Connection refused");
+	/* down: its idle connection was closed too */
+	CHECK(older->state == SERVER_JUSTFREE);
+	CHECK_COUNTS(p, 0, 0, 0, 0, 0, 0, 0, 0);
+	CHECK(fleet.justfree_servers.count == 3);
+	CHECK(fleet.justfree_clients.count == 1);
+	client_free_list();
+	server_free_list();
+	CHECK(fleet.justfree_servers.count == 0);
+	CHECK(fleet.client_count == 0);
+	model_done();
+}
+
+/* Two users of one database: a pool each on the shared replica, each with
+ * its own pool_size and queue; the replica counts both. */
+static void test_groups_apart(void)
+{
+	model_init();
+	struct database *db = model_db("app", TSA_ANY, 1, NULL);
+	struct replica *r = model_replica(db, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *g1 = pool_group_get(db, "alice");
+	struct pool_group *g2 = pool_group_get(db, "bob");
+	CHECK(pool_group_get(db, "alice") == g1);
+	struct pool *p1 = model_pool(g1, r), *p2 = model_pool(g2, r);
+	CHECK(p1 && p2 && p1 != p2);
+	struct server *s1 = model_server_idle(p1, 990), *s2 = model_server_idle(p2, 990);
+	struct client *a1 = model_client(g1), *a2 = model_client(g1), *b1 = model_client(g2);
+	CHECK(pool_checkout(a1));
+	CHECK(!pool_checkout(a2)); /* alice's pool is full ... */
+	CHECK(pool_checkout(b1));  /* ... bob's is not */
+	CHECK(a1->link == s1 && b1->link == s2);
+	CHECK_COUNTS(p1, 0, 1, 0, 1, 1, 0, 2, 2);
+	CHECK_COUNTS(p2, 0, 1, 0, 0, 1, 0, 2, 2);
+	/* bob's release does not serve alice's queue */
+	server_release(s2);
+	CHECK(a2->state == CLIENT_WAITING);
+	CHECK_COUNTS(p2, 1, 0, 0, 0, 1, 0, 1, 2);
+	server_release(s1);
+	CHECK(a2->link == s1);
+	CHECK_COUNTS(p1, 0, 1, 0, 0, 2, 0, 1, 2);
+	model_done();
+}
+
+/* PAUSE: clients queue even beside an idle connection, a released one
+ * goes idle; RESUME (pool_kick) serves the queue in order. */
+static void test_pause(void)
+{
+	model_init();
+	struct pool *p = one_pool(2, NULL);
+	struct server *s1 = model_server_idle(p, 990);
+	struct client *c1 = model_client(p->group), *c2 = model_client(p->group);
+	CHECK(pool_checkout(c1));
+	p->group->db->paused = true;
+	struct server *s2 = model_server_idle(p, 991);
+	CHECK(!pool_checkout(c2));
+	CHECK_COUNTS(p, 1, 1, 0, 1, 1, 0, 1, 2);
+	server_release(s1);
+	CHECK(c2->state == CLIENT_WAITING);
+	CHECK_COUNTS(p, 2, 0, 0, 1, 1, 0, 0, 2);
+	p->group->db->paused = false;
+	pool_kick(p->group);
+	CHECK(c2->state == CLIENT_ACTIVE);
+	CHECK(c2->link == s1); /* released last: the most recently used */
+	CHECK(s2->state == SERVER_IDLE);
+	CHECK_COUNTS(p, 1, 1, 0, 0, 2, 0, 1, 2);
+	model_done();
+}
+
+/* query_wait_timeout: the janitor closes a client that waited longer,
+ * not one that waited less; a connection of a replica that is not
+ * eligible serves nobody. */
+static void test_query_wait_timeout(void)
+{
+	model_init();
+	fleet.cfg.query_wait_timeout = 5;
+	struct replica *r;
+	struct pool *p = one_pool(1, &r);
+	struct client *c1 = model_client(p->group), *c2 = model_client(p->group);
+	r->state = REPLICA_DOWN; /* checks on: nothing is eligible */
+	fleet.now_cached = 1000;
+	CHECK(!pool_checkout(c1));
+	fleet.now_cached = 1003;
+	CHECK(!pool_checkout(c2));
+	CHECK_COUNTS(p, 0, 0, 0, 2, 0, 0, 0, 0);
+	pool_janitor(1005);
+	CHECK(c1->state == CLIENT_WAITING && c2->state == CLIENT_WAITING);
+	pool_janitor(1005.5);
+	CHECK(c1->state == CLIENT_JUSTFREE && c2->state == CLIENT_WAITING);
+	CHECK_COUNTS(p, 0, 0, 0, 1, 0, 0, 0, 0);
+	/* A login that completes on a replica no longer eligible: idle, the
+	 * client keeps waiting. */
+	struct server *s = model_server_login(p);
+	login_done(s);
+	CHECK(s->state == SERVER_IDLE && c2->state == CLIENT_WAITING);
+	pool_janitor(1008.5);
+	CHECK(c2->state == CLIENT_JUSTFREE);
+	CHECK_COUNTS(p, 1, 0, 0, 0, 0, 0, 0, 1);
+	model_done();
+}
+
+int main(void)
+{
+	RUN(test_checkout_release);
+	RUN(test_idle_order);
+	RUN(test_wait_queue_fifo);
+	RUN(test_login_serves_waiter);
+	RUN(test_close);
+	RUN(test_groups_apart);
+	RUN(test_pause);
+	RUN(test_query_wait_timeout);
+	return harness_finish();
+}
