@@ -4,6 +4,11 @@
  * housekeeping mechanisms: freeing closed objects at the top of the next loop
  * pass (never inside the callback that closed them) and the once-a-second
  * janitor that enforces timeouts.
+ *
+ * runtime is a foundation: it calls no module above it.  What the loop runs
+ * for other modules (their janitors, their free lists, the end of each loop
+ * pass) and what a front end asks of the process (shutdown, reload) go
+ * through hooks registered once at start-up (wiring.c).
  */
 #ifndef PGFLEET_RUNTIME_H
 #define PGFLEET_RUNTIME_H
@@ -50,6 +55,17 @@ int fleet_run_loop(void);
 double fleet_wallclock(void);
 /* Schedules the justfree lists to be freed at the next loop pass. */
 void fleet_schedule_free(void);
+
+/* Hooks, called in the order they were added.  Registered by wiring.c
+ * before any worker's loop starts; the lists are process-wide and read-only
+ * from then on.  Must not: be added to once loops run (no lock).
+ * janitor: once a second, with fleet_now().  free: the free-later pass
+ * (objects closed inside a callback).  pass: after each loop pass (the
+ * pass's batched socket calls). */
+void fleet_add_janitor(void (*fn)(double now));
+void fleet_add_free_hook(void (*fn)(void));
+void fleet_add_pass_hook(void (*fn)(void));
+
 bool fleet_runtime_init(void) __attribute__((warn_unused_result));
 void fleet_runtime_done(void);
 /* Stops accepting and drains: open transactions finish (up to

@@ -35,7 +35,7 @@ LAYERS = [
     ("model", "stats database pool server client auth cancel"),
     ("policy", "router health discovery"),
     ("front ends", "listener admin admin_merge http"),
-    ("process", "worker shutdown signals reload main"),
+    ("process", "worker shutdown signals reload wiring main"),
 ]
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)\.h"', re.M)

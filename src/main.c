@@ -18,6 +18,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "batch.h"
 #include "cancel.h"
 #include "client.h"
 #include "config.h"
@@ -32,6 +33,7 @@
 #include "server.h"
 #include "tls.h"
 #include "version.h"
+#include "wiring.h"
 #include "worker.h"
 
 extern char **environ;
@@ -255,6 +257,7 @@ static bool loop_setup(void)
 		log_error("start-up failed", "stage", "event loop or DNS", NULL);
 		return false;
 	}
+	(void)batch_init(fleet.cfg.io_uring); /* off: every socket call is made at once */
 	/* Named databases resolve now; "*" entries when a client names one. */
 	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
 		const struct db_config *d = &fleet.cfg.dbs[i];
@@ -286,6 +289,7 @@ static void loop_teardown(void)
 	if (ev_drain)
 		event_free(ev_drain);
 	ev_drain = NULL;
+	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
 	iobuf_free_all();
@@ -378,6 +382,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	wiring_connect();
 	discovery_library_init();
 	if (!worker_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;

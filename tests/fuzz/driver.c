@@ -32,6 +32,7 @@
 #include "proto.h"
 #include "runtime.h"
 #include "server.h"
+#include "wiring.h"
 #include "worker.h"
 
 /* ---- what main.c provides to the core library ---------------------------- */
@@ -125,6 +126,7 @@ __attribute__((constructor)) static void fuzz_global_init(void)
 	 * verbosity (2: trace) to watch one input. */
 	const char *v = getenv("PGFLEET_FUZZ_LOG");
 	log_setup(v ? atoi(v) : -10, false);
+	wiring_connect(); /* as main() does: the callbacks up the layers */
 	snprintf(dir, sizeof(dir), "/tmp/pgfleet-fuzz-XXXXXX");
 	if (!mkdtemp(dir))
 		die("mkdtemp");
@@ -208,6 +210,7 @@ void fuzz_session_begin(uint8_t variant, int backend_mode)
 		setting("max_prepared_statements", "1");
 	if (!fleet_runtime_init())
 		abort();
+	(void)batch_init(fleet.cfg.io_uring);
 
 	memset(&S, 0, sizeof(S));
 	for (int i = 0; i < MAX_BACKENDS; i++)
@@ -508,6 +511,7 @@ void fuzz_session_end(void)
 	server_free_list();
 	cancel_shutdown();
 	database_free_all();
+	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
 	iobuf_free_all();

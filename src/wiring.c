@@ -1,0 +1,50 @@
+/*
+ * wiring.c: every upward callback, connected once (wiring.h).
+ *
+ * The lower layers never name a higher module: runtime runs the janitors and
+ * free lists it was given, ...  Reading this file tells what calls up, and
+ * in which order (the janitors run in the order they are added here).
+ */
+#include "wiring.h"
+
+#include <stdbool.h>
+
+#include "batch.h"
+#include "client.h"
+#include "database.h"
+#include "health.h"
+#include "iobuf.h"
+#include "pool.h"
+#include "runtime.h"
+#include "server.h"
+#include "stats.h"
+
+static void health_tick(double now)
+{
+	health_janitor();
+}
+
+static void iobuf_tick(double now)
+{
+	iobuf_trim();
+}
+
+void wiring_connect(void)
+{
+	static bool done;
+	if (done)
+		return;
+	done = true;
+
+	/* The loop's housekeeping (runtime.c), in the order it always ran. */
+	fleet_add_pass_hook(batch_run);
+	fleet_add_free_hook(client_free_list);
+	fleet_add_free_hook(server_free_list);
+	fleet_add_janitor(client_janitor);
+	fleet_add_janitor(server_janitor);
+	fleet_add_janitor(health_tick);
+	fleet_add_janitor(pool_janitor);
+	fleet_add_janitor(database_reap_auto);
+	fleet_add_janitor(stats_tick);
+	fleet_add_janitor(iobuf_tick);
+}
