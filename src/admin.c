@@ -38,7 +38,7 @@
 #include "tls.h"
 #include "version.h"
 #include "admin_merge.h"
-#include "worker.h"
+#include "mailbox.h"
 
 #define ADMIN_MAX_QUERY 8192 /* bytes of one admin command */
 

@@ -23,14 +23,14 @@
 #include "intern.h"
 #include "listener.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "prepared.h"
-#include "sqlinspect.h"
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
 #include "server.h"
-#include "worker.h"
+#include "sqlinspect.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);

@@ -19,10 +19,10 @@
 #include "discovery.h"
 #include "health.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
 
 static const char *state_names[] = {"new", "up", "down", "banned", "draining"};
 static const char *role_names[] = {"unknown", "primary", "standby"};

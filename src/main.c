@@ -162,7 +162,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 
 static void shutdown_local(const char *why);
 
-void fleet_on_message(const struct worker_msg *m)
+static void on_message(const struct worker_msg *m)
 {
 	switch (m->kind) {
 	case WMSG_RELOAD:
@@ -253,7 +253,7 @@ static void close_everything(void)
  * the configured databases, the HTTP endpoint (worker 0), the listeners. */
 static bool loop_setup(void)
 {
-	if (!fleet_runtime_init() || !discovery_init() || !worker_attach_loop()) {
+	if (!fleet_runtime_init() || !discovery_init() || !mailbox_attach_loop()) {
 		log_error("start-up failed", "stage", "event loop or DNS", NULL);
 		return false;
 	}
@@ -276,7 +276,7 @@ static bool loop_setup(void)
 static void loop_teardown(void)
 {
 	/* First: what other workers asked of this one is answered or refused. */
-	worker_detach_loop();
+	mailbox_detach_loop();
 	fleet.shutting_down = true;
 	listener_stop();
 	if (worker_index() == 0)
@@ -383,8 +383,10 @@ int main(int argc, char **argv)
 	}
 
 	wiring_connect();
+	for (int k = WMSG_RELOAD; k <= WMSG_DONE; k++)
+		mailbox_on(k, on_message);
 	discovery_library_init();
-	if (!worker_setup((int)fleet.cfg.workers) || !loop_setup())
+	if (!mailbox_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;
 	others_running = worker_count() - 1;
 	if (others_running && !worker_start(worker_run)) {
@@ -411,7 +413,7 @@ int main(int argc, char **argv)
 	worker_broadcast(WMSG_EXIT_NOW);
 	worker_join_all();
 	loop_teardown();
-	worker_done();
+	mailbox_done();
 	pool_shared_free();
 	discovery_library_done();
 	auth_cache_clear();

@@ -15,10 +15,10 @@
 
 #include "client.h"
 #include "log.h"
+#include "mailbox.h"
 #include "router.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
 
 /* ---- the process-wide limit (workers = N) -------------------------------------- */
 

@@ -10,10 +10,12 @@
 #include <stdbool.h>
 
 #include "batch.h"
+#include "cancel.h"
 #include "client.h"
 #include "database.h"
 #include "health.h"
 #include "iobuf.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
@@ -27,6 +29,16 @@ static void health_tick(double now)
 static void iobuf_tick(double now)
 {
 	iobuf_trim();
+}
+
+static void on_cancel(const struct worker_msg *m)
+{
+	cancel_handle_remote(m->u1, m->u2);
+}
+
+static void on_pool_kick(const struct worker_msg *m)
+{
+	pool_on_kick();
 }
 
 void wiring_connect(void)
@@ -47,4 +59,8 @@ void wiring_connect(void)
 	fleet_add_janitor(database_reap_auto);
 	fleet_add_janitor(stats_tick);
 	fleet_add_janitor(iobuf_tick);
+
+	/* Messages from other workers (mailbox.c), by kind. */
+	mailbox_on(WMSG_CANCEL, on_cancel);
+	mailbox_on(WMSG_POOL_KICK, on_pool_kick);
 }

@@ -33,18 +33,12 @@
 #include "runtime.h"
 #include "server.h"
 #include "wiring.h"
-#include "worker.h"
 
 /* ---- what main.c provides to the core library ---------------------------- */
 
 void fleet_shutdown(const char *why)
 {
 	fleet.shutting_down = true; /* new logins are refused; nothing else to drain */
-}
-
-void fleet_on_message(const struct worker_msg *m)
-{
-	(void)m; /* one worker: no messages */
 }
 
 /* A backend or client may name any PBKDF2 iteration count (SCRAM allows up
