@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -68,10 +69,32 @@ void fleet_add_pass_hook(void (*fn)(void));
 
 bool fleet_runtime_init(void) __attribute__((warn_unused_result));
 void fleet_runtime_done(void);
+/*
+ * What a front end (the admin console) asks of the process.  The process
+ * layer does it (shutdown.c, reload.c) and registers itself here once at
+ * start-up (wiring.c); runtime only passes the request on.
+ */
 /* Stops accepting and drains: open transactions finish (up to
  * shutdown_timeout), then the loop ends (SIGTERM, SIGINT, admin SHUTDOWN).
- * Defined in main.c, which owns the shutdown order. */
+ * Returns at once; the drain runs from the next loop pass.  With no
+ * handler registered: only marks the loop as shutting down. */
 void fleet_shutdown(const char *why);
+/* Re-reads the configuration file (or the environment when pgfleet started
+ * without one).  A configuration with errors is refused: each error is
+ * logged, the old one stays, and `err` (when given) says how many there
+ * were.  Otherwise the new one takes effect without dropping clients.
+ * False with no handler registered. */
+bool fleet_reload(char *err, size_t errlen);
+/* After SET changed a setting: pool sizes and modes follow. */
+void fleet_settings_changed(void);
+void fleet_on_shutdown(void (*fn)(const char *why));
+void fleet_on_reload(bool (*fn)(char *err, size_t errlen));
+void fleet_on_settings_changed(void (*fn)(void));
+/* Can `key` change while pgfleet runs (SET, RELOAD)?  The others need a
+ * restart: listening sockets, TLS contexts, the resolver, the log format
+ * (fleet_setting_needs_restart), and auth_file, which only RELOAD re-reads. */
+bool fleet_setting_changeable(const char *key);
+bool fleet_setting_needs_restart(const char *key);
 /* What a client closed by the shutdown is told, with SQLSTATE 57P01
  * (admin_shutdown), in PostgreSQL's own words. */
 #define FLEET_SHUTDOWN_MESSAGE "terminating connection due to administrator command"

@@ -31,7 +31,6 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
-#include "reload.h"
 #include "runtime.h"
 #include "server.h"
 #include "stats.h"

@@ -6,6 +6,7 @@
 #include "runtime.h"
 
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -93,6 +94,71 @@ void fleet_random(void *buf, size_t len)
 {
 	if (RAND_bytes(buf, (int)len) != 1)
 		abort(); /* no randomness: keys and nonces would be guessable */
+}
+
+/* Bound to what start-up built: listening sockets, TLS contexts, the
+ * resolver's channel, the log writer, the users file (read by the loader,
+ * so RELOAD re-reads it: SET cannot). */
+static const char *const restart_only[] = {
+	"listen_addr",		"listen_port",		"unix_socket_dir",    "so_reuseport",
+	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
+	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
+	"dns_servers",		"log_format",		"io_uring",		NULL,
+};
+
+bool fleet_setting_needs_restart(const char *key)
+{
+	for (int i = 0; restart_only[i]; i++)
+		if (strcmp(restart_only[i], key) == 0)
+			return true;
+	return false;
+}
+
+bool fleet_setting_changeable(const char *key)
+{
+	return !fleet_setting_needs_restart(key) && strcmp(key, "auth_file") != 0;
+}
+
+static void (*on_shutdown)(const char *why);
+static bool (*on_reload)(char *err, size_t errlen);
+static void (*on_settings_changed)(void);
+
+void fleet_on_shutdown(void (*fn)(const char *why))
+{
+	on_shutdown = fn;
+}
+
+void fleet_on_reload(bool (*fn)(char *err, size_t errlen))
+{
+	on_reload = fn;
+}
+
+void fleet_on_settings_changed(void (*fn)(void))
+{
+	on_settings_changed = fn;
+}
+
+void fleet_shutdown(const char *why)
+{
+	if (on_shutdown)
+		on_shutdown(why);
+	else
+		fleet.shutting_down = true;
+}
+
+bool fleet_reload(char *err, size_t errlen)
+{
+	if (on_reload)
+		return on_reload(err, errlen);
+	if (err && errlen)
+		snprintf(err, errlen, "reload is not available");
+	return false;
+}
+
+void fleet_settings_changed(void)
+{
+	if (on_settings_changed)
+		on_settings_changed();
 }
 
 static void on_free(evutil_socket_t fd, short what, void *arg)

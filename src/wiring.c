@@ -17,8 +17,10 @@
 #include "iobuf.h"
 #include "mailbox.h"
 #include "pool.h"
+#include "reload.h"
 #include "runtime.h"
 #include "server.h"
+#include "shutdown.h"
 #include "stats.h"
 
 static void health_tick(double now)
@@ -63,4 +65,13 @@ void wiring_connect(void)
 	/* Messages from other workers (mailbox.c), by kind. */
 	mailbox_on(WMSG_CANCEL, on_cancel);
 	mailbox_on(WMSG_POOL_KICK, on_pool_kick);
+	mailbox_on(WMSG_RELOAD, reload_on_message);
+	mailbox_on(WMSG_SHUTDOWN, shutdown_on_message);
+	mailbox_on(WMSG_EXIT_NOW, shutdown_on_message);
+	mailbox_on(WMSG_DONE, shutdown_on_message);
+
+	/* What the admin console asks of the process (runtime.h). */
+	fleet_on_shutdown(shutdown_request);
+	fleet_on_reload(reload_config);
+	fleet_on_settings_changed(reload_settings_changed);
 }

@@ -34,9 +34,9 @@
 #include "server.h"
 #include "wiring.h"
 
-/* ---- what main.c provides to the core library ---------------------------- */
+/* ---- what the harness sets in place of main.c's modules ------------------- */
 
-void fleet_shutdown(const char *why)
+static void fuzz_shutdown(const char *why)
 {
 	fleet.shutting_down = true; /* new logins are refused; nothing else to drain */
 }
@@ -121,6 +121,7 @@ __attribute__((constructor)) static void fuzz_global_init(void)
 	const char *v = getenv("PGFLEET_FUZZ_LOG");
 	log_setup(v ? atoi(v) : -10, false);
 	wiring_connect(); /* as main() does: the callbacks up the layers */
+	fleet_on_shutdown(fuzz_shutdown);
 	snprintf(dir, sizeof(dir), "/tmp/pgfleet-fuzz-XXXXXX");
 	if (!mkdtemp(dir))
 		die("mkdtemp");
