@@ -9,12 +9,14 @@
 
 #include <stdbool.h>
 
+#include "admin.h"
 #include "batch.h"
 #include "cancel.h"
 #include "client.h"
 #include "database.h"
 #include "health.h"
 #include "iobuf.h"
+#include "listener.h"
 #include "mailbox.h"
 #include "pool.h"
 #include "reload.h"
@@ -43,6 +45,15 @@ static void on_pool_kick(const struct worker_msg *m)
 	pool_on_kick();
 }
 
+/* The admin console takes the clients that name its databases. */
+static const struct client_console admin_console = {
+	.is_console = admin_is_console,
+	.login_start = admin_login_start,
+	.login_done = admin_login_done,
+	.process = admin_process,
+	.gone = admin_client_gone,
+};
+
 void wiring_connect(void)
 {
 	static bool done;
@@ -69,6 +80,10 @@ void wiring_connect(void)
 	mailbox_on(WMSG_SHUTDOWN, shutdown_on_message);
 	mailbox_on(WMSG_EXIT_NOW, shutdown_on_message);
 	mailbox_on(WMSG_DONE, shutdown_on_message);
+
+	/* Clients: the console's, and logins refused at max_client_conn. */
+	client_set_console(&admin_console);
+	client_on_refusal(listener_note_refusal);
 
 	/* What the admin console asks of the process (runtime.h). */
 	fleet_on_shutdown(shutdown_request);
