@@ -25,6 +25,9 @@ void discovery_watch(const char *name);
 bool discovery_lookup(const char *name, const struct dns_addr **addrs, int *n);
 /* Re-resolve every host now (REFRESH DNS, SIGHUP). */
 void discovery_refresh(void);
+/* Called when a watched host's addresses change (the databases follow:
+ * database_hosts_changed), registered once at start-up (wiring.c). */
+void discovery_on_change(void (*fn)(const char *host));
 
 /* One watched host as /metrics and SHOW DNS_HOSTS see it. */
 struct dns_host_info {

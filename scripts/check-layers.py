@@ -31,9 +31,9 @@ LAYERS = [
     ("foundations", """log list iobuf intern proto scram params prepared
         sqlinspect table config config_ini config_env authfile auth_file
         runtime"""),
-    ("I/O", "conn batch tls mailbox"),
+    ("I/O", "conn batch tls mailbox discovery"),
     ("model", "stats database pool server client auth cancel"),
-    ("policy", "router health discovery"),
+    ("policy", "router health"),
     ("front ends", "listener admin admin_merge http"),
     ("process", "worker shutdown signals reload wiring main"),
 ]

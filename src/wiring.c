@@ -14,6 +14,7 @@
 #include "cancel.h"
 #include "client.h"
 #include "database.h"
+#include "discovery.h"
 #include "health.h"
 #include "iobuf.h"
 #include "listener.h"
@@ -54,6 +55,14 @@ static const struct client_console admin_console = {
 	.gone = admin_client_gone,
 };
 
+/* Health checks follow the replicas. */
+static const struct database_health replica_checks = {
+	.enabled = health_enabled,
+	.replica_added = health_replica_added,
+	.replica_removed = health_replica_removed,
+	.check_now = health_check_now,
+};
+
 void wiring_connect(void)
 {
 	static bool done;
@@ -80,6 +89,10 @@ void wiring_connect(void)
 	mailbox_on(WMSG_SHUTDOWN, shutdown_on_message);
 	mailbox_on(WMSG_EXIT_NOW, shutdown_on_message);
 	mailbox_on(WMSG_DONE, shutdown_on_message);
+
+	/* Databases: their replicas follow DNS answers and health checks. */
+	discovery_on_change(database_hosts_changed);
+	database_set_health(&replica_checks);
 
 	/* Clients: the console's, and logins refused at max_client_conn. */
 	client_set_console(&admin_console);
