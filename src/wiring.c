@@ -21,6 +21,7 @@
 #include "mailbox.h"
 #include "pool.h"
 #include "reload.h"
+#include "router.h"
 #include "runtime.h"
 #include "server.h"
 #include "shutdown.h"
@@ -63,6 +64,14 @@ static const struct database_health replica_checks = {
 	.check_now = health_check_now,
 };
 
+/* The router chooses which replica's pool takes work. */
+static const struct pool_router replica_router = {
+	.pick = router_pick,
+	.pick_idle = router_pick_idle,
+	.pick_launch = router_pick_launch,
+	.explain = router_explain,
+};
+
 void wiring_connect(void)
 {
 	static bool done;
@@ -89,6 +98,9 @@ void wiring_connect(void)
 	mailbox_on(WMSG_SHUTDOWN, shutdown_on_message);
 	mailbox_on(WMSG_EXIT_NOW, shutdown_on_message);
 	mailbox_on(WMSG_DONE, shutdown_on_message);
+
+	/* Pools: the router's choice of replica. */
+	pool_set_router(&replica_router);
 
 	/* Databases: their replicas follow DNS answers and health checks. */
 	discovery_on_change(database_hosts_changed);
