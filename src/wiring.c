@@ -1,9 +1,14 @@
 /*
  * wiring.c: every upward callback, connected once (wiring.h).
  *
- * The lower layers never name a higher module: runtime runs the janitors and
- * free lists it was given, ...  Reading this file tells what calls up, and
- * in which order (the janitors run in the order they are added here).
+ * The lower layers never name a higher module: runtime runs the janitors,
+ * free lists and per-pass work it was given, the mailbox hands each kind of
+ * message to its handler, pool asks the router it was given, database the
+ * health checks, discovery tells whoever registered, client hands console
+ * clients to the admin console, and the admin console's SHUTDOWN, RELOAD
+ * and SET reach shutdown.c and reload.c through runtime.  Reading this file
+ * tells everything that calls up, and in which order (the janitors run in
+ * the order they are added here).
  */
 #include "wiring.h"
 
