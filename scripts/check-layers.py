@@ -25,8 +25,11 @@ import subprocess
 import sys
 
 # Lowest first.  A module may call its own layer and every layer below; a
-# lower layer tells a higher one something only through a callback the
-# higher one registered (runtime_hooks, mailbox handlers, ...).
+# lower layer reaches a higher one only through a callback registered once at
+# start-up, all of them in src/wiring.c (runtime's janitors, free lists and
+# shutdown/reload requests, the mailbox's handlers, the pool's router, the
+# database's health checks, discovery's on_change, the client's console).
+# discovery sits in I/O: a resolver that reports changed answers.
 LAYERS = [
     ("foundations", """log list iobuf intern proto scram params prepared
         sqlinspect table config config_ini config_env authfile auth_file
