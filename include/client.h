@@ -104,4 +104,23 @@ void client_resume(struct client *c);
 void client_free_list(void);
 void client_janitor(double now);
 
+/*
+ * The admin console (a front end, above this layer) takes the clients that
+ * name one of its databases: client.c asks it through these, registered
+ * once at start-up (wiring.c).  Without a console no name is the console's.
+ * login_start: true when the client is to be asked for its password.
+ * gone: a console client closes.
+ */
+struct client_console {
+	bool (*is_console)(const char *dbname);
+	bool (*login_start)(struct client *c);
+	void (*login_done)(struct client *c);
+	void (*process)(struct client *c);
+	void (*gone)(struct client *c);
+};
+void client_set_console(const struct client_console *console);
+/* A login refused at max_client_conn: counted, and logged now and then,
+ * by whoever registered (the listener), not a line each. */
+void client_on_refusal(void (*fn)(const char *why));
+
 #endif

@@ -116,6 +116,20 @@ int database_auto_count(void);
 /* Replaces the replica set of every database whose host list names `host`
  * with the addresses now known for it (called by discovery). */
 void database_hosts_changed(const char *host);
+
+/*
+ * Health checks (policy layer, above this one) follow the replicas: a new
+ * replica is checked before it takes work when checks are enabled, one back
+ * in DNS is checked again, a freed one's check stops.  Registered once at
+ * start-up (wiring.c); without them no replica is checked.
+ */
+struct database_health {
+	bool (*enabled)(void);
+	void (*replica_added)(struct replica *r);
+	void (*replica_removed)(struct replica *r);
+	void (*check_now)(struct replica *r);
+};
+void database_set_health(const struct database_health *h);
 /* Recomputes one database's replicas from its host list. */
 void database_sync_replicas(struct database *db);
 void replica_set_state(struct replica *r, enum replica_state state, const char *why);

@@ -30,9 +30,12 @@ void discovery_refresh(void);
  * lowest TTL (-1: unknown); n == 0 is a failed lookup (the last good answer
  * stays).  Kept, the next lookup scheduled, and, when it differs from the
  * last one, every database naming the host follows it
- * (database_hosts_changed).  For tests: no resolver needed.  False when
+ * (the callback given to discovery_on_change).  For tests: no resolver needed.  False when
  * `name` is not watched or n is out of range. */
 bool discovery_take_answer(const char *name, const struct dns_addr *addrs, int n, int ttl);
+/* Called when a watched host's addresses change (the databases follow:
+ * database_hosts_changed), registered once at start-up (wiring.c). */
+void discovery_on_change(void (*fn)(const char *host));
 
 /* One watched host as /metrics and SHOW DNS_HOSTS see it. */
 struct dns_host_info {

@@ -45,4 +45,8 @@ void health_janitor(void);
 void health_note_failure(struct replica *r, const char *why);
 void health_note_answer(struct replica *r, bool in_recovery, double lag_s);
 
+/* The above as database.c asks for them (database_set_health, wired at
+ * start-up). */
+extern const struct database_health health_for_databases;
+
 #endif

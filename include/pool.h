@@ -111,6 +111,20 @@ void pool_on_kick(void);
 /* On release: should this server be closed so a starved worker gets room? */
 bool pool_yield_server(const struct pool *p);
 
+/*
+ * Which pool (replica) of a group takes work is the router's choice (policy
+ * layer, above this one; router.h states each function's contract),
+ * registered once at start-up (wiring.c).
+ * Must not: check out before a router is set.
+ */
+struct pool_router {
+	struct pool *(*pick)(struct pool_group *g, double now);
+	struct pool *(*pick_idle)(struct pool_group *g, double now);
+	struct pool *(*pick_launch)(struct pool_group *g, double now);
+	void (*explain)(struct pool_group *g, double now, char *buf, unsigned len);
+};
+void pool_set_router(const struct pool_router *r);
+
 /* Gives c a server connection now (true), or queues it and starts
  * connections where there is room (false: c is CLIENT_WAITING). */
 bool pool_checkout(struct client *c);

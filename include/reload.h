@@ -1,6 +1,8 @@
 /*
  * reload.h: applying a new configuration to the running process (RELOAD,
  * SIGHUP) and settings changed one at a time (the admin console's SET).
+ * The admin console asks through runtime.h (fleet_reload,
+ * fleet_settings_changed), which wiring.c points here.
  */
 #ifndef PGFLEET_RELOAD_H
 #define PGFLEET_RELOAD_H
@@ -8,17 +10,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/*
- * Re-reads the configuration file (or the environment when pgfleet started
- * without one).  A configuration with errors is refused: each error is
- * logged, the old one stays, and `err` (when given) says how many there
- * were.  Otherwise the new one takes effect without dropping clients.
- */
-bool fleet_reload(char *err, size_t errlen);
-/* Can `key` change while pgfleet runs (SET, RELOAD)?  The others need a
- * restart: listening sockets, TLS contexts, the resolver, the log format. */
-bool fleet_setting_changeable(const char *key);
-/* After SET changed a setting: pool sizes and modes follow. */
-void fleet_settings_changed(void);
+#include "mailbox.h"
+
+/* fleet_reload's work on this worker (runtime.h states the contract). */
+bool reload_config(char *err, size_t errlen);
+/* fleet_settings_changed's work on this worker: pool sizes and modes follow. */
+void reload_settings_changed(void);
+/* SIGHUP: every worker reloads and re-resolves every host. */
+void reload_all_workers(void);
+/* WMSG_RELOAD from the worker that took the SIGHUP. */
+void reload_on_message(const struct worker_msg *m);
 
 #endif

@@ -20,4 +20,7 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len);
  * false, buf untouched, when one can. */
 bool router_explain_db(const struct database *db, double now, char *buf, unsigned len);
 
+/* The above as pool.c asks for them (pool_set_router, wired at start-up). */
+extern const struct pool_router router_for_pools;
+
 #endif

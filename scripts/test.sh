@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All the tests: unit and integration suites on a normal build, the
+# All the tests: the layer check (scripts/check-layers.py), unit and integration suites on a normal build, the
 # integration suite again with workers = 2, then unit and integration on an
 # AddressSanitizer + UndefinedBehaviorSanitizer build, then the libFuzzer
 # harnesses (tests/fuzz) for a bounded time each on a clang sanitizer build.
@@ -55,6 +55,8 @@ suites() {            # LABEL DIR
 printf '\n==> build\n'
 if setup_and_build build; then
   summary+=("ok      build")
+  # No module calls up a layer (also in the unit suite; here by name).
+  run_step "layers" /usr/bin/python3 scripts/check-layers.py --build build
   suites "" build
   # The same suite again with every pgfleet running two event loops
   # (workers = 2): threading must change nothing a client can see.

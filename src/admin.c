@@ -31,14 +31,13 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
-#include "reload.h"
 #include "runtime.h"
 #include "server.h"
 #include "stats.h"
 #include "tls.h"
 #include "version.h"
 #include "admin_merge.h"
-#include "worker.h"
+#include "mailbox.h"
 
 #define ADMIN_MAX_QUERY 8192 /* bytes of one admin command */
 

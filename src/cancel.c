@@ -32,11 +32,11 @@
 
 #include "client.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "proto.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
 
 #define CANCEL_PKT_LEN 16u
 #define CANCEL_MIN_BUCKETS 256u

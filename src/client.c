@@ -17,20 +17,18 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "admin.h"
 #include "auth.h"
 #include "cancel.h"
 #include "intern.h"
-#include "listener.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "prepared.h"
-#include "sqlinspect.h"
 #include "proto.h"
 #include "runtime.h"
 #include "scram.h"
 #include "server.h"
-#include "worker.h"
+#include "sqlinspect.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
@@ -38,6 +36,26 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg);
 static void client_process(struct client *c);
 
 static const char *state_names[] = {"login", "waiting", "active", "justfree"};
+
+/* Set once at start-up (client.h), process-wide, read-only after. */
+static const struct client_console *console;
+static void (*on_refusal)(const char *why);
+
+void client_set_console(const struct client_console *cc)
+{
+	console = cc;
+}
+
+void client_on_refusal(void (*fn)(const char *why))
+{
+	on_refusal = fn;
+}
+
+static void note_refusal(const char *why)
+{
+	if (on_refusal)
+		on_refusal(why);
+}
 
 void client_set_state(struct client *c, enum client_state st)
 {
@@ -136,7 +154,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	cancel_unregister(c);
 	bool logged_in = c->state != CLIENT_LOGIN;
 	if (c->over_limit && sqlstate)
-		listener_note_refusal("max_client_conn"); /* counted, not a line each */
+		note_refusal("max_client_conn"); /* counted, not a line each */
 	else if ((sqlstate && c->state == CLIENT_LOGIN) || (logged_in && fleet.cfg.log_disconnections) ||
 	    (sqlstate && logged_in))
 		log_kv(sqlstate ? LOG_WARN : LOG_INFO,
@@ -149,7 +167,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	prepared_client_free(&c->stmts);
 	if (c->admin)
-		admin_client_gone(c);
+		console->gone(c);
 	conn_teardown(&c->io);
 	client_set_state(c, CLIENT_JUSTFREE);
 }
@@ -241,7 +259,7 @@ static void login_done(struct client *c)
 		c->scram = NULL;
 	}
 	if (c->admin) {
-		admin_login_done(c);
+		console->login_done(c);
 		return;
 	}
 	cancel_register(c);
@@ -550,9 +568,9 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			proto_put_str(&c->io.out, unsupported[i]);
 		proto_end(&c->io.out, m);
 	}
-	if (admin_is_console(c->dbname)) {
+	if (console && console->is_console(c->dbname)) {
 		/* The admin console: logs in like anyone, admitted after. */
-		if (admin_login_start(c))
+		if (console->login_start(c))
 			ask_password(c);
 		return;
 	}
@@ -1204,7 +1222,7 @@ static void client_process(struct client *c)
 			return;
 		case CLIENT_ACTIVE:
 			if (c->admin) {
-				admin_process(c);
+				console->process(c);
 				return;
 			}
 			if (c->welcome_pending)

@@ -17,15 +17,27 @@
 
 #include "client.h"
 #include "discovery.h"
-#include "health.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
 
 static const char *state_names[] = {"new", "up", "down", "banned", "draining"};
 static const char *role_names[] = {"unknown", "primary", "standby"};
+
+/* Set once at start-up (database.h), process-wide, read-only after. */
+static const struct database_health *health;
+
+void database_set_health(const struct database_health *h)
+{
+	health = h;
+}
+
+static bool checks_enabled(void)
+{
+	return health && health->enabled();
+}
 
 const char *replica_state_name(enum replica_state s)
 {
@@ -97,7 +109,7 @@ bool replica_lag_ok(const struct replica *r)
  */
 static bool replica_healthy(const struct replica *r, double now)
 {
-	bool checked = r->health && health_enabled();
+	bool checked = r->health && checks_enabled();
 	switch (r->state) {
 	case REPLICA_UP:
 		return true;
@@ -223,10 +235,11 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 		r->seen = true;
 		if (r->state == REPLICA_DRAINING) {
 			/* Checked again before it takes work: it may have changed. */
-			r->state = health_enabled() ? REPLICA_NEW : REPLICA_UP;
+			r->state = checks_enabled() ? REPLICA_NEW : REPLICA_UP;
 			pool_add_replica(r);
 			log_info("replica back in DNS", "db", db->name, "addr", r->addr_str, NULL);
-			health_check_now(r);
+			if (health)
+				health->check_now(r);
 		}
 		return;
 	}
@@ -244,7 +257,7 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	snprintf(r->host, sizeof(r->host), "%s", host);
 	/* No traffic until a health check passes (checked at once); without
 	 * checks the first successful login is the check. */
-	r->state = health_enabled() ? REPLICA_NEW : REPLICA_UP;
+	r->state = checks_enabled() ? REPLICA_NEW : REPLICA_UP;
 	r->role = ROLE_UNKNOWN;
 	r->seen = true;
 	list_init(&r->pools);
@@ -252,7 +265,8 @@ static void mark_addr(struct database *db, const char *host, const struct sockad
 	db->replica_count++;
 	pool_add_replica(r);
 	log_info("replica added", "db", db->name, "addr", r->addr_str, "host", host, NULL);
-	health_replica_added(r);
+	if (health)
+		health->replica_added(r);
 }
 
 void database_sync_replicas(struct database *db)
@@ -475,7 +489,8 @@ void database_set_auto(struct database *db, bool is_auto)
 static void replica_free(struct replica *r)
 {
 	stats_replica_forgotten(r);
-	health_replica_removed(r);
+	if (health)
+		health->replica_removed(r);
 	pool_remove_replica(r);
 	list_del(&r->node);
 	r->db->replica_count--;

@@ -15,9 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "database.h"
 #include "log.h"
 #include "runtime.h"
+
+/* Set once at start-up (discovery.h), process-wide. */
+static void (*on_change)(const char *host);
+
+void discovery_on_change(void (*fn)(const char *host))
+{
+	on_change = fn;
+}
 
 #define DNS_MAX_ADDRS 64
 
@@ -210,7 +217,8 @@ static void take_answer(struct dns_host *h, struct dns_addr *found, int n, int t
 		char count[16];
 		snprintf(count, sizeof(count), "%d", n);
 		log_info("dns answer", "host", h->name, "addresses", count, NULL);
-		database_hosts_changed(h->name);
+		if (on_change)
+			on_change(h->name);
 	}
 }
 

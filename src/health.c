@@ -806,3 +806,10 @@ void health_replica_removed(struct replica *r)
 	free(hc);
 	r->health = NULL;
 }
+
+const struct database_health health_for_databases = {
+	.enabled = health_enabled,
+	.replica_added = health_replica_added,
+	.replica_removed = health_replica_removed,
+	.check_now = health_check_now,
+};

@@ -25,11 +25,11 @@
 #include "discovery.h"
 #include "listener.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "router.h"
 #include "runtime.h"
 #include "stats.h"
-#include "worker.h"
 
 #define CONTENT_TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"

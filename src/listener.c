@@ -21,8 +21,8 @@
 #include "client.h"
 #include "conn.h"
 #include "log.h"
+#include "mailbox.h"
 #include "runtime.h"
-#include "worker.h"
 
 #define MAX_LISTENERS 16
 

@@ -1,14 +1,10 @@
 /*
- * main.c: command line, start-up order, signals and the shutdown order.
- *
- * Start-up: configuration (file + environment), logging, the event loop,
- * DNS, the configured databases, then the listeners and the HTTP endpoint.
- * SIGTERM/SIGINT stop accepting (/readyz turns 503), close idle clients with
- * 57P01 and let open transactions finish (up to shutdown_timeout); a second
- * one exits at once.  SIGHUP reloads the configuration and
- * re-resolves every host.
+ * main.c: the command line, and the start-up and teardown order of each
+ * worker's loop.  What each part does lives in its module: wiring.c connects
+ * the callbacks that go up the layers, shutdown.c drains, signals.c turns
+ * SIGTERM/SIGINT/SIGHUP into a drain or a reload, reload.c applies a new
+ * configuration, worker.c starts the other workers' threads.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <signal.h>
@@ -18,32 +14,28 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "batch.h"
 #include "cancel.h"
-#include "client.h"
 #include "config.h"
 #include "database.h"
 #include "discovery.h"
 #include "http.h"
+#include "iobuf.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
-#include "reload.h"
 #include "runtime.h"
-#include "server.h"
+#include "shutdown.h"
+#include "signals.h"
 #include "tls.h"
 #include "version.h"
+#include "wiring.h"
 #include "worker.h"
 
 extern char **environ;
 
-static struct event *ev_signals[3];
-static THREAD_LOCAL struct event *ev_drain;
-static THREAD_LOCAL double drain_deadline;
 static int exit_code;
 static const char *config_path; /* the command line's, for every worker */
-/* workers = N, worker 0 only: its own drain is over / other loops still running. */
-static bool self_done;
-static int others_running;
 
 static void usage(FILE *f)
 {
@@ -72,189 +64,15 @@ static void report_to_stderr(void *arg, const char *line)
 	fprintf(stderr, "%s\n", line);
 }
 
-/* Nothing left mid-transaction: the drain is over. */
-static bool drained(void)
-{
-	struct list *dit, *git, *pit;
-	list_for_each(dit, &fleet.databases) {
-		struct database *db = container_of(dit, struct database, node);
-		list_for_each(git, &db->groups) {
-			struct pool_group *g = container_of(git, struct pool_group, node);
-			if (g->waiting.count)
-				return false;
-			list_for_each(pit, &g->pools) {
-				struct pool *p = container_of(pit, struct pool, group_node);
-				struct list *sit;
-				/* Busy: a reply is owed or a transaction is open.  A client
-				 * merely holding a connection (Flush, no Sync yet) is not. */
-				list_for_each(sit, &p->active.head) {
-					struct server *s = container_of(sit, struct server, node);
-					if (s->q_len || s->xact_status != 'I')
-						return false;
-				}
-			}
-		}
-	}
-	return true;
-}
-
-/* No transaction open and nothing running or owed: closing loses nothing. */
-static bool idle_for_drain(const struct client *c)
-{
-	const struct server *s = c->link;
-	if (c->io.pkt_remain)
-		return false; /* half of a message has reached a server */
-	if (!s)
-		return true;
-	return s->xact_status == 'I' && s->q_len == 0 && s->expect_rfq <= 0 &&
-	       !s->release_pending && s->io.pkt_remain == 0 && (!s->io.in || iobuf_empty(s->io.in));
-}
-
-/* Draining: every client between transactions is told and closed now; the
- * others are closed by client.c as their transaction ends.  Waiting clients
- * have no transaction open yet: theirs never starts. */
-static void drain_idle_clients(void)
-{
-	struct list *dit, *git, *it, *tmp;
-	list_for_each(dit, &fleet.databases) {
-		struct database *db = container_of(dit, struct database, node);
-		list_for_each(git, &db->groups) {
-			struct pool_group *g = container_of(git, struct pool_group, node);
-			list_for_each_safe(it, tmp, &g->waiting.head) {
-				client_close(container_of(it, struct client, node), "57P01",
-					     FLEET_SHUTDOWN_MESSAGE);
-			}
-			list_for_each_safe(it, tmp, &g->active.head) {
-				struct client *c = container_of(it, struct client, node);
-				if (idle_for_drain(c))
-					client_close(c, "57P01", FLEET_SHUTDOWN_MESSAGE);
-			}
-		}
-	}
-}
-
-/* This loop's drain is over.  Worker 0 keeps its loop (HTTP, signals)
- * until every other worker's has ended too. */
-static void loop_finished(void)
-{
-	if (worker_index() != 0 || others_running == 0) {
-		event_base_loopbreak(fleet.base);
-		return;
-	}
-	self_done = true;
-	if (ev_drain)
-		event_del(ev_drain);
-}
-
-static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
-{
-	drain_idle_clients();
-	if (drained()) {
-		log_info("drained: no transaction left open", NULL);
-		loop_finished();
-	} else if (fleet_now() >= drain_deadline) {
-		log_warn("shutdown_timeout reached: closing open transactions", NULL);
-		loop_finished();
-	}
-}
-
-static void shutdown_local(const char *why);
-
-void fleet_on_message(const struct worker_msg *m)
-{
-	switch (m->kind) {
-	case WMSG_RELOAD:
-		fleet_reload(NULL, 0);
-		discovery_refresh();
-		break;
-	case WMSG_SHUTDOWN:
-		shutdown_local("another worker shut down");
-		break;
-	case WMSG_EXIT_NOW:
-		event_base_loopbreak(fleet.base);
-		break;
-	case WMSG_DONE:
-		if (--others_running == 0 && self_done)
-			event_base_loopbreak(fleet.base);
-		break;
-	default:
-		break;
-	}
-}
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	if (sig == SIGHUP) {
-		/* Reload (a bad file is refused with its errors logged, the old
-		 * configuration kept), then re-resolve every host. */
-		log_info("SIGHUP: reloading configuration and re-resolving hosts", NULL);
-		worker_broadcast(WMSG_RELOAD);
-		fleet_reload(NULL, 0);
-		discovery_refresh();
-		return;
-	}
-	if (fleet.shutting_down) {
-		log_warn("second signal: exiting now", NULL);
-		worker_broadcast(WMSG_EXIT_NOW);
-		event_base_loopbreak(fleet.base);
-		return;
-	}
-	fleet_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
-}
-
-void fleet_shutdown(const char *why)
-{
-	if (fleet.shutting_down)
-		return;
-	/* Every worker drains (SIGTERM lands on worker 0, admin SHUTDOWN on
-	 * any). */
-	worker_broadcast(WMSG_SHUTDOWN);
-	shutdown_local(why);
-}
-
-static void shutdown_local(const char *why)
-{
-	if (fleet.shutting_down)
-		return;
-	log_info("shutting down", "reason", why, NULL);
-	/* From here /readyz answers 503 "draining" (the HTTP endpoint stays up),
-	 * new logins are refused, and client.c closes each client as its
-	 * transaction ends. */
-	fleet.shutting_down = true;
-	listener_stop();
-	drain_deadline = fleet_now() + fleet.cfg.shutdown_timeout;
-	struct timeval tick = {0, 100000};
-	ev_drain = event_new(fleet.base, -1, EV_PERSIST, on_drain_tick, NULL);
-	event_add(ev_drain, &tick);
-	/* The first tick (idle clients closed) runs at the next loop pass, not
-	 * under the caller: admin SHUTDOWN calls this from a client's callback. */
-	event_active(ev_drain, EV_TIMEOUT, 0);
-}
-
-/* Every client still connected is told why the connection ends. */
-static void close_everything(void)
-{
-	struct list *it, *tmp, *dit;
-	list_for_each_safe(it, tmp, &fleet.login_clients.head) {
-		client_close(container_of(it, struct client, node), "57P01",
-			     FLEET_SHUTDOWN_MESSAGE);
-	}
-	list_for_each(dit, &fleet.databases) {
-		database_close_all(container_of(dit, struct database, node), FLEET_SHUTDOWN_MESSAGE,
-				   "pgfleet shutdown");
-	}
-	client_free_list();
-	server_free_list();
-}
-
 /* The loop of this worker, the configuration already in fleet.cfg: DNS,
  * the configured databases, the HTTP endpoint (worker 0), the listeners. */
 static bool loop_setup(void)
 {
-	if (!fleet_runtime_init() || !discovery_init() || !worker_attach_loop()) {
+	if (!fleet_runtime_init() || !discovery_init() || !mailbox_attach_loop()) {
 		log_error("start-up failed", "stage", "event loop or DNS", NULL);
 		return false;
 	}
+	(void)batch_init(fleet.cfg.io_uring); /* off: every socket call is made at once */
 	/* Named databases resolve now; "*" entries when a client names one. */
 	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
 		const struct db_config *d = &fleet.cfg.dbs[i];
@@ -273,19 +91,17 @@ static bool loop_setup(void)
 static void loop_teardown(void)
 {
 	/* First: what other workers asked of this one is answered or refused. */
-	worker_detach_loop();
+	mailbox_detach_loop();
 	fleet.shutting_down = true;
 	listener_stop();
 	if (worker_index() == 0)
 		http_stop();
 	admin_close_all();
-	close_everything();
+	shutdown_close_all();
 	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
-	if (ev_drain)
-		event_free(ev_drain);
-	ev_drain = NULL;
+	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
 	iobuf_free_all();
@@ -383,19 +199,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	wiring_connect();
 	discovery_library_init();
-	if (!worker_setup((int)fleet.cfg.workers) || !loop_setup())
+	if (!mailbox_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;
-	others_running = worker_count() - 1;
-	if (others_running && !worker_start(worker_run)) {
+	int others = worker_count() - 1;
+	shutdown_wait_for(others);
+	if (others && !worker_start(worker_run)) {
 		log_error("start-up failed", "stage", "workers", NULL);
 		exit(2);
 	}
-	int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
-	for (int i = 0; i < 3; i++) {
-		ev_signals[i] = evsignal_new(fleet.base, sigs[i], on_signal, NULL);
-		event_add(ev_signals[i], NULL);
-	}
+	signals_start();
 	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
 		 path ? path : "environment", NULL);
 
@@ -404,14 +218,13 @@ int main(int argc, char **argv)
 		exit_code = 2;
 	}
 
-	for (int i = 0; i < 3; i++)
-		event_free(ev_signals[i]);
+	signals_stop();
 	/* Whatever ended this loop, the others end theirs (already done after a
 	 * drain), before what they share goes away. */
 	worker_broadcast(WMSG_EXIT_NOW);
 	worker_join_all();
 	loop_teardown();
-	worker_done();
+	mailbox_done();
 	pool_shared_free();
 	discovery_library_done();
 	auth_cache_clear();

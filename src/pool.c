@@ -15,12 +15,19 @@
 
 #include "client.h"
 #include "log.h"
-#include "router.h"
+#include "mailbox.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
 
 /* ---- the process-wide limit (workers = N) -------------------------------------- */
+
+/* Set once at start-up (pool.h), process-wide, read-only after. */
+static const struct pool_router *router;
+
+void pool_set_router(const struct pool_router *r)
+{
+	router = r;
+}
 
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_slot *slots;
@@ -373,7 +380,7 @@ static void launch_for_waiters(struct pool_group *g)
 	if (g->db->paused)
 		return; /* PAUSE: waiting clients stay in line until RESUME */
 	while (g->connecting < g->waiting.count) {
-		struct pool *p = router_pick_launch(g, now);
+		struct pool *p = router->pick_launch(g, now);
 		if (!p || !server_launch(p)) {
 			if (worker_threaded())
 				want_room(g, true);
@@ -389,7 +396,7 @@ bool pool_checkout(struct client *c)
 	struct pool_group *g = c->group;
 	struct pool *p = NULL;
 	if (g->waiting.count == 0 && !g->db->paused) {
-		p = router_pick(g, fleet_now());
+		p = router->pick(g, fleet_now());
 		if (p && p->idle.count) {
 			struct list *it = list_first(&p->idle.head);
 			server_link(container_of(it, struct server, node), c);
@@ -443,7 +450,7 @@ void pool_kick(struct pool_group *g)
 {
 	double now = fleet_now();
 	while (g->waiting.count && !g->db->paused) {
-		struct pool *p = router_pick_idle(g, now);
+		struct pool *p = router->pick_idle(g, now);
 		if (!p)
 			break;
 		struct server *s = container_of(list_first(&p->idle.head), struct server, node);
@@ -480,7 +487,7 @@ void pool_janitor(double now)
 					if (now - c->wait_start <= limit)
 						continue;
 					char why[200];
-					router_explain(g, now, why, sizeof(why));
+					router->explain(g, now, why, sizeof(why));
 					client_close(c, "08P01", "query_wait_timeout: %s", why);
 				}
 			}

@@ -28,29 +28,6 @@
 
 extern char **environ;
 
-/* Bound to what start-up built: listening sockets, TLS contexts, the
- * resolver's channel, the log writer, the users file (read by the loader,
- * so RELOAD re-reads it: SET cannot). */
-static const char *const restart_only[] = {
-	"listen_addr",		"listen_port",		"unix_socket_dir",    "so_reuseport",
-	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
-	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
-	"dns_servers",		"log_format",		"io_uring",		NULL,
-};
-
-static bool restart_needed(const char *key)
-{
-	for (int i = 0; restart_only[i]; i++)
-		if (strcmp(restart_only[i], key) == 0)
-			return true;
-	return false;
-}
-
-bool fleet_setting_changeable(const char *key)
-{
-	return !restart_needed(key) && strcmp(key, "auth_file") != 0;
-}
-
 /* Applies pool sizes and modes to one database from its entry. */
 static void database_apply(struct database *db)
 {
@@ -81,7 +58,7 @@ static void database_apply(struct database *db)
 	}
 }
 
-void fleet_settings_changed(void)
+void reload_settings_changed(void)
 {
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
@@ -176,7 +153,7 @@ static bool users_changed(const struct config *a, const struct config *b)
 	return false;
 }
 
-bool fleet_reload(char *err, size_t errlen)
+bool reload_config(char *err, size_t errlen)
 {
 	struct config nc;
 	struct load_report rep = {0, ""};
@@ -206,7 +183,7 @@ bool fleet_reload(char *err, size_t errlen)
 		config_setting_value(&nc, i, after, sizeof(after));
 		if (strcmp(before, after) == 0)
 			continue;
-		if (restart_needed(name)) {
+		if (fleet_setting_needs_restart(name)) {
 			names_add(&restart, name, "");
 			char why[256];
 			if (!config_set(&nc, name, before, why, sizeof(why)))
@@ -288,4 +265,19 @@ bool fleet_reload(char *err, size_t errlen)
 		 changed.len ? changed.buf : "none", "databases", dbs.len ? dbs.buf : "none",
 		 NULL);
 	return true;
+}
+
+void reload_all_workers(void)
+{
+	/* A bad file is refused with its errors logged, the old configuration
+	 * kept; then every host is resolved again. */
+	worker_broadcast(WMSG_RELOAD);
+	reload_config(NULL, 0);
+	discovery_refresh();
+}
+
+void reload_on_message(const struct worker_msg *m)
+{
+	reload_config(NULL, 0);
+	discovery_refresh();
 }

@@ -179,3 +179,10 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 	snprintf(buf, len, "all %d eligible replicas of \"%s\" are busy (%d full pools)",
 		 eligible, g->db->name, full);
 }
+
+const struct pool_router router_for_pools = {
+	.pick = router_pick,
+	.pick_idle = router_pick_idle,
+	.pick_launch = router_pick_launch,
+	.explain = router_explain,
+};

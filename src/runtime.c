@@ -6,21 +6,53 @@
 #include "runtime.h"
 
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
-#include "batch.h"
-#include "client.h"
-#include "database.h"
-#include "health.h"
-#include "iobuf.h"
-#include "pool.h"
-#include "server.h"
-#include "stats.h"
-
 THREAD_LOCAL struct fleet fleet;
+
+/* Process-wide, filled before any loop runs (runtime.h). */
+#define HOOKS_MAX 16
+struct hooks {
+	int n;
+	void (*fn[HOOKS_MAX])(void);
+};
+static struct hooks free_hooks, pass_hooks;
+static int n_janitors;
+static void (*janitors[HOOKS_MAX])(double now);
+
+static void hooks_add(struct hooks *h, void (*fn)(void))
+{
+	if (h->n == HOOKS_MAX)
+		abort(); /* a wiring mistake, found at the first start */
+	h->fn[h->n++] = fn;
+}
+
+static void hooks_run(const struct hooks *h)
+{
+	for (int i = 0; i < h->n; i++)
+		h->fn[i]();
+}
+
+void fleet_add_janitor(void (*fn)(double now))
+{
+	if (n_janitors == HOOKS_MAX)
+		abort();
+	janitors[n_janitors++] = fn;
+}
+
+void fleet_add_free_hook(void (*fn)(void))
+{
+	hooks_add(&free_hooks, fn);
+}
+
+void fleet_add_pass_hook(void (*fn)(void))
+{
+	hooks_add(&pass_hooks, fn);
+}
 
 double fleet_now(void)
 {
@@ -42,7 +74,7 @@ int fleet_run_loop(void)
 		fleet.now_cached = 0; /* a new pass: read the clock again */
 		rc = event_base_loop(fleet.base, EVLOOP_ONCE);
 		/* The pass's queued reads and deferred writes (batch.c). */
-		batch_run();
+		hooks_run(&pass_hooks);
 		if (rc != 0)
 			break; /* -1: failed; 1: no event left to wait for */
 	}
@@ -64,10 +96,74 @@ void fleet_random(void *buf, size_t len)
 		abort(); /* no randomness: keys and nonces would be guessable */
 }
 
+/* Bound to what start-up built: listening sockets, TLS contexts, the
+ * resolver's channel, the log writer, the users file (read by the loader,
+ * so RELOAD re-reads it: SET cannot). */
+static const char *const restart_only[] = {
+	"listen_addr",		"listen_port",		"unix_socket_dir",    "so_reuseport",
+	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
+	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
+	"dns_servers",		"log_format",		"io_uring",		NULL,
+};
+
+bool fleet_setting_needs_restart(const char *key)
+{
+	for (int i = 0; restart_only[i]; i++)
+		if (strcmp(restart_only[i], key) == 0)
+			return true;
+	return false;
+}
+
+bool fleet_setting_changeable(const char *key)
+{
+	return !fleet_setting_needs_restart(key) && strcmp(key, "auth_file") != 0;
+}
+
+static void (*on_shutdown)(const char *why);
+static bool (*on_reload)(char *err, size_t errlen);
+static void (*on_settings_changed)(void);
+
+void fleet_on_shutdown(void (*fn)(const char *why))
+{
+	on_shutdown = fn;
+}
+
+void fleet_on_reload(bool (*fn)(char *err, size_t errlen))
+{
+	on_reload = fn;
+}
+
+void fleet_on_settings_changed(void (*fn)(void))
+{
+	on_settings_changed = fn;
+}
+
+void fleet_shutdown(const char *why)
+{
+	if (on_shutdown)
+		on_shutdown(why);
+	else
+		fleet.shutting_down = true;
+}
+
+bool fleet_reload(char *err, size_t errlen)
+{
+	if (on_reload)
+		return on_reload(err, errlen);
+	if (err && errlen)
+		snprintf(err, errlen, "reload is not available");
+	return false;
+}
+
+void fleet_settings_changed(void)
+{
+	if (on_settings_changed)
+		on_settings_changed();
+}
+
 static void on_free(evutil_socket_t fd, short what, void *arg)
 {
-	client_free_list();
-	server_free_list();
+	hooks_run(&free_hooks);
 }
 
 void fleet_schedule_free(void)
@@ -79,13 +175,8 @@ void fleet_schedule_free(void)
 static void on_janitor(evutil_socket_t fd, short what, void *arg)
 {
 	double now = fleet_now();
-	client_janitor(now);
-	server_janitor(now);
-	health_janitor();
-	pool_janitor(now);
-	database_reap_auto(now);
-	stats_tick(now);
-	iobuf_trim();
+	for (int i = 0; i < n_janitors; i++)
+		janitors[i](now);
 }
 
 bool fleet_runtime_init(void)
@@ -104,13 +195,11 @@ bool fleet_runtime_init(void)
 		return false;
 	struct timeval second = {1, 0};
 	event_add(fleet.ev_janitor, &second);
-	(void)batch_init(fleet.cfg.io_uring); /* off: every socket call is made at once */
 	return true;
 }
 
 void fleet_runtime_done(void)
 {
-	batch_done();
 	if (fleet.ev_free)
 		event_free(fleet.ev_free);
 	if (fleet.ev_janitor)

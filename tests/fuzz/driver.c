@@ -32,18 +32,13 @@
 #include "proto.h"
 #include "runtime.h"
 #include "server.h"
-#include "worker.h"
+#include "wiring.h"
 
-/* ---- what main.c provides to the core library ---------------------------- */
+/* ---- what the harness sets in place of main.c's modules ------------------- */
 
-void fleet_shutdown(const char *why)
+static void fuzz_shutdown(const char *why)
 {
 	fleet.shutting_down = true; /* new logins are refused; nothing else to drain */
-}
-
-void fleet_on_message(const struct worker_msg *m)
-{
-	(void)m; /* one worker: no messages */
 }
 
 /* A backend or client may name any PBKDF2 iteration count (SCRAM allows up
@@ -125,6 +120,8 @@ __attribute__((constructor)) static void fuzz_global_init(void)
 	 * verbosity (2: trace) to watch one input. */
 	const char *v = getenv("PGFLEET_FUZZ_LOG");
 	log_setup(v ? atoi(v) : -10, false);
+	wiring_connect(); /* as main() does: the callbacks up the layers */
+	fleet_on_shutdown(fuzz_shutdown);
 	snprintf(dir, sizeof(dir), "/tmp/pgfleet-fuzz-XXXXXX");
 	if (!mkdtemp(dir))
 		die("mkdtemp");
@@ -208,6 +205,7 @@ void fuzz_session_begin(uint8_t variant, int backend_mode)
 		setting("max_prepared_statements", "1");
 	if (!fleet_runtime_init())
 		abort();
+	(void)batch_init(fleet.cfg.io_uring);
 
 	memset(&S, 0, sizeof(S));
 	for (int i = 0; i < MAX_BACKENDS; i++)
@@ -508,6 +506,7 @@ void fuzz_session_end(void)
 	server_free_list();
 	cancel_shutdown();
 	database_free_all();
+	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
 	iobuf_free_all();

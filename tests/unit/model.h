@@ -35,6 +35,7 @@
 #include "log.h"
 #include "params.h"
 #include "pool.h"
+#include "router.h"
 #include "runtime.h"
 #include "server.h"
 
@@ -66,6 +67,11 @@ static inline void model_init(void)
 	fleet.base = event_base_new(); /* health.c's timers; never dispatched */
 	if (!fleet.base)
 		abort();
+	/* What wiring.c connects for the model and policy layers, and nothing
+	 * above them. */
+	pool_set_router(&router_for_pools);
+	database_set_health(&health_for_databases);
+	discovery_on_change(database_hosts_changed);
 }
 
 /* A database as database_new() makes it, without replicas (a host list,
