@@ -30,6 +30,9 @@ enum table_merge {
 	TABLE_MAX,   /* ages, longest waits, "any worker says so" flags */
 	TABLE_MIN,
 	TABLE_FIRST, /* the same on every worker (settings, names): the first one */
+	TABLE_MEAN,  /* times per transaction: the mean of the non-zero values (a
+	              * worker that saw no transaction has no say); an int is
+	              * rounded half up */
 };
 
 /* PostgreSQL type OIDs a console column can be described with. */
@@ -49,6 +52,8 @@ struct table_col {
 
 struct table_cell {
 	bool null;
+	uint32_t n; /* TABLE_MEAN after a merge: how many values sum adds up (0: v alone) */
+	double sum;
 	union {
 		int64_t i;
 		double d;

@@ -37,7 +37,7 @@ LAYERS = [
     ("I/O", "conn batch tls mailbox discovery"),
     ("model", "stats metrics database pool server client auth cancel txn"),
     ("policy", "router health"),
-    ("front ends", "listener admin admin_merge http"),
+    ("front ends", "listener admin http"),
     ("process", "worker shutdown signals reload wiring main"),
 ]
 

@@ -8,6 +8,12 @@
  * PgBouncer's order, then ReadyForQuery.  Anything else gets an
  * ErrorResponse and the session goes on.
  *
+ * Each command is one row of commands[] (words, who may run it, where it
+ * runs with workers = N, its handler, its help).  A SHOW fills a struct
+ * table (typed rows, a merge rule per column) from its worker's state; with
+ * workers = N every worker fills one, table_merge combines them, and the
+ * answer is rendered once.
+ *
  * Must not: reach into sockets other than its own client's (it asks
  * server.c, pool.c, database.c, reload.c), block, or show a secret.
  */
@@ -15,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +41,9 @@
 #include "runtime.h"
 #include "server.h"
 #include "stats.h"
+#include "table.h"
 #include "tls.h"
 #include "version.h"
-#include "admin_merge.h"
 #include "mailbox.h"
 
 #define ADMIN_MAX_QUERY 8192 /* bytes of one admin command */
@@ -50,22 +57,24 @@ enum admin_wait {
 };
 
 /*
- * workers = N: a command runs on every worker, each on a shadow session in
- * its own thread writing its answer into out[its index]; the asking worker
- * merges them once all have answered.  Only the asking worker touches c and
- * pending; out[i] is written by worker i before it posts its reply (the
- * mailbox's lock orders the two).
+ * workers = N: a command runs on every worker, in its own thread.  A SHOW
+ * fills part[its index] with its rows; any other command runs on a shadow
+ * session writing its answer into out[its index].  The asking worker
+ * merges the parts (or takes its own answer) once all have answered.  Only
+ * the asking worker touches c and pending; part[i] and out[i] are written
+ * by worker i before it posts its reply (the mailbox's lock orders the
+ * two).
  */
 struct fanout {
 	int origin;
 	struct client *c; /* NULL once the client has left */
 	int pending;
 	bool full;
-	enum admin_merge_kind kind;
-	int nkeys;
+	const struct admin_cmd *command;
 	char user[NAME_MAX_LEN];
 	char cmd[ADMIN_MAX_QUERY];
 	struct wbuf out[WORKER_MAX];
+	struct table part[WORKER_MAX];
 };
 
 struct admin_session {
@@ -179,76 +188,54 @@ void admin_close_all(void)
 
 /* ---- building results ------------------------------------------------------ */
 
-/* Column types as PgBouncer sends them: text, int4, int8, numeric. */
-enum coltype { T_TEXT = 25, T_INT4 = 23, T_INT8 = 20, T_NUMERIC = 1700 };
-
-struct col {
-	const char *name;
-	enum coltype type;
-};
+/* A SHOW's columns: PgBouncer's names and types (text, int4, int8,
+ * numeric) and how the rows of several workers combine (table.h). */
+#define COL_TEXT(name, merge) {name, TABLE_TEXT, merge, TABLE_OID_TEXT}
+#define COL_INT4(name, merge) {name, TABLE_INT, merge, TABLE_OID_INT4}
+#define COL_INT8(name, merge) {name, TABLE_INT, merge, TABLE_OID_INT8}
+/* An integer that PgBouncer types numeric (SHOW STATS). */
+#define COL_NUMERIC(name, merge) {name, TABLE_INT, merge, TABLE_OID_NUMERIC}
+#define COL_REAL(name, merge) {name, TABLE_REAL, merge, TABLE_OID_NUMERIC}
 
 #define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static void row_description(struct wbuf *w, const struct col *cols, int n)
+/* The row being filled, cell by cell in column order. */
+struct row {
+	struct table *t;
+	int col;
+};
+
+static struct row row_begin(struct table *t)
 {
-	uint32_t m = proto_begin(w, 'T');
-	proto_put_u16(w, (uint16_t)n);
-	for (int i = 0; i < n; i++) {
-		proto_put_str(w, cols[i].name);
-		proto_put_u32(w, 0); /* table */
-		proto_put_u16(w, 0); /* column */
-		proto_put_u32(w, (uint32_t)cols[i].type);
-		int16_t size = cols[i].type == T_INT4 ? 4 : cols[i].type == T_INT8 ? 8 : -1;
-		proto_put_u16(w, (uint16_t)size);
-		proto_put_u32(w, 0xffffffffu); /* typmod -1 */
-		proto_put_u16(w, 0);           /* text format */
-	}
-	proto_end(w, m);
+	(void)table_add_row(t); /* out of memory: t->oom, and the puts do nothing */
+	return (struct row){t, 0};
 }
 
-static uint32_t row_begin(struct wbuf *w, int n)
+static void put_text(struct row *r, const char *s)
 {
-	uint32_t m = proto_begin(w, 'D');
-	proto_put_u16(w, (uint16_t)n);
-	return m;
+	table_text(r->t, r->col++, s); /* NULL: SQL NULL */
 }
 
-static void put_text(struct wbuf *w, const char *s)
+static void put_int(struct row *r, long long v)
 {
-	if (!s) {
-		proto_put_u32(w, 0xffffffffu); /* NULL */
-		return;
-	}
-	uint32_t n = (uint32_t)strlen(s);
-	proto_put_u32(w, n);
-	proto_put_bytes(w, s, n);
+	table_int(r->t, r->col++, v);
 }
 
-static void put_fmt(struct wbuf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put_real(struct row *r, double v)
+{
+	table_real(r->t, r->col++, v);
+}
 
-static void put_fmt(struct wbuf *w, const char *fmt, ...)
+static void put_fmt(struct row *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put_fmt(struct row *r, const char *fmt, ...)
 {
 	char buf[256];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	proto_put_u32(w, (uint32_t)n);
-	proto_put_bytes(w, buf, (uint32_t)n);
-}
-
-static void put_int(struct wbuf *w, long long v)
-{
-	put_fmt(w, "%lld", v);
-}
-
-static void put_u64(struct wbuf *w, uint64_t v)
-{
-	put_fmt(w, "%llu", (unsigned long long)v);
+	put_text(r, buf);
 }
 
 static void command_complete(struct wbuf *w, const char *tag)
@@ -375,31 +362,51 @@ static void foreach_server(void (*fn)(struct server *s, const char *state, void 
 	}
 }
 
-/* The columns SHOW CLIENTS, SHOW SERVERS and SHOW SOCKETS share. */
-static const struct col socket_cols[] = {
-	{"type", T_TEXT},	  {"user", T_TEXT},	     {"database", T_TEXT},
-	{"state", T_TEXT},	  {"addr", T_TEXT},	     {"port", T_INT4},
-	{"local_addr", T_TEXT},	  {"local_port", T_INT4},    {"connect_time", T_TEXT},
-	{"request_time", T_TEXT}, {"wait", T_INT4},	     {"wait_us", T_INT4},
-	{"close_needed", T_INT4}, {"ptr", T_TEXT},	     {"link", T_TEXT},
-	{"remote_pid", T_INT4},	  {"tls", T_TEXT},	     {"application_name", T_TEXT},
+/* The columns SHOW CLIENTS, SHOW SERVERS and SHOW SOCKETS share.  A
+ * connection lives on one worker: no key, the workers' rows are listed one
+ * after the other. */
+#define SOCKET_COLS                                                                                \
+	COL_TEXT("type", TABLE_FIRST), COL_TEXT("user", TABLE_FIRST),                              \
+		COL_TEXT("database", TABLE_FIRST), COL_TEXT("state", TABLE_FIRST),                 \
+		COL_TEXT("addr", TABLE_FIRST), COL_INT4("port", TABLE_FIRST),                      \
+		COL_TEXT("local_addr", TABLE_FIRST), COL_INT4("local_port", TABLE_FIRST),          \
+		COL_TEXT("connect_time", TABLE_FIRST), COL_TEXT("request_time", TABLE_FIRST),      \
+		COL_INT4("wait", TABLE_FIRST), COL_INT4("wait_us", TABLE_FIRST),                   \
+		COL_INT4("close_needed", TABLE_FIRST), COL_TEXT("ptr", TABLE_FIRST),               \
+		COL_TEXT("link", TABLE_FIRST), COL_INT4("remote_pid", TABLE_FIRST),                \
+		COL_TEXT("tls", TABLE_FIRST)
+
+/* PgBouncer 1.18's SHOW CLIENTS. */
+static const struct table_col clients_cols[] = {
+	SOCKET_COLS,
+	COL_TEXT("application_name", TABLE_FIRST),
 };
-#define SOCKET_COLS_CLIENTS 18 /* PgBouncer 1.18's SHOW CLIENTS */
-#define SOCKET_COLS_SERVERS 17 /* SPEC: through tls, then pgfleet's own */
 
-static const struct col server_extra_cols[] = {{"replica", T_TEXT}, {"role", T_TEXT}};
+/* SPEC: through tls, then pgfleet's own. */
+static const struct table_col servers_cols[] = {
+	SOCKET_COLS,
+	COL_TEXT("replica", TABLE_FIRST),
+	COL_TEXT("role", TABLE_FIRST),
+};
 
-static const struct col buffer_cols[] = {
-	{"recv_pos", T_INT4},	 {"pkt_pos", T_INT4},	{"pkt_remain", T_INT4}, {"send_pos", T_INT4},
-	{"send_remain", T_INT4}, {"pkt_avail", T_INT4}, {"send_avail", T_INT4},
+static const struct table_col sockets_cols[] = {
+	SOCKET_COLS,
+	COL_TEXT("application_name", TABLE_FIRST),
+	COL_INT4("recv_pos", TABLE_FIRST),
+	COL_INT4("pkt_pos", TABLE_FIRST),
+	COL_INT4("pkt_remain", TABLE_FIRST),
+	COL_INT4("send_pos", TABLE_FIRST),
+	COL_INT4("send_remain", TABLE_FIRST),
+	COL_INT4("pkt_avail", TABLE_FIRST),
+	COL_INT4("send_avail", TABLE_FIRST),
 };
 
 struct show_ctx {
-	struct wbuf *w;
+	struct table *t;
 	bool sockets; /* SHOW SOCKETS: raw state names and buffer columns */
 };
 
-static void put_buffers(struct wbuf *w, const struct conn *io)
+static void put_buffers(struct row *w, const struct conn *io)
 {
 	const struct iobuf *b = io->in;
 	put_int(w, b ? b->recv : 0);
@@ -414,7 +421,6 @@ static void put_buffers(struct wbuf *w, const struct conn *io)
 static void client_row(struct client *c, const char *state, void *arg)
 {
 	struct show_ctx *x = arg;
-	struct wbuf *w = x->w;
 	char addr[64], laddr[64], ct[32], rt[32], tls[96], st[24];
 	int port = split_addr(&c->addr, addr, sizeof(addr));
 	int lport = local_addr(c->io.fd, laddr, sizeof(laddr));
@@ -425,7 +431,8 @@ static void client_row(struct client *c, const char *state, void *arg)
 	if (waited < 0)
 		waited = 0;
 	snprintf(st, sizeof(st), "%s%s", x->sockets ? "cl_" : "", state);
-	uint32_t m = row_begin(w, SOCKET_COLS_CLIENTS + (x->sockets ? NCOLS(buffer_cols) : 0));
+	struct row r = row_begin(x->t);
+	struct row *w = &r;
 	put_text(w, "C");
 	put_text(w, c->user);
 	put_text(w, c->dbname);
@@ -449,13 +456,11 @@ static void client_row(struct client *c, const char *state, void *arg)
 	put_text(w, c->params->value[PARAM_APPLICATION_NAME]);
 	if (x->sockets)
 		put_buffers(w, &c->io);
-	proto_end(w, m);
 }
 
 static void server_row(struct server *s, const char *state, void *arg)
 {
 	struct show_ctx *x = arg;
-	struct wbuf *w = x->w;
 	struct pool *p = s->pool;
 	struct replica *r = p->replica;
 	char addr[256], laddr[64], ct[32], rt[32], tls[96], st[24];
@@ -472,9 +477,8 @@ static void server_row(struct server *s, const char *state, void *arg)
 	tls_describe(&s->io, tls, sizeof(tls));
 	snprintf(st, sizeof(st), "%s%s", x->sockets ? "sv_" : "",
 		 x->sockets && strcmp(state, "new") == 0 ? "login" : state);
-	int n = x->sockets ? SOCKET_COLS_CLIENTS + NCOLS(buffer_cols)
-			   : SOCKET_COLS_SERVERS + NCOLS(server_extra_cols);
-	uint32_t m = row_begin(w, n);
+	struct row row = row_begin(x->t);
+	struct row *w = &row;
 	put_text(w, "S");
 	put_text(w, server_login_user(p));
 	put_text(w, p->group->db->name);
@@ -502,48 +506,47 @@ static void server_row(struct server *s, const char *state, void *arg)
 		put_text(w, r->addr_str);
 		put_text(w, replica_role_name(r->role));
 	}
-	proto_end(w, m);
 }
 
-static void show_clients(struct client *c)
+static void show_clients(struct table *t)
 {
-	struct show_ctx x = {&c->io.out, false};
-	row_description(x.w, socket_cols, SOCKET_COLS_CLIENTS);
+	struct show_ctx x = {t, false};
 	foreach_client(client_row, &x, false);
 }
 
-static void show_servers(struct client *c)
+static void show_servers(struct table *t)
 {
-	struct show_ctx x = {&c->io.out, false};
-	struct col cols[SOCKET_COLS_SERVERS + 2];
-	memcpy(cols, socket_cols, sizeof(struct col) * SOCKET_COLS_SERVERS);
-	memcpy(cols + SOCKET_COLS_SERVERS, server_extra_cols, sizeof(server_extra_cols));
-	row_description(x.w, cols, NCOLS(cols));
+	struct show_ctx x = {t, false};
 	foreach_server(server_row, &x);
 }
 
-static void show_sockets(struct client *c)
+static void show_sockets(struct table *t)
 {
-	struct show_ctx x = {&c->io.out, true};
-	struct col cols[SOCKET_COLS_CLIENTS + NCOLS(buffer_cols)];
-	memcpy(cols, socket_cols, sizeof(struct col) * SOCKET_COLS_CLIENTS);
-	memcpy(cols + SOCKET_COLS_CLIENTS, buffer_cols, sizeof(buffer_cols));
-	row_description(x.w, cols, NCOLS(cols));
+	struct show_ctx x = {t, true};
 	foreach_client(client_row, &x, true);
 	foreach_server(server_row, &x);
 }
 
-static void show_databases(struct client *c)
+/* One row per database, each worker has them all: the configuration from
+ * the first worker, connections summed. */
+static const struct table_col databases_cols[] = {
+	COL_TEXT("name", TABLE_KEY),
+	COL_TEXT("host", TABLE_FIRST),
+	COL_INT4("port", TABLE_FIRST),
+	COL_TEXT("database", TABLE_FIRST),
+	COL_TEXT("force_user", TABLE_FIRST),
+	COL_INT4("pool_size", TABLE_FIRST),
+	COL_INT4("min_pool_size", TABLE_FIRST),
+	COL_INT4("reserve_pool", TABLE_FIRST),
+	COL_TEXT("pool_mode", TABLE_FIRST),
+	COL_INT4("max_connections", TABLE_FIRST),
+	COL_INT4("current_connections", TABLE_SUM),
+	COL_INT4("paused", TABLE_FIRST),
+	COL_INT4("disabled", TABLE_FIRST),
+};
+
+static void show_databases(struct table *t)
 {
-	static const struct col cols[] = {
-		{"name", T_TEXT},	       {"host", T_TEXT},	   {"port", T_INT4},
-		{"database", T_TEXT},	       {"force_user", T_TEXT},	   {"pool_size", T_INT4},
-		{"min_pool_size", T_INT4},     {"reserve_pool", T_INT4},   {"pool_mode", T_TEXT},
-		{"max_connections", T_INT4},   {"current_connections", T_INT4},
-		{"paused", T_INT4},	       {"disabled", T_INT4},
-	};
-	struct wbuf *w = &c->io.out;
-	row_description(w, cols, NCOLS(cols));
 	struct list *it, *rit;
 	list_for_each(it, &fleet.databases) {
 		struct database *db = container_of(it, struct database, node);
@@ -552,7 +555,8 @@ static void show_databases(struct client *c)
 		list_for_each(rit, &db->replicas) {
 			conns += container_of(rit, struct replica, node)->server_conns;
 		}
-		uint32_t m = row_begin(w, NCOLS(cols));
+		struct row r = row_begin(t);
+		struct row *w = &r;
 		put_text(w, db->name);
 		put_text(w, cfg && cfg->host ? cfg->host : "");
 		put_int(w, cfg ? cfg->port : 5432);
@@ -566,130 +570,207 @@ static void show_databases(struct client *c)
 		put_int(w, conns);
 		put_int(w, db->paused ? 1 : 0);
 		put_int(w, db->disabled || db->cfg_own ? 1 : 0);
-		proto_end(w, m);
 	}
 }
 
-static void show_pools(struct client *c)
+/* One row per (database, user): counts summed, the longest wait kept. */
+static const struct table_col pools_cols[] = {
+	COL_TEXT("database", TABLE_KEY),
+	COL_TEXT("user", TABLE_KEY),
+	COL_INT4("cl_active", TABLE_SUM),
+	COL_INT4("cl_waiting", TABLE_SUM),
+	COL_INT4("cl_active_cancel_req", TABLE_SUM),
+	COL_INT4("cl_waiting_cancel_req", TABLE_SUM),
+	COL_INT4("sv_active", TABLE_SUM),
+	COL_INT4("sv_active_cancel", TABLE_SUM),
+	COL_INT4("sv_being_canceled", TABLE_SUM),
+	COL_INT4("sv_idle", TABLE_SUM),
+	COL_INT4("sv_used", TABLE_SUM),
+	COL_INT4("sv_tested", TABLE_SUM),
+	COL_INT4("sv_login", TABLE_SUM),
+	COL_INT4("maxwait", TABLE_MAX),
+	COL_INT4("maxwait_us", TABLE_MAX),
+	COL_TEXT("pool_mode", TABLE_FIRST),
+};
+
+static void pool_row(struct table *t, struct database *db, struct pool_group *g, double now)
 {
-	static const struct col cols[] = {
-		{"database", T_TEXT},		 {"user", T_TEXT},
-		{"cl_active", T_INT4},		 {"cl_waiting", T_INT4},
-		{"cl_active_cancel_req", T_INT4}, {"cl_waiting_cancel_req", T_INT4},
-		{"sv_active", T_INT4},		 {"sv_active_cancel", T_INT4},
-		{"sv_being_canceled", T_INT4},	 {"sv_idle", T_INT4},
-		{"sv_used", T_INT4},		 {"sv_tested", T_INT4},
-		{"sv_login", T_INT4},		 {"maxwait", T_INT4},
-		{"maxwait_us", T_INT4},		 {"pool_mode", T_TEXT},
-	};
-	struct wbuf *w = &c->io.out;
+	int active = 0, idle = 0, login = 0;
+	struct list *pit;
+	list_for_each(pit, &g->pools) {
+		struct pool *p = container_of(pit, struct pool, group_node);
+		active += p->active.count;
+		idle += p->idle.count;
+		login += p->login.count;
+	}
+	double maxwait = 0;
+	struct list *first = list_first(&g->waiting.head);
+	if (first) {
+		maxwait = now - container_of(first, struct client, node)->wait_start;
+		if (maxwait < 0)
+			maxwait = 0;
+	}
+	struct row r = row_begin(t);
+	struct row *w = &r;
+	put_text(w, db->name);
+	put_text(w, g->user);
+	put_int(w, g->active.count);
+	put_int(w, g->waiting.count);
+	put_int(w, 0);
+	put_int(w, 0);
+	put_int(w, active);
+	put_int(w, 0);
+	put_int(w, 0);
+	put_int(w, idle);
+	put_int(w, 0);
+	put_int(w, 0);
+	put_int(w, login);
+	put_int(w, (long long)maxwait);
+	put_int(w, (long long)((maxwait - (double)(long long)maxwait) * 1e6));
+	put_text(w, config_pool_mode_name(db->pool_mode));
+}
+
+static void show_pools(struct table *t)
+{
 	double now = fleet_now();
-	row_description(w, cols, NCOLS(cols));
-	struct list *dit, *git, *pit;
+	struct list *dit, *git;
 	list_for_each(dit, &fleet.databases) {
 		struct database *db = container_of(dit, struct database, node);
 		list_for_each(git, &db->groups) {
-			struct pool_group *g = container_of(git, struct pool_group, node);
-			int active = 0, idle = 0, login = 0;
-			list_for_each(pit, &g->pools) {
-				struct pool *p = container_of(pit, struct pool, group_node);
-				active += p->active.count;
-				idle += p->idle.count;
-				login += p->login.count;
-			}
-			double maxwait = 0;
-			struct list *first = list_first(&g->waiting.head);
-			if (first) {
-				maxwait = now - container_of(first, struct client, node)->wait_start;
-				if (maxwait < 0)
-					maxwait = 0;
-			}
-			uint32_t m = row_begin(w, NCOLS(cols));
-			put_text(w, db->name);
-			put_text(w, g->user);
-			put_int(w, g->active.count);
-			put_int(w, g->waiting.count);
-			put_int(w, 0);
-			put_int(w, 0);
-			put_int(w, active);
-			put_int(w, 0);
-			put_int(w, 0);
-			put_int(w, idle);
-			put_int(w, 0);
-			put_int(w, 0);
-			put_int(w, login);
-			put_int(w, (long long)maxwait);
-			put_int(w, (long long)((maxwait - (double)(long long)maxwait) * 1e6));
-			put_text(w, config_pool_mode_name(db->pool_mode));
-			proto_end(w, m);
+			pool_row(t, db, container_of(git, struct pool_group, node), now);
 		}
 	}
 }
 
+/*
+ * SHOW STATS, STATS_TOTALS, STATS_AVERAGES: a column per counter of
+ * STATS_COUNTERS that names one (stats.h), in its order: totals, then
+ * averages.  Totals and rates add up over workers; a time per transaction
+ * (query, assignment) is the mean of the workers that had any.
+ */
 enum stats_view { VIEW_BOTH, VIEW_TOTALS, VIEW_AVERAGES };
 
-static void show_stats(struct client *c, enum stats_view view)
+/* Counter i's total / average column in a view (NULL: not shown). */
+static const char *stats_total_col(int i, enum stats_view view)
 {
-	static const struct col both[] = {
-		{"database", T_TEXT},	       {"total_xact_count", T_NUMERIC},
-		{"total_query_count", T_NUMERIC}, {"total_received", T_NUMERIC},
-		{"total_sent", T_NUMERIC},     {"total_xact_time", T_NUMERIC},
-		{"total_query_time", T_NUMERIC}, {"total_wait_time", T_NUMERIC},
-		{"avg_xact_count", T_NUMERIC}, {"avg_query_count", T_NUMERIC},
-		{"avg_recv", T_NUMERIC},       {"avg_sent", T_NUMERIC},
-		{"avg_xact_time", T_NUMERIC},  {"avg_query_time", T_NUMERIC},
-		{"avg_wait_time", T_NUMERIC},
-	};
-	static const struct col one[] = {
-		{"database", T_TEXT},	   {"xact_count", T_NUMERIC}, {"query_count", T_NUMERIC},
-		{"bytes_received", T_NUMERIC}, {"bytes_sent", T_NUMERIC}, {"xact_time", T_NUMERIC},
-		{"query_time", T_NUMERIC}, {"wait_time", T_NUMERIC},
-	};
-	struct wbuf *w = &c->io.out;
-	if (view == VIEW_BOTH)
-		row_description(w, both, NCOLS(both));
-	else
-		row_description(w, one, NCOLS(one));
+	return view == VIEW_BOTH     ? stats_fields[i].total_col
+	       : view == VIEW_TOTALS ? stats_fields[i].view_col
+				     : NULL;
+}
+
+static const char *stats_avg_col(int i, enum stats_view view)
+{
+	return view == VIEW_BOTH	 ? stats_fields[i].avg_col
+	       : view == VIEW_AVERAGES ? stats_fields[i].view_col
+				       : NULL;
+}
+
+/* How many counters name a column, at compile time: a string literal is a
+ * char *, NULL is not. */
+#define STATS_NAMED(col) _Generic((col), char *: 1, const char *: 1, default: 0)
+#define STATS_N_TOTAL(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(tc)
+#define STATS_N_AVG(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(ac)
+#define STATS_N_VIEW(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(vc)
+enum {
+	STATS_NCOLS_BOTH = 1 STATS_COUNTERS(STATS_N_TOTAL) STATS_COUNTERS(STATS_N_AVG),
+	STATS_NCOLS_VIEW = 1 STATS_COUNTERS(STATS_N_VIEW),
+};
+
+/* Built once from stats_fields[] (stats_cols_build), then only read. */
+static struct table_col stats_cols[STATS_NCOLS_BOTH];
+static struct table_col stats_totals_cols[STATS_NCOLS_VIEW];
+static struct table_col stats_averages_cols[STATS_NCOLS_VIEW];
+static pthread_once_t stats_cols_once = PTHREAD_ONCE_INIT;
+
+static void stats_view_build(struct table_col *cols, int ncols, enum stats_view view)
+{
+	int n = 0;
+	cols[n++] = (struct table_col)COL_TEXT("database", TABLE_KEY);
+	for (int i = 0; i < STATS_NFIELDS; i++) {
+		const char *name = stats_total_col(i, view);
+		if (name)
+			cols[n++] = (struct table_col)COL_NUMERIC(name, TABLE_SUM);
+	}
+	for (int i = 0; i < STATS_NFIELDS; i++) {
+		if (!stats_avg_col(i, view))
+			continue;
+		/* Rates add up over workers; a time per transaction (query,
+		 * assignment) is a mean, in SHOW STATS and STATS_AVERAGES alike. */
+		bool mean = stats_fields[i].per != STATS_F_second;
+		cols[n++] = (struct table_col)COL_NUMERIC(stats_avg_col(i, view),
+							  mean ? TABLE_MEAN : TABLE_SUM);
+	}
+	if (n != ncols)
+		abort(); /* the counts above and this walk read the same list */
+}
+
+static void stats_cols_build(void)
+{
+	stats_view_build(stats_cols, NCOLS(stats_cols), VIEW_BOTH);
+	stats_view_build(stats_totals_cols, NCOLS(stats_totals_cols), VIEW_TOTALS);
+	stats_view_build(stats_averages_cols, NCOLS(stats_averages_cols), VIEW_AVERAGES);
+}
+
+static void show_stats_view(struct table *t, enum stats_view view)
+{
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
 		struct database *db = container_of(it, struct database, node);
-		struct stats t;
-		stats_database_totals(db, &t);
-		const struct stats_avg *a = &db->avg;
-		uint32_t m = row_begin(w, view == VIEW_BOTH ? NCOLS(both) : NCOLS(one));
-		put_text(w, db->name);
-		if (view != VIEW_AVERAGES) {
-			put_u64(w, t.xacts);
-			put_u64(w, t.queries);
-			put_u64(w, t.bytes_recv);
-			put_u64(w, t.bytes_sent);
-			put_u64(w, t.xact_us);
-			put_u64(w, t.query_us);
-			put_u64(w, t.wait_us);
-		}
-		if (view != VIEW_TOTALS) {
-			put_u64(w, a->xacts);
-			put_u64(w, a->queries);
-			put_u64(w, a->bytes_recv);
-			put_u64(w, a->bytes_sent);
-			put_u64(w, a->xact_us);
-			put_u64(w, a->query_us);
-			put_u64(w, a->wait_us);
-		}
-		proto_end(w, m);
+		struct stats s;
+		stats_database_totals(db, &s);
+		struct row r = row_begin(t);
+		put_text(&r, db->name);
+		for (int i = 0; i < STATS_NFIELDS; i++)
+			if (stats_total_col(i, view))
+				put_int(&r, (long long)stats_get(&s, i));
+		for (int i = 0; i < STATS_NFIELDS; i++)
+			if (stats_avg_col(i, view))
+				put_int(&r, (long long)stats_avg_get(&db->avg, i));
 	}
 }
 
-static void show_users(struct client *c)
+static void show_stats(struct table *t)
 {
-	static const struct col cols[] = {{"name", T_TEXT}, {"pool_mode", T_TEXT}};
-	struct wbuf *w = &c->io.out;
-	row_description(w, cols, NCOLS(cols));
+	show_stats_view(t, VIEW_BOTH);
+}
+
+static void show_stats_totals(struct table *t)
+{
+	show_stats_view(t, VIEW_TOTALS);
+}
+
+static void show_stats_averages(struct table *t)
+{
+	show_stats_view(t, VIEW_AVERAGES);
+}
+
+static const struct table_col users_cols[] = {
+	COL_TEXT("name", TABLE_KEY),
+	COL_TEXT("pool_mode", TABLE_FIRST),
+};
+
+/* Is g the first group (of any database) with its user? */
+static bool first_with_user(const struct list *git, const char *user)
+{
+	struct list *d2, *g2;
+	list_for_each(d2, &fleet.databases) {
+		struct database *db2 = container_of(d2, struct database, node);
+		list_for_each(g2, &db2->groups) {
+			if (g2 == git)
+				return true;
+			if (strcmp(container_of(g2, struct pool_group, node)->user, user) == 0)
+				return false;
+		}
+	}
+	return true;
+}
+
+static void show_users(struct table *t)
+{
 	for (size_t i = 0; i < fleet.cfg.n_users; i++) {
-		uint32_t m = row_begin(w, NCOLS(cols));
-		put_text(w, fleet.cfg.users[i].name);
-		put_text(w, "");
-		proto_end(w, m);
+		struct row r = row_begin(t);
+		put_text(&r, fleet.cfg.users[i].name);
+		put_text(&r, "");
 	}
 	/* Users of pools that no auth_file line names (trust). */
 	struct list *dit, *git;
@@ -697,37 +778,24 @@ static void show_users(struct client *c)
 		struct database *db = container_of(dit, struct database, node);
 		list_for_each(git, &db->groups) {
 			struct pool_group *g = container_of(git, struct pool_group, node);
-			if (config_find_user(&fleet.cfg, g->user))
+			if (config_find_user(&fleet.cfg, g->user) || !first_with_user(git, g->user))
 				continue;
-			bool seen = false;
-			struct list *d2, *g2;
-			list_for_each(d2, &fleet.databases) {
-				struct database *db2 = container_of(d2, struct database, node);
-				list_for_each(g2, &db2->groups) {
-					if (g2 == git)
-						goto done;
-					seen = seen || strcmp(container_of(g2, struct pool_group,
-									   node)->user,
-							      g->user) == 0;
-				}
-			}
-done:
-			if (seen)
-				continue;
-			uint32_t m = row_begin(w, NCOLS(cols));
-			put_text(w, g->user);
-			put_text(w, "");
-			proto_end(w, m);
+			struct row r = row_begin(t);
+			put_text(&r, g->user);
+			put_text(&r, "");
 		}
 	}
 }
 
-static void show_config(struct client *c)
+static const struct table_col config_cols[] = {
+	COL_TEXT("key", TABLE_KEY),
+	COL_TEXT("value", TABLE_FIRST),
+	COL_TEXT("default", TABLE_FIRST),
+	COL_TEXT("changeable", TABLE_FIRST),
+};
+
+static void show_config(struct table *t)
 {
-	static const struct col cols[] = {
-		{"key", T_TEXT}, {"value", T_TEXT}, {"default", T_TEXT}, {"changeable", T_TEXT}};
-	struct wbuf *w = &c->io.out;
-	row_description(w, cols, NCOLS(cols));
 	size_t n = config_setting_count();
 	for (size_t i = 0; i < n; i++) {
 		const char *name = config_setting_name(i);
@@ -735,18 +803,23 @@ static void show_config(struct client *c)
 		config_setting_value(&fleet.cfg, i, value, sizeof(value));
 		if (strstr(name, "password") && *value)
 			snprintf(value, sizeof(value), "%s", "********");
-		uint32_t m = row_begin(w, NCOLS(cols));
-		put_text(w, name);
-		put_text(w, value);
-		put_text(w, config_setting_default(i));
-		put_text(w, fleet_setting_changeable(name) ? "yes" : "no");
-		proto_end(w, m);
+		struct row r = row_begin(t);
+		put_text(&r, name);
+		put_text(&r, value);
+		put_text(&r, config_setting_default(i));
+		put_text(&r, fleet_setting_changeable(name) ? "yes" : "no");
 	}
 }
 
+static const struct table_col dns_hosts_cols[] = {
+	COL_TEXT("hostname", TABLE_KEY),
+	COL_INT8("ttl", TABLE_FIRST),
+	COL_TEXT("addrs", TABLE_FIRST),
+};
+
 static void dns_host_row(const struct dns_host_info *h, void *arg)
 {
-	struct wbuf *w = arg;
+	struct table *t = arg;
 	char addrs[1024];
 	size_t len = 0;
 	addrs[0] = 0;
@@ -762,29 +835,28 @@ static void dns_host_row(const struct dns_host_info *h, void *arg)
 			len += (size_t)k;
 		}
 	}
-	uint32_t m = row_begin(w, 3);
-	put_text(w, h->name);
+	struct row r = row_begin(t);
+	put_text(&r, h->name);
 	/* The answer is re-resolved at most dns_max_ttl after it came. */
-	put_int(w, (long long)fleet.cfg.dns_max_ttl);
-	put_text(w, addrs);
-	proto_end(w, m);
+	put_int(&r, (long long)fleet.cfg.dns_max_ttl);
+	put_text(&r, addrs);
 }
 
-static void show_dns_hosts(struct client *c)
+static void show_dns_hosts(struct table *t)
 {
-	static const struct col cols[] = {
-		{"hostname", T_TEXT}, {"ttl", T_INT8}, {"addrs", T_TEXT}};
-	row_description(&c->io.out, cols, NCOLS(cols));
-	discovery_foreach_host(dns_host_row, &c->io.out);
+	discovery_foreach_host(dns_host_row, t);
 }
 
-static void show_dns_zones(struct client *c)
+/* c-ares has no zone (SOA serial) tracking: no rows, like PgBouncer built
+ * with c-ares. */
+static const struct table_col dns_zones_cols[] = {
+	COL_TEXT("zonename", TABLE_KEY),
+	COL_INT8("serial", TABLE_FIRST),
+	COL_INT4("count", TABLE_SUM),
+};
+
+static void show_dns_zones(struct table *t)
 {
-	/* c-ares has no zone (SOA serial) tracking: no rows, like PgBouncer
-	 * built with c-ares. */
-	static const struct col cols[] = {
-		{"zonename", T_TEXT}, {"serial", T_INT8}, {"count", T_INT4}};
-	row_description(&c->io.out, cols, NCOLS(cols));
 }
 
 static void count_host(const struct dns_host_info *h, void *arg)
@@ -819,18 +891,21 @@ static void count_all(struct counts *k)
 		k->clients += console.active.count;
 }
 
-static void list_row(struct wbuf *w, const char *name, long long n)
+/* "items" merges by the row (lists_merge): no column rule says it. */
+static const struct table_col lists_cols[] = {
+	COL_TEXT("list", TABLE_KEY),
+	COL_INT4("items", TABLE_SUM),
+};
+
+static void list_row(struct table *t, const char *name, long long n)
 {
-	uint32_t m = row_begin(w, 2);
-	put_text(w, name);
-	put_int(w, n);
-	proto_end(w, m);
+	struct row r = row_begin(t);
+	put_text(&r, name);
+	put_int(&r, n);
 }
 
-static void show_lists(struct client *c)
+static void show_lists(struct table *t)
 {
-	static const struct col cols[] = {{"list", T_TEXT}, {"items", T_INT4}};
-	struct wbuf *w = &c->io.out;
 	struct counts k;
 	count_all(&k);
 	int dbs = 0, hosts = 0;
@@ -839,37 +914,66 @@ static void show_lists(struct client *c)
 		dbs++;
 	}
 	discovery_foreach_host(count_host, &hosts);
-	row_description(w, cols, NCOLS(cols));
-	list_row(w, "databases", dbs);
-	list_row(w, "users", (long long)fleet.cfg.n_users);
-	list_row(w, "pools", k.pools);
-	list_row(w, "free_clients", 0);
-	list_row(w, "used_clients", k.clients);
-	list_row(w, "login_clients", k.login_clients);
-	list_row(w, "free_servers", 0);
-	list_row(w, "used_servers", k.servers);
-	list_row(w, "dns_names", hosts);
-	list_row(w, "dns_zones", 0);
-	list_row(w, "dns_queries", 0);
-	list_row(w, "dns_pending", 0);
+	list_row(t, "databases", dbs);
+	list_row(t, "users", (long long)fleet.cfg.n_users);
+	list_row(t, "pools", k.pools);
+	list_row(t, "free_clients", 0);
+	list_row(t, "used_clients", k.clients);
+	list_row(t, "login_clients", k.login_clients);
+	list_row(t, "free_servers", 0);
+	list_row(t, "used_servers", k.servers);
+	list_row(t, "dns_names", hosts);
+	list_row(t, "dns_zones", 0);
+	list_row(t, "dns_queries", 0);
+	list_row(t, "dns_pending", 0);
 }
 
-static void mem_row(struct wbuf *w, const char *name, size_t size, size_t used, size_t nfree)
+/* SHOW LISTS over workers: the configuration's objects exist in every
+ * worker (the largest count), clients and servers each in one (the sum). */
+static void lists_merge(struct table *dst, const struct table *src)
 {
-	uint32_t m = row_begin(w, 5);
-	put_text(w, name);
-	put_int(w, (long long)size);
-	put_int(w, (long long)used);
-	put_int(w, (long long)nfree);
-	put_int(w, (long long)(size * (used + nfree)));
-	proto_end(w, m);
+	static const char *const everywhere[] = {"databases", "users", "pools", "dns_names",
+						 "dns_zones"};
+	if (src->oom)
+		dst->oom = true;
+	for (size_t r = 0; r < src->nrows; r++) {
+		const char *name = table_at(src, r, 0)->v.s;
+		int64_t n = table_at(src, r, 1)->v.i;
+		size_t d = 0;
+		while (d < dst->nrows && strcmp(table_at(dst, d, 0)->v.s, name) != 0)
+			d++;
+		if (d == dst->nrows) {
+			list_row(dst, name, n);
+			continue;
+		}
+		int64_t *items = &dst->cells[d * (size_t)dst->ncols + 1].v.i;
+		bool max = false;
+		for (size_t i = 0; i < sizeof(everywhere) / sizeof(everywhere[0]); i++)
+			max = max || strcmp(name, everywhere[i]) == 0;
+		*items = !max ? *items + n : n > *items ? n : *items;
+	}
 }
 
-static void show_mem(struct client *c)
+static const struct table_col mem_cols[] = {
+	COL_TEXT("name", TABLE_KEY),
+	COL_INT4("size", TABLE_FIRST),
+	COL_INT4("used", TABLE_SUM),
+	COL_INT4("free", TABLE_SUM),
+	COL_INT4("memtotal", TABLE_SUM),
+};
+
+static void mem_row(struct table *t, const char *name, size_t size, size_t used, size_t nfree)
 {
-	static const struct col cols[] = {{"name", T_TEXT},	{"size", T_INT4}, {"used", T_INT4},
-					  {"free", T_INT4},	{"memtotal", T_INT4}};
-	struct wbuf *w = &c->io.out;
+	struct row r = row_begin(t);
+	put_text(&r, name);
+	put_int(&r, (long long)size);
+	put_int(&r, (long long)used);
+	put_int(&r, (long long)nfree);
+	put_int(&r, (long long)(size * (used + nfree)));
+}
+
+static void show_mem(struct table *t)
+{
 	struct counts k;
 	count_all(&k);
 	int dbs = 0, replicas = 0;
@@ -880,96 +984,67 @@ static void show_mem(struct client *c)
 	}
 	size_t bfree, bused;
 	iobuf_stats(&bfree, &bused);
-	row_description(w, cols, NCOLS(cols));
-	mem_row(w, "user_cache", sizeof(struct user_entry), fleet.cfg.n_users, 0);
-	mem_row(w, "db_cache", sizeof(struct database), (size_t)dbs, 0);
-	mem_row(w, "replica_cache", sizeof(struct replica), (size_t)replicas, 0);
-	mem_row(w, "pool_cache", sizeof(struct pool), (size_t)k.pools, 0);
-	mem_row(w, "server_cache", sizeof(struct server), (size_t)k.servers, 0);
-	mem_row(w, "client_cache", sizeof(struct client), (size_t)fleet.client_count, 0);
-	mem_row(w, "iobuf_cache", sizeof(struct iobuf) + IOBUF_SIZE, bused, bfree);
-	mem_row(w, "param_sets", sizeof(struct param_set), param_shared_count(), 0);
+	mem_row(t, "user_cache", sizeof(struct user_entry), fleet.cfg.n_users, 0);
+	mem_row(t, "db_cache", sizeof(struct database), (size_t)dbs, 0);
+	mem_row(t, "replica_cache", sizeof(struct replica), (size_t)replicas, 0);
+	mem_row(t, "pool_cache", sizeof(struct pool), (size_t)k.pools, 0);
+	mem_row(t, "server_cache", sizeof(struct server), (size_t)k.servers, 0);
+	mem_row(t, "client_cache", sizeof(struct client), (size_t)fleet.client_count, 0);
+	mem_row(t, "iobuf_cache", sizeof(struct iobuf) + IOBUF_SIZE, bused, bfree);
+	mem_row(t, "param_sets", sizeof(struct param_set), param_shared_count(), 0);
 }
 
-static void replica_row(const struct replica_row *r, void *arg)
+/* One row per replica, by (database, host, addr, port): every worker checks
+ * and uses each replica; its traffic adds up. */
+static const struct table_col replicas_cols[] = {
+	COL_TEXT("database", TABLE_KEY),
+	COL_TEXT("host", TABLE_KEY),
+	COL_TEXT("addr", TABLE_KEY),
+	COL_INT4("port", TABLE_KEY),
+	COL_TEXT("role", TABLE_FIRST),
+	COL_TEXT("state", TABLE_FIRST),
+	COL_REAL("lag_s", TABLE_FIRST),
+	COL_INT4("server_conns", TABLE_SUM),
+	COL_INT4("active", TABLE_SUM),
+	COL_INT8("xacts", TABLE_SUM),
+	COL_INT8("queries", TABLE_SUM),
+	COL_INT8("avg_xact_us", TABLE_MEAN),
+	COL_TEXT("last_check", TABLE_FIRST),
+	COL_TEXT("last_error", TABLE_FIRST),
+};
+
+static void replica_row(const struct replica_row *rr, void *arg)
 {
-	struct wbuf *w = arg;
-	uint32_t m = row_begin(w, 14);
-	put_text(w, r->database);
-	put_text(w, r->host);
-	put_text(w, r->addr);
-	put_int(w, r->port);
-	put_text(w, r->role);
-	put_text(w, r->state);
-	put_fmt(w, "%.3f", r->lag_s);
-	put_int(w, r->server_conns);
-	put_int(w, r->active);
-	put_u64(w, r->xacts);
-	put_u64(w, r->queries);
-	put_u64(w, r->avg_xact_us);
-	put_text(w, r->last_check_str);
-	put_text(w, r->last_error);
-	proto_end(w, m);
+	struct row r = row_begin(arg);
+	struct row *w = &r;
+	put_text(w, rr->database);
+	put_text(w, rr->host);
+	put_text(w, rr->addr);
+	put_int(w, rr->port);
+	put_text(w, rr->role);
+	put_text(w, rr->state);
+	put_real(w, rr->lag_s);
+	put_int(w, rr->server_conns);
+	put_int(w, rr->active);
+	put_int(w, (long long)rr->xacts);
+	put_int(w, (long long)rr->queries);
+	put_int(w, (long long)rr->avg_xact_us);
+	put_text(w, rr->last_check_str);
+	put_text(w, rr->last_error);
 }
 
-static void show_replicas(struct client *c)
+static void show_replicas(struct table *t)
 {
-	static const struct col cols[] = {
-		{"database", T_TEXT},	  {"host", T_TEXT},	  {"addr", T_TEXT},
-		{"port", T_INT4},	  {"role", T_TEXT},	  {"state", T_TEXT},
-		{"lag_s", T_NUMERIC},	  {"server_conns", T_INT4}, {"active", T_INT4},
-		{"xacts", T_INT8},	  {"queries", T_INT8},	  {"avg_xact_us", T_INT8},
-		{"last_check", T_TEXT},	  {"last_error", T_TEXT},
-	};
-	row_description(&c->io.out, cols, NCOLS(cols));
-	database_foreach_replica_row(replica_row, &c->io.out);
+	database_foreach_replica_row(replica_row, t);
 }
 
-static void show_version(struct client *c)
+static const struct table_col version_cols[] = {COL_TEXT("version", TABLE_FIRST)};
+
+static void show_version(struct table *t)
 {
-	static const struct col cols[] = {{"version", T_TEXT}};
-	struct wbuf *w = &c->io.out;
-	row_description(w, cols, 1);
-	uint32_t m = row_begin(w, 1);
+	struct row r = row_begin(t);
 	/* pgbouncer_exporter reads a PgBouncer version out of this line. */
-	put_text(w, "pgfleet " PGFLEET_VERSION " (PgBouncer 1.18.0 compatible)");
-	proto_end(w, m);
-}
-
-static const char help_text[] =
-	"\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION"
-	"\n\tSHOW SOCKETS|LISTS|MEM"
-	"\n\tSHOW DNS_HOSTS|DNS_ZONES"
-	"\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES"
-	"\n\tSHOW REPLICAS"
-	"\n\tSET key = arg"
-	"\n\tRELOAD"
-	"\n\tPAUSE [<db>]"
-	"\n\tRESUME [<db>]"
-	"\n\tDISABLE <db>"
-	"\n\tENABLE <db>"
-	"\n\tRECONNECT [<db>]"
-	"\n\tKILL <db>"
-	"\n\tWAIT_CLOSE [<db>]"
-	"\n\tSHUTDOWN"
-	"\n\tREFRESH DNS";
-
-static void show_help(struct client *c)
-{
-	struct wbuf *w = &c->io.out;
-	uint32_t m = proto_begin(w, 'N');
-	proto_put_u8(w, 'S');
-	proto_put_str(w, "NOTICE");
-	proto_put_u8(w, 'V');
-	proto_put_str(w, "NOTICE");
-	proto_put_u8(w, 'C');
-	proto_put_str(w, "00000");
-	proto_put_u8(w, 'M');
-	proto_put_str(w, "Console usage");
-	proto_put_u8(w, 'D');
-	proto_put_str(w, help_text);
-	proto_put_u8(w, 0);
-	proto_end(w, m);
+	put_text(&r, "pgfleet " PGFLEET_VERSION " (PgBouncer 1.18.0 compatible)");
 }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -1164,247 +1239,504 @@ static void start_wait(struct client *c, enum admin_wait kind, const char *db)
 		evtimer_add(ev_wait, &tv);
 }
 
-/* Runs one command.  False when it waits (PAUSE, WAIT_CLOSE): the reply is
- * sent when the connections are gone. */
-static bool run_command(struct client *c, const char *cmd)
-{
-	struct wbuf *w = &c->io.out;
-	char verb[32], arg[NAME_MAX_LEN + 2];
-	const char *p = next_word(cmd, verb, sizeof(verb));
-	if (!p) {
-		admin_error(c, "42601", "invalid command, use SHOW HELP;");
-		return true;
-	}
-	if (strcmp(verb, "show") == 0) {
-		char what[32];
-		const char *q = next_word(p, what, sizeof(what));
-		if (!q || !at_end(q)) {
-			admin_error(c, "42601", "SHOW needs one of: SHOW HELP;");
-			return true;
-		}
-		static const struct {
-			const char *name;
-			void (*fn)(struct client *c);
-		} shows[] = {
-			{"help", show_help},		 {"version", show_version},
-			{"config", show_config},	 {"databases", show_databases},
-			{"pools", show_pools},		 {"clients", show_clients},
-			{"servers", show_servers},	 {"users", show_users},
-			{"dns_hosts", show_dns_hosts},	 {"dns_zones", show_dns_zones},
-			{"lists", show_lists},		 {"mem", show_mem},
-			{"sockets", show_sockets},	 {"replicas", show_replicas},
-		};
-		for (size_t i = 0; i < sizeof(shows) / sizeof(shows[0]); i++) {
-			if (strcmp(what, shows[i].name) == 0) {
-				shows[i].fn(c);
-				command_complete(w, "SHOW");
-				return true;
-			}
-		}
-		enum stats_view view = strcmp(what, "stats") == 0	     ? VIEW_BOTH
-				       : strcmp(what, "stats_totals") == 0   ? VIEW_TOTALS
-				       : strcmp(what, "stats_averages") == 0 ? VIEW_AVERAGES
-									     : (enum stats_view)-1;
-		if ((int)view < 0) {
-			admin_error(c, "42601", "unknown SHOW item \"%s\", use SHOW HELP;", what);
-			return true;
-		}
-		show_stats(c, view);
-		command_complete(w, "SHOW");
-		return true;
-	}
+/* ---- the command table ------------------------------------------------------- */
 
-	static const char *const known[] = {"set",     "reload",     "pause",	 "resume",
-					    "disable", "enable",     "reconnect", "kill",
-					    "wait_close", "shutdown", "refresh",   NULL};
-	bool is_known = false;
-	for (int i = 0; known[i]; i++)
-		is_known = is_known || strcmp(verb, known[i]) == 0;
-	if (!is_known) {
-		admin_error(c, "42601", "invalid command \"%s\", use SHOW HELP;", verb);
+/* Who may run a command. */
+enum admin_access {
+	ACCESS_ADMIN, /* admin_users only */
+	ACCESS_STATS, /* stats_users too */
+};
+
+/* Where a command runs when workers = N. */
+enum admin_spread {
+	SPREAD_HERE,   /* the asking worker only: the answer is the same on every
+			* worker, or the command tells the others itself */
+	SPREAD_EVERY,  /* every worker acts; the asking worker's answer stands */
+	SPREAD_MERGED, /* a SHOW: every worker fills its table from its own
+			* state; table_merge (or .merge) combines them */
+};
+
+/* What follows a command's words (run_command reads all but ARGS_OWN). */
+enum admin_args {
+	ARGS_NONE,        /* nothing */
+	ARGS_DB,          /* one database name: "<db>" */
+	ARGS_DB_OPTIONAL, /* "[<db>]": none means every database */
+	ARGS_OWN,         /* the handler reads them; .usage says what they are */
+};
+
+struct admin_call;
+
+/*
+ * One admin command: a row of commands[].  A SHOW has .fill and its
+ * columns (names, types, merge rules): it fills a table with this worker's
+ * rows, and the console renders it (workers = N: merges every worker's
+ * first).  Any other command has .run, which writes its own answer.
+ */
+struct admin_cmd {
+	const char *words; /* "SHOW POOLS": what the client types, any case */
+	const char *usage; /* SHOW HELP's text after the words (ARGS_OWN) */
+	bool help_join;    /* listed as "|POOLS" on the help line above */
+	enum admin_access access;
+	enum admin_spread spread;
+	enum admin_args args;
+	bool (*run)(const struct admin_call *a); /* false: answered later (PAUSE) */
+	void (*fill)(struct table *t);
+	const struct table_col *cols;
+	int ncols;
+	void (*merge)(struct table *dst, const struct table *src); /* NULL: table_merge */
+};
+
+/* One command being run. */
+struct admin_call {
+	struct client *c;
+	const struct admin_cmd *cmd;
+	const char *verb;    /* its first word as typed, lower-cased */
+	const char *args;    /* what follows its words */
+	struct database *db; /* ARGS_DB*: the one named; NULL: every database */
+};
+
+static bool command_done(const struct admin_call *a)
+{
+	command_complete(&a->c->io.out, a->cmd->words);
+	return true;
+}
+
+/* SET's value: 'quoted' (a doubled quote stands for one), "quoted", or the
+ * rest of the line (false: an error was sent). */
+static bool set_value(struct client *c, const char *key, const char *q, char *value, size_t len)
+{
+	size_t n = 0;
+	if (*q == '\'' || *q == '"') {
+		char quote = *q++;
+		for (;; q++) {
+			if (!*q) {
+				admin_error(c, "42601", "unterminated quoted value");
+				return false;
+			}
+			if (*q == quote) {
+				if (q[1] != quote)
+					break;
+				q++;
+			}
+			if (n + 1 >= len) {
+				admin_error(c, "22023", "value for \"%s\" is too long", key);
+				return false;
+			}
+			value[n++] = *q;
+		}
+		if (!at_end(q + 1)) {
+			admin_error(c, "42601", "syntax: SET key = value");
+			return false;
+		}
+	} else {
+		n = strlen(q);
+		while (n && isspace((unsigned char)q[n - 1]))
+			n--;
+		if (n >= len) {
+			admin_error(c, "22023", "value for \"%s\" is too long", key);
+			return false;
+		}
+		memcpy(value, q, n);
+	}
+	value[n] = 0;
+	return true;
+}
+
+/* SET key = value, SET key TO value. */
+static bool cmd_set(const struct admin_call *a)
+{
+	struct client *c = a->c;
+	char key[64], value[1024], err[256];
+	const char *q = next_word(a->args, key, sizeof(key));
+	if (q) {
+		while (isspace((unsigned char)*q))
+			q++;
+		q = *q == '=' ? q + 1
+		    : strncasecmp(q, "to", 2) == 0 && isspace((unsigned char)q[2]) ? q + 2
+										     : NULL;
+	}
+	if (!q) {
+		admin_error(c, "42601", "syntax: SET key = value");
 		return true;
 	}
-	if (!c->admin->full) {
+	while (isspace((unsigned char)*q))
+		q++;
+	if (!set_value(c, key, q, value, sizeof(value)))
+		return true;
+	bool exists = false;
+	for (size_t i = 0; i < config_setting_count(); i++)
+		exists = exists || strcmp(config_setting_name(i), key) == 0;
+	if (!exists) {
+		admin_error(c, "42704", "unrecognized setting \"%s\", see SHOW CONFIG;", key);
+		return true;
+	}
+	if (!fleet_setting_changeable(key)) {
+		admin_error(c, "55P02",
+			    "setting \"%s\" cannot be changed while pgfleet runs (restart "
+			    "needed)",
+			    key);
+		return true;
+	}
+	if (!config_set(&fleet.cfg, key, value, err, sizeof(err))) {
+		admin_error(c, "22023", "invalid value for \"%s\": %s", key, err);
+		return true;
+	}
+	fleet_settings_changed();
+	log_info("setting changed", "key", key, "by", c->user, NULL);
+	return command_done(a);
+}
+
+static bool cmd_refresh(const struct admin_call *a)
+{
+	char what[16];
+	const char *q = next_word(a->args, what, sizeof(what));
+	if (!q || strcmp(what, "dns") != 0 || !at_end(q)) {
+		admin_error(a->c, "42601", "syntax: REFRESH DNS");
+		return true;
+	}
+	discovery_refresh();
+	return command_done(a);
+}
+
+static bool cmd_reload(const struct admin_call *a)
+{
+	char err[400];
+	if (!fleet_reload(err, sizeof(err))) {
+		admin_error(a->c, "F0000", "RELOAD failed: %s", err);
+		return true;
+	}
+	return command_done(a);
+}
+
+static bool cmd_shutdown(const struct admin_call *a)
+{
+	log_info("admin SHUTDOWN", "by", a->c->user, NULL);
+	command_done(a);
+	fleet_shutdown("admin SHUTDOWN");
+	return true;
+}
+
+static bool cmd_pause(const struct admin_call *a)
+{
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *d = container_of(it, struct database, node);
+		if (!a->db || d == a->db)
+			d->paused = true;
+	}
+	if (busy_servers(a->db)) {
+		start_wait(a->c, WAIT_PAUSE, a->db ? a->db->name : NULL);
+		return false;
+	}
+	return command_done(a);
+}
+
+static bool cmd_resume(const struct admin_call *a)
+{
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *d = container_of(it, struct database, node);
+		if (!a->db || d == a->db)
+			resume_db(d);
+	}
+	return command_done(a);
+}
+
+static bool cmd_disable(const struct admin_call *a)
+{
+	a->db->disabled = true;
+	return command_done(a);
+}
+
+static bool cmd_enable(const struct admin_call *a)
+{
+	a->db->disabled = false;
+	return command_done(a);
+}
+
+static bool cmd_reconnect(const struct admin_call *a)
+{
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *d = container_of(it, struct database, node);
+		if (!a->db || d == a->db)
+			database_reconnect(d, "RECONNECT");
+	}
+	return command_done(a);
+}
+
+static bool cmd_kill(const struct admin_call *a)
+{
+	kill_db(a->db);
+	return command_done(a);
+}
+
+static bool cmd_wait_close(const struct admin_call *a)
+{
+	if (closing_servers(a->db)) {
+		start_wait(a->c, WAIT_CLOSE, a->db ? a->db->name : NULL);
+		return false;
+	}
+	return command_done(a);
+}
+
+static bool show_help(const struct admin_call *a);
+
+#define COLUMNS(a) .cols = (a), .ncols = NCOLS(a)
+
+/*
+ * Every admin command, in SHOW HELP's order.  Adding one is adding its row
+ * (and its handler, or its fill function and columns): the lookup, the
+ * access check, SHOW HELP and the fan-out to workers all read this.
+ */
+static const struct admin_cmd commands[] = {
+	{"SHOW HELP", .access = ACCESS_STATS, .run = show_help},
+	{"SHOW CONFIG", .help_join = true, .access = ACCESS_STATS, .fill = show_config,
+	 COLUMNS(config_cols)},
+	{"SHOW DATABASES", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_databases, COLUMNS(databases_cols)},
+	{"SHOW POOLS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_pools, COLUMNS(pools_cols)},
+	{"SHOW CLIENTS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_clients, COLUMNS(clients_cols)},
+	{"SHOW SERVERS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_servers, COLUMNS(servers_cols)},
+	{"SHOW USERS", .help_join = true, .access = ACCESS_STATS, .fill = show_users,
+	 COLUMNS(users_cols)},
+	{"SHOW VERSION", .help_join = true, .access = ACCESS_STATS, .fill = show_version,
+	 COLUMNS(version_cols)},
+	{"SHOW SOCKETS", .access = ACCESS_STATS, .spread = SPREAD_MERGED, .fill = show_sockets,
+	 COLUMNS(sockets_cols)},
+	{"SHOW LISTS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_lists, COLUMNS(lists_cols), .merge = lists_merge},
+	{"SHOW MEM", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_mem, COLUMNS(mem_cols)},
+	{"SHOW DNS_HOSTS", .access = ACCESS_STATS, .fill = show_dns_hosts, COLUMNS(dns_hosts_cols)},
+	{"SHOW DNS_ZONES", .help_join = true, .access = ACCESS_STATS, .fill = show_dns_zones,
+	 COLUMNS(dns_zones_cols)},
+	{"SHOW STATS", .access = ACCESS_STATS, .spread = SPREAD_MERGED, .fill = show_stats,
+	 COLUMNS(stats_cols)},
+	{"SHOW STATS_TOTALS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_stats_totals, COLUMNS(stats_totals_cols)},
+	{"SHOW STATS_AVERAGES", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_stats_averages, COLUMNS(stats_averages_cols)},
+	{"SHOW REPLICAS", .access = ACCESS_STATS, .spread = SPREAD_MERGED, .fill = show_replicas,
+	 COLUMNS(replicas_cols)},
+	{"SET", "key = arg", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
+	 .run = cmd_set},
+	{"RELOAD", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .run = cmd_reload},
+	{"PAUSE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
+	 .run = cmd_pause},
+	{"RESUME", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
+	 .run = cmd_resume},
+	{"DISABLE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB,
+	 .run = cmd_disable},
+	{"ENABLE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB,
+	 .run = cmd_enable},
+	{"RECONNECT", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
+	 .run = cmd_reconnect},
+	{"KILL", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB, .run = cmd_kill},
+	{"WAIT_CLOSE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
+	 .run = cmd_wait_close},
+	/* fleet_shutdown() tells every worker itself. */
+	{"SHUTDOWN", .access = ACCESS_ADMIN, .run = cmd_shutdown},
+	{"REFRESH", "DNS", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
+	 .run = cmd_refresh},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* SHOW HELP's text: a line per command, a SHOW with help_join joined to the
+ * line above. */
+static void help_text(char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		const struct admin_cmd *cmd = &commands[i];
+		const char *usage = cmd->args == ARGS_DB	    ? "<db>"
+				    : cmd->args == ARGS_DB_OPTIONAL ? "[<db>]"
+								    : cmd->usage;
+		const char *second = strchr(cmd->words, ' ');
+		int k = cmd->help_join && second
+				? snprintf(buf + n, len - n, "|%s", second + 1)
+				: snprintf(buf + n, len - n, "\n\t%s%s%s", cmd->words,
+					   usage ? " " : "", usage ? usage : "");
+		if (k < 0 || (size_t)k >= len - n)
+			break;
+		n += (size_t)k;
+	}
+}
+
+static bool show_help(const struct admin_call *a)
+{
+	char text[1024];
+	help_text(text, sizeof(text));
+	struct wbuf *w = &a->c->io.out;
+	uint32_t m = proto_begin(w, 'N');
+	proto_put_u8(w, 'S');
+	proto_put_str(w, "NOTICE");
+	proto_put_u8(w, 'V');
+	proto_put_str(w, "NOTICE");
+	proto_put_u8(w, 'C');
+	proto_put_str(w, "00000");
+	proto_put_u8(w, 'M');
+	proto_put_str(w, "Console usage");
+	proto_put_u8(w, 'D');
+	proto_put_str(w, text);
+	proto_put_u8(w, 0);
+	proto_end(w, m);
+	command_complete(w, "SHOW");
+	return true;
+}
+
+/* The command named w1 [w2], case-insensitively (w2 NULL: one word). */
+static const struct admin_cmd *find_cmd(const char *w1, const char *w2)
+{
+	size_t n = strlen(w1);
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		const char *w = commands[i].words;
+		if (strncasecmp(w, w1, n) != 0)
+			continue;
+		if (w2 ? w[n] == ' ' && strcasecmp(w + n + 1, w2) == 0 : w[n] == 0)
+			return &commands[i];
+	}
+	return NULL;
+}
+
+/* Does a second word follow w1 (SHOW)? */
+static bool has_second_word(const char *w1)
+{
+	size_t n = strlen(w1);
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strncasecmp(commands[i].words, w1, n) == 0 && commands[i].words[n] == ' ')
+			return true;
+	return false;
+}
+
+/* Finds the command a line names; sets a->cmd, a->args (false: an error
+ * was sent). */
+static bool lookup(struct admin_call *a, char *verb, size_t len, const char *line)
+{
+	const char *p = next_word(line, verb, len);
+	if (!p) {
+		admin_error(a->c, "42601", "invalid command, use SHOW HELP;");
+		return false;
+	}
+	if (!has_second_word(verb)) {
+		a->cmd = find_cmd(verb, NULL);
+		a->args = p;
+		if (!a->cmd)
+			admin_error(a->c, "42601", "invalid command \"%s\", use SHOW HELP;", verb);
+		return a->cmd != NULL;
+	}
+	/* SHOW is the only verb with a second word, and no argument. */
+	char what[32];
+	const char *q = next_word(p, what, sizeof(what));
+	if (!q || !at_end(q)) {
+		admin_error(a->c, "42601", "SHOW needs one of: SHOW HELP;");
+		return false;
+	}
+	a->cmd = find_cmd(verb, what);
+	a->args = q;
+	if (!a->cmd)
+		admin_error(a->c, "42601", "unknown SHOW item \"%s\", use SHOW HELP;", what);
+	return a->cmd != NULL;
+}
+
+/* The database argument of ARGS_DB / ARGS_DB_OPTIONAL into a->db (false: an
+ * error was sent). */
+static bool read_db(struct admin_call *a)
+{
+	struct client *c = a->c;
+	char arg[NAME_MAX_LEN + 2];
+	const char *q = next_name(a->args, arg, sizeof(arg));
+	if (q && !at_end(q)) {
+		admin_error(c, "42601", "%s takes one database name", a->verb);
+		return false;
+	}
+	if (!q && !at_end(a->args)) {
+		admin_error(c, "42601", "invalid database name");
+		return false;
+	}
+	if (!q && a->cmd->args == ARGS_DB) {
+		admin_error(c, "42601", "%s needs a database name", a->verb);
+		return false;
+	}
+	if (q) {
+		a->db = find_db(arg);
+		if (!a->db) {
+			admin_error(c, "3D000", "no such database: %s", arg);
+			return false;
+		}
+	}
+	log_info("admin command", "command", a->cmd->words, "db", a->db ? a->db->name : "*", "by",
+		 c->user, NULL);
+	return true;
+}
+
+static bool read_args(struct admin_call *a)
+{
+	switch (a->cmd->args) {
+	case ARGS_NONE:
+		if (at_end(a->args))
+			return true;
+		admin_error(a->c, "42601", "%s takes no argument", a->verb);
+		return false;
+	case ARGS_DB:
+	case ARGS_DB_OPTIONAL:
+		return read_db(a);
+	case ARGS_OWN:
+		break;
+	}
+	return true;
+}
+
+/* A SHOW's answer: its rows, or an error when some could not be held. */
+static void answer_table(struct client *c, const struct table *t)
+{
+	if (t->oom) {
+		admin_error(c, "53200", "out of memory");
+		return;
+	}
+	table_write_header(t, &c->io.out);
+	table_write_rows(t, &c->io.out);
+	command_complete(&c->io.out, "SHOW");
+}
+
+static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const char *line);
+
+/* Runs one command line: its row of commands[], the access check, then here
+ * or on every worker (spread, with may_spread).  False when it waits (PAUSE,
+ * WAIT_CLOSE, the other workers): the reply is sent when that is over. */
+static bool run_command(struct client *c, const char *line, bool may_spread)
+{
+	char verb[32];
+	struct admin_call a = {.c = c, .verb = verb};
+	(void)pthread_once(&stats_cols_once, stats_cols_build);
+	if (!lookup(&a, verb, sizeof(verb), line))
+		return true;
+	if (a.cmd->access == ACCESS_ADMIN && !c->admin->full) {
 		admin_error(c, "42501",
 			    "admin access needed: user \"%s\" is in stats_users, which may only "
 			    "run SHOW",
 			    c->user);
 		return true;
 	}
-
-	if (strcmp(verb, "set") == 0) {
-		char key[64];
-		const char *q = next_word(p, key, sizeof(key));
-		if (!q) {
-			admin_error(c, "42601", "syntax: SET key = value");
-			return true;
-		}
-		while (isspace((unsigned char)*q))
-			q++;
-		if (*q == '=') {
-			q++;
-		} else if (strncasecmp(q, "to", 2) == 0 && isspace((unsigned char)q[2])) {
-			q += 2;
-		} else {
-			admin_error(c, "42601", "syntax: SET key = value");
-			return true;
-		}
-		while (isspace((unsigned char)*q))
-			q++;
-		char value[1024];
-		size_t n = 0;
-		if (*q == '\'' || *q == '"') {
-			char quote = *q++;
-			for (;; q++) {
-				if (!*q) {
-					admin_error(c, "42601", "unterminated quoted value");
-					return true;
-				}
-				if (*q == quote) {
-					if (q[1] != quote)
-						break;
-					q++; /* a doubled quote stands for one */
-				}
-				if (n + 1 >= sizeof(value)) {
-					admin_error(c, "22023", "value for \"%s\" is too long", key);
-					return true;
-				}
-				value[n++] = *q;
-			}
-			q++;
-			if (!at_end(q)) {
-				admin_error(c, "42601", "syntax: SET key = value");
-				return true;
-			}
-		} else {
-			n = strlen(q);
-			while (n && isspace((unsigned char)q[n - 1]))
-				n--;
-			if (n >= sizeof(value)) {
-				admin_error(c, "22023", "value for \"%s\" is too long", key);
-				return true;
-			}
-			memcpy(value, q, n);
-		}
-		value[n] = 0;
-		bool exists = false;
-		for (size_t i = 0; i < config_setting_count(); i++)
-			exists = exists || strcmp(config_setting_name(i), key) == 0;
-		if (!exists) {
-			admin_error(c, "42704", "unrecognized setting \"%s\", see SHOW CONFIG;", key);
-			return true;
-		}
-		if (!fleet_setting_changeable(key)) {
-			admin_error(c, "55P02",
-				    "setting \"%s\" cannot be changed while pgfleet runs (restart "
-				    "needed)",
-				    key);
-			return true;
-		}
-		char err[256];
-		if (!config_set(&fleet.cfg, key, value, err, sizeof(err))) {
-			admin_error(c, "22023", "invalid value for \"%s\": %s", key, err);
-			return true;
-		}
-		fleet_settings_changed();
-		log_info("setting changed", "key", key, "by", c->user, NULL);
-		command_complete(w, "SET");
+	/* Spread before the arguments are read: each worker reads them against
+	 * its own databases. */
+	if (may_spread && a.cmd->spread != SPREAD_HERE && worker_threaded() &&
+	    fanout_start(c, a.cmd, line))
+		return false;
+	if (!read_args(&a))
 		return true;
-	}
-	if (strcmp(verb, "refresh") == 0) {
-		char what[16];
-		const char *q = next_word(p, what, sizeof(what));
-		if (!q || strcmp(what, "dns") != 0 || !at_end(q)) {
-			admin_error(c, "42601", "syntax: REFRESH DNS");
-			return true;
-		}
-		discovery_refresh();
-		command_complete(w, "REFRESH");
-		return true;
-	}
-	if (strcmp(verb, "reload") == 0 || strcmp(verb, "shutdown") == 0) {
-		if (!at_end(p)) {
-			admin_error(c, "42601", "%s takes no argument", verb);
-			return true;
-		}
-		if (verb[0] == 'r') {
-			char err[400];
-			if (!fleet_reload(err, sizeof(err))) {
-				admin_error(c, "F0000", "RELOAD failed: %s", err);
-				return true;
-			}
-			command_complete(w, "RELOAD");
-			return true;
-		}
-		log_info("admin SHUTDOWN", "by", c->user, NULL);
-		command_complete(w, "SHUTDOWN");
-		fleet_shutdown("admin SHUTDOWN");
-		return true;
-	}
-
-	/* The commands that name a database (optional for some). */
-	bool need_db = strcmp(verb, "disable") == 0 || strcmp(verb, "enable") == 0 ||
-		       strcmp(verb, "kill") == 0;
-	const char *q = next_name(p, arg, sizeof(arg));
-	if (q && !at_end(q)) {
-		admin_error(c, "42601", "%s takes one database name", verb);
-		return true;
-	}
-	if (!q && !at_end(p)) {
-		admin_error(c, "42601", "invalid database name");
-		return true;
-	}
-	if (!q && need_db) {
-		admin_error(c, "42601", "%s needs a database name", verb);
-		return true;
-	}
-	struct database *db = NULL;
-	if (q) {
-		db = find_db(arg);
-		if (!db) {
-			admin_error(c, "3D000", "no such database: %s", arg);
-			return true;
-		}
-	}
-	char tag[32];
-	snprintf(tag, sizeof(tag), "%s", verb);
-	for (char *t = tag; *t; t++)
-		*t = (char)toupper((unsigned char)*t);
-	log_info("admin command", "command", tag, "db", db ? db->name : "*", "by", c->user, NULL);
-
-	struct list *it;
-	if (strcmp(verb, "disable") == 0 || strcmp(verb, "enable") == 0) {
-		db->disabled = verb[0] == 'd';
-	} else if (strcmp(verb, "kill") == 0) {
-		kill_db(db);
-	} else if (strcmp(verb, "pause") == 0 || strcmp(verb, "resume") == 0) {
-		bool pause = verb[0] == 'p';
-		list_for_each(it, &fleet.databases) {
-			struct database *d = container_of(it, struct database, node);
-			if (db && d != db)
-				continue;
-			if (pause)
-				d->paused = true;
-			else
-				resume_db(d);
-		}
-		if (pause && busy_servers(db)) {
-			start_wait(c, WAIT_PAUSE, db ? db->name : NULL);
-			return false;
-		}
-	} else if (strcmp(verb, "reconnect") == 0 || strcmp(verb, "wait_close") == 0) {
-		if (verb[0] == 'r') {
-			list_for_each(it, &fleet.databases) {
-				struct database *d = container_of(it, struct database, node);
-				if (!db || d == db)
-					database_reconnect(d, "RECONNECT");
-			}
-		} else if (closing_servers(db)) {
-			start_wait(c, WAIT_CLOSE, db ? db->name : NULL);
-			return false;
-		}
-	}
-	command_complete(w, tag);
+	if (a.cmd->run)
+		return a.cmd->run(&a);
+	struct table t;
+	table_init(&t, a.cmd->cols, a.cmd->ncols);
+	a.cmd->fill(&t);
+	answer_table(c, &t);
+	table_free(&t);
 	return true;
 }
 
@@ -1437,44 +1769,6 @@ static void finish_wait(struct client *c)
 
 /* ---- workers = N: one command, every worker ---------------------------------- */
 
-/* How the workers' answers to cmd combine; false: this worker's own
- * answer is the answer (no fan-out). */
-static bool fanout_kind(const char *cmd, enum admin_merge_kind *kind, int *nkeys)
-{
-	char verb[32], what[32];
-	const char *p = next_word(cmd, verb, sizeof(verb));
-	*kind = MERGE_FIRST;
-	*nkeys = 0;
-	if (!p)
-		return false;
-	if (strcmp(verb, "shutdown") == 0)
-		return false; /* fleet_shutdown() tells every worker itself */
-	if (strcmp(verb, "show") != 0)
-		return true; /* every worker acts; the asking one's answer stands */
-	if (!next_word(p, what, sizeof(what)))
-		return false;
-	static const struct {
-		const char *what;
-		enum admin_merge_kind kind;
-		int nkeys;
-	} shows[] = {
-		{"clients", MERGE_CONCAT, 0},	  {"servers", MERGE_CONCAT, 0},
-		{"sockets", MERGE_CONCAT, 0},	  {"pools", MERGE_KEYED, 2},
-		{"stats", MERGE_KEYED, 1},	  {"stats_totals", MERGE_KEYED, 1},
-		{"stats_averages", MERGE_KEYED, 1}, {"databases", MERGE_KEYED, 1},
-		{"replicas", MERGE_KEYED, 4},	  {"lists", MERGE_KEYED, 1},
-		{"mem", MERGE_KEYED, 1},
-	};
-	for (size_t i = 0; i < sizeof(shows) / sizeof(shows[0]); i++) {
-		if (strcmp(what, shows[i].what) == 0) {
-			*kind = shows[i].kind;
-			*nkeys = shows[i].nkeys;
-			return true;
-		}
-	}
-	return false; /* HELP, VERSION, CONFIG, USERS, DNS_*: the same everywhere */
-}
-
 static void fanout_reply(void *arg);
 
 /* A shadow session's answer is complete: hand it to the asking worker. */
@@ -1494,6 +1788,13 @@ static void shadow_done(struct client *sh)
 static void fanout_run(void *arg)
 {
 	struct fanout *f = arg;
+	if (f->command->fill) {
+		/* A SHOW: this worker's rows, as data, for the asking worker. */
+		f->command->fill(&f->part[worker_index()]);
+		if (!worker_post(f->origin, WMSG_CALL, 0, 0, fanout_reply, f))
+			log_error("admin answer lost: cannot reach the asking worker", NULL);
+		return;
+	}
 	struct client *sh = calloc(1, sizeof(*sh));
 	struct admin_session *a = sh ? calloc(1, sizeof(*a)) : NULL;
 	const struct param_set *params = a ? param_shared_empty() : NULL;
@@ -1517,7 +1818,7 @@ static void fanout_run(void *arg)
 	sh->user = f->user; /* lives until the answer is complete */
 	sh->dbname = "pgfleet";
 	snprintf(sh->addr_str, sizeof(sh->addr_str), "%s", "admin (another worker)");
-	if (run_command(sh, f->cmd)) {
+	if (run_command(sh, f->cmd, false)) {
 		shadow_done(sh);
 		return;
 	}
@@ -1525,6 +1826,22 @@ static void fanout_run(void *arg)
 	if (!shadows.next)
 		list_init(&shadows);
 	list_append(&shadows, &sh->node);
+}
+
+/* A SHOW's tables merged, the asking worker's first (its settings and
+ * states stand), and rendered once. */
+static void answer_merged(struct client *c, const struct fanout *f)
+{
+	const struct admin_cmd *cmd = f->command;
+	void (*merge)(struct table *, const struct table *) = cmd->merge ? cmd->merge : table_merge;
+	struct table t;
+	table_init(&t, cmd->cols, cmd->ncols);
+	merge(&t, &f->part[f->origin]);
+	for (int i = 0; i < worker_count(); i++)
+		if (i != f->origin)
+			merge(&t, &f->part[i]);
+	answer_table(c, &t);
+	table_free(&t);
 }
 
 /* On the asking worker: one more answer; the last one completes the reply. */
@@ -1535,21 +1852,21 @@ static void fanout_reply(void *arg)
 		return;
 	struct client *c = f->c;
 	if (c) {
-		/* The asking worker's answer first: its row description, its
-		 * error, its settings and states. */
-		struct wbuf parts[WORKER_MAX];
-		int n = 0;
-		parts[n++] = f->out[f->origin];
-		for (int i = 0; i < worker_count(); i++)
-			if (i != f->origin)
-				parts[n++] = f->out[i];
-		admin_merge(&c->io.out, parts, n, f->kind, f->nkeys);
+		/* A command's answer is the asking worker's (also a SHOW's
+		 * when that worker could not be reached: its error). */
+		const struct wbuf *own = &f->out[f->origin];
+		if (f->command->fill && own->len == 0)
+			answer_merged(c, f);
+		else
+			wbuf_put(&c->io.out, own->data, own->len);
 		proto_ready(&c->io.out, 'I');
 		c->admin->wait = WAIT_NONE;
 		c->admin->fan = NULL;
 	}
-	for (int i = 0; i < worker_count(); i++)
+	for (int i = 0; i < worker_count(); i++) {
 		wbuf_free(&f->out[i]);
+		table_free(&f->part[i]);
+	}
 	free(f);
 	if (c) {
 		flush_client(c);
@@ -1561,23 +1878,20 @@ static void fanout_reply(void *arg)
 	}
 }
 
-/* Starts cmd on every worker (false: run it here alone). */
-static bool fanout_start(struct client *c, const char *cmd)
+/* Starts a command line on every worker (false: run it here alone). */
+static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const char *line)
 {
-	enum admin_merge_kind kind;
-	int nkeys;
-	if (!worker_threaded() || !fanout_kind(cmd, &kind, &nkeys))
-		return false;
 	struct fanout *f = calloc(1, sizeof(*f));
 	if (!f)
 		return false;
 	f->origin = worker_index();
 	f->c = c;
 	f->full = c->admin->full;
-	f->kind = kind;
-	f->nkeys = nkeys;
+	f->command = cmd;
+	for (int i = 0; i < worker_count(); i++)
+		table_init(&f->part[i], cmd->cols, cmd->ncols);
 	snprintf(f->user, sizeof(f->user), "%s", c->user);
-	snprintf(f->cmd, sizeof(f->cmd), "%s", cmd);
+	snprintf(f->cmd, sizeof(f->cmd), "%s", line);
 	f->pending = worker_count();
 	c->admin->wait = WAIT_WORKERS;
 	c->admin->fan = f;
@@ -1632,10 +1946,8 @@ static void handle_query(struct client *c, const uint8_t *body, uint32_t len)
 		admin_error(c, "42601", "empty query: the admin console takes commands, use SHOW HELP;");
 	} else if (several) {
 		admin_error(c, "0A000", "the admin console runs one command per query");
-	} else if (fanout_start(c, cmd)) {
-		return; /* answered when every worker has */
-	} else if (!run_command(c, cmd)) {
-		return; /* answered when its wait is over */
+	} else if (!run_command(c, cmd, true)) {
+		return; /* answered when its wait is over, or every worker has */
 	}
 	proto_ready(&c->io.out, 'I');
 }

@@ -7,6 +7,7 @@
  */
 #include "table.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ bool table_add_row(struct table *t)
 	struct table_cell *row = &t->cells[t->nrows * (size_t)t->ncols];
 	for (int c = 0; c < t->ncols; c++) {
 		row[c].null = true;
+		row[c].n = 0;
+		row[c].sum = 0;
 		row[c].v.s = NULL;
 	}
 	t->nrows++;
@@ -80,6 +83,7 @@ void table_int(struct table *t, int col, int64_t v)
 	if (!x || t->cols[col].kind != TABLE_INT)
 		return;
 	x->v.i = v;
+	x->n = 0;
 	x->null = false;
 }
 
@@ -89,6 +93,7 @@ void table_real(struct table *t, int col, double v)
 	if (!x || t->cols[col].kind != TABLE_REAL)
 		return;
 	x->v.d = v;
+	x->n = 0;
 	x->null = false;
 }
 
@@ -123,6 +128,38 @@ static bool same_key(const struct table *t, const struct table_cell *a, const st
 	return true;
 }
 
+/* What a TABLE_MEAN cell adds to a mean: the values merged into it, or
+ * itself when it is one non-zero value. */
+static void mean_parts(bool real, const struct table_cell *x, double *sum, uint32_t *n)
+{
+	if (x->n) {
+		*sum += x->sum;
+		*n += x->n;
+		return;
+	}
+	double v = real ? x->v.d : (double)x->v.i;
+	if (v != 0) {
+		*sum += v;
+		(*n)++;
+	}
+}
+
+static void mean_add(bool real, struct table_cell *dst, const struct table_cell *src)
+{
+	double sum = 0;
+	uint32_t n = 0;
+	mean_parts(real, dst, &sum, &n);
+	mean_parts(real, src, &sum, &n);
+	dst->sum = sum;
+	dst->n = n;
+	if (n == 0)
+		return; /* every value was 0 */
+	if (real)
+		dst->v.d = sum / n;
+	else
+		dst->v.i = (int64_t)floor(sum / n + 0.5);
+}
+
 /* Combines src's number into dst's by the column's rule. */
 static void combine(const struct table_col *col, struct table_cell *dst, const struct table_cell *src)
 {
@@ -147,6 +184,9 @@ static void combine(const struct table_col *col, struct table_cell *dst, const s
 	case TABLE_MIN:
 		if (real ? src->v.d < dst->v.d : src->v.i < dst->v.i)
 			dst->v = src->v;
+		break;
+	case TABLE_MEAN:
+		mean_add(real, dst, src);
 		break;
 	case TABLE_KEY:
 	case TABLE_FIRST:
@@ -173,6 +213,11 @@ static void copy_row(struct table *dst, const struct table *src, size_t r)
 		case TABLE_REAL:
 			table_real(dst, c, x->v.d);
 			break;
+		}
+		struct table_cell *y = last_cell(dst, c);
+		if (y) { /* a merged mean stays mergeable */
+			y->n = x->n;
+			y->sum = x->sum;
 		}
 	}
 }
