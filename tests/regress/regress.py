@@ -362,6 +362,27 @@ def split_diffs(path):
     return parts
 
 
+def reap_group_orphans():
+    """Reap the psql that a killed pg_regress left behind: as subreaper we
+    inherit it, and PID 1 here does not reap."""
+    time.sleep(0.2)
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                data = f.read()
+        except OSError:
+            continue
+        comm = data[data.index("(") + 1:data.rindex(")")]
+        st = data[data.rindex(")") + 2:].split()
+        if st[0] == "Z" and int(st[1]) == me and comm in (
+                "psql", "pg_regress", "runuser", "sh"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(name), os.WNOHANG)
+
+
 def run_mode(mode, args, tree, libdir, state):
     outdir = os.path.join(args.out, mode)
     shutil.rmtree(outdir, ignore_errors=True)
@@ -410,6 +431,7 @@ def run_mode(mode, args, tree, libdir, state):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                reap_group_orphans()
                 if sys.exc_info()[0] is not subprocess.TimeoutExpired:
                     raise
             finally:
