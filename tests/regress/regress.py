@@ -39,7 +39,6 @@ import contextlib
 import glob
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
