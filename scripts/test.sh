@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# All the tests: the layer check (scripts/check-layers.py), unit and integration suites on a normal build, the
-# integration suite again with workers = 2, then unit and integration on an
+# All the tests: the layer check (scripts/check-layers.py), unit and
+# integration suites on a normal build, the integration suite again with
+# workers = 2, PostgreSQL's regression suite through pgfleet (session mode;
+# PGFLEET_REGRESS_MODES="session transaction" for more), then unit and
+# integration on an
 # AddressSanitizer + UndefinedBehaviorSanitizer build, then the libFuzzer
 # harnesses (tests/fuzz) for a bounded time each on a clang sanitizer build.
 # Runs every step even after a failure, prints a summary, exits non-zero if
@@ -65,6 +68,12 @@ if setup_and_build build; then
     meson test -C build --suite integration --print-errorlogs --verbose
   line=$(pytest_summary build)
   [ -n "$line" ] && summary+=("        pytest (workers = 2): $line")
+  # PostgreSQL's own regression suite through pgfleet (tests/regress/README;
+  # session mode takes about 70 s, transaction mode about 4 min): each mode's
+  # failures must be exactly tests/regress/expected_failures_<mode>.txt.
+  # shellcheck disable=SC2086
+  run_step "PostgreSQL regression suite (${PGFLEET_REGRESS_MODES:-session})" \
+    tests/regress/run.sh ${PGFLEET_REGRESS_MODES:-session} --check
 else
   summary+=("FAILED  build")
   failures+=("build")
