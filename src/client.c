@@ -200,8 +200,11 @@ void client_free_list(void)
  * with the server's error, by trying them before the greeting)? */
 static bool params_known_good(const struct client *c)
 {
-	return c->params_startup->count == 0 ||
-	       pool_params_ok(c->group, param_set_id(c->params_startup));
+	const struct param_set *st = c->params_startup;
+	/* Any application_name is good (the server truncates a long one): the
+	 * common case, an application's name alone, needs no round trip. */
+	return st->count == 0 || (st->count == 1 && param_get(st, "application_name")) ||
+	       pool_params_ok(c->group, param_set_id(st));
 }
 
 static void send_welcome(struct client *c)
@@ -1422,9 +1425,13 @@ void client_linked(struct client *c)
 		/* The server existed only to learn the parameters (and to try the
 		 * client's startup settings): greet and release. */
 		struct server *s = c->link;
-		if (!params_known_good(c) && server_check_params(s)) {
-			c->params_checking = true;
-			return; /* client_params_checked goes on */
+		if (!params_known_good(c)) {
+			if (server_check_params(s)) {
+				c->params_checking = true;
+				return; /* client_params_checked goes on */
+			}
+			/* Nothing to SET: the server's defaults are the client's. */
+			pool_params_ok_add(c->group, param_set_id(c->params_startup));
 		}
 		send_welcome(c);
 		c->login_step = LOGIN_STARTUP;
