@@ -1165,6 +1165,10 @@ static void forward_to_client(struct server *s)
 			} else if (type == 'E') {
 				log_warn("query pgfleet sent failed", "replica",
 					 s->pool->replica->addr_str, NULL);
+				/* Its settings may not be what pgfleet believes (a SET
+				 * refused here though another server took it): not
+				 * trusted with another client. */
+				s->close_needed = true;
 			}
 			if (type == 'Z')
 				s->xact_status = status;
