@@ -48,11 +48,12 @@ struct client {
 	/* Interned (intern.h), "" until the StartupMessage names them. */
 	const char *user;
 	const char *dbname;
-	/* What the client's session should see: a reference to an interned,
-	 * read-only set (params.h), never NULL; change it with
-	 * param_shared_store(). */
+	/* References to interned, read-only sets (params.h), never NULL:
+	 * params_startup, what its StartupMessage asked for (fixed at login:
+	 * what RESET returns to); params, what its session should have now
+	 * (change it with param_set_store()/param_set_reset()). */
+	const struct param_set *params_startup;
 	const struct param_set *params;
-	uint32_t params_set;     /* bit per param the client chose itself */
 	uint32_t cancel_pid, cancel_key;
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
@@ -69,6 +70,7 @@ struct client {
 	double request_time; /* the last bytes from the client */
 	double idle_since;   /* timeouts: its last bytes, or the end of its last transaction */
 	bool welcome_pending; /* logged in, waits for one server to learn parameters */
+	bool params_checking; /* ... and for its startup settings to be tried */
 	bool skip_to_sync;    /* after an error pgfleet raised: drop messages up to Sync */
 	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
@@ -97,6 +99,9 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The pool linked a server to c (c was waiting): resume its messages. */
 void client_linked(struct client *c);
+/* The login check of c's startup settings ended: sqlstate NULL when the
+ * server took them, else the server's error (c is refused with it). */
+void client_params_checked(struct client *c, const char *sqlstate, const char *message);
 /* The server linked to c finished the transaction and went back. */
 void client_unlinked(struct client *c);
 /* The server side has bytes for c: resume forwarding when c can take them. */

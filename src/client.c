@@ -9,6 +9,7 @@
  */
 #include "client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -109,8 +110,10 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over
 		return;
 	}
 	c->user = c->dbname = "";
-	c->params = param_shared_empty();
+	c->params_startup = param_set_empty();
+	c->params = param_set_ref(c->params_startup);
 	if (!c->params) {
+		param_set_release(c->params_startup);
 		free(c);
 		close(fd);
 		return;
@@ -180,7 +183,8 @@ void client_free_list(void)
 		fleet.client_count--;
 		if (c->db && --c->db->clients == 0)
 			c->db->idle_since = fleet_now(); /* autodb_idle_timeout counts from here */
-		param_shared_release(c->params);
+		param_set_release(c->params);
+		param_set_release(c->params_startup);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -191,12 +195,24 @@ void client_free_list(void)
 
 /* ---- login ---------------------------------------------------------------- */
 
+/* Did a server of the client's group take its startup settings lately
+ * (PostgreSQL refuses an unknown or bad setting at login; so does pgfleet,
+ * with the server's error, by trying them before the greeting)? */
+static bool params_known_good(const struct client *c)
+{
+	const struct param_set *st = c->params_startup;
+	/* Any application_name is good (the server truncates a long one): the
+	 * common case, an application's name alone, needs no round trip. */
+	return st->count == 0 || (st->count == 1 && param_get(st, "application_name")) ||
+	       pool_params_ok(c->group, param_set_id(st));
+}
+
 static void send_welcome(struct client *c)
 {
 	struct pool_group *g = c->group;
 	struct wbuf *out = &c->io.out;
-	/* The server's parameters as the first connection of this group reported
-	 * them, with the client's own choices in place of the server's. */
+	/* The server's parameters as the newest login of this group reported
+	 * them, with the client's own settings in place of the server's. */
 	struct pkt_reader r = pkt_reader_init(g->welcome.data, g->welcome.len);
 	while (r.pos + 5 <= r.len) {
 		uint32_t len = proto_get_u32(r.p + r.pos + 1);
@@ -207,16 +223,8 @@ static void send_welcome(struct client *c)
 		const char *name = pkt_get_str(&m), *value = pkt_get_str(&m);
 		if (!name || !value)
 			continue;
-		int id = param_lookup(name);
-		if (id >= 0) {
-			if (c->params_set & (1u << id)) {
-				value = c->params->value[id];
-			} else if (!param_shared_store(&c->params, id, value)) {
-				client_close(c, "53200", "out of memory");
-				return;
-			}
-		}
-		proto_parameter_status(out, name, value);
+		const char *own = param_get(c->params, name);
+		proto_parameter_status(out, name, own ? own : value);
 	}
 	proto_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_ready(out, 'I');
@@ -268,17 +276,32 @@ static void login_done(struct client *c)
 		client_close(c, "53200", "out of memory");
 		return;
 	}
-	if (c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) {
+	if ((c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) &&
+	    params_known_good(c)) {
 		send_welcome(c);
 		client_set_state(c, CLIENT_ACTIVE);
 		return;
 	}
-	/* No server of this group has told us its parameters yet: wait for one. */
+	/* No server of this group has told us its parameters yet, or none has
+	 * taken this client's startup settings lately: wait for one. */
 	c->login_step = LOGIN_WELCOME;
 	c->welcome_pending = true;
 	client_set_state(c, CLIENT_ACTIVE);
 	if (pool_checkout(c))
 		client_linked(c);
+}
+
+void client_params_checked(struct client *c, const char *sqlstate, const char *message)
+{
+	c->params_checking = false;
+	if (sqlstate) {
+		/* The server's own error names the parameter ("unrecognized
+		 * configuration parameter", "invalid value for parameter"). */
+		client_close(c, sqlstate, "%s", message);
+		return;
+	}
+	pool_params_ok_add(c->group, param_set_id(c->params_startup));
+	client_linked(c);
 }
 
 static void ask_password(struct client *c)
@@ -433,6 +456,96 @@ static bool login_tls(struct client *c)
 	}
 }
 
+/* Is name in ignore_startup_parameters (a list, any case)?  Such a
+ * parameter is dropped, as PgBouncer does: the operator vouches for it. */
+static bool startup_param_ignored(const char *name)
+{
+	const char *p = fleet.cfg.ignore_startup_parameters;
+	size_t n = strlen(name);
+	if (!p)
+		return false;
+	for (;;) {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			return false;
+		const char *start = p;
+		while (*p && *p != ',' && !isspace((unsigned char)*p))
+			p++;
+		if ((size_t)(p - start) == n && strncasecmp(start, name, n) == 0)
+			return true;
+	}
+}
+
+/* One of the client's startup settings, within max_client_params and
+ * max_client_param_size (false: c was refused and closed). */
+static bool startup_param_store(struct client *c, const char *name, const char *value)
+{
+	struct param_limits lim = {(unsigned)fleet.cfg.max_client_params,
+				   (unsigned)fleet.cfg.max_client_param_size};
+	switch (param_set_store(&c->params_startup, name, value, &lim)) {
+	case PARAM_OK:
+		return true;
+	case PARAM_NOMEM:
+		client_close(c, "53200", "out of memory");
+		return false;
+	case PARAM_BAD_NAME:
+		client_close(c, "08P01", "invalid startup parameter name \"%.64s\"", name);
+		return false;
+	case PARAM_TOO_MANY:
+		client_close(c, "53400",
+			     "too many startup parameters: \"%.64s\" is past the limit of %lld "
+			     "(max_client_params)",
+			     name, fleet.cfg.max_client_params);
+		return false;
+	case PARAM_TOO_LONG:
+		client_close(c, "54000",
+			     "value of startup parameter \"%.64s\" is too long: more than %lld bytes "
+			     "(max_client_param_size)",
+			     name, fleet.cfg.max_client_param_size);
+		return false;
+	}
+	return false;
+}
+
+static bool option_store(void *arg, const char *name, const char *value)
+{
+	struct client *c = arg;
+	/* PostgreSQL applies options first, the packet's other parameters
+	 * after them (they win): those are in the set already. */
+	if (startup_param_ignored(name) || (param_name_valid(name) &&
+					    param_get(c->params_startup, name)))
+		return true;
+	return startup_param_store(c, name, value);
+}
+
+/* The startup parameter `options`: each -c name=value / --name=value is one
+ * of the client's settings (false: c was refused and closed). */
+static bool startup_options(struct client *c, const char *value)
+{
+	char bad[80];
+	switch (param_options_parse(value, option_store, c, bad, sizeof(bad))) {
+	case PARAM_OPTIONS_OK:
+		return true;
+	case PARAM_OPTIONS_STOPPED:
+		return false; /* option_store closed c */
+	case PARAM_OPTIONS_NOMEM:
+		client_close(c, "53200", "out of memory");
+		return false;
+	case PARAM_OPTIONS_NO_VALUE:
+		client_close(c, "42601", "startup option \"%s\" requires a value (name=value)", bad);
+		return false;
+	case PARAM_OPTIONS_UNSUPPORTED:
+		client_close(c, "0A000",
+			     "unsupported startup option \"%s\": pgfleet takes only -c name=value and "
+			     "--name=value in options (or list options in "
+			     "ignore_startup_parameters)",
+			     bad);
+		return false;
+	}
+	return false;
+}
+
 /* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
  * included in `pkt`. */
 static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
@@ -487,7 +600,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	const char *unsupported[16];
 	int n_unsupported = 0;
-	const char *user = NULL, *database = NULL;
+	const char *user = NULL, *database = NULL, *options = NULL;
 	for (;;) {
 		const char *name = pkt_get_str(&r);
 		if (!name) {
@@ -501,32 +614,30 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			client_close(c, "08P01", "invalid startup packet layout");
 			return;
 		}
-		int id;
 		if (strcmp(name, "user") == 0) {
 			user = value;
 		} else if (strcmp(name, "database") == 0) {
 			database = value;
-		} else if (strcmp(name, "replication") == 0 && strcasecmp(value, "false") != 0 &&
-			   strcasecmp(value, "off") != 0 && strcmp(value, "0") != 0) {
-			client_close(c, "08P01", "replication connections are not supported");
-			return;
+		} else if (strcmp(name, "replication") == 0) {
+			if (strcasecmp(value, "false") != 0 && strcasecmp(value, "off") != 0 &&
+			    strcmp(value, "0") != 0) {
+				client_close(c, "08P01", "replication connections are not supported");
+				return;
+			}
 		} else if (strncmp(name, "_pq_.", 5) == 0) {
 			if (n_unsupported < 16)
 				unsupported[n_unsupported++] = name;
-		} else if ((id = param_lookup(name)) >= 0) {
-			if (strlen(value) >= PARAM_VALUE_MAX) {
-				client_close(c, "22023", "value of startup parameter \"%s\" is too long",
-					     name);
-				return;
-			}
-			if (!param_shared_store(&c->params, id, value)) {
-				client_close(c, "53200", "out of memory");
-				return;
-			}
-			c->params_set |= 1u << id;
+		} else if (startup_param_ignored(name)) {
+			continue; /* ignore_startup_parameters: dropped */
+		} else if (strcmp(name, "options") == 0) {
+			options = value; /* read after the others (option_store) */
+		} else if (!startup_param_store(c, name, value)) {
+			return; /* any other is a GUC: the server says so at the check */
 		}
-		/* Other parameters (extra_float_digits, options, ...) are dropped. */
 	}
+	if (options && !startup_options(c, options))
+		return;
+	param_set_assign(&c->params, c->params_startup);
 	if (!user || !*user) {
 		client_close(c, "28000", "no PostgreSQL user name specified in startup packet");
 		return;
@@ -1311,8 +1422,17 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 void client_linked(struct client *c)
 {
 	if (c->welcome_pending) {
-		/* The server existed only to learn the parameters: greet and release. */
+		/* The server existed only to learn the parameters (and to try the
+		 * client's startup settings): greet and release. */
 		struct server *s = c->link;
+		if (!params_known_good(c)) {
+			if (server_check_params(s)) {
+				c->params_checking = true;
+				return; /* client_params_checked goes on */
+			}
+			/* Nothing to SET: the server's defaults are the client's. */
+			pool_params_ok_add(c->group, param_set_id(c->params_startup));
+		}
 		send_welcome(c);
 		c->login_step = LOGIN_STARTUP;
 		server_release(s);

@@ -151,23 +151,15 @@ bool server_launch(struct pool *p)
 static void send_startup(struct server *s)
 {
 	struct pool *p = s->pool;
-	const char *params[2 * (PARAM_COUNT + 3) + 1];
+	const char *params[5];
 	int n = 0;
+	/* Neutral: never a client's settings, so that this connection's
+	 * defaults (what RESET returns to) are the role's and the database's,
+	 * the same for every client, and its known set means what it says. */
 	params[n++] = "user";
 	params[n++] = login_user(p);
 	params[n++] = "database";
 	params[n++] = p->group->db->dbname;
-	/* Start with the first waiting client's settings: most links then need no SET. */
-	struct list *first = list_first(&p->group->waiting.head);
-	if (first) {
-		struct client *c = container_of(first, struct client, node);
-		for (int i = 0; i < PARAM_COUNT; i++) {
-			if (c->params_set & (1u << i)) {
-				params[n++] = param_name(i);
-				params[n++] = c->params->value[i];
-			}
-		}
-	}
 	params[n] = NULL;
 	proto_startup(&s->io.out, params);
 	s->login_step = SLOGIN_STARTUP;
@@ -436,44 +428,85 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 	}
 }
 
-static void forget_params_match(struct server *s)
+/* The connection's settings are its defaults (after login, after the
+ * reset query): nothing known to differ. */
+static void params_neutral(struct server *s)
 {
-	s->params_match = 0;
+	const struct param_set *e = param_set_empty();
+	param_set_release(s->params);
+	s->params = e;
 }
 
-static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client)
+/* Reported parameters no client sets with SET: not tracked. */
+static bool param_untracked(const char *name)
+{
+	static const char *const fixed[] = {"server_version", "server_encoding",
+					    "integer_datetimes", "in_hot_standby", "is_superuser",
+					    "session_authorization"};
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (strcasecmp(name, fixed[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A ParameterStatus: at login (login) one of the connection's defaults; in
+ * a reply to a client's own statement (for_client) a change of its session
+ * that the client and the connection's known set both learn (they are the
+ * same set while linked, so they stay the same set); in a reply to
+ * pgfleet's hidden SET nothing new (the known set was set with it). */
+static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client,
+			   bool login)
 {
 	struct pkt_reader r = pkt_reader_init(body, len);
 	const char *name = pkt_get_str(&r), *value = pkt_get_str(&r);
 	if (!name || !value)
 		return;
-	int id = param_lookup(name);
-	if (id >= 0) {
-		param_store(&s->params, id, value);
-		forget_params_match(s);
-		if (for_client && s->link) {
-			if (!param_shared_store(&s->link->params, id, value))
-				log_warn("out of memory: a client's parameter not updated", NULL);
-			s->link->params_set |= 1u << id;
-		}
-	} else if (strcmp(name, "in_hot_standby") == 0) {
+	if (strcmp(name, "in_hot_standby") == 0) {
 		/* PostgreSQL 14+: a promotion shows up here at once. */
 		struct replica *rep = s->pool->replica;
 		enum replica_role role = strcmp(value, "on") == 0 ? ROLE_STANDBY : ROLE_PRIMARY;
 		(void)replica_set_role(rep, role, "in_hot_standby");
 	}
+	if (param_untracked(name) || !param_name_valid(name))
+		return;
+	if (login) {
+		if (param_set_store(&s->params_login, name, value, NULL) != PARAM_OK)
+			log_warn("a server parameter not recorded", "replica",
+				 s->pool->replica->addr_str, "param", name, NULL);
+		return;
+	}
+	if (!for_client || !s->link)
+		return;
+	struct client *c = s->link;
+	/* Back to the connection's default while the client started with
+	 * another value: a RESET (which on a direct connection returns the
+	 * startup value) or a SET to just that value?  Asked at the next
+	 * ReadyForQuery (param_set_restore_sql). */
+	const char *dflt = param_get(s->params_login, name);
+	const char *own = param_get(c->params_startup, name);
+	if (dflt && own && param_value_same(name, value, dflt) && !param_value_same(name, value, own))
+		s->reset_check = true;
+	if (param_set_store(&c->params, name, value, NULL) != PARAM_OK)
+		log_warn("out of memory: a client's parameter not updated", NULL);
+	/* The session has it now; equal sets stay one interned set. */
+	if (param_set_store(&s->params, name, value, NULL) != PARAM_OK)
+		log_warn("out of memory: a server's parameter not updated", NULL);
 }
 
 static void login_complete(struct server *s)
 {
 	struct pool *p = s->pool;
 	struct replica *r = p->replica;
-	if (p->group->welcome_from == s) {
-		p->group->have_welcome = true;
-		p->group->welcome_from = NULL;
-		if (p->slot)
-			pool_welcome_publish(p->group);
-	}
+	/* New clients are greeted with the newest login's parameters, so that
+	 * an ALTER ROLE/DATABASE ... SET reaches them with the next connection. */
+	struct pool_group *g = p->group;
+	wbuf_reset(&g->welcome);
+	if (s->login_welcome.len)
+		wbuf_put(&g->welcome, s->login_welcome.data, s->login_welcome.len);
+	wbuf_free(&s->login_welcome);
+	g->have_welcome = true;
+	if (p->slot)
+		pool_welcome_publish(g);
 	p->group->connecting--;
 	r->fails = 0;
 	if (r->state == REPLICA_DOWN || r->state == REPLICA_NEW)
@@ -585,17 +618,9 @@ static void process_login(struct server *s)
 			}
 			break;
 		case 'S':
-			note_parameter(s, body, len - 4, false);
-			if (!s->pool->group->have_welcome) {
-				/* The first server to get here speaks for the group. */
-				struct pool_group *g = s->pool->group;
-				if (!g->welcome_from) {
-					g->welcome_from = s;
-					wbuf_reset(&g->welcome);
-				}
-				if (g->welcome_from == s)
-					wbuf_put(&g->welcome, body - 5, total);
-			}
+			note_parameter(s, body, len - 4, false, true);
+			/* Every login's: the newest speaks for the group (login_complete). */
+			wbuf_put(&s->login_welcome, body - 5, total);
 			break;
 		case 'K': {
 			struct pkt_reader r = pkt_reader_init(body, len - 4);
@@ -610,7 +635,13 @@ static void process_login(struct server *s)
 				login_broken(s, "protocol violation: ReadyForQuery at login not idle");
 				return;
 			}
-			memcpy(&s->params_at_login, &s->params, sizeof(s->params));
+			if (!s->params_login)
+				s->params_login = param_set_empty();
+			params_neutral(s);
+			if (!s->params || !s->params_login) {
+				server_close(s, "out of memory");
+				return;
+			}
 			login_complete(s);
 			return;
 		}
@@ -959,7 +990,7 @@ static void process_unlinked(struct server *s)
 		b->done = b->parsed;
 		struct request *r = queue_head(s);
 		if (type == 'S') {
-			note_parameter(s, body, len - 4, false);
+			note_parameter(s, body, len - 4, false, false);
 			continue;
 		}
 		if (type == 'N' || type == 'A')
@@ -990,6 +1021,47 @@ static void process_unlinked(struct server *s)
 			queue_pop(s);
 	}
 	conn_release_buffer(&s->io);
+}
+
+/* pgfleet's own statement, with nothing of the client's behind it: sent now. */
+static void flush_hidden(struct server *s)
+{
+	if (conn_flush(&s->io) == IO_ERROR) {
+		s->close_needed = true; /* the read side sees the broken socket */
+		return;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+}
+
+/* After a ParameterStatus that may mean a RESET of one of the client's
+ * startup settings (note_parameter): the hidden question, sent now, ahead
+ * of the client's next statement; false when there is nothing to ask. */
+static bool ask_reset(struct server *s, struct client *c)
+{
+	s->reset_check = false;
+	if (s->xact_status == 'E')
+		return false; /* a failed transaction: its RESET is undone anyway */
+	char stack[1024];
+	char *sql = stack;
+	size_t n = param_set_restore_sql(c->params_startup, c->params, s->params_login, sql,
+					 sizeof(stack));
+	if (!n)
+		return false;
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1);
+		if (!sql)
+			return false;
+		(void)param_set_restore_sql(c->params_startup, c->params, s->params_login, sql,
+					    n + 1);
+	}
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+	if (sql != stack)
+		free(sql);
+	s->reset_asking = true;
+	flush_hidden(s);
+	return true;
 }
 
 static void finish_release(struct server *s)
@@ -1066,20 +1138,58 @@ static void forward_to_client(struct server *s)
 			return;
 		}
 		if (type == 'S')
-			note_parameter(s, body, len - 4, true);
+			note_parameter(s, body, len - 4, !hidden || s->reset_asking, false);
+		if (hidden && type == 'S' && s->reset_asking) {
+			/* The startup value back after a RESET: the client is told, as
+			 * a direct connection tells it. */
+			if (!flush_to_client(s, c))
+				return;
+			wbuf_put(&c->io.out, body - 5, total);
+			b->parsed += total;
+			b->done = b->parsed;
+			continue;
+		}
 		if (hidden) {
 			/* A reply to pgfleet's own request: consumed, never forwarded. */
 			if (!flush_to_client(s, c))
 				return;
-			if (type == 'E')
+			if (type == 'E' && s->params_check && !s->check_message[0]) {
+				struct pg_error e;
+				if (!proto_parse_error(body, len - 4, &e))
+					e.sqlstate = "08P01", e.message = "malformed error";
+				snprintf(s->check_sqlstate, sizeof(s->check_sqlstate), "%s",
+					 e.sqlstate);
+				snprintf(s->check_message, sizeof(s->check_message), "%s",
+					 e.message);
+			} else if (type == 'E') {
 				log_warn("query pgfleet sent failed", "replica",
 					 s->pool->replica->addr_str, NULL);
+				/* Its settings may not be what pgfleet believes (a SET
+				 * refused here though another server took it): not
+				 * trusted with another client. */
+				s->close_needed = true;
+			}
 			if (type == 'Z')
 				s->xact_status = status;
 			b->parsed += total;
 			b->done = b->parsed;
 			if (effect == TXN_POP)
 				queue_pop(s);
+			if (type == 'Z' && s->reset_asking && effect == TXN_POP) {
+				s->reset_asking = false;
+				release = txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain,
+							mode);
+				continue;
+			}
+			if (type == 'Z' && s->params_check && s->q_len == 0) {
+				s->params_check = false;
+				bool failed = s->check_message[0] != 0;
+				if (failed)
+					s->close_needed = true; /* its settings are unknown now */
+				client_params_checked(c, failed ? s->check_sqlstate : NULL,
+						      s->check_message);
+				return;
+			}
 			continue;
 		}
 		if (type == 'Z' && mode == POOL_STATEMENT && status != 'I' && s->q_len <= 1) {
@@ -1120,8 +1230,18 @@ static void forward_to_client(struct server *s)
 		} else if (effect == TXN_POP) {
 			queue_pop(s);
 		}
+		if (type == 'Z' && s->reset_check && s->q_len == 0 && c->io.pkt_remain == 0 &&
+		    ask_reset(s, c))
+			continue; /* the turn ends at the answer's ReadyForQuery */
 		if (type == 'Z' && txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode))
 			release = true;
+		else if (type == 'Z' && c->params != s->params && s->q_len == 0 &&
+			 c->io.pkt_remain == 0 && !c->welcome_pending) {
+			/* The session lost one of the client's settings (a RESET)
+			 * and keeps this connection: back before its next statement. */
+			if (server_sync_params(s))
+				flush_hidden(s);
+		}
 	}
 	if (!release && !drain_head_fakes(s, c, NULL))
 		return;
@@ -1267,7 +1387,6 @@ void server_resume(struct server *s)
 
 void server_link(struct server *s, struct client *c)
 {
-	char sql[1024];
 	s->link = c;
 	c->link = s;
 	server_set_state(s, SERVER_ACTIVE);
@@ -1276,18 +1395,45 @@ void server_link(struct server *s, struct client *c)
 	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
 	c->wait_start = 0;
 	s->release_pending = false;
-	uint64_t want = param_shared_id(c->params);
-	if (c->welcome_pending || want == s->params_match)
-		return; /* the usual case: this set was checked on this server */
-	if (param_diff_sql(c->params, &s->params, sql, sizeof(sql))) {
-		/* Sent ahead of the client's own messages; its replies are hidden.
-		 * The ParameterStatus answers change s->params; the next client
-		 * with this set compares again, once. */
+	if (c->welcome_pending || c->params == s->params)
+		return; /* the usual case: one comparison of interned sets */
+	server_sync_params(s);
+}
+
+bool server_sync_params(struct server *s)
+{
+	struct client *c = s->link;
+	char stack[1024];
+	char *sql = stack;
+	size_t n = param_set_diff_sql(c->params, s->params, s->params_login, sql, sizeof(stack));
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1); /* many or long settings: rare, and bounded */
+		if (!sql) {
+			s->close_needed = true; /* its settings are not the client's */
+			log_warn("out of memory: a client's settings not applied", NULL);
+			return false;
+		}
+		(void)param_set_diff_sql(c->params, s->params, s->params_login, sql, n + 1);
+	}
+	if (n) {
+		/* Sent ahead of the client's own messages; its replies are hidden. */
 		proto_query(&s->io.out, sql);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		return;
 	}
-	s->params_match = want;
+	if (sql != stack)
+		free(sql);
+	param_set_assign(&s->params, c->params);
+	return n > 0;
+}
+
+bool server_check_params(struct server *s)
+{
+	if (!server_sync_params(s))
+		return false;
+	s->params_check = true;
+	s->check_message[0] = 0;
+	flush_hidden(s);
+	return true;
 }
 
 static bool must_close(struct server *s)
@@ -1354,8 +1500,7 @@ void server_unlink_client(struct server *s)
 		/* DISCARD ALL resets every setting to what the login set. */
 		proto_query(&s->io.out, reset);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		memcpy(&s->params, &s->params_at_login, sizeof(s->params));
-		forget_params_match(s);
+		params_neutral(s); /* back to its defaults */
 		/* DISCARD ALL (the default) drops prepared statements too; forget
 		 * them whatever the reset query is, to be safe. */
 		server_forget_statements(s);
@@ -1388,10 +1533,7 @@ void server_close(struct server *s, const char *reason)
 	bool was_login = s->state == SERVER_LOGIN;
 	if (was_login) {
 		p->group->connecting--;
-		if (p->group->welcome_from == s) {
-			wbuf_reset(&p->group->welcome);
-			p->group->welcome_from = NULL;
-		}
+		wbuf_free(&s->login_welcome);
 		if (!s->login_failed_by_user) {
 			/* The replica would not take a connection: no new work for it. */
 			snprintf(r->last_error, sizeof(r->last_error), "%s", reason);
@@ -1434,6 +1576,9 @@ void server_free_list(void)
 	struct list *it;
 	while ((it = statlist_pop(&fleet.justfree_servers))) {
 		struct server *s = container_of(it, struct server, node);
+		param_set_release(s->params);
+		param_set_release(s->params_login);
+		wbuf_free(&s->login_welcome);
 		free(s);
 	}
 	database_reap();
