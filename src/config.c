@@ -533,6 +533,8 @@ static void set_defaults(struct config *cfg)
 
 /* One line, whatever an environment value contained; NULL on a format error. */
 static char *format_line(char *small, size_t smallsz, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+static char *format_line(char *small, size_t smallsz, const char *fmt, va_list ap)
 {
 	va_list again;
 	va_copy(again, ap);
