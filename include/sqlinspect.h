@@ -26,6 +26,28 @@
 #define SQLI_UNSURE 0x4u    /* may change statements unseen: DO, CALL, a DEALLOCATE
 			     * among other statements, text the parser refuses */
 #define SQLI_DEALLOC 0x8u   /* the whole text is one DEALLOCATE <name>: name set */
+#define SQLI_STMT_FLAGS 0xfu /* the four above: prepared statements */
+
+/* Session state that stays on the server connection after the statement,
+ * where, in transaction and statement pooling, the client's next
+ * transaction is not (client.c refuses or notes it): */
+#define SQLI_TEMP 0x10u     /* creates a temporary relation that outlives the
+			     * transaction: TEMP/TEMPORARY/pg_temp.x, CREATE TABLE,
+			     * VIEW, SEQUENCE, TABLE AS, SELECT INTO; not ON COMMIT DROP */
+#define SQLI_PREPARE 0x20u  /* PREPARE by SQL */
+#define SQLI_HOLD 0x40u     /* DECLARE ... WITH HOLD */
+#define SQLI_LISTEN 0x80u   /* LISTEN */
+#define SQLI_ADVISORY 0x100u /* pg_[try_]advisory_lock[_shared](): a session-level lock */
+#define SQLI_ROLE 0x200u    /* SET [SESSION] ROLE / SET SESSION AUTHORIZATION, not LOCAL */
+#define SQLI_SESSION_FLAGS 0x3f0u
+/* A session-level setting change: SET / SET SESSION / RESET / RESET ALL
+ * (not SET LOCAL, not of role or session authorization, which are
+ * SQLI_ROLE) or a set_config() call. */
+#define SQLI_SET 0x400u
+
+/* What a look watches for (sqlinspect_look_watch). */
+#define SQLI_WATCH_STATEMENTS 0x1u /* SQLI_STMT_FLAGS */
+#define SQLI_WATCH_SESSION 0x2u    /* SQLI_SESSION_FLAGS and SQLI_SET */
 
 struct sql_look {
 	unsigned flags;
@@ -41,7 +63,14 @@ bool sqlinspect_prefilter(const char *sql, size_t len);
  * it runs).  Only the first statement after empty ones can run, so only its
  * first word is looked at: no search for ';'. */
 bool sqlinspect_prefilter_one(const char *sql, size_t len);
-/* The parser's part of sqlinspect_look, for a text the prefilter let through. */
+/* The prefilter for session state (SQLI_WATCH_SESSION), over the whole
+ * text: a statement's first word CREATE, PREPARE, DECLARE, LISTEN, SET,
+ * RESET or EXPLAIN, or, anywhere, the names set_config, *advisory_lock*,
+ * pg_temp, or INTO TEMP.  False means certainly none of the above; a hit
+ * costs a parse.  sql[len] must be a NUL. */
+bool sqlinspect_prefilter_session(const char *sql, size_t len);
+/* The parser's part of sqlinspect_look, for a text the prefilter let
+ * through: every flag above (the caller masks what it did not ask for). */
 unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse,
 			     struct sql_look *look);
 /* Looks at a NUL-terminated text of len bytes: the prefilter, then, on a
@@ -56,7 +85,7 @@ static inline unsigned sqlinspect_look(const char *sql, size_t len, size_t max_p
 		look->flags = 0;
 		return 0;
 	}
-	return sqlinspect_look_hit(sql, len, max_parse, look);
+	return look->flags = sqlinspect_look_hit(sql, len, max_parse, look) & SQLI_STMT_FLAGS;
 }
 /* Does a statement name start with the reserved prefix?  Byte by byte (a
  * name may be shorter than the prefix), inline: every Bind, Describe and
@@ -80,7 +109,27 @@ static inline unsigned sqlinspect_look_one(const char *sql, size_t len, size_t m
 		look->flags = 0;
 		return 0;
 	}
-	return sqlinspect_look_hit(sql, len, max_parse, look);
+	return look->flags = sqlinspect_look_hit(sql, len, max_parse, look) & SQLI_STMT_FLAGS;
+}
+
+/* The look of a Query (one = false) or a Parse (one = true) for what
+ * `watch` asks: one parse at most, whichever prefilter hits.  A text longer
+ * than max_parse is SQLI_UNSURE for statements and unread for session
+ * state (it runs as it is).  Returns look->flags, masked to `watch`. */
+static inline unsigned sqlinspect_look_watch(const char *sql, size_t len, size_t max_parse,
+					     unsigned watch, bool one, struct sql_look *look)
+{
+	unsigned mask = ((watch & SQLI_WATCH_STATEMENTS) ? SQLI_STMT_FLAGS : 0) |
+			((watch & SQLI_WATCH_SESSION) ? SQLI_SESSION_FLAGS | SQLI_SET : 0);
+	bool hit = (watch & SQLI_WATCH_STATEMENTS) && (one ? sqlinspect_prefilter_one(sql, len)
+							   : sqlinspect_prefilter(sql, len));
+	if (!hit && (watch & SQLI_WATCH_SESSION))
+		hit = sqlinspect_prefilter_session(sql, len);
+	if (!hit) {
+		look->flags = 0;
+		return 0;
+	}
+	return look->flags = sqlinspect_look_hit(sql, len, max_parse, look) & mask;
 }
 
 #endif

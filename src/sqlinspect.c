@@ -158,6 +158,107 @@ bool sqlinspect_prefilter_one(const char *sql, size_t len)
 	}
 }
 
+/* ---- the session-state prefilter ------------------------------------------ */
+
+/* Does a statement that starts at p (after blanks) start with a word that
+ * can leave session state or change a setting?  CREATE (TEMP relations),
+ * PREPARE, DECLARE (WITH HOLD), LISTEN, SET, RESET, and EXPLAIN (EXPLAIN
+ * ANALYZE CREATE TEMP TABLE ... AS runs it). */
+static bool starts_session(const char *p, const char *end)
+{
+	p = skip_blank(p, end);
+	if (p >= end)
+		return false;
+	switch (*p | 0x20) {
+	case 'c':
+		return keyword_at(p, end, "create", 6);
+	case 'd':
+		return keyword_at(p, end, "declare", 7);
+	case 'e':
+		return keyword_at(p, end, "explain", 7);
+	case 'l':
+		return keyword_at(p, end, "listen", 6);
+	case 'p':
+		return keyword_at(p, end, "prepare", 7);
+	case 'r':
+		return keyword_at(p, end, "reset", 5);
+	case 's':
+		return keyword_at(p, end, "set", 3);
+	default:
+		return false;
+	}
+}
+
+/* Do the n bytes before p (n > 0: at or after start) spell the lower-case
+ * letters of kw, in any case? */
+static inline bool word_before(const char *start, const char *p, const char *kw, size_t n)
+{
+	if ((size_t)(p - start) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((p[(ptrdiff_t)i - (ptrdiff_t)n] | 0x20) != kw[i])
+			return false;
+	return true;
+}
+
+static inline bool word_after(const char *p, const char *end, const char *kw, size_t n)
+{
+	if ((size_t)(end - p) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((p[i] | 0x20) != kw[i])
+			return false;
+	return true;
+}
+
+/* The names that matter anywhere in a statement, each with a '_' in it:
+ * set_config, pg_advisory_lock and pg_try_advisory_lock (_shared too: all
+ * contain "advisory_lock"; the _xact_ ones do not), pg_temp.  One memchr
+ * for '_' and a look around each: an identifier is written with its
+ * letters (in any case), unless quoted with U& escapes, which only a
+ * deliberate client writes (it then keeps what it asked for). */
+static bool has_session_name(const char *sql, const char *end)
+{
+	const char *p = sql;
+	while ((p = memchr(p, '_', (size_t)(end - p))) != NULL) {
+		if ((word_before(sql, p, "set", 3) && word_after(p + 1, end, "config", 6)) ||
+		    (word_before(sql, p, "advisory", 8) && word_after(p + 1, end, "lock", 4)) ||
+		    (word_before(sql, p, "pg", 2) && word_after(p + 1, end, "temp", 4)))
+			return true;
+		p++;
+	}
+	return false;
+}
+
+/* SELECT ... INTO [TEMP | TEMPORARY] name: "into", blanks and comments,
+ * "temp".  One pass over the bytes for an 'i'. */
+static bool has_into_temp(const char *sql, const char *end)
+{
+	for (const char *p = sql; p + 4 <= end; p++) {
+		if ((*p | 0x20) != 'i' || !word_after(p, end, "into", 4))
+			continue;
+		const char *q = skip_blank(p + 4, end);
+		if (word_after(q, end, "temp", 4))
+			return true;
+	}
+	return false;
+}
+
+bool sqlinspect_prefilter_session(const char *sql, size_t len)
+{
+	const char *end = sql + len;
+	const char *p = sql;
+	for (;;) {
+		if (starts_session(p, end))
+			return true;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		if (!semi)
+			break;
+		p = semi + 1;
+	}
+	return has_session_name(sql, end) || has_into_temp(sql, end);
+}
+
 /* ---- reading libpg_query's JSON tree -------------------------------------- */
 
 enum node {
@@ -166,13 +267,28 @@ enum node {
 	N_DISCARD,
 	N_PREPARE,
 	N_EXECUTE,
+	N_DECLARE,  /* DeclareCursorStmt: "options" has CURSOR_OPT_HOLD? */
+	N_FUNCCALL, /* FuncCall: "funcname" names a session-level one? */
+	N_VARSET,   /* VariableSetStmt: "kind", "name", "is_local" */
 };
+
+/* VariableSetStmt kinds, as libpg_query spells them. */
+enum varset_kind { VS_OTHER, VS_SET_VALUE };
+
+/* PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h). */
+#define CURSOR_OPT_HOLD 0x20
 
 /* An open node whose own keys matter, and how deep its object is. */
 struct open_node {
 	enum node kind;
 	int depth;
 	bool named;
+	/* N_VARSET */
+	bool local;
+	bool role;          /* name is role or session_authorization */
+	enum varset_kind vs;
+	/* N_FUNCCALL: the depth of its "funcname" list while in it, else 0 */
+	int funcname_depth;
 };
 
 #define OPEN_MAX 32
@@ -184,6 +300,10 @@ struct walk {
 	struct open_node open[OPEN_MAX];
 	int n_open;
 	bool broken; /* not what the scanner expects: be conservative */
+	/* The statement being read: a temporary relation it creates, whether
+	 * that goes at commit, and whether it creates relations at all (only
+	 * then does a pg_temp schema name create a temporary one). */
+	bool temp, temp_drop, creates;
 };
 
 static int hexval(char c)
@@ -254,6 +374,12 @@ static void skip_space(struct walk *w)
 
 static enum node node_kind(const char *key)
 {
+	if (strcmp(key, "DeclareCursorStmt") == 0)
+		return N_DECLARE;
+	if (strcmp(key, "FuncCall") == 0)
+		return N_FUNCCALL;
+	if (strcmp(key, "VariableSetStmt") == 0)
+		return N_VARSET;
 	if (strcmp(key, "DeallocateStmt") == 0)
 		return N_DEALLOCATE;
 	if (strcmp(key, "DiscardStmt") == 0)
@@ -265,11 +391,58 @@ static enum node node_kind(const char *key)
 	return N_OTHER;
 }
 
-/* A key of an open node of interest, with its string value when it has one. */
+/* A JSON value that is not a string, object or array: a number or true. */
+struct scalar {
+	bool is_true;
+	long long number;
+};
+
+/* Does the name of a called function (one element of "funcname") make a
+ * session-level change? */
+static unsigned function_flags(const char *name)
+{
+	static const char *const advisory[] = {
+		"pg_advisory_lock",
+		"pg_advisory_lock_shared",
+		"pg_try_advisory_lock",
+		"pg_try_advisory_lock_shared",
+	};
+	for (size_t i = 0; i < sizeof(advisory) / sizeof(advisory[0]); i++)
+		if (strcmp(name, advisory[i]) == 0)
+			return SQLI_ADVISORY;
+	if (strcmp(name, "set_config") == 0)
+		return SQLI_SET;
+	return 0;
+}
+
+/* A key of an open node of interest, with its string value (val) or its
+ * scalar (sc) when it has one. */
 static void node_key(struct walk *w, struct open_node *o, const char *key, const char *val,
-		     bool full)
+		     bool full, const struct scalar *sc)
 {
 	struct sql_look *look = w->look;
+	switch (o->kind) {
+	case N_DECLARE:
+		if (strcmp(key, "options") == 0 && sc && (sc->number & CURSOR_OPT_HOLD))
+			look->flags |= SQLI_HOLD;
+		return;
+	case N_FUNCCALL:
+		o->funcname_depth = strcmp(key, "funcname") == 0 ? o->depth : 0;
+		return;
+	case N_VARSET:
+		if (strcmp(key, "kind") == 0 && val)
+			o->vs = strcmp(val, "VAR_SET_VALUE") == 0 ? VS_SET_VALUE : VS_OTHER;
+		else if (strcmp(key, "name") == 0 && val)
+			o->role = strcmp(val, "role") == 0 ||
+				  strcmp(val, "session_authorization") == 0;
+		else if (strcmp(key, "is_local") == 0)
+			o->local = sc && sc->is_true;
+		if (strcmp(key, "name") == 0 && val && strncmp(val, "TRANSACTION", 11) == 0)
+			o->local = true; /* the transaction's own: nothing stays */
+		return;
+	default:
+		break;
+	}
 	if (o->kind == N_DISCARD && strcmp(key, "target") == 0 && val &&
 	    strcmp(val, "DISCARD_ALL") == 0) {
 		look->flags |= SQLI_DROPS_ALL;
@@ -294,11 +467,65 @@ static void node_key(struct walk *w, struct open_node *o, const char *key, const
 	}
 }
 
-/* An open node of interest closes: a DEALLOCATE without a name is ALL. */
+/* An open node of interest closes: a DEALLOCATE without a name is ALL; a
+ * SET is read whole. */
 static void node_close(struct walk *w, const struct open_node *o)
 {
 	if (o->kind == N_DEALLOCATE && !o->named)
 		w->look->flags |= SQLI_DROPS_ALL;
+	if (o->kind == N_VARSET && !o->local)
+		w->look->flags |= o->vs == VS_SET_VALUE && o->role ? SQLI_ROLE
+				  : o->role		      ? 0
+							      : SQLI_SET;
+}
+
+/* A statement ends (the next starts, or the text ends). */
+static void statement_end(struct walk *w)
+{
+	if (w->temp && !w->temp_drop)
+		w->look->flags |= SQLI_TEMP;
+	w->temp = w->temp_drop = w->creates = false;
+}
+
+/* Keys that matter at any depth of a statement: where a relation is made
+ * temporary, and whether it is dropped at commit. */
+static void any_key(struct walk *w, const char *key, const char *val)
+{
+	if (strcmp(key, "relpersistence") == 0) {
+		if (strcmp(val, "t") == 0)
+			w->temp = true;
+	} else if (strcmp(key, "schemaname") == 0) {
+		if (w->creates && strncmp(val, "pg_temp", 7) == 0)
+			w->temp = true;
+	} else if (strcmp(key, "oncommit") == 0 || strcmp(key, "onCommit") == 0) {
+		if (strcmp(val, "ONCOMMIT_DROP") == 0)
+			w->temp_drop = true;
+	}
+}
+
+/* A scalar at w->p: a number (digits, a sign) or true/false/null. */
+static bool read_scalar(struct walk *w, struct scalar *sc)
+{
+	sc->is_true = false;
+	sc->number = 0;
+	if (w->p >= w->end)
+		return false;
+	if (*w->p == 't') {
+		sc->is_true = true;
+		return true;
+	}
+	bool neg = *w->p == '-';
+	const char *q = w->p + neg;
+	if (q >= w->end || *q < '0' || *q > '9')
+		return *w->p == 'f' || *w->p == 'n';
+	while (q < w->end && *q >= '0' && *q <= '9') {
+		if (sc->number < (1LL << 48))
+			sc->number = sc->number * 10 + (*q - '0');
+		q++;
+	}
+	if (neg)
+		sc->number = -sc->number;
+	return true;
 }
 
 static void walk_json(struct walk *w)
@@ -330,35 +557,59 @@ static void walk_json(struct walk *w)
 			continue; /* a string value of no interest */
 		w->p++;
 		skip_space(w);
-		/* Root object 1, "stmts" array 2, each RawStmt 3. */
-		if (depth == 3 && strcmp(key, "stmt") == 0)
+		/* Root object 1, "stmts" array 2, each RawStmt 3, its "stmt" 4. */
+		if (depth == 3 && strcmp(key, "stmt") == 0) {
+			if (w->stmts)
+				statement_end(w);
 			w->stmts++;
+		}
+		if (depth == 4)
+			w->creates = strcmp(key, "CreateStmt") == 0 ||
+				     strcmp(key, "CreateTableAsStmt") == 0 ||
+				     strcmp(key, "ViewStmt") == 0 || strcmp(key, "CreateSeqStmt") == 0;
 		if (strcmp(key, "DoStmt") == 0 || strcmp(key, "CallStmt") == 0) {
 			w->look->flags |= SQLI_UNSURE;
 			continue;
 		}
+		if (strcmp(key, "PrepareStmt") == 0)
+			w->look->flags |= SQLI_PREPARE;
+		else if (strcmp(key, "ListenStmt") == 0)
+			w->look->flags |= SQLI_LISTEN;
 		enum node k = node_kind(key);
 		if (k != N_OTHER) {
 			if (w->p >= w->end || *w->p != '{' || w->n_open == OPEN_MAX) {
 				w->broken = true;
 				continue;
 			}
-			w->open[w->n_open++] = (struct open_node){k, depth + 1, false};
+			w->open[w->n_open++] = (struct open_node){.kind = k, .depth = depth + 1};
 			continue;
 		}
 		struct open_node *o = w->n_open ? &w->open[w->n_open - 1] : NULL;
+		bool is_str = w->p < w->end && *w->p == '"';
+		if (is_str) {
+			read_string(w, val, sizeof(val), &full);
+			if (w->broken)
+				continue;
+			any_key(w, key, val);
+			/* An element of the innermost call's "funcname" list:
+			 * {"String": {"sval": ...}}, two levels in. */
+			if (o && o->kind == N_FUNCCALL && o->funcname_depth &&
+			    depth == o->funcname_depth + 3 && strcmp(key, "sval") == 0 && full)
+				w->look->flags |= function_flags(val);
+		}
 		if (!o || o->depth != depth)
 			continue;
-		if (w->p < w->end && *w->p == '"') {
-			read_string(w, val, sizeof(val), &full);
-			if (!w->broken)
-				node_key(w, o, key, val, full);
+		if (is_str) {
+			node_key(w, o, key, val, full, NULL);
 		} else {
-			node_key(w, o, key, NULL, true);
+			struct scalar sc;
+			node_key(w, o, key, NULL, true, read_scalar(w, &sc) ? &sc : NULL);
 		}
 	}
 	if (depth != 0)
 		w->broken = true;
+	else if (w->stmts)
+		statement_end(w);
 }
 
 unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, struct sql_look *look)
