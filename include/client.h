@@ -73,6 +73,9 @@ struct client {
 	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
 	bool over_limit; /* accepted past max_client_conn: only to be told so */
+	/* Session state (SQLI_SESSION_FLAGS) this client was already told
+	 * about, or that was logged for it: once each per session. */
+	uint16_t state_told;
 };
 
 /*

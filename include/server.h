@@ -38,6 +38,7 @@ enum req_kind {
 	REQ_CLOSE,    /* CloseComplete */
 	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
 	REQ_ERROR,    /* an ErrorResponse pgfleet answers itself (then skip to Sync) */
+	REQ_NOTICE,   /* a NoticeResponse pgfleet sends the client, in turn */
 };
 
 enum req_action {
@@ -145,6 +146,9 @@ void server_distrust_statements(struct server *s);
 /* Answers the client itself with an ErrorResponse in turn (the server gets
  * nothing); the client's messages up to Sync are then skipped. */
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg);
+/* Tells the client msg in a NoticeResponse (NOTICE, sqlstate) once every
+ * reply to what it sent before is out: it changes nothing else. */
+void server_queue_notice(struct server *s, const char *sqlstate, const char *msg);
 /* Answers the requests pgfleet fakes once all replies before them are out. */
 void server_drain_fakes(struct server *s);
 /* Bind a client to an idle server: re-apply the client's parameters. */

@@ -726,7 +726,8 @@ static size_t inspect_max(void)
  * database the server's error says so instead, a refusal all the same.)
  * `whole`: the message is buffered whole and dropped here; otherwise the
  * skipping drops it. */
-static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
+static enum fwd refuse_extended(struct client *c, struct server *s, uint32_t len, bool whole,
+			       const char *query)
 {
 	if (!flush_parsed(c, s))
 		return FWD_WAIT;
@@ -735,7 +736,7 @@ static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len
 	struct wbuf *w = &s->io.out;
 	uint32_t m = proto_begin(w, 'P');
 	proto_put_str(w, "");
-	proto_put_str(w, RESERVED_QUERY);
+	proto_put_str(w, query);
 	proto_put_u16(w, 0);
 	proto_end(w, m);
 	server_queue_push(s, REQ_PARSE, REQ_HIDE, NULL);
@@ -753,6 +754,107 @@ static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len
 	proto_end(w, m);
 	server_queue_push(s, REQ_EXECUTE, REQ_HIDE, NULL);
 	c->skip_to_sync = true;
+	return FWD_DONE;
+}
+
+static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
+{
+	return refuse_extended(c, s, len, whole, RESERVED_QUERY);
+}
+
+/*
+ * Session state in transaction and statement pooling.  What these leave
+ * stays on the server connection after the transaction, where the client's
+ * next transaction is not and another client's may be: that one would find
+ * the temporary table, the prepared name, the open cursor, the role; the
+ * lock would stay held by whichever client holds the connection; the
+ * notifications would reach it, not the listener.  With
+ * transaction_session_state = error (the default) the statement is refused
+ * with 0A000 before it runs (a transaction block it was in fails, as when
+ * a statement fails on the server); with warn it runs and the client gets
+ * one NOTICE per feature and session.  Each first occurrence per client is
+ * logged once.  Not seen: a text longer than max_inspected_query_size, a
+ * function or DO block doing any of it.
+ */
+static const struct {
+	unsigned flag;
+	const char *what;
+} session_features[] = {
+	{SQLI_TEMP, "temporary tables"},
+	{SQLI_PREPARE, "PREPARE"},
+	{SQLI_HOLD, "cursors WITH HOLD"},
+	{SQLI_LISTEN, "LISTEN"},
+	{SQLI_ADVISORY, "session-level advisory locks"},
+	{SQLI_ROLE, "SET ROLE and SET SESSION AUTHORIZATION"},
+};
+#define SESSION_STATE_SQLSTATE "0A000"
+
+/* What to look for in c's SQL: statements when pgfleet keeps them, session
+ * state when the pool mode shares server connections. */
+static unsigned inspect_watch(const struct client *c)
+{
+	unsigned watch = statements_on() ? SQLI_WATCH_STATEMENTS : 0;
+	if (c->db->pool_mode != POOL_SESSION)
+		watch |= SQLI_WATCH_SESSION;
+	return watch;
+}
+
+static void session_state_message(const struct client *c, const char *what, char *buf,
+				  size_t len)
+{
+	snprintf(buf, len,
+		 "%s cannot follow a client across server connections in %s pooling mode: "
+		 "what they leave would stay on a connection other clients use "
+		 "(use pool_mode = session for this database)",
+		 what, config_pool_mode_name(c->db->pool_mode));
+}
+
+/* The session state in `what` (SQLI_SESSION_FLAGS set): FWD_STREAM when
+ * the text goes on to the server, else what refusing it returned.
+ * parse: the text is a Parse's (refused as one); else a Query's. */
+static enum fwd session_state(struct client *c, struct server *s, unsigned what, uint32_t len,
+			      bool parse)
+{
+	bool refuse = fleet.cfg.transaction_session_state == SSTATE_ERROR;
+	const char *first = NULL;
+	char msg[320];
+	for (size_t i = 0; i < sizeof(session_features) / sizeof(session_features[0]); i++) {
+		unsigned f = session_features[i].flag;
+		if (!(what & f))
+			continue;
+		if (!first)
+			first = session_features[i].what;
+		if (c->state_told & f)
+			continue;
+		c->state_told |= (uint16_t)f;
+		log_info(refuse ? "session state refused in a pooled session"
+				: "session state kept on a pooled connection",
+			 "client", c->addr_str, "db", c->dbname, "user", c->user, "feature",
+			 session_features[i].what, "pool_mode",
+			 config_pool_mode_name(c->db->pool_mode), NULL);
+		if (!refuse) {
+			session_state_message(c, session_features[i].what, msg, sizeof(msg));
+			server_queue_notice(s, SESSION_STATE_SQLSTATE, msg);
+		}
+	}
+	if (!refuse || !first)
+		return FWD_STREAM;
+	/* Refused by the server itself, as RESERVED_QUERY is: the error comes
+	 * in its usual place and fails the transaction block it is in.  No
+	 * quote in the message: it sits in a literal. */
+	char text[sizeof(msg)], query[sizeof(msg) + 160];
+	session_state_message(c, first, text, sizeof(text));
+	snprintf(query, sizeof(query),
+		 "DO $pgfleet$BEGIN RAISE EXCEPTION USING ERRCODE = '" SESSION_STATE_SQLSTATE
+		 "', MESSAGE = '%s'; END$pgfleet$",
+		 text);
+	if (parse)
+		return refuse_extended(c, s, len, true, query);
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	consume(c, len + 1);
+	proto_query(&s->io.out, query);
+	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_DONE;
 }
 
@@ -799,7 +901,8 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		client_close(c, "08P01", "malformed Parse message");
 		return FWD_CLOSED;
 	}
-	if (!statements_on()) {
+	unsigned watch = inspect_watch(c);
+	if (!watch) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -808,8 +911,18 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	struct sql_look look;
 	/* Without its NUL the server refuses the message: nothing runs.  A
 	 * Parse runs one statement or none: its first is all that counts. */
-	unsigned what =
-		qend ? sqlinspect_look_one(query, (size_t)(qend - query), inspect_max(), &look) : 0;
+	unsigned what = qend ? sqlinspect_look_watch(query, (size_t)(qend - query), inspect_max(),
+						     watch, true, &look)
+			     : 0;
+	if (what & SQLI_SESSION_FLAGS) {
+		enum fwd f = session_state(c, s, what, len, true);
+		if (f != FWD_STREAM)
+			return f;
+	}
+	if (!statements_on()) {
+		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
 	if ((what & SQLI_DEALLOC) && !*name) {
 		struct pstmt *ps = prepared_client_lookup(c->stmts, look.name);
 		if (ps) {
@@ -1015,14 +1128,16 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
  * statements untrusted (server_distrust_statements). */
 static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 {
-	if (!statements_on()) {
+	unsigned watch = inspect_watch(c);
+	if (!watch) {
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
 	if (len + 1 > IOBUF_MAX_WHOLE) {
 		/* Too big to look at whole: it streams through, and is taken
 		 * to have done anything it could have. */
-		server_distrust_statements(s);
+		if (watch & SQLI_WATCH_STATEMENTS)
+			server_distrust_statements(s);
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -1039,7 +1154,7 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		return FWD_CLOSED;
 	}
 	struct sql_look look;
-	unsigned what = sqlinspect_look(body, len - 5, inspect_max(), &look);
+	unsigned what = sqlinspect_look_watch(body, len - 5, inspect_max(), watch, false, &look);
 	if ((what & SQLI_DEALLOC) && prepared_client_close(c->stmts, look.name)) {
 		consume(c, len + 1);
 		server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
@@ -1053,6 +1168,11 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		proto_query(&s->io.out, RESERVED_QUERY);
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_DONE;
+	}
+	if (what & SQLI_SESSION_FLAGS) {
+		enum fwd f = session_state(c, s, what, len, false);
+		if (f != FWD_STREAM)
+			return f;
 	}
 	apply_look(c, s, what);
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);

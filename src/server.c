@@ -695,7 +695,7 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 	if (action == REQ_PASS && (kind == REQ_QUERY || kind == REQ_SYNC))
 		s->expect_rfq++;
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECde"[kind], "PHF"[action], 0};
+		char k[4] = {"QSPBDECden"[kind], "PHF"[action], 0};
 		log_kv(LOG_TRACE, "request queued", "replica", s->pool->replica->addr_str, "req", k,
 		       NULL);
 	}
@@ -715,7 +715,7 @@ static void queue_pop(struct server *s)
 {
 	struct request *r = &s->queue[s->q_head];
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECde"[r->kind], "PHF"[r->action], 0};
+		char k[4] = {"QSPBDECden"[r->kind], "PHF"[r->action], 0};
 		log_kv(LOG_TRACE, "request answered", "replica", s->pool->replica->addr_str, "req",
 		       k, NULL);
 	}
@@ -791,6 +791,16 @@ void server_distrust_statements(struct server *s)
 	 * random name, which nothing that ran before can have replaced. */
 	prepared_server_clear(s->stmts);
 	s->stmts_untrusted = true;
+}
+
+void server_queue_notice(struct server *s, const char *sqlstate, const char *msg)
+{
+	server_queue_push(s, REQ_NOTICE, REQ_FAKE, NULL);
+	struct request *r = server_queue_last(s);
+	if (!r)
+		return; /* overflow: the client is closed */
+	r->note = strdup(msg); /* NULL: the notice is left out */
+	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
 }
 
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
@@ -890,6 +900,10 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 			proto_error(out, "ERROR", r->sqlstate, r->note);
 		else /* the note's strdup failed */
 			proto_error(out, "ERROR", "53200", "out of memory");
+		break;
+	case REQ_NOTICE:
+		if (r->note)
+			proto_notice(out, r->sqlstate, r->note);
 		break;
 	default:
 		break;

@@ -1,0 +1,219 @@
+"""Issue 17, item 2: a pooled client's session in transaction (and
+statement) pooling mode.
+
+Session state that cannot follow a client across server connections
+(temporary tables, PREPARE by SQL, cursors WITH HOLD, LISTEN, session-level
+advisory locks, SET ROLE / SET SESSION AUTHORIZATION) is refused with 0A000
+naming the feature and pointing to pool_mode = session
+(transaction_session_state = error, the default), or runs with one NOTICE
+per feature and session (warn), so that no other client finds it later.
+
+With default_pool_size 1 every client of a test shares one PostgreSQL
+backend: whatever one leaves there, the next one would see."""
+
+import asyncio
+import os
+import subprocess
+
+import psycopg
+import pytest
+
+import fixture as fx
+
+FEATURE_NOT_SUPPORTED = "0A000"
+
+
+def one_pod(pgfleet, **settings):
+    s = {"default_pool_size": 1}
+    s.update(settings)
+    db = "host=%s port=5432 dbname=app" % fx.pod_addr(0)
+    if "db_pool_mode" in s:
+        db += " pool_mode=%s" % s.pop("db_pool_mode")
+    return pgfleet(settings=s, databases={"app": db})
+
+
+def simple(conn, sql):
+    """A simple-protocol Query: (sqlstate, primary message) of its error, or
+    (None, None)."""
+    res = conn.pgconn.exec_(sql.encode())
+    if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+        return (res.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode(),
+                res.error_field(psycopg.pq.DiagnosticField.MESSAGE_PRIMARY).decode())
+    return None, None
+
+
+def other_client(fleet, conn):
+    """Another client on the same pool (the same worker with workers = N)."""
+    return fleet.connect_on_worker(fleet.worker_of(conn))
+
+
+# (statement, feature named in the message, what another client would see
+# on the shared backend had it run: a query returning a count)
+REFUSED = [
+    ("CREATE TEMP TABLE st_t1(a int)", "temporary tables",
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"),
+    ("CREATE TEMPORARY VIEW st_v1 AS SELECT 1", "temporary tables",
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"),
+    ("CREATE TABLE pg_temp.st_t2(a int)", "temporary tables",
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"),
+    ("SELECT 1 AS a INTO TEMP st_t3", "temporary tables",
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"),
+    ("CREATE TEMP SEQUENCE st_s1", "temporary tables",
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"),
+    ("PREPARE st_p1 AS SELECT 1", "PREPARE",
+     "SELECT count(*) FROM pg_prepared_statements WHERE name = 'st_p1'"),
+    ("DECLARE st_c1 CURSOR WITH HOLD FOR SELECT 1", "cursors WITH HOLD",
+     "SELECT count(*) FROM pg_cursors"),
+    ("LISTEN st_channel", "LISTEN", "SELECT count(*) FROM pg_listening_channels()"),
+    ("SELECT pg_advisory_lock(4217)", "session-level advisory locks",
+     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"),
+    ("select PG_TRY_ADVISORY_LOCK_SHARED(4218)", "session-level advisory locks",
+     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"),
+    ("SET ROLE %s" % fx.APP_USER, "SET ROLE and SET SESSION AUTHORIZATION",
+     "SELECT count(*) FROM pg_settings WHERE name = 'role' AND setting <> 'none'"),
+    ("SET SESSION AUTHORIZATION %s" % fx.APP_USER, "SET ROLE and SET SESSION AUTHORIZATION",
+     "SELECT 0"),
+]
+
+
+@pytest.mark.parametrize("sql,feature,probe", REFUSED, ids=[r[0][:40] for r in REFUSED])
+def test_session_state_refused_in_transaction_mode(service, pgfleet, sql, feature, probe):
+    fleet = one_pod(pgfleet)
+    with fleet.connect() as a:
+        state, msg = simple(a, sql)
+        assert state == FEATURE_NOT_SUPPORTED, (state, msg)
+        assert msg.startswith(feature + " cannot follow a client"), msg
+        assert "transaction pooling mode" in msg and "pool_mode = session" in msg, msg
+        # refused every time, and the session goes on
+        assert simple(a, sql)[0] == FEATURE_NOT_SUPPORTED
+        assert a.execute("SELECT 7").fetchone()[0] == 7
+        with other_client(fleet, a) as b:
+            assert b.execute(probe).fetchone()[0] == 0
+    assert fleet.wait_log("session state refused in a pooled session")
+
+
+def test_refusal_fails_the_transaction_block(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    with fleet.connect() as a:
+        assert simple(a, "BEGIN") == (None, None)
+        assert simple(a, "CREATE TABLE st_keep(a int)") == (None, None)
+        assert simple(a, "LISTEN st_x")[0] == FEATURE_NOT_SUPPORTED
+        # as after any failed statement: the block is aborted
+        assert simple(a, "SELECT 1")[0] == "25P02"
+        assert simple(a, "COMMIT") == (None, None)  # ROLLBACK
+        assert a.execute("SELECT to_regclass('st_keep') IS NULL").fetchone()[0]
+
+
+def test_multi_statement_text_refused_whole(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    with fleet.connect() as a:
+        state, msg = simple(a, "CREATE TABLE st_multi(a int); SELECT pg_advisory_lock(1)")
+        assert state == FEATURE_NOT_SUPPORTED and "advisory" in msg, msg
+        assert a.execute("SELECT to_regclass('st_multi') IS NULL").fetchone()[0]
+
+
+def test_what_stays_in_the_transaction_is_allowed(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    with fleet.connect(autocommit=False) as a:
+        a.execute("CREATE TEMP TABLE st_drop(a int) ON COMMIT DROP")
+        a.execute("INSERT INTO st_drop VALUES (1)")
+        a.execute("SELECT pg_advisory_xact_lock(77)")
+        a.execute("SET LOCAL ROLE %s" % fx.APP_USER)
+        cur = a.cursor("st_plain")  # DECLARE without HOLD
+        cur.execute("SELECT generate_series(1, 3)")
+        assert [r[0] for r in cur.fetchall()] == [1, 2, 3]
+        cur.close()
+        a.execute("SELECT pg_advisory_unlock_all()")
+        a.commit()
+        a.execute("SELECT pg_notify('st_chan', 'x')")  # NOTIFY is fine
+        a.execute("UNLISTEN *")
+        a.commit()
+        with other_client(fleet, a) as b:
+            assert b.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't'"
+                             ).fetchone()[0] == 0
+
+
+def test_extended_protocol_refused(service, pgfleet):
+    """psycopg with parameters: Parse/Bind/Execute; a prepared one too."""
+    fleet = one_pod(pgfleet)
+    with psycopg.connect(fleet.dsn(), autocommit=True, prepare_threshold=0) as a:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            a.execute("SELECT pg_advisory_lock(%s)", [4219])
+        assert "session-level advisory locks" in str(e.value)
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            a.execute("SELECT pg_try_advisory_lock(%s)", [4219], prepare=True)
+        assert a.execute("SELECT %s::int + 1", [1]).fetchone()[0] == 2
+        with other_client(fleet, a) as b:
+            assert b.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                             ).fetchone()[0] == 0
+
+
+def test_warn_mode_runs_it_with_one_notice(service, pgfleet):
+    fleet = one_pod(pgfleet, transaction_session_state="warn")
+    notices = []
+    with fleet.connect() as a:
+        # a Diagnostic is only valid inside the handler
+        a.add_notice_handler(lambda d: notices.append(
+            (d.sqlstate, d.message_primary, d.severity_nonlocalized)))
+        a.execute("LISTEN st_warn")
+        a.execute("LISTEN st_warn2")
+        a.execute("PREPARE st_wp AS SELECT 1")
+        a.execute("DEALLOCATE st_wp")
+        a.execute("UNLISTEN *")
+    mine = [n[:2] for n in notices]
+    assert len(mine) == 2, mine
+    assert mine[0][0] == FEATURE_NOT_SUPPORTED and mine[0][1].startswith("LISTEN cannot"), mine
+    assert mine[1][1].startswith("PREPARE cannot"), mine
+    assert all(n[2] == "NOTICE" for n in notices)
+    assert fleet.wait_log("session state kept on a pooled connection")
+
+
+def test_session_mode_keeps_everything(service, pgfleet):
+    fleet = one_pod(pgfleet, pool_mode="session")
+    with fleet.connect() as a:
+        a.execute("CREATE TEMP TABLE st_sess(a int)")
+        a.execute("LISTEN st_sess")
+        a.execute("PREPARE st_sp AS SELECT 1")
+        assert a.execute("EXECUTE st_sp").fetchone()[0] == 1
+        a.execute("SELECT pg_advisory_lock(5)")
+
+
+def test_statement_mode_names_its_mode(service, pgfleet):
+    fleet = one_pod(pgfleet, db_pool_mode="statement")
+    with fleet.connect() as a:
+        state, msg = simple(a, "CREATE TEMP TABLE st_stmt(a int)")
+        assert state == FEATURE_NOT_SUPPORTED, msg
+        assert "statement pooling mode" in msg, msg
+
+
+def test_psql_sees_the_error(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    env = dict(os.environ, PGPASSWORD=fx.APP_PASSWORD)
+    p = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", fleet.host, "-p",
+                        str(fleet.port), "-U", fx.APP_USER, "-d", fx.APP_DB, "-c",
+                        "CREATE TEMP TABLE st_psql(a int)"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "temporary tables cannot follow a client" in p.stderr, p.stderr
+    assert "pool_mode = session" in p.stderr
+
+
+def test_asyncpg_listener_refused(service, pgfleet):
+    asyncpg = pytest.importorskip("asyncpg")
+    fleet = one_pod(pgfleet)
+    dsn = "postgresql://%s:%s@%s:%d/%s" % (fx.APP_USER, fx.APP_PASSWORD, fleet.host,
+                                           fleet.port, fx.APP_DB)
+
+    async def run():
+        conn = await asyncpg.connect(dsn)
+        try:
+            with pytest.raises(asyncpg.exceptions.FeatureNotSupportedError) as e:
+                await conn.add_listener("st_async", lambda *a: None)
+            assert "LISTEN cannot follow a client" in str(e.value)
+            with pytest.raises(asyncpg.exceptions.FeatureNotSupportedError):
+                await conn.execute("CREATE TEMP TABLE st_async(a int)")
+            assert await conn.fetchval("SELECT $1::int * 3", 5) == 15
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
