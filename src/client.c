@@ -775,6 +775,11 @@ static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len
  * one NOTICE per feature and session.  Each first occurrence per client is
  * logged once.  Not seen: a text longer than max_inspected_query_size, a
  * function or DO block doing any of it.
+ *
+ * PREPARE inside a transaction block is the exception: it runs, and since
+ * the connection's statements are then distrusted, a hidden DEALLOCATE ALL
+ * drops it when the transaction ends, before any other client (or this
+ * one's next transaction) can EXECUTE it; the client is told so once.
  */
 static const struct {
 	unsigned flag;
@@ -788,6 +793,8 @@ static const struct {
 	{SQLI_ROLE, "SET ROLE and SET SESSION AUTHORIZATION"},
 };
 #define SESSION_STATE_SQLSTATE "0A000"
+/* state_told: the client was told its PREPAREs last one transaction. */
+#define TOLD_PREPARE_IN_BLOCK 0x8000u
 
 /* What to look for in c's SQL: statements when pgfleet keeps them, session
  * state when the pool mode shares server connections. */
@@ -818,6 +825,20 @@ static enum fwd session_state(struct client *c, struct server *s, unsigned what,
 	bool refuse = fleet.cfg.transaction_session_state == SSTATE_ERROR;
 	const char *first = NULL;
 	char msg[320];
+	if ((what & SQLI_PREPARE) && s->xact_status != 'I') {
+		/* In a transaction block (or a failed one, where the server
+		 * refuses it anyway): it lasts as long as the block. */
+		what &= ~SQLI_PREPARE;
+		server_distrust_statements(s);
+		if (!(c->state_told & TOLD_PREPARE_IN_BLOCK)) {
+			c->state_told |= TOLD_PREPARE_IN_BLOCK;
+			snprintf(msg, sizeof(msg),
+				 "PREPARE in a transaction block lasts until the transaction ends "
+				 "in %s pooling mode (use pool_mode = session to keep it longer)",
+				 config_pool_mode_name(c->db->pool_mode));
+			server_queue_notice(s, SESSION_STATE_SQLSTATE, msg);
+		}
+	}
 	for (size_t i = 0; i < sizeof(session_features) / sizeof(session_features[0]); i++) {
 		unsigned f = session_features[i].flag;
 		if (!(what & f))

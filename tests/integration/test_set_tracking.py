@@ -217,3 +217,25 @@ def test_asyncpg_listener_refused(service, pgfleet):
             await conn.close()
 
     asyncio.run(run())
+
+
+def test_prepare_in_a_transaction_block_lasts_the_block(service, pgfleet):
+    """PREPARE inside a block runs (told once) and is gone when the block
+    ends, before another client could EXECUTE it."""
+    fleet = one_pod(pgfleet)
+    notices = []
+    with fleet.connect() as a:
+        a.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
+        for _ in range(2):
+            assert simple(a, "BEGIN") == (None, None)
+            assert simple(a, "PREPARE st_blk(int) AS SELECT $1 * 2") == (None, None)
+            assert a.pgconn.exec_(b"EXECUTE st_blk(21)").get_value(0, 0) == b"42"
+            assert simple(a, "COMMIT") == (None, None)
+            assert simple(a, "EXECUTE st_blk(1)")[0] == "26000"
+        with other_client(fleet, a) as b:
+            assert b.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+        # outside a block: refused
+        assert simple(a, "PREPARE st_out AS SELECT 1")[0] == FEATURE_NOT_SUPPORTED
+    assert len(notices) == 1, notices
+    assert notices[0][0] == FEATURE_NOT_SUPPORTED
+    assert notices[0][1].startswith("PREPARE in a transaction block lasts"), notices
