@@ -48,11 +48,12 @@ struct client {
 	/* Interned (intern.h), "" until the StartupMessage names them. */
 	const char *user;
 	const char *dbname;
-	/* What the client's session should see: a reference to an interned,
-	 * read-only set (params.h), never NULL; change it with
-	 * param_shared_store(). */
+	/* References to interned, read-only sets (params.h), never NULL:
+	 * params_startup, what its StartupMessage asked for (fixed at login:
+	 * what RESET returns to); params, what its session should have now
+	 * (change it with param_set_store()/param_set_reset()). */
+	const struct param_set *params_startup;
 	const struct param_set *params;
-	uint32_t params_set;     /* bit per param the client chose itself */
 	uint32_t cancel_pid, cancel_key;
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */

@@ -102,6 +102,9 @@ enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
 	 * queues for a client that does not read (back-pressure mark). */        \
 	X(max_client_prepared_statements, INT, "2000")                                             \
 	X(max_client_prepared_bytes, INT, "8388608")                                               \
+	/* issue 17: a client's settings (startup parameters, options, SET) */                    \
+	X(max_client_params, INT, "100")                                                           \
+	X(max_client_param_size, INT, "4096")                                                      \
 	X(max_client_output_buffer, INT, "4194304")                                                \
 	X(max_pipelined_requests, INT, "1048576")                                                  \
 	/* issue 15: databases a "*" entry creates (database.c) */                                 \

@@ -100,11 +100,12 @@ struct server {
 	 * query ended, so until then no other client gets it (cancel.c). */
 	uint16_t cancels;
 	bool ready_after_cancel; /* released meanwhile: back to the pool when they end */
-	struct param_set params;
-	struct param_set params_at_login; /* what a reset query returns to */
-	/* The interned client set (param_shared_id) these settings were found
-	 * to satisfy, 0 for none: a client with that set needs no comparison. */
-	uint64_t params_match;
+	/* Interned sets (params.h), NULL until login: what pgfleet believes
+	 * differs from this connection's defaults (its known set: a linked
+	 * client whose current set is this very set needs no SET), and those
+	 * defaults, the ParameterStatus values of its login. */
+	const struct param_set *params;
+	const struct param_set *params_login;
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
 	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */
@@ -153,6 +154,11 @@ void server_queue_notice(struct server *s, const char *sqlstate, const char *msg
 void server_drain_fakes(struct server *s);
 /* Bind a client to an idle server: re-apply the client's parameters. */
 void server_link(struct server *s, struct client *c);
+/* Sends the hidden SET/RESET that gives the linked server the client's
+ * current settings (c->params), ahead of the client's next message, and
+ * makes its known set the client's.  Must not: be called while a client
+ * message is half forwarded (the statement would land inside it). */
+void server_sync_params(struct server *s);
 /* Back to the pool after a finished transaction (or a welcome). */
 void server_release(struct server *s);
 /* One of s's cancel connections ended: the last one returns a server

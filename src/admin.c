@@ -123,15 +123,16 @@ void admin_login_done(struct client *c)
 	c->admin->full = full;
 	c->group = &console;
 	struct wbuf *out = &c->io.out;
-	const char *enc = c->params->value[PARAM_CLIENT_ENCODING];
+	const char *enc = param_get(c->params, "client_encoding");
+	const char *app = param_get(c->params, "application_name");
 	proto_parameter_status(out, "server_version", PGFLEET_VERSION "/pgfleet");
 	proto_parameter_status(out, "server_encoding", "UTF8");
-	proto_parameter_status(out, "client_encoding", *enc ? enc : "UTF8");
+	proto_parameter_status(out, "client_encoding", enc && *enc ? enc : "UTF8");
 	proto_parameter_status(out, "DateStyle", "ISO, MDY");
 	proto_parameter_status(out, "TimeZone", "UTC");
 	proto_parameter_status(out, "integer_datetimes", "on");
 	proto_parameter_status(out, "standard_conforming_strings", "on");
-	proto_parameter_status(out, "application_name", c->params->value[PARAM_APPLICATION_NAME]);
+	proto_parameter_status(out, "application_name", app ? app : "");
 	uint32_t key[2];
 	fleet_random(key, sizeof(key));
 	proto_backend_key(out, key[0] & 0x7fffffff, key[1]);
@@ -411,6 +412,12 @@ static void put_buffers(struct wbuf *w, const struct conn *io)
 	put_int(w, b ? b->parsed - b->done : 0);
 }
 
+static const char *app_name(const struct client *c)
+{
+	const char *v = param_get(c->params, "application_name");
+	return v ? v : "";
+}
+
 static void client_row(struct client *c, const char *state, void *arg)
 {
 	struct show_ctx *x = arg;
@@ -446,7 +453,7 @@ static void client_row(struct client *c, const char *state, void *arg)
 		put_text(w, "");
 	put_int(w, 0);
 	put_text(w, tls);
-	put_text(w, c->params->value[PARAM_APPLICATION_NAME]);
+	put_text(w, app_name(c));
 	if (x->sockets)
 		put_buffers(w, &c->io);
 	proto_end(w, m);
@@ -496,7 +503,7 @@ static void server_row(struct server *s, const char *state, void *arg)
 	put_int(w, s->backend_pid);
 	put_text(w, tls);
 	if (x->sockets) {
-		put_text(w, s->link ? s->link->params->value[PARAM_APPLICATION_NAME] : "");
+		put_text(w, s->link ? app_name(s->link) : "");
 		put_buffers(w, &s->io);
 	} else {
 		put_text(w, r->addr_str);
@@ -888,7 +895,8 @@ static void show_mem(struct client *c)
 	mem_row(w, "server_cache", sizeof(struct server), (size_t)k.servers, 0);
 	mem_row(w, "client_cache", sizeof(struct client), (size_t)fleet.client_count, 0);
 	mem_row(w, "iobuf_cache", sizeof(struct iobuf) + IOBUF_SIZE, bused, bfree);
-	mem_row(w, "param_sets", sizeof(struct param_set), param_shared_count(), 0);
+	unsigned sets = param_set_count(); /* sets vary in size: the mean */
+	mem_row(w, "param_sets", sets ? param_set_bytes() / sets : sizeof(struct param_set), sets, 0);
 }
 
 static void replica_row(const struct replica_row *r, void *arg)
@@ -1483,7 +1491,7 @@ static void shadow_done(struct client *sh)
 	struct fanout *f = sh->admin->fan;
 	f->out[worker_index()] = sh->io.out; /* the buffer moves to the request */
 	memset(&sh->io.out, 0, sizeof(sh->io.out));
-	param_shared_release(sh->params);
+	param_set_release(sh->params);
 	free(sh->admin);
 	free(sh);
 	if (!worker_post(f->origin, WMSG_CALL, 0, 0, fanout_reply, f))
@@ -1496,7 +1504,7 @@ static void fanout_run(void *arg)
 	struct fanout *f = arg;
 	struct client *sh = calloc(1, sizeof(*sh));
 	struct admin_session *a = sh ? calloc(1, sizeof(*a)) : NULL;
-	const struct param_set *params = a ? param_shared_empty() : NULL;
+	const struct param_set *params = a ? param_set_empty() : NULL;
 	if (!params) {
 		free(a);
 		free(sh);

@@ -109,8 +109,10 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over
 		return;
 	}
 	c->user = c->dbname = "";
-	c->params = param_shared_empty();
+	c->params_startup = param_set_empty();
+	c->params = param_set_ref(c->params_startup);
 	if (!c->params) {
+		param_set_release(c->params_startup);
 		free(c);
 		close(fd);
 		return;
@@ -180,7 +182,8 @@ void client_free_list(void)
 		fleet.client_count--;
 		if (c->db && --c->db->clients == 0)
 			c->db->idle_since = fleet_now(); /* autodb_idle_timeout counts from here */
-		param_shared_release(c->params);
+		param_set_release(c->params);
+		param_set_release(c->params_startup);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -196,7 +199,7 @@ static void send_welcome(struct client *c)
 	struct pool_group *g = c->group;
 	struct wbuf *out = &c->io.out;
 	/* The server's parameters as the first connection of this group reported
-	 * them, with the client's own choices in place of the server's. */
+	 * them, with the client's own settings in place of the server's. */
 	struct pkt_reader r = pkt_reader_init(g->welcome.data, g->welcome.len);
 	while (r.pos + 5 <= r.len) {
 		uint32_t len = proto_get_u32(r.p + r.pos + 1);
@@ -207,16 +210,8 @@ static void send_welcome(struct client *c)
 		const char *name = pkt_get_str(&m), *value = pkt_get_str(&m);
 		if (!name || !value)
 			continue;
-		int id = param_lookup(name);
-		if (id >= 0) {
-			if (c->params_set & (1u << id)) {
-				value = c->params->value[id];
-			} else if (!param_shared_store(&c->params, id, value)) {
-				client_close(c, "53200", "out of memory");
-				return;
-			}
-		}
-		proto_parameter_status(out, name, value);
+		const char *own = param_get(c->params, name);
+		proto_parameter_status(out, name, own ? own : value);
 	}
 	proto_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_ready(out, 'I');
@@ -435,6 +430,49 @@ static bool login_tls(struct client *c)
 
 /* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
  * included in `pkt`. */
+/* The startup parameters pgfleet tracks as the client's settings. */
+static bool startup_param_tracked(const char *name)
+{
+	static const char *const tracked[] = {"client_encoding", "datestyle", "timezone",
+					      "intervalstyle", "standard_conforming_strings",
+					      "application_name"};
+	for (size_t i = 0; i < sizeof(tracked) / sizeof(tracked[0]); i++)
+		if (strcasecmp(name, tracked[i]) == 0)
+			return true;
+	return false;
+}
+
+/* One of the client's startup settings, within max_client_params and
+ * max_client_param_size (false: c was refused and closed). */
+static bool startup_param_store(struct client *c, const char *name, const char *value)
+{
+	struct param_limits lim = {(unsigned)fleet.cfg.max_client_params,
+				   (unsigned)fleet.cfg.max_client_param_size};
+	switch (param_set_store(&c->params_startup, name, value, &lim)) {
+	case PARAM_OK:
+		return true;
+	case PARAM_NOMEM:
+		client_close(c, "53200", "out of memory");
+		return false;
+	case PARAM_BAD_NAME:
+		client_close(c, "08P01", "invalid startup parameter name \"%.64s\"", name);
+		return false;
+	case PARAM_TOO_MANY:
+		client_close(c, "53400",
+			     "too many startup parameters: \"%.64s\" is past the limit of %lld "
+			     "(max_client_params)",
+			     name, fleet.cfg.max_client_params);
+		return false;
+	case PARAM_TOO_LONG:
+		client_close(c, "54000",
+			     "value of startup parameter \"%.64s\" is too long: more than %lld bytes "
+			     "(max_client_param_size)",
+			     name, fleet.cfg.max_client_param_size);
+		return false;
+	}
+	return false;
+}
+
 static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 {
 	struct pkt_reader r = pkt_reader_init(pkt + 4, len - 4);
@@ -501,7 +539,6 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			client_close(c, "08P01", "invalid startup packet layout");
 			return;
 		}
-		int id;
 		if (strcmp(name, "user") == 0) {
 			user = value;
 		} else if (strcmp(name, "database") == 0) {
@@ -513,20 +550,13 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		} else if (strncmp(name, "_pq_.", 5) == 0) {
 			if (n_unsupported < 16)
 				unsupported[n_unsupported++] = name;
-		} else if ((id = param_lookup(name)) >= 0) {
-			if (strlen(value) >= PARAM_VALUE_MAX) {
-				client_close(c, "22023", "value of startup parameter \"%s\" is too long",
-					     name);
+		} else if (startup_param_tracked(name)) {
+			if (!startup_param_store(c, name, value))
 				return;
-			}
-			if (!param_shared_store(&c->params, id, value)) {
-				client_close(c, "53200", "out of memory");
-				return;
-			}
-			c->params_set |= 1u << id;
 		}
 		/* Other parameters (extra_float_digits, options, ...) are dropped. */
 	}
+	param_set_assign(&c->params, c->params_startup);
 	if (!user || !*user) {
 		client_close(c, "28000", "no PostgreSQL user name specified in startup packet");
 		return;

@@ -129,6 +129,9 @@ static const struct {
      * the mark stays far enough below 2 GiB (wbuf_need's limit) that what one
      * pass adds past it (at most a couple of 1 MB messages) always fits. */
     {"max_client_prepared_bytes", 1024, INT_MAX},
+    /* issue 17: params.h's hard ceilings */
+    {"max_client_params", 1, 4096},
+    {"max_client_param_size", 64, 1024 * 1024},
     {"max_client_output_buffer", 16384, 1024 * 1024 * 1024},
     /* 24 bytes a request: at most 384 MiB for one server connection */
     {"max_pipelined_requests", 64, 16 * 1024 * 1024},

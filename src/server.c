@@ -151,23 +151,15 @@ bool server_launch(struct pool *p)
 static void send_startup(struct server *s)
 {
 	struct pool *p = s->pool;
-	const char *params[2 * (PARAM_COUNT + 3) + 1];
+	const char *params[5];
 	int n = 0;
+	/* Neutral: never a client's settings, so that this connection's
+	 * defaults (what RESET returns to) are the role's and the database's,
+	 * the same for every client, and its known set means what it says. */
 	params[n++] = "user";
 	params[n++] = login_user(p);
 	params[n++] = "database";
 	params[n++] = p->group->db->dbname;
-	/* Start with the first waiting client's settings: most links then need no SET. */
-	struct list *first = list_first(&p->group->waiting.head);
-	if (first) {
-		struct client *c = container_of(first, struct client, node);
-		for (int i = 0; i < PARAM_COUNT; i++) {
-			if (c->params_set & (1u << i)) {
-				params[n++] = param_name(i);
-				params[n++] = c->params->value[i];
-			}
-		}
-	}
 	params[n] = NULL;
 	proto_startup(&s->io.out, params);
 	s->login_step = SLOGIN_STARTUP;
@@ -436,32 +428,61 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 	}
 }
 
-static void forget_params_match(struct server *s)
+/* The connection's settings are its defaults (after login, after the
+ * reset query): nothing known to differ. */
+static void params_neutral(struct server *s)
 {
-	s->params_match = 0;
+	const struct param_set *e = param_set_empty();
+	param_set_release(s->params);
+	s->params = e;
 }
 
-static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client)
+/* Reported parameters no client sets with SET: not tracked. */
+static bool param_untracked(const char *name)
+{
+	static const char *const fixed[] = {"server_version", "server_encoding",
+					    "integer_datetimes", "in_hot_standby", "is_superuser",
+					    "session_authorization"};
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (strcasecmp(name, fixed[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A ParameterStatus: at login (login) one of the connection's defaults; in
+ * a reply to a client's own statement (for_client) a change of its session
+ * that the client and the connection's known set both learn (they are the
+ * same set while linked, so they stay the same set); in a reply to
+ * pgfleet's hidden SET nothing new (the known set was set with it). */
+static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client,
+			   bool login)
 {
 	struct pkt_reader r = pkt_reader_init(body, len);
 	const char *name = pkt_get_str(&r), *value = pkt_get_str(&r);
 	if (!name || !value)
 		return;
-	int id = param_lookup(name);
-	if (id >= 0) {
-		param_store(&s->params, id, value);
-		forget_params_match(s);
-		if (for_client && s->link) {
-			if (!param_shared_store(&s->link->params, id, value))
-				log_warn("out of memory: a client's parameter not updated", NULL);
-			s->link->params_set |= 1u << id;
-		}
-	} else if (strcmp(name, "in_hot_standby") == 0) {
+	if (strcmp(name, "in_hot_standby") == 0) {
 		/* PostgreSQL 14+: a promotion shows up here at once. */
 		struct replica *rep = s->pool->replica;
 		enum replica_role role = strcmp(value, "on") == 0 ? ROLE_STANDBY : ROLE_PRIMARY;
 		(void)replica_set_role(rep, role, "in_hot_standby");
 	}
+	if (param_untracked(name) || !param_name_valid(name))
+		return;
+	if (login) {
+		if (param_set_store(&s->params_login, name, value, NULL) != PARAM_OK)
+			log_warn("a server parameter not recorded", "replica",
+				 s->pool->replica->addr_str, "param", name, NULL);
+		return;
+	}
+	if (!for_client || !s->link)
+		return;
+	struct client *c = s->link;
+	if (param_set_store(&c->params, name, value, NULL) != PARAM_OK)
+		log_warn("out of memory: a client's parameter not updated", NULL);
+	/* The session has it now; equal sets stay one interned set. */
+	if (param_set_store(&s->params, name, value, NULL) != PARAM_OK)
+		log_warn("out of memory: a server's parameter not updated", NULL);
 }
 
 static void login_complete(struct server *s)
@@ -585,7 +606,7 @@ static void process_login(struct server *s)
 			}
 			break;
 		case 'S':
-			note_parameter(s, body, len - 4, false);
+			note_parameter(s, body, len - 4, false, true);
 			if (!s->pool->group->have_welcome) {
 				/* The first server to get here speaks for the group. */
 				struct pool_group *g = s->pool->group;
@@ -610,7 +631,13 @@ static void process_login(struct server *s)
 				login_broken(s, "protocol violation: ReadyForQuery at login not idle");
 				return;
 			}
-			memcpy(&s->params_at_login, &s->params, sizeof(s->params));
+			if (!s->params_login)
+				s->params_login = param_set_empty();
+			params_neutral(s);
+			if (!s->params || !s->params_login) {
+				server_close(s, "out of memory");
+				return;
+			}
 			login_complete(s);
 			return;
 		}
@@ -973,7 +1000,7 @@ static void process_unlinked(struct server *s)
 		b->done = b->parsed;
 		struct request *r = queue_head(s);
 		if (type == 'S') {
-			note_parameter(s, body, len - 4, false);
+			note_parameter(s, body, len - 4, false, false);
 			continue;
 		}
 		if (type == 'N' || type == 'A')
@@ -1080,7 +1107,7 @@ static void forward_to_client(struct server *s)
 			return;
 		}
 		if (type == 'S')
-			note_parameter(s, body, len - 4, true);
+			note_parameter(s, body, len - 4, !hidden, false);
 		if (hidden) {
 			/* A reply to pgfleet's own request: consumed, never forwarded. */
 			if (!flush_to_client(s, c))
@@ -1281,7 +1308,6 @@ void server_resume(struct server *s)
 
 void server_link(struct server *s, struct client *c)
 {
-	char sql[1024];
 	s->link = c;
 	c->link = s;
 	server_set_state(s, SERVER_ACTIVE);
@@ -1290,18 +1316,33 @@ void server_link(struct server *s, struct client *c)
 	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
 	c->wait_start = 0;
 	s->release_pending = false;
-	uint64_t want = param_shared_id(c->params);
-	if (c->welcome_pending || want == s->params_match)
-		return; /* the usual case: this set was checked on this server */
-	if (param_diff_sql(c->params, &s->params, sql, sizeof(sql))) {
-		/* Sent ahead of the client's own messages; its replies are hidden.
-		 * The ParameterStatus answers change s->params; the next client
-		 * with this set compares again, once. */
+	if (c->welcome_pending || c->params == s->params)
+		return; /* the usual case: one comparison of interned sets */
+	server_sync_params(s);
+}
+
+void server_sync_params(struct server *s)
+{
+	struct client *c = s->link;
+	char stack[1024];
+	char *sql = stack;
+	size_t n = param_set_diff_sql(c->params, s->params, s->params_login, sql, sizeof(stack));
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1); /* many or long settings: rare, and bounded */
+		if (!sql) {
+			server_close(s, "out of memory");
+			return;
+		}
+		(void)param_set_diff_sql(c->params, s->params, s->params_login, sql, n + 1);
+	}
+	if (n) {
+		/* Sent ahead of the client's own messages; its replies are hidden. */
 		proto_query(&s->io.out, sql);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		return;
 	}
-	s->params_match = want;
+	if (sql != stack)
+		free(sql);
+	param_set_assign(&s->params, c->params);
 }
 
 static bool must_close(struct server *s)
@@ -1368,8 +1409,7 @@ void server_unlink_client(struct server *s)
 		/* DISCARD ALL resets every setting to what the login set. */
 		proto_query(&s->io.out, reset);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		memcpy(&s->params, &s->params_at_login, sizeof(s->params));
-		forget_params_match(s);
+		params_neutral(s); /* back to its defaults */
 		/* DISCARD ALL (the default) drops prepared statements too; forget
 		 * them whatever the reset query is, to be safe. */
 		server_forget_statements(s);
@@ -1448,6 +1488,8 @@ void server_free_list(void)
 	struct list *it;
 	while ((it = statlist_pop(&fleet.justfree_servers))) {
 		struct server *s = container_of(it, struct server, node);
+		param_set_release(s->params);
+		param_set_release(s->params_login);
 		free(s);
 	}
 	database_reap();

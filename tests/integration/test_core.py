@@ -228,12 +228,16 @@ def test_idle_server_connection_reuse_order(service, pgfleet, round_robin):
 
 def test_clients_share_parameter_sets(service, pgfleet):
     """Clients with the same settings hold one shared copy (SHOW MEM
-    param_sets); a client's own SET makes its own, freed when it leaves."""
+    param_sets); a client's own SET makes its own, freed when it leaves
+    (a server connection it last used may keep it until the next client)."""
     fleet = pgfleet(settings={"admin_users": fx.APP_USER})
     def param_sets():
         with fleet.connect(dbname="pgfleet", autocommit=True) as admin:
             rows = admin.execute("SHOW MEM").fetchall()
         return {r[0]: r[2] for r in rows}["param_sets"]
+    # Server connections hold sets too (their defaults, what they were given).
+    with connect(fleet, autocommit=True, application_name="same") as warm:
+        warm.execute("SELECT 1")
     base = param_sets()
     conns = [connect(fleet, autocommit=True, application_name="same") for _ in range(30)]
     try:
@@ -248,7 +252,7 @@ def test_clients_share_parameter_sets(service, pgfleet):
     finally:
         for c in conns:
             c.close()
-    assert fx.wait_until(lambda: param_sets() <= base, 5), (base, param_sets())
+    assert fx.wait_until(lambda: param_sets() <= base + 1, 5), (base, param_sets())
 
 
 def test_client_settings_never_leak_to_other_clients(service, pgfleet):

@@ -178,7 +178,8 @@ static inline struct client *model_client(struct pool_group *g)
 	c->db = g->db;
 	c->user = str_intern(g->user);
 	c->dbname = str_intern(g->db->name);
-	c->params = param_shared_empty();
+	c->params_startup = param_set_empty();
+	c->params = param_set_ref(c->params_startup);
 	snprintf(c->addr_str, sizeof(c->addr_str), "test");
 	c->state = CLIENT_ACTIVE;
 	statlist_append(&g->active, &c->node);

@@ -35,11 +35,12 @@ static void test_defaults(void)
 	CHECK(cfg.dns_max_ttl == 15.0);
 	CHECK(cfg.max_packet_size == 1073741823LL);
 	CHECK_STR(cfg.server_reset_query, "DISCARD ALL");
+	CHECK(cfg.max_client_params == 100 && cfg.max_client_param_size == 4096);
 
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 65);
+	CHECK(n == 67);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;

@@ -1,6 +1,6 @@
 /*
- * test_intern.c: the shared-copy tables (intern.c) and the interned
- * parameter sets built on them (params.c).  Equal values share one copy
+ * test_intern.c: the shared-copy tables (intern.c); the parameter sets built
+ * on them are in test_params.c.  Equal values share one copy
  * until the last reference goes; a value that comes back after that is a
  * new entry with a new id, so an id remembered for the old one never
  * matches it by accident.
@@ -8,7 +8,6 @@
 #include "harness.h"
 
 #include "intern.h"
-#include "params.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -91,33 +90,11 @@ static void test_strings(void)
 	str_release(b);
 }
 
-static void test_parameter_sets(void)
-{
-	unsigned base = param_shared_count();
-	const struct param_set *a = param_shared_empty();
-	const struct param_set *b = NULL;
-	CHECK(a && param_shared_store(&b, PARAM_TIMEZONE, "UTC"));
-	CHECK(b && b != a);
-	const struct param_set *c = param_shared_empty();
-	CHECK(param_shared_store(&c, PARAM_TIMEZONE, "UTC"));
-	CHECK(c == b); /* same values, one copy; the empty set's ref dropped */
-	CHECK_STR(c->value[PARAM_TIMEZONE], "UTC");
-	uint64_t id = param_shared_id(c);
-	CHECK(param_shared_store(&c, PARAM_TIMEZONE, "UTC")); /* no change */
-	CHECK(c == b && param_shared_id(c) == id);
-	CHECK(param_shared_count() == base + 2);
-	param_shared_release(a);
-	param_shared_release(b);
-	param_shared_release(c);
-	CHECK(param_shared_count() == base);
-}
-
 int main(void)
 {
 	RUN(test_equal_keys_share_one_copy);
 	RUN(test_keys_that_collide_stay_apart);
 	RUN(test_a_value_that_returns_gets_a_new_id);
 	RUN(test_strings);
-	RUN(test_parameter_sets);
 	return harness_finish();
 }

@@ -1,18 +1,17 @@
 /*
  * test_proto.c: the wire-protocol builders and body reader (proto.c), the
- * input buffers and output queue (iobuf.c), and the tracked startup
- * parameters (params.c).
+ * input buffers and output queue (iobuf.c); parameter sets are in
+ * test_params.c.
  *
  * Builders are compared byte for byte with messages written out by hand from
  * the PostgreSQL "Message Formats" section.  Bodies handed to the reader and
  * the error parser are heap copies of their exact size, so under valgrind any
- * read past the end is reported.  Fixed-size outputs (quoted literals, the
- * SET built by param_diff_sql) sit in front of a canary that must survive.
+ * read past the end is reported.  Fixed-size outputs (quoted literals) sit
+ * in front of a canary that must survive.
  */
 #include "harness.h"
 
 #include "iobuf.h"
-#include "params.h"
 #include "proto.h"
 
 #include <stdbool.h>
@@ -945,199 +944,6 @@ static void test_wbuf_prepend(void)
 	wbuf_free(&w);
 }
 
-/* ---- params -------------------------------------------------------------- */
-
-static const struct lookup_case {
-	const char *name;
-	int id;
-} lookup_cases[] = {
-    {"timezone", PARAM_TIMEZONE},
-    {"TimeZone", PARAM_TIMEZONE},
-    {"TIMEZONE", PARAM_TIMEZONE},
-    {"client_encoding", PARAM_CLIENT_ENCODING},
-    {"CLIENT_ENCODING", PARAM_CLIENT_ENCODING},
-    {"datestyle", PARAM_DATESTYLE},
-    {"DateStyle", PARAM_DATESTYLE},
-    {"intervalstyle", PARAM_INTERVALSTYLE},
-    {"standard_conforming_strings", PARAM_STANDARD_CONFORMING_STRINGS},
-    {"application_name", PARAM_APPLICATION_NAME},
-    {"Application_Name", PARAM_APPLICATION_NAME},
-    {"search_path", -1},
-    {"", -1},
-    {"time zone", -1},
-    {"timezone2", -1},
-    {"timezon", -1},
-};
-
-static void test_param_lookup(void)
-{
-	for (size_t i = 0; i < ARRAY_LEN(lookup_cases); i++) {
-		int id = param_lookup(lookup_cases[i].name);
-		if (id != lookup_cases[i].id)
-			fprintf(stderr, "  \"%s\": %d\n", lookup_cases[i].name, id);
-		CHECK(id == lookup_cases[i].id);
-	}
-	for (int id = 0; id < PARAM_COUNT; id++)
-		CHECK(param_lookup(param_name(id)) == id);
-	CHECK_STR(param_name(PARAM_TIMEZONE), "TimeZone");
-	CHECK_STR(param_name(PARAM_DATESTYLE), "DateStyle");
-}
-
-static const struct diff_case {
-	const char *name;
-	const char *want[PARAM_COUNT], *have[PARAM_COUNT];
-	bool ret;
-	const char *sql;
-} diff_cases[] = {
-    {"all empty", {0}, {0}, false, ""},
-    {"all equal",
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on", "app"},
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on", "app"},
-     false,
-     ""},
-    {"equal but for case",
-     {"utf8", "iso, mdy", "utc", "Postgres", "ON"},
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on"},
-     false,
-     ""},
-    {"empty wanted values are skipped",
-     {0},
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on", "x"},
-     false,
-     ""},
-    {"TimeZone differs",
-     {[PARAM_TIMEZONE] = "Europe/Berlin"},
-     {[PARAM_TIMEZONE] = "UTC"},
-     true,
-     "SET TimeZone = 'Europe/Berlin';"},
-    {"set on the client, unknown on the server",
-     {[PARAM_DATESTYLE] = "ISO, DMY"},
-     {0},
-     true,
-     "SET DateStyle = 'ISO, DMY';"},
-    {"application_name is compared exactly",
-     {[PARAM_APPLICATION_NAME] = "App"},
-     {[PARAM_APPLICATION_NAME] = "app"},
-     true,
-     "SET application_name = 'App';"},
-    {"quotes are doubled",
-     {[PARAM_APPLICATION_NAME] = "o'brien's"},
-     {0},
-     true,
-     "SET application_name = 'o''brien''s';"},
-    {"several, in table order, skipping equal and empty",
-     {"LATIN1", "", "utc", "", "off", "o'brien"},
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on", ""},
-     true,
-     "SET client_encoding = 'LATIN1';SET standard_conforming_strings = 'off';"
-     "SET application_name = 'o''brien';"},
-    {"all six differ",
-     {"LATIN1", "SQL, DMY", "Asia/Tokyo", "iso_8601", "off", "a"},
-     {"UTF8", "ISO, MDY", "UTC", "postgres", "on", "b"},
-     true,
-     "SET client_encoding = 'LATIN1';SET DateStyle = 'SQL, DMY';"
-     "SET TimeZone = 'Asia/Tokyo';SET IntervalStyle = 'iso_8601';"
-     "SET standard_conforming_strings = 'off';SET application_name = 'a';"},
-};
-
-static void set_params(struct param_set *ps, const char *const *v)
-{
-	memset(ps, 0, sizeof *ps);
-	for (int i = 0; i < PARAM_COUNT; i++)
-		if (v[i])
-			snprintf(ps->value[i], PARAM_VALUE_MAX, "%s", v[i]);
-}
-
-static void test_param_diff_table(void)
-{
-	for (size_t i = 0; i < ARRAY_LEN(diff_cases); i++) {
-		const struct diff_case *c = &diff_cases[i];
-		struct param_set want, have;
-		set_params(&want, c->want);
-		set_params(&have, c->have);
-		char buf[1024];
-		memset(buf, '#', sizeof buf);
-		bool ret = param_diff_sql(&want, &have, buf, sizeof buf);
-		if (ret != c->ret)
-			fprintf(stderr, "  case \"%s\": returned %d\n", c->name, ret);
-		CHECK(ret == c->ret);
-		CHECK_STR(buf, c->sql);
-	}
-}
-
-/* The largest possible SET (every value at PARAM_VALUE_MAX - 1 quotes, each
- * doubled) still fits the 1024-byte buffer server_link uses. */
-static void test_param_diff_largest(void)
-{
-	struct param_set want, have;
-	memset(&want, 0, sizeof want);
-	memset(&have, 0, sizeof have);
-	for (int i = 0; i < PARAM_COUNT; i++)
-		memset(want.value[i], '\'', PARAM_VALUE_MAX - 1);
-	char buf[1024];
-	CHECK(param_diff_sql(&want, &have, buf, sizeof buf));
-	size_t n = strlen(buf);
-	size_t sets = 0;
-	for (const char *p = buf; (p = strstr(p, "SET ")) != NULL; p++)
-		sets++;
-	CHECK(sets == PARAM_COUNT);
-	CHECK(n > 0 && buf[n - 1] == ';');
-}
-
-/* Every buffer size from 1 up for each case that emits SQL: nothing is
- * written past len, and a true return always comes with a NUL-terminated
- * string of complete statements (a prefix of the full SQL ending in ';') that
- * the caller can send as it is. */
-static void test_param_diff_small_buffers(void)
-{
-	char area[1024 + SLACK];
-	for (size_t i = 0; i < ARRAY_LEN(diff_cases); i++) {
-		const struct diff_case *c = &diff_cases[i];
-		if (!c->ret)
-			continue;
-		struct param_set want, have;
-		set_params(&want, c->want);
-		set_params(&have, c->have);
-		size_t full = strlen(c->sql);
-		size_t overflow = 0, malformed = 0;
-		for (size_t len = 1; len <= full + 4; len++) {
-			memset(area, '#', sizeof area);
-			bool ret = param_diff_sql(&want, &have, area, len);
-			for (size_t k = len; k < sizeof area; k++)
-				if (area[k] != '#') {
-					if (!overflow)
-						fprintf(stderr,
-						        "  case \"%s\": len %zu wrote byte %zu\n",
-						        c->name, len, k);
-					overflow++;
-					break;
-				}
-			if (!ret)
-				continue;
-			const char *nul = memchr(area, 0, len);
-			size_t n = nul ? (size_t)(nul - area) : 0;
-			bool good = nul && n > 0 && area[n - 1] == ';' &&
-			            strncmp(area, c->sql, n) == 0 &&
-			            (c->sql[n] == 0 || strncmp(c->sql + n, "SET ", 4) == 0);
-			if (!good) {
-				if (!malformed)
-					fprintf(stderr,
-					        "  case \"%s\": len %zu returned true with "
-					        "\"%.*s\"\n",
-					        c->name, len, (int)(nul ? n : len), area);
-				malformed++;
-			}
-		}
-		CHECK(overflow == 0);
-		CHECK(malformed == 0);
-
-		/* With a few bytes to spare the whole SQL comes out. */
-		memset(area, '#', sizeof area);
-		CHECK(param_diff_sql(&want, &have, area, full + 4));
-		CHECK_STR(area, c->sql);
-	}
-}
-
 /* Server messages whose body the protocol fixes (issue 15, item 7). */
 static const struct {
 	uint8_t type;
@@ -1181,9 +987,5 @@ int main(void)
 	RUN(test_iobuf_regrow);
 	RUN(test_wbuf);
 	RUN(test_wbuf_prepend);
-	RUN(test_param_lookup);
-	RUN(test_param_diff_table);
-	RUN(test_param_diff_largest);
-	RUN(test_param_diff_small_buffers);
 	return harness_finish();
 }
