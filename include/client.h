@@ -77,7 +77,19 @@ struct client {
 	/* Session state (SQLI_SESSION_FLAGS) this client was already told
 	 * about, or that was logged for it: once each per session. */
 	uint16_t state_told;
+	/* Transaction and statement pooling: a statement of this turn may have
+	 * changed a session setting (SET, RESET, set_config(): sqlinspect's
+	 * SQLI_SET), so the settings are read back from the server when the
+	 * turn ends (server.c) and become the client's current set. */
+	bool params_changed;
+	/* The custom (dotted) parameter names this client ever set, which
+	 * PostgreSQL lists nowhere: "a.b\0c.d\0", custom_names_len bytes
+	 * (malloc'd; at most CLIENT_CUSTOM_NAMES_MAX). */
+	char *custom_names;
+	uint32_t custom_names_len;
 };
+
+#define CLIENT_CUSTOM_NAMES_MAX 4096
 
 /*
  * A connection past max_client_conn is accepted anyway, into one of

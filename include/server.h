@@ -39,6 +39,8 @@ enum req_kind {
 	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
 	REQ_ERROR,    /* an ErrorResponse pgfleet answers itself (then skip to Sync) */
 	REQ_NOTICE,   /* a NoticeResponse pgfleet sends the client, in turn */
+	REQ_LEARN,    /* pgfleet's query reading the session's settings back
+			 (a simple Query: ends at ReadyForQuery) */
 };
 
 enum req_action {
@@ -106,6 +108,10 @@ struct server {
 	 * defaults, the ParameterStatus values of its login. */
 	const struct param_set *params;
 	const struct param_set *params_login;
+	/* REQ_LEARN under way: the settings read so far (a reference), and
+	 * whether the query failed. */
+	const struct param_set *learning;
+	bool learn_failed;
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
 	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */

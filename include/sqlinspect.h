@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Server-side names of pgfleet's statements start with this; no client may
  * PREPARE, EXECUTE or DEALLOCATE such a name, nor Bind/Describe/Close one it
@@ -52,6 +53,12 @@
 struct sql_look {
 	unsigned flags;
 	char name[128]; /* SQLI_DEALLOC: the name, folded as PostgreSQL folds it */
+	/* SQLI_SET: the custom (dotted) parameter names the text SETs, RESETs
+	 * or passes to set_config() as a constant, lower-case, each with its
+	 * NUL, set_names_len bytes; what does not fit is left out (PostgreSQL
+	 * lists built-in parameters, never custom ones: these must be named). */
+	char set_names[192];
+	uint16_t set_names_len;
 };
 
 /* Can the text do anything of the above?  False means certainly not.

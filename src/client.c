@@ -184,6 +184,7 @@ void client_free_list(void)
 			c->db->idle_since = fleet_now(); /* autodb_idle_timeout counts from here */
 		param_set_release(c->params);
 		param_set_release(c->params_startup);
+		free(c->custom_names);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -846,6 +847,39 @@ static void session_state_message(const struct client *c, const char *what, char
 		 what, config_pool_mode_name(c->db->pool_mode));
 }
 
+/* A statement that may change session settings (SQLI_SET) goes to the
+ * server: they are read back when the turn ends (server.c), the custom
+ * names it gave among them.  A name past CLIENT_CUSTOM_NAMES_MAX is not
+ * followed (and logged once). */
+static void note_settings(struct client *c, const struct sql_look *look)
+{
+	c->params_changed = true;
+	for (uint32_t p = 0; p < look->set_names_len;) {
+		const char *name = look->set_names + p;
+		uint32_t n = (uint32_t)strlen(name) + 1;
+		p += n;
+		if (!param_name_valid(name))
+			continue; /* PostgreSQL refuses it too */
+		bool known = false;
+		for (uint32_t q = 0; q < c->custom_names_len && !known;
+		     q += (uint32_t)strlen(c->custom_names + q) + 1)
+			known = strcmp(c->custom_names + q, name) == 0;
+		if (known)
+			continue;
+		char *grown = c->custom_names_len + n <= CLIENT_CUSTOM_NAMES_MAX
+				      ? realloc(c->custom_names, c->custom_names_len + n)
+				      : NULL;
+		if (!grown) {
+			log_warn("custom parameter not followed", "client", c->addr_str, "param", name,
+				 NULL);
+			continue;
+		}
+		memcpy(grown + c->custom_names_len, name, n);
+		c->custom_names = grown;
+		c->custom_names_len += n;
+	}
+}
+
 /* The session state in `what` (SQLI_SESSION_FLAGS set): FWD_STREAM when
  * the text goes on to the server, else what refusing it returned.
  * parse: the text is a Parse's (refused as one); else a Query's. */
@@ -970,6 +1004,8 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		if (f != FWD_STREAM)
 			return f;
 	}
+	if (what & SQLI_SET)
+		note_settings(c, &look);
 	if (!statements_on()) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
@@ -1029,6 +1065,7 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	 * runs; a DO or CALL may change statements unseen when it runs. */
 	ps->drops_all = (what & SQLI_DROPS_ALL) != 0;
 	ps->unsure = (what & SQLI_UNSURE) != 0;
+	ps->sets = ps->sets || (what & SQLI_SET); /* seen by a pooled client, at least */
 	consume(c, len + 1);
 	if (prepared_server_name(s->stmts, ps)) {
 		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
@@ -1148,6 +1185,8 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 	/* Executing it drops every statement of the session, itself too, or
 	 * may change them unseen. */
 	apply_look(c, s, (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0));
+	if (ps->sets && c->db->pool_mode != POOL_SESSION)
+		c->params_changed = true; /* read back when the turn ends */
 	return FWD_DONE;
 }
 
@@ -1225,6 +1264,8 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		if (f != FWD_STREAM)
 			return f;
 	}
+	if (what & SQLI_SET)
+		note_settings(c, &look);
 	apply_look(c, s, what);
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_STREAM;

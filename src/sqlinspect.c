@@ -287,8 +287,11 @@ struct open_node {
 	bool local;
 	bool role;          /* name is role or session_authorization */
 	enum varset_kind vs;
-	/* N_FUNCCALL: the depth of its "funcname" list while in it, else 0 */
+	/* N_FUNCCALL: the depth of its "funcname" list while in it, else 0;
+	 * set_config: it calls set_config(); args: in its "args" list;
+	 * name_seen: its first argument's string was looked at */
 	int funcname_depth;
+	bool set_config, args, name_seen;
 };
 
 #define OPEN_MAX 32
@@ -415,6 +418,22 @@ static unsigned function_flags(const char *name)
 	return 0;
 }
 
+/* Remembers a custom parameter name (one with a '.'), lower-case. */
+static void note_set_name(struct sql_look *look, const char *name)
+{
+	if (!strchr(name, '.'))
+		return;
+	size_t n = strlen(name);
+	if (look->set_names_len + n + 1 > sizeof(look->set_names))
+		return;
+	for (size_t i = 0; i <= n; i++) {
+		char ch = name[i];
+		look->set_names[look->set_names_len + i] =
+			ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	look->set_names_len = (uint16_t)(look->set_names_len + n + 1);
+}
+
 /* A key of an open node of interest, with its string value (val) or its
  * scalar (sc) when it has one. */
 static void node_key(struct walk *w, struct open_node *o, const char *key, const char *val,
@@ -428,13 +447,16 @@ static void node_key(struct walk *w, struct open_node *o, const char *key, const
 		return;
 	case N_FUNCCALL:
 		o->funcname_depth = strcmp(key, "funcname") == 0 ? o->depth : 0;
+		o->args = strcmp(key, "args") == 0;
 		return;
 	case N_VARSET:
 		if (strcmp(key, "kind") == 0 && val)
 			o->vs = strcmp(val, "VAR_SET_VALUE") == 0 ? VS_SET_VALUE : VS_OTHER;
-		else if (strcmp(key, "name") == 0 && val)
+		else if (strcmp(key, "name") == 0 && val) {
 			o->role = strcmp(val, "role") == 0 ||
 				  strcmp(val, "session_authorization") == 0;
+			note_set_name(look, val);
+		}
 		else if (strcmp(key, "is_local") == 0)
 			o->local = sc && sc->is_true;
 		if (strcmp(key, "name") == 0 && val && strncmp(val, "TRANSACTION", 11) == 0)
@@ -594,8 +616,20 @@ static void walk_json(struct walk *w)
 			/* An element of the innermost call's "funcname" list:
 			 * {"String": {"sval": ...}}, two levels in. */
 			if (o && o->kind == N_FUNCCALL && o->funcname_depth &&
-			    depth == o->funcname_depth + 3 && strcmp(key, "sval") == 0 && full)
-				w->look->flags |= function_flags(val);
+			    depth == o->funcname_depth + 3 && strcmp(key, "sval") == 0 && full) {
+				unsigned f = function_flags(val);
+				w->look->flags |= f;
+				if (f & SQLI_SET)
+					o->set_config = true;
+			}
+			/* set_config('name', ...): the first argument, a string
+			 * constant {"A_Const": {"sval": {"sval": ...}}}. */
+			if (o && o->kind == N_FUNCCALL && o->set_config && o->args && !o->name_seen &&
+			    depth == o->depth + 4 && strcmp(key, "sval") == 0) {
+				o->name_seen = true;
+				if (full)
+					note_set_name(w->look, val);
+			}
 		}
 		if (!o || o->depth != depth)
 			continue;
@@ -616,6 +650,7 @@ unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, stru
 {
 	look->flags = 0;
 	look->name[0] = 0;
+	look->set_names_len = 0;
 	if (len > max_parse) {
 		/* The parser and its JSON cost about 1 us a byte on dense SQL,
 		 * on the event loop; past the limit the text runs unread and

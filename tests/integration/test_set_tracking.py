@@ -239,3 +239,209 @@ def test_prepare_in_a_transaction_block_lasts_the_block(service, pgfleet):
     assert len(notices) == 1, notices
     assert notices[0][0] == FEATURE_NOT_SUPPORTED
     assert notices[0][1].startswith("PREPARE in a transaction block lasts"), notices
+
+
+# ---------------------------------------------------------------------------
+# SET tracking: a session-level setting stays the client's, whichever server
+# connection its next transaction lands on.  With one server connection the
+# two clients of each test take turns on the same backend: each must see
+# its own settings, never the other's.
+
+
+def show(conn, name):
+    return conn.execute("SELECT current_setting(%s)", [name]).fetchone()[0]
+
+
+def pair(fleet):
+    a = fleet.connect()
+    b = other_client(fleet, a)
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert b.execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # one backend
+    return a, b
+
+
+DEFAULTS = {"search_path": '"$user", public', "statement_timeout": "0",
+            "intervalstyle": "postgres", "work_mem": "4MB"}
+
+
+def test_set_values_follow_the_client(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    a, b = pair(fleet)
+    with a, b:
+        a.execute("SET search_path = pg_catalog, \"My Schema\"")
+        a.execute("SET SESSION statement_timeout TO '5s'")
+        simple(a, "SET intervalstyle = postgres_verbose")
+        a.execute("SET work_mem = 8192")
+        for _ in range(3):
+            for name, value in DEFAULTS.items():
+                assert show(b, name) == value, name
+            assert show(a, "search_path") == 'pg_catalog, "My Schema"'
+            assert show(a, "statement_timeout") == "5s"
+            assert show(a, "intervalstyle") == "postgres_verbose"
+            assert show(a, "work_mem") == "8MB"
+            assert a.pgconn.exec_(b"SELECT interval '1 day'").get_value(0, 0) == b"@ 1 day"
+            assert b.pgconn.exec_(b"SELECT interval '1 day'").get_value(0, 0) == b"1 day"
+        # b's own settings do not leak to a either
+        b.execute("SET statement_timeout = '9s'")
+        assert show(a, "statement_timeout") == "5s"
+        assert show(b, "statement_timeout") == "9s"
+
+
+def test_reset_and_reset_all(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    a, b = pair(fleet)
+    with a, b:
+        a.execute("SET statement_timeout = '5s'")
+        a.execute("SET work_mem = '8MB'")
+        b.execute("SET work_mem = '16MB'")
+        a.execute("RESET statement_timeout")
+        assert show(a, "statement_timeout") == "0"
+        assert show(a, "work_mem") == "8MB"
+        a.execute("SET statement_timeout TO DEFAULT")
+        a.execute("SET statement_timeout = '6s'")
+        simple(a, "RESET ALL")
+        assert show(a, "statement_timeout") == "0"
+        assert show(a, "work_mem") == "4MB"
+        assert show(b, "work_mem") == "16MB"
+
+
+def test_reset_returns_to_the_startup_value(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    with fleet.connect(application_name="st_start") as a:
+        b = other_client(fleet, a)
+        with b:
+            a.execute("SET application_name = 'st_changed'")
+            assert show(b, "application_name") != "st_changed"
+            assert show(a, "application_name") == "st_changed"
+            a.execute("RESET application_name")
+            b.execute("SELECT 1")
+            assert show(a, "application_name") == "st_start"
+
+
+def test_set_local_and_rolled_back_sets_are_not_kept(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    a, b = pair(fleet)
+    with a, b:
+        for sql in (["BEGIN", "SET LOCAL statement_timeout = '7s'", "COMMIT"],
+                    ["BEGIN", "SET statement_timeout = '7s'", "ROLLBACK"],
+                    ["BEGIN", "SET statement_timeout = '7s'", "SELECT 1/0", "COMMIT"],
+                    ["BEGIN", "SELECT set_config('statement_timeout', '7s', true)",
+                     "COMMIT"],
+                    ["SET statement_timeout = 'not a time'"]):
+            for q in sql:
+                simple(a, q)
+            b.execute("SET statement_timeout = '3s'")
+            assert show(a, "statement_timeout") == "0", sql
+            b.execute("RESET statement_timeout")
+        # inside a block that commits: kept
+        simple(a, "BEGIN")
+        simple(a, "SET statement_timeout = '8s'")
+        simple(a, "SAVEPOINT sp")
+        simple(a, "SET statement_timeout = '9s'")
+        simple(a, "ROLLBACK TO SAVEPOINT sp")
+        simple(a, "COMMIT")
+        b.execute("SET statement_timeout = '3s'")
+        assert show(a, "statement_timeout") == "8s"
+        assert show(b, "statement_timeout") == "3s"
+
+
+def test_set_config_and_custom_parameters(service, pgfleet):
+    fleet = one_pod(pgfleet)
+    a, b = pair(fleet)
+    with a, b:
+        a.execute("SELECT set_config('search_path', 'pg_catalog', false)")
+        a.execute("SELECT set_config('MyApp.Tenant', %s, false)", ["t-42"])
+        simple(a, "SET myapp.owner = 'alice'")
+        assert b.execute("SELECT current_setting('myapp.tenant', true)").fetchone()[0] in (
+            None, "")
+        assert show(b, "search_path") == DEFAULTS["search_path"]
+        assert show(a, "search_path") == "pg_catalog"
+        assert show(a, "myapp.tenant") == "t-42"
+        assert show(a, "myapp.owner") == "alice"
+        simple(a, "RESET myapp.owner")
+        b.execute("SELECT 1")
+        assert a.execute("SELECT current_setting('myapp.owner', true)").fetchone()[0] in (
+            None, "")
+        assert show(a, "myapp.tenant") == "t-42"
+
+
+def test_prepared_set_config_is_followed(service, pgfleet):
+    """A named statement that sets a parameter, run again and again."""
+    fleet = one_pod(pgfleet)
+    a = psycopg.connect(fleet.dsn(), autocommit=True, prepare_threshold=0)
+    b = other_client(fleet, a)
+    with a, b:
+        for i in range(3):
+            a.execute("SELECT set_config('statement_timeout', %s, false)", ["%ds" % (i + 1)])
+            b.execute("SET statement_timeout = '59s'")
+            assert show(a, "statement_timeout") == "%ds" % (i + 1)
+
+
+def test_asyncpg_set_follows_the_client(service, pgfleet):
+    asyncpg = pytest.importorskip("asyncpg")
+    fleet = one_pod(pgfleet)
+    dsn = "postgresql://%s:%s@%s:%d/%s" % (fx.APP_USER, fx.APP_PASSWORD, fleet.host,
+                                           fleet.port, fx.APP_DB)
+
+    async def run():
+        a = await asyncpg.connect(dsn)
+        b = await asyncpg.connect(dsn)
+        try:
+            await a.execute("SET search_path TO pg_catalog")
+            await a.execute("SET statement_timeout = 4000")
+            await b.execute("SET statement_timeout = 2000")
+            for _ in range(3):
+                assert await a.fetchval("SHOW search_path") == "pg_catalog"
+                assert await a.fetchval("SHOW statement_timeout") == "4s"
+                assert await b.fetchval("SHOW statement_timeout") == "2s"
+                assert await b.fetchval("SHOW search_path") == DEFAULTS["search_path"]
+            async with a.transaction():
+                await a.execute("SET statement_timeout = 1000")
+                raise_it = True
+            assert raise_it
+            try:
+                async with a.transaction():
+                    await a.execute("SET statement_timeout = 1500")
+                    raise RuntimeError("roll back")
+            except RuntimeError:
+                pass
+            assert await b.fetchval("SHOW statement_timeout") == "2s"
+            assert await a.fetchval("SHOW statement_timeout") == "1s"
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+
+
+def test_psql_settings_while_another_client_runs(service, pgfleet):
+    import threading
+    fleet = one_pod(pgfleet)
+    stop = threading.Event()
+    seen = []
+
+    def other():
+        with fleet.connect() as b:
+            while not stop.is_set():
+                b.execute("SET statement_timeout = '9s'")
+                seen.append(show(b, "statement_timeout"))
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        env = dict(os.environ, PGPASSWORD=fx.APP_PASSWORD)
+        p = subprocess.run(["psql", "-X", "-A", "-t", "-h", fleet.host, "-p", str(fleet.port),
+                            "-U", fx.APP_USER, "-d", fx.APP_DB,
+                            "-c", "SET statement_timeout = '3s'",
+                            "-c", "SELECT pg_sleep(0.3)",
+                            "-c", "SHOW statement_timeout",
+                            "-c", "SELECT pg_sleep(0.3)",
+                            "-c", "SHOW statement_timeout"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+        t.join()
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    assert lines == ["SET", "3s", "3s"], lines
+    assert seen and set(seen) == {"9s"}, set(seen)

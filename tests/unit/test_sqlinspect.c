@@ -301,6 +301,38 @@ static void test_session_state(void)
 	CHECK(sqlinspect_look_watch("listen x", 8, 4, SQLI_WATCH_SESSION, false, &look) == 0);
 }
 
+/* The custom parameter names a SET text names (PostgreSQL does not list
+ * custom parameters anywhere: pgfleet must learn them from the text). */
+static void test_set_names(void)
+{
+	static const struct {
+		const char *sql;
+		const char *names; /* '|' between names */
+	} set_cases[] = {
+		{"set search_path = a", ""},
+		{"SET MyApp.Tenant = 'x'", "myapp.tenant"},
+		{"set \"app.A\" to 1; reset b.c", "app.a|b.c"},
+		{"select set_config('App.user', 'u', false), set_config('x.y', 'z', true)",
+		 "app.user|x.y"},
+		{"select set_config(current_user, 'q.r', false)", "q.r"}, /* harmless extra */
+		{"reset all", ""},
+	};
+	for (size_t i = 0; i < sizeof(set_cases) / sizeof(set_cases[0]); i++) {
+		struct sql_look look;
+		const char *sql = set_cases[i].sql;
+		CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false,
+					    &look) == SQLI_SET);
+		char got[256] = "";
+		size_t n = 0;
+		for (size_t p = 0; p < look.set_names_len; p += strlen(look.set_names + p) + 1)
+			n += (size_t)snprintf(got + n, sizeof(got) - n, "%s%s", n ? "|" : "",
+					      look.set_names + p);
+		if (strcmp(got, set_cases[i].names) != 0)
+			fprintf(stderr, "set names %zu \"%s\": \"%s\"\n", i, sql, got);
+		CHECK_STR(got, set_cases[i].names);
+	}
+}
+
 /* The hot path in transaction pooling: no parse either. */
 static void test_session_prefilter_spares_the_hot_path(void)
 {
@@ -353,6 +385,7 @@ int main(void)
 	RUN(test_prefilter_statement_starts);
 	RUN(test_reserved);
 	RUN(test_session_state);
+	RUN(test_set_names);
 	RUN(test_session_prefilter_spares_the_hot_path);
 	return harness_finish();
 }
