@@ -445,3 +445,42 @@ def test_psql_settings_while_another_client_runs(service, pgfleet):
     lines = [l for l in p.stdout.splitlines() if l.strip()]
     assert lines == ["SET", "3s", "3s"], lines
     assert seen and set(seen) == {"9s"}, set(seen)
+
+
+NODE_SCRIPT = r"""
+const path = require('path');
+const { Client } = require(path.join(process.argv[1], 'node_modules', 'pg'));
+const cfg = JSON.parse(process.argv[2]);
+(async () => {
+  const a = new Client(cfg), b = new Client(cfg);
+  await a.connect(); await b.connect();
+  const out = [];
+  await a.query("SET statement_timeout = '4s'");
+  await a.query('SET search_path TO pg_catalog');
+  await b.query("SET statement_timeout = '2s'");
+  for (let i = 0; i < 3; i++) {
+    out.push((await a.query('SHOW statement_timeout')).rows[0].statement_timeout);
+    out.push((await b.query({text: 'SELECT current_setting($1) AS v',
+                             values: ['statement_timeout']})).rows[0].v);
+    out.push((await a.query('SHOW search_path')).rows[0].search_path);
+  }
+  await a.end(); await b.end();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e.message); process.exit(1); });
+"""
+
+
+def test_node_postgres_set_follows_the_client(service, pgfleet):
+    import json
+    import shutil
+    node = shutil.which("node")
+    drivers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drivers")
+    if not node or not os.path.isdir(os.path.join(drivers, "node_modules", "pg")):
+        pytest.skip("node-postgres not installed (scripts/install-deps.sh)")
+    fleet = one_pod(pgfleet)
+    cfg = {"host": fleet.host, "port": fleet.port, "user": fx.APP_USER,
+           "password": fx.APP_PASSWORD, "database": fx.APP_DB}
+    p = subprocess.run([node, "-e", NODE_SCRIPT, drivers, json.dumps(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == ["4s", "2s", "pg_catalog"] * 3
