@@ -39,8 +39,10 @@ enum req_kind {
 	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
 	REQ_ERROR,    /* an ErrorResponse pgfleet answers itself (then skip to Sync) */
 	REQ_NOTICE,   /* a NoticeResponse pgfleet sends the client, in turn */
-	REQ_LEARN,    /* pgfleet's query reading the session's settings back
-			 (a simple Query: ends at ReadyForQuery) */
+	REQ_LEARN,    /* a hidden simple Query of SET tracking: reading the
+			 session's settings back, or giving back startup values
+			 after a RESET; the client's turn may end at its
+			 ReadyForQuery */
 };
 
 enum req_action {
@@ -165,6 +167,10 @@ void server_link(struct server *s, struct client *c);
  * makes its known set the client's.  Must not: be called while a client
  * message is half forwarded (the statement would land inside it). */
 void server_sync_params(struct server *s);
+/* Queues, right after the client's last message, a hidden `sql` (a SET of
+ * the client's startup values after its RESET): its ParameterStatus replies
+ * reach the client. */
+void server_queue_settings(struct server *s, const char *sql);
 /* Back to the pool after a finished transaction (or a welcome). */
 void server_release(struct server *s);
 /* One of s's cancel connections ended: the last one returns a server

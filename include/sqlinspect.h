@@ -45,10 +45,14 @@
  * (not SET LOCAL, not of role or session authorization, which are
  * SQLI_ROLE) or a set_config() call. */
 #define SQLI_SET 0x400u
+/* Among those: RESET name / SET name TO DEFAULT (the names in reset_names),
+ * RESET ALL.  Set with SQLI_SET only. */
+#define SQLI_RESET 0x800u
+#define SQLI_RESET_ALL 0x1000u
 
 /* What a look watches for (sqlinspect_look_watch). */
 #define SQLI_WATCH_STATEMENTS 0x1u /* SQLI_STMT_FLAGS */
-#define SQLI_WATCH_SESSION 0x2u    /* SQLI_SESSION_FLAGS and SQLI_SET */
+#define SQLI_WATCH_SESSION 0x2u    /* SQLI_SESSION_FLAGS, SQLI_SET, SQLI_RESET(_ALL) */
 
 struct sql_look {
 	unsigned flags;
@@ -59,6 +63,12 @@ struct sql_look {
 	 * lists built-in parameters, never custom ones: these must be named). */
 	char set_names[192];
 	uint16_t set_names_len;
+	/* SQLI_RESET: the names reset (lower-case, each with its NUL),
+	 * reset_names_len bytes; reset_overflow: some did not fit. */
+	char reset_names[128];
+	uint16_t reset_names_len;
+	bool reset_overflow;
+	uint16_t stmts; /* statements in the text, when parsed */
 };
 
 /* Can the text do anything of the above?  False means certainly not.
@@ -127,7 +137,9 @@ static inline unsigned sqlinspect_look_watch(const char *sql, size_t len, size_t
 					     unsigned watch, bool one, struct sql_look *look)
 {
 	unsigned mask = ((watch & SQLI_WATCH_STATEMENTS) ? SQLI_STMT_FLAGS : 0) |
-			((watch & SQLI_WATCH_SESSION) ? SQLI_SESSION_FLAGS | SQLI_SET : 0);
+			((watch & SQLI_WATCH_SESSION)
+				 ? SQLI_SESSION_FLAGS | SQLI_SET | SQLI_RESET | SQLI_RESET_ALL
+				 : 0);
 	bool hit = (watch & SQLI_WATCH_STATEMENTS) && (one ? sqlinspect_prefilter_one(sql, len)
 							   : sqlinspect_prefilter(sql, len));
 	if (!hit && (watch & SQLI_WATCH_SESSION))

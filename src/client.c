@@ -880,6 +880,65 @@ static void note_settings(struct client *c, const struct sql_look *look)
 	}
 }
 
+/*
+ * RESET name, SET name TO DEFAULT, RESET ALL.  On a direct connection they
+ * return to the session's startup value; on a pooled server connection,
+ * which logged in neutral and was given the client's startup values by SET,
+ * to the connection's default.  So after a Query that is one such
+ * statement, pgfleet sends the startup values of the names reset (hidden;
+ * their ParameterStatus reaches the client), before anything else the
+ * client sends: the rest of the session sees what it would see directly.
+ * In a transaction block, both are undone together if the block rolls back.
+ * Not done for a RESET among other statements of one Query, nor through
+ * the extended protocol: there the startup values come back with the next
+ * transaction (server_sync_params), the rest of this one sees the defaults.
+ */
+static enum fwd reset_to_startup(struct client *c, struct server *s, const char *text,
+				 uint32_t len, const struct sql_look *look)
+{
+	const struct param_set *want = NULL, *none = param_set_empty();
+	if (!none)
+		return FWD_STREAM;
+	if (look->flags & SQLI_RESET_ALL) {
+		want = param_set_ref(c->params_startup);
+	} else {
+		want = param_set_ref(none);
+		for (uint32_t p = 0; want && p < look->reset_names_len;) {
+			const char *name = look->reset_names + p, *v;
+			p += (uint32_t)strlen(name) + 1;
+			if ((v = param_get(c->params_startup, name)) &&
+			    param_set_store(&want, name, v, NULL) != PARAM_OK) {
+				param_set_release(want);
+				want = NULL;
+			}
+		}
+	}
+	char stack[1024], *sql = stack;
+	size_t n = want ? param_set_diff_sql(want, none, NULL, sql, sizeof(stack)) : 0;
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1); /* many or long startup values: rare */
+		if (sql)
+			(void)param_set_diff_sql(want, none, NULL, sql, n + 1);
+	}
+	param_set_release(want);
+	param_set_release(none);
+	enum fwd f = FWD_STREAM;
+	if (n && sql) {
+		if (!flush_parsed(c, s)) {
+			f = FWD_WAIT;
+		} else {
+			proto_query(&s->io.out, text);
+			server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+			consume(c, len + 1);
+			server_queue_settings(s, sql);
+			f = FWD_DONE;
+		}
+	}
+	if (sql != stack)
+		free(sql);
+	return f;
+}
+
 /* The session state in `what` (SQLI_SESSION_FLAGS set): FWD_STREAM when
  * the text goes on to the server, else what refusing it returned.
  * parse: the text is a Parse's (refused as one); else a Query's. */
@@ -1267,6 +1326,12 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 	if (what & SQLI_SET)
 		note_settings(c, &look);
 	apply_look(c, s, what);
+	if ((what & (SQLI_RESET | SQLI_RESET_ALL)) && look.stmts == 1 && !look.reset_overflow &&
+	    s->xact_status != 'E') {
+		enum fwd f = reset_to_startup(c, s, body, len, &look);
+		if (f != FWD_STREAM)
+			return f;
+	}
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_STREAM;
 }

@@ -1019,7 +1019,7 @@ static void process_unlinked(struct server *s)
 			}
 			log_warn("query pgfleet sent failed", "replica", s->pool->replica->addr_str,
 				 "sqlstate", e.sqlstate, NULL);
-			if (r->kind != REQ_QUERY)
+			if (r->kind != REQ_QUERY && r->kind != REQ_LEARN)
 				skip_to_sync(s);
 			continue;
 		}
@@ -1091,6 +1091,12 @@ static bool learn_send(struct server *s, struct client *c)
 	if (wbuf_pending(&s->io.out))
 		conn_write_enable(&s->io, true);
 	return true;
+}
+
+void server_queue_settings(struct server *s, const char *sql)
+{
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_LEARN, REQ_HIDE, NULL);
 }
 
 /* A DataRow of the learn query: (name, value). */
@@ -1257,7 +1263,7 @@ static void forward_to_client(struct server *s)
 					 s->pool->replica->addr_str, NULL);
 			if (type == 'Z')
 				s->xact_status = status;
-			bool learned = false;
+			bool learned = false; /* a REQ_LEARN's ReadyForQuery */
 			if (r->kind == REQ_LEARN) {
 				if (type == 'D')
 					learn_row(s, body, len - 4);
@@ -1267,14 +1273,26 @@ static void forward_to_client(struct server *s)
 					learned = true;
 			}
 			b->parsed += total;
-			b->done = b->parsed;
+			/* A ParameterStatus tells the client a value its own
+			 * session now has (pgfleet's SETs are of the client's
+			 * values): it goes to the client; the rest is consumed. */
+			if (type != 'S')
+				b->done = b->parsed;
 			if (effect == TXN_POP)
 				queue_pop(s);
 			if (learned) {
-				learn_done(s, c);
+				if (s->learning || s->learn_failed)
+					learn_done(s, c);
 				/* The client's turn was over but for this. */
-				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode))
-					release = true;
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode)) {
+					if (!c->params_changed) {
+						release = true;
+					} else {
+						c->params_changed = false;
+						if (!learn_send(s, c))
+							return;
+					}
+				}
 			}
 			continue;
 		}

@@ -273,7 +273,10 @@ enum node {
 };
 
 /* VariableSetStmt kinds, as libpg_query spells them. */
-enum varset_kind { VS_OTHER, VS_SET_VALUE };
+enum varset_kind { VS_OTHER, VS_SET_VALUE, VS_RESET, VS_RESET_ALL };
+
+/* Room for a GUC name in a SET being read (NAMEDATALEN). */
+#define PARAM_NAME_BUF 64
 
 /* PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h). */
 #define CURSOR_OPT_HOLD 0x20
@@ -287,6 +290,7 @@ struct open_node {
 	bool local;
 	bool role;          /* name is role or session_authorization */
 	enum varset_kind vs;
+	char vs_name[PARAM_NAME_BUF];
 	/* N_FUNCCALL: the depth of its "funcname" list while in it, else 0;
 	 * set_config: it calls set_config(); args: in its "args" list;
 	 * name_seen: its first argument's string was looked at */
@@ -434,6 +438,23 @@ static void note_set_name(struct sql_look *look, const char *name)
 	look->set_names_len = (uint16_t)(look->set_names_len + n + 1);
 }
 
+/* Remembers a name RESET (or SET TO DEFAULT), lower-case. */
+static void note_reset_name(struct sql_look *look, const char *name)
+{
+	size_t n = strlen(name);
+	look->flags |= SQLI_RESET;
+	if (!n || name[0] == '\x01' || look->reset_names_len + n + 1 > sizeof(look->reset_names)) {
+		look->reset_overflow = true;
+		return;
+	}
+	for (size_t i = 0; i <= n; i++) {
+		char ch = name[i];
+		look->reset_names[look->reset_names_len + i] =
+			ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	look->reset_names_len = (uint16_t)(look->reset_names_len + n + 1);
+}
+
 /* A key of an open node of interest, with its string value (val) or its
  * scalar (sc) when it has one. */
 static void node_key(struct walk *w, struct open_node *o, const char *key, const char *val,
@@ -451,8 +472,16 @@ static void node_key(struct walk *w, struct open_node *o, const char *key, const
 		return;
 	case N_VARSET:
 		if (strcmp(key, "kind") == 0 && val)
-			o->vs = strcmp(val, "VAR_SET_VALUE") == 0 ? VS_SET_VALUE : VS_OTHER;
+			o->vs = strcmp(val, "VAR_SET_VALUE") == 0     ? VS_SET_VALUE
+				: strcmp(val, "VAR_RESET") == 0	      ? VS_RESET
+				: strcmp(val, "VAR_SET_DEFAULT") == 0 ? VS_RESET
+				: strcmp(val, "VAR_RESET_ALL") == 0   ? VS_RESET_ALL
+								      : VS_OTHER;
 		else if (strcmp(key, "name") == 0 && val) {
+			if (full && strlen(val) < sizeof(o->vs_name))
+				strcpy(o->vs_name, val);
+			else
+				o->vs_name[0] = '\x01'; /* too long for a GUC name */
 			o->role = strcmp(val, "role") == 0 ||
 				  strcmp(val, "session_authorization") == 0;
 			note_set_name(look, val);
@@ -499,6 +528,12 @@ static void node_close(struct walk *w, const struct open_node *o)
 		w->look->flags |= o->vs == VS_SET_VALUE && o->role ? SQLI_ROLE
 				  : o->role		      ? 0
 							      : SQLI_SET;
+	if (o->kind == N_VARSET && !o->local && !o->role) {
+		if (o->vs == VS_RESET_ALL)
+			w->look->flags |= SQLI_RESET_ALL;
+		else if (o->vs == VS_RESET)
+			note_reset_name(w->look, o->vs_name);
+	}
 }
 
 /* A statement ends (the next starts, or the text ends). */
@@ -651,6 +686,9 @@ unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, stru
 	look->flags = 0;
 	look->name[0] = 0;
 	look->set_names_len = 0;
+	look->reset_names_len = 0;
+	look->reset_overflow = false;
+	look->stmts = 0;
 	if (len > max_parse) {
 		/* The parser and its JSON cost about 1 us a byte on dense SQL,
 		 * on the event loop; past the limit the text runs unread and
@@ -674,6 +712,7 @@ unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, stru
 	pg_query_free_parse_result(r);
 	if (w.broken)
 		look->flags |= SQLI_UNSURE;
+	look->stmts = (uint16_t)(w.stmts > 0xffff ? 0xffff : w.stmts);
 	if ((look->flags & SQLI_DEALLOC) && w.stmts != 1) {
 		/* A DEALLOCATE among other statements: pgfleet cannot answer
 		 * it alone, nor know whether it ran. */

@@ -484,3 +484,33 @@ def test_node_postgres_set_follows_the_client(service, pgfleet):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == ["4s", "2s", "pg_catalog"] * 3
+
+
+def test_reset_in_the_same_transaction_sees_the_startup_value(service, pgfleet):
+    """psql-style simple queries: RESET gives back the startup value at once,
+    and the driver is told (ParameterStatus)."""
+    fleet = one_pod(pgfleet)
+    with fleet.connect(application_name="st_start2") as a:
+        with other_client(fleet, a) as b:
+            b.execute("SET application_name = 'st_other'")
+            simple(a, "BEGIN")
+            simple(a, "SET application_name = 'st_changed'")
+            simple(a, "SET statement_timeout = '4s'")
+            simple(a, "RESET application_name")
+            assert a.pgconn.exec_(b"SHOW application_name").get_value(0, 0) == b"st_start2"
+            assert a.pgconn.parameter_status(b"application_name") == b"st_start2"
+            simple(a, "SET application_name = 'st_again'")
+            simple(a, "RESET ALL")
+            assert a.pgconn.exec_(b"SHOW application_name").get_value(0, 0) == b"st_start2"
+            assert a.pgconn.exec_(b"SHOW statement_timeout").get_value(0, 0) == b"0"
+            simple(a, "COMMIT")
+            assert show(b, "application_name") == "st_other"
+            assert show(a, "application_name") == "st_start2"
+            assert a.pgconn.parameter_status(b"application_name") == b"st_start2"
+            # rolled back: the value before the block
+            simple(a, "SET application_name = 'st_before'")
+            simple(a, "BEGIN")
+            simple(a, "RESET application_name")
+            simple(a, "ROLLBACK")
+            b.execute("SELECT 1")
+            assert show(a, "application_name") == "st_before"

@@ -259,9 +259,9 @@ static const struct {
 	{"set search_path = a", S},
 	{"SET SESSION statement_timeout TO 5000", S},
 	{"set time zone 'UTC'", S},
-	{"reset all", S},
-	{"reset search_path", S},
-	{"set datestyle to default", S},
+	{"reset all", S | SQLI_RESET_ALL},
+	{"reset search_path", S | SQLI_RESET},
+	{"set datestyle to default", S | SQLI_RESET},
 	{"set session characteristics as transaction isolation level serializable", S},
 	{"select set_config('a.b', 'c', false)", S},
 	{"select pg_catalog.set_config('a.b', 'c', true)", S},
@@ -320,8 +320,9 @@ static void test_set_names(void)
 	for (size_t i = 0; i < sizeof(set_cases) / sizeof(set_cases[0]); i++) {
 		struct sql_look look;
 		const char *sql = set_cases[i].sql;
-		CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false,
-					    &look) == SQLI_SET);
+		CHECK((sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false,
+					     &look) &
+		       ~(SQLI_RESET | SQLI_RESET_ALL)) == SQLI_SET);
 		char got[256] = "";
 		size_t n = 0;
 		for (size_t p = 0; p < look.set_names_len; p += strlen(look.set_names + p) + 1)
@@ -331,6 +332,29 @@ static void test_set_names(void)
 			fprintf(stderr, "set names %zu \"%s\": \"%s\"\n", i, sql, got);
 		CHECK_STR(got, set_cases[i].names);
 	}
+}
+
+/* The names a RESET / SET ... TO DEFAULT gives back, for the startup
+ * values pgfleet sends after it; RESET ALL; SET LOCAL ... TO DEFAULT is not
+ * one (nothing of it stays). */
+static void test_reset_names(void)
+{
+	struct sql_look look;
+	const char *sql = "RESET DateStyle; set \"App.X\" to default; reset a.b";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) ==
+	      (SQLI_SET | SQLI_RESET));
+	CHECK(look.stmts == 3 && !look.reset_overflow);
+	CHECK(look.reset_names_len == strlen("datestyle") + strlen("app.x") + strlen("a.b") + 3);
+	CHECK_STR(look.reset_names, "datestyle");
+	CHECK_STR(look.reset_names + 10, "app.x");
+	sql = "reset all";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) ==
+	      (SQLI_SET | SQLI_RESET_ALL));
+	CHECK(look.stmts == 1 && look.reset_names_len == 0);
+	sql = "set local statement_timeout to default";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) == 0);
+	sql = "reset role";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) == 0);
 }
 
 /* The hot path in transaction pooling: no parse either. */
@@ -386,6 +410,7 @@ int main(void)
 	RUN(test_reserved);
 	RUN(test_session_state);
 	RUN(test_set_names);
+	RUN(test_reset_names);
 	RUN(test_session_prefilter_spares_the_hot_path);
 	return harness_finish();
 }
