@@ -70,6 +70,7 @@ struct client {
 	double request_time; /* the last bytes from the client */
 	double idle_since;   /* timeouts: its last bytes, or the end of its last transaction */
 	bool welcome_pending; /* logged in, waits for one server to learn parameters */
+	bool params_checking; /* ... and for its startup settings to be tried */
 	bool skip_to_sync;    /* after an error pgfleet raised: drop messages up to Sync */
 	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
@@ -113,6 +114,9 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The pool linked a server to c (c was waiting): resume its messages. */
 void client_linked(struct client *c);
+/* The login check of c's startup settings ended: sqlstate NULL when the
+ * server took them, else the server's error (c is refused with it). */
+void client_params_checked(struct client *c, const char *sqlstate, const char *message);
 /* The server linked to c finished the transaction and went back. */
 void client_unlinked(struct client *c);
 /* The server side has bytes for c: resume forwarding when c can take them. */

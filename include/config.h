@@ -105,6 +105,7 @@ enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
 	/* issue 17: a client's settings (startup parameters, options, SET) */                    \
 	X(max_client_params, INT, "100")                                                           \
 	X(max_client_param_size, INT, "4096")                                                      \
+	X(ignore_startup_parameters, STR, "")                                                      \
 	X(max_client_output_buffer, INT, "4194304")                                                \
 	X(max_pipelined_requests, INT, "1048576")                                                  \
 	/* issue 15: databases a "*" entry creates (database.c) */                                 \
@@ -159,8 +160,6 @@ enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
 	X(client_tls_ecdhcurve, STR, "auto", WARN, NULL)                                           \
 	X(conffile, STR, "", WARN, NULL)                                                           \
 	X(dns_zone_check_period, TIME, "0", WARN, "names are re-resolved by TTL (dns_max_ttl)")   \
-	X(ignore_startup_parameters, STR, "", WARN,                                                \
-	  "startup parameters pgfleet does not track are always ignored")                         \
 	X(job_name, STR, "", WARN, NULL)                                                           \
 	X(listen_backlog, INT, "128", WARN, NULL)                                                  \
 	X(log_pooler_errors, BOOL, "1", WARN, NULL)                                                \

@@ -105,6 +105,26 @@ enum param_result param_set_reset(const struct param_set **current,
 				  const struct param_set *startup, const char *name);
 
 /*
+ * A startup packet's `options` value, split as PostgreSQL does
+ * (whitespace-separated words, a backslash takes the next character as it
+ * is), its switches read as PostgreSQL's backend reads them: `-c name=value`,
+ * `-cname=value` and `--name=value` call fn(arg, name, value), with '-' in
+ * the name read as '_'.  Any other switch, or one without "=value", stops
+ * the reading: its word is copied to bad (truncated to badlen).
+ */
+enum param_options_result {
+	PARAM_OPTIONS_OK,
+	PARAM_OPTIONS_STOPPED,     /* fn returned false */
+	PARAM_OPTIONS_UNSUPPORTED, /* a switch other than -c / --name=value: bad */
+	PARAM_OPTIONS_NO_VALUE,    /* -c or -- without name=value: bad */
+	PARAM_OPTIONS_NOMEM,
+};
+enum param_options_result param_options_parse(const char *options,
+					      bool (*fn)(void *arg, const char *name,
+							 const char *value),
+					      void *arg, char *bad, size_t badlen);
+
+/*
  * The hidden statement that turns a server connection whose settings are
  * `have` (its known set) into one with `want` (a client's current set):
  * `SET "name" = 'value';` for each name of want whose value differs (or
@@ -121,5 +141,23 @@ enum param_result param_set_reset(const struct param_set **current,
  */
 size_t param_set_diff_sql(const struct param_set *want, const struct param_set *have,
 			  const struct param_set *defaults, char *buf, size_t len);
+
+/*
+ * After a ParameterStatus put a reported setting back to the connection's
+ * default while the client started with another value: was it the
+ * client's RESET (or SET ... TO DEFAULT, RESET ALL, DISCARD ALL), which on
+ * a direct connection returns the startup value, or a SET to exactly the
+ * default?  Only the server knows (pg_settings.source is 'session' after a
+ * SET); this builds the hidden query that asks and, for a RESET, sets the
+ * startup value (its ParameterStatus tells the rest):
+ * SELECT pg_catalog.set_config(name, CASE lower(name) WHEN 'n' THEN 'v' ...
+ * END, false) FROM pg_catalog.pg_settings WHERE source <> 'session' AND
+ * lower(name) IN ('n', ...)
+ * for each name of startup whose value in current equals its value in
+ * defaults and differs from startup's.  Length and buffer as
+ * param_set_diff_sql; 0: no such name.
+ */
+size_t param_set_restore_sql(const struct param_set *startup, const struct param_set *current,
+			     const struct param_set *defaults, char *buf, size_t len);
 
 #endif

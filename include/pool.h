@@ -22,6 +22,8 @@
 struct client;
 struct server;
 
+#define POOL_PARAMS_OK 16
+
 struct pool_group {
 	struct list node; /* database->groups */
 	struct database *db;
@@ -29,11 +31,14 @@ struct pool_group {
 	struct statlist waiting; /* CLIENT_WAITING, FIFO */
 	struct statlist active;  /* CLIENT_ACTIVE */
 	struct list pools;       /* struct pool, one per replica */
-	struct wbuf welcome;     /* ParameterStatus messages a new client gets */
+	struct wbuf welcome;     /* ParameterStatus messages a new client gets: the newest login's */
 	bool have_welcome;
-	struct server *welcome_from; /* the login collecting the welcome */
 	unsigned rr;             /* round_robin position */
 	int connecting;          /* servers in login across the group's pools */
+	/* Startup sets (param_set_id) a server of this group took without an
+	 * error lately: a client with one of them logs in without a check. */
+	uint64_t params_ok[POOL_PARAMS_OK];
+	unsigned params_ok_next;
 };
 
 /* workers = N: one per (database, user, replica address) for the whole
@@ -101,6 +106,10 @@ static inline int replica_busy(const struct replica *r)
  * waiting for a server connection of its own (as with one worker). */
 void pool_welcome_publish(const struct pool_group *g);
 bool pool_welcome_adopt(struct pool_group *g);
+/* Has a server of g taken this startup set (param_set_id) lately without
+ * an error? */
+bool pool_params_ok(const struct pool_group *g, uint64_t set_id);
+void pool_params_ok_add(struct pool_group *g, uint64_t set_id);
 /* A database name no worker has any more (an auto-created one removed):
  * its shared parameters go too. */
 void pool_welcome_forget(const char *db);

@@ -95,6 +95,11 @@ struct server {
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
+	bool params_check;    /* the hidden SET is a login's check (server_check_params) */
+	bool reset_check;     /* a setting went back to its default: a RESET? (ask_reset) */
+	bool reset_asking;    /* ... asked: its ParameterStatus goes to the client */
+	char check_sqlstate[6];
+	char check_message[256]; /* the server's error to it, "" for none */
 	bool login_failed_by_user; /* the server refused the user, not the connection */
 	/* What the server sent during login, against server_login_max_bytes and
 	 * server_login_max_messages. */
@@ -114,6 +119,7 @@ struct server {
 	 * whether the query failed. */
 	const struct param_set *learning;
 	bool learn_failed;
+	struct wbuf login_welcome; /* its login's ParameterStatus messages, until login_complete */
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
 	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */
@@ -164,9 +170,20 @@ void server_drain_fakes(struct server *s);
 void server_link(struct server *s, struct client *c);
 /* Sends the hidden SET/RESET that gives the linked server the client's
  * current settings (c->params), ahead of the client's next message, and
- * makes its known set the client's.  Must not: be called while a client
- * message is half forwarded (the statement would land inside it). */
-void server_sync_params(struct server *s);
+ * makes its known set the client's; false when nothing differed.  Must
+ * not: be called while a client message is half forwarded (the statement
+ * would land inside it).
+ *
+ * Contract for whoever learns a change of a client's session (a SET it
+ * ran, a RESET): update c->params and, for what the linked server now
+ * has, s->params; when the two then differ, the server gets the hidden
+ * SET at the client's next ReadyForQuery that leaves the link in place
+ * (session mode, inside a transaction), or at its next link. */
+bool server_sync_params(struct server *s);
+/* Login: the client's startup settings tried on the linked server, at
+ * once (its ReadyForQuery comes to client_params_checked); false when
+ * nothing needed a SET. */
+bool server_check_params(struct server *s);
 /* Queues, right after the client's last message, a hidden `sql` (a SET of
  * the client's startup values after its RESET): its ParameterStatus replies
  * reach the client. */

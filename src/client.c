@@ -9,6 +9,7 @@
  */
 #include "client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -195,6 +196,18 @@ void client_free_list(void)
 
 /* ---- login ---------------------------------------------------------------- */
 
+/* Did a server of the client's group take its startup settings lately
+ * (PostgreSQL refuses an unknown or bad setting at login; so does pgfleet,
+ * with the server's error, by trying them before the greeting)? */
+static bool params_known_good(const struct client *c)
+{
+	const struct param_set *st = c->params_startup;
+	/* Any application_name is good (the server truncates a long one): the
+	 * common case, an application's name alone, needs no round trip. */
+	return st->count == 0 || (st->count == 1 && param_get(st, "application_name")) ||
+	       pool_params_ok(c->group, param_set_id(st));
+}
+
 static void send_welcome(struct client *c)
 {
 	struct pool_group *g = c->group;
@@ -264,17 +277,32 @@ static void login_done(struct client *c)
 		client_close(c, "53200", "out of memory");
 		return;
 	}
-	if (c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) {
+	if ((c->group->have_welcome || (worker_threaded() && pool_welcome_adopt(c->group))) &&
+	    params_known_good(c)) {
 		send_welcome(c);
 		client_set_state(c, CLIENT_ACTIVE);
 		return;
 	}
-	/* No server of this group has told us its parameters yet: wait for one. */
+	/* No server of this group has told us its parameters yet, or none has
+	 * taken this client's startup settings lately: wait for one. */
 	c->login_step = LOGIN_WELCOME;
 	c->welcome_pending = true;
 	client_set_state(c, CLIENT_ACTIVE);
 	if (pool_checkout(c))
 		client_linked(c);
+}
+
+void client_params_checked(struct client *c, const char *sqlstate, const char *message)
+{
+	c->params_checking = false;
+	if (sqlstate) {
+		/* The server's own error names the parameter ("unrecognized
+		 * configuration parameter", "invalid value for parameter"). */
+		client_close(c, sqlstate, "%s", message);
+		return;
+	}
+	pool_params_ok_add(c->group, param_set_id(c->params_startup));
+	client_linked(c);
 }
 
 static void ask_password(struct client *c)
@@ -431,16 +459,25 @@ static bool login_tls(struct client *c)
 
 /* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
  * included in `pkt`. */
-/* The startup parameters pgfleet tracks as the client's settings. */
-static bool startup_param_tracked(const char *name)
+/* Is name in ignore_startup_parameters (a list, any case)?  Such a
+ * parameter is dropped, as PgBouncer does: the operator vouches for it. */
+static bool startup_param_ignored(const char *name)
 {
-	static const char *const tracked[] = {"client_encoding", "datestyle", "timezone",
-					      "intervalstyle", "standard_conforming_strings",
-					      "application_name"};
-	for (size_t i = 0; i < sizeof(tracked) / sizeof(tracked[0]); i++)
-		if (strcasecmp(name, tracked[i]) == 0)
+	const char *p = fleet.cfg.ignore_startup_parameters;
+	size_t n = strlen(name);
+	if (!p)
+		return false;
+	for (;;) {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			return false;
+		const char *start = p;
+		while (*p && *p != ',' && !isspace((unsigned char)*p))
+			p++;
+		if ((size_t)(p - start) == n && strncasecmp(start, name, n) == 0)
 			return true;
-	return false;
+	}
 }
 
 /* One of the client's startup settings, within max_client_params and
@@ -469,6 +506,44 @@ static bool startup_param_store(struct client *c, const char *name, const char *
 			     "value of startup parameter \"%.64s\" is too long: more than %lld bytes "
 			     "(max_client_param_size)",
 			     name, fleet.cfg.max_client_param_size);
+		return false;
+	}
+	return false;
+}
+
+static bool option_store(void *arg, const char *name, const char *value)
+{
+	struct client *c = arg;
+	/* PostgreSQL applies options first, the packet's other parameters
+	 * after them (they win): those are in the set already. */
+	if (startup_param_ignored(name) || (param_name_valid(name) &&
+					    param_get(c->params_startup, name)))
+		return true;
+	return startup_param_store(c, name, value);
+}
+
+/* The startup parameter `options`: each -c name=value / --name=value is one
+ * of the client's settings (false: c was refused and closed). */
+static bool startup_options(struct client *c, const char *value)
+{
+	char bad[80];
+	switch (param_options_parse(value, option_store, c, bad, sizeof(bad))) {
+	case PARAM_OPTIONS_OK:
+		return true;
+	case PARAM_OPTIONS_STOPPED:
+		return false; /* option_store closed c */
+	case PARAM_OPTIONS_NOMEM:
+		client_close(c, "53200", "out of memory");
+		return false;
+	case PARAM_OPTIONS_NO_VALUE:
+		client_close(c, "42601", "startup option \"%s\" requires a value (name=value)", bad);
+		return false;
+	case PARAM_OPTIONS_UNSUPPORTED:
+		client_close(c, "0A000",
+			     "unsupported startup option \"%s\": pgfleet takes only -c name=value and "
+			     "--name=value in options (or list options in "
+			     "ignore_startup_parameters)",
+			     bad);
 		return false;
 	}
 	return false;
@@ -526,7 +601,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	const char *unsupported[16];
 	int n_unsupported = 0;
-	const char *user = NULL, *database = NULL;
+	const char *user = NULL, *database = NULL, *options = NULL;
 	for (;;) {
 		const char *name = pkt_get_str(&r);
 		if (!name) {
@@ -544,19 +619,25 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 			user = value;
 		} else if (strcmp(name, "database") == 0) {
 			database = value;
-		} else if (strcmp(name, "replication") == 0 && strcasecmp(value, "false") != 0 &&
-			   strcasecmp(value, "off") != 0 && strcmp(value, "0") != 0) {
-			client_close(c, "08P01", "replication connections are not supported");
-			return;
+		} else if (strcmp(name, "replication") == 0) {
+			if (strcasecmp(value, "false") != 0 && strcasecmp(value, "off") != 0 &&
+			    strcmp(value, "0") != 0) {
+				client_close(c, "08P01", "replication connections are not supported");
+				return;
+			}
 		} else if (strncmp(name, "_pq_.", 5) == 0) {
 			if (n_unsupported < 16)
 				unsupported[n_unsupported++] = name;
-		} else if (startup_param_tracked(name)) {
-			if (!startup_param_store(c, name, value))
-				return;
+		} else if (startup_param_ignored(name)) {
+			continue; /* ignore_startup_parameters: dropped */
+		} else if (strcmp(name, "options") == 0) {
+			options = value; /* read after the others (option_store) */
+		} else if (!startup_param_store(c, name, value)) {
+			return; /* any other is a GUC: the server says so at the check */
 		}
-		/* Other parameters (extra_float_digits, options, ...) are dropped. */
 	}
+	if (options && !startup_options(c, options))
+		return;
 	param_set_assign(&c->params, c->params_startup);
 	if (!user || !*user) {
 		client_close(c, "28000", "no PostgreSQL user name specified in startup packet");
@@ -1588,8 +1669,17 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 void client_linked(struct client *c)
 {
 	if (c->welcome_pending) {
-		/* The server existed only to learn the parameters: greet and release. */
+		/* The server existed only to learn the parameters (and to try the
+		 * client's startup settings): greet and release. */
 		struct server *s = c->link;
+		if (!params_known_good(c)) {
+			if (server_check_params(s)) {
+				c->params_checking = true;
+				return; /* client_params_checked goes on */
+			}
+			/* Nothing to SET: the server's defaults are the client's. */
+			pool_params_ok_add(c->group, param_set_id(c->params_startup));
+		}
 		send_welcome(c);
 		c->login_step = LOGIN_STARTUP;
 		server_release(s);

@@ -606,6 +606,12 @@ void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void
 void database_reconnect(struct database *db, const char *why)
 {
 	struct list *rit, *pit, *it, *tmp;
+	/* New clients wait for a new login's parameters (role and database
+	 * defaults may have changed: that is often why one reconnects). */
+	list_for_each(it, &db->groups) {
+		container_of(it, struct pool_group, node)->have_welcome = false;
+	}
+	pool_welcome_forget(db->name);
 	list_for_each(rit, &db->replicas) {
 		struct replica *r = container_of(rit, struct replica, node);
 		list_for_each(pit, &r->pools) {

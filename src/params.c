@@ -257,6 +257,105 @@ enum param_result param_set_reset(const struct param_set **current,
 	return v ? param_set_store(current, name, v, NULL) : param_set_remove(current, name);
 }
 
+/* ---- startup options ------------------------------------------------------ */
+
+static bool is_space(char c);
+
+/* The next word of options into w (room for all of it), backslash escapes
+ * undone; NULL at the end. */
+static const char *next_word(const char *p, char *w)
+{
+	while (is_space(*p))
+		p++;
+	if (!*p)
+		return NULL;
+	size_t n = 0;
+	while (*p && !is_space(*p)) {
+		if (*p == '\\') {
+			p++;
+			if (!*p)
+				break;
+		}
+		w[n++] = *p++;
+	}
+	w[n] = 0;
+	return p;
+}
+
+static void copy_bad(char *bad, size_t badlen, const char *word)
+{
+	if (badlen) {
+		size_t n = strlen(word);
+		if (n >= badlen)
+			n = badlen - 1;
+		memcpy(bad, word, n);
+		bad[n] = 0;
+	}
+}
+
+/* "name=value" of a -c or --: fn with '-' in the name as '_'. */
+static enum param_options_result one_setting(char *nv, bool (*fn)(void *, const char *,
+								  const char *),
+					     void *arg)
+{
+	char *eq = strchr(nv, '=');
+	if (!eq || eq == nv)
+		return PARAM_OPTIONS_NO_VALUE;
+	*eq = 0;
+	for (char *q = nv; *q; q++)
+		if (*q == '-')
+			*q = '_';
+	bool ok = fn(arg, nv, eq + 1);
+	*eq = '=';
+	return ok ? PARAM_OPTIONS_OK : PARAM_OPTIONS_STOPPED;
+}
+
+enum param_options_result param_options_parse(const char *options,
+					      bool (*fn)(void *arg, const char *name,
+							 const char *value),
+					      void *arg, char *bad, size_t badlen)
+{
+	size_t len = strlen(options);
+	char *w = malloc(len + 1), *w2 = malloc(len + 1);
+	enum param_options_result r = PARAM_OPTIONS_OK;
+	if (!w || !w2) {
+		free(w);
+		free(w2);
+		return PARAM_OPTIONS_NOMEM;
+	}
+	if (badlen)
+		bad[0] = 0;
+	const char *p = options;
+	while (r == PARAM_OPTIONS_OK && (p = next_word(p, w)) != NULL) {
+		if (w[0] == '-' && w[1] == 'c') {
+			char *nv = w + 2;
+			if (!*nv) { /* "-c name=value": the value is the next word */
+				const char *q = next_word(p, w2);
+				if (!q) {
+					copy_bad(bad, badlen, w);
+					r = PARAM_OPTIONS_NO_VALUE;
+					break;
+				}
+				p = q;
+				nv = w2;
+			}
+			r = one_setting(nv, fn, arg);
+			if (r == PARAM_OPTIONS_NO_VALUE)
+				copy_bad(bad, badlen, nv);
+		} else if (w[0] == '-' && w[1] == '-' && w[2]) {
+			r = one_setting(w + 2, fn, arg);
+			if (r == PARAM_OPTIONS_NO_VALUE)
+				copy_bad(bad, badlen, w);
+		} else {
+			copy_bad(bad, badlen, w);
+			r = PARAM_OPTIONS_UNSUPPORTED;
+		}
+	}
+	free(w);
+	free(w2);
+	return r;
+}
+
 /* ---- the hidden SET ------------------------------------------------------- */
 
 struct out {
@@ -437,6 +536,58 @@ size_t param_set_diff_sql(const struct param_set *want, const struct param_set *
 			hm = param_next(have, &hp, &hn, &hv);
 		}
 	}
+	if (o.need < len)
+		buf[o.need] = 0;
+	else if (len)
+		buf[0] = 0;
+	return o.need;
+}
+
+/* A name of startup that current has at the connection's default while the
+ * startup value is another. */
+static bool reset_candidate(const char *name, const char *startup_value,
+			    const struct param_set *current, const struct param_set *defaults)
+{
+	const char *cur = param_get(current, name), *d = param_get(defaults, name);
+	return cur && d && param_value_same(name, cur, d) &&
+	       !param_value_same(name, cur, startup_value);
+}
+
+size_t param_set_restore_sql(const struct param_set *startup, const struct param_set *current,
+			     const struct param_set *defaults, char *buf, size_t len)
+{
+	struct out o = {buf, len, 0};
+	if (len)
+		buf[0] = 0;
+	uint32_t pos = 0;
+	const char *n, *v;
+	bool any = false;
+	while (param_next(startup, &pos, &n, &v)) {
+		if (!reset_candidate(n, v, current, defaults))
+			continue;
+		if (!any)
+			put_str(&o, "SELECT pg_catalog.set_config(name, CASE lower(name)");
+		any = true;
+		put_str(&o, " WHEN ");
+		put_literal(&o, n, strlen(n));
+		put_str(&o, " THEN ");
+		put_literal(&o, v, strlen(v));
+	}
+	if (!any)
+		return 0;
+	put_str(&o, " END, false) FROM pg_catalog.pg_settings WHERE source <> 'session' AND "
+		    "lower(name) IN (");
+	pos = 0;
+	bool first = true;
+	while (param_next(startup, &pos, &n, &v)) {
+		if (!reset_candidate(n, v, current, defaults))
+			continue;
+		if (!first)
+			put(&o, ", ", 2);
+		first = false;
+		put_literal(&o, n, strlen(n));
+	}
+	put(&o, ")", 1);
 	if (o.need < len)
 		buf[o.need] = 0;
 	else if (len)

@@ -107,6 +107,22 @@ void pool_welcome_publish(const struct pool_group *g)
 	free(copy);
 }
 
+bool pool_params_ok(const struct pool_group *g, uint64_t set_id)
+{
+	for (unsigned i = 0; i < POOL_PARAMS_OK; i++)
+		if (g->params_ok[i] == set_id)
+			return true;
+	return false;
+}
+
+void pool_params_ok_add(struct pool_group *g, uint64_t set_id)
+{
+	if (pool_params_ok(g, set_id))
+		return;
+	g->params_ok[g->params_ok_next] = set_id;
+	g->params_ok_next = (g->params_ok_next + 1) % POOL_PARAMS_OK;
+}
+
 bool pool_welcome_adopt(struct pool_group *g)
 {
 	char key[sizeof(((struct shared_welcome *)0)->key)];

@@ -454,13 +454,13 @@ static bool param_untracked(const char *name)
  * that the client and the connection's known set both learn (they are the
  * same set while linked, so they stay the same set); in a reply to
  * pgfleet's hidden SET nothing new (the known set was set with it). */
-static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client,
-			   bool login)
+static const char *note_parameter(struct server *s, const uint8_t *body, uint32_t len,
+				  bool for_client, bool login)
 {
 	struct pkt_reader r = pkt_reader_init(body, len);
 	const char *name = pkt_get_str(&r), *value = pkt_get_str(&r);
 	if (!name || !value)
-		return;
+		return NULL;
 	if (strcmp(name, "in_hot_standby") == 0) {
 		/* PostgreSQL 14+: a promotion shows up here at once. */
 		struct replica *rep = s->pool->replica;
@@ -468,33 +468,46 @@ static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, 
 		(void)replica_set_role(rep, role, "in_hot_standby");
 	}
 	if (param_untracked(name) || !param_name_valid(name))
-		return;
+		return NULL;
 	if (login) {
 		if (param_set_store(&s->params_login, name, value, NULL) != PARAM_OK)
 			log_warn("a server parameter not recorded", "replica",
 				 s->pool->replica->addr_str, "param", name, NULL);
-		return;
+		return NULL;
 	}
 	if (!for_client || !s->link)
-		return;
+		return NULL;
 	struct client *c = s->link;
+	/* Back to the connection's default while the client started with
+	 * another value: a RESET (which on a direct connection returns the
+	 * startup value) or a SET to just that value?  Asked at the next
+	 * ReadyForQuery (param_set_restore_sql). */
+	const char *dflt = param_get(s->params_login, name);
+	const char *own = param_get(c->params_startup, name);
+	if (dflt && own && param_value_same(name, value, dflt) && !param_value_same(name, value, own))
+		s->reset_check = true;
 	if (param_set_store(&c->params, name, value, NULL) != PARAM_OK)
 		log_warn("out of memory: a client's parameter not updated", NULL);
 	/* The session has it now; equal sets stay one interned set. */
 	if (param_set_store(&s->params, name, value, NULL) != PARAM_OK)
 		log_warn("out of memory: a server's parameter not updated", NULL);
+	return NULL;
 }
 
 static void login_complete(struct server *s)
 {
 	struct pool *p = s->pool;
 	struct replica *r = p->replica;
-	if (p->group->welcome_from == s) {
-		p->group->have_welcome = true;
-		p->group->welcome_from = NULL;
-		if (p->slot)
-			pool_welcome_publish(p->group);
-	}
+	/* New clients are greeted with the newest login's parameters, so that
+	 * an ALTER ROLE/DATABASE ... SET reaches them with the next connection. */
+	struct pool_group *g = p->group;
+	wbuf_reset(&g->welcome);
+	if (s->login_welcome.len)
+		wbuf_put(&g->welcome, s->login_welcome.data, s->login_welcome.len);
+	wbuf_free(&s->login_welcome);
+	g->have_welcome = true;
+	if (p->slot)
+		pool_welcome_publish(g);
 	p->group->connecting--;
 	r->fails = 0;
 	if (r->state == REPLICA_DOWN || r->state == REPLICA_NEW)
@@ -606,17 +619,9 @@ static void process_login(struct server *s)
 			}
 			break;
 		case 'S':
-			note_parameter(s, body, len - 4, false, true);
-			if (!s->pool->group->have_welcome) {
-				/* The first server to get here speaks for the group. */
-				struct pool_group *g = s->pool->group;
-				if (!g->welcome_from) {
-					g->welcome_from = s;
-					wbuf_reset(&g->welcome);
-				}
-				if (g->welcome_from == s)
-					wbuf_put(&g->welcome, body - 5, total);
-			}
+			(void)note_parameter(s, body, len - 4, false, true);
+			/* Every login's: the newest speaks for the group (login_complete). */
+			wbuf_put(&s->login_welcome, body - 5, total);
 			break;
 		case 'K': {
 			struct pkt_reader r = pkt_reader_init(body, len - 4);
@@ -1179,6 +1184,60 @@ static void learn_done(struct server *s, struct client *c)
 	param_set_release(have);
 }
 
+/* pgfleet's own statement, with nothing of the client's behind it: sent now. */
+static void flush_hidden(struct server *s)
+{
+	if (conn_flush(&s->io) == IO_ERROR) {
+		s->close_needed = true; /* the read side sees the broken socket */
+		return;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+}
+
+/* After a ParameterStatus that may mean a RESET of one of the client's
+ * startup settings (note_parameter): the hidden question, sent now, ahead
+ * of the client's next statement; false when there is nothing to ask. */
+static bool ask_reset(struct server *s, struct client *c)
+{
+	s->reset_check = false;
+	if (s->xact_status == 'E')
+		return false; /* a failed transaction: its RESET is undone anyway */
+	char stack[1024];
+	char *sql = stack;
+	size_t n = param_set_restore_sql(c->params_startup, c->params, s->params_login, sql,
+					 sizeof(stack));
+	if (!n)
+		return false;
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1);
+		if (!sql)
+			return false;
+		(void)param_set_restore_sql(c->params_startup, c->params, s->params_login, sql,
+					    n + 1);
+	}
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+	if (sql != stack)
+		free(sql);
+	s->reset_asking = true;
+	flush_hidden(s);
+	return true;
+}
+
+/* The client's turn on s is over: the connection goes back (*release),
+ * unless the client's settings are to be read back first (learn_send; the
+ * turn then ends at its answer).  False when s was closed. */
+static bool turn_end(struct server *s, struct client *c, bool *release)
+{
+	if (!c->params_changed) {
+		*release = true;
+		return true;
+	}
+	c->params_changed = false;
+	return learn_send(s, c);
+}
+
 static void finish_release(struct server *s)
 {
 	struct client *c = s->link;
@@ -1253,14 +1312,33 @@ static void forward_to_client(struct server *s)
 			return;
 		}
 		if (type == 'S')
-			note_parameter(s, body, len - 4, !hidden, false);
+			(void)note_parameter(s, body, len - 4, !hidden || s->reset_asking, false);
+		if (hidden && type == 'S' && s->reset_asking) {
+			/* The startup value back after a RESET: the client is told, as
+			 * a direct connection tells it. */
+			if (!flush_to_client(s, c))
+				return;
+			wbuf_put(&c->io.out, body - 5, total);
+			b->parsed += total;
+			b->done = b->parsed;
+			continue;
+		}
 		if (hidden) {
 			/* A reply to pgfleet's own request: consumed, never forwarded. */
 			if (!flush_to_client(s, c))
 				return;
-			if (type == 'E')
+			if (type == 'E' && s->params_check && !s->check_message[0]) {
+				struct pg_error e;
+				if (!proto_parse_error(body, len - 4, &e))
+					e.sqlstate = "08P01", e.message = "malformed error";
+				snprintf(s->check_sqlstate, sizeof(s->check_sqlstate), "%s",
+					 e.sqlstate);
+				snprintf(s->check_message, sizeof(s->check_message), "%s",
+					 e.message);
+			} else if (type == 'E') {
 				log_warn("query pgfleet sent failed", "replica",
 					 s->pool->replica->addr_str, NULL);
+			}
 			if (type == 'Z')
 				s->xact_status = status;
 			bool learned = false; /* a REQ_LEARN's ReadyForQuery */
@@ -1275,8 +1353,9 @@ static void forward_to_client(struct server *s)
 			b->parsed += total;
 			/* A ParameterStatus tells the client a value its own
 			 * session now has (pgfleet's SETs are of the client's
-			 * values): it goes to the client; the rest is consumed. */
-			if (type != 'S')
+			 * values): it goes to the client, once greeted; the rest
+			 * is consumed. */
+			if (type != 'S' || c->welcome_pending || s->params_check)
 				b->done = b->parsed;
 			if (effect == TXN_POP)
 				queue_pop(s);
@@ -1284,15 +1363,26 @@ static void forward_to_client(struct server *s)
 				if (s->learning || s->learn_failed)
 					learn_done(s, c);
 				/* The client's turn was over but for this. */
-				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode)) {
-					if (!c->params_changed) {
-						release = true;
-					} else {
-						c->params_changed = false;
-						if (!learn_send(s, c))
-							return;
-					}
-				}
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode) &&
+				    !turn_end(s, c, &release))
+					return;
+				continue;
+			}
+			if (type == 'Z' && s->reset_asking && effect == TXN_POP) {
+				s->reset_asking = false;
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode) &&
+				    !turn_end(s, c, &release))
+					return;
+				continue;
+			}
+			if (type == 'Z' && s->params_check && s->q_len == 0) {
+				s->params_check = false;
+				bool failed = s->check_message[0] != 0;
+				if (failed)
+					s->close_needed = true; /* its settings are unknown now */
+				client_params_checked(c, failed ? s->check_sqlstate : NULL,
+						      s->check_message);
+				return;
 			}
 			continue;
 		}
@@ -1334,15 +1424,18 @@ static void forward_to_client(struct server *s)
 		} else if (effect == TXN_POP) {
 			queue_pop(s);
 		}
+		if (type == 'Z' && s->reset_check && s->q_len == 0 && c->io.pkt_remain == 0 &&
+		    ask_reset(s, c))
+			continue; /* the turn ends at the answer's ReadyForQuery */
 		if (type == 'Z' && txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode)) {
-			if (!c->params_changed) {
-				release = true;
-			} else {
-				/* Not before the settings are read back. */
-				c->params_changed = false;
-				if (!learn_send(s, c))
-					return;
-			}
+			if (!turn_end(s, c, &release))
+				return;
+		} else if (type == 'Z' && c->params != s->params && s->q_len == 0 &&
+			   c->io.pkt_remain == 0 && !c->welcome_pending) {
+			/* The session lost one of the client's settings (a RESET)
+			 * and keeps this connection: back before its next statement. */
+			if (server_sync_params(s))
+				flush_hidden(s);
 		}
 	}
 	if (!release && !drain_head_fakes(s, c, NULL))
@@ -1502,7 +1595,7 @@ void server_link(struct server *s, struct client *c)
 	server_sync_params(s);
 }
 
-void server_sync_params(struct server *s)
+bool server_sync_params(struct server *s)
 {
 	struct client *c = s->link;
 	char stack[1024];
@@ -1511,8 +1604,9 @@ void server_sync_params(struct server *s)
 	if (n >= sizeof(stack)) {
 		sql = malloc(n + 1); /* many or long settings: rare, and bounded */
 		if (!sql) {
-			server_close(s, "out of memory");
-			return;
+			s->close_needed = true; /* its settings are not the client's */
+			log_warn("out of memory: a client's settings not applied", NULL);
+			return false;
 		}
 		(void)param_set_diff_sql(c->params, s->params, s->params_login, sql, n + 1);
 	}
@@ -1524,6 +1618,17 @@ void server_sync_params(struct server *s)
 	if (sql != stack)
 		free(sql);
 	param_set_assign(&s->params, c->params);
+	return n > 0;
+}
+
+bool server_check_params(struct server *s)
+{
+	if (!server_sync_params(s))
+		return false;
+	s->params_check = true;
+	s->check_message[0] = 0;
+	flush_hidden(s);
+	return true;
 }
 
 static bool must_close(struct server *s)
@@ -1623,10 +1728,7 @@ void server_close(struct server *s, const char *reason)
 	bool was_login = s->state == SERVER_LOGIN;
 	if (was_login) {
 		p->group->connecting--;
-		if (p->group->welcome_from == s) {
-			wbuf_reset(&p->group->welcome);
-			p->group->welcome_from = NULL;
-		}
+		wbuf_free(&s->login_welcome);
 		if (!s->login_failed_by_user) {
 			/* The replica would not take a connection: no new work for it. */
 			snprintf(r->last_error, sizeof(r->last_error), "%s", reason);
@@ -1672,6 +1774,7 @@ void server_free_list(void)
 		param_set_release(s->params);
 		param_set_release(s->params_login);
 		param_set_release(s->learning);
+		wbuf_free(&s->login_welcome);
 		free(s);
 	}
 	database_reap();

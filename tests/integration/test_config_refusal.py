@@ -81,11 +81,11 @@ def test_check_prints_warnings_and_accepts(tmp_path):
 
 def test_pgbouncer_logging_knobs_start_with_a_warning(service, pgfleet):
     fleet = pgfleet(settings=dict(SETTINGS, logfile="/var/log/pgbouncer.log",
-                                  ignore_startup_parameters="extra_float_digits"))
+                                  job_name="nightly"))
     line = ini_line(fleet, "logfile")
     fleet.wait_log(r"msg=\"config warning\" detail=\"%s:%d: key 'logfile': not implemented "
                    r"by pgfleet, ignored" % (re.escape(fleet.ini_path), line))
-    fleet.wait_log(r"msg=\"config warning\" detail=\"[^\"]*key 'ignore_startup_parameters'")
+    fleet.wait_log(r"msg=\"config warning\" detail=\"[^\"]*key 'job_name'")
     with app_conn(fleet) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 

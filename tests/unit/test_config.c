@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 68);
+	CHECK(n == 69);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -413,7 +413,7 @@ static void test_unimplemented_warned(void)
 	struct msgs m = {0};
 	CHECK(load_text(&cfg, &m,
 	                BASE "logfile = /var/log/pgbouncer.log\n"
-	                     "ignore_startup_parameters = extra_float_digits\n"
+	                     "job_name = nightly\n"
 	                     "min_pool_size = 2\n"
 	                     "tcp_keepalive = 1\n" /* the default: no warning */
 	                     "client_tls_ciphers = fast\n",
@@ -424,9 +424,8 @@ static void test_unimplemented_warned(void)
 		char *w0 = expand("@/pgfleet.ini:5: key 'logfile': not implemented by pgfleet, "
 		                  "ignored (pgfleet logs to stderr)");
 		char *w1 =
-		    expand("@/pgfleet.ini:6: key 'ignore_startup_parameters': not implemented "
-		           "by pgfleet, ignored (startup parameters pgfleet does not track are "
-		           "always ignored)");
+		    expand("@/pgfleet.ini:6: key 'job_name': not implemented "
+		           "by pgfleet, ignored");
 		char *w2 = expand("@/pgfleet.ini:9: key 'client_tls_ciphers': not implemented by "
 		                  "pgfleet, ignored (OpenSSL's default cipher list)");
 		/* settings of the table are judged after every source: last */

@@ -100,7 +100,7 @@ static void test_pgbouncer_alias(void)
 	CHECK(load_text(&cfg, &m,
 	                "[databases]\napp = host=db\n[pgbouncer]\nlisten_port = 6000\n"
 	                "logfile = /var/log/pgbouncer.log\npidfile = /run/pgbouncer.pid\n"
-	                "ignore_startup_parameters = extra_float_digits\n"
+	                "job_name = nightly\n"
 	                "[users]\n[PgFleet]\nworkers = 2\n",
 	                users_env));
 	CHECK(cfg.listen_port == 6000);

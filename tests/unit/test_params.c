@@ -309,6 +309,80 @@ static void test_diff_large(void)
 	param_set_release(have);
 }
 
+/* The question after a setting went back to its default (a RESET?). */
+static void test_restore_sql(void)
+{
+	const char *st_kv[] = {"datestyle=SQL, DMY", "intervalstyle=iso_8601", "timezone=UTC",
+			       "application_name=o'b", NULL};
+	const char *cur_kv[] = {"datestyle=iso, mdy", "intervalstyle=iso_8601", "timezone=UTC",
+				"application_name=", NULL};
+	const char *def_kv[] = {"datestyle=ISO, MDY", "intervalstyle=postgres", "timezone=UTC",
+				"application_name=", NULL};
+	const struct param_set *st = make(st_kv), *cur = make(cur_kv), *def = make(def_kv);
+	char buf[1024];
+	size_t n = param_set_restore_sql(st, cur, def, buf, sizeof buf);
+	const char *want =
+	    "SELECT pg_catalog.set_config(name, CASE lower(name) WHEN 'application_name' THEN "
+	    "'o''b' WHEN 'datestyle' THEN 'SQL, DMY' END, false) FROM pg_catalog.pg_settings "
+	    "WHERE source <> 'session' AND lower(name) IN ('application_name', 'datestyle')";
+	CHECK(n == strlen(want));
+	CHECK_STR(buf, want);
+	char small[20];
+	CHECK(param_set_restore_sql(st, cur, def, small, sizeof small) == n && !*small);
+	/* Nothing back at the default: nothing to ask. */
+	CHECK(param_set_restore_sql(st, st, def, buf, sizeof buf) == 0 && !*buf);
+	CHECK(param_set_restore_sql(def, cur, def, buf, sizeof buf) == 0);
+	param_set_release(st);
+	param_set_release(cur);
+	param_set_release(def);
+}
+
+static const struct {
+	const char *options;
+	enum param_options_result r;
+	const char *got; /* "name=value;" each, or the bad word */
+} options_cases[] = {
+    {"", PARAM_OPTIONS_OK, ""},
+    {"   ", PARAM_OPTIONS_OK, ""},
+    {"-c intervalstyle=postgres_verbose", PARAM_OPTIONS_OK, "intervalstyle=postgres_verbose;"},
+    {"-cgeqo=off  --lock-timeout=2s\t-c search_path=a,b", PARAM_OPTIONS_OK,
+     "geqo=off;lock_timeout=2s;search_path=a,b;"},
+    {"-c application_name=a\\ b\\\\c", PARAM_OPTIONS_OK, "application_name=a b\\c;"},
+    {"-c x=", PARAM_OPTIONS_OK, "x=;"},
+    {"-c a=1 -B 100", PARAM_OPTIONS_UNSUPPORTED, "-B"},
+    {"word", PARAM_OPTIONS_UNSUPPORTED, "word"},
+    {"-c", PARAM_OPTIONS_NO_VALUE, "-c"},
+    {"-c name", PARAM_OPTIONS_NO_VALUE, "name"},
+    {"--name", PARAM_OPTIONS_NO_VALUE, "--name"},
+    {"-c =v", PARAM_OPTIONS_NO_VALUE, "=v"},
+    {"-c a=1 -c stop=1 -c b=2", PARAM_OPTIONS_STOPPED, "a=1;"},
+};
+
+static bool collect(void *arg, const char *name, const char *value)
+{
+	if (strcmp(name, "stop") == 0)
+		return false;
+	char *out = arg;
+	size_t n = strlen(out);
+	snprintf(out + n, 256 - n, "%s=%s;", name, value);
+	return true;
+}
+
+static void test_options_parse(void)
+{
+	for (size_t i = 0; i < ARRAY_LEN(options_cases); i++) {
+		char got[256] = "", bad[16];
+		enum param_options_result r =
+		    param_options_parse(options_cases[i].options, collect, got, bad, sizeof bad);
+		const char *what = r == PARAM_OPTIONS_OK || r == PARAM_OPTIONS_STOPPED ? got : bad;
+		if (r != options_cases[i].r || strcmp(what, options_cases[i].got) != 0)
+			fprintf(stderr, "  \"%s\": %d \"%s\"\n", options_cases[i].options, (int)r,
+				what);
+		CHECK(r == options_cases[i].r);
+		CHECK_STR(what, options_cases[i].got);
+	}
+}
+
 static void test_value_same(void)
 {
 	CHECK(param_value_same("TimeZone", "utc", "UTC"));
@@ -328,5 +402,7 @@ int main(void)
 	RUN(test_diff_small_buffers);
 	RUN(test_diff_large);
 	RUN(test_value_same);
+	RUN(test_restore_sql);
+	RUN(test_options_parse);
 	return harness_finish();
 }
