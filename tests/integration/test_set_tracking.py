@@ -514,3 +514,31 @@ def test_reset_in_the_same_transaction_sees_the_startup_value(service, pgfleet):
             simple(a, "ROLLBACK")
             b.execute("SELECT 1")
             assert show(a, "application_name") == "st_before"
+
+
+def test_startup_options_survive_set_and_reset(service, pgfleet):
+    """options (-c): the startup values; SET over them, RESET back to them,
+    in the same transaction (simple Query) and in the next (any protocol),
+    while another client uses the same backend."""
+    fleet = one_pod(pgfleet)
+    opts = "'-c statement_timeout=5s -c search_path=pg_catalog'"  # quoted in the DSN
+    with fleet.connect(options=opts) as a:
+        with other_client(fleet, a) as b:
+            assert show(a, "statement_timeout") == "5s"
+            a.execute("SET statement_timeout = '1s'")
+            a.execute("SET search_path = public")
+            b.execute("SET statement_timeout = '2s'")
+            assert show(a, "statement_timeout") == "1s"
+            assert show(a, "search_path") == "public"
+            simple(a, "BEGIN")
+            simple(a, "RESET statement_timeout")
+            assert a.pgconn.exec_(b"SHOW statement_timeout").get_value(0, 0) == b"5s"
+            simple(a, "COMMIT")
+            a.execute("RESET search_path")  # extended protocol
+            assert show(b, "statement_timeout") == "2s"
+            assert show(a, "search_path") == "pg_catalog"
+            assert show(a, "statement_timeout") == "5s"
+            a.execute("SET statement_timeout = '3s'")
+            simple(a, "RESET ALL")
+            assert show(a, "statement_timeout") == "5s"
+            assert show(b, "statement_timeout") == "2s"
