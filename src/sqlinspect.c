@@ -231,17 +231,23 @@ static bool has_session_name(const char *sql, const char *end)
 }
 
 /* SELECT ... INTO [TEMP | TEMPORARY] name: "into", blanks and comments,
- * "temp".  One pass over the bytes for an 'i'. */
-static bool has_into_temp(const char *sql, const char *end)
+ * "temp".  Found from the 'o' of "into" (memchr for each case of it: the
+ * hot path's texts have few), never by a loop over every byte. */
+static bool into_temp_from(const char *sql, const char *end, char o)
 {
-	for (const char *p = sql; p + 4 <= end; p++) {
-		if ((*p | 0x20) != 'i' || !word_after(p, end, "into", 4))
+	for (const char *p = sql; (p = memchr(p, o, (size_t)(end - p))) != NULL; p++) {
+		if (!word_before(sql, p, "int", 3))
 			continue;
-		const char *q = skip_blank(p + 4, end);
-		if (word_after(q, end, "temp", 4))
+		const char *q = skip_blank(p + 1, end);
+		if (q > p + 1 && word_after(q, end, "temp", 4))
 			return true;
 	}
 	return false;
+}
+
+static bool has_into_temp(const char *sql, const char *end)
+{
+	return into_temp_from(sql, end, 'o') || into_temp_from(sql, end, 'O');
 }
 
 bool sqlinspect_prefilter_session(const char *sql, size_t len)
