@@ -86,6 +86,8 @@ bool sqlinspect_prefilter_one(const char *sql, size_t len);
  * pg_temp, or INTO TEMP.  False means certainly none of the above; a hit
  * costs a parse.  sql[len] must be a NUL. */
 bool sqlinspect_prefilter_session(const char *sql, size_t len);
+/* sqlinspect_prefilter || sqlinspect_prefilter_session, in one walk. */
+bool sqlinspect_prefilter_both(const char *sql, size_t len);
 /* The parser's part of sqlinspect_look, for a text the prefilter let
  * through: every flag above (the caller masks what it did not ask for). */
 unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse,
@@ -140,10 +142,13 @@ static inline unsigned sqlinspect_look_watch(const char *sql, size_t len, size_t
 			((watch & SQLI_WATCH_SESSION)
 				 ? SQLI_SESSION_FLAGS | SQLI_SET | SQLI_RESET | SQLI_RESET_ALL
 				 : 0);
-	bool hit = (watch & SQLI_WATCH_STATEMENTS) && (one ? sqlinspect_prefilter_one(sql, len)
-							   : sqlinspect_prefilter(sql, len));
-	if (!hit && (watch & SQLI_WATCH_SESSION))
+	bool hit;
+	if (!(watch & SQLI_WATCH_SESSION))
+		hit = one ? sqlinspect_prefilter_one(sql, len) : sqlinspect_prefilter(sql, len);
+	else if (!(watch & SQLI_WATCH_STATEMENTS))
 		hit = sqlinspect_prefilter_session(sql, len);
+	else /* a Parse's text too: each of its statements is looked at */
+		hit = sqlinspect_prefilter_both(sql, len);
 	if (!hit) {
 		look->flags = 0;
 		return 0;
