@@ -1156,8 +1156,10 @@ static void learn_row(struct server *s, const uint8_t *body, uint32_t len)
 static void learn_done(struct server *s, struct client *c)
 {
 	const struct param_set *have = s->learning;
+	bool failed = s->learn_failed || !have;
 	s->learning = NULL;
-	if (s->learn_failed || !have) {
+	s->learn_failed = false;
+	if (failed) {
 		/* What the session has is unknown: it serves no one else. */
 		param_set_release(have);
 		s->close_needed = true;
