@@ -212,7 +212,7 @@ static void send_welcome(struct client *c)
 {
 	struct pool_group *g = c->group;
 	struct wbuf *out = &c->io.out;
-	/* The server's parameters as the first connection of this group reported
+	/* The server's parameters as the newest login of this group reported
 	 * them, with the client's own settings in place of the server's. */
 	struct pkt_reader r = pkt_reader_init(g->welcome.data, g->welcome.len);
 	while (r.pos + 5 <= r.len) {
@@ -457,8 +457,6 @@ static bool login_tls(struct client *c)
 	}
 }
 
-/* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
- * included in `pkt`. */
 /* Is name in ignore_startup_parameters (a list, any case)?  Such a
  * parameter is dropped, as PgBouncer does: the operator vouches for it. */
 static bool startup_param_ignored(const char *name)
@@ -549,6 +547,8 @@ static bool startup_options(struct client *c, const char *value)
 	return false;
 }
 
+/* Handles a whole StartupMessage (or SSLRequest, ...).  The 4-byte length is
+ * included in `pkt`. */
 static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 {
 	struct pkt_reader r = pkt_reader_init(pkt + 4, len - 4);

@@ -454,13 +454,13 @@ static bool param_untracked(const char *name)
  * that the client and the connection's known set both learn (they are the
  * same set while linked, so they stay the same set); in a reply to
  * pgfleet's hidden SET nothing new (the known set was set with it). */
-static const char *note_parameter(struct server *s, const uint8_t *body, uint32_t len,
-				  bool for_client, bool login)
+static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, bool for_client,
+			   bool login)
 {
 	struct pkt_reader r = pkt_reader_init(body, len);
 	const char *name = pkt_get_str(&r), *value = pkt_get_str(&r);
 	if (!name || !value)
-		return NULL;
+		return;
 	if (strcmp(name, "in_hot_standby") == 0) {
 		/* PostgreSQL 14+: a promotion shows up here at once. */
 		struct replica *rep = s->pool->replica;
@@ -468,15 +468,15 @@ static const char *note_parameter(struct server *s, const uint8_t *body, uint32_
 		(void)replica_set_role(rep, role, "in_hot_standby");
 	}
 	if (param_untracked(name) || !param_name_valid(name))
-		return NULL;
+		return;
 	if (login) {
 		if (param_set_store(&s->params_login, name, value, NULL) != PARAM_OK)
 			log_warn("a server parameter not recorded", "replica",
 				 s->pool->replica->addr_str, "param", name, NULL);
-		return NULL;
+		return;
 	}
 	if (!for_client || !s->link)
-		return NULL;
+		return;
 	struct client *c = s->link;
 	/* Back to the connection's default while the client started with
 	 * another value: a RESET (which on a direct connection returns the
@@ -491,7 +491,6 @@ static const char *note_parameter(struct server *s, const uint8_t *body, uint32_
 	/* The session has it now; equal sets stay one interned set. */
 	if (param_set_store(&s->params, name, value, NULL) != PARAM_OK)
 		log_warn("out of memory: a server's parameter not updated", NULL);
-	return NULL;
 }
 
 static void login_complete(struct server *s)
@@ -619,7 +618,7 @@ static void process_login(struct server *s)
 			}
 			break;
 		case 'S':
-			(void)note_parameter(s, body, len - 4, false, true);
+			note_parameter(s, body, len - 4, false, true);
 			/* Every login's: the newest speaks for the group (login_complete). */
 			wbuf_put(&s->login_welcome, body - 5, total);
 			break;
@@ -1314,7 +1313,7 @@ static void forward_to_client(struct server *s)
 			return;
 		}
 		if (type == 'S')
-			(void)note_parameter(s, body, len - 4, !hidden || s->reset_asking, false);
+			note_parameter(s, body, len - 4, !hidden || s->reset_asking, false);
 		if (hidden && type == 'S' && s->reset_asking) {
 			/* The startup value back after a RESET: the client is told, as
 			 * a direct connection tells it. */
@@ -1340,6 +1339,10 @@ static void forward_to_client(struct server *s)
 			} else if (type == 'E') {
 				log_warn("query pgfleet sent failed", "replica",
 					 s->pool->replica->addr_str, NULL);
+				/* Its settings may not be what pgfleet believes (a SET
+				 * refused here though another server took it): not
+				 * trusted with another client. */
+				s->close_needed = true;
 			}
 			if (type == 'Z')
 				s->xact_status = status;

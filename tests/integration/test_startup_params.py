@@ -165,6 +165,24 @@ def test_reset_returns_the_startup_value(service, pgfleet, mode):
         assert show(conn, "DateStyle") == "SQL, DMY"
         assert show(conn, "IntervalStyle") == "iso_8601"
         assert conn.info.parameter_status("IntervalStyle") == "iso_8601"
+        # An explicit SET to the server's default value is not a RESET.
+        conn.execute("SET intervalstyle = 'postgres'")
+        assert show(conn, "IntervalStyle") == "postgres"
+        assert conn.info.parameter_status("IntervalStyle") == "postgres"
+        assert show(conn, "IntervalStyle") == "postgres"
+        # (A RESET from here sends no ParameterStatus, the server's value
+        # not changing: that one needs the statement read, issue 17 item 2.)
+        conn.execute("SET intervalstyle = 'sql_standard'")
+        conn.execute("SET intervalstyle TO DEFAULT")
+        assert show(conn, "IntervalStyle") == "iso_8601"
+        # A RESET inside a transaction block that rolls back: undone.
+        conn.execute("SET datestyle = 'German, DMY'")
+        conn.execute("BEGIN")
+        conn.execute("RESET datestyle")
+        assert show(conn, "DateStyle") == "SQL, DMY"
+        conn.execute("ROLLBACK")
+        assert show(conn, "DateStyle") == "German, DMY"
+        conn.execute("RESET datestyle")
         # another client on the same backends meanwhile: its own defaults
         with connect(fleet) as other:
             assert show(other, "DateStyle") == "ISO, MDY"
