@@ -88,7 +88,16 @@ struct client {
 	 * (malloc'd; at most CLIENT_CUSTOM_NAMES_MAX). */
 	char *custom_names;
 	uint32_t custom_names_len;
+	/* The last Parse text in which sqlinspect found nothing, and what it
+	 * watched for (client.c): drivers send the same unnamed Parse for
+	 * every execution, which is then compared, not looked at again.
+	 * NULL until the first; one buffer of CLIENT_CLEAN_PARSE_MAX bytes. */
+	char *clean_parse;
+	uint32_t clean_parse_len;
+	uint8_t clean_parse_watch;
 };
+
+#define CLIENT_CLEAN_PARSE_MAX 512
 
 #define CLIENT_CUSTOM_NAMES_MAX 4096
 

@@ -186,6 +186,7 @@ void client_free_list(void)
 		param_set_release(c->params);
 		param_set_release(c->params_startup);
 		free(c->custom_names);
+		free(c->clean_parse);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -1112,6 +1113,27 @@ static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
 	return FWD_DONE;
 }
 
+/* The same text as the client's last Parse in which nothing was found,
+ * looked at for the same things?  Then the look would find nothing again
+ * (within max_inspected_query_size the look depends on the text alone). */
+static bool clean_parse_again(const struct client *c, const char *text, size_t len,
+			      unsigned watch)
+{
+	return c->clean_parse && len == c->clean_parse_len && watch == c->clean_parse_watch &&
+	       len <= inspect_max() && memcmp(text, c->clean_parse, len) == 0;
+}
+
+static void clean_parse_note(struct client *c, const char *text, size_t len, unsigned watch)
+{
+	if (len > CLIENT_CLEAN_PARSE_MAX)
+		return;
+	if (!c->clean_parse && !(c->clean_parse = malloc(CLIENT_CLEAN_PARSE_MAX)))
+		return; /* no memory: looked at every time */
+	memcpy(c->clean_parse, text, len);
+	c->clean_parse_len = (uint32_t)len;
+	c->clean_parse_watch = (uint8_t)watch;
+}
+
 /* Parse of a named statement: remembered under the client's name, sent under
  * the shared name only when this server connection lacks it. */
 static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
@@ -1133,12 +1155,16 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	}
 	const char *query = (const char *)r.p + r.pos;
 	const char *qend = memchr(query, 0, r.len - r.pos);
+	size_t qlen = qend ? (size_t)(qend - query) : 0;
 	struct sql_look look;
 	/* Without its NUL the server refuses the message: nothing runs.  A
 	 * Parse runs one statement or none: its first is all that counts. */
-	unsigned what = qend ? sqlinspect_look_watch(query, (size_t)(qend - query), inspect_max(),
-						     watch, true, &look)
-			     : 0;
+	unsigned what = 0;
+	if (qend && !clean_parse_again(c, query, qlen, watch)) {
+		what = sqlinspect_look_watch(query, qlen, inspect_max(), watch, true, &look);
+		if (!what)
+			clean_parse_note(c, query, qlen, watch);
+	}
 	if (what & SQLI_SESSION_FLAGS) {
 		enum fwd f = session_state(c, s, what, len, true);
 		if (f != FWD_STREAM)
