@@ -75,7 +75,31 @@ struct client {
 	uint8_t encryption_requests; /* SSLRequest/GSSENCRequest answered 'N' */
 	uint32_t discard_remain; /* bytes of a dropped message still to come */
 	bool over_limit; /* accepted past max_client_conn: only to be told so */
+	/* Session state (SQLI_SESSION_FLAGS) this client was already told
+	 * about, or that was logged for it: once each per session. */
+	uint16_t state_told;
+	/* Transaction and statement pooling: a statement of this turn may have
+	 * changed a session setting (SET, RESET, set_config(): sqlinspect's
+	 * SQLI_SET), so the settings are read back from the server when the
+	 * turn ends (server.c) and become the client's current set. */
+	bool params_changed;
+	/* The custom (dotted) parameter names this client ever set, which
+	 * PostgreSQL lists nowhere: "a.b\0c.d\0", custom_names_len bytes
+	 * (malloc'd; at most CLIENT_CUSTOM_NAMES_MAX). */
+	char *custom_names;
+	uint32_t custom_names_len;
+	/* The last Parse text in which sqlinspect found nothing, and what it
+	 * watched for (client.c): drivers send the same unnamed Parse for
+	 * every execution, which is then compared, not looked at again.
+	 * NULL until the first; one buffer of CLIENT_CLEAN_PARSE_MAX bytes. */
+	char *clean_parse;
+	uint32_t clean_parse_len;
+	uint8_t clean_parse_watch;
 };
+
+#define CLIENT_CLEAN_PARSE_MAX 512
+
+#define CLIENT_CUSTOM_NAMES_MAX 4096
 
 /*
  * A connection past max_client_conn is accepted anyway, into one of

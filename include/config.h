@@ -22,11 +22,13 @@ enum tsa { TSA_ANY, TSA_READ_WRITE, TSA_READ_ONLY, TSA_PRIMARY, TSA_STANDBY, TSA
 enum load_balance { LB_LEAST_CONN, LB_ROUND_ROBIN, LB_RANDOM };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
 enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
+/* transaction_session_state: what a pooled client's session state gets */
+enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
 
 /*
  * Every [pgfleet] setting, defined once: X(name, type, default).
  * Types: STR (char *, never NULL, "" when empty), INT (long long), BOOL,
- * TIME (double seconds), and the enums POOLMODE, AUTHTYPE, LB, LOGFMT, TLSMODE
+ * TIME (double seconds), and the enums POOLMODE, AUTHTYPE, LB, LOGFMT, TLSMODE, SSTATE
  * (stored as int holding the enum value above).  The same table produces the
  * struct fields, the parser, SHOW CONFIG and PGFLEET_<NAME> overrides.
  */
@@ -60,6 +62,8 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 	X(client_login_timeout, TIME, "60")                                                        \
 	X(idle_transaction_timeout, TIME, "0")                                                     \
 	X(max_prepared_statements, INT, "200")                                                     \
+	/* issue 17: session state that cannot follow a client (client.c) */                       \
+	X(transaction_session_state, SSTATE, "error")                                              \
 	/* prepared statements against hostile clients (sqlinspect.c) */                           \
 	X(max_inspected_query_size, INT, "8192")                                                   \
 	/* hardening (issue 15): PostgreSQL's PQ_LARGE_MESSAGE_LIMIT, 1 GB - 1 */               \
@@ -215,6 +219,7 @@ enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, 
 #define CFG_CTYPE_LB int
 #define CFG_CTYPE_LOGFMT int
 #define CFG_CTYPE_TLSMODE int
+#define CFG_CTYPE_SSTATE int
 
 /* One [databases] entry.  Optional values are NULL / -1 when not given. */
 struct db_config {

@@ -30,6 +30,7 @@ struct pstmt {
 	uint32_t body_len;
 	bool drops_all;     /* DISCARD ALL / DEALLOCATE ALL: running it drops every statement */
 	bool unsure;        /* DO, CALL, ...: running it may change statements unseen */
+	bool sets;          /* SET, RESET, set_config(): running it may change settings */
 	uint8_t body[];     /* Parse body after the name: query\0, int16 n, n x int32 */
 };
 

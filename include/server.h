@@ -38,6 +38,11 @@ enum req_kind {
 	REQ_CLOSE,    /* CloseComplete */
 	REQ_DEALLOC,  /* a DEALLOCATE pgfleet answers itself */
 	REQ_ERROR,    /* an ErrorResponse pgfleet answers itself (then skip to Sync) */
+	REQ_NOTICE,   /* a NoticeResponse pgfleet sends the client, in turn */
+	REQ_LEARN,    /* a hidden simple Query of SET tracking: reading the
+			 session's settings back, or giving back startup values
+			 after a RESET; the client's turn may end at its
+			 ReadyForQuery */
 };
 
 enum req_action {
@@ -110,6 +115,10 @@ struct server {
 	 * defaults, the ParameterStatus values of its login. */
 	const struct param_set *params;
 	const struct param_set *params_login;
+	/* REQ_LEARN under way: the settings read so far (a reference), and
+	 * whether the query failed. */
+	const struct param_set *learning;
+	bool learn_failed;
 	struct wbuf login_welcome; /* its login's ParameterStatus messages, until login_complete */
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
@@ -152,6 +161,9 @@ void server_distrust_statements(struct server *s);
 /* Answers the client itself with an ErrorResponse in turn (the server gets
  * nothing); the client's messages up to Sync are then skipped. */
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg);
+/* Tells the client msg in a NoticeResponse (NOTICE, sqlstate) once every
+ * reply to what it sent before is out: it changes nothing else. */
+void server_queue_notice(struct server *s, const char *sqlstate, const char *msg);
 /* Answers the requests pgfleet fakes once all replies before them are out. */
 void server_drain_fakes(struct server *s);
 /* Bind a client to an idle server: re-apply the client's parameters. */
@@ -172,6 +184,10 @@ bool server_sync_params(struct server *s);
  * once (its ReadyForQuery comes to client_params_checked); false when
  * nothing needed a SET. */
 bool server_check_params(struct server *s);
+/* Queues, right after the client's last message, a hidden `sql` (a SET of
+ * the client's startup values after its RESET): its ParameterStatus replies
+ * reach the client. */
+void server_queue_settings(struct server *s, const char *sql);
 /* Back to the pool after a finished transaction (or a welcome). */
 void server_release(struct server *s);
 /* One of s's cancel connections ended: the last one returns a server

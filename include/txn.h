@@ -43,6 +43,7 @@ static inline bool txn_reply_ends(uint8_t kind, uint8_t type)
 	switch (kind) {
 	case REQ_QUERY:
 	case REQ_SYNC:
+	case REQ_LEARN:
 		return type == 'Z';
 	case REQ_PARSE:
 		return type == '1';
@@ -73,7 +74,7 @@ static inline enum txn_effect txn_reply_effect(bool has_head, uint8_t kind, uint
 {
 	if (!has_head || txn_reply_async(type))
 		return TXN_NONE;
-	if (type == 'E' && kind != REQ_QUERY)
+	if (type == 'E' && kind != REQ_QUERY && kind != REQ_LEARN)
 		return TXN_SKIP_TO_SYNC;
 	return txn_reply_ends(kind, type) ? TXN_POP : TXN_NONE;
 }

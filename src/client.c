@@ -185,6 +185,8 @@ void client_free_list(void)
 			c->db->idle_since = fleet_now(); /* autodb_idle_timeout counts from here */
 		param_set_release(c->params);
 		param_set_release(c->params_startup);
+		free(c->custom_names);
+		free(c->clean_parse);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -837,7 +839,8 @@ static size_t inspect_max(void)
  * database the server's error says so instead, a refusal all the same.)
  * `whole`: the message is buffered whole and dropped here; otherwise the
  * skipping drops it. */
-static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
+static enum fwd refuse_extended(struct client *c, struct server *s, uint32_t len, bool whole,
+			       const char *query)
 {
 	if (!flush_parsed(c, s))
 		return FWD_WAIT;
@@ -846,7 +849,7 @@ static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len
 	struct wbuf *w = &s->io.out;
 	uint32_t m = proto_begin(w, 'P');
 	proto_put_str(w, "");
-	proto_put_str(w, RESERVED_QUERY);
+	proto_put_str(w, query);
 	proto_put_u16(w, 0);
 	proto_end(w, m);
 	server_queue_push(s, REQ_PARSE, REQ_HIDE, NULL);
@@ -864,6 +867,220 @@ static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len
 	proto_end(w, m);
 	server_queue_push(s, REQ_EXECUTE, REQ_HIDE, NULL);
 	c->skip_to_sync = true;
+	return FWD_DONE;
+}
+
+static enum fwd refuse_reserved(struct client *c, struct server *s, uint32_t len, bool whole)
+{
+	return refuse_extended(c, s, len, whole, RESERVED_QUERY);
+}
+
+/*
+ * Session state in transaction and statement pooling.  What these leave
+ * stays on the server connection after the transaction, where the client's
+ * next transaction is not and another client's may be: that one would find
+ * the temporary table, the prepared name, the open cursor, the role; the
+ * lock would stay held by whichever client holds the connection; the
+ * notifications would reach it, not the listener.  With
+ * transaction_session_state = error (the default) the statement is refused
+ * with 0A000 before it runs (a transaction block it was in fails, as when
+ * a statement fails on the server); with warn it runs and the client gets
+ * one NOTICE per feature and session.  Each first occurrence per client is
+ * logged once.  Not seen: a text longer than max_inspected_query_size, a
+ * function or DO block doing any of it.
+ *
+ * PREPARE inside a transaction block is the exception: it runs, and since
+ * the connection's statements are then distrusted, a hidden DEALLOCATE ALL
+ * drops it when the transaction ends, before any other client (or this
+ * one's next transaction) can EXECUTE it; the client is told so once.
+ */
+static const struct {
+	unsigned flag;
+	const char *what;
+} session_features[] = {
+	{SQLI_TEMP, "temporary tables"},
+	{SQLI_PREPARE, "PREPARE"},
+	{SQLI_HOLD, "cursors WITH HOLD"},
+	{SQLI_LISTEN, "LISTEN"},
+	{SQLI_ADVISORY, "session-level advisory locks"},
+	{SQLI_ROLE, "SET ROLE and SET SESSION AUTHORIZATION"},
+};
+#define SESSION_STATE_SQLSTATE "0A000"
+/* state_told: the client was told its PREPAREs last one transaction. */
+#define TOLD_PREPARE_IN_BLOCK 0x8000u
+
+/* What to look for in c's SQL: statements when pgfleet keeps them, session
+ * state when the pool mode shares server connections. */
+static unsigned inspect_watch(const struct client *c)
+{
+	unsigned watch = statements_on() ? SQLI_WATCH_STATEMENTS : 0;
+	if (c->db->pool_mode != POOL_SESSION)
+		watch |= SQLI_WATCH_SESSION;
+	return watch;
+}
+
+static void session_state_message(const struct client *c, const char *what, char *buf,
+				  size_t len)
+{
+	snprintf(buf, len,
+		 "%s cannot follow a client across server connections in %s pooling mode: "
+		 "what they leave would stay on a connection other clients use "
+		 "(use pool_mode = session for this database)",
+		 what, config_pool_mode_name(c->db->pool_mode));
+}
+
+/* A statement that may change session settings (SQLI_SET) goes to the
+ * server: they are read back when the turn ends (server.c), the custom
+ * names it gave among them.  A name past CLIENT_CUSTOM_NAMES_MAX is not
+ * followed (and logged once). */
+static void note_settings(struct client *c, const struct sql_look *look)
+{
+	c->params_changed = true;
+	for (uint32_t p = 0; p < look->set_names_len;) {
+		const char *name = look->set_names + p;
+		uint32_t n = (uint32_t)strlen(name) + 1;
+		p += n;
+		if (!param_name_valid(name))
+			continue; /* PostgreSQL refuses it too */
+		bool known = false;
+		for (uint32_t q = 0; q < c->custom_names_len && !known;
+		     q += (uint32_t)strlen(c->custom_names + q) + 1)
+			known = strcmp(c->custom_names + q, name) == 0;
+		if (known)
+			continue;
+		char *grown = c->custom_names_len + n <= CLIENT_CUSTOM_NAMES_MAX
+				      ? realloc(c->custom_names, c->custom_names_len + n)
+				      : NULL;
+		if (!grown) {
+			log_warn("custom parameter not followed", "client", c->addr_str, "param", name,
+				 NULL);
+			continue;
+		}
+		memcpy(grown + c->custom_names_len, name, n);
+		c->custom_names = grown;
+		c->custom_names_len += n;
+	}
+}
+
+/*
+ * RESET name, SET name TO DEFAULT, RESET ALL.  On a direct connection they
+ * return to the session's startup value; on a pooled server connection,
+ * which logged in neutral and was given the client's startup values by SET,
+ * to the connection's default.  So after a Query that is one such
+ * statement, pgfleet sends the startup values of the names reset (hidden;
+ * their ParameterStatus reaches the client), before anything else the
+ * client sends: the rest of the session sees what it would see directly.
+ * In a transaction block, both are undone together if the block rolls back.
+ * Not done for a RESET among other statements of one Query, nor through
+ * the extended protocol: there the startup values come back with the next
+ * transaction (server_sync_params), the rest of this one sees the defaults.
+ */
+static enum fwd reset_to_startup(struct client *c, struct server *s, const char *text,
+				 uint32_t len, const struct sql_look *look)
+{
+	const struct param_set *want = NULL, *none = param_set_empty();
+	if (!none)
+		return FWD_STREAM;
+	if (look->flags & SQLI_RESET_ALL) {
+		want = param_set_ref(c->params_startup);
+	} else {
+		want = param_set_ref(none);
+		for (uint32_t p = 0; want && p < look->reset_names_len;) {
+			const char *name = look->reset_names + p, *v;
+			p += (uint32_t)strlen(name) + 1;
+			if ((v = param_get(c->params_startup, name)) &&
+			    param_set_store(&want, name, v, NULL) != PARAM_OK) {
+				param_set_release(want);
+				want = NULL;
+			}
+		}
+	}
+	char stack[1024], *sql = stack;
+	size_t n = want ? param_set_diff_sql(want, none, NULL, sql, sizeof(stack)) : 0;
+	if (n >= sizeof(stack)) {
+		sql = malloc(n + 1); /* many or long startup values: rare */
+		if (sql)
+			(void)param_set_diff_sql(want, none, NULL, sql, n + 1);
+	}
+	param_set_release(want);
+	param_set_release(none);
+	enum fwd f = FWD_STREAM;
+	if (n && sql) {
+		if (!flush_parsed(c, s)) {
+			f = FWD_WAIT;
+		} else {
+			proto_query(&s->io.out, text);
+			server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
+			consume(c, len + 1);
+			server_queue_settings(s, sql);
+			f = FWD_DONE;
+		}
+	}
+	if (sql != stack)
+		free(sql);
+	return f;
+}
+
+/* The session state in `what` (SQLI_SESSION_FLAGS set): FWD_STREAM when
+ * the text goes on to the server, else what refusing it returned.
+ * parse: the text is a Parse's (refused as one); else a Query's. */
+static enum fwd session_state(struct client *c, struct server *s, unsigned what, uint32_t len,
+			      bool parse)
+{
+	bool refuse = fleet.cfg.transaction_session_state == SSTATE_ERROR;
+	const char *first = NULL;
+	char msg[320];
+	if ((what & SQLI_PREPARE) && s->xact_status != 'I') {
+		/* In a transaction block (or a failed one, where the server
+		 * refuses it anyway): it lasts as long as the block. */
+		what &= ~SQLI_PREPARE;
+		server_distrust_statements(s);
+		if (!(c->state_told & TOLD_PREPARE_IN_BLOCK)) {
+			c->state_told |= TOLD_PREPARE_IN_BLOCK;
+			snprintf(msg, sizeof(msg),
+				 "PREPARE in a transaction block lasts until the transaction ends "
+				 "in %s pooling mode (use pool_mode = session to keep it longer)",
+				 config_pool_mode_name(c->db->pool_mode));
+			server_queue_notice(s, SESSION_STATE_SQLSTATE, msg);
+		}
+	}
+	for (size_t i = 0; i < sizeof(session_features) / sizeof(session_features[0]); i++) {
+		unsigned f = session_features[i].flag;
+		if (!(what & f))
+			continue;
+		if (!first)
+			first = session_features[i].what;
+		if (c->state_told & f)
+			continue;
+		c->state_told |= (uint16_t)f;
+		log_info(refuse ? "session state refused in a pooled session"
+				: "session state kept on a pooled connection",
+			 "client", c->addr_str, "db", c->dbname, "user", c->user, "feature",
+			 session_features[i].what, "pool_mode",
+			 config_pool_mode_name(c->db->pool_mode), NULL);
+		if (!refuse) {
+			session_state_message(c, session_features[i].what, msg, sizeof(msg));
+			server_queue_notice(s, SESSION_STATE_SQLSTATE, msg);
+		}
+	}
+	if (!refuse || !first)
+		return FWD_STREAM;
+	/* Refused by the server itself, as RESERVED_QUERY is: the error comes
+	 * in its usual place and fails the transaction block it is in.  No
+	 * quote in the message: it sits in a literal. */
+	char text[sizeof(msg)], query[sizeof(msg) + 160];
+	session_state_message(c, first, text, sizeof(text));
+	snprintf(query, sizeof(query),
+		 "DO $pgfleet$BEGIN RAISE EXCEPTION USING ERRCODE = '" SESSION_STATE_SQLSTATE
+		 "', MESSAGE = '%s'; END$pgfleet$",
+		 text);
+	if (parse)
+		return refuse_extended(c, s, len, true, query);
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	consume(c, len + 1);
+	proto_query(&s->io.out, query);
+	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_DONE;
 }
 
@@ -896,6 +1113,27 @@ static enum fwd refuse_parse(struct client *c, struct server *s, uint32_t len,
 	return FWD_DONE;
 }
 
+/* The same text as the client's last Parse in which nothing was found,
+ * looked at for the same things?  Then the look would find nothing again
+ * (within max_inspected_query_size the look depends on the text alone). */
+static bool clean_parse_again(const struct client *c, const char *text, size_t len,
+			      unsigned watch)
+{
+	return c->clean_parse && len == c->clean_parse_len && watch == c->clean_parse_watch &&
+	       len <= inspect_max() && memcmp(text, c->clean_parse, len) == 0;
+}
+
+static void clean_parse_note(struct client *c, const char *text, size_t len, unsigned watch)
+{
+	if (len > CLIENT_CLEAN_PARSE_MAX)
+		return;
+	if (!c->clean_parse && !(c->clean_parse = malloc(CLIENT_CLEAN_PARSE_MAX)))
+		return; /* no memory: looked at every time */
+	memcpy(c->clean_parse, text, len);
+	c->clean_parse_len = (uint32_t)len;
+	c->clean_parse_watch = (uint8_t)watch;
+}
+
 /* Parse of a named statement: remembered under the client's name, sent under
  * the shared name only when this server connection lacks it. */
 static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
@@ -910,17 +1148,34 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		client_close(c, "08P01", "malformed Parse message");
 		return FWD_CLOSED;
 	}
-	if (!statements_on()) {
+	unsigned watch = inspect_watch(c);
+	if (!watch) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
 	const char *query = (const char *)r.p + r.pos;
 	const char *qend = memchr(query, 0, r.len - r.pos);
+	size_t qlen = qend ? (size_t)(qend - query) : 0;
 	struct sql_look look;
 	/* Without its NUL the server refuses the message: nothing runs.  A
 	 * Parse runs one statement or none: its first is all that counts. */
-	unsigned what =
-		qend ? sqlinspect_look_one(query, (size_t)(qend - query), inspect_max(), &look) : 0;
+	unsigned what = 0;
+	if (qend && !clean_parse_again(c, query, qlen, watch)) {
+		what = sqlinspect_look_watch(query, qlen, inspect_max(), watch, true, &look);
+		if (!what)
+			clean_parse_note(c, query, qlen, watch);
+	}
+	if (what & SQLI_SESSION_FLAGS) {
+		enum fwd f = session_state(c, s, what, len, true);
+		if (f != FWD_STREAM)
+			return f;
+	}
+	if (what & SQLI_SET)
+		note_settings(c, &look);
+	if (!statements_on()) {
+		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
 	if ((what & SQLI_DEALLOC) && !*name) {
 		struct pstmt *ps = prepared_client_lookup(c->stmts, look.name);
 		if (ps) {
@@ -976,6 +1231,7 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	 * runs; a DO or CALL may change statements unseen when it runs. */
 	ps->drops_all = (what & SQLI_DROPS_ALL) != 0;
 	ps->unsure = (what & SQLI_UNSURE) != 0;
+	ps->sets = ps->sets || (what & SQLI_SET); /* seen by a pooled client, at least */
 	consume(c, len + 1);
 	if (prepared_server_name(s->stmts, ps)) {
 		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
@@ -1095,6 +1351,8 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 	/* Executing it drops every statement of the session, itself too, or
 	 * may change them unseen. */
 	apply_look(c, s, (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0));
+	if (ps->sets && c->db->pool_mode != POOL_SESSION)
+		c->params_changed = true; /* read back when the turn ends */
 	return FWD_DONE;
 }
 
@@ -1126,14 +1384,16 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
  * statements untrusted (server_distrust_statements). */
 static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 {
-	if (!statements_on()) {
+	unsigned watch = inspect_watch(c);
+	if (!watch) {
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
 	if (len + 1 > IOBUF_MAX_WHOLE) {
 		/* Too big to look at whole: it streams through, and is taken
 		 * to have done anything it could have. */
-		server_distrust_statements(s);
+		if (watch & SQLI_WATCH_STATEMENTS)
+			server_distrust_statements(s);
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_STREAM;
 	}
@@ -1150,7 +1410,7 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		return FWD_CLOSED;
 	}
 	struct sql_look look;
-	unsigned what = sqlinspect_look(body, len - 5, inspect_max(), &look);
+	unsigned what = sqlinspect_look_watch(body, len - 5, inspect_max(), watch, false, &look);
 	if ((what & SQLI_DEALLOC) && prepared_client_close(c->stmts, look.name)) {
 		consume(c, len + 1);
 		server_queue_push(s, REQ_DEALLOC, REQ_FAKE, NULL);
@@ -1165,7 +1425,20 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_DONE;
 	}
+	if (what & SQLI_SESSION_FLAGS) {
+		enum fwd f = session_state(c, s, what, len, false);
+		if (f != FWD_STREAM)
+			return f;
+	}
+	if (what & SQLI_SET)
+		note_settings(c, &look);
 	apply_look(c, s, what);
+	if ((what & (SQLI_RESET | SQLI_RESET_ALL)) && look.stmts == 1 && !look.reset_overflow &&
+	    s->xact_status != 'E') {
+		enum fwd f = reset_to_startup(c, s, body, len, &look);
+		if (f != FWD_STREAM)
+			return f;
+	}
 	server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 	return FWD_STREAM;
 }

@@ -38,7 +38,8 @@
 #define ECHO "%.100s"
 #define ERRLEN 512
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-enum stype { T_STR, T_INT, T_BOOL, T_TIME, T_POOLMODE, T_AUTHTYPE, T_LB, T_LOGFMT, T_TLSMODE };
+enum stype { T_STR, T_INT, T_BOOL, T_TIME, T_POOLMODE, T_AUTHTYPE, T_LB, T_LOGFMT, T_TLSMODE,
+	     T_SSTATE };
 
 struct setting {
 	const char *name;
@@ -92,6 +93,11 @@ static const char *const tls_names[] = {
     [TLS_REQUIRE] = "require",
     [TLS_VERIFY_CA] = "verify-ca",
     [TLS_VERIFY_FULL] = "verify-full",
+    NULL,
+};
+static const char *const sstate_names[] = {
+    [SSTATE_ERROR] = "error",
+    [SSTATE_WARN] = "warn",
     NULL,
 };
 static const char *const tsa_names[] = {
@@ -249,6 +255,8 @@ static const char *const *enum_names(enum stype t)
 		return logfmt_names;
 	case T_TLSMODE:
 		return tls_names;
+	case T_SSTATE:
+		return sstate_names;
 	default:
 		return NULL;
 	}
@@ -451,6 +459,7 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 	case T_LB:
 	case T_LOGFMT:
 	case T_TLSMODE:
+	case T_SSTATE:
 		return parse_enum(enum_names(st->type), text, &v->e, err, errlen);
 	}
 	abort();

@@ -726,7 +726,7 @@ void server_queue_push(struct server *s, enum req_kind kind, enum req_action act
 	if (action == REQ_PASS && (kind == REQ_QUERY || kind == REQ_SYNC))
 		s->expect_rfq++;
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECde"[kind], "PHF"[action], 0};
+		char k[4] = {"QSPBDECdenL"[kind], "PHF"[action], 0};
 		log_kv(LOG_TRACE, "request queued", "replica", s->pool->replica->addr_str, "req", k,
 		       NULL);
 	}
@@ -746,7 +746,7 @@ static void queue_pop(struct server *s)
 {
 	struct request *r = &s->queue[s->q_head];
 	if (log_enabled(LOG_TRACE)) {
-		char k[4] = {"QSPBDECde"[r->kind], "PHF"[r->action], 0};
+		char k[4] = {"QSPBDECdenL"[r->kind], "PHF"[r->action], 0};
 		log_kv(LOG_TRACE, "request answered", "replica", s->pool->replica->addr_str, "req",
 		       k, NULL);
 	}
@@ -822,6 +822,16 @@ void server_distrust_statements(struct server *s)
 	 * random name, which nothing that ran before can have replaced. */
 	prepared_server_clear(s->stmts);
 	s->stmts_untrusted = true;
+}
+
+void server_queue_notice(struct server *s, const char *sqlstate, const char *msg)
+{
+	server_queue_push(s, REQ_NOTICE, REQ_FAKE, NULL);
+	struct request *r = server_queue_last(s);
+	if (!r)
+		return; /* overflow: the client is closed */
+	r->note = strdup(msg); /* NULL: the notice is left out */
+	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
 }
 
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
@@ -922,6 +932,10 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		else /* the note's strdup failed */
 			proto_error(out, "ERROR", "53200", "out of memory");
 		break;
+	case REQ_NOTICE:
+		if (r->note)
+			proto_notice(out, r->sqlstate, r->note);
+		break;
 	default:
 		break;
 	}
@@ -1009,7 +1023,7 @@ static void process_unlinked(struct server *s)
 			}
 			log_warn("query pgfleet sent failed", "replica", s->pool->replica->addr_str,
 				 "sqlstate", e.sqlstate, NULL);
-			if (r->kind != REQ_QUERY)
+			if (r->kind != REQ_QUERY && r->kind != REQ_LEARN)
 				skip_to_sync(s);
 			continue;
 		}
@@ -1021,6 +1035,154 @@ static void process_unlinked(struct server *s)
 			queue_pop(s);
 	}
 	conn_release_buffer(&s->io);
+}
+
+/*
+ * SET tracking in transaction and statement pooling (issue 17).  When a
+ * client's turn ends after a statement that may have changed a session
+ * setting (SET, SET SESSION, RESET, RESET ALL, set_config(): the client
+ * marked it, client.c), pgfleet asks the server, before the connection goes
+ * back to the pool, which settings the session now has: every built-in one
+ * whose source is 'session' (set by SET, by set_config(..., false), or by
+ * pgfleet's own hidden SET of the client's values), plus the custom
+ * (dotted) ones the client named, which PostgreSQL lists nowhere.  Read
+ * after the transaction, the answer is exact whatever happened in it:
+ * SET LOCAL, a block that rolled back, a savepoint rolled back to, a
+ * set_config() whose arguments are expressions.  The client's current set
+ * becomes that answer, plus, for each name it had that the session no
+ * longer sets (RESET, RESET ALL, SET ... TO DEFAULT), its startup value
+ * when it has one: as RESET on a direct connection returns to it.  The
+ * connection's known set becomes the answer.  A custom parameter whose
+ * value is "" is taken as not set (PostgreSQL leaves an empty placeholder
+ * behind a RESET or a rollback).
+ */
+#define LEARN_SQL                                                                                  \
+	"SELECT name, current_setting(name) FROM pg_catalog.pg_settings "                         \
+	"WHERE source = 'session' AND name <> 'session_authorization'"
+
+/* Sends the learn query (its replies are consumed by learn_reply).  False
+ * when the connection had to be closed. */
+static bool learn_send(struct server *s, struct client *c)
+{
+	char sql[sizeof(LEARN_SQL) + 128 + CLIENT_CUSTOM_NAMES_MAX * 3];
+	size_t pos = (size_t)snprintf(sql, sizeof(sql), "%s", LEARN_SQL);
+	if (c->custom_names_len) {
+		pos += (size_t)snprintf(sql + pos, sizeof(sql) - pos,
+					" UNION ALL SELECT n, v FROM (SELECT n, "
+					"pg_catalog.current_setting(n, true) AS v FROM "
+					"unnest(ARRAY[");
+		for (uint32_t p = 0; p < c->custom_names_len;
+		     p += (uint32_t)strlen(c->custom_names + p) + 1)
+			/* Names were checked by param_name_valid: no quote in them. */
+			pos += (size_t)snprintf(sql + pos, sizeof(sql) - pos, "%s'%s'",
+						p ? "," : "", c->custom_names + p);
+		pos += (size_t)snprintf(sql + pos, sizeof(sql) - pos,
+					"]::text[]) AS n) AS custom WHERE v <> ''");
+	}
+	if (pos >= sizeof(sql)) {
+		server_close(s, "settings query too long");
+		return false;
+	}
+	param_set_release(s->learning);
+	s->learning = param_set_empty();
+	s->learn_failed = !s->learning;
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_LEARN, REQ_HIDE, NULL);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
+void server_queue_settings(struct server *s, const char *sql)
+{
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_LEARN, REQ_HIDE, NULL);
+}
+
+/* A DataRow of the learn query: (name, value). */
+static void learn_row(struct server *s, const uint8_t *body, uint32_t len)
+{
+	struct pkt_reader r = pkt_reader_init(body, len);
+	if (pkt_get_u16(&r) != 2) {
+		s->learn_failed = true;
+		return;
+	}
+	char name[PARAM_NAME_MAX + 1];
+	const char *value = NULL;
+	for (int col = 0; col < 2; col++) {
+		uint32_t n = pkt_get_u32(&r);
+		if (n == 0xffffffffu) {
+			s->learn_failed = true; /* no NULL is asked for */
+			return;
+		}
+		const uint8_t *p = pkt_get_bytes(&r, n);
+		if (!p) {
+			s->learn_failed = true;
+			return;
+		}
+		if (col == 0) {
+			if (n > PARAM_NAME_MAX)
+				return; /* not a name pgfleet can SET: left to the connection */
+			memcpy(name, p, n);
+			name[n] = 0;
+		} else {
+			if (memchr(p, 0, n))
+				return;
+			/* The row is whole in the buffer, followed by bytes of the
+			 * next message: the value is copied to end it. */
+			char *v = malloc(n + 1);
+			if (!v) {
+				s->learn_failed = true;
+				return;
+			}
+			memcpy(v, p, n);
+			v[n] = 0;
+			value = v;
+		}
+	}
+	if (param_name_valid(name) && !param_untracked(name) &&
+	    param_set_store(&s->learning, name, value, NULL) != PARAM_OK)
+		s->learn_failed = true;
+	free((char *)value);
+}
+
+/* The learn query answered (its ReadyForQuery): the client's current set
+ * and the connection's known set become what the session has. */
+static void learn_done(struct server *s, struct client *c)
+{
+	const struct param_set *have = s->learning;
+	bool failed = s->learn_failed || !have;
+	s->learning = NULL;
+	s->learn_failed = false;
+	if (failed) {
+		/* What the session has is unknown: it serves no one else. */
+		param_set_release(have);
+		s->close_needed = true;
+		log_warn("session settings not read back; the connection will be closed",
+			 "replica", s->pool->replica->addr_str, NULL);
+		return;
+	}
+	const struct param_set *cur = param_set_ref(have);
+	uint32_t pos = 0;
+	const char *name, *value;
+	bool ok = cur != NULL;
+	while (ok && param_next(c->params, &pos, &name, &value)) {
+		const char *start;
+		if (param_get(have, name) || !(start = param_get(c->params_startup, name)))
+			continue;
+		ok = param_set_store(&cur, name, start, NULL) == PARAM_OK;
+	}
+	if (ok)
+		param_set_assign(&c->params, cur);
+	else
+		s->close_needed = true; /* out of memory: the client keeps its set */
+	param_set_release(cur);
+	param_set_assign(&s->params, have);
+	param_set_release(have);
 }
 
 /* pgfleet's own statement, with nothing of the client's behind it: sent now. */
@@ -1062,6 +1224,19 @@ static bool ask_reset(struct server *s, struct client *c)
 	s->reset_asking = true;
 	flush_hidden(s);
 	return true;
+}
+
+/* The client's turn on s is over: the connection goes back (*release),
+ * unless the client's settings are to be read back first (learn_send; the
+ * turn then ends at its answer).  False when s was closed. */
+static bool turn_end(struct server *s, struct client *c, bool *release)
+{
+	if (!c->params_changed) {
+		*release = true;
+		return true;
+	}
+	c->params_changed = false;
+	return learn_send(s, c);
 }
 
 static void finish_release(struct server *s)
@@ -1171,14 +1346,38 @@ static void forward_to_client(struct server *s)
 			}
 			if (type == 'Z')
 				s->xact_status = status;
+			bool learned = false; /* a REQ_LEARN's ReadyForQuery */
+			if (r->kind == REQ_LEARN) {
+				if (type == 'D')
+					learn_row(s, body, len - 4);
+				else if (type == 'E')
+					s->learn_failed = true;
+				else if (type == 'Z')
+					learned = true;
+			}
 			b->parsed += total;
-			b->done = b->parsed;
+			/* A ParameterStatus tells the client a value its own
+			 * session now has (pgfleet's SETs are of the client's
+			 * values): it goes to the client, once greeted; the rest
+			 * is consumed. */
+			if (type != 'S' || c->welcome_pending || s->params_check)
+				b->done = b->parsed;
 			if (effect == TXN_POP)
 				queue_pop(s);
+			if (learned) {
+				if (s->learning || s->learn_failed)
+					learn_done(s, c);
+				/* The client's turn was over but for this. */
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode) &&
+				    !turn_end(s, c, &release))
+					return;
+				continue;
+			}
 			if (type == 'Z' && s->reset_asking && effect == TXN_POP) {
 				s->reset_asking = false;
-				release = txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain,
-							mode);
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode) &&
+				    !turn_end(s, c, &release))
+					return;
 				continue;
 			}
 			if (type == 'Z' && s->params_check && s->q_len == 0) {
@@ -1233,10 +1432,11 @@ static void forward_to_client(struct server *s)
 		if (type == 'Z' && s->reset_check && s->q_len == 0 && c->io.pkt_remain == 0 &&
 		    ask_reset(s, c))
 			continue; /* the turn ends at the answer's ReadyForQuery */
-		if (type == 'Z' && txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode))
-			release = true;
-		else if (type == 'Z' && c->params != s->params && s->q_len == 0 &&
-			 c->io.pkt_remain == 0 && !c->welcome_pending) {
+		if (type == 'Z' && txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode)) {
+			if (!turn_end(s, c, &release))
+				return;
+		} else if (type == 'Z' && c->params != s->params && s->q_len == 0 &&
+			   c->io.pkt_remain == 0 && !c->welcome_pending) {
 			/* The session lost one of the client's settings (a RESET)
 			 * and keeps this connection: back before its next statement. */
 			if (server_sync_params(s))
@@ -1578,6 +1778,7 @@ void server_free_list(void)
 		struct server *s = container_of(it, struct server, node);
 		param_set_release(s->params);
 		param_set_release(s->params_login);
+		param_set_release(s->learning);
 		wbuf_free(&s->login_welcome);
 		free(s);
 	}

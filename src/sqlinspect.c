@@ -49,6 +49,7 @@
 #include "runtime.h"
 
 #include <pg_query.h>
+#include <stdint.h>
 #include <string.h>
 
 static THREAD_LOCAL unsigned long parses;
@@ -111,9 +112,8 @@ static const char *skip_blank(const char *p, const char *end)
 
 /* Does a statement that starts at p (after blanks) start with one of the
  * prefilter's words? */
-static bool starts_watched(const char *p, const char *end)
+static bool watched_at(const char *p, const char *end)
 {
-	p = skip_blank(p, end);
 	if (p >= end)
 		return false;
 	switch (*p | 0x20) {
@@ -129,6 +129,11 @@ static bool starts_watched(const char *p, const char *end)
 	default:
 		return false;
 	}
+}
+
+static bool starts_watched(const char *p, const char *end)
+{
+	return watched_at(skip_blank(p, end), end);
 }
 
 bool sqlinspect_prefilter(const char *sql, size_t len)
@@ -158,6 +163,160 @@ bool sqlinspect_prefilter_one(const char *sql, size_t len)
 	}
 }
 
+/* ---- the session-state prefilter ------------------------------------------ */
+
+/* Does a statement that starts at p (after blanks) start with a word that
+ * can leave session state or change a setting?  CREATE (TEMP relations),
+ * PREPARE, DECLARE (WITH HOLD), LISTEN, SET, RESET, and EXPLAIN (EXPLAIN
+ * ANALYZE CREATE TEMP TABLE ... AS runs it). */
+/* What a statement starting at p (after blanks) is to the session
+ * prefilter: SESSION_WORD, one of the words above; SESSION_SELECTS, one
+ * that may be a SELECT ... INTO (SELECT, WITH, a parenthesis); or 0. */
+enum { SESSION_WORD = 1, SESSION_SELECTS = 2 };
+static int session_at(const char *p, const char *end)
+{
+	if (p >= end)
+		return 0;
+	switch (*p | 0x20) {
+	case '(':
+		return SESSION_SELECTS;
+	case 'c':
+		return keyword_at(p, end, "create", 6);
+	case 'd':
+		return keyword_at(p, end, "declare", 7);
+	case 'e':
+		return keyword_at(p, end, "explain", 7);
+	case 'l':
+		return keyword_at(p, end, "listen", 6);
+	case 'p':
+		return keyword_at(p, end, "prepare", 7);
+	case 'r':
+		return keyword_at(p, end, "reset", 5);
+	case 's':
+		return keyword_at(p, end, "set", 3)	 ? SESSION_WORD
+		       : keyword_at(p, end, "select", 6) ? SESSION_SELECTS
+							 : 0;
+	case 'w':
+		return keyword_at(p, end, "with", 4) ? SESSION_SELECTS : 0;
+	default:
+		return 0;
+	}
+}
+
+/* Do the n bytes before p (n > 0: at or after start) spell the lower-case
+ * letters of kw, in any case? */
+static inline bool word_before(const char *start, const char *p, const char *kw, size_t n)
+{
+	if ((size_t)(p - start) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((p[(ptrdiff_t)i - (ptrdiff_t)n] | 0x20) != kw[i])
+			return false;
+	return true;
+}
+
+static inline bool word_after(const char *p, const char *end, const char *kw, size_t n)
+{
+	if ((size_t)(end - p) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((p[i] | 0x20) != kw[i])
+			return false;
+	return true;
+}
+
+/* At p, a '_' or an 'm' (any case): the middle of what matters anywhere
+ * in a statement?  Around a '_': set_config, pg_advisory_lock and
+ * pg_try_advisory_lock (_shared too: all contain "advisory_lock"; the
+ * _xact_ ones do not), pg_temp.  An 'm' in "temp" after "into" and blanks:
+ * SELECT ... INTO [TEMP | TEMPORARY] name (a comment between the two is
+ * not read backwards: "temp" after the end of any comment is a hit).  An
+ * identifier is written with its letters (in any case), unless quoted with
+ * U& escapes, which only a deliberate client writes (it then keeps what it
+ * asked for). */
+static __attribute__((noinline)) bool session_word_at(const char *sql, const char *p,
+						    const char *end)
+{
+	if (*p == '_')
+		return (word_before(sql, p, "set", 3) && word_after(p + 1, end, "config", 6)) ||
+		       (word_before(sql, p, "advisory", 8) && word_after(p + 1, end, "lock", 4)) ||
+		       (word_before(sql, p, "pg", 2) && word_after(p + 1, end, "temp", 4));
+	if (!word_before(sql, p, "te", 2) || !word_after(p + 1, end, "p", 1))
+		return false;
+	const char *q = p - 2; /* "temp" starts here */
+	if (q - sql >= 3 && q[-1] == '_' && word_before(sql, q - 1, "pg", 2))
+		return true; /* SELECT ... INTO pg_temp.name */
+	/* blanks before it: */
+	while (q > sql && (q[-1] == ' ' || q[-1] == '\t' || q[-1] == '\n' || q[-1] == '\r' ||
+			   q[-1] == '\f' || q[-1] == '\v'))
+		q--;
+	if (q > sql && q[-1] == '/' && q < p - 2)
+		return true; /* after a comment, which may follow an INTO */
+	return q < p - 2 && word_before(sql, q, "into", 4);
+}
+
+/* The names with a '_' (a memchr for it: the hot path's texts have one or
+ * two) when the text calls a function, and, when a statement of the text
+ * may be a SELECT ... INTO, "temp" (a memchr for each case of its 'm').  Under callgrind, fewer
+ * instructions than one pass over the bytes for all three. */
+static bool has_session_words(const char *sql, const char *end, bool selects)
+{
+	/* set_config() and the advisory locks are called: no '(', no call
+	 * (pg_temp matters in CREATE, a first word, or after INTO: below). */
+	if (memchr(sql, '(', (size_t)(end - sql)))
+		for (const char *p = sql; (p = memchr(p, '_', (size_t)(end - p))) != NULL; p++)
+			if (session_word_at(sql, p, end))
+				return true;
+	if (!selects)
+		return false;
+	for (const char *p = sql; (p = memchr(p, 'm', (size_t)(end - p))) != NULL; p++)
+		if (session_word_at(sql, p, end))
+			return true;
+	for (const char *p = sql; (p = memchr(p, 'M', (size_t)(end - p))) != NULL; p++)
+		if (session_word_at(sql, p, end))
+			return true;
+	return false;
+}
+
+bool sqlinspect_prefilter_session(const char *sql, size_t len)
+{
+	const char *end = sql + len;
+	const char *p = sql;
+	bool selects = false;
+	for (;;) {
+		const char *w = skip_blank(p, end);
+		int at = session_at(w, end);
+		if (at == SESSION_WORD)
+			return true;
+		selects = selects || at == SESSION_SELECTS;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		if (!semi)
+			break;
+		p = semi + 1;
+	}
+	return has_session_words(sql, end, selects);
+}
+
+/* Both prefilters over one walk of the statement starts. */
+bool sqlinspect_prefilter_both(const char *sql, size_t len)
+{
+	const char *end = sql + len;
+	const char *p = sql;
+	bool selects = false;
+	for (;;) {
+		const char *w = skip_blank(p, end);
+		int at = session_at(w, end);
+		if (at == SESSION_WORD || watched_at(w, end))
+			return true;
+		selects = selects || at == SESSION_SELECTS;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		if (!semi)
+			break;
+		p = semi + 1;
+	}
+	return has_session_words(sql, end, selects);
+}
+
 /* ---- reading libpg_query's JSON tree -------------------------------------- */
 
 enum node {
@@ -166,13 +325,35 @@ enum node {
 	N_DISCARD,
 	N_PREPARE,
 	N_EXECUTE,
+	N_DECLARE,  /* DeclareCursorStmt: "options" has CURSOR_OPT_HOLD? */
+	N_FUNCCALL, /* FuncCall: "funcname" names a session-level one? */
+	N_VARSET,   /* VariableSetStmt: "kind", "name", "is_local" */
 };
+
+/* VariableSetStmt kinds, as libpg_query spells them. */
+enum varset_kind { VS_OTHER, VS_SET_VALUE, VS_RESET, VS_RESET_ALL };
+
+/* Room for a GUC name in a SET being read (NAMEDATALEN). */
+#define PARAM_NAME_BUF 64
+
+/* PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h). */
+#define CURSOR_OPT_HOLD 0x20
 
 /* An open node whose own keys matter, and how deep its object is. */
 struct open_node {
 	enum node kind;
 	int depth;
 	bool named;
+	/* N_VARSET */
+	bool local;
+	bool role;          /* name is role or session_authorization */
+	enum varset_kind vs;
+	char vs_name[PARAM_NAME_BUF];
+	/* N_FUNCCALL: the depth of its "funcname" list while in it, else 0;
+	 * set_config: it calls set_config(); args: in its "args" list;
+	 * name_seen: its first argument's string was looked at */
+	int funcname_depth;
+	bool set_config, args, name_seen;
 };
 
 #define OPEN_MAX 32
@@ -184,6 +365,10 @@ struct walk {
 	struct open_node open[OPEN_MAX];
 	int n_open;
 	bool broken; /* not what the scanner expects: be conservative */
+	/* The statement being read: a temporary relation it creates, whether
+	 * that goes at commit, and whether it creates relations at all (only
+	 * then does a pg_temp schema name create a temporary one). */
+	bool temp, temp_drop, creates;
 };
 
 static int hexval(char c)
@@ -254,6 +439,12 @@ static void skip_space(struct walk *w)
 
 static enum node node_kind(const char *key)
 {
+	if (strcmp(key, "DeclareCursorStmt") == 0)
+		return N_DECLARE;
+	if (strcmp(key, "FuncCall") == 0)
+		return N_FUNCCALL;
+	if (strcmp(key, "VariableSetStmt") == 0)
+		return N_VARSET;
 	if (strcmp(key, "DeallocateStmt") == 0)
 		return N_DEALLOCATE;
 	if (strcmp(key, "DiscardStmt") == 0)
@@ -265,11 +456,102 @@ static enum node node_kind(const char *key)
 	return N_OTHER;
 }
 
-/* A key of an open node of interest, with its string value when it has one. */
+/* A JSON value that is not a string, object or array: a number or true. */
+struct scalar {
+	bool is_true;
+	long long number;
+};
+
+/* Does the name of a called function (one element of "funcname") make a
+ * session-level change? */
+static unsigned function_flags(const char *name)
+{
+	static const char *const advisory[] = {
+		"pg_advisory_lock",
+		"pg_advisory_lock_shared",
+		"pg_try_advisory_lock",
+		"pg_try_advisory_lock_shared",
+	};
+	for (size_t i = 0; i < sizeof(advisory) / sizeof(advisory[0]); i++)
+		if (strcmp(name, advisory[i]) == 0)
+			return SQLI_ADVISORY;
+	if (strcmp(name, "set_config") == 0)
+		return SQLI_SET;
+	return 0;
+}
+
+/* Remembers a custom parameter name (one with a '.'), lower-case. */
+static void note_set_name(struct sql_look *look, const char *name)
+{
+	if (!strchr(name, '.'))
+		return;
+	size_t n = strlen(name);
+	if (look->set_names_len + n + 1 > sizeof(look->set_names))
+		return;
+	for (size_t i = 0; i <= n; i++) {
+		char ch = name[i];
+		look->set_names[look->set_names_len + i] =
+			ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	look->set_names_len = (uint16_t)(look->set_names_len + n + 1);
+}
+
+/* Remembers a name RESET (or SET TO DEFAULT), lower-case. */
+static void note_reset_name(struct sql_look *look, const char *name)
+{
+	size_t n = strlen(name);
+	look->flags |= SQLI_RESET;
+	if (!n || name[0] == '\x01' || look->reset_names_len + n + 1 > sizeof(look->reset_names)) {
+		look->reset_overflow = true;
+		return;
+	}
+	for (size_t i = 0; i <= n; i++) {
+		char ch = name[i];
+		look->reset_names[look->reset_names_len + i] =
+			ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	look->reset_names_len = (uint16_t)(look->reset_names_len + n + 1);
+}
+
+/* A key of an open node of interest, with its string value (val) or its
+ * scalar (sc) when it has one. */
 static void node_key(struct walk *w, struct open_node *o, const char *key, const char *val,
-		     bool full)
+		     bool full, const struct scalar *sc)
 {
 	struct sql_look *look = w->look;
+	switch (o->kind) {
+	case N_DECLARE:
+		if (strcmp(key, "options") == 0 && sc && (sc->number & CURSOR_OPT_HOLD))
+			look->flags |= SQLI_HOLD;
+		return;
+	case N_FUNCCALL:
+		o->funcname_depth = strcmp(key, "funcname") == 0 ? o->depth : 0;
+		o->args = strcmp(key, "args") == 0;
+		return;
+	case N_VARSET:
+		if (strcmp(key, "kind") == 0 && val)
+			o->vs = strcmp(val, "VAR_SET_VALUE") == 0     ? VS_SET_VALUE
+				: strcmp(val, "VAR_RESET") == 0	      ? VS_RESET
+				: strcmp(val, "VAR_SET_DEFAULT") == 0 ? VS_RESET
+				: strcmp(val, "VAR_RESET_ALL") == 0   ? VS_RESET_ALL
+								      : VS_OTHER;
+		else if (strcmp(key, "name") == 0 && val) {
+			if (full && strlen(val) < sizeof(o->vs_name))
+				strcpy(o->vs_name, val);
+			else
+				o->vs_name[0] = '\x01'; /* too long for a GUC name */
+			o->role = strcmp(val, "role") == 0 ||
+				  strcmp(val, "session_authorization") == 0;
+			note_set_name(look, val);
+		}
+		else if (strcmp(key, "is_local") == 0)
+			o->local = sc && sc->is_true;
+		if (strcmp(key, "name") == 0 && val && strncmp(val, "TRANSACTION", 11) == 0)
+			o->local = true; /* the transaction's own: nothing stays */
+		return;
+	default:
+		break;
+	}
 	if (o->kind == N_DISCARD && strcmp(key, "target") == 0 && val &&
 	    strcmp(val, "DISCARD_ALL") == 0) {
 		look->flags |= SQLI_DROPS_ALL;
@@ -294,11 +576,71 @@ static void node_key(struct walk *w, struct open_node *o, const char *key, const
 	}
 }
 
-/* An open node of interest closes: a DEALLOCATE without a name is ALL. */
+/* An open node of interest closes: a DEALLOCATE without a name is ALL; a
+ * SET is read whole. */
 static void node_close(struct walk *w, const struct open_node *o)
 {
 	if (o->kind == N_DEALLOCATE && !o->named)
 		w->look->flags |= SQLI_DROPS_ALL;
+	if (o->kind == N_VARSET && !o->local)
+		w->look->flags |= o->vs == VS_SET_VALUE && o->role ? SQLI_ROLE
+				  : o->role		      ? 0
+							      : SQLI_SET;
+	if (o->kind == N_VARSET && !o->local && !o->role) {
+		if (o->vs == VS_RESET_ALL)
+			w->look->flags |= SQLI_RESET_ALL;
+		else if (o->vs == VS_RESET)
+			note_reset_name(w->look, o->vs_name);
+	}
+}
+
+/* A statement ends (the next starts, or the text ends). */
+static void statement_end(struct walk *w)
+{
+	if (w->temp && !w->temp_drop)
+		w->look->flags |= SQLI_TEMP;
+	w->temp = w->temp_drop = w->creates = false;
+}
+
+/* Keys that matter at any depth of a statement: where a relation is made
+ * temporary, and whether it is dropped at commit. */
+static void any_key(struct walk *w, const char *key, const char *val)
+{
+	if (strcmp(key, "relpersistence") == 0) {
+		if (strcmp(val, "t") == 0)
+			w->temp = true;
+	} else if (strcmp(key, "schemaname") == 0) {
+		if (w->creates && strncmp(val, "pg_temp", 7) == 0)
+			w->temp = true;
+	} else if (strcmp(key, "oncommit") == 0 || strcmp(key, "onCommit") == 0) {
+		if (strcmp(val, "ONCOMMIT_DROP") == 0)
+			w->temp_drop = true;
+	}
+}
+
+/* A scalar at w->p: a number (digits, a sign) or true/false/null. */
+static bool read_scalar(struct walk *w, struct scalar *sc)
+{
+	sc->is_true = false;
+	sc->number = 0;
+	if (w->p >= w->end)
+		return false;
+	if (*w->p == 't') {
+		sc->is_true = true;
+		return true;
+	}
+	bool neg = *w->p == '-';
+	const char *q = w->p + neg;
+	if (q >= w->end || *q < '0' || *q > '9')
+		return *w->p == 'f' || *w->p == 'n';
+	while (q < w->end && *q >= '0' && *q <= '9') {
+		if (sc->number < (1LL << 48))
+			sc->number = sc->number * 10 + (*q - '0');
+		q++;
+	}
+	if (neg)
+		sc->number = -sc->number;
+	return true;
 }
 
 static void walk_json(struct walk *w)
@@ -330,41 +672,83 @@ static void walk_json(struct walk *w)
 			continue; /* a string value of no interest */
 		w->p++;
 		skip_space(w);
-		/* Root object 1, "stmts" array 2, each RawStmt 3. */
-		if (depth == 3 && strcmp(key, "stmt") == 0)
+		/* Root object 1, "stmts" array 2, each RawStmt 3, its "stmt" 4. */
+		if (depth == 3 && strcmp(key, "stmt") == 0) {
+			if (w->stmts)
+				statement_end(w);
 			w->stmts++;
+		}
+		if (strcmp(key, "intoClause") == 0)
+			w->creates = true; /* SELECT ... INTO creates a table */
+		else if (depth == 4)
+			w->creates = strcmp(key, "CreateStmt") == 0 ||
+				     strcmp(key, "CreateTableAsStmt") == 0 ||
+				     strcmp(key, "ViewStmt") == 0 || strcmp(key, "CreateSeqStmt") == 0;
 		if (strcmp(key, "DoStmt") == 0 || strcmp(key, "CallStmt") == 0) {
 			w->look->flags |= SQLI_UNSURE;
 			continue;
 		}
+		if (strcmp(key, "PrepareStmt") == 0)
+			w->look->flags |= SQLI_PREPARE;
+		else if (strcmp(key, "ListenStmt") == 0)
+			w->look->flags |= SQLI_LISTEN;
 		enum node k = node_kind(key);
 		if (k != N_OTHER) {
 			if (w->p >= w->end || *w->p != '{' || w->n_open == OPEN_MAX) {
 				w->broken = true;
 				continue;
 			}
-			w->open[w->n_open++] = (struct open_node){k, depth + 1, false};
+			w->open[w->n_open++] = (struct open_node){.kind = k, .depth = depth + 1};
 			continue;
 		}
 		struct open_node *o = w->n_open ? &w->open[w->n_open - 1] : NULL;
+		bool is_str = w->p < w->end && *w->p == '"';
+		if (is_str) {
+			read_string(w, val, sizeof(val), &full);
+			if (w->broken)
+				continue;
+			any_key(w, key, val);
+			/* An element of the innermost call's "funcname" list:
+			 * {"String": {"sval": ...}}, two levels in. */
+			if (o && o->kind == N_FUNCCALL && o->funcname_depth &&
+			    depth == o->funcname_depth + 3 && strcmp(key, "sval") == 0 && full) {
+				unsigned f = function_flags(val);
+				w->look->flags |= f;
+				if (f & SQLI_SET)
+					o->set_config = true;
+			}
+			/* set_config('name', ...): the first argument, a string
+			 * constant {"A_Const": {"sval": {"sval": ...}}}. */
+			if (o && o->kind == N_FUNCCALL && o->set_config && o->args && !o->name_seen &&
+			    depth == o->depth + 4 && strcmp(key, "sval") == 0) {
+				o->name_seen = true;
+				if (full)
+					note_set_name(w->look, val);
+			}
+		}
 		if (!o || o->depth != depth)
 			continue;
-		if (w->p < w->end && *w->p == '"') {
-			read_string(w, val, sizeof(val), &full);
-			if (!w->broken)
-				node_key(w, o, key, val, full);
+		if (is_str) {
+			node_key(w, o, key, val, full, NULL);
 		} else {
-			node_key(w, o, key, NULL, true);
+			struct scalar sc;
+			node_key(w, o, key, NULL, true, read_scalar(w, &sc) ? &sc : NULL);
 		}
 	}
 	if (depth != 0)
 		w->broken = true;
+	else if (w->stmts)
+		statement_end(w);
 }
 
 unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, struct sql_look *look)
 {
 	look->flags = 0;
 	look->name[0] = 0;
+	look->set_names_len = 0;
+	look->reset_names_len = 0;
+	look->reset_overflow = false;
+	look->stmts = 0;
 	if (len > max_parse) {
 		/* The parser and its JSON cost about 1 us a byte on dense SQL,
 		 * on the event loop; past the limit the text runs unread and
@@ -388,6 +772,7 @@ unsigned sqlinspect_look_hit(const char *sql, size_t len, size_t max_parse, stru
 	pg_query_free_parse_result(r);
 	if (w.broken)
 		look->flags |= SQLI_UNSURE;
+	look->stmts = (uint16_t)(w.stmts > 0xffff ? 0xffff : w.stmts);
 	if ((look->flags & SQLI_DEALLOC) && w.stmts != 1) {
 		/* A DEALLOCATE among other statements: pgfleet cannot answer
 		 * it alone, nor know whether it ran. */

@@ -196,6 +196,207 @@ static void test_prefilter_statement_starts(void)
 			CHECK(sqlinspect_prefilter(cases[i].sql, strlen(cases[i].sql)));
 }
 
+
+/* Session state and settings (transaction and statement pooling): what the
+ * parser finds, asked with SQLI_WATCH_SESSION. */
+#define T SQLI_TEMP
+#define P SQLI_PREPARE
+#define H SQLI_HOLD
+#define L SQLI_LISTEN
+#define K SQLI_ADVISORY
+#define O SQLI_ROLE
+#define S SQLI_SET
+static const struct {
+	const char *sql;
+	unsigned flags;
+} session_cases[] = {
+	/* nothing that stays */
+	{"SELECT abalance FROM pgbench_accounts WHERE aid = 1", 0},
+	{"create temp table x(a int) on commit drop", 0},
+	{"create table t as select 1", 0},
+	{"create table t(a int)", 0},
+	{"select * from pg_temp.x", 0}, /* reads one: creating it was refused */
+	{"declare c cursor for select 1", 0},
+	{"declare c no scroll cursor without hold for select 1", 0},
+	{"unlisten x", 0},
+	{"select pg_advisory_xact_lock(1), pg_try_advisory_xact_lock_shared(2)", 0},
+	{"select pg_advisory_unlock(1)", 0},
+	{"select 'pg_advisory_lock(1)', \"pg_advisory_lock\" from t", 0},
+	{"select 1 -- pg_advisory_lock(1)", 0},
+	{"set local role x", 0},
+	{"reset role", 0},
+	{"reset session authorization", 0},
+	{"set session authorization default", 0},
+	{"set local search_path = a", 0},
+	{"set transaction isolation level serializable", 0},
+	{"select 'set_config(''a'', ''b'', false)'", 0},
+	/* temporary relations */
+	{"create temp table x(a int)", T},
+	{"CREATE TEMPORARY TABLE x(a int) ON COMMIT DELETE ROWS", T},
+	{"create table pg_temp.x(a int)", T},
+	{"create local temp table x(a int)", T},
+	{"create temp view v as select 1", T},
+	{"create temporary sequence s", T},
+	{"create temp table t as select 1", T},
+	{"select 1 into temp t", T},
+	{"select 1 into pg_temp.t", T},
+	{"SELECT 1 INTO Pg_Temp.t FROM x", T},
+	{"select pg_advisory_lock /* c */ (1)", K},
+	{"update t set a = set_config('a.b', 'c', false)", S},
+	{"SELECT * INTO /* c */ TEMPORARY TABLE t FROM y", T},
+	{"explain analyze create temp table t as select 1", T},
+	{"select 1; create temp table x(a int) on commit drop; create temp table y(a int)", T},
+	/* the rest, one each */
+	{"prepare p as select 1", P},
+	{"PREPARE p(int) AS SELECT $1", P},
+	{"declare c cursor with hold for select 1", H},
+	{"DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT 1", H},
+	{"listen x", L},
+	{"select pg_advisory_lock(1)", K},
+	{"SELECT PG_TRY_ADVISORY_LOCK(1)", K},
+	{"select pg_catalog.pg_advisory_lock_shared(1)", K},
+	{"select coalesce(pg_try_advisory_lock_shared(1, 2), false)", K},
+	{"set role x", O},
+	{"SET SESSION ROLE x", O},
+	{"set session authorization y", O},
+	/* settings that stay */
+	{"set search_path = a", S},
+	{"SET SESSION statement_timeout TO 5000", S},
+	{"set time zone 'UTC'", S},
+	{"reset all", S | SQLI_RESET_ALL},
+	{"reset search_path", S | SQLI_RESET},
+	{"set datestyle to default", S | SQLI_RESET},
+	{"set session characteristics as transaction isolation level serializable", S},
+	{"select set_config('a.b', 'c', false)", S},
+	{"select pg_catalog.set_config('a.b', 'c', true)", S},
+	{"begin; set x.y = 1; commit", S},
+	/* several */
+	{"listen a; select pg_advisory_lock(1); set role r", L | K | O},
+};
+
+static void test_session_state(void)
+{
+	for (size_t i = 0; i < sizeof(session_cases) / sizeof(session_cases[0]); i++) {
+		struct sql_look look;
+		const char *sql = session_cases[i].sql;
+		unsigned got = sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION,
+						     false, &look);
+		if (got != session_cases[i].flags)
+			fprintf(stderr, "session case %zu \"%s\": flags %#x, want %#x\n", i, sql,
+				got, session_cases[i].flags);
+		CHECK(got == session_cases[i].flags);
+		CHECK(look.flags == got);
+		/* the prefilter lets through whatever the parser finds */
+		if (session_cases[i].flags)
+			CHECK(sqlinspect_prefilter_session(sql, strlen(sql)));
+		/* a statements-only look never reports session state */
+		CHECK((sqlinspect_look(sql, strlen(sql), BIG, &look) & ~SQLI_STMT_FLAGS) == 0);
+	}
+	/* Both at once: one parse. */
+	struct sql_look look;
+	unsigned long before = sqlinspect_parses();
+	CHECK(sqlinspect_look_watch("prepare pgf_1 as select 1", 25, BIG,
+				    SQLI_WATCH_STATEMENTS | SQLI_WATCH_SESSION, false,
+				    &look) == (SQLI_RESERVED | P));
+	CHECK(sqlinspect_parses() == before + 1);
+	/* Session only: a statement flag found on the way is not reported. */
+	CHECK(sqlinspect_look_watch("discard all", 11, BIG, SQLI_WATCH_SESSION, false, &look) == 0);
+	/* Too long to parse: runs unread. */
+	CHECK(sqlinspect_look_watch("listen x", 8, 4, SQLI_WATCH_SESSION, false, &look) == 0);
+}
+
+/* The custom parameter names a SET text names (PostgreSQL does not list
+ * custom parameters anywhere: pgfleet must learn them from the text). */
+static void test_set_names(void)
+{
+	static const struct {
+		const char *sql;
+		const char *names; /* '|' between names */
+	} set_cases[] = {
+		{"set search_path = a", ""},
+		{"SET MyApp.Tenant = 'x'", "myapp.tenant"},
+		{"set \"app.A\" to 1; reset b.c", "app.a|b.c"},
+		{"select set_config('App.user', 'u', false), set_config('x.y', 'z', true)",
+		 "app.user|x.y"},
+		{"select set_config(current_user, 'q.r', false)", "q.r"}, /* harmless extra */
+		{"reset all", ""},
+	};
+	for (size_t i = 0; i < sizeof(set_cases) / sizeof(set_cases[0]); i++) {
+		struct sql_look look;
+		const char *sql = set_cases[i].sql;
+		CHECK((sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false,
+					     &look) &
+		       ~(SQLI_RESET | SQLI_RESET_ALL)) == SQLI_SET);
+		char got[256] = "";
+		size_t n = 0;
+		for (size_t p = 0; p < look.set_names_len; p += strlen(look.set_names + p) + 1)
+			n += (size_t)snprintf(got + n, sizeof(got) - n, "%s%s", n ? "|" : "",
+					      look.set_names + p);
+		if (strcmp(got, set_cases[i].names) != 0)
+			fprintf(stderr, "set names %zu \"%s\": \"%s\"\n", i, sql, got);
+		CHECK_STR(got, set_cases[i].names);
+	}
+}
+
+/* The names a RESET / SET ... TO DEFAULT gives back, for the startup
+ * values pgfleet sends after it; RESET ALL; SET LOCAL ... TO DEFAULT is not
+ * one (nothing of it stays). */
+static void test_reset_names(void)
+{
+	struct sql_look look;
+	const char *sql = "RESET DateStyle; set \"App.X\" to default; reset a.b";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) ==
+	      (SQLI_SET | SQLI_RESET));
+	CHECK(look.stmts == 3 && !look.reset_overflow);
+	CHECK(look.reset_names_len == strlen("datestyle") + strlen("app.x") + strlen("a.b") + 3);
+	CHECK_STR(look.reset_names, "datestyle");
+	CHECK_STR(look.reset_names + 10, "app.x");
+	sql = "reset all";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) ==
+	      (SQLI_SET | SQLI_RESET_ALL));
+	CHECK(look.stmts == 1 && look.reset_names_len == 0);
+	sql = "set local statement_timeout to default";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) == 0);
+	sql = "reset role";
+	CHECK(sqlinspect_look_watch(sql, strlen(sql), BIG, SQLI_WATCH_SESSION, false, &look) == 0);
+}
+
+/* The hot path in transaction pooling: no parse either. */
+static void test_session_prefilter_spares_the_hot_path(void)
+{
+	static const char *hot[] = {
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+		"UPDATE pgbench_accounts SET abalance = abalance + -4155 WHERE aid = 1;",
+		("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, "
+		 "CURRENT_TIMESTAMP);"),
+		"SELECT * INTO temperatures FROM t", /* "into" + "temp": a false hit */
+		"BEGIN;",
+		"END;",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+		"select settings, resets, listens, declared, created_at from t",
+		"select pg_advisory_xact_lock(1)",
+	};
+	unsigned long before = sqlinspect_parses();
+	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+		struct sql_look look;
+		bool pre = sqlinspect_prefilter_session(hot[i], strlen(hot[i]));
+		if (i == 3) {
+			CHECK(pre); /* a parse, finding nothing */
+			CHECK(sqlinspect_look_watch(hot[i], strlen(hot[i]), BIG, SQLI_WATCH_SESSION,
+						    false, &look) == 0);
+			before++;
+			continue;
+		}
+		if (pre)
+			fprintf(stderr, "hot %zu \"%s\" hits the session prefilter\n", i, hot[i]);
+		CHECK(!pre);
+		CHECK(sqlinspect_look_watch(hot[i], strlen(hot[i]), BIG,
+					    SQLI_WATCH_STATEMENTS | SQLI_WATCH_SESSION, false,
+					    &look) == 0);
+	}
+	CHECK(sqlinspect_parses() == before);
+}
+
 static void test_reserved(void)
 {
 	CHECK(sqlinspect_reserved("pgf_1"));
@@ -211,5 +412,9 @@ int main(void)
 	RUN(test_prefilter_spares_the_hot_path);
 	RUN(test_prefilter_statement_starts);
 	RUN(test_reserved);
+	RUN(test_session_state);
+	RUN(test_set_names);
+	RUN(test_reset_names);
+	RUN(test_session_prefilter_spares_the_hot_path);
 	return harness_finish();
 }

@@ -278,7 +278,7 @@ static void test_reply_ends_table(void)
 	} table[] = {
 		{REQ_QUERY, "Z"}, {REQ_SYNC, "Z"},    {REQ_PARSE, "1"}, {REQ_BIND, "2"},
 		{REQ_DESCRIBE, "Tn"}, {REQ_EXECUTE, "CIs"}, {REQ_CLOSE, "3"},
-		{REQ_DEALLOC, ""}, {REQ_ERROR, ""},
+		{REQ_DEALLOC, ""}, {REQ_ERROR, ""}, {REQ_NOTICE, ""}, {REQ_LEARN, "Z"},
 	};
 	const char *all = "123ACDEGHIKNSTZcdnst";
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -295,6 +295,7 @@ static void test_reply_ends_table(void)
 	/* An ErrorResponse: a Query waits for its ReadyForQuery, anything else
 	 * (pgfleet's own answers included) skips to the Sync. */
 	CHECK(txn_reply_effect(true, REQ_QUERY, 'E') == TXN_NONE);
+	CHECK(txn_reply_effect(true, REQ_LEARN, 'E') == TXN_NONE);
 	CHECK(txn_reply_effect(true, REQ_SYNC, 'E') == TXN_SKIP_TO_SYNC);
 	CHECK(txn_reply_effect(true, REQ_PARSE, 'E') == TXN_SKIP_TO_SYNC);
 	CHECK(txn_reply_effect(true, REQ_ERROR, 'E') == TXN_SKIP_TO_SYNC);
