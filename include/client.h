@@ -83,6 +83,10 @@ struct client {
 	 * SQLI_SET), so the settings are read back from the server when the
 	 * turn ends (server.c) and become the client's current set. */
 	bool params_changed;
+	/* Transaction and statement pooling: the client made session state
+	 * that cannot move (transaction_session_state = pin), so it keeps its
+	 * server connection until it leaves, as in session pooling. */
+	bool pinned;
 	/* The custom (dotted) parameter names this client ever set, which
 	 * PostgreSQL lists nowhere: "a.b\0c.d\0", custom_names_len bytes
 	 * (malloc'd; at most CLIENT_CUSTOM_NAMES_MAX). */
@@ -151,5 +155,12 @@ void client_set_console(const struct client_console *console);
 /* A login refused at max_client_conn: counted, and logged now and then,
  * by whoever registered (the listener), not a line each. */
 void client_on_refusal(void (*fn)(const char *why));
+
+/* The pool mode c's turns follow: its database's, or session once c is
+ * pinned to its server connection. */
+static inline int client_pool_mode(const struct client *c)
+{
+	return c->pinned ? POOL_SESSION : c->db->pool_mode;
+}
 
 #endif

@@ -23,7 +23,7 @@ enum load_balance { LB_LEAST_CONN, LB_ROUND_ROBIN, LB_RANDOM };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
 enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
 /* transaction_session_state: what a pooled client's session state gets */
-enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
+enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 
 /*
  * Every [pgfleet] setting, defined once: X(name, type, default).
@@ -63,7 +63,7 @@ enum session_state_mode { SSTATE_ERROR, SSTATE_WARN };
 	X(idle_transaction_timeout, TIME, "0")                                                     \
 	X(max_prepared_statements, INT, "200")                                                     \
 	/* issue 17: session state that cannot follow a client (client.c) */                       \
-	X(transaction_session_state, SSTATE, "error")                                              \
+	X(transaction_session_state, SSTATE, "pin")                                                \
 	/* prepared statements against hostile clients (sqlinspect.c) */                           \
 	X(max_inspected_query_size, INT, "8192")                                                   \
 	/* hardening (issue 15): PostgreSQL's PQ_LARGE_MESSAGE_LIMIT, 1 GB - 1 */               \

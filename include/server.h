@@ -95,6 +95,7 @@ struct server {
 	char xact_status; /* from the last ReadyForQuery: 'I', 'T' or 'E' */
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
+	bool pinned;          /* a pinned client's session: reset before reuse, or closed */
 	bool params_check;    /* the hidden SET is a login's check (server_check_params) */
 	bool reset_check;     /* a setting went back to its default: a RESET? (ask_reset) */
 	bool reset_asking;    /* ... asked: its ParameterStatus goes to the client */

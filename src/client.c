@@ -914,7 +914,7 @@ static const struct {
 static unsigned inspect_watch(const struct client *c)
 {
 	unsigned watch = statements_on() ? SQLI_WATCH_STATEMENTS : 0;
-	if (c->db->pool_mode != POOL_SESSION)
+	if (client_pool_mode(c) != POOL_SESSION)
 		watch |= SQLI_WATCH_SESSION;
 	return watch;
 }
@@ -1021,12 +1021,46 @@ static enum fwd reset_to_startup(struct client *c, struct server *s, const char 
 	return f;
 }
 
+/* transaction_session_state = pin (the default): the statement runs, and
+ * from now on c keeps s, as in session pooling, so the state stays its own
+ * and nobody else's: s goes back to the pool only after c leaves and
+ * server_reset_query (DISCARD ALL) has removed the state, or is closed when
+ * there is no reset query.  c is told once, naming the feature. */
+static void pin_client(struct client *c, struct server *s, unsigned what)
+{
+	if (c->pinned)
+		return;
+	const char *first = "session state";
+	for (size_t i = 0; i < sizeof(session_features) / sizeof(session_features[0]); i++) {
+		if (what & session_features[i].flag) {
+			first = session_features[i].what;
+			break;
+		}
+	}
+	c->pinned = true;
+	s->pinned = true;
+	log_info("client pinned to its server connection", "client", c->addr_str, "db", c->dbname,
+		 "user", c->user, "feature", first, "pool_mode",
+		 config_pool_mode_name(c->db->pool_mode), NULL);
+	char msg[320];
+	snprintf(msg, sizeof(msg),
+		 "%s keep this client on its server connection until it disconnects, "
+		 "as in session pooling (pool_mode = %s shares connections between "
+		 "transactions; use pool_mode = session for this database to avoid the notice)",
+		 first, config_pool_mode_name(c->db->pool_mode));
+	server_queue_notice(s, "01000", msg); /* a warning: nothing failed */
+}
+
 /* The session state in `what` (SQLI_SESSION_FLAGS set): FWD_STREAM when
  * the text goes on to the server, else what refusing it returned.
  * parse: the text is a Parse's (refused as one); else a Query's. */
 static enum fwd session_state(struct client *c, struct server *s, unsigned what, uint32_t len,
 			      bool parse)
 {
+	if (fleet.cfg.transaction_session_state == SSTATE_PIN) {
+		pin_client(c, s, what);
+		return FWD_STREAM;
+	}
 	bool refuse = fleet.cfg.transaction_session_state == SSTATE_ERROR;
 	const char *first = NULL;
 	char msg[320];
@@ -1351,7 +1385,7 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 	/* Executing it drops every statement of the session, itself too, or
 	 * may change them unseen. */
 	apply_look(c, s, (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0));
-	if (ps->sets && c->db->pool_mode != POOL_SESSION)
+	if (ps->sets && client_pool_mode(c) != POOL_SESSION)
 		c->params_changed = true; /* read back when the turn ends */
 	return FWD_DONE;
 }

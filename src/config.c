@@ -96,6 +96,7 @@ static const char *const tls_names[] = {
     NULL,
 };
 static const char *const sstate_names[] = {
+    [SSTATE_PIN] = "pin",
     [SSTATE_ERROR] = "error",
     [SSTATE_WARN] = "warn",
     NULL,

@@ -1255,7 +1255,7 @@ static void forward_to_client(struct server *s)
 {
 	struct client *c = s->link;
 	bool release = false;
-	int mode = c->db->pool_mode;
+	int mode = client_pool_mode(c);
 
 	while (!release) {
 		struct iobuf *b = s->io.in;
@@ -1484,7 +1484,7 @@ void server_drain_fakes(struct server *s)
 	}
 	/* Only faked replies were owed (a DEALLOCATE, say): the turn is over,
 	 * unless part of the client's next message already came (it goes here). */
-	if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, c->db->pool_mode) &&
+	if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, client_pool_mode(c)) &&
 	    !(c->io.in && !iobuf_empty(c->io.in)) && !(s->io.in && !iobuf_empty(s->io.in)))
 		finish_release(s);
 }
@@ -1694,9 +1694,15 @@ void server_unlink_client(struct server *s)
 		server_close(s, "client left in the middle of a transaction");
 		return;
 	}
-	int mode = c ? c->db->pool_mode : POOL_TRANSACTION;
+	int mode = c ? client_pool_mode(c) : POOL_TRANSACTION;
 	const char *reset = fleet.cfg.server_reset_query;
-	if (*reset && (mode == POOL_SESSION || fleet.cfg.server_reset_query_always)) {
+	if (s->pinned && !*reset) {
+		/* Its temporary tables, locks, ...: nothing would remove them. */
+		server_close(s, "pinned session not reset (server_reset_query is empty)");
+		return;
+	}
+	if (*reset && (s->pinned || mode == POOL_SESSION || fleet.cfg.server_reset_query_always)) {
+		s->pinned = false;
 		/* DISCARD ALL resets every setting to what the login set. */
 		proto_query(&s->io.out, reset);
 		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);

@@ -3,10 +3,12 @@ statement) pooling mode.
 
 Session state that cannot follow a client across server connections
 (temporary tables, PREPARE by SQL, cursors WITH HOLD, LISTEN, session-level
-advisory locks, SET ROLE / SET SESSION AUTHORIZATION) is refused with 0A000
-naming the feature and pointing to pool_mode = session
-(transaction_session_state = error, the default), or runs with one NOTICE
-per feature and session (warn), so that no other client finds it later.
+advisory locks, SET ROLE / SET SESSION AUTHORIZATION) pins the client to its
+server connection until it leaves, with one NOTICE naming the feature
+(transaction_session_state = pin, the default), is refused with 0A000
+naming the feature and pointing to pool_mode = session (error), or runs
+with one NOTICE per feature and session (warn); with pin and error no other
+client ever finds it.
 
 With default_pool_size 1 every client of a test shares one PostgreSQL
 backend: whatever one leaves there, the next one would see."""
@@ -78,7 +80,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("sql,feature,probe", REFUSED, ids=[r[0][:40] for r in REFUSED])
 def test_session_state_refused_in_transaction_mode(service, pgfleet, sql, feature, probe):
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     with fleet.connect() as a:
         state, msg = simple(a, sql)
         assert state == FEATURE_NOT_SUPPORTED, (state, msg)
@@ -92,8 +94,61 @@ def test_session_state_refused_in_transaction_mode(service, pgfleet, sql, featur
     assert fleet.wait_log("session state refused in a pooled session")
 
 
+@pytest.mark.parametrize("sql,feature,probe", REFUSED, ids=[r[0][:40] for r in REFUSED])
+def test_session_state_pins_the_client(service, pgfleet, sql, feature, probe):
+    """The default: the state works for its client, as on a direct
+    connection, across its transactions; nobody else sees it, neither while
+    the client holds the connection nor after it left (DISCARD ALL)."""
+    # pg_class lists every session's temporary relations: look at this
+    # backend's own.
+    probe = probe.replace("relpersistence = 't'",
+                          "relpersistence = 't' AND relnamespace = pg_my_temp_schema()")
+    probe = probe.replace("FROM pg_settings WHERE name = 'role' AND setting <> 'none'",
+                          "WHERE current_setting('role') <> 'none'")
+    fleet = one_pod(pgfleet, default_pool_size=2)
+    notices = []
+    with fleet.connect() as a:
+        a.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary or "")))
+        assert simple(a, sql) == (None, None)
+        told = [m for _, m in notices if "keep this client on its server connection" in m]
+        assert len(told) == 1 and told[0].startswith(feature), notices
+        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        for _ in range(3):  # every later transaction runs on the same backend
+            assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+        if probe != "SELECT 0":
+            assert a.execute(probe).fetchone()[0] >= 1, probe
+        with other_client(fleet, a) as b:
+            assert b.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+            assert b.execute(probe).fetchone()[0] == 0
+        assert simple(a, sql)[0] in (None, "42P07", "42P05", "42P03", "42710")  # told once only
+        assert len([m for _, m in notices if "keep this client" in m]) == 1
+    assert fleet.wait_log("client pinned to its server connection")
+    # Both connections busy at once: the pinned one came back reset.
+    with fleet.connect(autocommit=False) as b, fleet.connect(autocommit=False) as c:
+        pids = {b.execute("SELECT pg_backend_pid()").fetchone()[0],
+                c.execute("SELECT pg_backend_pid()").fetchone()[0]}
+        assert pid in pids
+        for conn in (b, c):
+            assert conn.execute(probe).fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't' "
+                                "AND relnamespace = pg_my_temp_schema()").fetchone()[0] == 0
+
+
+def test_pinned_session_without_reset_query_is_closed(service, pgfleet):
+    fleet = one_pod(pgfleet, default_pool_size=2, server_reset_query="")
+    with fleet.connect() as a:
+        a.execute("CREATE TEMP TABLE st_pin(a int)")
+        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    # Closed, not reset (logged at debug level): a new backend, no temp table.
+    with fleet.connect(autocommit=False) as b, fleet.connect(autocommit=False) as c:
+        for conn in (b, c):
+            assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+            assert conn.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't' "
+                                "AND relnamespace = pg_my_temp_schema()").fetchone()[0] == 0
+
+
 def test_refusal_fails_the_transaction_block(service, pgfleet):
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     with fleet.connect() as a:
         assert simple(a, "BEGIN") == (None, None)
         assert simple(a, "CREATE TABLE st_keep(a int)") == (None, None)
@@ -105,7 +160,7 @@ def test_refusal_fails_the_transaction_block(service, pgfleet):
 
 
 def test_multi_statement_text_refused_whole(service, pgfleet):
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     with fleet.connect() as a:
         state, msg = simple(a, "CREATE TABLE st_multi(a int); SELECT pg_advisory_lock(1)")
         assert state == FEATURE_NOT_SUPPORTED and "advisory" in msg, msg
@@ -135,7 +190,7 @@ def test_what_stays_in_the_transaction_is_allowed(service, pgfleet):
 
 def test_extended_protocol_refused(service, pgfleet):
     """psycopg with parameters: Parse/Bind/Execute; a prepared one too."""
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     with psycopg.connect(fleet.dsn(), autocommit=True, prepare_threshold=0) as a:
         with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
             a.execute("SELECT pg_advisory_lock(%s)", [4219])
@@ -179,7 +234,7 @@ def test_session_mode_keeps_everything(service, pgfleet):
 
 
 def test_statement_mode_names_its_mode(service, pgfleet):
-    fleet = one_pod(pgfleet, db_pool_mode="statement")
+    fleet = one_pod(pgfleet, db_pool_mode="statement", transaction_session_state="error")
     with fleet.connect() as a:
         state, msg = simple(a, "CREATE TEMP TABLE st_stmt(a int)")
         assert state == FEATURE_NOT_SUPPORTED, msg
@@ -187,7 +242,7 @@ def test_statement_mode_names_its_mode(service, pgfleet):
 
 
 def test_psql_sees_the_error(service, pgfleet):
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     env = dict(os.environ, PGPASSWORD=fx.APP_PASSWORD)
     p = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", fleet.host, "-p",
                         str(fleet.port), "-U", fx.APP_USER, "-d", fx.APP_DB, "-c",
@@ -200,7 +255,7 @@ def test_psql_sees_the_error(service, pgfleet):
 
 def test_asyncpg_listener_refused(service, pgfleet):
     asyncpg = pytest.importorskip("asyncpg")
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     dsn = "postgresql://%s:%s@%s:%d/%s" % (fx.APP_USER, fx.APP_PASSWORD, fleet.host,
                                            fleet.port, fx.APP_DB)
 
@@ -222,7 +277,7 @@ def test_asyncpg_listener_refused(service, pgfleet):
 def test_prepare_in_a_transaction_block_lasts_the_block(service, pgfleet):
     """PREPARE inside a block runs (told once) and is gone when the block
     ends, before another client could EXECUTE it."""
-    fleet = one_pod(pgfleet)
+    fleet = one_pod(pgfleet, transaction_session_state="error")
     notices = []
     with fleet.connect() as a:
         a.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
