@@ -914,7 +914,10 @@ static const struct {
 static unsigned inspect_watch(const struct client *c)
 {
 	unsigned watch = statements_on() ? SQLI_WATCH_STATEMENTS : 0;
-	if (client_pool_mode(c) != POOL_SESSION)
+	/* Session pooling: a RESET must return the startup values the client
+	 * brought, which its server connection (logged in neutral) does not
+	 * have as its own; without any there is nothing to look for. */
+	if (client_pool_mode(c) != POOL_SESSION || c->params_startup->count)
 		watch |= SQLI_WATCH_SESSION;
 	return watch;
 }
@@ -1199,12 +1202,13 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		if (!what)
 			clean_parse_note(c, query, qlen, watch);
 	}
-	if (what & SQLI_SESSION_FLAGS) {
+	bool shared = client_pool_mode(c) != POOL_SESSION;
+	if ((what & SQLI_SESSION_FLAGS) && shared) {
 		enum fwd f = session_state(c, s, what, len, true);
 		if (f != FWD_STREAM)
 			return f;
 	}
-	if (what & SQLI_SET)
+	if ((what & SQLI_SET) && shared)
 		note_settings(c, &look);
 	if (!statements_on()) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
@@ -1459,12 +1463,13 @@ static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
 		return FWD_DONE;
 	}
-	if (what & SQLI_SESSION_FLAGS) {
+	bool shared = client_pool_mode(c) != POOL_SESSION;
+	if ((what & SQLI_SESSION_FLAGS) && shared) {
 		enum fwd f = session_state(c, s, what, len, false);
 		if (f != FWD_STREAM)
 			return f;
 	}
-	if (what & SQLI_SET)
+	if ((what & SQLI_SET) && shared)
 		note_settings(c, &look);
 	apply_look(c, s, what);
 	if ((what & (SQLI_RESET | SQLI_RESET_ALL)) && look.stmts == 1 && !look.reset_overflow &&

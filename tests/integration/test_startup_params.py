@@ -190,6 +190,19 @@ def test_reset_returns_the_startup_value(service, pgfleet, mode):
             assert show(conn, "DateStyle") == "SQL, DMY"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_reset_from_the_default_value_returns_the_startup_value(service, pgfleet, mode):
+    """pg_regress's date test: the session's value is the server's default
+    when the client RESETs, so the server reports no change; the startup
+    value must still come back (psql, PGDATESTYLE as pg_regress sets it)."""
+    fleet = one_pod(pgfleet, mode, pool_size=2)
+    p = psql(fleet, ["SET datestyle TO iso", "SET datestyle TO mdy", "SHOW datestyle",
+                     "RESET datestyle", "SHOW datestyle", "SELECT 1"],
+             extra_env={"PGDATESTYLE": "Postgres, MDY"})
+    shown = [l for l in p.stdout.splitlines() if l not in ("SET", "RESET", "")]
+    assert shown == ["ISO, MDY", "Postgres, MDY", "1"], p.stdout
+
+
 # ---- other drivers ----------------------------------------------------------------
 
 
