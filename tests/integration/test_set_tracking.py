@@ -113,6 +113,7 @@ def test_session_state_pins_the_client(service, pgfleet, sql, feature, probe):
         told = [m for _, m in notices if "keep this client on its server connection" in m]
         assert len(told) == 1 and told[0].startswith(feature), notices
         pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        worker = fleet.worker_of(a)
         for _ in range(3):  # every later transaction runs on the same backend
             assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
         if probe != "SELECT 0":
@@ -124,7 +125,8 @@ def test_session_state_pins_the_client(service, pgfleet, sql, feature, probe):
         assert len([m for _, m in notices if "keep this client" in m]) == 1
     assert fleet.wait_log("client pinned to its server connection")
     # Both connections busy at once: the pinned one came back reset.
-    with fleet.connect(autocommit=False) as b, fleet.connect(autocommit=False) as c:
+    with fleet.connect_on_worker(worker, autocommit=False) as b, \
+            fleet.connect_on_worker(worker, autocommit=False) as c:
         pids = {b.execute("SELECT pg_backend_pid()").fetchone()[0],
                 c.execute("SELECT pg_backend_pid()").fetchone()[0]}
         assert pid in pids
@@ -139,8 +141,10 @@ def test_pinned_session_without_reset_query_is_closed(service, pgfleet):
     with fleet.connect() as a:
         a.execute("CREATE TEMP TABLE st_pin(a int)")
         pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        worker = fleet.worker_of(a)
     # Closed, not reset (logged at debug level): a new backend, no temp table.
-    with fleet.connect(autocommit=False) as b, fleet.connect(autocommit=False) as c:
+    with fleet.connect_on_worker(worker, autocommit=False) as b, \
+            fleet.connect_on_worker(worker, autocommit=False) as c:
         for conn in (b, c):
             assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
             assert conn.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't' "
