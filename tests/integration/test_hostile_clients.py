@@ -277,6 +277,13 @@ def first_refusal(fleet, extra, timeout=10.0, startup=True):
         err = refusal(s, timeout=1.0)
         if err:
             return err, opened
+    # A loaded machine (workers = N, a backlog being refused one pause at a
+    # time) may answer later: still an answer, not a hang.
+    deadline = time.monotonic() + timeout
+    for s in opened:
+        err = refusal(s, timeout=max(0.1, deadline - time.monotonic()))
+        if err:
+            return err, opened
     return None, opened
 
 
@@ -381,6 +388,7 @@ def test_out_of_file_descriptors_neither_spins_nor_hangs(service, pgfleet):
     limit = open_fds(pid) + 16
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, old_limit[1]))
     log_start = len(fleet.log_text())
+    t_start = time.monotonic()
     idle, http_socks = [], []
     try:
         idle = idle_sockets(fleet, 40)  # more than the 16 descriptors left
@@ -410,8 +418,16 @@ def test_out_of_file_descriptors_neither_spins_nor_hangs(service, pgfleet):
         close_all(idle)
         close_all(http_socks)
     lines = log_lines(fleet, "accept", log_start) + log_lines(fleet, "refus", log_start)
-    assert len(lines) < 30, "log flooded: %d lines, e.g. %s" % (len(lines), lines[:3])
-    assert log_lines(fleet, "http accept failed", log_start), "the HTTP port was not tried"
+    # Each worker logs each kind (refusals, accept pauses, the HTTP port) at
+    # most once a second however many sockets it refuses; how long the test
+    # stays at the limit depends on the machine's load.
+    allowed = 10 + 3 * fleet.workers * int(time.monotonic() - t_start + 1)
+    assert len(lines) < allowed, "log flooded: %d lines (%d allowed), e.g. %s" % (
+        len(lines), allowed, lines[:3])
+    # With workers = N the other workers' refusals free descriptors of the
+    # shared table, so worker 0's HTTP accepts may succeed in between.
+    assert fleet.workers > 1 or log_lines(fleet, "http accept failed", log_start), \
+        "the HTTP port was not tried"
     with connect_eventually(fleet) as conn:
         assert conn.execute("SELECT 3").fetchone() == (3,)
     fx.wait_until(lambda: fleet.http_get("/healthz")[0] == 200, 10)
