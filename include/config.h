@@ -279,6 +279,8 @@ const struct db_config *config_find_db(const struct config *cfg, const char *nam
 const struct user_entry *config_find_user(const struct config *cfg, const char *name);
 /* Is `user` listed in the comma/space separated list `list` (admin_users, stats_users)? */
 bool config_list_has(const char *list, const char *user);
+/* The same in any case (ignore_startup_parameters: GUC names). */
+bool config_list_has_nocase(const char *list, const char *name);
 
 /* Settings by index, for SHOW CONFIG and SET: name, current value as text, default. */
 size_t config_setting_count(void);

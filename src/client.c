@@ -462,21 +462,7 @@ static bool login_tls(struct client *c)
  * parameter is dropped, as PgBouncer does: the operator vouches for it. */
 static bool startup_param_ignored(const char *name)
 {
-	const char *p = fleet.cfg.ignore_startup_parameters;
-	size_t n = strlen(name);
-	if (!p)
-		return false;
-	for (;;) {
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			return false;
-		const char *start = p;
-		while (*p && *p != ',' && !isspace((unsigned char)*p))
-			p++;
-		if ((size_t)(p - start) == n && strncasecmp(start, name, n) == 0)
-			return true;
-	}
+	return config_list_has_nocase(fleet.cfg.ignore_startup_parameters, name);
 }
 
 /* One of the client's startup settings, within max_client_params and

@@ -1041,11 +1041,12 @@ const struct user_entry *config_find_user(const struct config *cfg, const char *
 	return NULL;
 }
 
-bool config_list_has(const char *list, const char *user)
+/* Is name a member of a comma/space-separated list (fold: in any case)? */
+static bool list_has(const char *list, const char *name, bool fold)
 {
-	if (!list || !user || !*user)
+	if (!list || !name || !*name)
 		return false;
-	size_t n = strlen(user);
+	size_t n = strlen(name);
 	const char *p = list;
 	for (;;) {
 		while (*p == ',' || isspace((unsigned char)*p))
@@ -1055,9 +1056,20 @@ bool config_list_has(const char *list, const char *user)
 		const char *start = p;
 		while (*p && *p != ',' && !isspace((unsigned char)*p))
 			p++;
-		if ((size_t)(p - start) == n && memcmp(start, user, n) == 0)
+		if ((size_t)(p - start) == n &&
+		    (fold ? strncasecmp(start, name, n) : memcmp(start, name, n)) == 0)
 			return true;
 	}
+}
+
+bool config_list_has(const char *list, const char *user)
+{
+	return list_has(list, user, false);
+}
+
+bool config_list_has_nocase(const char *list, const char *name)
+{
+	return list_has(list, name, true);
 }
 
 size_t config_setting_count(void)
