@@ -173,10 +173,11 @@ def _reap(pid):
         pass
 
 
-def reap_orphans():
-    """Reap zombie children of ours named postgres or dnsmasq: daemons that
-    were reparented to us as subreaper (never a subprocess.Popen child:
-    pg_ctl and the dnsmasq launcher are waited for synchronously)."""
+def reap_orphans(names=("postgres", "dnsmasq")):
+    """Reap zombie children of ours with one of these names (by default
+    postgres or dnsmasq: daemons that were reparented to us as subreaper,
+    never a subprocess.Popen child: pg_ctl and the dnsmasq launcher are
+    waited for synchronously)."""
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -188,8 +189,7 @@ def reap_orphans():
             continue
         comm = data[data.index("(") + 1:data.rindex(")")]
         st = data[data.rindex(")") + 2:].split()
-        if st[0] == "Z" and int(st[1]) == me and comm in ("postgres",
-                                                           "dnsmasq"):
+        if st[0] == "Z" and int(st[1]) == me and comm in names:
             _reap(int(name))
 
 

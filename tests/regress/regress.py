@@ -381,21 +381,7 @@ def reap_group_orphans():
     """Reap the psql that a killed pg_regress left behind: as subreaper we
     inherit it, and PID 1 here does not reap."""
     time.sleep(0.2)
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                data = f.read()
-        except OSError:
-            continue
-        comm = data[data.index("(") + 1:data.rindex(")")]
-        st = data[data.rindex(")") + 2:].split()
-        if st[0] == "Z" and int(st[1]) == me and comm in (
-                "psql", "pg_regress", "runuser", "sh"):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(name), os.WNOHANG)
+    fx.reap_orphans(("psql", "pg_regress", "runuser", "sh"))
 
 
 def run_mode(mode, args, tree, libdir, state):
