@@ -89,6 +89,10 @@ struct database {
 	char auto_user[NAME_MAX_LEN];
 	int clients;       /* clients whose c->db is this one, until freed */
 	double idle_since; /* when `clients` last fell to 0 (or creation) */
+	/* Bumped by RELOAD: server connections logged in before it may carry
+	 * role/database defaults an ALTER ROLE/DATABASE ... SET has changed
+	 * since (database_refresh_defaults). */
+	unsigned defaults_gen;
 };
 
 /* The database for a client's name: existing, or created from its exact
@@ -146,6 +150,15 @@ const char *replica_role_name(enum replica_role r);
 /* Idle server connections of db close now, busy ones when their client is
  * done with them (RECONNECT, a changed login on reload). */
 void database_reconnect(struct database *db, const char *why);
+/* RELOAD: role and database defaults may have changed without a change of
+ * db's entry.  Each pool of an up replica starts one fresh login now (in
+ * room it has, else in place of an idle connection, else of the first one
+ * a client gives back); when that login's parameters differ from the
+ * pool's previous login's, the pool's older connections are retired (idle
+ * ones closed, busy ones when released), else they count as current.
+ * Costs one login per pool per RELOAD; closes nothing a client is using.
+ * Until the fresh login is done, new clients get the defaults known before. */
+void database_refresh_defaults(struct database *db);
 /* Every client of db (waiting or logged in) is told `message` with SQLSTATE
  * 57P01 (admin_shutdown) and closed, then every server connection of its
  * pools is closed with `why` (KILL, the end of a shutdown). */

@@ -69,6 +69,10 @@ struct pool {
 	size_t keys_salt_len;
 	int keys_iterations;
 	struct pool_slot *slot; /* NULL when workers = 1 */
+	/* The newest login's ParameterStatus, hashed: a login whose hash
+	 * differs saw other role/database defaults (server.c login_complete). */
+	uint32_t welcome_hash;
+	unsigned probe_gen; /* database defaults_gen a fresh login was started for */
 };
 
 struct pool_group *pool_group_get(struct database *db, const char *user);
@@ -137,6 +141,12 @@ void pool_set_router(const struct pool_router *r);
 /* Gives c a server connection now (true), or queues it and starts
  * connections where there is room (false: c is CLIENT_WAITING). */
 bool pool_checkout(struct client *c);
+/* RELOAD (database_refresh_defaults): starts the fresh login that tells
+ * whether role/database defaults changed, in room the pool has or by
+ * closing `spare` (a connection back from a client) or an idle one; true
+ * when `spare` was closed.  With neither, waits for a connection to come
+ * back (pool_server_ready calls it again). */
+bool pool_probe_defaults(struct pool *p, struct server *spare);
 /* A server finished its work for a client (or its login): hand it to the
  * first waiting client, or put it on the idle list. */
 void pool_server_ready(struct server *s);

@@ -121,6 +121,8 @@ struct server {
 	const struct param_set *learning;
 	bool learn_failed;
 	struct wbuf login_welcome; /* its login's ParameterStatus messages, until login_complete */
+	uint32_t welcome_hash;     /* ... hashed (pool's welcome_hash) */
+	unsigned defaults_gen;     /* its database's defaults_gen when it started to log in */
 	struct scram_client *scram;
 	double connect_time, request_time, last_used;
 	uint64_t stats_in_mark, stats_out_mark; /* io byte counts when last linked */

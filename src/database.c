@@ -629,6 +629,20 @@ void database_reconnect(struct database *db, const char *why)
 	}
 }
 
+void database_refresh_defaults(struct database *db)
+{
+	struct list *rit, *pit;
+	db->defaults_gen++;
+	list_for_each(rit, &db->replicas) {
+		struct replica *r = container_of(rit, struct replica, node);
+		list_for_each(pit, &r->pools) {
+			struct pool *p = container_of(pit, struct pool, replica_node);
+			if (r->state == REPLICA_UP && p->idle.count + p->active.count > 0)
+				(void)pool_probe_defaults(p, NULL);
+		}
+	}
+}
+
 void database_close_all(struct database *db, const char *message, const char *why)
 {
 	struct list *git, *rit, *pit, *it, *tmp;

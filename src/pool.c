@@ -430,6 +430,24 @@ bool pool_checkout(struct client *c)
 	return false;
 }
 
+bool pool_probe_defaults(struct pool *p, struct server *spare)
+{
+	unsigned gen = p->group->db->defaults_gen;
+	if (pool_has_room(p)) {
+		p->probe_gen = gen;
+		(void)server_launch(p);
+		return false;
+	}
+	if (!spare && p->idle.count)
+		spare = container_of(list_first(&p->idle.head), struct server, node);
+	if (!spare)
+		return false; /* the first connection to come back makes room */
+	p->probe_gen = gen;
+	server_close(spare, "role and database defaults refresh");
+	(void)server_launch(p);
+	return true;
+}
+
 void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
@@ -441,6 +459,10 @@ void pool_server_ready(struct server *s)
 		s->ready_after_cancel = true;
 		return;
 	}
+	if (s->defaults_gen != g->db->defaults_gen && s->state != SERVER_LOGIN &&
+	    p->probe_gen != g->db->defaults_gen && p->replica->state == REPLICA_UP &&
+	    pool_probe_defaults(p, s))
+		return; /* s was closed to make room for the fresh login */
 	if (s->state != SERVER_LOGIN && pool_yield_server(p) && pool_total(p) > fair_share(p)) {
 		/* workers = N: another worker's clients wait for room this one
 		 * holds beyond its share: give it back rather than keep it.

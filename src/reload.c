@@ -236,6 +236,8 @@ bool reload_config(char *err, size_t errlen)
 		}
 		if (relogin)
 			database_reconnect(db, "configuration changed");
+		else
+			database_refresh_defaults(db);
 		if (host_changed)
 			database_sync_replicas(db); /* new names are resolved, old ones drain */
 		database_apply(db);

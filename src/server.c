@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "cancel.h"
 #include "client.h"
+#include "intern.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -134,6 +135,7 @@ bool server_launch(struct pool *p)
 	s->login_step = SLOGIN_CONNECTING;
 	s->connect_time = fleet_now();
 	s->xact_status = 'I';
+	s->defaults_gen = p->group->db->defaults_gen;
 	r->server_conns++;
 	p->group->connecting++;
 
@@ -493,6 +495,37 @@ static void note_parameter(struct server *s, const uint8_t *body, uint32_t len, 
 		log_warn("out of memory: a server's parameter not updated", NULL);
 }
 
+/* A login's parameters against the pool's previous login's: other values
+ * mean role or database defaults changed (ALTER ROLE/DATABASE ... SET), so
+ * the pool's older connections, whose sessions started with the old ones,
+ * are retired; the same values after a RELOAD make them current again. */
+static void defaults_seen(struct server *s, uint32_t hash)
+{
+	struct pool *p = s->pool;
+	unsigned gen = p->group->db->defaults_gen;
+	struct list *it, *tmp;
+	s->welcome_hash = hash;
+	bool changed = p->welcome_hash && p->welcome_hash != hash;
+	p->welcome_hash = hash;
+	list_for_each(it, &p->active.head) {
+		struct server *o = container_of(it, struct server, node);
+		if (o->welcome_hash != hash)
+			o->close_needed = true;
+		else if (s->defaults_gen == gen)
+			o->defaults_gen = gen;
+	}
+	list_for_each_safe(it, tmp, &p->idle.head) {
+		struct server *o = container_of(it, struct server, node);
+		if (o->welcome_hash != hash)
+			server_close(o, "role or database defaults changed");
+		else if (s->defaults_gen == gen)
+			o->defaults_gen = gen;
+	}
+	if (changed)
+		log_info("role or database defaults changed", "db", p->group->db->name, "user",
+			 p->group->user, "replica", p->replica->addr_str, NULL);
+}
+
 static void login_complete(struct server *s)
 {
 	struct pool *p = s->pool;
@@ -501,9 +534,13 @@ static void login_complete(struct server *s)
 	 * an ALTER ROLE/DATABASE ... SET reaches them with the next connection. */
 	struct pool_group *g = p->group;
 	wbuf_reset(&g->welcome);
+	uint32_t hash = INTERN_HASH_SEED;
+	for (size_t i = 0; i < s->login_welcome.len; i++)
+		hash = intern_hash_byte(hash, s->login_welcome.data[i]);
 	if (s->login_welcome.len)
 		wbuf_put(&g->welcome, s->login_welcome.data, s->login_welcome.len);
 	wbuf_free(&s->login_welcome);
+	defaults_seen(s, hash ? hash : 1);
 	g->have_welcome = true;
 	if (p->slot)
 		pool_welcome_publish(g);

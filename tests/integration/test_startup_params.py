@@ -4,7 +4,7 @@ session in every pool mode, following the client from one server
 connection to the next; what pgfleet cannot honour refuses the login with
 an error naming it (unless ignore_startup_parameters drops it); RESET
 returns the client's own startup value; new clients are greeted with the
-newest login's role/database defaults, refreshed by RECONNECT.
+newest login's role/database defaults, refreshed by RECONNECT and RELOAD.
 
 Real clients: psql (PGOPTIONS), psycopg (options=), asyncpg
 (server_settings=), node-postgres (options, statement_timeout) and pgjdbc
@@ -429,8 +429,33 @@ def test_over_limit_count_and_length_are_refused(service, pgfleet):
 # ---- role defaults are not frozen (item 3) -----------------------------------------
 
 
+def app_backends(service):
+    """Backend pids of the app user's sessions on pod 0 (pgfleet's server
+    connections), the health check's excluded."""
+    out = service.psql(0, "SELECT pid FROM pg_stat_activity WHERE usename = '%s' "
+                          "AND datname = 'app' AND pid <> pg_backend_pid() "
+                          "AND application_name = ''" % fx.APP_USER)
+    return set(int(x) for x in out.split())
+
+
+def wait_for_greeting(fleet, value, deadline_s=20):
+    """RELOAD refreshes the defaults with a fresh login, in the background:
+    new clients see them once it is done."""
+    import time
+    end = time.monotonic() + deadline_s
+    seen = None
+    while time.monotonic() < end:
+        with connect(fleet) as conn:
+            seen = conn.info.parameter_status("IntervalStyle")
+        if seen == value:
+            return
+        time.sleep(0.1)
+    raise AssertionError("new clients still greeted with IntervalStyle=%s" % seen)
+
+
+@pytest.mark.parametrize("command", ["RECONNECT app", "RELOAD"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_alter_role_then_reconnect_reaches_new_clients(service, pgfleet, workers):
+def test_alter_role_then_reconnect_reaches_new_clients(service, pgfleet, workers, command):
     fleet = pgfleet(settings={"pool_mode": "transaction", "default_pool_size": 2,
                               "workers": workers, "admin_users": fx.APP_USER},
                     databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
@@ -440,7 +465,9 @@ def test_alter_role_then_reconnect_reaches_new_clients(service, pgfleet, workers
     try:
         with psycopg.connect(fleet.dsn(fx.APP_USER, fx.APP_PASSWORD, "pgfleet"),
                              autocommit=True) as admin:
-            admin.execute("RECONNECT app")
+            admin.execute(command)
+        if command == "RELOAD":
+            wait_for_greeting(fleet, "sql_standard")
         for _ in range(2 * workers):  # every worker's clients
             with connect(fleet) as conn:
                 assert conn.info.parameter_status("IntervalStyle") == "sql_standard"
@@ -453,3 +480,35 @@ def test_alter_role_then_reconnect_reaches_new_clients(service, pgfleet, workers
             assert show(conn, "intervalstyle") == "iso_8601"
     finally:
         service.psql(0, "ALTER ROLE %s RESET intervalstyle" % fx.APP_USER)
+
+
+def test_reload_with_unchanged_defaults_keeps_server_connections(service, pgfleet):
+    """RELOAD costs one fresh login per pool: connections whose defaults are
+    still the role's stay, a busy one is never taken from its client."""
+    fleet = pgfleet(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                              "admin_users": fx.APP_USER},
+                    databases={"app": "host=%s port=5432 dbname=app" % fx.pod_addr(0)})
+    busy = connect(fleet)
+    idle = connect(fleet)
+    try:
+        busy.execute("BEGIN")
+        busy_pid = busy.execute("SELECT pg_backend_pid()").fetchone()[0]
+        idle.execute("SELECT 1")
+        before = app_backends(service)
+        assert busy_pid in before and len(before) == 2
+        with psycopg.connect(fleet.dsn(fx.APP_USER, fx.APP_PASSWORD, "pgfleet"),
+                             autocommit=True) as admin:
+            admin.execute("RELOAD")
+        import time
+        end = time.monotonic() + 20
+        while len(app_backends(service)) < 3 and time.monotonic() < end:
+            time.sleep(0.1)
+        after = app_backends(service)
+        assert before < after and len(after) == 3, (before, after)  # the fresh login
+        assert busy.execute("SELECT pg_backend_pid()").fetchone()[0] == busy_pid
+        busy.execute("COMMIT")
+        time.sleep(0.5)
+        assert app_backends(service) == after  # nothing retired: same defaults
+    finally:
+        busy.close()
+        idle.close()
