@@ -397,6 +397,48 @@ static void test_session_prefilter_spares_the_hot_path(void)
 	CHECK(sqlinspect_parses() == before);
 }
 
+/* The session prefilter reads the text sixteen bytes at a time: every
+ * byte counts wherever it falls (a step's first or last byte, the text's
+ * last bytes read again from the end, a text shorter than a step), and no
+ * byte past the text is read (a word cut by the text's end is no hit). */
+static void test_session_prefilter_every_position(void)
+{
+	static const char *hits[] = {
+		"select 1 into temp t", "select set_config('a', 'b', false)",
+		"select pg_advisory_lock(1)", "select 1; set x = 1", "x;reset all",
+		"select 1 into pg_temp.t",
+	};
+	static const char *misses[] = {
+		"select abalance from pgbench_accounts where aid = 1;",
+		"select pg_advisory_xact_lock(1)", "select 1 into tem", "insert into temp_t values (1)",
+	};
+	char buf[128];
+	for (size_t pad = 0; pad < 40; pad++) {
+		for (size_t i = 0; i < sizeof(hits) / sizeof(hits[0]); i++) {
+			size_t n = strlen(hits[i]);
+			memset(buf, ' ', pad);
+			memcpy(buf + pad, hits[i], n);
+			if (!sqlinspect_prefilter_session(buf, pad + n))
+				fprintf(stderr, "pad %zu: \"%s\" missed\n", pad, hits[i]);
+			CHECK(sqlinspect_prefilter_session(buf, pad + n));
+			CHECK(sqlinspect_prefilter_both(buf, pad + n));
+		}
+		for (size_t i = 0; i < sizeof(misses) / sizeof(misses[0]); i++) {
+			size_t n = strlen(misses[i]);
+			memset(buf, ' ', pad);
+			memcpy(buf + pad, misses[i], n);
+			buf[pad + n] = 'p'; /* past the end: "tem" + "p" would be "temp" */
+			CHECK(!sqlinspect_prefilter_session(buf, pad + n));
+		}
+	}
+	/* A SELECT ... INTO is a SELECT: "into temp" in a statement before the
+	 * first that may select is no SELECT ... INTO. */
+	const char *sql = "insert into temp_t values (1); select 1";
+	CHECK(!sqlinspect_prefilter_session(sql, strlen(sql)));
+	sql = "select 1; select 2 into temp t";
+	CHECK(sqlinspect_prefilter_session(sql, strlen(sql)));
+}
+
 static void test_reserved(void)
 {
 	CHECK(sqlinspect_reserved("pgf_1"));
@@ -416,5 +458,6 @@ int main(void)
 	RUN(test_set_names);
 	RUN(test_reset_names);
 	RUN(test_session_prefilter_spares_the_hot_path);
+	RUN(test_session_prefilter_every_position);
 	return harness_finish();
 }
