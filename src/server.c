@@ -1463,6 +1463,12 @@ static void forward_to_client(struct server *s)
 			if (named_error)
 				check_statement_lost(s, body, len - 4);
 			skip_to_sync(s);
+			/* The client's Sync is still to come: the server ignores
+			 * what it sends until then, and so does pgfleet (no hidden
+			 * Parse, no answer of its own, no statement believed
+			 * prepared that the server never saw). */
+			if (s->q_len == 0)
+				c->skip_to_sync = true;
 		} else if (effect == TXN_POP) {
 			queue_pop(s);
 		}
