@@ -147,6 +147,11 @@ static const struct {
     {"max_auto_databases", 1, 1000000},
     /* issue 15 item 8: helper threads for health-check logins */
     {"health_check_max_logins", 1, 10000},
+    /* issue 18: what Linux accepts for each socket option (tcp(7)); 0 = the kernel's */
+    {"tcp_keepidle", 0, 32767},
+    {"tcp_keepintvl", 0, 32767},
+    {"tcp_keepcnt", 0, 127},
+    {"listen_backlog", 1, 65535},
 };
 
 /* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
@@ -654,6 +659,11 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 			emit(ctx, IDX_client_tls_sslmode, why);
 		}
 	}
+	/* a client certificate needs its key, and the key its certificate */
+	if (*cfg->server_tls_cert_file && !*cfg->server_tls_key_file)
+		emit(ctx, IDX_server_tls_cert_file, "needs server_tls_key_file");
+	if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
+		emit(ctx, IDX_server_tls_key_file, "needs server_tls_cert_file");
 	if (cfg->auth_type != AUTH_TRUST && cfg->n_users == 0) {
 		snprintf(why, sizeof why,
 		         "'%s' needs users: set auth_file, or DB_USER with DB_PASSWORD",

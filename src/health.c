@@ -684,6 +684,11 @@ static void start_connect(struct health_check *hc)
 	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
 	if (*fleet.cfg.server_tls_ca_file)
 		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
+	/* the same client certificate as the pooled connections (tls.c) */
+	if (*fleet.cfg.server_tls_cert_file) {
+		kw[n] = "sslcert", val[n++] = fleet.cfg.server_tls_cert_file;
+		kw[n] = "sslkey", val[n++] = fleet.cfg.server_tls_key_file;
+	}
 	kw[n] = "gssencmode", val[n++] = "disable";
 	kw[n] = NULL, val[n] = NULL;
 

@@ -254,7 +254,7 @@ static bool listen_tcp(void)
 			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, (int)fleet.cfg.listen_backlog) < 0) {
 			char where[128];
 			conn_format_addr(ai->ai_addr, where, sizeof(where));
 			log_error("cannot listen", "addr", where, "error", strerror(errno), NULL);
@@ -290,7 +290,7 @@ static bool listen_unix(void)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, 1024) < 0) {
+	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, (int)fleet.cfg.listen_backlog) < 0) {
 		log_error("cannot listen", "addr", un.sun_path, "error", strerror(errno), NULL);
 		close(fd);
 		return false;

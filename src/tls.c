@@ -233,6 +233,28 @@ static bool build_connect_ctx(const struct config *cfg)
 	SSL_CTX_set_verify(connect_ctx,
 			   cfg->server_tls_sslmode >= TLS_VERIFY_CA ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
 			   NULL);
+	/* A client certificate for servers that ask for one (pg_hba "cert",
+	 * clientcert=verify-ca/verify-full); config.c makes sure both are set. */
+	const char *cert = cfg->server_tls_cert_file, *key = cfg->server_tls_key_file;
+	if (*cert) {
+		if (!readable("server_tls_cert_file", cert))
+			return false;
+		if (SSL_CTX_use_certificate_chain_file(connect_ctx, cert) != 1) {
+			log_file_error("server_tls_cert_file", cert, openssl_reason(why, sizeof(why)));
+			return false;
+		}
+		if (!readable("server_tls_key_file", key))
+			return false;
+		if (SSL_CTX_use_PrivateKey_file(connect_ctx, key, SSL_FILETYPE_PEM) != 1) {
+			log_file_error("server_tls_key_file", key, openssl_reason(why, sizeof(why)));
+			return false;
+		}
+		if (SSL_CTX_check_private_key(connect_ctx) != 1) {
+			log_file_error("server_tls_key_file", key, "does not match server_tls_cert_file");
+			ERR_clear_error();
+			return false;
+		}
+	}
 	return true;
 }
 
