@@ -340,6 +340,14 @@ bool config_setting_known(const char *name);
  * the load ends (config_loader_keep_name). */
 void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
 			    const char *file, int line);
+/* Every key a source may name, by index: the settings, then the
+ * CONFIG_UNIMPLEMENTED entries that are not settings (NULL for the others). */
+size_t config_key_count(void);
+const char *config_key_name(size_t i);
+/* Key `name` (a setting or a CONFIG_UNIMPLEMENTED entry) from variable `var`:
+ * stored, or refused/warned about like the same line in a file. */
+void config_loader_set_env_key(struct config_loader *l, const char *name, const char *var,
+			       const char *text);
 /* Setting `idx` from environment variable `var`. */
 void config_loader_set_env(struct config_loader *l, size_t idx, const char *var, const char *text);
 

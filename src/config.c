@@ -789,6 +789,43 @@ bool config_setting_known(const char *name)
 	return config_setting_find(name) >= 0 || UNIMPL(name) != NULL;
 }
 
+size_t config_key_count(void)
+{
+	return N_SETTINGS + ARRAY_LEN(unimplemented);
+}
+
+const char *config_key_name(size_t i)
+{
+	if (i < N_SETTINGS)
+		return settings[i].name;
+	i -= N_SETTINGS;
+	if (i >= ARRAY_LEN(unimplemented) || config_setting_find(unimplemented[i].name) >= 0)
+		return NULL;
+	return unimplemented[i].name;
+}
+
+void config_loader_set_env_key(struct config_loader *l, const char *name, const char *var,
+                               const char *text)
+{
+	char err[ERRLEN];
+	int idx = config_setting_find(name);
+	if (idx >= 0) {
+		config_loader_set_env(l, (size_t)idx, var, text);
+		return;
+	}
+	/* PgBouncer's own, not a setting: judged now, nothing is stored */
+	const struct unimplemented *u = UNIMPL(name);
+	if (!u || unimpl_is_default(u, text))
+		return;
+	if (u->decision == REFUSE) {
+		refusal(u, err, sizeof err);
+		config_loader_report(l, "environment: %s: %s", var, err);
+	} else {
+		warning(u, err, sizeof err);
+		config_loader_warn(l, "environment: %s: %s", var, err);
+	}
+}
+
 void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
                             const char *file, int lineno)
 {
