@@ -142,9 +142,12 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  * ignored: X(name, type, default, decision, note).
  *   REFUSE: a value other than the default stops the load (start-up, -t,
  *           RELOAD/SIGHUP, SET) with "where: key 'name': not implemented...".
- *   WARN:   accepted with a warning naming it; only for settings whose
- *           effect no client can see (logging, sockets, PgBouncer internals),
- *           so that an ordinary pgbouncer.ini still loads.
+ *   WARN:   accepted with a warning naming it: only while issue 18's work
+ *           on it is in progress (no new WARN row: a knob whose effect no
+ *           client can see becomes a documented no-op setting in
+ *           CONFIG_SETTINGS instead, shown by SHOW CONFIG).
+ * A PgBouncer 1.25 key in neither list is "unknown setting";
+ * tests/integration/test_pgbouncer_compat.py keeps the three in step.
  * `type` (STR, INT, BOOL, TIME) says how a value is compared with `default`;
  * for a name that is also in CONFIG_SETTINGS the two must agree.  `note`
  * (or NULL) says what pgfleet does instead; it ends the warning line.

@@ -856,6 +856,18 @@ void config_loader_set_file(struct config_loader *l, const char *key, const char
 		config_loader_report(l, "%s:%d: key '%s': %s", file, lineno, key, err);
 		return;
 	}
+	/* A relative auth_file is next to the file that names it, as %include
+	 * is: conf/pgfleet.ini's "auth_file = userlist.txt" works from any
+	 * directory (PgBouncer would look in its working directory). */
+	const char *slash = strrchr(file, '/');
+	if (idx == IDX_auth_file && *v.s && v.s[0] != '/' && slash) {
+		size_t dir = (size_t)(slash - file) + 1, n = strlen(v.s) + 1;
+		char *joined = config_xrealloc(NULL, dir + n);
+		memcpy(joined, file, dir);
+		memcpy(joined + dir, v.s, n);
+		free(v.s);
+		v.s = joined;
+	}
 	store_value(l->cfg, (size_t)idx, &v);
 	l->origin[idx] = (struct origin){file, lineno, NULL};
 }
