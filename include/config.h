@@ -122,6 +122,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(tcp_user_timeout, INT, "0")                                                              \
 	X(tcp_socket_buffer, INT, "0")                                                             \
 	X(listen_backlog, INT, "1024")                                                             \
+	X(pidfile, STR, "")                                                                        \
 	/* issue 18: PgBouncer's knobs whose effect no client can see: accepted, shown by        \
 	 * SHOW CONFIG, and docs/configuration.md says why each changes nothing */               \
 	X(tcp_defer_accept, INT, "1")                                                              \
@@ -185,7 +186,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(client_tls_dheparams, STR, "auto", REFUSE, NULL)                                         \
 	X(client_tls_ecdhcurve, STR, "auto", REFUSE, NULL)                                         \
 	X(login_notify_message, STR, "", REFUSE, NULL)                                             \
-	X(pidfile, STR, "", REFUSE, NULL)                                                          \
 	X(pool_idle_timeout, TIME, "0", REFUSE, NULL)                                              \
 	X(query_wait_notify, TIME, "5", REFUSE, NULL)                                              \
 	X(scram_iterations, INT, "4096", REFUSE, NULL)                                             \

@@ -104,7 +104,7 @@ static const char *const restart_only[] = {
 	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
 	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
 	"dns_servers",		"log_format",		"io_uring",		"server_tls_cert_file",
-	"server_tls_key_file",	"listen_backlog",	NULL,
+	"server_tls_key_file",	"listen_backlog",	"pidfile",		NULL,
 };
 
 bool fleet_setting_needs_restart(const char *key)

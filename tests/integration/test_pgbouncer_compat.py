@@ -30,7 +30,7 @@ HONOURED, REFUSED, WARNED = "honoured", "refused", "warned"
 PGBOUNCER_SETTINGS = {
     # generic
     "logfile": ("/var/log/pgbouncer/pgbouncer.log", WARNED),  # in progress (admin)
-    "pidfile": ("/var/run/pgbouncer/pgbouncer.pid", REFUSED),
+    "pidfile": ("/var/run/pgbouncer/pgbouncer.pid", HONOURED),
     "listen_addr": ("127.0.0.1", HONOURED),
     "listen_port": ("6543", HONOURED),
     "unix_socket_dir": ("/var/run/pgfleet-compat", HONOURED),
@@ -143,7 +143,7 @@ PGBOUNCER_SETTINGS = {
 # Honoured keys a running test pgfleet cannot take as they are (the fixture
 # owns the sockets and users; TLS needs real files: test_tls.py and
 # test_socket_and_cert.py run those).
-NOT_IN_RUN = {"listen_addr", "listen_port", "unix_socket_dir", "auth_type", "auth_file",
+NOT_IN_RUN = {"pidfile", "listen_addr", "listen_port", "unix_socket_dir", "auth_type", "auth_file",
               "admin_users", "client_tls_sslmode", "client_tls_key_file",
               "client_tls_cert_file", "client_tls_ca_file", "server_tls_sslmode",
               "server_tls_ca_file", "server_tls_key_file", "server_tls_cert_file"}
@@ -341,3 +341,29 @@ def test_docs_pgbouncer_md_lists_every_key_with_its_status():
             problems.append("`%s`: docs/pgbouncer.md says %r, the table says %s"
                             % (key, cell, status))
     assert not problems, "\n".join(problems)
+
+
+# ---- pidfile ------------------------------------------------------------------------
+
+
+def test_pidfile_written_refused_when_live_replaced_when_stale(service, pgfleet, tmp_path):
+    pidfile = tmp_path / "pgfleet.pid"
+    fleet = pgfleet(settings={"pidfile": str(pidfile)})
+    assert pidfile.read_text() == "%d\n" % fleet.pid
+    # a second one with the same pidfile: refused while the first runs
+    ini = tmp_path / "second.ini"
+    ini.write_text("[databases]\napp = host=%s\n[pgfleet]\nauth_type = trust\n"
+                   "listen_addr = 127.0.0.1\nlisten_port = %d\nhttp_listen =\npidfile = %s\n"
+                   % (fx.pod_addr(0), fx.free_port(), pidfile))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLEET_")}
+    p = subprocess.run([BINARY, str(ini)], capture_output=True, text=True, env=env, timeout=20)
+    assert p.returncode == 2, p.stderr
+    assert 'msg="pidfile names a running process"' in p.stderr and \
+        "pid=%d" % fleet.pid in p.stderr, p.stderr
+    assert pidfile.read_text() == "%d\n" % fleet.pid  # left alone
+    assert fleet.stop() == 0
+    assert not pidfile.exists()
+    # a stale one (its process is gone) is replaced
+    pidfile.write_text("%d\n" % fleet.pid)
+    again = pgfleet(settings={"pidfile": str(pidfile)})
+    assert pidfile.read_text() == "%d\n" % again.pid
