@@ -189,6 +189,7 @@ static char *url_decode(const char *p, size_t n)
 		int hi = i + 1 < n ? hexval((unsigned char)p[i + 1]) : -1;
 		int lo = i + 2 < n ? hexval((unsigned char)p[i + 2]) : -1;
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+			*w = '\0'; /* config_free_secret wipes up to the NUL */
 			config_free_secret(out);
 			return NULL;
 		}
