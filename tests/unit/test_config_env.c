@@ -304,6 +304,40 @@ static void test_env_database_urls(void)
 	msgs_clear(&m);
 }
 
+/* Malformed URLs: an error line each, never a crash or a read past the end
+ * (run under ASan). */
+static void test_env_database_url_garbage(void)
+{
+	static const char *const urls[] = {
+	    "postgres://", "postgres://@", "postgres://:@h", "postgres://u:p@[", "postgres://u:p@[::1",
+	    "postgres://u:p@[::1]x", "postgres://h:", "postgres://h:abc", "postgres://h:1234567",
+	    "postgres://h/%", "postgres://h/%4", "postgres://h/%00", "postgres://u%:p@h/d",
+	    "postgres://u:p%@h/d", "postgres://h/db?sslmode=require", "postgres://a@b@c/d",
+	    "postgres://h h/d", "postgres:/h/d", "POSTGRESQL://h/d", "postgres://u:p@h:5432/",
+	};
+	struct config cfg;
+	struct msgs m = {0};
+	for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+		char one[256], many[256];
+		snprintf(one, sizeof one, "DATABASE_URL=%s", urls[i]);
+		snprintf(many, sizeof many, "DATABASE_URLS=%s,%s,", urls[i], urls[i]);
+		char *e1[] = {one, "AUTH_TYPE=trust", NULL};
+		char *e2[] = {many, "AUTH_TYPE=trust", NULL};
+		if (config_load(&cfg, NULL, e1, collect, &m))
+			config_free(&cfg);
+		if (config_load(&cfg, NULL, e2, collect, &m))
+			config_free(&cfg);
+		msgs_clear(&m);
+	}
+	/* the valid ones among them load */
+	char *ok[] = {"DATABASE_URL=POSTGRESQL://h/d", "AUTH_TYPE=trust", NULL};
+	CHECK(config_load(&cfg, NULL, ok, collect, &m));
+	config_free(&cfg);
+	char *bad[] = {"DATABASE_URL=postgres://h:1234567/d", "AUTH_TYPE=trust", NULL};
+	CHECK(!config_load(&cfg, NULL, bad, collect, &m));
+	msgs_clear(&m);
+}
+
 static void run_all(void)
 {
 	RUN(test_env_overrides);
@@ -311,6 +345,7 @@ static void run_all(void)
 	RUN(test_env_unimplemented);
 	RUN(test_env_image_names);
 	RUN(test_env_database_urls);
+	RUN(test_env_database_url_garbage);
 }
 
 int main(void)
