@@ -436,9 +436,23 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 
 	switch (st->type) {
 	case T_STR:
-		if (idx == IDX_listen_addr && !*text) {
-			snprintf(err, errlen, "must not be empty");
-			return false;
+		if (idx == IDX_listen_addr) {
+			/* a comma-separated list, as PgBouncer's; no empty entry */
+			const char *p = text;
+			for (;;) {
+				const char *comma = strchr(p, ',');
+				const char *end = comma ? comma : p + strlen(p);
+				while (p < end && isspace((unsigned char)*p))
+					p++;
+				if (p == end) {
+					snprintf(err, errlen, *text ? "empty address in the list"
+					                            : "must not be empty");
+					return false;
+				}
+				if (!comma)
+					break;
+				p = comma + 1;
+			}
 		}
 		if (idx == IDX_http_listen && *text) {
 			/* host:port, the host may be empty or a [v6] literal */

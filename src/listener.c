@@ -224,9 +224,8 @@ static bool add_listener(int fd, bool tcp, const char *path)
 	return true;
 }
 
-static bool listen_tcp(void)
+static bool listen_tcp_one(const char *addr)
 {
-	const char *addr = fleet.cfg.listen_addr;
 	char port[16];
 	snprintf(port, sizeof(port), "%lld", fleet.cfg.listen_port);
 	struct addrinfo hints, *res, *ai;
@@ -273,6 +272,34 @@ static bool listen_tcp(void)
 	}
 	freeaddrinfo(res);
 	return ok;
+}
+
+/* listen_addr is a comma-separated list, as PgBouncer's: every entry must
+ * bind (config.c refuses empty entries). */
+static bool listen_tcp(void)
+{
+	const char *p = fleet.cfg.listen_addr;
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		char one[256];
+		while (n && (*p == ' ' || *p == '\t'))
+			p++, n--;
+		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n >= sizeof(one)) {
+			log_error("cannot resolve listen_addr", "listen_addr", fleet.cfg.listen_addr,
+				  "error", "address too long", NULL);
+			return false;
+		}
+		memcpy(one, p, n);
+		one[n] = '\0';
+		if (!listen_tcp_one(one))
+			return false;
+		if (!comma)
+			return true;
+		p = comma + 1;
+	}
 }
 
 static bool listen_unix(void)

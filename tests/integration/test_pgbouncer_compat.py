@@ -367,3 +367,13 @@ def test_pidfile_written_refused_when_live_replaced_when_stale(service, pgfleet,
     pidfile.write_text("%d\n" % fleet.pid)
     again = pgfleet(settings={"pidfile": str(pidfile)})
     assert pidfile.read_text() == "%d\n" % again.pid
+
+
+def test_listen_addr_list(service, pgfleet):
+    """listen_addr is a comma-separated list, as PgBouncer's."""
+    second = fx.NET_PREFIX + ".250"
+    fleet = pgfleet(settings={"listen_addr": "127.0.0.1, %s" % second})
+    for host in ("127.0.0.1", second):
+        with psycopg.connect(fleet.dsn(), host=host) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    fleet.wait_log(r'msg=listening addr=%s:%d' % (re.escape(second), fleet.port))

@@ -123,6 +123,7 @@ static const struct {
     {"tcp_user_timeout = 2500", "tcp_user_timeout", "2500"},
     {"listen_backlog = 128", "listen_backlog", "128"},
     {"pkt_buf = 8192", "pkt_buf", "8192"},
+    {"listen_addr = 127.0.0.1, ::1", "listen_addr", "127.0.0.1, ::1"},
     {"client_tls_ciphers = default", "listen_port", "6432"},
     {"; listen_port = 1", "listen_port", "6432"},
     {"# listen_port = 1", "listen_port", "6432"},
@@ -205,6 +206,10 @@ static const struct {
      "@/pgfleet.ini:5: key 'server_tls_sslmode': unknown value 'always' (disable, allow, prefer, "
      "require, verify-ca, verify-full)"},
     {"listen_addr = ", "@/pgfleet.ini:5: key 'listen_addr': must not be empty"},
+    {"listen_addr = 127.0.0.1,,::1", "@/pgfleet.ini:5: key 'listen_addr': empty address in "
+                                     "the list"},
+    {"listen_addr = 127.0.0.1, ", "@/pgfleet.ini:5: key 'listen_addr': empty address in the "
+                                  "list"},
     {"http_listen = localhost",
      "@/pgfleet.ini:5: key 'http_listen': expected host:port (empty = off), got 'localhost'"},
     {"bogus_key = 1", "@/pgfleet.ini:5: key 'bogus_key': unknown setting"},
