@@ -95,6 +95,15 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	/* issue 18: the client certificate pgfleet shows the replicas (tls.c) */                 \
 	X(server_tls_cert_file, STR, "")                                                           \
 	X(server_tls_key_file, STR, "")                                                            \
+	/* issue 18: PgBouncer's TLS knobs, both sides (tls.c; config.c checks them) */           \
+	X(client_tls_protocols, STR, "secure")                                                     \
+	X(client_tls_ciphers, STR, "default")                                                      \
+	X(client_tls13_ciphers, STR, "")                                                           \
+	X(client_tls_ecdhcurve, STR, "auto")                                                       \
+	X(client_tls_dheparams, STR, "auto")                                                       \
+	X(server_tls_protocols, STR, "secure")                                                     \
+	X(server_tls_ciphers, STR, "default")                                                      \
+	X(server_tls13_ciphers, STR, "")                                                           \
 	X(http_listen, STR, "0.0.0.0:9930")                                                        \
 	X(log_format, LOGFMT, "text")                                                              \
 	X(log_connections, BOOL, "1")                                                              \
@@ -170,8 +179,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
 	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
 	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
-	X(client_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
-	X(server_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
 	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
 	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
 	X(user, STR, "", REFUSE, NULL)                                                             \
@@ -181,10 +188,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(auth_ldap_options, STR, "", REFUSE, NULL)                                                \
 	X(auth_pam_confdir, STR, "", REFUSE, NULL)                                                 \
 	X(cancel_wait_timeout, TIME, "10", REFUSE, NULL)                                           \
-	X(client_tls13_ciphers, STR, "", REFUSE, NULL)                                             \
-	X(client_tls_ciphers, STR, "default", REFUSE, NULL)                                        \
-	X(client_tls_dheparams, STR, "auto", REFUSE, NULL)                                         \
-	X(client_tls_ecdhcurve, STR, "auto", REFUSE, NULL)                                         \
 	X(login_notify_message, STR, "", REFUSE, NULL)                                             \
 	X(pool_idle_timeout, TIME, "0", REFUSE, NULL)                                              \
 	X(query_wait_notify, TIME, "5", REFUSE, NULL)                                              \
@@ -192,8 +195,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(server_check_delay, TIME, "30", REFUSE, NULL)                                            \
 	X(server_check_query, STR, "select 1", REFUSE, NULL)                                       \
 	X(server_fast_close, BOOL, "0", REFUSE, NULL)                                              \
-	X(server_tls13_ciphers, STR, "", REFUSE, NULL)                                             \
-	X(server_tls_ciphers, STR, "default", REFUSE, NULL)                                        \
 	X(suspend_timeout, TIME, "10", REFUSE, NULL)                                               \
 	X(syslog, BOOL, "0", REFUSE, NULL)                                                         \
 	X(transaction_timeout, TIME, "0", REFUSE, NULL)                                            \

@@ -27,6 +27,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "authfile.h"
 #include "config_env.h"
 #include "config_ini.h"
@@ -428,6 +431,80 @@ static bool check_host(const char *h, char *err, size_t errlen)
 	}
 }
 
+/*
+ * PgBouncer's TLS knobs, checked here so that a mistake is a file:line error
+ * at --check and RELOAD, not a failed start-up: tls.c applies them.
+ * Protocols: PgBouncer's words; pgfleet never speaks below TLS 1.2, so the
+ * words that would enable 1.0/1.1 are refused.  Cipher lists and curves:
+ * whatever this OpenSSL accepts.
+ */
+static bool check_tls_value(size_t idx, const char *text, char *err, size_t errlen)
+{
+	if (idx == IDX_client_tls_protocols || idx == IDX_server_tls_protocols) {
+		char buf[128];
+		bool any = false;
+		snprintf(buf, sizeof buf, "%s", text);
+		for (char *save = NULL, *w = strtok_r(buf, ", \t", &save); w;
+		     w = strtok_r(NULL, ", \t", &save)) {
+			if (strcasecmp(w, "secure") == 0 || strcasecmp(w, "tlsv1.2") == 0 ||
+			    strcasecmp(w, "tlsv1.3") == 0) {
+				any = true;
+				continue;
+			}
+			if (strcasecmp(w, "all") == 0 || strcasecmp(w, "legacy") == 0 ||
+			    strcasecmp(w, "tlsv1.0") == 0 || strcasecmp(w, "tlsv1.1") == 0)
+				snprintf(err, errlen,
+				         "'" ECHO "': pgfleet speaks TLS 1.2 and 1.3 only "
+				         "(secure, tlsv1.2, tlsv1.3)", w);
+			else
+				snprintf(err, errlen,
+				         "unknown value '" ECHO "' (secure, tlsv1.2, tlsv1.3)", w);
+			return false;
+		}
+		if (!any)
+			snprintf(err, errlen, "no protocol (secure, tlsv1.2, tlsv1.3)");
+		return any;
+	}
+	if (idx == IDX_client_tls_dheparams) {
+		if (strcasecmp(text, "auto") == 0 || strcasecmp(text, "none") == 0)
+			return true;
+		snprintf(err, errlen,
+		         strcasecmp(text, "legacy") == 0
+		             ? "'legacy' (1024-bit DH) is refused: auto or none"
+		             : "unknown value '" ECHO "' (auto, none)",
+		         text);
+		return false;
+	}
+	bool ciphers = idx == IDX_client_tls_ciphers || idx == IDX_server_tls_ciphers;
+	bool suites = idx == IDX_client_tls13_ciphers || idx == IDX_server_tls13_ciphers;
+	bool curve = idx == IDX_client_tls_ecdhcurve;
+	if ((ciphers && in_list((const char *const[]){"default", "secure", "fast", "normal",
+	                                              "all", NULL},
+	                        text)) ||
+	    (suites && !*text) || (curve && strcasecmp(text, "auto") == 0))
+		return true;
+	if (!ciphers && !suites && !curve)
+		return true;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	if (!ctx) {
+		snprintf(err, errlen, "cannot check: OpenSSL failed");
+		return false;
+	}
+	int ok = ciphers  ? SSL_CTX_set_cipher_list(ctx, text)
+	         : suites ? SSL_CTX_set_ciphersuites(ctx, text)
+	                  : SSL_CTX_set1_groups_list(ctx, text);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	if (ok != 1) {
+		snprintf(err, errlen, "OpenSSL does not accept '" ECHO "' as %s", text,
+		         ciphers  ? "a cipher list"
+		         : suites ? "TLS 1.3 cipher suites"
+		                  : "a curve list");
+		return false;
+	}
+	return true;
+}
+
 /* Checks a setting's text and converts it; STR values are copied. */
 static bool parse_value(size_t idx, const char *text, union value *v, char *err, size_t errlen)
 {
@@ -465,6 +542,8 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 				return false;
 			}
 		}
+		if (!check_tls_value(idx, text, err, errlen))
+			return false;
 		v->s = config_xstrdup(text);
 		return true;
 	case T_INT:

@@ -685,6 +685,12 @@ static void start_connect(struct health_check *hc)
 	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
 	if (*fleet.cfg.server_tls_ca_file)
 		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
+	/* server_tls_protocols, as on the pooled connections (tls.c) */
+	const char *protos = fleet.cfg.server_tls_protocols;
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.2"))
+		kw[n] = "ssl_min_protocol_version", val[n++] = "TLSv1.3";
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.3"))
+		kw[n] = "ssl_max_protocol_version", val[n++] = "TLSv1.2";
 	/* the same client certificate as the pooled connections (tls.c) */
 	if (*fleet.cfg.server_tls_cert_file) {
 		kw[n] = "sslcert", val[n++] = fleet.cfg.server_tls_cert_file;

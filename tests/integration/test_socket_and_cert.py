@@ -197,3 +197,61 @@ def test_certificate_without_key_is_refused(tmp_path, certs):
                        timeout=20)
     assert p.returncode == 1
     assert p.stderr.strip() == "%s:5: key 'server_tls_cert_file': needs server_tls_key_file" % ini
+
+
+# ---- PgBouncer's TLS knobs ---------------------------------------------------------------
+
+
+def s_client(fleet, *args):
+    p = subprocess.run(["openssl", "s_client", "-connect", "%s:%d" % (fleet.host, fleet.port),
+                        "-starttls", "postgres"] + list(args),
+                       input="", capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_client_tls_protocols_and_ciphers(service, pgfleet, certs):
+    fleet = pgfleet(settings=certs.client_settings("require", client_tls_protocols="tlsv1.3"))
+    rc, out = s_client(fleet)
+    assert rc == 0 and re.search(r"Protocol\s*:\s*TLSv1\.3|TLSv1\.3,", out), out
+    rc, out = s_client(fleet, "-tls1_2")
+    assert rc != 0, out
+
+    cipher = "ECDHE-ECDSA-AES128-GCM-SHA256"  # the certificates' keys are EC
+    fleet = pgfleet(settings=certs.client_settings("require", client_tls_protocols="tlsv1.2",
+                                                   client_tls_ciphers=cipher))
+    rc, out = s_client(fleet)
+    assert rc == 0 and re.search(r"Cipher\s*(is|:)\s*%s" % cipher, out), out
+    rc, out = s_client(fleet, "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384")
+    assert rc != 0, out
+    with fleet.connect(sslmode="require") as conn:  # and libpq gets in
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_server_tls_protocols(service, pgfleet, certs):
+    with pods_with_ssl(service, certs, range(len(service.pods))):
+        fleet = pgfleet(settings={"server_tls_sslmode": "require",
+                                  "server_tls_protocols": "tlsv1.2"})
+        assert fleet.wait_all_up(service.addrs), fleet.log_tail()
+        spread_queries(fleet)
+        for i in range(len(service.pods)):
+            out = service.psql(
+                i, "SELECT DISTINCT s.version FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                   "USING (pid) WHERE a.usename = 'app' AND a.datname = 'app' "
+                   "AND a.backend_type = 'client backend'", dbname="postgres")
+            assert out.splitlines() == ["TLSv1.2"], (i, out)
+
+
+def test_tls_knobs_checked_by_check(tmp_path):
+    ini = tmp_path / "p.ini"
+    ini.write_text("[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = trust\n"
+                   "client_tls_protocols = all\nserver_tls_ciphers = NOT-A-CIPHER\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLEET_")}
+    binary = os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
+    p = subprocess.run([binary, "--check", str(ini)], capture_output=True, text=True, env=env,
+                       timeout=20)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "%s:5: key 'client_tls_protocols': 'all': pgfleet speaks TLS 1.2 and 1.3 only "
+        "(secure, tlsv1.2, tlsv1.3)" % ini,
+        "%s:6: key 'server_tls_ciphers': OpenSSL does not accept 'NOT-A-CIPHER' as a cipher "
+        "list" % ini]

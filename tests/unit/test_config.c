@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 90);
+	CHECK(n == 98);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -125,6 +125,13 @@ static const struct {
     {"pkt_buf = 8192", "pkt_buf", "8192"},
     {"listen_addr = 127.0.0.1, ::1", "listen_addr", "127.0.0.1, ::1"},
     {"client_tls_ciphers = default", "listen_port", "6432"},
+    {"client_tls_ciphers = fast", "client_tls_ciphers", "fast"},
+    {"server_tls_ciphers = HIGH:!aNULL", "server_tls_ciphers", "HIGH:!aNULL"},
+    {"client_tls13_ciphers = TLS_AES_256_GCM_SHA384", "client_tls13_ciphers",
+     "TLS_AES_256_GCM_SHA384"},
+    {"client_tls_protocols = tlsv1.2, tlsv1.3", "client_tls_protocols", "tlsv1.2, tlsv1.3"},
+    {"client_tls_ecdhcurve = prime256v1", "client_tls_ecdhcurve", "prime256v1"},
+    {"client_tls_dheparams = none", "client_tls_dheparams", "none"},
     {"; listen_port = 1", "listen_port", "6432"},
     {"# listen_port = 1", "listen_port", "6432"},
     {"[users]", "listen_port", "6432"},
@@ -354,8 +361,17 @@ static const struct {
                                       "server_tls_key_file"},
     {"server_tls_key_file = /k.pem", "@/pgfleet.ini:5: key 'server_tls_key_file': needs "
                                      "server_tls_cert_file"},
-    {"client_tls_ciphers = fast", "@/pgfleet.ini:5: key 'client_tls_ciphers': not implemented "
-                                  "by pgfleet yet; remove it or set it to default (its default)"},
+    {"client_tls_ciphers = NO-SUCH-CIPHER", "@/pgfleet.ini:5: key 'client_tls_ciphers': "
+                                            "OpenSSL does not accept 'NO-SUCH-CIPHER' as a "
+                                            "cipher list"},
+    {"server_tls13_ciphers = TLS_NOPE", "@/pgfleet.ini:5: key 'server_tls13_ciphers': OpenSSL "
+                                        "does not accept 'TLS_NOPE' as TLS 1.3 cipher suites"},
+    {"client_tls_ecdhcurve = nocurve", "@/pgfleet.ini:5: key 'client_tls_ecdhcurve': OpenSSL "
+                                       "does not accept 'nocurve' as a curve list"},
+    {"client_tls_dheparams = legacy", "@/pgfleet.ini:5: key 'client_tls_dheparams': 'legacy' "
+                                      "(1024-bit DH) is refused: auto or none"},
+    {"server_tls_protocols = tlsv1.4", "@/pgfleet.ini:5: key 'server_tls_protocols': unknown "
+                                       "value 'tlsv1.4' (secure, tlsv1.2, tlsv1.3)"},
     {"syslog = 1", "@/pgfleet.ini:5: key 'syslog': not implemented by pgfleet yet; remove it or "
                    "set it to 0 (its default)"},
     {"scram_iterations = 10000", "@/pgfleet.ini:5: key 'scram_iterations': not implemented by "
@@ -367,9 +383,9 @@ static const struct {
     {"track_extra_parameters = search_path",
      "@/pgfleet.ini:5: key 'track_extra_parameters': not implemented by pgfleet yet; remove it "
      "or set it to IntervalStyle (its default)"},
-    {"client_tls_protocols = tlsv1.0", "@/pgfleet.ini:5: key 'client_tls_protocols': not "
-                                       "implemented by pgfleet yet; remove it or set it to "
-                                       "secure (its default)"},
+    {"client_tls_protocols = tlsv1.0", "@/pgfleet.ini:5: key 'client_tls_protocols': "
+                                       "'tlsv1.0': pgfleet speaks TLS 1.2 and 1.3 only (secure, "
+                                       "tlsv1.2, tlsv1.3)"},
     {"user = postgres", "@/pgfleet.ini:5: key 'user': not implemented by pgfleet yet; remove it "
                         "(its default is empty)"},
     {"unix_socket_mode = 0700", "@/pgfleet.ini:5: key 'unix_socket_mode': not implemented by "

@@ -217,7 +217,7 @@ static void test_env_image_names(void)
 	               "POOL_SIZE=30",
 	               "CLIENT_ENCODING=UTF8",
 	               "AUTH_DBNAME=authdb",
-	               "SERVER_TLS_CIPHERS=HIGH",
+	               "SERVER_TLS_PROTOCOLS=all",
 	               "PGFLEET_PEER_ID=2",
 	               NULL};
 	CHECK(!config_load(&cfg, NULL, bad, collect, &m));
@@ -232,8 +232,8 @@ static void test_env_image_names(void)
 	                   "client_encoding is not implemented by pgfleet yet; remove it"));
 	CHECK(msgs_has(&m, "environment: AUTH_DBNAME: not implemented by pgfleet yet; remove it "
 	                   "(its default is empty)"));
-	CHECK(msgs_has(&m, "environment: SERVER_TLS_CIPHERS: not implemented by pgfleet yet; "
-	                   "remove it or set it to default (its default)"));
+	CHECK(msgs_has(&m, "environment: SERVER_TLS_PROTOCOLS: 'all': pgfleet speaks TLS 1.2 and "
+	                   "1.3 only (secure, tlsv1.2, tlsv1.3)"));
 	CHECK(msgs_has(&m, "environment: PGFLEET_PEER_ID: not implemented by pgfleet yet; remove "
 	                   "it or set it to 0 (its default)"));
 	msgs_clear(&m);
