@@ -36,6 +36,8 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(listen_addr, STR, "0.0.0.0")                                                             \
 	X(listen_port, INT, "6432")                                                                \
 	X(unix_socket_dir, STR, "")                                                                \
+	X(unix_socket_mode, STR, "0777")                                                           \
+	X(unix_socket_group, STR, "")                                                              \
 	X(max_client_conn, INT, "1000")                                                            \
 	X(so_reuseport, BOOL, "0")                                                                 \
 	X(workers, INT, "1")                                                                       \
@@ -179,8 +181,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
 	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
 	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
-	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
-	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
 	X(user, STR, "", REFUSE, NULL)                                                             \
 	/* issue 18: PgBouncer's knobs pgfleet does not honour: a value other than        \
 	 * the default would change what a client, a DBA or an operator sees */            \

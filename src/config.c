@@ -544,6 +544,12 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 		}
 		if (!check_tls_value(idx, text, err, errlen))
 			return false;
+		if (idx == IDX_unix_socket_mode &&
+		    (!*text || strlen(text) > 4 || strspn(text, "01234567") != strlen(text))) {
+			snprintf(err, errlen, "expected an octal mode such as 0777, got '" ECHO "'",
+			         text);
+			return false;
+		}
 		v->s = config_xstrdup(text);
 		return true;
 	case T_INT:

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,7 +323,26 @@ static bool listen_unix(void)
 		close(fd);
 		return false;
 	}
-	chmod(un.sun_path, 0777);
+	/* unix_socket_mode and unix_socket_group, PgBouncer's (config.c checked
+	 * the mode's shape); start-up only, before the loop runs, so the group
+	 * lookup may block. */
+	mode_t mode = (mode_t)strtol(fleet.cfg.unix_socket_mode, NULL, 8);
+	if (chmod(un.sun_path, mode) < 0) {
+		log_error("cannot set unix socket mode", "addr", un.sun_path, "error",
+			  strerror(errno), NULL);
+		close(fd);
+		return false;
+	}
+	if (*fleet.cfg.unix_socket_group) {
+		struct group *g = getgrnam(fleet.cfg.unix_socket_group);
+		if (!g || chown(un.sun_path, (uid_t)-1, g->gr_gid) < 0) {
+			log_error("cannot set unix socket group", "addr", un.sun_path, "group",
+				  fleet.cfg.unix_socket_group, "error",
+				  g ? strerror(errno) : "no such group", NULL);
+			close(fd);
+			return false;
+		}
+	}
 	if (!add_listener(fd, false, un.sun_path)) {
 		close(fd);
 		return false;

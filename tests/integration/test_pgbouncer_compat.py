@@ -34,8 +34,8 @@ PGBOUNCER_SETTINGS = {
     "listen_addr": ("127.0.0.1", HONOURED),
     "listen_port": ("6543", HONOURED),
     "unix_socket_dir": ("/var/run/pgfleet-compat", HONOURED),
-    "unix_socket_mode": ("0700", REFUSED),
-    "unix_socket_group": ("postgres", REFUSED),
+    "unix_socket_mode": ("0700", HONOURED),
+    "unix_socket_group": ("postgres", HONOURED),
     "user": ("postgres", REFUSED),
     "pool_mode": ("session", HONOURED),
     "max_client_conn": ("500", HONOURED),
@@ -143,7 +143,7 @@ PGBOUNCER_SETTINGS = {
 # Honoured keys a running test pgfleet cannot take as they are (the fixture
 # owns the sockets and users; TLS needs real files: test_tls.py and
 # test_socket_and_cert.py run those).
-NOT_IN_RUN = {"pidfile", "listen_addr", "listen_port", "unix_socket_dir", "auth_type", "auth_file",
+NOT_IN_RUN = {"pidfile", "unix_socket_mode", "unix_socket_group", "listen_addr", "listen_port", "unix_socket_dir", "auth_type", "auth_file",
               "admin_users", "client_tls_sslmode", "client_tls_key_file",
               "client_tls_cert_file", "client_tls_ca_file", "server_tls_sslmode",
               "server_tls_ca_file", "server_tls_key_file", "server_tls_cert_file"}
@@ -377,3 +377,35 @@ def test_listen_addr_list(service, pgfleet):
         with psycopg.connect(fleet.dsn(), host=host) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     fleet.wait_log(r'msg=listening addr=%s:%d' % (re.escape(second), fleet.port))
+
+
+def test_unix_socket_mode_and_group(service, pgfleet, tmp_path):
+    import grp
+    import stat
+    sockdir = tmp_path / "sock"
+    sockdir.mkdir()
+    group = grp.getgrgid(os.getegid() if os.getegid() else 0).gr_name
+    for name in ("postgres", "daemon", "nogroup"):
+        try:
+            group = grp.getgrnam(name).gr_name
+            break
+        except KeyError:
+            pass
+    fleet = pgfleet(settings={"unix_socket_dir": str(sockdir), "unix_socket_mode": "0770",
+                              "unix_socket_group": group})
+    st = os.stat(sockdir / (".s.PGSQL.%d" % fleet.port))
+    assert stat.S_IMODE(st.st_mode) == 0o770
+    assert grp.getgrgid(st.st_gid).gr_name == group
+
+
+def test_unknown_unix_socket_group_stops_start_up(tmp_path):
+    ini = tmp_path / "p.ini"
+    ini.write_text("[databases]\napp = host=%s\n[pgfleet]\nauth_type = trust\n"
+                   "listen_addr = 127.0.0.1\nlisten_port = %d\nhttp_listen =\n"
+                   "unix_socket_dir = %s\nunix_socket_group = no-such-group-here\n"
+                   % (fx.pod_addr(0), fx.free_port(), tmp_path))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLEET_")}
+    p = subprocess.run([BINARY, str(ini)], capture_output=True, text=True, env=env, timeout=20)
+    assert p.returncode != 0, p.stderr
+    assert 'msg="cannot set unix socket group"' in p.stderr and "no such group" in p.stderr, \
+        p.stderr

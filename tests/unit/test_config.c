@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 98);
+	CHECK(n == 100);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -115,6 +115,8 @@ static const struct {
     {"admin_users = a, b   # who may administer", "admin_users", "a, b"},
     {"unix_socket_dir = \"\"", "unix_socket_dir", ""},
     {"unix_socket_dir =", "unix_socket_dir", ""},
+    {"unix_socket_mode = 0700", "unix_socket_mode", "0700"},
+    {"unix_socket_group = postgres", "unix_socket_group", "postgres"},
     {"http_listen = [::1]:9999", "http_listen", "[::1]:9999"},
     {"http_listen =", "http_listen", ""},
     {"logfile = /var/log/pgbouncer.log", "listen_port", "6432"},
@@ -388,8 +390,8 @@ static const struct {
                                        "tlsv1.2, tlsv1.3)"},
     {"user = postgres", "@/pgfleet.ini:5: key 'user': not implemented by pgfleet yet; remove it "
                         "(its default is empty)"},
-    {"unix_socket_mode = 0700", "@/pgfleet.ini:5: key 'unix_socket_mode': not implemented by "
-                                "pgfleet yet; remove it or set it to 0777 (its default)"},
+    {"unix_socket_mode = 0789", "@/pgfleet.ini:5: key 'unix_socket_mode': expected an octal "
+                                "mode such as 0777, got '0789'"},
     /* the default, however written, is no reason to refuse or warn */
     {"max_db_connections = 0", NULL},
     {"reserve_pool_size = 0", NULL},
