@@ -335,6 +335,8 @@ const char *config_loader_keep_name(struct config_loader *l, const char *name);
 void config_loader_set_unreadable(struct config_loader *l);
 /* An empty DB_PASSWORD was reported: "auth_type needs users" would repeat it. */
 void config_loader_set_empty_password(struct config_loader *l);
+/* DATABASE_URL(S) was reported as wrong: "no databases" would repeat it. */
+void config_loader_set_bad_database_url(struct config_loader *l);
 
 /* The setting's index, or -1 (case-insensitive, as PgBouncer). */
 int config_setting_find(const char *name);

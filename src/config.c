@@ -199,6 +199,7 @@ struct config_loader {
 	const char *path; /* the main file as given, NULL: environment only */
 	bool main_unreadable;
 	bool empty_env_password; /* reported: "needs users" would say it again */
+	bool bad_database_url;   /* reported: "no databases" would say it again */
 	struct origin origin[N_SETTINGS];
 	char **names; /* file and variable names that origins point to */
 	size_t n_names;
@@ -715,6 +716,11 @@ void config_loader_set_empty_password(struct config_loader *l)
 	l->empty_env_password = true;
 }
 
+void config_loader_set_bad_database_url(struct config_loader *l)
+{
+	l->bad_database_url = true;
+}
+
 /* A name that origins and db entries may point at until the load ends. */
 const char *config_loader_keep_name(struct config_loader *l, const char *name)
 {
@@ -1130,7 +1136,7 @@ bool config_load(struct config *cfg, const char *path, char *const *envp,
 
 	/* A file that could not be read explains everything that follows. */
 	if (!l.main_unreadable) {
-		if (cfg->n_dbs == 0)
+		if (cfg->n_dbs == 0 && !l.bad_database_url)
 			config_loader_report(
 			    &l, "%s: no databases configured: set [databases] or DB_HOST",
 			    path ? path : "environment");

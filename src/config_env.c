@@ -401,8 +401,10 @@ void config_env_apply_database(struct config_loader *l, char *const *envp)
 		(void)each_url(l, envp, true, url_ignore);
 		return;
 	}
-	if (!each_url(l, envp, true, url_database))
+	if (!each_url(l, envp, true, url_database)) {
+		config_loader_set_bad_database_url(l);
 		return;
+	}
 	if (!host || !*host)
 		return;
 	bool ok = true;
