@@ -226,26 +226,6 @@ def test_honoured_settings_show_in_show_config(service, pgfleet):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_the_table_covers_the_reference_config():
-    """Every setting pgfleet has that PgBouncer has too is in the table;
-    the table names no PgBouncer key twice (a dict) and none pgfleet does
-    not know at all (each is a setting or a refused/warned key)."""
-    pgfleet_only = {"workers", "io_uring", "load_balance", "health_check_period",
-                    "health_check_timeout", "health_check_user", "health_check_password",
-                    "health_check_max_logins", "max_replica_lag", "ban_time", "dns_servers",
-                    "http_listen", "log_format", "shutdown_timeout",
-                    "max_inspected_query_size", "transaction_session_state",
-                    "max_client_prepared_statements", "max_client_prepared_bytes",
-                    "max_client_params", "max_client_param_size",
-                    "max_client_output_buffer", "max_pipelined_requests",
-                    "server_login_max_bytes", "server_login_max_messages",
-                    "server_scram_max_iterations", "max_auto_databases"}
-    settings = {n for n, _, _ in config_settings()}
-    missing = settings - pgfleet_only - set(PGBOUNCER_SETTINGS)
-    assert not missing, "pgfleet settings that PgBouncer has, missing from the table: %s" \
-        % sorted(missing)
-
-
 # ---- conf/pgfleet.ini, the reference ---------------------------------------------------
 
 
