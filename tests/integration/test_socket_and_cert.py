@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import fixture as fx
-from test_tls import Certs, certs, pods_with_ssl, spread_queries  # noqa: F401 (fixture)
+from test_tls import certs, pods_with_ssl, spread_queries  # noqa: F401 (certs: a fixture)
 
 
 # ---- tcp_* -------------------------------------------------------------------------
