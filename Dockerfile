@@ -35,6 +35,7 @@ RUN apt-get update \
       --home-dir /nonexistent --shell /usr/sbin/nologin pgfleet
 COPY --from=build /build/pgfleet /usr/local/bin/pgfleet
 COPY conf/pgfleet.ini /etc/pgfleet/pgfleet.ini.example
+COPY conf/userlist.txt /etc/pgfleet/userlist.txt.example
 USER 10001:10001
 # 6432: clients and the admin console; 9930: http_listen (/metrics, /healthz, /readyz)
 EXPOSE 6432 9930

@@ -36,6 +36,8 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(listen_addr, STR, "0.0.0.0")                                                             \
 	X(listen_port, INT, "6432")                                                                \
 	X(unix_socket_dir, STR, "")                                                                \
+	X(unix_socket_mode, STR, "0777")                                                           \
+	X(unix_socket_group, STR, "")                                                              \
 	X(max_client_conn, INT, "1000")                                                            \
 	X(so_reuseport, BOOL, "0")                                                                 \
 	X(workers, INT, "1")                                                                       \
@@ -92,6 +94,18 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(client_tls_ca_file, STR, "")                                                             \
 	X(server_tls_sslmode, TLSMODE, "prefer")                                                   \
 	X(server_tls_ca_file, STR, "")                                                             \
+	/* issue 18: the client certificate pgfleet shows the replicas (tls.c) */                 \
+	X(server_tls_cert_file, STR, "")                                                           \
+	X(server_tls_key_file, STR, "")                                                            \
+	/* issue 18: PgBouncer's TLS knobs, both sides (tls.c; config.c checks them) */           \
+	X(client_tls_protocols, STR, "secure")                                                     \
+	X(client_tls_ciphers, STR, "default")                                                      \
+	X(client_tls13_ciphers, STR, "")                                                           \
+	X(client_tls_ecdhcurve, STR, "auto")                                                       \
+	X(client_tls_dheparams, STR, "auto")                                                       \
+	X(server_tls_protocols, STR, "secure")                                                     \
+	X(server_tls_ciphers, STR, "default")                                                      \
+	X(server_tls13_ciphers, STR, "")                                                           \
 	X(http_listen, STR, "0.0.0.0:9930")                                                        \
 	X(log_format, LOGFMT, "text")                                                              \
 	X(log_connections, BOOL, "1")                                                              \
@@ -110,7 +124,29 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(max_pipelined_requests, INT, "1048576")                                                  \
 	/* issue 15: databases a "*" entry creates (database.c) */                                 \
 	X(max_auto_databases, INT, "100")                                                          \
-	X(autodb_idle_timeout, TIME, "3600")
+	X(autodb_idle_timeout, TIME, "3600")                                                       \
+	/* issue 18: PgBouncer's socket options, on client and server sockets (conn.c) */         \
+	X(tcp_keepalive, BOOL, "1")                                                                \
+	X(tcp_keepcnt, INT, "0")                                                                   \
+	X(tcp_keepidle, INT, "0")                                                                  \
+	X(tcp_keepintvl, INT, "0")                                                                 \
+	X(tcp_user_timeout, INT, "0")                                                              \
+	X(tcp_socket_buffer, INT, "0")                                                             \
+	X(listen_backlog, INT, "1024")                                                             \
+	X(pidfile, STR, "")                                                                        \
+	/* issue 18: PgBouncer's knobs whose effect no client can see: accepted, shown by        \
+	 * SHOW CONFIG, and docs/configuration.md says why each changes nothing */               \
+	X(tcp_defer_accept, INT, "1")                                                              \
+	X(pkt_buf, INT, "4096")                                                                    \
+	X(sbuf_loopcnt, INT, "5")                                                                  \
+	X(log_stats, BOOL, "1")                                                                    \
+	X(log_pooler_errors, BOOL, "1")                                                            \
+	X(syslog_facility, STR, "daemon")                                                          \
+	X(syslog_ident, STR, "pgbouncer")                                                          \
+	X(dns_zone_check_period, TIME, "0")                                                        \
+	X(conffile, STR, "")                                                                       \
+	X(service_name, STR, "")                                                                   \
+	X(job_name, STR, "")
 
 /*
  * Settings pgfleet accepts but does not implement, in one place: issue 18
@@ -118,9 +154,12 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  * ignored: X(name, type, default, decision, note).
  *   REFUSE: a value other than the default stops the load (start-up, -t,
  *           RELOAD/SIGHUP, SET) with "where: key 'name': not implemented...".
- *   WARN:   accepted with a warning naming it; only for settings whose
- *           effect no client can see (logging, sockets, PgBouncer internals),
- *           so that an ordinary pgbouncer.ini still loads.
+ *   WARN:   accepted with a warning naming it: only while issue 18's work
+ *           on it is in progress (no new WARN row: a knob whose effect no
+ *           client can see becomes a documented no-op setting in
+ *           CONFIG_SETTINGS instead, shown by SHOW CONFIG).
+ * A PgBouncer 1.25 key in neither list is "unknown setting";
+ * tests/integration/test_pgbouncer_compat.py keeps the three in step.
  * `type` (STR, INT, BOOL, TIME) says how a value is compared with `default`;
  * for a name that is also in CONFIG_SETTINGS the two must agree.  `note`
  * (or NULL) says what pgfleet does instead; it ends the warning line.
@@ -142,51 +181,28 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
 	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
 	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
-	X(client_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
-	X(server_tls_protocols, STR, "secure", REFUSE, NULL)                                       \
-	X(server_tls_cert_file, STR, "", REFUSE, NULL)                                             \
-	X(server_tls_key_file, STR, "", REFUSE, NULL)                                              \
-	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
-	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
 	X(user, STR, "", REFUSE, NULL)                                                             \
-	/* PgBouncer's, no effect a client sees: warned */                                        \
-	X(application_name_add_host, BOOL, "0", WARN, NULL)                                        \
+	/* issue 18: PgBouncer's knobs pgfleet does not honour: a value other than        \
+	 * the default would change what a client, a DBA or an operator sees */            \
+	X(application_name_add_host, BOOL, "0", REFUSE, NULL)                                      \
+	X(auth_ldap_options, STR, "", REFUSE, NULL)                                                \
+	X(auth_pam_confdir, STR, "", REFUSE, NULL)                                                 \
+	X(cancel_wait_timeout, TIME, "10", REFUSE, NULL)                                           \
+	X(login_notify_message, STR, "", REFUSE, NULL)                                             \
+	X(pool_idle_timeout, TIME, "0", REFUSE, NULL)                                              \
+	X(query_wait_notify, TIME, "5", REFUSE, NULL)                                              \
+	X(scram_iterations, INT, "4096", REFUSE, NULL)                                             \
+	X(server_check_delay, TIME, "30", REFUSE, NULL)                                            \
+	X(server_check_query, STR, "select 1", REFUSE, NULL)                                       \
+	X(server_fast_close, BOOL, "0", REFUSE, NULL)                                              \
+	X(suspend_timeout, TIME, "10", REFUSE, NULL)                                               \
+	X(syslog, BOOL, "0", REFUSE, NULL)                                                         \
+	X(transaction_timeout, TIME, "0", REFUSE, NULL)                                            \
+	/* warned (in progress elsewhere in issue 18: HBA, logfile, reserve pool, verbose) */      \
 	X(auth_hba_file, STR, "", WARN, "auth_type = hba is refused")                              \
 	X(auth_ident_file, STR, "", WARN, "auth_type = hba is refused")                            \
-	X(cancel_wait_timeout, TIME, "10", WARN, NULL)                                             \
-	X(client_tls13_ciphers, STR, "", WARN, "OpenSSL's default TLS 1.3 suites")                 \
-	X(client_tls_ciphers, STR, "default", WARN, "OpenSSL's default cipher list")               \
-	X(client_tls_dheparams, STR, "auto", WARN, NULL)                                           \
-	X(client_tls_ecdhcurve, STR, "auto", WARN, NULL)                                           \
-	X(conffile, STR, "", WARN, NULL)                                                           \
-	X(dns_zone_check_period, TIME, "0", WARN, "names are re-resolved by TTL (dns_max_ttl)")   \
-	X(job_name, STR, "", WARN, NULL)                                                           \
-	X(listen_backlog, INT, "128", WARN, NULL)                                                  \
-	X(log_pooler_errors, BOOL, "1", WARN, NULL)                                                \
-	X(log_stats, BOOL, "1", WARN, "see SHOW STATS and /metrics")                               \
 	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
-	X(pidfile, STR, "", WARN, NULL)                                                            \
-	X(pkt_buf, INT, "4096", WARN, NULL)                                                        \
-	X(query_wait_notify, TIME, "5", WARN, NULL)                                                \
 	X(reserve_pool_timeout, TIME, "5", WARN, "reserve_pool_size is refused")                   \
-	X(sbuf_loopcnt, INT, "5", WARN, NULL)                                                      \
-	X(server_check_delay, TIME, "30", WARN, "health checks run every health_check_period")    \
-	X(server_check_query, STR, "select 1", WARN, "health checks run every health_check_period") \
-	X(server_fast_close, BOOL, "0", WARN, NULL)                                                \
-	X(server_tls13_ciphers, STR, "", WARN, "OpenSSL's default TLS 1.3 suites")                 \
-	X(server_tls_ciphers, STR, "default", WARN, "OpenSSL's default cipher list")               \
-	X(service_name, STR, "", WARN, NULL)                                                       \
-	X(suspend_timeout, TIME, "10", WARN, NULL)                                                 \
-	X(syslog, BOOL, "0", WARN, "pgfleet logs to stderr")                                       \
-	X(syslog_facility, STR, "daemon", WARN, "pgfleet logs to stderr")                          \
-	X(syslog_ident, STR, "pgbouncer", WARN, "pgfleet logs to stderr")                          \
-	X(tcp_defer_accept, INT, "1", WARN, NULL)                                                  \
-	X(tcp_keepalive, BOOL, "1", WARN, "keepalive is always on, with the kernel's timings")    \
-	X(tcp_keepcnt, INT, "0", WARN, "keepalive is always on, with the kernel's timings")       \
-	X(tcp_keepidle, INT, "0", WARN, "keepalive is always on, with the kernel's timings")      \
-	X(tcp_keepintvl, INT, "0", WARN, "keepalive is always on, with the kernel's timings")     \
-	X(tcp_socket_buffer, INT, "0", WARN, NULL)                                                 \
-	X(tcp_user_timeout, INT, "0", WARN, NULL)                                                  \
 	X(verbose, INT, "0", WARN, "use -v")
 
 /*
@@ -207,6 +223,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
 	X(reserve_pool, INT, "0", REFUSE, NULL)                                                    \
 	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
+	X(query_wait_timeout, TIME, NULL, REFUSE, NULL)                                            \
 	X(min_pool_size, INT, "0", WARN, "only the global min_pool_size applies")                 \
 	X(server_lifetime, TIME, NULL, WARN, "the global server_lifetime applies")
 
@@ -318,6 +335,8 @@ const char *config_loader_keep_name(struct config_loader *l, const char *name);
 void config_loader_set_unreadable(struct config_loader *l);
 /* An empty DB_PASSWORD was reported: "auth_type needs users" would repeat it. */
 void config_loader_set_empty_password(struct config_loader *l);
+/* DATABASE_URL(S) was reported as wrong: "no databases" would repeat it. */
+void config_loader_set_bad_database_url(struct config_loader *l);
 
 /* The setting's index, or -1 (case-insensitive, as PgBouncer). */
 int config_setting_find(const char *name);
@@ -327,6 +346,14 @@ bool config_setting_known(const char *name);
  * the load ends (config_loader_keep_name). */
 void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
 			    const char *file, int line);
+/* Every key a source may name, by index: the settings, then the
+ * CONFIG_UNIMPLEMENTED entries that are not settings (NULL for the others). */
+size_t config_key_count(void);
+const char *config_key_name(size_t i);
+/* Key `name` (a setting or a CONFIG_UNIMPLEMENTED entry) from variable `var`:
+ * stored, or refused/warned about like the same line in a file. */
+void config_loader_set_env_key(struct config_loader *l, const char *name, const char *var,
+			       const char *text);
 /* Setting `idx` from environment variable `var`. */
 void config_loader_set_env(struct config_loader *l, size_t idx, const char *var, const char *text);
 

@@ -14,6 +14,8 @@
 
 #include "iobuf.h"
 
+struct config;
+
 /* What a batched recv left for conn_read (conn.pre). */
 enum {
 	CONN_PRE_SHORT = 1, /* bytes, and the socket had no more */
@@ -88,5 +90,9 @@ static inline bool conn_peek_header(const struct conn *c, uint8_t *type, uint32_
 /* Text form of a socket address: "10.0.0.5:5432", "[::1]:5432" or a path. */
 void conn_format_addr(const void *sa, char *buf, unsigned buflen);
 bool conn_set_socket_options(int fd, bool tcp);
+/* tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, tcp_user_timeout
+ * and tcp_socket_buffer on a TCP socket (conn_set_socket_options does it for
+ * every client and server socket). */
+void conn_set_tcp_options(int fd, const struct config *cfg);
 
 #endif

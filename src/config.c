@@ -27,6 +27,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "authfile.h"
 #include "config_env.h"
 #include "config_ini.h"
@@ -147,6 +150,11 @@ static const struct {
     {"max_auto_databases", 1, 1000000},
     /* issue 15 item 8: helper threads for health-check logins */
     {"health_check_max_logins", 1, 10000},
+    /* issue 18: what Linux accepts for each socket option (tcp(7)); 0 = the kernel's */
+    {"tcp_keepidle", 0, 32767},
+    {"tcp_keepintvl", 0, 32767},
+    {"tcp_keepcnt", 0, 127},
+    {"listen_backlog", 1, 65535},
 };
 
 /* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
@@ -191,6 +199,7 @@ struct config_loader {
 	const char *path; /* the main file as given, NULL: environment only */
 	bool main_unreadable;
 	bool empty_env_password; /* reported: "needs users" would say it again */
+	bool bad_database_url;   /* reported: "no databases" would say it again */
 	struct origin origin[N_SETTINGS];
 	char **names; /* file and variable names that origins point to */
 	size_t n_names;
@@ -423,6 +432,80 @@ static bool check_host(const char *h, char *err, size_t errlen)
 	}
 }
 
+/*
+ * PgBouncer's TLS knobs, checked here so that a mistake is a file:line error
+ * at --check and RELOAD, not a failed start-up: tls.c applies them.
+ * Protocols: PgBouncer's words; pgfleet never speaks below TLS 1.2, so the
+ * words that would enable 1.0/1.1 are refused.  Cipher lists and curves:
+ * whatever this OpenSSL accepts.
+ */
+static bool check_tls_value(size_t idx, const char *text, char *err, size_t errlen)
+{
+	if (idx == IDX_client_tls_protocols || idx == IDX_server_tls_protocols) {
+		char buf[128];
+		bool any = false;
+		snprintf(buf, sizeof buf, "%s", text);
+		for (char *save = NULL, *w = strtok_r(buf, ", \t", &save); w;
+		     w = strtok_r(NULL, ", \t", &save)) {
+			if (strcasecmp(w, "secure") == 0 || strcasecmp(w, "tlsv1.2") == 0 ||
+			    strcasecmp(w, "tlsv1.3") == 0) {
+				any = true;
+				continue;
+			}
+			if (strcasecmp(w, "all") == 0 || strcasecmp(w, "legacy") == 0 ||
+			    strcasecmp(w, "tlsv1.0") == 0 || strcasecmp(w, "tlsv1.1") == 0)
+				snprintf(err, errlen,
+				         "'" ECHO "': pgfleet speaks TLS 1.2 and 1.3 only "
+				         "(secure, tlsv1.2, tlsv1.3)", w);
+			else
+				snprintf(err, errlen,
+				         "unknown value '" ECHO "' (secure, tlsv1.2, tlsv1.3)", w);
+			return false;
+		}
+		if (!any)
+			snprintf(err, errlen, "no protocol (secure, tlsv1.2, tlsv1.3)");
+		return any;
+	}
+	if (idx == IDX_client_tls_dheparams) {
+		if (strcasecmp(text, "auto") == 0 || strcasecmp(text, "none") == 0)
+			return true;
+		snprintf(err, errlen,
+		         strcasecmp(text, "legacy") == 0
+		             ? "'legacy' (1024-bit DH) is refused: auto or none"
+		             : "unknown value '" ECHO "' (auto, none)",
+		         text);
+		return false;
+	}
+	bool ciphers = idx == IDX_client_tls_ciphers || idx == IDX_server_tls_ciphers;
+	bool suites = idx == IDX_client_tls13_ciphers || idx == IDX_server_tls13_ciphers;
+	bool curve = idx == IDX_client_tls_ecdhcurve;
+	if ((ciphers && in_list((const char *const[]){"default", "secure", "fast", "normal",
+	                                              "all", NULL},
+	                        text)) ||
+	    (suites && !*text) || (curve && strcasecmp(text, "auto") == 0))
+		return true;
+	if (!ciphers && !suites && !curve)
+		return true;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	if (!ctx) {
+		snprintf(err, errlen, "cannot check: OpenSSL failed");
+		return false;
+	}
+	int ok = ciphers  ? SSL_CTX_set_cipher_list(ctx, text)
+	         : suites ? SSL_CTX_set_ciphersuites(ctx, text)
+	                  : SSL_CTX_set1_groups_list(ctx, text);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	if (ok != 1) {
+		snprintf(err, errlen, "OpenSSL does not accept '" ECHO "' as %s", text,
+		         ciphers  ? "a cipher list"
+		         : suites ? "TLS 1.3 cipher suites"
+		                  : "a curve list");
+		return false;
+	}
+	return true;
+}
+
 /* Checks a setting's text and converts it; STR values are copied. */
 static bool parse_value(size_t idx, const char *text, union value *v, char *err, size_t errlen)
 {
@@ -431,9 +514,23 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 
 	switch (st->type) {
 	case T_STR:
-		if (idx == IDX_listen_addr && !*text) {
-			snprintf(err, errlen, "must not be empty");
-			return false;
+		if (idx == IDX_listen_addr) {
+			/* a comma-separated list, as PgBouncer's; no empty entry */
+			const char *p = text;
+			for (;;) {
+				const char *comma = strchr(p, ',');
+				const char *end = comma ? comma : p + strlen(p);
+				while (p < end && isspace((unsigned char)*p))
+					p++;
+				if (p == end) {
+					snprintf(err, errlen, *text ? "empty address in the list"
+					                            : "must not be empty");
+					return false;
+				}
+				if (!comma)
+					break;
+				p = comma + 1;
+			}
 		}
 		if (idx == IDX_http_listen && *text) {
 			/* host:port, the host may be empty or a [v6] literal */
@@ -445,6 +542,14 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 				         "expected host:port (empty = off), got '" ECHO "'", text);
 				return false;
 			}
+		}
+		if (!check_tls_value(idx, text, err, errlen))
+			return false;
+		if (idx == IDX_unix_socket_mode &&
+		    (!*text || strlen(text) > 4 || strspn(text, "01234567") != strlen(text))) {
+			snprintf(err, errlen, "expected an octal mode such as 0777, got '" ECHO "'",
+			         text);
+			return false;
 		}
 		v->s = config_xstrdup(text);
 		return true;
@@ -611,6 +716,11 @@ void config_loader_set_empty_password(struct config_loader *l)
 	l->empty_env_password = true;
 }
 
+void config_loader_set_bad_database_url(struct config_loader *l)
+{
+	l->bad_database_url = true;
+}
+
 /* A name that origins and db entries may point at until the load ends. */
 const char *config_loader_keep_name(struct config_loader *l, const char *name)
 {
@@ -654,6 +764,11 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 			emit(ctx, IDX_client_tls_sslmode, why);
 		}
 	}
+	/* a client certificate needs its key, and the key its certificate */
+	if (*cfg->server_tls_cert_file && !*cfg->server_tls_key_file)
+		emit(ctx, IDX_server_tls_cert_file, "needs server_tls_key_file");
+	if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
+		emit(ctx, IDX_server_tls_key_file, "needs server_tls_cert_file");
 	if (cfg->auth_type != AUTH_TRUST && cfg->n_users == 0) {
 		snprintf(why, sizeof why,
 		         "'%s' needs users: set auth_file, or DB_USER with DB_PASSWORD",
@@ -779,6 +894,43 @@ bool config_setting_known(const char *name)
 	return config_setting_find(name) >= 0 || UNIMPL(name) != NULL;
 }
 
+size_t config_key_count(void)
+{
+	return N_SETTINGS + ARRAY_LEN(unimplemented);
+}
+
+const char *config_key_name(size_t i)
+{
+	if (i < N_SETTINGS)
+		return settings[i].name;
+	i -= N_SETTINGS;
+	if (i >= ARRAY_LEN(unimplemented) || config_setting_find(unimplemented[i].name) >= 0)
+		return NULL;
+	return unimplemented[i].name;
+}
+
+void config_loader_set_env_key(struct config_loader *l, const char *name, const char *var,
+                               const char *text)
+{
+	char err[ERRLEN];
+	int idx = config_setting_find(name);
+	if (idx >= 0) {
+		config_loader_set_env(l, (size_t)idx, var, text);
+		return;
+	}
+	/* PgBouncer's own, not a setting: judged now, nothing is stored */
+	const struct unimplemented *u = UNIMPL(name);
+	if (!u || unimpl_is_default(u, text))
+		return;
+	if (u->decision == REFUSE) {
+		refusal(u, err, sizeof err);
+		config_loader_report(l, "environment: %s: %s", var, err);
+	} else {
+		warning(u, err, sizeof err);
+		config_loader_warn(l, "environment: %s: %s", var, err);
+	}
+}
+
 void config_loader_set_file(struct config_loader *l, const char *key, const char *text,
                             const char *file, int lineno)
 {
@@ -808,6 +960,18 @@ void config_loader_set_file(struct config_loader *l, const char *key, const char
 	if (!parse_value((size_t)idx, text, &v, err, sizeof err)) {
 		config_loader_report(l, "%s:%d: key '%s': %s", file, lineno, key, err);
 		return;
+	}
+	/* A relative auth_file is next to the file that names it, as %include
+	 * is: conf/pgfleet.ini's "auth_file = userlist.txt" works from any
+	 * directory (PgBouncer would look in its working directory). */
+	const char *slash = strrchr(file, '/');
+	if (idx == IDX_auth_file && *v.s && v.s[0] != '/' && slash) {
+		size_t dir = (size_t)(slash - file) + 1, n = strlen(v.s) + 1;
+		char *joined = config_xrealloc(NULL, dir + n);
+		memcpy(joined, file, dir);
+		memcpy(joined + dir, v.s, n);
+		free(v.s);
+		v.s = joined;
 	}
 	store_value(l->cfg, (size_t)idx, &v);
 	l->origin[idx] = (struct origin){file, lineno, NULL};
@@ -972,7 +1136,7 @@ bool config_load(struct config *cfg, const char *path, char *const *envp,
 
 	/* A file that could not be read explains everything that follows. */
 	if (!l.main_unreadable) {
-		if (cfg->n_dbs == 0)
+		if (cfg->n_dbs == 0 && !l.bad_database_url)
 			config_loader_report(
 			    &l, "%s: no databases configured: set [databases] or DB_HOST",
 			    path ? path : "environment");

@@ -359,7 +359,40 @@ bool conn_set_socket_options(int fd, bool tcp)
 		int one = 1;
 		/* Small protocol messages must not wait for Nagle. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		conn_set_tcp_options(fd, &fleet.cfg);
 	}
 	return true;
+}
+
+/* PgBouncer's tcp_* settings: 0 leaves the kernel's value (so a setting
+ * that was never written changes nothing).  Best effort, as PgBouncer: a
+ * kernel that refuses one still gets a working connection. */
+void conn_set_tcp_options(int fd, const struct config *cfg)
+{
+	int on = cfg->tcp_keepalive ? 1 : 0;
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (on) {
+		int v;
+		if (cfg->tcp_keepidle > 0) {
+			v = (int)cfg->tcp_keepidle;
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+		}
+		if (cfg->tcp_keepintvl > 0) {
+			v = (int)cfg->tcp_keepintvl;
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+		}
+		if (cfg->tcp_keepcnt > 0) {
+			v = (int)cfg->tcp_keepcnt;
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+		}
+	}
+	if (cfg->tcp_user_timeout > 0) {
+		unsigned int ms = (unsigned int)cfg->tcp_user_timeout;
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+	}
+	if (cfg->tcp_socket_buffer > 0) {
+		int v = (int)cfg->tcp_socket_buffer;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	}
 }

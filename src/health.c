@@ -75,7 +75,7 @@ enum hc_step {
 	HC_QUERYING,   /* CHECK_SQL sent; the timer is the deadline */
 };
 
-#define LOGIN_MAX_PARAMS 16
+#define LOGIN_MAX_PARAMS 24
 
 /* One fresh connection being made on a helper thread (see the top). */
 struct login_job {
@@ -646,7 +646,8 @@ static void start_connect(struct health_check *hc)
 					 "require", "verify-ca", "verify-full"};
 	const char *kw[LOGIN_MAX_PARAMS + 1], *val[LOGIN_MAX_PARAMS + 1];
 	int n = 0;
-	char addr[64] = "", port[16], timeout[16];
+	char addr[64] = "", port[16], timeout[16], ka_idle[24], ka_intvl[24], ka_cnt[24],
+	     user_timeout[24];
 	if (r->addr.ss_family == AF_UNIX) {
 		kw[n] = "host", val[n++] = r->host; /* the socket directory */
 		snprintf(port, sizeof(port), "%d", db->cfg ? db->cfg->port : 5432);
@@ -684,7 +685,36 @@ static void start_connect(struct health_check *hc)
 	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
 	if (*fleet.cfg.server_tls_ca_file)
 		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
+	/* server_tls_protocols, as on the pooled connections (tls.c) */
+	const char *protos = fleet.cfg.server_tls_protocols;
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.2"))
+		kw[n] = "ssl_min_protocol_version", val[n++] = "TLSv1.3";
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.3"))
+		kw[n] = "ssl_max_protocol_version", val[n++] = "TLSv1.2";
+	/* the same client certificate as the pooled connections (tls.c) */
+	if (*fleet.cfg.server_tls_cert_file) {
+		kw[n] = "sslcert", val[n++] = fleet.cfg.server_tls_cert_file;
+		kw[n] = "sslkey", val[n++] = fleet.cfg.server_tls_key_file;
+	}
 	kw[n] = "gssencmode", val[n++] = "disable";
+	/* the tcp_* settings, as on pooled connections (conn.c); 0: libpq's default */
+	kw[n] = "keepalives", val[n++] = fleet.cfg.tcp_keepalive ? "1" : "0";
+	if (fleet.cfg.tcp_keepidle > 0) {
+		snprintf(ka_idle, sizeof(ka_idle), "%lld", fleet.cfg.tcp_keepidle);
+		kw[n] = "keepalives_idle", val[n++] = ka_idle;
+	}
+	if (fleet.cfg.tcp_keepintvl > 0) {
+		snprintf(ka_intvl, sizeof(ka_intvl), "%lld", fleet.cfg.tcp_keepintvl);
+		kw[n] = "keepalives_interval", val[n++] = ka_intvl;
+	}
+	if (fleet.cfg.tcp_keepcnt > 0) {
+		snprintf(ka_cnt, sizeof(ka_cnt), "%lld", fleet.cfg.tcp_keepcnt);
+		kw[n] = "keepalives_count", val[n++] = ka_cnt;
+	}
+	if (fleet.cfg.tcp_user_timeout > 0) {
+		snprintf(user_timeout, sizeof(user_timeout), "%lld", fleet.cfg.tcp_user_timeout);
+		kw[n] = "tcp_user_timeout", val[n++] = user_timeout;
+	}
 	kw[n] = NULL, val[n] = NULL;
 
 	hc->step = HC_CONNECTING;

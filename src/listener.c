@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,9 +225,8 @@ static bool add_listener(int fd, bool tcp, const char *path)
 	return true;
 }
 
-static bool listen_tcp(void)
+static bool listen_tcp_one(const char *addr)
 {
-	const char *addr = fleet.cfg.listen_addr;
 	char port[16];
 	snprintf(port, sizeof(port), "%lld", fleet.cfg.listen_port);
 	struct addrinfo hints, *res, *ai;
@@ -254,7 +254,7 @@ static bool listen_tcp(void)
 			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, (int)fleet.cfg.listen_backlog) < 0) {
 			char where[128];
 			conn_format_addr(ai->ai_addr, where, sizeof(where));
 			log_error("cannot listen", "addr", where, "error", strerror(errno), NULL);
@@ -275,6 +275,34 @@ static bool listen_tcp(void)
 	return ok;
 }
 
+/* listen_addr is a comma-separated list, as PgBouncer's: every entry must
+ * bind (config.c refuses empty entries). */
+static bool listen_tcp(void)
+{
+	const char *p = fleet.cfg.listen_addr;
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		char one[256];
+		while (n && (*p == ' ' || *p == '\t'))
+			p++, n--;
+		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n >= sizeof(one)) {
+			log_error("cannot resolve listen_addr", "listen_addr", fleet.cfg.listen_addr,
+				  "error", "address too long", NULL);
+			return false;
+		}
+		memcpy(one, p, n);
+		one[n] = '\0';
+		if (!listen_tcp_one(one))
+			return false;
+		if (!comma)
+			return true;
+		p = comma + 1;
+	}
+}
+
 static bool listen_unix(void)
 {
 	struct sockaddr_un un;
@@ -290,12 +318,31 @@ static bool listen_unix(void)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, 1024) < 0) {
+	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, (int)fleet.cfg.listen_backlog) < 0) {
 		log_error("cannot listen", "addr", un.sun_path, "error", strerror(errno), NULL);
 		close(fd);
 		return false;
 	}
-	chmod(un.sun_path, 0777);
+	/* unix_socket_mode and unix_socket_group, PgBouncer's (config.c checked
+	 * the mode's shape); start-up only, before the loop runs, so the group
+	 * lookup may block. */
+	mode_t mode = (mode_t)strtol(fleet.cfg.unix_socket_mode, NULL, 8);
+	if (chmod(un.sun_path, mode) < 0) {
+		log_error("cannot set unix socket mode", "addr", un.sun_path, "error",
+			  strerror(errno), NULL);
+		close(fd);
+		return false;
+	}
+	if (*fleet.cfg.unix_socket_group) {
+		struct group *g = getgrnam(fleet.cfg.unix_socket_group);
+		if (!g || chown(un.sun_path, (uid_t)-1, g->gr_gid) < 0) {
+			log_error("cannot set unix socket group", "addr", un.sun_path, "group",
+				  fleet.cfg.unix_socket_group, "error",
+				  g ? strerror(errno) : "no such group", NULL);
+			close(fd);
+			return false;
+		}
+	}
 	if (!add_listener(fd, false, un.sun_path)) {
 		close(fd);
 		return false;

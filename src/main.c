@@ -5,12 +5,15 @@
  * SIGTERM/SIGINT/SIGHUP into a drain or a reload, reload.c applies a new
  * configuration, worker.c starts the other workers' threads.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "auth.h"
@@ -36,6 +39,59 @@ extern char **environ;
 
 static int exit_code;
 static const char *config_path; /* the command line's, for every worker */
+
+/* pidfile (PgBouncer's): written once the configuration is good, removed
+ * at exit; a file naming a live process stops start-up, a stale one is
+ * replaced. */
+static char *pidfile_path;
+
+static bool pidfile_write(const char *path)
+{
+	char buf[32];
+	if (!*path)
+		return true;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+			bool ok = write(fd, buf, (size_t)n) == n;
+			if (close(fd) != 0 || !ok) {
+				log_error("cannot write pidfile", "path", path, "error",
+					  strerror(errno), NULL);
+				unlink(path);
+				return false;
+			}
+			pidfile_path = strdup(path);
+			return pidfile_path != NULL;
+		}
+		if (errno != EEXIST)
+			break;
+		/* there already: another pgfleet (or PgBouncer) still running? */
+		FILE *f = fopen(path, "r");
+		long pid = 0;
+		if (f) {
+			if (fscanf(f, "%ld", &pid) != 1)
+				pid = 0;
+			fclose(f);
+		}
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+			snprintf(buf, sizeof(buf), "%ld", pid);
+			log_error("pidfile names a running process", "path", path, "pid", buf, NULL);
+			return false;
+		}
+		unlink(path); /* stale: its process is gone */
+	}
+	log_error("cannot write pidfile", "path", path, "error", strerror(errno), NULL);
+	return false;
+}
+
+static void pidfile_remove(void)
+{
+	if (pidfile_path)
+		unlink(pidfile_path);
+	free(pidfile_path);
+	pidfile_path = NULL;
+}
 
 static void usage(FILE *f)
 {
@@ -198,6 +254,12 @@ int main(int argc, char **argv)
 		config_free(&fleet.cfg);
 		return 2;
 	}
+	if (!pidfile_write(fleet.cfg.pidfile)) {
+		tls_done();
+		config_free(&fleet.cfg);
+		return 2;
+	}
+	atexit(pidfile_remove); /* a later start-up failure exits too */
 
 	wiring_connect();
 	discovery_library_init();
@@ -229,6 +291,7 @@ int main(int argc, char **argv)
 	discovery_library_done();
 	auth_cache_clear();
 	tls_done();
+	pidfile_remove();
 	config_free(&fleet.cfg);
 	log_info("pgfleet stopped", NULL);
 	return exit_code;

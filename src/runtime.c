@@ -103,7 +103,11 @@ static const char *const restart_only[] = {
 	"listen_addr",		"listen_port",		"unix_socket_dir",    "so_reuseport",
 	"workers",		"http_listen",		"client_tls_sslmode", "client_tls_cert_file",
 	"client_tls_key_file",	"client_tls_ca_file",	"server_tls_sslmode", "server_tls_ca_file",
-	"dns_servers",		"log_format",		"io_uring",		NULL,
+	"dns_servers",		"log_format",		"io_uring",		"server_tls_cert_file",
+	"server_tls_key_file",	"listen_backlog",	"pidfile",		"client_tls_protocols",
+	"client_tls_ciphers",	"client_tls13_ciphers", "client_tls_ecdhcurve", "client_tls_dheparams",
+	"server_tls_protocols", "server_tls_ciphers",	"server_tls13_ciphers", "unix_socket_mode",
+	"unix_socket_group",	NULL,
 };
 
 bool fleet_setting_needs_restart(const char *key)

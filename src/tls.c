@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -144,6 +145,47 @@ static SSL_CTX *new_ctx(const SSL_METHOD *method)
 	return ctx;
 }
 
+/* PgBouncer's TLS knobs on one context (config.c has checked each value:
+ * a failure here is OpenSSL's own, logged naming the setting). */
+static bool apply_option(bool ok, const char *setting, const char *value)
+{
+	char why[160];
+	if (!ok)
+		log_error("cannot set TLS option", "setting", setting, "value", value, "error",
+			  openssl_reason(why, sizeof(why)), NULL);
+	return ok;
+}
+
+static bool apply_knobs(SSL_CTX *ctx, bool client_side, const char *protocols, const char *ciphers,
+			const char *suites)
+{
+	const char *side = client_side ? "client" : "server";
+	char name[32];
+	/* secure = TLS 1.2 and 1.3; a list names the versions to allow */
+	bool v12 = strcasestr(protocols, "secure") || strcasestr(protocols, "tlsv1.2");
+	bool v13 = strcasestr(protocols, "secure") || strcasestr(protocols, "tlsv1.3");
+	snprintf(name, sizeof(name), "%s_tls_protocols", side);
+	if (!apply_option(SSL_CTX_set_min_proto_version(ctx, v12 ? TLS1_2_VERSION : TLS1_3_VERSION) &&
+				  SSL_CTX_set_max_proto_version(ctx, v13 ? TLS1_3_VERSION : TLS1_2_VERSION),
+			  name, protocols))
+		return false;
+	/* default, secure, fast, normal: OpenSSL's defaults, as PgBouncer 1.25 */
+	static const char *const defaults[] = {"default", "secure", "fast", "normal", NULL};
+	bool is_default = false;
+	for (int i = 0; defaults[i]; i++)
+		is_default |= strcasecmp(ciphers, defaults[i]) == 0;
+	snprintf(name, sizeof(name), "%s_tls_ciphers", side);
+	if (!is_default &&
+	    !apply_option(SSL_CTX_set_cipher_list(ctx, strcasecmp(ciphers, "all") == 0 ? "ALL"
+										     : ciphers) == 1,
+			  name, ciphers))
+		return false;
+	snprintf(name, sizeof(name), "%s_tls13_ciphers", side);
+	if (*suites && !apply_option(SSL_CTX_set_ciphersuites(ctx, suites) == 1, name, suites))
+		return false;
+	return true;
+}
+
 /* A file OpenSSL is about to read: a missing or unreadable one is reported
  * with the system's words, clearer than OpenSSL's. */
 static bool readable(const char *setting, const char *file)
@@ -166,6 +208,17 @@ static bool build_accept_ctx(const struct config *cfg)
 		return false;
 	}
 	SSL_CTX_set_session_id_context(accept_ctx, (const unsigned char *)"pgfleet", 7);
+	if (!apply_knobs(accept_ctx, true, cfg->client_tls_protocols, cfg->client_tls_ciphers,
+			 cfg->client_tls13_ciphers))
+		return false;
+	if (strcasecmp(cfg->client_tls_ecdhcurve, "auto") != 0 &&
+	    !apply_option(SSL_CTX_set1_groups_list(accept_ctx, cfg->client_tls_ecdhcurve) == 1,
+			  "client_tls_ecdhcurve", cfg->client_tls_ecdhcurve))
+		return false;
+	/* auto: 2048-bit (or larger) DH for the DHE suites, as PgBouncer's auto */
+	if (strcasecmp(cfg->client_tls_dheparams, "auto") == 0 &&
+	    !apply_option(SSL_CTX_set_dh_auto(accept_ctx, 1) == 1, "client_tls_dheparams", "auto"))
+		return false;
 	if (!readable("client_tls_cert_file", cert))
 		return false;
 	if (SSL_CTX_use_certificate_chain_file(accept_ctx, cert) != 1) {
@@ -218,6 +271,9 @@ static bool build_connect_ctx(const struct config *cfg)
 			  openssl_reason(why, sizeof(why)), NULL);
 		return false;
 	}
+	if (!apply_knobs(connect_ctx, false, cfg->server_tls_protocols, cfg->server_tls_ciphers,
+			 cfg->server_tls13_ciphers))
+		return false;
 	if (*ca) {
 		if (!readable("server_tls_ca_file", ca))
 			return false;
@@ -233,6 +289,28 @@ static bool build_connect_ctx(const struct config *cfg)
 	SSL_CTX_set_verify(connect_ctx,
 			   cfg->server_tls_sslmode >= TLS_VERIFY_CA ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
 			   NULL);
+	/* A client certificate for servers that ask for one (pg_hba "cert",
+	 * clientcert=verify-ca/verify-full); config.c makes sure both are set. */
+	const char *cert = cfg->server_tls_cert_file, *key = cfg->server_tls_key_file;
+	if (*cert) {
+		if (!readable("server_tls_cert_file", cert))
+			return false;
+		if (SSL_CTX_use_certificate_chain_file(connect_ctx, cert) != 1) {
+			log_file_error("server_tls_cert_file", cert, openssl_reason(why, sizeof(why)));
+			return false;
+		}
+		if (!readable("server_tls_key_file", key))
+			return false;
+		if (SSL_CTX_use_PrivateKey_file(connect_ctx, key, SSL_FILETYPE_PEM) != 1) {
+			log_file_error("server_tls_key_file", key, openssl_reason(why, sizeof(why)));
+			return false;
+		}
+		if (SSL_CTX_check_private_key(connect_ctx) != 1) {
+			log_file_error("server_tls_key_file", key, "does not match server_tls_cert_file");
+			ERR_clear_error();
+			return false;
+		}
+	}
 	return true;
 }
 

@@ -29,6 +29,14 @@ static void test_auth_file(void)
 	config_free(&cfg);
 	free(line);
 
+	/* a relative auth_file is next to the file that names it (issue 18) */
+	CHECK(load_text(&cfg, &m, BASE "auth_file = users.txt\n", env));
+	CHECK(cfg.n_users == 3);
+	char *abs = expand("@/users.txt");
+	CHECK_STR(cfg.auth_file, abs);
+	free(abs);
+	config_free(&cfg);
+
 	/* PGFLEET_AUTH_FILE is read after the environment is applied */
 	char *penv = expand("PGFLEET_AUTH_FILE=@/users.txt");
 	char *env2[] = {penv, NULL};

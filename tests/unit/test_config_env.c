@@ -186,11 +186,166 @@ static void test_env_unimplemented(void)
 	msgs_clear(&m);
 }
 
+/* issue 18: every variable of the edoburu/pgbouncer image is read under its
+ * bare name (or refused naming why), a bad value names the variable, and a
+ * PGFLEET_ name that is no setting is an error. */
+static void test_env_image_names(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+
+	char *env[] = {"DB_HOST=db", "DB_USER=u", "DB_PASSWORD=p", "SERVER_IDLE_TIMEOUT=30",
+	               "QUERY_WAIT_TIMEOUT=7", "STATS_USERS=watcher", "TCP_KEEPIDLE=45",
+	               "LISTEN_ADDR=127.0.0.1", "MAX_PREPARED_STATEMENTS=50", "PKT_BUF=8192",
+	               "LOG_STATS=0", "PGFLEET_BIN=/usr/bin/pgfleet", "PGFLEET_FIXTURE_NET=127.0.9",
+	               "PGFLEET_REGRESS=1", "LOGFILE=", NULL};
+	CHECK(config_load(&cfg, NULL, env, collect, &m));
+	CHECK(m.n == 0);
+	CHECK(cfg.server_idle_timeout == 30.0 && cfg.query_wait_timeout == 7.0);
+	CHECK_STR(cfg.stats_users, "watcher");
+	CHECK(cfg.tcp_keepidle == 45 && cfg.max_prepared_statements == 50);
+	CHECK_STR(cfg.listen_addr, "127.0.0.1");
+	CHECK(cfg.pkt_buf == 8192 && !cfg.log_stats);
+	config_free(&cfg);
+
+	char *bad[] = {"DB_HOST=db",
+	               "DB_USER=u",
+	               "DB_PASSWORD=p",
+	               "SERVER_IDLE_TIMEOUT=banana",
+	               "PGFLEET_DEFALT_POOL_SIZE=3",
+	               "PGFLEET_listen_port=1",
+	               "POOL_SIZE=30",
+	               "CLIENT_ENCODING=UTF8",
+	               "AUTH_DBNAME=authdb",
+	               "SERVER_TLS_PROTOCOLS=all",
+	               "PGFLEET_PEER_ID=2",
+	               NULL};
+	CHECK(!config_load(&cfg, NULL, bad, collect, &m));
+	CHECK(m.n == 8);
+	CHECK(msgs_has(&m, "environment: SERVER_IDLE_TIMEOUT: invalid time 'banana' (seconds, or "
+	                   "a number with unit ms, s, min, h)"));
+	CHECK(msgs_has(&m, "environment: PGFLEET_DEFALT_POOL_SIZE: unknown setting"));
+	CHECK(msgs_has(&m, "environment: PGFLEET_listen_port: unknown setting"));
+	CHECK(msgs_has(&m, "environment: POOL_SIZE: not a setting; use PGFLEET_DEFAULT_POOL_SIZE "
+	                   "(or DEFAULT_POOL_SIZE)"));
+	CHECK(msgs_has(&m, "environment: CLIENT_ENCODING: the [databases] parameter "
+	                   "client_encoding is not implemented by pgfleet yet; remove it"));
+	CHECK(msgs_has(&m, "environment: AUTH_DBNAME: not implemented by pgfleet yet; remove it "
+	                   "(its default is empty)"));
+	CHECK(msgs_has(&m, "environment: SERVER_TLS_PROTOCOLS: 'all': pgfleet speaks TLS 1.2 and "
+	                   "1.3 only (secure, tlsv1.2, tlsv1.3)"));
+	CHECK(msgs_has(&m, "environment: PGFLEET_PEER_ID: not implemented by pgfleet yet; remove "
+	                   "it or set it to 0 (its default)"));
+	msgs_clear(&m);
+}
+
+/* DATABASE_URL is DB_HOST & co in one; DATABASE_URLS one database per URL. */
+static void test_env_database_urls(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+
+	char *one[] = {"DATABASE_URL=postgres://bob:p%40ss%3Aw@db.example.com:6543/app", NULL};
+	CHECK(config_load(&cfg, NULL, one, collect, &m));
+	CHECK(m.n == 0 && cfg.n_dbs == 1);
+	const struct db_config *db = config_find_db(&cfg, "app");
+	CHECK(db && db->port == 6543 && strcmp(db->host, "db.example.com") == 0);
+	CHECK(db && db->dbname && strcmp(db->dbname, "app") == 0);
+	const struct user_entry *u = config_find_user(&cfg, "bob");
+	CHECK(u && strcmp(u->password, "p@ss:w") == 0);
+	config_free(&cfg);
+
+	/* no /dbname: any database name, as DB_HOST without DB_NAME */
+	char *any[] = {"DATABASE_URL=postgresql://bob:pw@[::1]", NULL};
+	CHECK(config_load(&cfg, NULL, any, collect, &m));
+	CHECK(cfg.n_dbs == 1 && strcmp(cfg.dbs[0].name, "*") == 0 && cfg.dbs[0].port == 5432);
+	CHECK_STR(cfg.dbs[0].host, "::1");
+	config_free(&cfg);
+
+	char *many[] = {"DATABASE_URLS=postgres://a:pa@db1:5432/base,postgres://b:pb@db2:5433/paid,"
+	                "postgres://c:pc@db3/free",
+	                NULL};
+	CHECK(config_load(&cfg, NULL, many, collect, &m));
+	CHECK(m.n == 0 && cfg.n_dbs == 3 && cfg.n_users == 3);
+	db = config_find_db(&cfg, "free");
+	CHECK(db && db->port == 5432 && strcmp(db->host, "db3") == 0);
+	db = config_find_db(&cfg, "paid");
+	CHECK(db && db->port == 5433);
+	u = config_find_user(&cfg, "c");
+	CHECK(u && strcmp(u->password, "pc") == 0);
+	config_free(&cfg);
+
+	/* mistakes name the variable and never echo the URL (it holds a password) */
+	char *bad1[] = {"DATABASE_URL=postgres://bob:secret@db/app", "DB_HOST=other", NULL};
+	CHECK(!config_load(&cfg, NULL, bad1, collect, &m));
+	CHECK(msgs_has(&m, "environment: DATABASE_URL: DB_HOST is set too: use one of them"));
+	CHECK(!msgs_contain(&m, "secret"));
+	msgs_clear(&m);
+	char *bad2[] = {"DATABASE_URLS=postgres://a:secret@db1/x,postgres://b:secret@db2", NULL};
+	CHECK(!config_load(&cfg, NULL, bad2, collect, &m));
+	CHECK(msgs_has(&m, "environment: DATABASE_URLS: each URL needs a /dbname"));
+	CHECK(!msgs_contain(&m, "secret"));
+	msgs_clear(&m);
+	char *bad3[] = {"DATABASE_URL=mysql://a:secret@db/x", "AUTH_TYPE=trust", NULL};
+	CHECK(!config_load(&cfg, NULL, bad3, collect, &m));
+	/* ('@' is msgs_has's temp directory: compared as a substring) */
+	CHECK(msgs_contain(&m, "environment: DATABASE_URL: expected "
+	                       "postgres://user:password@host:port/dbname"));
+	msgs_clear(&m);
+	char *bad4[] = {"DATABASE_URL=postgres://a:secret@db:99999/x", "AUTH_TYPE=trust", NULL};
+	CHECK(!config_load(&cfg, NULL, bad4, collect, &m));
+	CHECK(msgs_has(&m, "environment: DATABASE_URL: port: value '99999' out of range "
+	                   "(1..65535)"));
+	CHECK(!msgs_contain(&m, "secret"));
+	msgs_clear(&m);
+	char *bad5[] = {"DATABASE_URL=postgres://a:bad%zz@db/x", "AUTH_TYPE=trust", NULL};
+	CHECK(!config_load(&cfg, NULL, bad5, collect, &m));
+	CHECK(msgs_has(&m, "environment: DATABASE_URL: bad %-escape in the user or password"));
+	msgs_clear(&m);
+}
+
+/* Malformed URLs: an error line each, never a crash or a read past the end
+ * (run under ASan). */
+static void test_env_database_url_garbage(void)
+{
+	static const char *const urls[] = {
+	    "postgres://", "postgres://@", "postgres://:@h", "postgres://u:p@[", "postgres://u:p@[::1",
+	    "postgres://u:p@[::1]x", "postgres://h:", "postgres://h:abc", "postgres://h:1234567",
+	    "postgres://h/%", "postgres://h/%4", "postgres://h/%00", "postgres://u%:p@h/d",
+	    "postgres://u:p%@h/d", "postgres://h/db?sslmode=require", "postgres://a@b@c/d",
+	    "postgres://h h/d", "postgres:/h/d", "POSTGRESQL://h/d", "postgres://u:p@h:5432/",
+	};
+	struct config cfg;
+	struct msgs m = {0};
+	for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+		char one[256], many[256];
+		snprintf(one, sizeof one, "DATABASE_URL=%s", urls[i]);
+		snprintf(many, sizeof many, "DATABASE_URLS=%s,%s,", urls[i], urls[i]);
+		char *e1[] = {one, "AUTH_TYPE=trust", NULL};
+		char *e2[] = {many, "AUTH_TYPE=trust", NULL};
+		if (config_load(&cfg, NULL, e1, collect, &m))
+			config_free(&cfg);
+		if (config_load(&cfg, NULL, e2, collect, &m))
+			config_free(&cfg);
+		msgs_clear(&m);
+	}
+	/* the valid ones among them load */
+	char *ok[] = {"DATABASE_URL=POSTGRESQL://h/d", "AUTH_TYPE=trust", NULL};
+	CHECK(config_load(&cfg, NULL, ok, collect, &m));
+	config_free(&cfg);
+	char *bad[] = {"DATABASE_URL=postgres://h:1234567/d", "AUTH_TYPE=trust", NULL};
+	CHECK(!config_load(&cfg, NULL, bad, collect, &m));
+	msgs_clear(&m);
+}
+
 static void run_all(void)
 {
 	RUN(test_env_overrides);
 	RUN(test_env_only);
 	RUN(test_env_unimplemented);
+	RUN(test_env_image_names);
+	RUN(test_env_database_urls);
+	RUN(test_env_database_url_garbage);
 }
 
 int main(void)
