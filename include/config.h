@@ -44,7 +44,9 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(default_pool_size, INT, "20")                                                            \
 	X(min_pool_size, INT, "0")                                                                 \
 	X(reserve_pool_size, INT, "0")                                                             \
+	X(reserve_pool_timeout, TIME, "5")                                                         \
 	X(max_db_connections, INT, "0")                                                            \
+	X(max_user_connections, INT, "0")                                                          \
 	X(server_reset_query, STR, "DISCARD ALL")                                                  \
 	X(server_reset_query_always, BOOL, "0")                                                    \
 	X(server_lifetime, TIME, "3600")                                                           \
@@ -127,10 +129,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  */
 #define CONFIG_UNIMPLEMENTED(X)                                                                    \
 	/* in CONFIG_SETTINGS (SHOW CONFIG lists them) */                                         \
-	X(min_pool_size, INT, "0", WARN,                                                           \
-	  "idle server connections are kept down to it, none is opened in advance")               \
-	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
-	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", REFUSE, NULL) \
 	X(auth_user, STR, "", REFUSE, NULL)                                                        \
 	/* PgBouncer's, not in CONFIG_SETTINGS: limits and behaviour clients see */               \
@@ -138,7 +136,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(disable_pqexec, BOOL, "0", REFUSE, NULL)                                                 \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
 	X(max_user_client_connections, INT, "0", REFUSE, NULL)                                     \
-	X(max_user_connections, INT, "0", REFUSE, NULL)                                            \
 	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
 	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
 	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
@@ -168,7 +165,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(pidfile, STR, "", WARN, NULL)                                                            \
 	X(pkt_buf, INT, "4096", WARN, NULL)                                                        \
 	X(query_wait_notify, TIME, "5", WARN, NULL)                                                \
-	X(reserve_pool_timeout, TIME, "5", WARN, "reserve_pool_size is refused")                   \
 	X(sbuf_loopcnt, INT, "5", WARN, NULL)                                                      \
 	X(server_check_delay, TIME, "30", WARN, "health checks run every health_check_period")    \
 	X(server_check_query, STR, "select 1", WARN, "health checks run every health_check_period") \
@@ -204,10 +200,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(timezone, STR, NULL, REFUSE, NULL)                                                       \
 	X(load_balance_hosts, STR, "round-robin", REFUSE, NULL)                                    \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
-	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
-	X(reserve_pool, INT, "0", REFUSE, NULL)                                                    \
-	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
-	X(min_pool_size, INT, "0", WARN, "only the global min_pool_size applies")                 \
 	X(server_lifetime, TIME, NULL, WARN, "the global server_lifetime applies")
 
 #define CFG_CTYPE_STR char *
@@ -233,6 +225,9 @@ struct db_config {
 	int pool_mode;      /* -1: the global pool_mode */
 	int tsa;            /* enum tsa, default TSA_ANY */
 	double max_replica_lag; /* < 0: the global max_replica_lag */
+	int min_pool_size;      /* -1: the global min_pool_size */
+	int reserve_pool_size;  /* -1: the global reserve_pool_size ("reserve_pool" too) */
+	int max_db_connections; /* -1: the global max_db_connections */
 	char *file;         /* where it was defined, for messages */
 	int line;
 };

@@ -841,6 +841,9 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
 	    .pool_mode = -1,
 	    .tsa = TSA_ANY,
 	    .max_replica_lag = -1,
+	    .min_pool_size = -1,
+	    .reserve_pool_size = -1,
+	    .max_db_connections = -1,
 	    .file = config_xstrdup(file),
 	    .line = line,
 	};
@@ -879,6 +882,19 @@ static bool db_param(struct db_config *db, const char *key, const char *v, char 
 		if (!parse_int(v, 1, INT_MAX, &n, verr, sizeof verr))
 			goto bad;
 		db->pool_size = (int)n;
+	} else if (strcasecmp(key, "min_pool_size") == 0) {
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->min_pool_size = (int)n;
+	} else if (strcasecmp(key, "reserve_pool_size") == 0 || strcasecmp(key, "reserve_pool") == 0) {
+		/* reserve_pool: PgBouncer's older name, still accepted by it */
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->reserve_pool_size = (int)n;
+	} else if (strcasecmp(key, "max_db_connections") == 0) {
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->max_db_connections = (int)n;
 	} else if (strcasecmp(key, "pool_mode") == 0) {
 		if (!parse_enum(pool_mode_names, v, &e, verr, sizeof verr))
 			goto bad;

@@ -105,11 +105,11 @@ static const char *login_user(const struct pool *p)
 	return dbc && dbc->user ? dbc->user : p->group->user;
 }
 
-bool server_launch(struct pool *p)
+static bool launch(struct pool *p, bool warm)
 {
 	struct replica *r = p->replica;
-	if (!pool_reserve(p))
-		return false; /* workers = N: the others hold pool_size already */
+	if (!pool_reserve(p, warm))
+		return false; /* no room: pool_size (every worker's) or a limit */
 	int fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
 	if (fd < 0) {
 		log_error("socket failed", "error", strerror(errno), NULL);
@@ -146,6 +146,16 @@ bool server_launch(struct pool *p)
 	/* Writable means connected (or failed: SO_ERROR tells). */
 	conn_write_enable(&s->io, true);
 	return true;
+}
+
+bool server_launch(struct pool *p)
+{
+	return launch(p, false);
+}
+
+bool server_launch_warm(struct pool *p)
+{
+	return launch(p, true);
 }
 
 static void send_startup(struct server *s)
@@ -1850,9 +1860,10 @@ void server_janitor(double now)
 				}
 				list_for_each_safe(it, tmp, &p->idle.head) {
 					struct server *s = container_of(it, struct server, node);
+					/* min_pool_size counts every worker's */
 					bool idle_long = cfg->server_idle_timeout > 0 &&
 							 now - s->last_used > cfg->server_idle_timeout &&
-							 pool_total(p) > cfg->min_pool_size;
+							 pool_count(p) > pool_min_size(db);
 					if (idle_long)
 						server_close(s, "server_idle_timeout");
 					else if (must_close(s))
