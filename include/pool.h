@@ -110,6 +110,9 @@ int pool_db_connections(const char *db);
  * reserve_pool_timeout), counted process-wide, and room under
  * max_db_connections and max_user_connections? */
 bool pool_has_room(const struct pool *p);
+/* The limit g's clients wait for ("max_db_connections" or
+ * "max_user_connections", its value in *max), or NULL when neither is full. */
+const char *pool_limit_reached(const struct pool_group *g, int *max);
 /* Takes room for one connection in every count it belongs to (false: none
  * left, nothing taken), gives it back when the connection is gone.  warm:
  * a min_pool_size connection, only up to min_pool_size. */

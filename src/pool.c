@@ -240,6 +240,15 @@ static bool limits_full(const struct pool_group *g)
 	       limit_full(g->user_slot, pool_user_max_connections(g));
 }
 
+const char *pool_limit_reached(const struct pool_group *g, int *max)
+{
+	if (limit_full(g->db_slot, (*max = pool_db_max_connections(g->db))))
+		return "max_db_connections";
+	if (limit_full(g->user_slot, (*max = pool_user_max_connections(g))))
+		return "max_user_connections";
+	return NULL;
+}
+
 static bool limit_take(struct pool_slot *sl, int max)
 {
 	int cur = atomic_load(&sl->total);

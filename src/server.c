@@ -1657,6 +1657,28 @@ static bool must_close(struct server *s)
 	return false;
 }
 
+/* server_reset_query on its way (its reply hidden) before s serves another
+ * client: the connection is back at its login defaults, so are pgfleet's
+ * notes about it.  False when s was closed. */
+static bool send_reset(struct server *s, const char *reset)
+{
+	s->pinned = false;
+	/* DISCARD ALL resets every setting to what the login set. */
+	proto_query(&s->io.out, reset);
+	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+	params_neutral(s); /* back to its defaults */
+	/* DISCARD ALL (the default) drops prepared statements too; forget
+	 * them whatever the reset query is, to be safe. */
+	server_forget_statements(s);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
 void server_release(struct server *s)
 {
 	struct client *c = s->link;
@@ -1668,6 +1690,10 @@ void server_release(struct server *s)
 		server_close(s, "closed after use (lifetime or draining)");
 		return;
 	}
+	/* Transaction and statement mode: PgBouncer's server_reset_query_always. */
+	if (fleet.cfg.server_reset_query_always && *fleet.cfg.server_reset_query &&
+	    !send_reset(s, fleet.cfg.server_reset_query))
+		return;
 	queue_trim(s);
 	if (!drop_untrusted_statements(s))
 		return;
@@ -1711,22 +1737,9 @@ void server_unlink_client(struct server *s)
 		server_close(s, "pinned session not reset (server_reset_query is empty)");
 		return;
 	}
-	if (*reset && (s->pinned || mode == POOL_SESSION || fleet.cfg.server_reset_query_always)) {
-		s->pinned = false;
-		/* DISCARD ALL resets every setting to what the login set. */
-		proto_query(&s->io.out, reset);
-		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		params_neutral(s); /* back to its defaults */
-		/* DISCARD ALL (the default) drops prepared statements too; forget
-		 * them whatever the reset query is, to be safe. */
-		server_forget_statements(s);
-		if (conn_flush(&s->io) == IO_ERROR) {
-			server_close(s, "write failed");
-			return;
-		}
-		if (wbuf_pending(&s->io.out))
-			conn_write_enable(&s->io, true);
-	}
+	if (*reset && (s->pinned || mode == POOL_SESSION || fleet.cfg.server_reset_query_always) &&
+	    !send_reset(s, reset))
+		return;
 	queue_trim(s);
 	if (!drop_untrusted_statements(s))
 		return;
