@@ -91,6 +91,7 @@ static inline struct database *model_db(const char *name, int tsa, int pool_size
 	cfg->pool_mode = -1;
 	cfg->tsa = tsa;
 	cfg->max_replica_lag = -1;
+	cfg->min_pool_size = cfg->reserve_pool_size = cfg->max_db_connections = -1; /* the globals */
 	snprintf(db->name, sizeof(db->name), "%s", name);
 	snprintf(db->dbname, sizeof(db->dbname), "%s", name);
 	db->cfg = cfg;
