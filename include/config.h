@@ -232,6 +232,14 @@ struct db_config {
 	int line;
 };
 
+/* One [users] entry: PgBouncer's per-user settings.  -1 when not given. */
+struct user_config {
+	char *name;
+	int max_user_connections; /* -1: the global max_user_connections */
+	char *file;               /* where it was defined, for messages */
+	int line;
+};
+
 /* One auth_file line (or DB_USER/DB_PASSWORD): password is plaintext,
  * "md5<32 hex>" or "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>". */
 struct user_entry {
@@ -247,6 +255,8 @@ struct config {
 	size_t n_dbs;
 	struct user_entry *users;
 	size_t n_users;
+	struct user_config *user_cfgs; /* [users] */
+	size_t n_user_cfgs;
 	char *path; /* the main config file, NULL when configured from the environment */
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The
@@ -272,6 +282,8 @@ void config_free(struct config *cfg);
 const struct db_config *config_find_db(const struct config *cfg, const char *name);
 /* The user entry, or NULL. */
 const struct user_entry *config_find_user(const struct config *cfg, const char *name);
+/* The [users] entry, or NULL. */
+const struct user_config *config_find_user_cfg(const struct config *cfg, const char *name);
 /* Is `user` listed in the comma/space separated list `list` (admin_users, stats_users)? */
 bool config_list_has(const char *list, const char *user);
 /* The same in any case (ignore_startup_parameters: GUC names). */
@@ -331,6 +343,12 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
  * refused or warned with the entry's name. */
 void config_db_set_param(struct config_loader *l, struct db_config *db, const char *key,
 			 const char *value, const char *file, int line);
+/* A new [users] entry (NULL, reported, when the name is defined already),
+ * and one key=value of it. */
+struct user_config *config_user_cfg_add(struct config_loader *l, const char *name,
+					const char *file, int line);
+void config_user_set_param(struct config_loader *l, struct user_config *u, const char *key,
+			   const char *value, const char *file, int line);
 /* Adds a user or replaces its password (the last definition wins). */
 void config_user_add(struct config *cfg, const char *name, const char *password);
 

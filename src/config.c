@@ -942,6 +942,65 @@ void config_db_set_param(struct config_loader *l, struct db_config *db, const ch
 	}
 }
 
+/* ---- [users] entries ---- */
+
+struct user_config *config_user_cfg_add(struct config_loader *l, const char *name,
+                                        const char *file, int line)
+{
+	struct config *cfg = l->cfg;
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++) {
+		if (strcmp(cfg->user_cfgs[i].name, name) == 0) {
+			config_loader_report(l, "%s:%d: key '%s': duplicate user (first defined at %s:%d)",
+			                     file, line, name, cfg->user_cfgs[i].file,
+			                     cfg->user_cfgs[i].line);
+			return NULL;
+		}
+	}
+	cfg->user_cfgs =
+	    config_xrealloc(cfg->user_cfgs, (cfg->n_user_cfgs + 1) * sizeof *cfg->user_cfgs);
+	struct user_config *u = &cfg->user_cfgs[cfg->n_user_cfgs++];
+	*u = (struct user_config){
+	    .name = config_xstrdup(name),
+	    .max_user_connections = -1,
+	    .file = config_xstrdup(file),
+	    .line = line,
+	};
+	return u;
+}
+
+/* PgBouncer's other [users] keys: refused by name, never ignored. */
+static const char *const user_unimplemented[] = {
+    "pool_mode", "pool_size", "reserve_pool_size", "max_user_client_connections", NULL};
+
+void config_user_set_param(struct config_loader *l, struct user_config *u, const char *key,
+                           const char *value, const char *file, int line)
+{
+	char verr[ERRLEN / 2];
+	long long n;
+	if (strcasecmp(key, "max_user_connections") == 0) {
+		if (!parse_int(value, 0, INT_MAX, &n, verr, sizeof verr))
+			config_loader_report(l, "%s:%d: key '%s': max_user_connections: %s", file, line,
+			                     u->name, verr);
+		else
+			u->max_user_connections = (int)n;
+	} else if (in_list(user_unimplemented, key)) {
+		config_loader_report(l, "%s:%d: key '%s': %s: not implemented by pgfleet yet in "
+		                        "[users]; remove it",
+		                     file, line, u->name, key);
+	} else {
+		config_loader_report(l, "%s:%d: key '%s': unknown parameter '" ECHO "'", file, line,
+		                     u->name, key);
+	}
+}
+
+const struct user_config *config_find_user_cfg(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++)
+		if (strcmp(cfg->user_cfgs[i].name, name) == 0)
+			return &cfg->user_cfgs[i];
+	return NULL;
+}
+
 void config_user_add(struct config *cfg, const char *name, const char *password)
 {
 	for (size_t i = 0; i < cfg->n_users; i++) {
@@ -1030,6 +1089,11 @@ void config_free(struct config *cfg)
 		config_free_secret(cfg->users[i].password);
 	}
 	free(cfg->users);
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++) {
+		free(cfg->user_cfgs[i].name);
+		free(cfg->user_cfgs[i].file);
+	}
+	free(cfg->user_cfgs);
 	for (size_t i = 0; i < cfg->n_warnings; i++)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);

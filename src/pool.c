@@ -190,7 +190,14 @@ int pool_db_max_connections(const struct database *db)
 
 int pool_user_max_connections(const struct pool_group *g)
 {
-	(void)g;
+	if (fleet.cfg.n_user_cfgs) {
+		/* the user that logs in to the server (as the slot is keyed) */
+		const struct db_config *c = g->db->cfg;
+		const struct user_config *u =
+		    config_find_user_cfg(&fleet.cfg, c && c->user ? c->user : g->user);
+		if (u && u->max_user_connections >= 0)
+			return u->max_user_connections;
+	}
 	return (int)fleet.cfg.max_user_connections;
 }
 

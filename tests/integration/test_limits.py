@@ -357,3 +357,24 @@ def test_server_reset_query_in_session_mode(service, pgfleet):
     with fleet.connect(autocommit=True) as c:
         c.prepare_threshold = None
         assert resets(c) == first + 1  # reset when the session released it
+
+
+def test_users_section_limit_changes_on_reload(service, pgfleet):
+    fleet = start(pgfleet, databases=two_dbs(), default_pool_size=5, max_user_connections=10)
+    assert fleet.wait_all_up(service.addrs)
+    with open(fleet.ini_path, "a") as f:
+        f.write("\n[users]\n%s = max_user_connections=2\n" % fx.APP_USER)
+    with admin_conn(fleet) as conn:
+        conn.execute("RELOAD")
+    # every worker has the new configuration before the clients start
+    assert fx.wait_until(lambda: fleet.log_text().count("config reloaded") >= fleet.workers, 10)
+    threads, errors, done = run_clients(fleet, [fx.APP_DB, "app2"] * 4)
+
+    def check():
+        n = settled_total(service, 2)
+        assert n <= 2, n
+        return n
+
+    watch(threads, check)
+    assert not errors, errors
+    assert len(done) == 8
