@@ -105,6 +105,7 @@ int pool_reserve_size(const struct database *db);
 /* Server connections of a database, of a login user: every replica and
  * worker (SHOW DATABASES, SHOW USERS). */
 int pool_db_connections(const char *db);
+int pool_user_connections(const char *user);
 /* May another server connection be opened: pool_size (plus
  * reserve_pool_size once the head of the queue has waited
  * reserve_pool_timeout), counted process-wide, and room under

@@ -226,14 +226,23 @@ static struct pool_slot *user_slot_get(const char *user)
 	return pool_slot_get("\x01" "user", user, "");
 }
 
-int pool_db_connections(const char *db)
+static int slot_count(struct pool_slot *sl)
 {
-	struct pool_slot *sl = db_slot_get(db);
 	if (!sl)
 		return 0;
 	int n = atomic_load(&sl->total);
 	pool_slot_put(sl);
 	return n;
+}
+
+int pool_db_connections(const char *db)
+{
+	return slot_count(db_slot_get(db));
+}
+
+int pool_user_connections(const char *user)
+{
+	return slot_count(user_slot_get(user));
 }
 
 static bool limit_full(const struct pool_slot *sl, int max)
@@ -317,9 +326,11 @@ static void slot_give(struct pool *p);
 bool pool_reserve(struct pool *p, bool warm)
 {
 	int cap = warm ? pool_min_size(p->group->db) : pool_cap(p);
+	bool reserve;
 	if (!p->slot) {
 		if (pool_total(p) >= cap)
 			return false;
+		reserve = !warm && pool_total(p) >= p->group->db->pool_size;
 	} else {
 		if (!warm && (atomic_load(&p->slot->wanted) & ~my_bit())) {
 			/* Another worker's clients wait for room too: open no
@@ -336,6 +347,7 @@ bool pool_reserve(struct pool *p, bool warm)
 			if (cur >= cap)
 				return false;
 		} while (!atomic_compare_exchange_weak(&p->slot->total, &cur, cur + 1));
+		reserve = !warm && cur >= p->group->db->pool_size;
 	}
 	struct pool_group *g = p->group;
 	if (!warm && (over_share(g->db_slot, pool_db_max_connections(g->db)) ||
@@ -352,6 +364,9 @@ bool pool_reserve(struct pool *p, bool warm)
 		slot_give(p);
 		return false;
 	}
+	if (reserve) /* as PgBouncer says so: the pool size is too small for the load */
+		log_info("reserve pool used", "db", g->db->name, "user", g->user, "replica",
+			 p->replica->addr_str, NULL);
 	return true;
 }
 

@@ -259,6 +259,7 @@ def test_reserve_pool_only_after_the_timeout(service, pgfleet):
         assert result.get("row") == (7,)
         assert result["waited"] >= 1.5  # only after reserve_pool_timeout
         assert backends(service, 0) == 3  # the reserve connection, beside the two busy
+        fleet.wait_log(r'msg="reserve pool used" db=app user=app replica=%s:' % fx.pod_addr(0))
     finally:
         for c in holders:
             c.cancel()
