@@ -595,10 +595,16 @@ void pool_free_group(struct pool_group *g)
 	}
 	list_del(&g->node);
 	wbuf_free(&g->welcome);
-	if (g->db_slot)
-		pool_slot_put(g->db_slot);
-	if (g->user_slot)
-		pool_slot_put(g->user_slot);
+	/* No client of it waits any more: another group of this worker that
+	 * still does sets its bit again at its next launch. */
+	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
+	for (int i = 0; i < 2; i++) {
+		if (!sls[i])
+			continue;
+		if (atomic_load(&sls[i]->wanted) & my_bit())
+			atomic_fetch_and(&sls[i]->wanted, ~my_bit());
+		pool_slot_put(sls[i]);
+	}
 	free(g);
 }
 
