@@ -46,7 +46,9 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(default_pool_size, INT, "20")                                                            \
 	X(min_pool_size, INT, "0")                                                                 \
 	X(reserve_pool_size, INT, "0")                                                             \
+	X(reserve_pool_timeout, TIME, "5")                                                         \
 	X(max_db_connections, INT, "0")                                                            \
+	X(max_user_connections, INT, "0")                                                          \
 	X(server_reset_query, STR, "DISCARD ALL")                                                  \
 	X(server_reset_query_always, BOOL, "0")                                                    \
 	X(server_lifetime, TIME, "3600")                                                           \
@@ -166,10 +168,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  */
 #define CONFIG_UNIMPLEMENTED(X)                                                                    \
 	/* in CONFIG_SETTINGS (SHOW CONFIG lists them) */                                         \
-	X(min_pool_size, INT, "0", WARN,                                                           \
-	  "idle server connections are kept down to it, none is opened in advance")               \
-	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
-	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", REFUSE, NULL) \
 	X(auth_user, STR, "", REFUSE, NULL)                                                        \
 	/* PgBouncer's, not in CONFIG_SETTINGS: limits and behaviour clients see */               \
@@ -177,7 +175,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(disable_pqexec, BOOL, "0", REFUSE, NULL)                                                 \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
 	X(max_user_client_connections, INT, "0", REFUSE, NULL)                                     \
-	X(max_user_connections, INT, "0", REFUSE, NULL)                                            \
 	X(peer_id, INT, "0", REFUSE, NULL)                                                         \
 	X(resolv_conf, STR, "", REFUSE, NULL)                                                      \
 	X(track_extra_parameters, STR, "IntervalStyle", REFUSE, NULL)                              \
@@ -202,7 +199,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(auth_hba_file, STR, "", WARN, "auth_type = hba is refused")                              \
 	X(auth_ident_file, STR, "", WARN, "auth_type = hba is refused")                            \
 	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
-	X(reserve_pool_timeout, TIME, "5", WARN, "reserve_pool_size is refused")                   \
 	X(verbose, INT, "0", WARN, "use -v")
 
 /*
@@ -220,11 +216,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(timezone, STR, NULL, REFUSE, NULL)                                                       \
 	X(load_balance_hosts, STR, "round-robin", REFUSE, NULL)                                    \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
-	X(max_db_connections, INT, "0", REFUSE, NULL)                                              \
-	X(reserve_pool, INT, "0", REFUSE, NULL)                                                    \
-	X(reserve_pool_size, INT, "0", REFUSE, NULL)                                               \
 	X(query_wait_timeout, TIME, NULL, REFUSE, NULL)                                            \
-	X(min_pool_size, INT, "0", WARN, "only the global min_pool_size applies")                 \
 	X(server_lifetime, TIME, NULL, WARN, "the global server_lifetime applies")
 
 #define CFG_CTYPE_STR char *
@@ -250,7 +242,18 @@ struct db_config {
 	int pool_mode;      /* -1: the global pool_mode */
 	int tsa;            /* enum tsa, default TSA_ANY */
 	double max_replica_lag; /* < 0: the global max_replica_lag */
+	int min_pool_size;      /* -1: the global min_pool_size */
+	int reserve_pool_size;  /* -1: the global reserve_pool_size ("reserve_pool" too) */
+	int max_db_connections; /* -1: the global max_db_connections */
 	char *file;         /* where it was defined, for messages */
+	int line;
+};
+
+/* One [users] entry: PgBouncer's per-user settings.  -1 when not given. */
+struct user_config {
+	char *name;
+	int max_user_connections; /* -1: the global max_user_connections */
+	char *file;               /* where it was defined, for messages */
 	int line;
 };
 
@@ -269,6 +272,8 @@ struct config {
 	size_t n_dbs;
 	struct user_entry *users;
 	size_t n_users;
+	struct user_config *user_cfgs; /* [users] */
+	size_t n_user_cfgs;
 	char *path; /* the main config file, NULL when configured from the environment */
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The
@@ -294,6 +299,8 @@ void config_free(struct config *cfg);
 const struct db_config *config_find_db(const struct config *cfg, const char *name);
 /* The user entry, or NULL. */
 const struct user_entry *config_find_user(const struct config *cfg, const char *name);
+/* The [users] entry, or NULL. */
+const struct user_config *config_find_user_cfg(const struct config *cfg, const char *name);
 /* Is `user` listed in the comma/space separated list `list` (admin_users, stats_users)? */
 bool config_list_has(const char *list, const char *user);
 /* The same in any case (ignore_startup_parameters: GUC names). */
@@ -363,6 +370,12 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
  * refused or warned with the entry's name. */
 void config_db_set_param(struct config_loader *l, struct db_config *db, const char *key,
 			 const char *value, const char *file, int line);
+/* A new [users] entry (NULL, reported, when the name is defined already),
+ * and one key=value of it. */
+struct user_config *config_user_cfg_add(struct config_loader *l, const char *name,
+					const char *file, int line);
+void config_user_set_param(struct config_loader *l, struct user_config *u, const char *key,
+			   const char *value, const char *file, int line);
 /* Adds a user or replaces its password (the last definition wins). */
 void config_user_add(struct config *cfg, const char *name, const char *password);
 

@@ -39,6 +39,13 @@ struct pool_group {
 	 * error lately: a client with one of them logs in without a check. */
 	uint64_t params_ok[POOL_PARAMS_OK];
 	unsigned params_ok_next;
+	/* The limits this group's server connections count against, process-
+	 * wide (every replica, worker and, for the user, database): its
+	 * database's (max_db_connections) and its login user's
+	 * (max_user_connections).  Counted even when unlimited, so that a
+	 * limit SET at run time starts from the truth. */
+	struct pool_slot *db_slot;
+	struct pool_slot *user_slot;
 };
 
 /* workers = N: one per (database, user, replica address) for the whole
@@ -46,11 +53,15 @@ struct pool_group {
  * connection only after reserving room in total; `wanted` has a bit for
  * each worker whose clients wait for lack of room, and asks the others to
  * give up their idle (and, on release, their reused) connections. */
+#define POOL_MAX_WORKERS 64 /* config.c's range for workers */
 struct pool_slot {
 	struct pool_slot *next; /* the registry, under its lock */
 	int refs;               /* pools pointing here, under the lock */
 	atomic_int total;       /* server connections, every worker */
 	_Atomic uint64_t wanted;
+	/* Limit slots (pool_group's db_slot, user_slot): each worker's part
+	 * of total, for a fair share while several wait for room. */
+	atomic_int by_worker[POOL_MAX_WORKERS];
 	char key[3 * NAME_MAX_LEN + 64];
 };
 
@@ -84,16 +95,33 @@ static inline int pool_total(const struct pool *p)
 }
 /* May another server connection be opened (pool_size, counted process-wide
  * when workers > 1)? */
-static inline bool pool_has_room(const struct pool *p)
+/* Server connections of p's (database, user, replica), every worker's. */
+static inline int pool_count(const struct pool *p)
 {
-	if (p->slot)
-		return atomic_load_explicit(&p->slot->total, memory_order_relaxed) <
-		       p->group->db->pool_size;
-	return pool_total(p) < p->group->db->pool_size;
+	return p->slot ? atomic_load_explicit(&p->slot->total, memory_order_relaxed) : pool_total(p);
 }
-/* workers = N: takes room for one connection in the process-wide count
- * (false: none left), gives it back when the connection is gone. */
-bool pool_reserve(struct pool *p) __attribute__((warn_unused_result));
+/* The effective per-database values (the entry's, else the global
+ * setting's; 0 = no limit / none). */
+int pool_db_max_connections(const struct database *db);
+int pool_user_max_connections(const struct pool_group *g);
+int pool_min_size(const struct database *db);
+int pool_reserve_size(const struct database *db);
+/* Server connections of a database, of a login user: every replica and
+ * worker (SHOW DATABASES, SHOW USERS). */
+int pool_db_connections(const char *db);
+int pool_user_connections(const char *user);
+/* May another server connection be opened: pool_size (plus
+ * reserve_pool_size once the head of the queue has waited
+ * reserve_pool_timeout), counted process-wide, and room under
+ * max_db_connections and max_user_connections? */
+bool pool_has_room(const struct pool *p);
+/* The limit g's clients wait for ("max_db_connections" or
+ * "max_user_connections", its value in *max), or NULL when neither is full. */
+const char *pool_limit_reached(const struct pool_group *g, int *max);
+/* Takes room for one connection in every count it belongs to (false: none
+ * left, nothing taken), gives it back when the connection is gone.  warm:
+ * a min_pool_size connection, only up to min_pool_size. */
+bool pool_reserve(struct pool *p, bool warm) __attribute__((warn_unused_result));
 void pool_unreserve(struct pool *p);
 /* The registry itself: one slot per key for the whole process, counted
  * references (a replica's busy count uses user "" ). */

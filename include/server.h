@@ -133,8 +133,10 @@ struct server {
 	double query_start, ready_time, timeout_cancel;
 };
 
-/* Opens a new connection for the pool (non-blocking). */
+/* Opens a new connection for the pool (non-blocking); false when there is
+ * no room (pool_reserve).  _warm: a min_pool_size one, only up to it. */
 bool server_launch(struct pool *p);
+bool server_launch_warm(struct pool *p);
 void server_set_state(struct server *s, enum server_state st);
 /* The one teardown path for a server connection. */
 void server_close(struct server *s, const char *reason);

@@ -570,10 +570,10 @@ static void show_databases(struct table *t)
 		put_text(w, db->dbname);
 		put_text(w, cfg && cfg->user ? cfg->user : "");
 		put_int(w, db->pool_size);
-		put_int(w, fleet.cfg.min_pool_size);
-		put_int(w, fleet.cfg.reserve_pool_size);
+		put_int(w, pool_min_size(db));
+		put_int(w, pool_reserve_size(db));
 		put_text(w, config_pool_mode_name(db->pool_mode));
-		put_int(w, fleet.cfg.max_db_connections);
+		put_int(w, pool_db_max_connections(db));
 		put_int(w, conns);
 		put_int(w, db->paused ? 1 : 0);
 		put_int(w, db->disabled || db->cfg_own ? 1 : 0);

@@ -1005,6 +1005,9 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
 	    .pool_mode = -1,
 	    .tsa = TSA_ANY,
 	    .max_replica_lag = -1,
+	    .min_pool_size = -1,
+	    .reserve_pool_size = -1,
+	    .max_db_connections = -1,
 	    .file = config_xstrdup(file),
 	    .line = line,
 	};
@@ -1043,6 +1046,19 @@ static bool db_param(struct db_config *db, const char *key, const char *v, char 
 		if (!parse_int(v, 1, INT_MAX, &n, verr, sizeof verr))
 			goto bad;
 		db->pool_size = (int)n;
+	} else if (strcasecmp(key, "min_pool_size") == 0) {
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->min_pool_size = (int)n;
+	} else if (strcasecmp(key, "reserve_pool_size") == 0 || strcasecmp(key, "reserve_pool") == 0) {
+		/* reserve_pool: PgBouncer's older name, still accepted by it */
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->reserve_pool_size = (int)n;
+	} else if (strcasecmp(key, "max_db_connections") == 0) {
+		if (!parse_int(v, 0, INT_MAX, &n, verr, sizeof verr))
+			goto bad;
+		db->max_db_connections = (int)n;
 	} else if (strcasecmp(key, "pool_mode") == 0) {
 		if (!parse_enum(pool_mode_names, v, &e, verr, sizeof verr))
 			goto bad;
@@ -1088,6 +1104,65 @@ void config_db_set_param(struct config_loader *l, struct db_config *db, const ch
 		config_loader_warn(l, "%s:%d: key '%s': %s: %s", file, lineno, db->name, u->name,
 		                   err);
 	}
+}
+
+/* ---- [users] entries ---- */
+
+struct user_config *config_user_cfg_add(struct config_loader *l, const char *name,
+                                        const char *file, int line)
+{
+	struct config *cfg = l->cfg;
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++) {
+		if (strcmp(cfg->user_cfgs[i].name, name) == 0) {
+			config_loader_report(l, "%s:%d: key '%s': duplicate user (first defined at %s:%d)",
+			                     file, line, name, cfg->user_cfgs[i].file,
+			                     cfg->user_cfgs[i].line);
+			return NULL;
+		}
+	}
+	cfg->user_cfgs =
+	    config_xrealloc(cfg->user_cfgs, (cfg->n_user_cfgs + 1) * sizeof *cfg->user_cfgs);
+	struct user_config *u = &cfg->user_cfgs[cfg->n_user_cfgs++];
+	*u = (struct user_config){
+	    .name = config_xstrdup(name),
+	    .max_user_connections = -1,
+	    .file = config_xstrdup(file),
+	    .line = line,
+	};
+	return u;
+}
+
+/* PgBouncer's other [users] keys: refused by name, never ignored. */
+static const char *const user_unimplemented[] = {
+    "pool_mode", "pool_size", "reserve_pool_size", "max_user_client_connections", NULL};
+
+void config_user_set_param(struct config_loader *l, struct user_config *u, const char *key,
+                           const char *value, const char *file, int line)
+{
+	char verr[ERRLEN / 2];
+	long long n;
+	if (strcasecmp(key, "max_user_connections") == 0) {
+		if (!parse_int(value, 0, INT_MAX, &n, verr, sizeof verr))
+			config_loader_report(l, "%s:%d: key '%s': max_user_connections: %s", file, line,
+			                     u->name, verr);
+		else
+			u->max_user_connections = (int)n;
+	} else if (in_list(user_unimplemented, key)) {
+		config_loader_report(l, "%s:%d: key '%s': %s: not implemented by pgfleet yet in "
+		                        "[users]; remove it",
+		                     file, line, u->name, key);
+	} else {
+		config_loader_report(l, "%s:%d: key '%s': unknown parameter '" ECHO "'", file, line,
+		                     u->name, key);
+	}
+}
+
+const struct user_config *config_find_user_cfg(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++)
+		if (strcmp(cfg->user_cfgs[i].name, name) == 0)
+			return &cfg->user_cfgs[i];
+	return NULL;
 }
 
 void config_user_add(struct config *cfg, const char *name, const char *password)
@@ -1178,6 +1253,11 @@ void config_free(struct config *cfg)
 		config_free_secret(cfg->users[i].password);
 	}
 	free(cfg->users);
+	for (size_t i = 0; i < cfg->n_user_cfgs; i++) {
+		free(cfg->user_cfgs[i].name);
+		free(cfg->user_cfgs[i].file);
+	}
+	free(cfg->user_cfgs);
 	for (size_t i = 0; i < cfg->n_warnings; i++)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);

@@ -1,9 +1,9 @@
 /*
  * config_ini.c: the ini dialect of pgfleet.ini (PgBouncer's).
  *
- * Owns the syntax: sections ([databases], [pgfleet] or [pgbouncer]; PgBouncer's
- * [users] and [peers] load empty, an entry in them is refused because pgfleet
- * would ignore it), `key = value` lines with inline comments and double-quoted
+ * Owns the syntax: sections ([databases], [pgfleet] or [pgbouncer], [users]
+ * with PgBouncer's per-user keys; [peers] loads empty, an entry in it is
+ * refused because pgfleet would ignore it), `key = value` lines with inline comments and double-quoted
  * values, %include (relative to the including file, loops and depth
  * refused), the libpq keyword=value syntax of a [databases] entry, and the
  * "file:line: key 'k': why" form of every message about them.
@@ -245,6 +245,45 @@ static void file_database(struct ini_reader *l, const char *file, int lineno, co
 		                     name);
 }
 
+/* A [users] entry: `name = key=value ...` (PgBouncer's per-user settings;
+ * values are plain words). */
+static void file_user(struct ini_reader *l, const char *file, int lineno, const char *name,
+                      char *raw)
+{
+	const char *why = NULL;
+	char *p = clean_value(raw, true, &why);
+	if (!p) {
+		config_loader_report(l->loader, "%s:%d: key '%s': %s", file, lineno, name, why);
+		return;
+	}
+	struct user_config *u = config_user_cfg_add(l->loader, name, file, lineno);
+	if (!u)
+		return;
+	for (;;) {
+		p = config_ini_skip_ws(p);
+		if (!*p)
+			break;
+		char *key = p;
+		while (*p && *p != '=' && !isspace((unsigned char)*p))
+			p++;
+		char *kend = p;
+		p = config_ini_skip_ws(p);
+		if (*p != '=' || kend == key) {
+			config_loader_report(l->loader,
+			                     "%s:%d: key '%s': expected key=value, got '" ECHO "'", file,
+			                     lineno, name, key);
+			return;
+		}
+		*kend = '\0';
+		char *val = p = config_ini_skip_ws(p + 1);
+		while (*p && !isspace((unsigned char)*p))
+			p++;
+		if (*p)
+			*p++ = '\0';
+		config_user_set_param(l->loader, u, key, val, file, lineno);
+	}
+}
+
 static void read_file(struct ini_reader *l, const char *path, const char *from, int from_line);
 
 static void include_file(struct ini_reader *l, const char *file, int lineno, char *arg)
@@ -374,14 +413,15 @@ static void parse_line(struct ini_reader *l, const char *file, int lineno, char 
 		file_setting(l, file, lineno, key, raw);
 		break;
 	case SEC_USERS:
+		file_user(l, file, lineno, key, raw);
+		break;
 	case SEC_PEERS:
-		/* PgBouncer's per-user settings and peering: an empty section
-		 * loads, an entry would be ignored, so it is refused */
-		config_loader_report(
-		    l->loader,
-		    "%s:%d: key '" ECHO "': [%s] is not implemented by pgfleet yet; "
-		    "remove the entry",
-		    file, lineno, key, l->section == SEC_USERS ? "users" : "peers");
+		/* PgBouncer's peering: an empty section loads, an entry would
+		 * be ignored, so it is refused */
+		config_loader_report(l->loader,
+		                     "%s:%d: key '" ECHO "': [peers] is not implemented by pgfleet "
+		                     "yet; remove the entry",
+		                     file, lineno, key);
 		break;
 	case SEC_UNKNOWN: /* already reported once at the header */
 		break;

@@ -179,24 +179,195 @@ static uint64_t my_bit(void)
 
 static int fair_share(const struct pool *p);
 
-bool pool_reserve(struct pool *p)
+/* ---- limits: max_db_connections, max_user_connections, reserve, min ---------- */
+
+int pool_db_max_connections(const struct database *db)
 {
-	if (!p->slot)
-		return true;
-	if (atomic_load(&p->slot->wanted) & ~my_bit()) {
-		/* Another worker's clients wait for room too: open no more than
-		 * this worker's share, or the room it just gave back (on release,
-		 * above its share) comes straight back here and both workers
-		 * close and reopen connections on every transaction. */
-		int share = fair_share(p);
-		if (pool_total(p) >= (share > 0 ? share : 1))
-			return false;
+	const struct db_config *c = db->cfg;
+	return c && c->max_db_connections >= 0 ? c->max_db_connections
+					       : (int)fleet.cfg.max_db_connections;
+}
+
+int pool_user_max_connections(const struct pool_group *g)
+{
+	if (fleet.cfg.n_user_cfgs) {
+		/* the user that logs in to the server (as the slot is keyed) */
+		const struct db_config *c = g->db->cfg;
+		const struct user_config *u =
+		    config_find_user_cfg(&fleet.cfg, c && c->user ? c->user : g->user);
+		if (u && u->max_user_connections >= 0)
+			return u->max_user_connections;
 	}
-	int cur = atomic_load(&p->slot->total);
-	while (cur < p->group->db->pool_size)
-		if (atomic_compare_exchange_weak(&p->slot->total, &cur, cur + 1))
-			return true;
-	return false;
+	return (int)fleet.cfg.max_user_connections;
+}
+
+int pool_min_size(const struct database *db)
+{
+	const struct db_config *c = db->cfg;
+	int n = c && c->min_pool_size >= 0 ? c->min_pool_size : (int)fleet.cfg.min_pool_size;
+	return n < db->pool_size ? n : db->pool_size; /* PgBouncer caps it too */
+}
+
+int pool_reserve_size(const struct database *db)
+{
+	const struct db_config *c = db->cfg;
+	return c && c->reserve_pool_size >= 0 ? c->reserve_pool_size
+					      : (int)fleet.cfg.reserve_pool_size;
+}
+
+/* The registry keys of the limit slots: a "\x01" no replica key starts with. */
+static struct pool_slot *db_slot_get(const char *db)
+{
+	return pool_slot_get("\x01" "db", db, "");
+}
+
+static struct pool_slot *user_slot_get(const char *user)
+{
+	return pool_slot_get("\x01" "user", user, "");
+}
+
+static int slot_count(struct pool_slot *sl)
+{
+	if (!sl)
+		return 0;
+	int n = atomic_load(&sl->total);
+	pool_slot_put(sl);
+	return n;
+}
+
+int pool_db_connections(const char *db)
+{
+	return slot_count(db_slot_get(db));
+}
+
+int pool_user_connections(const char *user)
+{
+	return slot_count(user_slot_get(user));
+}
+
+static bool limit_full(const struct pool_slot *sl, int max)
+{
+	return max > 0 && atomic_load_explicit(&sl->total, memory_order_relaxed) >= max;
+}
+
+static bool limits_full(const struct pool_group *g)
+{
+	return limit_full(g->db_slot, pool_db_max_connections(g->db)) ||
+	       limit_full(g->user_slot, pool_user_max_connections(g));
+}
+
+const char *pool_limit_reached(const struct pool_group *g, int *max)
+{
+	if (limit_full(g->db_slot, (*max = pool_db_max_connections(g->db))))
+		return "max_db_connections";
+	if (limit_full(g->user_slot, (*max = pool_user_max_connections(g))))
+		return "max_user_connections";
+	return NULL;
+}
+
+static bool limit_take(struct pool_slot *sl, int max)
+{
+	int cur = atomic_load(&sl->total);
+	do {
+		if (max > 0 && cur >= max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&sl->total, &cur, cur + 1));
+	atomic_fetch_add_explicit(&sl->by_worker[worker_index()], 1, memory_order_relaxed);
+	return true;
+}
+
+static void kick_workers(uint64_t mask);
+
+static void limit_give(struct pool_slot *sl)
+{
+	atomic_fetch_sub_explicit(&sl->by_worker[worker_index()], 1, memory_order_relaxed);
+	atomic_fetch_sub(&sl->total, 1);
+	uint64_t others = atomic_load(&sl->wanted) & ~my_bit();
+	if (others)
+		kick_workers(others); /* room: a worker whose clients wait may open one */
+}
+
+/* workers = N: does this worker hold its share of a limit or more while
+ * another worker's clients wait for its room?  Then it opens no more (or
+ * the room it gives back on release comes straight back here). */
+static bool over_share(const struct pool_slot *sl, int max)
+{
+	uint64_t others = atomic_load(&sl->wanted) & ~my_bit();
+	if (!others || max <= 0)
+		return false;
+	int share = max / __builtin_popcountll(others | my_bit());
+	int mine = atomic_load_explicit(&sl->by_worker[worker_index()], memory_order_relaxed);
+	return mine >= (share > 0 ? share : 1);
+}
+
+/* pool_size, plus reserve_pool_size once the head of the group's queue has
+ * waited reserve_pool_timeout (PgBouncer's reserve pool). */
+static int pool_cap(const struct pool *p)
+{
+	const struct pool_group *g = p->group;
+	int cap = g->db->pool_size;
+	int extra = pool_reserve_size(g->db);
+	if (extra > 0 && g->waiting.count) {
+		const struct client *c =
+		    container_of(list_first(&g->waiting.head), struct client, node);
+		if (fleet_now() - c->wait_start >= fleet.cfg.reserve_pool_timeout)
+			cap += extra;
+	}
+	return cap;
+}
+
+bool pool_has_room(const struct pool *p)
+{
+	return pool_count(p) < pool_cap(p) && !limits_full(p->group);
+}
+
+static void slot_give(struct pool *p);
+
+bool pool_reserve(struct pool *p, bool warm)
+{
+	int cap = warm ? pool_min_size(p->group->db) : pool_cap(p);
+	bool reserve;
+	if (!p->slot) {
+		if (pool_total(p) >= cap)
+			return false;
+		reserve = !warm && pool_total(p) >= p->group->db->pool_size;
+	} else {
+		if (!warm && (atomic_load(&p->slot->wanted) & ~my_bit())) {
+			/* Another worker's clients wait for room too: open no
+			 * more than this worker's share, or the room it just
+			 * gave back (on release, above its share) comes straight
+			 * back here and both workers close and reopen
+			 * connections on every transaction. */
+			int share = fair_share(p);
+			if (pool_total(p) >= (share > 0 ? share : 1))
+				return false;
+		}
+		int cur = atomic_load(&p->slot->total);
+		do {
+			if (cur >= cap)
+				return false;
+		} while (!atomic_compare_exchange_weak(&p->slot->total, &cur, cur + 1));
+		reserve = !warm && cur >= p->group->db->pool_size;
+	}
+	struct pool_group *g = p->group;
+	if (!warm && (over_share(g->db_slot, pool_db_max_connections(g->db)) ||
+		      over_share(g->user_slot, pool_user_max_connections(g)))) {
+		slot_give(p);
+		return false;
+	}
+	if (!limit_take(g->db_slot, pool_db_max_connections(g->db))) {
+		slot_give(p);
+		return false;
+	}
+	if (!limit_take(g->user_slot, pool_user_max_connections(g))) {
+		limit_give(g->db_slot);
+		slot_give(p);
+		return false;
+	}
+	if (reserve) /* as PgBouncer says so: the pool size is too small for the load */
+		log_info("reserve pool used", "db", g->db->name, "user", g->user, "replica",
+			 p->replica->addr_str, NULL);
+	return true;
 }
 
 /* Tells the workers in `mask` to look at their pools again. */
@@ -207,7 +378,7 @@ static void kick_workers(uint64_t mask)
 			(void)worker_post(i, WMSG_POOL_KICK, 0, 0, NULL, NULL);
 }
 
-void pool_unreserve(struct pool *p)
+static void slot_give(struct pool *p)
 {
 	if (!p->slot)
 		return;
@@ -215,6 +386,13 @@ void pool_unreserve(struct pool *p)
 	uint64_t others = atomic_load(&p->slot->wanted) & ~my_bit();
 	if (others)
 		kick_workers(others); /* room: a starved worker may open one now */
+}
+
+void pool_unreserve(struct pool *p)
+{
+	slot_give(p);
+	limit_give(p->group->db_slot);
+	limit_give(p->group->user_slot);
 }
 
 bool pool_yield_server(const struct pool *p)
@@ -276,6 +454,29 @@ static void give_up_idle(struct pool_group *g)
 	}
 }
 
+/* workers = N: idle connections of g (none of whose clients waits) that
+ * count against a full limit another worker's clients wait for: closed,
+ * which gives the room back (limit_give tells that worker). */
+static void give_up_idle_limits(struct pool_group *g)
+{
+	if (g->waiting.count)
+		return;
+	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
+	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	for (int i = 0; i < 2; i++) {
+		if (!limit_full(sls[i], max[i]) || !(atomic_load(&sls[i]->wanted) & ~my_bit()))
+			continue;
+		struct list *it;
+		list_for_each(it, &g->pools) {
+			struct pool *p = container_of(it, struct pool, group_node);
+			while (p->idle.count)
+				server_close(container_of(p->idle.head.prev, struct server, node),
+					     "another worker needs the room (max_db_connections or "
+					     "max_user_connections)");
+		}
+	}
+}
+
 void pool_on_kick(void)
 {
 	struct list *dit, *git;
@@ -284,6 +485,7 @@ void pool_on_kick(void)
 		list_for_each(git, &db->groups) {
 			struct pool_group *g = container_of(git, struct pool_group, node);
 			give_up_idle(g);
+			give_up_idle_limits(g);
 			pool_kick(g);
 		}
 	}
@@ -335,6 +537,13 @@ struct pool_group *pool_group_get(struct database *db, const char *user)
 	statlist_init(&g->active);
 	list_init(&g->pools);
 	list_append(&db->groups, &g->node);
+	/* max_user_connections counts the user that logs in to the server:
+	 * the entry's user= when it forces one (PgBouncer's rule). */
+	const char *login = db->cfg && db->cfg->user ? db->cfg->user : user;
+	if (!(g->db_slot = db_slot_get(db->name)) || !(g->user_slot = user_slot_get(login))) {
+		pool_free_group(g);
+		return NULL;
+	}
 	list_for_each(it, &db->replicas) {
 		struct replica *r = container_of(it, struct replica, node);
 		if (r->state != REPLICA_DRAINING && !pool_new(g, r)) {
@@ -386,7 +595,80 @@ void pool_free_group(struct pool_group *g)
 	}
 	list_del(&g->node);
 	wbuf_free(&g->welcome);
+	/* No client of it waits any more: another group of this worker that
+	 * still does sets its bit again at its next launch. */
+	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
+	for (int i = 0; i < 2; i++) {
+		if (!sls[i])
+			continue;
+		if (atomic_load(&sls[i]->wanted) & my_bit())
+			atomic_fetch_and(&sls[i]->wanted, ~my_bit());
+		pool_slot_put(sls[i]);
+	}
 	free(g);
+}
+
+/* Does another pool of this worker hold an idle connection that counts
+ * against a limit g is stopped by?  Then it is closed to make room, as
+ * PgBouncer evicts one (its least recently used). */
+static bool evict_idle(struct pool_group *g)
+{
+	bool db_full = limit_full(g->db_slot, pool_db_max_connections(g->db));
+	bool user_full = limit_full(g->user_slot, pool_user_max_connections(g));
+	struct list *dit, *git, *pit;
+	list_for_each(dit, &fleet.databases) {
+		struct database *d = container_of(dit, struct database, node);
+		list_for_each(git, &d->groups) {
+			struct pool_group *o = container_of(git, struct pool_group, node);
+			if (o == g || !((db_full && o->db_slot == g->db_slot) ||
+					(user_full && o->user_slot == g->user_slot)))
+				continue;
+			list_for_each(pit, &o->pools) {
+				struct pool *q = container_of(pit, struct pool, group_node);
+				if (!q->idle.count)
+					continue;
+				server_close(container_of(q->idle.head.prev, struct server, node),
+					     db_full ? "max_db_connections: another pool needs the room"
+						     : "max_user_connections: another pool needs the room");
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+/* Could g open a connection but for max_db_connections or
+ * max_user_connections (an eligible replica with pool_size room)? */
+static bool stopped_by_limit(struct pool_group *g, double now)
+{
+	if (!limits_full(g))
+		return false;
+	struct list *it;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		if (pool_count(p) < pool_cap(p) && replica_eligible(p->replica, now))
+			return true;
+	}
+	return false;
+}
+
+/* workers = N: this worker's clients wait for a limit's room (want), or no
+ * more; the others give up idle connections for it (give_up_idle_limits)
+ * and release busy ones (pool_server_ready). */
+static void want_limit_room(struct pool_group *g, bool want)
+{
+	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
+	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	for (int i = 0; i < 2; i++) {
+		if (!want || !limit_full(sls[i], max[i])) {
+			if (atomic_load(&sls[i]->wanted) & my_bit())
+				atomic_fetch_and(&sls[i]->wanted, ~my_bit());
+			continue;
+		}
+		uint64_t before = atomic_fetch_or(&sls[i]->wanted, my_bit());
+		if (!(before & my_bit()))
+			kick_workers(~my_bit());
+	}
 }
 
 /* Opens connections while more clients wait than connections are coming. */
@@ -397,14 +679,20 @@ static void launch_for_waiters(struct pool_group *g)
 		return; /* PAUSE: waiting clients stay in line until RESUME */
 	while (g->connecting < g->waiting.count) {
 		struct pool *p = router->pick_launch(g, now);
-		if (!p || !server_launch(p)) {
-			if (worker_threaded())
-				want_room(g, true);
-			return;
+		if (p && server_launch(p))
+			continue;
+		if (stopped_by_limit(g, now) && evict_idle(g))
+			continue;
+		if (worker_threaded()) {
+			want_room(g, true);
+			want_limit_room(g, stopped_by_limit(g, now));
 		}
+		return;
 	}
-	if (worker_threaded())
+	if (worker_threaded()) {
 		want_room(g, false);
+		want_limit_room(g, false);
+	}
 }
 
 bool pool_checkout(struct client *c)
@@ -448,6 +736,51 @@ bool pool_probe_defaults(struct pool *p, struct server *spare)
 	return true;
 }
 
+/* A group of this worker other than g whose clients wait for room under
+ * the limit counted by sl. */
+static struct pool_group *limit_waiter(const struct pool_group *g, const struct pool_slot *sl)
+{
+	struct list *dit, *git;
+	list_for_each(dit, &fleet.databases) {
+		struct database *d = container_of(dit, struct database, node);
+		list_for_each(git, &d->groups) {
+			struct pool_group *o = container_of(git, struct pool_group, node);
+			if (o != g && o->waiting.count && !d->paused &&
+			    (o->db_slot == sl || o->user_slot == sl) && o->connecting < o->waiting.count)
+				return o;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Should a connection of g that a client just released be closed, so that
+ * clients waiting at a full limit (max_db_connections,
+ * max_user_connections) get its room?  Those of another pool of this
+ * worker when none of g's waits (*local names that pool); another worker's
+ * when none of g's waits or this worker holds more than its share.
+ */
+static bool limit_yield(struct pool_group *g, struct pool_group **local)
+{
+	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
+	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	for (int i = 0; i < 2; i++) {
+		if (!limit_full(sls[i], max[i]))
+			continue;
+		uint64_t others = atomic_load(&sls[i]->wanted) & ~my_bit();
+		if (others) {
+			int share = max[i] / __builtin_popcountll(others | my_bit());
+			int mine = atomic_load_explicit(&sls[i]->by_worker[worker_index()],
+							memory_order_relaxed);
+			if (!g->waiting.count || mine > share)
+				return true;
+		}
+		if (!g->waiting.count && (*local = limit_waiter(g, sls[i])))
+			return true;
+	}
+	return false;
+}
+
 void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
@@ -470,6 +803,16 @@ void pool_server_ready(struct server *s)
 		 * login.)  Below its share it keeps the connection; one idle for
 		 * a second goes back by give_up_idle. */
 		server_close(s, "another worker needs the room");
+		return;
+	}
+	struct pool_group *other = NULL;
+	if (s->state != SERVER_LOGIN && limit_yield(g, &other)) {
+		/* max_db_connections / max_user_connections: clients of another
+		 * pool (or worker) wait for the room this connection holds. */
+		server_close(s, "another pool needs the room (max_db_connections or "
+				"max_user_connections)");
+		if (other)
+			pool_kick(other);
 		return;
 	}
 	if (g->waiting.count && !g->db->paused && replica_eligible(p->replica, s->last_used)) {
@@ -511,6 +854,29 @@ void pool_kick_all(void)
 	}
 }
 
+/*
+ * min_pool_size: per replica, idle connections kept ready (counted over
+ * every worker), opened here in the background within pool_size and the
+ * limits.  Only on a replica that takes work (so never before its first
+ * passing health check), and only for a group whose login has worked once
+ * (a login pgfleet cannot do would fail every second otherwise).
+ */
+static void warm_pools(struct pool_group *g, double now)
+{
+	int min = pool_min_size(g->db);
+	if (min <= 0 || g->db->paused || !g->have_welcome || fleet.shutting_down)
+		return;
+	struct list *it;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		if (!replica_eligible(p->replica, now))
+			continue;
+		for (int n = pool_count(p); n < min; n++)
+			if (!server_launch_warm(p))
+				break;
+	}
+}
+
 void pool_janitor(double now)
 {
 	struct list *dit, *git, *it, *tmp;
@@ -530,9 +896,12 @@ void pool_janitor(double now)
 				}
 			}
 			/* Replicas whose retry time passed may take connections again. */
-			if (worker_threaded())
+			if (worker_threaded()) {
 				give_up_idle(g);
+				give_up_idle_limits(g);
+			}
 			pool_kick(g);
+			warm_pools(g, now);
 		}
 	}
 }

@@ -82,7 +82,9 @@ static bool entry_changed(const struct db_config *a, const struct db_config *b)
 {
 	return !str_eq(a->host, b->host) || a->port != b->port || login_changed(a, b) ||
 	       a->pool_size != b->pool_size || a->pool_mode != b->pool_mode || a->tsa != b->tsa ||
-	       a->max_replica_lag != b->max_replica_lag;
+	       a->max_replica_lag != b->max_replica_lag || a->min_pool_size != b->min_pool_size ||
+	       a->reserve_pool_size != b->reserve_pool_size ||
+	       a->max_db_connections != b->max_db_connections;
 }
 
 /* A removed entry's private copy: one block, the strings behind the struct,

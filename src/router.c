@@ -176,6 +176,16 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 	}
 	if (eligible == 0 && router_explain_db(g->db, now, buf, len))
 		return;
+	int max;
+	const char *limit = pool_limit_reached(g, &max);
+	if (limit) {
+		snprintf(buf, len, "%s (%d) reached for %s \"%s\"", limit, max,
+			 limit[4] == 'd' ? "database" : "user",
+			 limit[4] == 'd'			  ? g->db->name
+			 : g->db->cfg && g->db->cfg->user ? g->db->cfg->user
+							  : g->user);
+		return;
+	}
 	snprintf(buf, len, "all %d eligible replicas of \"%s\" are busy (%d full pools)",
 		 eligible, g->db->name, full);
 }

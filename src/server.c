@@ -106,11 +106,11 @@ static const char *login_user(const struct pool *p)
 	return dbc && dbc->user ? dbc->user : p->group->user;
 }
 
-bool server_launch(struct pool *p)
+static bool launch(struct pool *p, bool warm)
 {
 	struct replica *r = p->replica;
-	if (!pool_reserve(p))
-		return false; /* workers = N: the others hold pool_size already */
+	if (!pool_reserve(p, warm))
+		return false; /* no room: pool_size (every worker's) or a limit */
 	int fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
 	if (fd < 0) {
 		log_error("socket failed", "error", strerror(errno), NULL);
@@ -148,6 +148,16 @@ bool server_launch(struct pool *p)
 	/* Writable means connected (or failed: SO_ERROR tells). */
 	conn_write_enable(&s->io, true);
 	return true;
+}
+
+bool server_launch(struct pool *p)
+{
+	return launch(p, false);
+}
+
+bool server_launch_warm(struct pool *p)
+{
+	return launch(p, true);
 }
 
 static void send_startup(struct server *s)
@@ -1690,6 +1700,28 @@ static bool must_close(struct server *s)
 	return false;
 }
 
+/* server_reset_query on its way (its reply hidden) before s serves another
+ * client: the connection is back at its login defaults, so are pgfleet's
+ * notes about it.  False when s was closed. */
+static bool send_reset(struct server *s, const char *reset)
+{
+	s->pinned = false;
+	/* DISCARD ALL resets every setting to what the login set. */
+	proto_query(&s->io.out, reset);
+	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
+	params_neutral(s); /* back to its defaults */
+	/* DISCARD ALL (the default) drops prepared statements too; forget
+	 * them whatever the reset query is, to be safe. */
+	server_forget_statements(s);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
 void server_release(struct server *s)
 {
 	struct client *c = s->link;
@@ -1701,6 +1733,10 @@ void server_release(struct server *s)
 		server_close(s, "closed after use (lifetime or draining)");
 		return;
 	}
+	/* Transaction and statement mode: PgBouncer's server_reset_query_always. */
+	if (fleet.cfg.server_reset_query_always && *fleet.cfg.server_reset_query &&
+	    !send_reset(s, fleet.cfg.server_reset_query))
+		return;
 	queue_trim(s);
 	if (!drop_untrusted_statements(s))
 		return;
@@ -1744,22 +1780,9 @@ void server_unlink_client(struct server *s)
 		server_close(s, "pinned session not reset (server_reset_query is empty)");
 		return;
 	}
-	if (*reset && (s->pinned || mode == POOL_SESSION || fleet.cfg.server_reset_query_always)) {
-		s->pinned = false;
-		/* DISCARD ALL resets every setting to what the login set. */
-		proto_query(&s->io.out, reset);
-		server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-		params_neutral(s); /* back to its defaults */
-		/* DISCARD ALL (the default) drops prepared statements too; forget
-		 * them whatever the reset query is, to be safe. */
-		server_forget_statements(s);
-		if (conn_flush(&s->io) == IO_ERROR) {
-			server_close(s, "write failed");
-			return;
-		}
-		if (wbuf_pending(&s->io.out))
-			conn_write_enable(&s->io, true);
-	}
+	if (*reset && (s->pinned || mode == POOL_SESSION || fleet.cfg.server_reset_query_always) &&
+	    !send_reset(s, reset))
+		return;
 	queue_trim(s);
 	if (!drop_untrusted_statements(s))
 		return;
@@ -1893,9 +1916,10 @@ void server_janitor(double now)
 				}
 				list_for_each_safe(it, tmp, &p->idle.head) {
 					struct server *s = container_of(it, struct server, node);
+					/* min_pool_size counts every worker's */
 					bool idle_long = cfg->server_idle_timeout > 0 &&
 							 now - s->last_used > cfg->server_idle_timeout &&
-							 pool_total(p) > cfg->min_pool_size;
+							 pool_count(p) > pool_min_size(db);
 					if (idle_long)
 						server_close(s, "server_idle_timeout");
 					else if (must_close(s))

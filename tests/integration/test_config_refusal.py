@@ -39,24 +39,24 @@ def ini(tmp_path, body):
 
 
 def test_start_refused_for_an_unimplemented_setting(tmp_path):
-    path = ini(tmp_path, "max_db_connections = 10\n")
+    path = ini(tmp_path, "peer_id = 10\n")
     p = run([path])
     assert p.returncode == 1, p.stdout + p.stderr
-    assert p.stderr.strip() == "%s:7: key 'max_db_connections': %s" % (path, REFUSAL)
+    assert p.stderr.strip() == "%s:7: key 'peer_id': %s" % (path, REFUSAL)
     # --check says the same
     p = run(["--check", path])
     assert p.returncode == 1
-    assert p.stderr.strip() == "%s:7: key 'max_db_connections': %s" % (path, REFUSAL)
+    assert p.stderr.strip() == "%s:7: key 'peer_id': %s" % (path, REFUSAL)
 
 
 def test_start_refused_for_pgbouncer_limits_and_database_parameters(tmp_path):
-    path = ini(tmp_path, "max_user_connections = 5\n")
+    path = ini(tmp_path, "max_user_client_connections = 5\n")
     with open(path, "a") as f:
         f.write("[databases]\nother = host=%s auth_user=pgbouncer\n" % fx.pod_addr(0))
     p = run([path])
     assert p.returncode == 1, p.stdout + p.stderr
     lines = p.stderr.strip().splitlines()
-    assert "%s:7: key 'max_user_connections': %s" % (path, REFUSAL) in lines, lines
+    assert "%s:7: key 'max_user_client_connections': %s" % (path, REFUSAL) in lines, lines
     assert ("%s:9: key 'other': auth_user: not implemented by pgfleet yet; remove it" % path
             in lines), lines
     assert len(lines) == 2
@@ -65,10 +65,11 @@ def test_start_refused_for_pgbouncer_limits_and_database_parameters(tmp_path):
 def test_start_refused_for_an_unimplemented_environment_variable():
     env = {"DB_HOST": fx.pod_addr(0), "PGFLEET_AUTH_TYPE": "trust",
            "PGFLEET_LISTEN_ADDR": "127.0.0.1", "PGFLEET_LISTEN_PORT": str(fx.free_port()),
-           "PGFLEET_HTTP_LISTEN": "", "RESERVE_POOL_SIZE": "4"}
+           "PGFLEET_HTTP_LISTEN": "", "AUTH_USER": "pgbouncer"}
     p = run([], env=env)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert p.stderr.strip() == "environment: RESERVE_POOL_SIZE: " + REFUSAL
+    assert p.stderr.strip() == ("environment: AUTH_USER: not implemented by pgfleet yet; "
+                                "remove it (its default is empty)")
 
 
 def test_check_prints_warnings_and_accepts(tmp_path):
@@ -95,10 +96,10 @@ def test_pgbouncer_logging_knobs_start_with_a_warning(service, pgfleet):
 def test_sighup_and_reload_refuse_an_unimplemented_setting(service, pgfleet):
     fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
     app = app_conn(fleet)
-    set_ini(fleet, "reserve_pool_size", 5)
+    set_ini(fleet, "peer_id", 5)
     set_ini(fleet, "default_pool_size", 7)
-    line = ini_line(fleet, "reserve_pool_size")
-    want = (r"msg=\"config error\" error=\"%s:%d: key 'reserve_pool_size': not implemented "
+    line = ini_line(fleet, "peer_id")
+    want = (r"msg=\"config error\" error=\"%s:%d: key 'peer_id': not implemented "
             r"by pgfleet yet; remove it or set it to 0 \(its default\)\""
             % (re.escape(fleet.ini_path), line))
     fleet.reload()
@@ -106,17 +107,16 @@ def test_sighup_and_reload_refuse_an_unimplemented_setting(service, pgfleet):
     fleet.wait_log(r'(?s)SIGHUP.*msg="config reload refused" errors=1')
     assert fleet.running
     # nothing half-applied: the old configuration is kept whole
-    assert config_value(fleet, "reserve_pool_size") == "0"
     assert config_value(fleet, "default_pool_size") == "20"
     assert app.execute("SELECT 1").fetchone() == (1,)
     # RELOAD from the console: refused the same way, the reason in the error
     with admin_conn(fleet) as conn:
         with pytest.raises(psycopg.Error) as e:
             conn.execute("RELOAD")
-        assert "1 error" in str(e.value) and "reserve_pool_size" in str(e.value)
+        assert "1 error" in str(e.value) and "peer_id" in str(e.value)
         assert "not implemented" in str(e.value)
     # back to the default: the reload goes through
-    set_ini(fleet, "reserve_pool_size", 0)
+    set_ini(fleet, "peer_id", 0)
     with admin_conn(fleet) as conn:
         conn.execute("RELOAD")
     assert config_value(fleet, "default_pool_size") == "7"
@@ -127,6 +127,6 @@ def test_set_refuses_an_unimplemented_setting(service, pgfleet):
     fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
     with admin_conn(fleet) as conn:
         with pytest.raises(psycopg.Error) as e:
-            conn.execute("SET max_db_connections = 10")
+            conn.execute("SET auth_user = 'pgbouncer'")
         assert "not implemented" in str(e.value)
-    assert config_value(fleet, "max_db_connections") == "0"
+    assert config_value(fleet, "auth_user") == ""

@@ -91,6 +91,7 @@ static inline struct database *model_db(const char *name, int tsa, int pool_size
 	cfg->pool_mode = -1;
 	cfg->tsa = tsa;
 	cfg->max_replica_lag = -1;
+	cfg->min_pool_size = cfg->reserve_pool_size = cfg->max_db_connections = -1; /* the globals */
 	snprintf(db->name, sizeof(db->name), "%s", name);
 	snprintf(db->dbname, sizeof(db->dbname), "%s", name);
 	db->cfg = cfg;
@@ -136,10 +137,13 @@ static inline struct pool *model_pool(struct pool_group *g, struct replica *r)
 	return NULL;
 }
 
-/* A server connection of p, as server_launch() starts one (login list,
- * counted in the replica and the group), without a socket. */
+/* A server connection of p, as server_launch() starts one (room taken in
+ * pool_size and the limits, login list, counted in the replica and the
+ * group), without a socket.  NULL when pool.c gives no room. */
 static inline struct server *model_server_login(struct pool *p)
 {
+	if (!pool_reserve(p, false))
+		return NULL;
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
 		abort();
@@ -159,6 +163,8 @@ static inline struct server *model_server_login(struct pool *p)
 static inline struct server *model_server_idle(struct pool *p, double last_used)
 {
 	struct server *s = model_server_login(p);
+	if (!s)
+		abort();
 	p->group->connecting--;
 	s->login_step = SLOGIN_PARAMS;
 	server_set_state(s, SERVER_IDLE);

@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 100);
+	CHECK(n == 102);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -341,21 +341,20 @@ static const struct {
 	const char *line;
 	const char *message; /* NULL: loads, with no message and no warning */
 } unimplemented_cases[] = {
-    {"max_db_connections = 10", "@/pgfleet.ini:5: key 'max_db_connections': not implemented by "
-                                "pgfleet yet; remove it or set it to 0 (its default)"},
-    {"reserve_pool_size = 5", "@/pgfleet.ini:5: key 'reserve_pool_size': not implemented by "
-                              "pgfleet yet; remove it or set it to 0 (its default)"},
+    {"peer_id = 10", "@/pgfleet.ini:5: key 'peer_id': not implemented by "
+                     "pgfleet yet; remove it or set it to 0 (its default)"},
     {"auth_user = pgbouncer",
      "@/pgfleet.ini:5: key 'auth_user': not implemented by pgfleet yet; remove it (its default "
      "is empty)"},
     {"auth_query = SELECT p FROM f($1)",
      "@/pgfleet.ini:5: key 'auth_query': not implemented by pgfleet yet; remove it or set it to "
      "SELECT usename, passwd FROM pg_shadow WHERE usename=$1 (its default)"},
-    {"max_user_connections = 3", "@/pgfleet.ini:5: key 'max_user_connections': not implemented "
-                                 "by pgfleet yet; remove it or set it to 0 (its default)"},
-    {"MAX_USER_CONNECTIONS = lots", "@/pgfleet.ini:5: key 'MAX_USER_CONNECTIONS': not "
-                                    "implemented by pgfleet yet; remove it or set it to 0 (its "
-                                    "default)"},
+    {"max_user_client_connections = 3", "@/pgfleet.ini:5: key 'max_user_client_connections': "
+                                        "not implemented by pgfleet yet; remove it or set it to "
+                                        "0 (its default)"},
+    {"MAX_USER_CLIENT_CONNECTIONS = lots", "@/pgfleet.ini:5: key 'MAX_USER_CLIENT_CONNECTIONS': "
+                                           "not implemented by pgfleet yet; remove it or set it "
+                                           "to 0 (its default)"},
     {"max_db_client_connections = 1", "@/pgfleet.ini:5: key 'max_db_client_connections': not "
                                       "implemented by pgfleet yet; remove it or set it to 0 "
                                       "(its default)"},
@@ -432,11 +431,11 @@ static void test_unimplemented(void)
 	}
 	/* all of them at once: one line each, and the load fails */
 	CHECK(!load_text(&cfg_all, &m,
-	                 BASE "max_db_connections = 10\nreserve_pool_size = 5\nauth_user = x\n",
+	                 BASE "peer_id = 10\nmax_db_client_connections = 5\nauth_user = x\n",
 	                 users_env));
 	CHECK(m.n == 3);
-	CHECK(msgs_contain(&m, "pgfleet.ini:5: key 'max_db_connections'"));
-	CHECK(msgs_contain(&m, "pgfleet.ini:6: key 'reserve_pool_size'"));
+	CHECK(msgs_contain(&m, "pgfleet.ini:5: key 'peer_id'"));
+	CHECK(msgs_contain(&m, "pgfleet.ini:6: key 'max_db_client_connections'"));
 	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'auth_user'"));
 	msgs_clear(&m);
 }
@@ -450,37 +449,29 @@ static void test_unimplemented_warned(void)
 	CHECK(load_text(&cfg, &m,
 	                BASE "logfile = /var/log/pgbouncer.log\n"
 	                     "job_name = nightly\n" /* honoured: no effect on Linux */
-	                     "min_pool_size = 2\n"
+	                     "min_pool_size = 2\n" /* implemented: no warning */
 	                     "tcp_keepalive = 1\n" /* implemented */
-	                     "reserve_pool_timeout = 3\n",
+	                     "verbose = 1\n",
 	                users_env));
 	CHECK(m.n == 0);
-	CHECK(cfg.n_warnings == 3);
-	if (cfg.n_warnings == 3) {
+	CHECK(cfg.n_warnings == 2);
+	if (cfg.n_warnings == 2) {
 		char *w0 = expand("@/pgfleet.ini:5: key 'logfile': not implemented by pgfleet, "
 		                  "ignored (pgfleet logs to stderr)");
-		char *w1 = expand("@/pgfleet.ini:9: key 'reserve_pool_timeout': not implemented by "
-		                  "pgfleet, ignored (reserve_pool_size is refused)");
-		/* settings of the table are judged after every source: last */
-		char *w2 =
-		    expand("@/pgfleet.ini:7: key 'min_pool_size': not implemented by pgfleet, "
-		           "ignored (idle server connections are kept down to it, none is "
-		           "opened in advance)");
+		char *w1 = expand("@/pgfleet.ini:9: key 'verbose': not implemented by "
+		                  "pgfleet, ignored (use -v)");
 		CHECK_STR(cfg.warnings[0], w0);
 		CHECK_STR(cfg.warnings[1], w1);
-		CHECK_STR(cfg.warnings[2], w2);
 		free(w0);
 		free(w1);
-		free(w2);
 	}
-	/* min_pool_size is used, partly: its value is kept */
 	CHECK(cfg.min_pool_size == 2);
 	CHECK_STR(cfg.job_name, "nightly");
 	config_free(&cfg);
 	CHECK(cfg.warnings == NULL && cfg.n_warnings == 0);
 
 	/* a refusal elsewhere fails the load; warnings go with the config */
-	CHECK(!load_text(&cfg, &m, BASE "logfile = /x.log\nmax_db_connections = 1\n", users_env));
+	CHECK(!load_text(&cfg, &m, BASE "logfile = /x.log\npeer_id = 1\n", users_env));
 	CHECK(m.n == 1 && cfg.warnings == NULL);
 	msgs_clear(&m);
 }
@@ -508,13 +499,13 @@ static void test_unimplemented_db(void)
 	struct msgs m = {0};
 	CHECK(!load_text(&cfg, &m,
 	                 "[databases]\n"
-	                 "a = host=db max_db_connections=5 password=topsecret\n"
+	                 "a = host=db load_balance_hosts=disable password=topsecret\n"
 	                 "b = host=db auth_user=pgb reserve_pool=0\n"
 	                 "c = host=db client_encoding=UTF8 connect_query='SELECT 1'\n",
 	                 users_env));
 	CHECK(m.n == 4);
-	CHECK(msgs_has(&m, "@/pgfleet.ini:2: key 'a': max_db_connections: not implemented by "
-	                   "pgfleet yet; remove it or set it to 0 (its default)"));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:2: key 'a': load_balance_hosts: not implemented by "
+	                   "pgfleet yet; remove it or set it to round-robin (its default)"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:3: key 'b': auth_user: not implemented by pgfleet yet; "
 	                   "remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'c': client_encoding: not implemented by pgfleet "
@@ -528,13 +519,10 @@ static void test_unimplemented_db(void)
 	                "a = host=db min_pool_size=3 server_lifetime=60 max_db_connections=0\n",
 	                users_env));
 	CHECK(m.n == 0);
-	CHECK(cfg.n_warnings == 2);
-	if (cfg.n_warnings == 2) {
-		char *w = expand("@/pgfleet.ini:2: key 'a': min_pool_size: not implemented by "
-		                 "pgfleet, ignored (only the global min_pool_size applies)");
-		CHECK_STR(cfg.warnings[0], w);
-		free(w);
-	}
+	CHECK(cfg.n_warnings == 1);
+	/* issue 18: per-database limits are implemented */
+	CHECK(cfg.n_dbs == 1 && cfg.dbs[0].min_pool_size == 3 && cfg.dbs[0].max_db_connections == 0 &&
+	      cfg.dbs[0].reserve_pool_size == -1);
 	config_free(&cfg);
 	msgs_clear(&m);
 }
@@ -547,13 +535,11 @@ static void test_unimplemented_set(void)
 	char err[256];
 
 	CHECK(load_text(&cfg, &m, BASE, users_env));
-	CHECK(!config_set(&cfg, "max_db_connections", "5", err, sizeof err));
-	CHECK_STR(err, "not implemented by pgfleet yet; remove it or set it to 0 (its default)");
-	CHECK(cfg.max_db_connections == 0);
-	CHECK(config_set(&cfg, "max_db_connections", "0", err, sizeof err));
+	CHECK(config_set(&cfg, "max_db_connections", "5", err, sizeof err)); /* issue 18 */
+	CHECK(cfg.max_db_connections == 5);
 	CHECK(!config_set(&cfg, "auth_user", "x", err, sizeof err));
 	CHECK_STR(cfg.auth_user, "");
-	CHECK(config_set(&cfg, "min_pool_size", "2", err, sizeof err)); /* warned at load only */
+	CHECK(config_set(&cfg, "min_pool_size", "2", err, sizeof err));
 	CHECK(cfg.min_pool_size == 2);
 	config_free(&cfg);
 	msgs_clear(&m);

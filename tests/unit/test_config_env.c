@@ -152,36 +152,26 @@ static void test_env_unimplemented(void)
 	char *env[] = {"DB_HOST=db",
 	               "DB_USER=u",
 	               "DB_PASSWORD=p",
-	               "PGFLEET_MAX_DB_CONNECTIONS=10",
-	               "RESERVE_POOL_SIZE=3",
 	               "AUTH_USER=pgbouncer",
 	               NULL};
 	CHECK(!config_load(&cfg, NULL, env, collect, &m));
-	CHECK(m.n == 3);
-	CHECK(msgs_has(&m, "environment: PGFLEET_MAX_DB_CONNECTIONS: not implemented by pgfleet "
-	                   "yet; remove it or set it to 0 (its default)"));
-	CHECK(msgs_has(&m, "environment: RESERVE_POOL_SIZE: not implemented by pgfleet yet; remove "
-	                   "it or set it to 0 (its default)"));
+	CHECK(m.n == 1);
 	CHECK(msgs_has(&m, "environment: AUTH_USER: not implemented by pgfleet yet; remove it (its "
 	                   "default is empty)"));
 	msgs_clear(&m);
 
-	/* the defaults load; a partly implemented one is warned about */
+	/* issue 18: the limits, under the image's names and pgfleet's */
 	char *ok[] = {"DB_HOST=db",
 	              "DB_USER=u",
 	              "DB_PASSWORD=p",
-	              "MAX_DB_CONNECTIONS=0",
+	              "MAX_DB_CONNECTIONS=4",
 	              "PGFLEET_MIN_POOL_SIZE=2",
+	              "RESERVE_POOL_SIZE=3",
 	              NULL};
 	CHECK(config_load(&cfg, NULL, ok, collect, &m));
 	CHECK(m.n == 0);
-	CHECK(cfg.n_warnings == 1);
-	if (cfg.n_warnings == 1)
-		CHECK_STR(cfg.warnings[0],
-		          "environment: PGFLEET_MIN_POOL_SIZE: not implemented by "
-		          "pgfleet, ignored (idle server connections are kept down "
-		          "to it, none is opened in advance)");
-	CHECK(cfg.min_pool_size == 2);
+	CHECK(cfg.n_warnings == 0);
+	CHECK(cfg.min_pool_size == 2 && cfg.max_db_connections == 4 && cfg.reserve_pool_size == 3);
 	config_free(&cfg);
 	msgs_clear(&m);
 }

@@ -243,10 +243,32 @@ static void test_users_peers(void)
 	                 BASE "[users]\nbob = pool_mode=session\n[peers]\n1 = host=/tmp/pgb1\n",
 	                 users_env));
 	CHECK(m.n == 2);
-	CHECK(msgs_has(&m, "@/pgfleet.ini:6: key 'bob': [users] is not implemented by pgfleet yet; "
-	                   "remove the entry"));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:6: key 'bob': pool_mode: not implemented by pgfleet yet "
+	                   "in [users]; remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:8: key '1': [peers] is not implemented by pgfleet yet; "
 	                   "remove the entry"));
+	msgs_clear(&m);
+
+	/* issue 18: [users] max_user_connections */
+	CHECK(load_text(&cfg, &m,
+	                BASE "[users]\nbob = max_user_connections=3 ; a comment\n"
+	                     "alice = max_user_connections = 0\n",
+	                users_env));
+	CHECK(m.n == 0);
+	const struct user_config *u = config_find_user_cfg(&cfg, "bob");
+	CHECK(u && u->max_user_connections == 3);
+	u = config_find_user_cfg(&cfg, "alice");
+	CHECK(u && u->max_user_connections == 0);
+	CHECK(config_find_user_cfg(&cfg, "carol") == NULL);
+	config_free(&cfg);
+	CHECK(!load_text(&cfg, &m,
+	                 BASE "[users]\nbob = max_user_connections=x\nbob = max_user_connections=1\n"
+	                      "eve = colour=blue\n",
+	                 users_env));
+	CHECK(m.n == 3);
+	CHECK(msgs_has(&m, "@/pgfleet.ini:6: key 'bob': max_user_connections: invalid integer 'x'"));
+	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'bob': duplicate user (first defined at "));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:8: key 'eve': unknown parameter 'colour'"));
 	msgs_clear(&m);
 }
 

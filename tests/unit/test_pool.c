@@ -315,6 +315,134 @@ static void test_query_wait_timeout(void)
 	model_done();
 }
 
+/* max_db_connections: every user's connections of a database count, on
+ * every replica; at the limit nothing more may open (the waiting client
+ * opens nothing), and a connection released by a pool nobody waits for is
+ * closed so that another user's waiting client gets the room. */
+static void test_max_db_connections(void)
+{
+	model_init();
+	fleet.cfg.max_db_connections = 2;
+	struct database *db = model_db("app", TSA_ANY, 5, NULL);
+	struct replica *r1 = model_replica(db, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct replica *r2 = model_replica(db, "10.0.0.2:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *ga = pool_group_get(db, "a"), *gb = pool_group_get(db, "b");
+	struct pool *a1 = model_pool(ga, r1), *a2 = model_pool(ga, r2);
+	struct pool *b1 = model_pool(gb, r1);
+	CHECK(pool_db_max_connections(db) == 2);
+	struct server *s1 = model_server_idle(a1, 990);
+	CHECK(pool_has_room(a2) && pool_has_room(b1));
+	struct server *s2 = model_server_idle(a2, 990);
+	CHECK(pool_db_connections("app") == 2);
+	/* full: no pool of the database may open one, whatever its pool_size */
+	CHECK(!pool_has_room(a1) && !pool_has_room(a2) && !pool_has_room(b1));
+	CHECK(model_server_login(b1) == NULL);
+	int max = 0;
+	CHECK(pool_limit_reached(gb, &max) && max == 2);
+	CHECK(strcmp(pool_limit_reached(gb, &max), "max_db_connections") == 0);
+
+	/* a's clients take both; b's client waits, opening nothing */
+	struct client *ca1 = model_client(ga), *ca2 = model_client(ga);
+	CHECK(pool_checkout(ca1) && pool_checkout(ca2));
+	struct client *cb = model_client(gb);
+	CHECK(!pool_checkout(cb) && cb->state == CLIENT_WAITING);
+	CHECK(gb->connecting == 0 && pool_db_connections("app") == 2);
+
+	/* the replica b would use goes down, so the room made below is
+	 * counted but not used (a launch would be a socket) */
+	r1->state = REPLICA_DOWN;
+	r1->retry_at = 1e9;
+	r2->state = REPLICA_DOWN;
+	r2->retry_at = 1e9;
+	server_release(ca1->link);
+	CHECK(s1->state == SERVER_JUSTFREE || s2->state == SERVER_JUSTFREE);
+	CHECK(pool_db_connections("app") == 1);
+	CHECK(pool_limit_reached(gb, &max) == NULL);
+	/* with b's client served (gone), a release keeps its connection */
+	client_close(cb, NULL, "client closed");
+	server_release(ca2->link);
+	CHECK(pool_db_connections("app") == 1);
+	CHECK(a1->idle.count + a2->idle.count == 1);
+
+	/* an entry's own value wins over the global one, 0 there = no limit */
+	((struct db_config *)db->cfg)->max_db_connections = 0;
+	CHECK(pool_db_max_connections(db) == 0 && pool_limit_reached(gb, &max) == NULL);
+	client_free_list();
+	model_done();
+}
+
+/* max_user_connections: one login user's connections over databases. */
+static void test_max_user_connections(void)
+{
+	model_init();
+	fleet.cfg.max_user_connections = 1;
+	struct database *d1 = model_db("one", TSA_ANY, 5, NULL);
+	struct database *d2 = model_db("two", TSA_ANY, 5, NULL);
+	struct replica *r1 = model_replica(d1, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct replica *r2 = model_replica(d2, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *g1 = pool_group_get(d1, "app"), *g2 = pool_group_get(d2, "app");
+	struct pool_group *other = pool_group_get(d2, "other");
+	struct pool *p1 = model_pool(g1, r1), *p2 = model_pool(g2, r2);
+	struct pool *po = model_pool(other, r2);
+	(void)model_server_idle(p1, 990);
+	CHECK(g1->user_slot == g2->user_slot && other->user_slot != g1->user_slot);
+	CHECK(!pool_has_room(p2) && pool_has_room(po));
+	int max = 0;
+	CHECK(strcmp(pool_limit_reached(g2, &max), "max_user_connections") == 0 && max == 1);
+	/* a forced user= counts as that user */
+	struct database *d3 = model_db("three", TSA_ANY, 5, NULL);
+	((struct db_config *)d3->cfg)->user = "app";
+	struct pool_group *g3 = pool_group_get(d3, "someone");
+	CHECK(g3->user_slot == g1->user_slot);
+	model_done();
+}
+
+/* The reserve pool: reserve_pool_size more once the head of the queue has
+ * waited reserve_pool_timeout, not before. */
+static void test_reserve_pool(void)
+{
+	model_init();
+	fleet.cfg.reserve_pool_size = 1;
+	fleet.cfg.reserve_pool_timeout = 5;
+	struct pool *p = one_pool(1, NULL);
+	(void)model_server_idle(p, 990);
+	struct client *c1 = model_client(p->group), *c2 = model_client(p->group);
+	CHECK(pool_checkout(c1));
+	CHECK(!pool_has_room(p));
+	/* c2 waits: the database is paused so that pool.c opens nothing itself */
+	p->group->db->paused = true;
+	CHECK(!pool_checkout(c2));
+	CHECK(c2->wait_start == 1000);
+	fleet.now_cached = 1004.9;
+	CHECK(!pool_has_room(p));
+	fleet.now_cached = 1005;
+	CHECK(pool_has_room(p));
+	struct server *extra = model_server_login(p);
+	CHECK(extra != NULL);
+	CHECK(!pool_has_room(p)); /* one reserve connection, no more */
+	CHECK(model_server_login(p) == NULL);
+	model_done();
+}
+
+/* min_pool_size: capped at the pool size, the entry's value first; a warm
+ * launch never goes beyond it. */
+static void test_min_pool_size(void)
+{
+	model_init();
+	fleet.cfg.min_pool_size = 3;
+	struct pool *p = one_pool(2, NULL);
+	struct database *db = p->group->db;
+	CHECK(pool_min_size(db) == 2);
+	((struct db_config *)db->cfg)->min_pool_size = 1;
+	CHECK(pool_min_size(db) == 1);
+	CHECK(pool_reserve(p, true));
+	pool_unreserve(p);
+	(void)model_server_idle(p, 990);
+	CHECK(!pool_reserve(p, true)); /* it has min_pool_size already */
+	CHECK(pool_has_room(p));
+	model_done();
+}
+
 int main(void)
 {
 	RUN(test_checkout_release);
@@ -325,5 +453,9 @@ int main(void)
 	RUN(test_groups_apart);
 	RUN(test_pause);
 	RUN(test_query_wait_timeout);
+	RUN(test_max_db_connections);
+	RUN(test_max_user_connections);
+	RUN(test_reserve_pool);
+	RUN(test_min_pool_size);
 	return harness_finish();
 }
