@@ -400,6 +400,10 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 			auth_failed(c);
 			return;
 		}
+		/* A SCRAM secret in auth_file: the proof just checked yields the
+		 * key this user's server logins need (pass-through). */
+		if (auth_password_kind(u->password) == PW_SCRAM && c->scram->have_client_key)
+			auth_passthrough_remember(c->user, &c->scram->secret, c->scram->client_key);
 		proto_auth(&c->io.out, AUTH_REQ_SASL_FINAL, out, (uint32_t)outn);
 		login_done(c);
 		return;

@@ -228,6 +228,7 @@ int main(int argc, char **argv)
 	pool_shared_free();
 	discovery_library_done();
 	auth_cache_clear();
+	auth_passthrough_clear();
 	tls_done();
 	config_free(&fleet.cfg);
 	log_info("pgfleet stopped", NULL);
