@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "batch.h"
 #include "cancel.h"
 #include "config.h"
@@ -98,6 +99,7 @@ static void loop_teardown(void)
 		http_stop();
 	admin_close_all();
 	shutdown_close_all();
+	authquery_shutdown();
 	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
@@ -229,6 +231,7 @@ int main(int argc, char **argv)
 	discovery_library_done();
 	auth_cache_clear();
 	auth_passthrough_clear();
+	authquery_cache_clear();
 	tls_done();
 	config_free(&fleet.cfg);
 	log_info("pgfleet stopped", NULL);

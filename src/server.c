@@ -21,6 +21,7 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
+#include "authquery.h"
 #include "cancel.h"
 #include "client.h"
 #include "log.h"
@@ -303,7 +304,7 @@ static bool passthrough_keys(const char *user, const char *secret_text,
 		   memcmp(sec.salt, sc->salt, sc->salt_len) != 0) {
 		snprintf(why, whylen,
 			 "SCRAM pass-through for user \"%.63s\" impossible: the server's secret "
-			 "has another salt or iteration count than the one in auth_file",
+			 "has another salt or iteration count than pgfleet's (auth_file)",
 			 user);
 	} else if (!auth_passthrough_keys(user, &sec, keys)) {
 		snprintf(why, whylen,
@@ -317,14 +318,33 @@ static bool passthrough_keys(const char *user, const char *secret_text,
 	return ok;
 }
 
+static enum auth_step login_auth_as(struct server *s, const uint8_t *body, uint32_t len,
+				    const char *user, const char *password, char *why,
+				    size_t whylen);
+
+/* The password for the login: the entry's, auth_file's, else the secret
+ * auth_query last gave for this user (pass-through or md5 hash). */
 static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t len, char *why,
 				 size_t whylen)
 {
 	struct pool *p = s->pool;
-	struct pkt_reader r = pkt_reader_init(body, len);
-	uint32_t code = pkt_get_u32(&r);
 	const char *user = login_user(p);
 	const char *password = auth_server_password(p->group->db->cfg, user);
+	char aq[AUTHQUERY_SECRET_MAX];
+	if (!password && authquery_secret(p->group->db->name, user, aq, sizeof(aq)))
+		password = aq;
+	enum auth_step st = login_auth_as(s, body, len, user, password, why, whylen);
+	explicit_bzero(aq, sizeof(aq));
+	return st;
+}
+
+static enum auth_step login_auth_as(struct server *s, const uint8_t *body, uint32_t len,
+				    const char *user, const char *password, char *why,
+				    size_t whylen)
+{
+	struct pool *p = s->pool;
+	struct pkt_reader r = pkt_reader_init(body, len);
+	uint32_t code = pkt_get_u32(&r);
 	char buf[SCRAM_MAX_MSG];
 	size_t n;
 

@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 69);
+	CHECK(n == 74);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -327,12 +327,10 @@ static const struct {
                                 "pgfleet yet; remove it or set it to 0 (its default)"},
     {"reserve_pool_size = 5", "@/pgfleet.ini:5: key 'reserve_pool_size': not implemented by "
                               "pgfleet yet; remove it or set it to 0 (its default)"},
-    {"auth_user = pgbouncer",
-     "@/pgfleet.ini:5: key 'auth_user': not implemented by pgfleet yet; remove it (its default "
-     "is empty)"},
-    {"auth_query = SELECT p FROM f($1)",
-     "@/pgfleet.ini:5: key 'auth_query': not implemented by pgfleet yet; remove it or set it to "
-     "SELECT usename, passwd FROM pg_shadow WHERE usename=$1 (its default)"},
+    /* issue 18: implemented now */
+    {"auth_user = pgbouncer", NULL},
+    {"auth_query = SELECT p FROM f($1)", NULL},
+    {"auth_dbname = postgres", NULL},
     {"max_user_connections = 3", "@/pgfleet.ini:5: key 'max_user_connections': not implemented "
                                  "by pgfleet yet; remove it or set it to 0 (its default)"},
     {"MAX_USER_CONNECTIONS = lots", "@/pgfleet.ini:5: key 'MAX_USER_CONNECTIONS': not "
@@ -396,12 +394,12 @@ static void test_unimplemented(void)
 	}
 	/* all of them at once: one line each, and the load fails */
 	CHECK(!load_text(&cfg_all, &m,
-	                 BASE "max_db_connections = 10\nreserve_pool_size = 5\nauth_user = x\n",
+	                 BASE "max_db_connections = 10\nreserve_pool_size = 5\npeer_id = 3\n",
 	                 users_env));
 	CHECK(m.n == 3);
 	CHECK(msgs_contain(&m, "pgfleet.ini:5: key 'max_db_connections'"));
 	CHECK(msgs_contain(&m, "pgfleet.ini:6: key 'reserve_pool_size'"));
-	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'auth_user'"));
+	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'peer_id'"));
 	msgs_clear(&m);
 }
 
@@ -480,11 +478,9 @@ static void test_unimplemented_db(void)
 	                 "b = host=db auth_user=pgb reserve_pool=0\n"
 	                 "c = host=db client_encoding=UTF8 connect_query='SELECT 1'\n",
 	                 users_env));
-	CHECK(m.n == 4);
+	CHECK(m.n == 3); /* auth_user is implemented (issue 18) */
 	CHECK(msgs_has(&m, "@/pgfleet.ini:2: key 'a': max_db_connections: not implemented by "
 	                   "pgfleet yet; remove it or set it to 0 (its default)"));
-	CHECK(msgs_has(&m, "@/pgfleet.ini:3: key 'b': auth_user: not implemented by pgfleet yet; "
-	                   "remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'c': client_encoding: not implemented by pgfleet "
 	                   "yet; remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'c': connect_query: not implemented by pgfleet "
@@ -519,8 +515,8 @@ static void test_unimplemented_set(void)
 	CHECK_STR(err, "not implemented by pgfleet yet; remove it or set it to 0 (its default)");
 	CHECK(cfg.max_db_connections == 0);
 	CHECK(config_set(&cfg, "max_db_connections", "0", err, sizeof err));
-	CHECK(!config_set(&cfg, "auth_user", "x", err, sizeof err));
-	CHECK_STR(cfg.auth_user, "");
+	CHECK(!config_set(&cfg, "reserve_pool_size", "5", err, sizeof err));
+	CHECK(cfg.reserve_pool_size == 0);
 	CHECK(config_set(&cfg, "min_pool_size", "2", err, sizeof err)); /* warned at load only */
 	CHECK(cfg.min_pool_size == 2);
 	config_free(&cfg);
