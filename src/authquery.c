@@ -48,6 +48,7 @@ struct job {
 	const char *query, *user;
 	/* the thread's answer */
 	enum authquery_status status;
+	bool query_ran; /* a failure's message may quote the query: not logged */
 	char sqlstate[6];
 	char secret[AUTHQUERY_SECRET_MAX];
 	char msg[256];
@@ -253,6 +254,7 @@ static void run_job(struct job *j)
 		return;
 	}
 	PQsetNoticeProcessor(conn, quiet_notice, NULL);
+	j->query_ran = true;
 	const char *params[1] = {j->user};
 	PGresult *res = PQexecParams(conn, j->query, 1, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -376,7 +378,8 @@ static void lookup_finish(struct authquery_lookup *lk, enum authquery_status st,
 
 static void lookup_failed(struct authquery_lookup *lk, const char *sqlstate, const char *msg)
 {
-	log_warn("auth_query lookup failed", "db", lk->auth_dbname, "user", lk->user, NULL);
+	log_warn("auth_query lookup failed", "db", lk->auth_dbname, "user", lk->user, "sqlstate",
+		 "-", "error", msg, NULL);
 	lookup_finish(lk, AUTHQUERY_FAILED, NULL, sqlstate, msg);
 }
 
@@ -403,7 +406,8 @@ static void on_job_done(evutil_socket_t fd, short what, void *arg)
 		char msg[sizeof(j->msg)];
 		memcpy(msg, j->msg, sizeof(msg));
 		log_warn("auth_query lookup failed", "db", lk->auth_dbname, "user", lk->user,
-			 "sqlstate", *j->sqlstate ? j->sqlstate : "-", NULL);
+			 "sqlstate", *j->sqlstate ? j->sqlstate : "-", "error",
+			 j->query_ran ? "the query failed" : msg, NULL);
 		lookup_finish(lk, AUTHQUERY_FAILED, NULL, "28000", msg);
 		return;
 	}
@@ -623,7 +627,8 @@ enum authquery_status authquery_lookup(const char *dbname, const struct db_confi
 		w->lookup = lk;
 		return AUTHQUERY_PENDING;
 	}
-	log_warn("auth_query lookup failed", "db", adb, "user", user, NULL);
+	log_warn("auth_query lookup failed", "db", adb, "user", user, "sqlstate", "-", "error", why,
+		 NULL);
 	lookup_finish(lk, AUTHQUERY_FAILED, NULL, NULL, NULL); /* no waiter yet */
 	return fail_now(sqlstate, msg, msglen, "28000", why);
 }
