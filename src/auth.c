@@ -143,7 +143,14 @@ bool auth_check_plain(const struct user_entry *u, const char *given)
 		    !scram_keys_from_password(given, sec.salt, sec.salt_len, sec.iterations, &keys))
 			return false;
 		/* ServerKey derives from the salted password: equal keys, equal passwords */
-		return scram_equal(keys.server_key, sec.server_key, SCRAM_KEY_LEN);
+		bool ok = scram_equal(keys.server_key, sec.server_key, SCRAM_KEY_LEN);
+		/* The password gave the keys: server logins may use them (pass-through
+		 * for a client that logged in with a cleartext password). */
+		if (ok)
+			auth_passthrough_remember(u->name, &sec, keys.client_key);
+		OPENSSL_cleanse(&keys, sizeof(keys));
+		OPENSSL_cleanse(&sec, sizeof(sec));
+		return ok;
 	}
 	}
 	return false;

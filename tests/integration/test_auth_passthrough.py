@@ -170,3 +170,20 @@ def test_md5_hash_towards_a_scram_server_names_user_and_reason(service, pgfleet)
         assert '"%s"' % user in msg and "md5 hash" in msg and "SCRAM" in msg, msg
     finally:
         drop_role(service, [0], user)
+
+
+def test_scram_secret_and_a_cleartext_client(service, pgfleet):
+    """auth_type = plain: the client's password itself gives the keys."""
+    user = "pt_plain"
+    secret = scram_secret(PASSWORD)
+    set_role(service, [0], user, secret)
+    try:
+        fleet = pgfleet(users={user: secret}, settings={"auth_type": "plain"},
+                        databases={"app": "host=%s port=5432 dbname=app" % service.addrs[0]})
+        with fleet.connect(user=user, password=PASSWORD) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == user
+        with pytest.raises(psycopg.OperationalError) as e:
+            fleet.connect(user=user, password="wrong")
+        assert "password authentication failed" in str(e.value)
+    finally:
+        drop_role(service, [0], user)

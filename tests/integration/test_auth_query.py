@@ -147,3 +147,20 @@ def test_cache_ttl(service, pgfleet, roles):
     with fleet.connect(user=user, password="new-password") as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == user
     assert "password authentication failed" in login_fails(fleet, user, PASSWORD)
+
+
+def test_lookup_timeout_on_a_hung_server(service, pgfleet, roles):
+    roles("aq_hang", scram_secret(PASSWORD), pods=[0])
+    fleet = pgfleet(users=AUTH_USERS,
+                    settings={"auth_user": fx.SUPERUSER, "auth_query_timeout": "2",
+                              "health_check_period": "60"},
+                    databases={"app": "host=%s port=5432 dbname=app" % service.addrs[0]})
+    service.hang(0)
+    try:
+        t0 = time.monotonic()
+        msg = login_fails(fleet, "aq_hang", PASSWORD)
+        took = time.monotonic() - t0
+        assert took < 6, took
+        assert "auth_query" in msg or "auth_user" in msg, msg
+    finally:
+        service.unhang(0)

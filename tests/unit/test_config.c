@@ -503,6 +503,37 @@ static void test_unimplemented_db(void)
 	msgs_clear(&m);
 }
 
+/* auth_user / auth_query / auth_dbname per database (issue 18), as PgBouncer
+ * takes them in a connect string; unset is NULL (the global ones apply). */
+static void test_db_auth_keys(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+	CHECK(load_text(&cfg, &m,
+	                "[pgfleet]\nauth_user = pgb\nauth_dbname = postgres\n"
+	                "[databases]\n"
+	                "a = host=db auth_user=lookup auth_dbname=authdb "
+	                "auth_query='SELECT * FROM pgbouncer.user_lookup($1)'\n"
+	                "b = host=db\n",
+	                users_env));
+	CHECK(m.n == 0);
+	CHECK(cfg.n_dbs == 2);
+	if (cfg.n_dbs == 2) {
+		CHECK_STR(cfg.dbs[0].auth_user, "lookup");
+		CHECK_STR(cfg.dbs[0].auth_dbname, "authdb");
+		CHECK_STR(cfg.dbs[0].auth_query, "SELECT * FROM pgbouncer.user_lookup($1)");
+		CHECK(!cfg.dbs[1].auth_user && !cfg.dbs[1].auth_query && !cfg.dbs[1].auth_dbname);
+	}
+	CHECK_STR(cfg.auth_user, "pgb");
+	CHECK_STR(cfg.auth_dbname, "postgres");
+	CHECK(cfg.auth_query_cache_ttl == 10.0 && cfg.auth_query_cache_size == 1000);
+	CHECK(cfg.auth_query_timeout == 5.0 && cfg.auth_query_max_lookups == 16);
+	config_free(&cfg);
+	CHECK(!load_text(&cfg, &m, BASE "auth_query_cache_size = 0\n", users_env));
+	CHECK(!load_text(&cfg, &m, BASE "auth_query_max_lookups = 100000\n", users_env));
+	msgs_clear(&m);
+}
+
 /* SET (the admin console) refuses what the loader refuses. */
 static void test_unimplemented_set(void)
 {
@@ -534,6 +565,7 @@ static void run_all(void)
 	RUN(test_unimplemented);
 	RUN(test_unimplemented_warned);
 	RUN(test_unimplemented_db);
+	RUN(test_db_auth_keys);
 	RUN(test_unimplemented_set);
 	RUN(test_unimplemented_table);
 }
