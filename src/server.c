@@ -304,7 +304,7 @@ static bool passthrough_keys(const char *user, const char *secret_text,
 		   memcmp(sec.salt, sc->salt, sc->salt_len) != 0) {
 		snprintf(why, whylen,
 			 "SCRAM pass-through for user \"%.63s\" impossible: the server's secret "
-			 "has another salt or iteration count than pgfleet's (auth_file)",
+			 "has another salt or iteration count than the one pgfleet holds",
 			 user);
 	} else if (!auth_passthrough_keys(user, &sec, keys)) {
 		snprintf(why, whylen,
