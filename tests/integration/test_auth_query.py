@@ -164,3 +164,33 @@ def test_lookup_timeout_on_a_hung_server(service, pgfleet, roles):
         assert "auth_query" in msg or "auth_user" in msg, msg
     finally:
         service.unhang(0)
+
+
+def test_asyncpg_pool_logs_in_concurrently_through_one_lookup(service, pgfleet, roles):
+    """Eight logins at once of one looked-up user (they share the lookup),
+    then queries with parameters through several server connections."""
+    import asyncio
+
+    import asyncpg
+    user = "aq_async"
+    roles(user, scram_secret(PASSWORD))
+    fleet = pgfleet(users=AUTH_USERS, settings={"auth_user": fx.SUPERUSER})
+
+    async def main():
+        pool = await asyncpg.create_pool(
+            "postgresql://%s:%s@%s:%d/%s" % (user, PASSWORD, fleet.host, fleet.port, fx.APP_DB),
+            min_size=8, max_size=8, command_timeout=30)
+        try:
+            async def worker(w):
+                for i in range(20):
+                    assert await pool.fetchval("SELECT $1::int * 2", w * 100 + i) == \
+                        2 * (w * 100 + i)
+            await asyncio.gather(*(worker(w) for w in range(8)))
+            return await pool.fetchval("SELECT current_user")
+        finally:
+            pool.terminate()
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == user
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        asyncio.run(asyncpg.connect(user="aq_async_nobody", password="x", host=fleet.host,
+                                    port=fleet.port, database=fx.APP_DB))
