@@ -194,3 +194,29 @@ def test_asyncpg_pool_logs_in_concurrently_through_one_lookup(service, pgfleet, 
     with pytest.raises(asyncpg.InvalidPasswordError):
         asyncio.run(asyncpg.connect(user="aq_async_nobody", password="x", host=fleet.host,
                                     port=fleet.port, database=fx.APP_DB))
+
+
+def test_cache_size_bounds_the_cache(service, pgfleet, roles):
+    """auth_query_cache_size = 1: a second user's answer pushes the first
+    one's out.  Seen by breaking auth_query afterwards (SET on the console):
+    the cached user still logs in, the pushed-out one needs a lookup."""
+    roles("aq_one", scram_secret(PASSWORD))
+    roles("aq_two", scram_secret(PASSWORD))
+    fleet = pgfleet(users=AUTH_USERS, settings={"auth_user": fx.SUPERUSER,
+                                                "auth_query_cache_size": "1",
+                                                "auth_query_cache_ttl": "60",
+                                                "admin_users": fx.SUPERUSER})
+    for user in ("aq_one", "aq_two"):
+        with fleet.connect(user=user, password=PASSWORD) as conn:
+            conn.execute("SELECT 1")
+    admin = psycopg.connect(fleet.dsn(fx.SUPERUSER, fx.SUPERUSER_PASSWORD, "pgfleet"),
+                            autocommit=True)
+    admin.prepare_threshold = None
+    try:
+        admin.execute("SET auth_query = 'SELEC broken'")
+    finally:
+        admin.close()
+    with fleet.connect(user="aq_two", password=PASSWORD) as conn:
+        conn.execute("SELECT 1")
+    msg = login_fails(fleet, "aq_one", PASSWORD)
+    assert "auth_query failed" in msg, msg
