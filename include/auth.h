@@ -35,4 +35,28 @@ bool auth_scram_secret(const char *user, const struct user_entry *u, struct scra
 const char *auth_server_password(const struct db_config *dbc, const char *user);
 void auth_cache_clear(void);
 
+/*
+ * SCRAM pass-through (as PgBouncer's): when the secret pgfleet holds for a
+ * user is a SCRAM secret (auth_file, or auth_query's answer), a client's
+ * valid proof yields its ClientKey (scram_server_final); with the secret's
+ * ServerKey that is all pgfleet needs to log in to a server whose stored
+ * secret is the same one (same salt and iterations).  The keys are kept
+ * per user, process-wide (any worker, pool or replica may log in with
+ * them), in memory only, wiped when replaced or cleared.  At most
+ * AUTH_PASSTHROUGH_MAX users: beyond that the least recently remembered
+ * is forgotten (its next server login waits for its next client login).
+ *
+ * Must not: log or copy a key outside this store; hand out keys for a
+ * secret other than the one they were recovered under.
+ */
+#define AUTH_PASSTHROUGH_MAX 10000
+void auth_passthrough_remember(const char *user, const struct scram_secret *secret,
+			       const uint8_t client_key[SCRAM_KEY_LEN]);
+/* The keys recovered for user under exactly this secret (same salt,
+ * iterations, StoredKey and ServerKey); false if no client of user has
+ * logged in with it yet. */
+bool auth_passthrough_keys(const char *user, const struct scram_secret *secret,
+			   struct scram_keys *out);
+void auth_passthrough_clear(void);
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "authquery.h"
 #include "conn.h"
 #include "database.h"
 #include "params.h"
@@ -35,6 +36,7 @@ enum client_login_step {
 	LOGIN_SASL_INIT,   /* sent AuthenticationSASL */
 	LOGIN_SASL_FINAL,  /* sent AuthenticationSASLContinue */
 	LOGIN_WELCOME,     /* authenticated, waiting for the server parameters */
+	LOGIN_AUTH_QUERY,  /* waiting for auth_query's answer (authquery.c), before any auth request */
 };
 
 struct client {
@@ -57,6 +59,11 @@ struct client {
 	uint32_t cancel_pid, cancel_key;
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
+	/* auth_query (a user not in auth_file): the secret the server holds,
+	 * during login only, and the lookup it waits for. */
+	char *aq_secret;
+	struct user_entry aq_user;
+	struct authquery_wait aq_wait;
 	struct client_stmts *stmts; /* named prepared statements, by the client's names */
 	struct admin_session *admin; /* NULL: not an admin console client (admin.c) */
 	uint8_t md5_salt[4];

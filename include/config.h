@@ -88,6 +88,11 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(auth_file, STR, "")                                                                      \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1")              \
 	X(auth_user, STR, "")                                                                      \
+	X(auth_dbname, STR, "")                                                                    \
+	X(auth_query_cache_ttl, TIME, "10")                                                        \
+	X(auth_query_cache_size, INT, "1000")                                                      \
+	X(auth_query_timeout, TIME, "5")                                                           \
+	X(auth_query_max_lookups, INT, "16")                                                       \
 	X(admin_users, STR, "")                                                                    \
 	X(stats_users, STR, "")                                                                    \
 	X(client_tls_sslmode, TLSMODE, "disable")                                                  \
@@ -168,10 +173,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  */
 #define CONFIG_UNIMPLEMENTED(X)                                                                    \
 	/* in CONFIG_SETTINGS (SHOW CONFIG lists them) */                                         \
-	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", REFUSE, NULL) \
-	X(auth_user, STR, "", REFUSE, NULL)                                                        \
 	/* PgBouncer's, not in CONFIG_SETTINGS: limits and behaviour clients see */               \
-	X(auth_dbname, STR, "", REFUSE, NULL)                                                      \
 	X(disable_pqexec, BOOL, "0", REFUSE, NULL)                                                 \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
 	X(max_user_client_connections, INT, "0", REFUSE, NULL)                                     \
@@ -207,9 +209,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
  */
 #define CONFIG_DB_UNIMPLEMENTED(X)                                                                 \
 	X(application_name, STR, NULL, REFUSE, NULL)                                               \
-	X(auth_dbname, STR, NULL, REFUSE, NULL)                                                    \
-	X(auth_query, STR, NULL, REFUSE, NULL)                                                     \
-	X(auth_user, STR, NULL, REFUSE, NULL)                                                      \
 	X(client_encoding, STR, NULL, REFUSE, NULL)                                                \
 	X(connect_query, STR, NULL, REFUSE, NULL)                                                  \
 	X(datestyle, STR, NULL, REFUSE, NULL)                                                      \
@@ -238,6 +237,9 @@ struct db_config {
 	char *dbname;       /* NULL: the client's database name */
 	char *user;         /* NULL: the client's user */
 	char *password;     /* NULL: the user's password from auth_file / environment */
+	char *auth_user;    /* NULL: the global auth_user */
+	char *auth_query;   /* NULL: the global auth_query */
+	char *auth_dbname;  /* NULL: the global auth_dbname */
 	int pool_size;      /* -1: default_pool_size */
 	int pool_mode;      /* -1: the global pool_mode */
 	int tsa;            /* enum tsa, default TSA_ANY */

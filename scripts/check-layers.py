@@ -35,7 +35,7 @@ LAYERS = [
         sqlinspect table config config_ini config_env authfile
         runtime"""),
     ("I/O", "conn batch tls mailbox discovery"),
-    ("model", "stats metrics database pool server client auth cancel txn"),
+    ("model", "stats metrics database pool server client auth authquery cancel txn"),
     ("policy", "router health"),
     ("front ends", "listener admin http"),
     ("process", "worker shutdown signals reload wiring main"),

@@ -143,7 +143,14 @@ bool auth_check_plain(const struct user_entry *u, const char *given)
 		    !scram_keys_from_password(given, sec.salt, sec.salt_len, sec.iterations, &keys))
 			return false;
 		/* ServerKey derives from the salted password: equal keys, equal passwords */
-		return scram_equal(keys.server_key, sec.server_key, SCRAM_KEY_LEN);
+		bool ok = scram_equal(keys.server_key, sec.server_key, SCRAM_KEY_LEN);
+		/* The password gave the keys: server logins may use them (pass-through
+		 * for a client that logged in with a cleartext password). */
+		if (ok)
+			auth_passthrough_remember(u->name, &sec, keys.client_key);
+		OPENSSL_cleanse(&keys, sizeof(keys));
+		OPENSSL_cleanse(&sec, sizeof(sec));
+		return ok;
 	}
 	}
 	return false;
@@ -233,5 +240,106 @@ void auth_cache_clear(void)
 			free(e->password);
 		}
 		free(e);
+	}
+}
+
+/* ---- SCRAM pass-through keys (see auth.h) ---- */
+
+struct passthrough {
+	struct passthrough *next;
+	struct scram_secret secret;
+	uint8_t client_key[SCRAM_KEY_LEN];
+	char user[]; /* NUL-terminated */
+};
+
+/* Process-wide: a client logged in on one worker gives keys to the
+ * server logins of every worker. */
+static pthread_mutex_t passthrough_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct passthrough *passthrough_head; /* newest first */
+static size_t passthrough_count;
+
+static bool same_secret(const struct scram_secret *a, const struct scram_secret *b)
+{
+	return a->iterations == b->iterations && a->salt_len == b->salt_len &&
+	       memcmp(a->salt, b->salt, a->salt_len) == 0 &&
+	       scram_equal(a->stored_key, b->stored_key, SCRAM_KEY_LEN) &&
+	       scram_equal(a->server_key, b->server_key, SCRAM_KEY_LEN);
+}
+
+static void passthrough_free(struct passthrough *e)
+{
+	OPENSSL_cleanse(e, sizeof(*e));
+	free(e);
+}
+
+void auth_passthrough_remember(const char *user, const struct scram_secret *secret,
+			       const uint8_t client_key[SCRAM_KEY_LEN])
+{
+	size_t ulen = strlen(user);
+	struct passthrough *e = malloc(sizeof(*e) + ulen + 1);
+	if (!e)
+		return; /* the next login tries again */
+	e->secret = *secret;
+	memcpy(e->client_key, client_key, SCRAM_KEY_LEN);
+	memcpy(e->user, user, ulen + 1);
+	pthread_mutex_lock(&passthrough_lock);
+	struct passthrough **pp = &passthrough_head, *old = NULL;
+	for (; *pp; pp = &(*pp)->next) {
+		if (strcmp((*pp)->user, user) == 0) {
+			old = *pp;
+			*pp = old->next;
+			passthrough_count--;
+			break;
+		}
+	}
+	e->next = passthrough_head;
+	passthrough_head = e;
+	passthrough_count++;
+	struct passthrough *drop = NULL;
+	if (passthrough_count > AUTH_PASSTHROUGH_MAX) {
+		/* the oldest is last */
+		for (pp = &passthrough_head; (*pp)->next; pp = &(*pp)->next)
+			;
+		drop = *pp;
+		*pp = NULL;
+		passthrough_count--;
+	}
+	pthread_mutex_unlock(&passthrough_lock);
+	if (old)
+		passthrough_free(old);
+	if (drop)
+		passthrough_free(drop);
+}
+
+bool auth_passthrough_keys(const char *user, const struct scram_secret *secret,
+			   struct scram_keys *out)
+{
+	bool found = false;
+	pthread_mutex_lock(&passthrough_lock);
+	for (struct passthrough *e = passthrough_head; e; e = e->next) {
+		if (strcmp(e->user, user) == 0) {
+			if (same_secret(&e->secret, secret)) {
+				memcpy(out->client_key, e->client_key, SCRAM_KEY_LEN);
+				memcpy(out->server_key, e->secret.server_key, SCRAM_KEY_LEN);
+				found = true;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&passthrough_lock);
+	return found;
+}
+
+void auth_passthrough_clear(void)
+{
+	pthread_mutex_lock(&passthrough_lock);
+	struct passthrough *e = passthrough_head;
+	passthrough_head = NULL;
+	passthrough_count = 0;
+	pthread_mutex_unlock(&passthrough_lock);
+	while (e) {
+		struct passthrough *next = e->next;
+		passthrough_free(e);
+		e = next;
 	}
 }

@@ -131,6 +131,15 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over
 	conn_read_enable(&c->io, true);
 }
 
+static void forget_aq_secret(struct client *c)
+{
+	if (c->aq_secret) {
+		explicit_bzero(c->aq_secret, strlen(c->aq_secret));
+		free(c->aq_secret);
+		c->aq_secret = NULL;
+	}
+}
+
 void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	if (c->state == CLIENT_JUSTFREE)
@@ -168,6 +177,8 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 		free(c->scram);
 		c->scram = NULL;
 	}
+	authquery_cancel(&c->aq_wait);
+	forget_aq_secret(c);
 	prepared_client_free(&c->stmts);
 	if (c->admin)
 		console->gone(c);
@@ -263,6 +274,7 @@ static void login_done(struct client *c)
 	if (!c->admin && !c->db && !create_auto_db(c))
 		return;
 	proto_auth(&c->io.out, AUTH_REQ_OK, NULL, 0);
+	forget_aq_secret(c);
 	if (c->scram) {
 		memset(c->scram, 0, sizeof(*c->scram));
 		free(c->scram);
@@ -306,9 +318,22 @@ void client_params_checked(struct client *c, const char *sqlstate, const char *m
 	client_linked(c);
 }
 
-static void ask_password(struct client *c)
+/* What the client's password is checked against: its auth_file entry, else
+ * the secret auth_query found for it (NULL: unknown, fails like a wrong
+ * password). */
+static const struct user_entry *client_user(struct client *c)
 {
 	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	if (u || !c->aq_secret)
+		return u;
+	c->aq_user.name = (char *)c->user;
+	c->aq_user.password = c->aq_secret;
+	return &c->aq_user;
+}
+
+static void ask_password(struct client *c)
+{
+	const struct user_entry *u = client_user(c);
 	switch (auth_choose(fleet.cfg.auth_type, u)) {
 	case AUTH_METHOD_TRUST:
 		login_done(c);
@@ -333,17 +358,74 @@ static void auth_failed(struct client *c)
 {
 	/* The client is told only what a wrong password tells it; the log says
 	 * why, for the operator. */
-	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	const struct user_entry *u = client_user(c);
 	if (auth_password_empty(u))
 		log_warn("login refused: the user's password is empty (auth_file or DB_PASSWORD)",
 			 "client", c->addr_str, "user", c->user, NULL);
 	client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
+/* Sends what a login step wrote, outside process_login (an answer that
+ * came later). */
+static void login_flush(struct client *c)
+{
+	enum io_result r = conn_flush(&c->io);
+	if (r == IO_ERROR)
+		client_close(c, NULL, "write failed: %s", strerror(errno));
+	else if (r == IO_AGAIN)
+		conn_write_enable(&c->io, true);
+}
+
+/* auth_query answered: a found secret is checked like an auth_file entry;
+ * an unknown user gets the same exchange as anyone and fails as a wrong
+ * password would (28P01, nothing to tell the two apart). */
+static void auth_query_answer(struct client *c, enum authquery_status st, const char *secret,
+			      const char *sqlstate, const char *msg)
+{
+	if (st == AUTHQUERY_FAILED) {
+		client_close(c, sqlstate ? sqlstate : "28000", "%s", msg ? msg : "auth_query failed");
+		return;
+	}
+	if (st == AUTHQUERY_FOUND) {
+		c->aq_secret = strdup(secret);
+		if (!c->aq_secret) {
+			client_close(c, "53200", "out of memory");
+			return;
+		}
+	}
+	ask_password(c);
+}
+
+static void on_auth_query(struct authquery_wait *w, enum authquery_status st, const char *secret,
+			  const char *sqlstate, const char *msg)
+{
+	struct client *c = container_of(w, struct client, aq_wait);
+	if (c->state == CLIENT_JUSTFREE || c->login_step != LOGIN_AUTH_QUERY)
+		return;
+	auth_query_answer(c, st, secret, sqlstate, msg);
+	if (c->state != CLIENT_JUSTFREE)
+		login_flush(c);
+}
+
+static void start_auth_query(struct client *c, const struct db_config *dbc)
+{
+	char secret[AUTHQUERY_SECRET_MAX], msg[256];
+	const char *sqlstate = NULL;
+	c->aq_wait.done = on_auth_query;
+	enum authquery_status st = authquery_lookup(c->dbname, dbc, c->user, &c->aq_wait, secret,
+						    sizeof(secret), &sqlstate, msg, sizeof(msg));
+	if (st == AUTHQUERY_PENDING) {
+		c->login_step = LOGIN_AUTH_QUERY;
+		return;
+	}
+	auth_query_answer(c, st, secret, sqlstate, msg);
+	explicit_bzero(secret, sizeof(secret));
+}
+
 /* Handles one whole password message ('p'). */
 static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 {
-	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
+	const struct user_entry *u = client_user(c);
 	struct pkt_reader r = pkt_reader_init(body, len);
 	char out[SCRAM_MAX_MSG];
 	size_t outn;
@@ -400,6 +482,10 @@ static void handle_password(struct client *c, const uint8_t *body, uint32_t len)
 			auth_failed(c);
 			return;
 		}
+		/* A SCRAM secret in auth_file: the proof just checked yields the
+		 * key this user's server logins need (pass-through). */
+		if (auth_password_kind(u->password) == PW_SCRAM && c->scram->have_client_key)
+			auth_passthrough_remember(c->user, &c->scram->secret, c->scram->client_key);
 		proto_auth(&c->io.out, AUTH_REQ_SASL_FINAL, out, (uint32_t)outn);
 		login_done(c);
 		return;
@@ -685,6 +771,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		client_close(c, "57P03", "database \"%s\" is disabled", c->dbname);
 		return;
 	}
+	const struct db_config *dbc = c->db ? c->db->cfg : config_find_db(&fleet.cfg, c->dbname);
+	if (fleet.cfg.auth_type != AUTH_TRUST && !config_find_user(&fleet.cfg, c->user) &&
+	    authquery_enabled(dbc)) {
+		start_auth_query(c, dbc);
+		return;
+	}
 	ask_password(c);
 }
 
@@ -709,7 +801,7 @@ static bool process_login(struct client *c)
 			client_close(c, "08P01", "invalid length of startup packet");
 			return false;
 		}
-	} else if (c->login_step == LOGIN_WELCOME) {
+	} else if (c->login_step == LOGIN_WELCOME || c->login_step == LOGIN_AUTH_QUERY) {
 		return false; /* whatever comes next waits until the login is finished */
 	} else {
 		if (avail < 5)

@@ -155,6 +155,9 @@ static const struct {
     {"tcp_keepintvl", 0, 32767},
     {"tcp_keepcnt", 0, 127},
     {"listen_backlog", 1, 65535},
+    /* issue 18: auth_query's cache and helper threads */
+    {"auth_query_cache_size", 1, 1000000},
+    {"auth_query_max_lookups", 1, 1000},
 };
 
 /* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
@@ -1042,6 +1045,12 @@ static bool db_param(struct db_config *db, const char *key, const char *v, char 
 		replace_str(&db->user, v, true);
 	} else if (strcasecmp(key, "password") == 0) {
 		replace_str(&db->password, v, false);
+	} else if (strcasecmp(key, "auth_user") == 0) {
+		replace_str(&db->auth_user, v, true);
+	} else if (strcasecmp(key, "auth_query") == 0) {
+		replace_str(&db->auth_query, v, true);
+	} else if (strcasecmp(key, "auth_dbname") == 0) {
+		replace_str(&db->auth_dbname, v, true);
 	} else if (strcasecmp(key, "pool_size") == 0) {
 		if (!parse_int(v, 1, INT_MAX, &n, verr, sizeof verr))
 			goto bad;
@@ -1245,6 +1254,9 @@ void config_free(struct config *cfg)
 		free(db->dbname);
 		free(db->user);
 		config_free_secret(db->password);
+		free(db->auth_user);
+		free(db->auth_query);
+		free(db->auth_dbname);
 		free(db->file);
 	}
 	free(cfg->dbs);

@@ -674,6 +674,17 @@ static void start_connect(struct health_check *hc)
 		const char *pw = *fleet.cfg.health_check_user && *fleet.cfg.health_check_password
 					 ? fleet.cfg.health_check_password
 					 : auth_server_password(db->cfg, user);
+		/* A user known only by a hash or a SCRAM secret (auth_file, or
+		 * auth_query's answer) cannot log libpq in; auth_user, whose
+		 * plaintext password auth_query needs anyway, can. */
+		const char *au = db->cfg && db->cfg->auth_user ? db->cfg->auth_user
+							       : fleet.cfg.auth_user;
+		const struct user_entry *aue =
+			*au && !*fleet.cfg.health_check_user ? config_find_user(&fleet.cfg, au) : NULL;
+		if ((!pw || auth_password_kind(pw) != PW_PLAIN) && aue &&
+		    auth_password_kind(aue->password) == PW_PLAIN)
+			user = au, pw = aue->password;
+		val[n - 1] = user;
 		/* An md5 hash or a SCRAM secret is no use to libpq. */
 		if (pw && auth_password_kind(pw) == PW_PLAIN)
 			kw[n] = "password", val[n++] = pw;

@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "batch.h"
 #include "cancel.h"
 #include "config.h"
@@ -154,6 +155,7 @@ static void loop_teardown(void)
 		http_stop();
 	admin_close_all();
 	shutdown_close_all();
+	authquery_shutdown();
 	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
@@ -290,6 +292,8 @@ int main(int argc, char **argv)
 	pool_shared_free();
 	discovery_library_done();
 	auth_cache_clear();
+	auth_passthrough_clear();
+	authquery_cache_clear();
 	tls_done();
 	pidfile_remove();
 	config_free(&fleet.cfg);

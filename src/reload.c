@@ -84,24 +84,27 @@ static bool entry_changed(const struct db_config *a, const struct db_config *b)
 	       a->pool_size != b->pool_size || a->pool_mode != b->pool_mode || a->tsa != b->tsa ||
 	       a->max_replica_lag != b->max_replica_lag || a->min_pool_size != b->min_pool_size ||
 	       a->reserve_pool_size != b->reserve_pool_size ||
-	       a->max_db_connections != b->max_db_connections;
+	       a->max_db_connections != b->max_db_connections || !str_eq(a->auth_user, b->auth_user) ||
+	       !str_eq(a->auth_query, b->auth_query) || !str_eq(a->auth_dbname, b->auth_dbname);
 }
 
 /* A removed entry's private copy: one block, the strings behind the struct,
  * so database.c frees it with one free(). */
 static struct db_config *entry_copy(const struct db_config *d)
 {
-	const char *strs[] = {d->name, d->host, d->dbname, d->user, d->password, d->file};
+	const char *strs[] = {d->name,	    d->host,	   d->dbname,	   d->user, d->password,
+			      d->auth_user, d->auth_query, d->auth_dbname, d->file};
 	size_t n = sizeof(*d);
-	for (size_t i = 0; i < 6; i++)
+	for (size_t i = 0; i < 9; i++)
 		n += strs[i] ? strlen(strs[i]) + 1 : 0;
 	struct db_config *c = malloc(n);
 	if (!c)
 		return NULL;
 	*c = *d;
 	char *p = (char *)(c + 1);
-	char **fields[] = {&c->name, &c->host, &c->dbname, &c->user, &c->password, &c->file};
-	for (size_t i = 0; i < 6; i++) {
+	char **fields[] = {&c->name,	  &c->host,	  &c->dbname,	   &c->user, &c->password,
+			   &c->auth_user, &c->auth_query, &c->auth_dbname, &c->file};
+	for (size_t i = 0; i < 9; i++) {
 		if (!strs[i]) {
 			*fields[i] = NULL;
 			continue;

@@ -18,7 +18,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "auth.h"
+#include "authquery.h"
 #include "cancel.h"
 #include "client.h"
 #include "intern.h"
@@ -295,14 +298,65 @@ enum auth_step {
 	AUTH_STEP_BROKEN,  /* the server broke the protocol: the replica's problem */
 };
 
+/*
+ * SCRAM pass-through: the password known for user is a SCRAM secret, so the
+ * keys are the ones recovered from a client's own proof (auth.h), usable
+ * only if the server holds that same secret: its salt and iteration count
+ * say so.  False with the reason in why.
+ */
+static bool passthrough_keys(const char *user, const char *secret_text,
+			     const struct scram_client *sc, struct scram_keys *keys, char *why,
+			     size_t whylen)
+{
+	struct scram_secret sec;
+	bool ok = false;
+	if (!scram_parse_secret(secret_text, &sec)) {
+		snprintf(why, whylen, "the SCRAM secret known for user \"%s\" is malformed", user);
+	} else if (sec.iterations != sc->iterations || sec.salt_len != sc->salt_len ||
+		   memcmp(sec.salt, sc->salt, sc->salt_len) != 0) {
+		snprintf(why, whylen,
+			 "SCRAM pass-through for user \"%.63s\" impossible: the server's secret "
+			 "has another salt or iteration count than the one pgfleet holds",
+			 user);
+	} else if (!auth_passthrough_keys(user, &sec, keys)) {
+		snprintf(why, whylen,
+			 "no SCRAM keys for user \"%.63s\" yet: only its SCRAM secret is known, "
+			 "and a client of that user must log in first",
+			 user);
+	} else {
+		ok = true;
+	}
+	OPENSSL_cleanse(&sec, sizeof(sec));
+	return ok;
+}
+
+static enum auth_step login_auth_as(struct server *s, const uint8_t *body, uint32_t len,
+				    const char *user, const char *password, char *why,
+				    size_t whylen);
+
+/* The password for the login: the entry's, auth_file's, else the secret
+ * auth_query last gave for this user (pass-through or md5 hash). */
 static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t len, char *why,
 				 size_t whylen)
 {
 	struct pool *p = s->pool;
-	struct pkt_reader r = pkt_reader_init(body, len);
-	uint32_t code = pkt_get_u32(&r);
 	const char *user = login_user(p);
 	const char *password = auth_server_password(p->group->db->cfg, user);
+	char aq[AUTHQUERY_SECRET_MAX];
+	if (!password && authquery_secret(p->group->db->name, user, aq, sizeof(aq)))
+		password = aq;
+	enum auth_step st = login_auth_as(s, body, len, user, password, why, whylen);
+	explicit_bzero(aq, sizeof(aq));
+	return st;
+}
+
+static enum auth_step login_auth_as(struct server *s, const uint8_t *body, uint32_t len,
+				    const char *user, const char *password, char *why,
+				    size_t whylen)
+{
+	struct pool *p = s->pool;
+	struct pkt_reader r = pkt_reader_init(body, len);
+	uint32_t code = pkt_get_u32(&r);
 	char buf[SCRAM_MAX_MSG];
 	size_t n;
 
@@ -338,8 +392,15 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 	case AUTH_REQ_MD5: {
 		const uint8_t *salt = pkt_get_bytes(&r, 4);
 		char hash[36], resp[36];
-		if (!salt || kind == PW_SCRAM) {
-			snprintf(why, whylen, "cannot answer md5 authentication");
+		if (!salt) {
+			snprintf(why, whylen, "protocol violation: md5 request without a salt");
+			return AUTH_STEP_BROKEN;
+		}
+		if (kind == PW_SCRAM) {
+			snprintf(why, whylen,
+				 "server asks for md5 and the password known for user \"%s\" is a "
+				 "SCRAM secret, which cannot answer md5",
+				 user);
 			return AUTH_STEP_REFUSED;
 		}
 		if (kind == PW_MD5)
@@ -359,9 +420,15 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 			if (strcmp(mech, "SCRAM-SHA-256") == 0)
 				found = true;
 		}
-		if (!found || kind != PW_PLAIN) {
-			snprintf(why, whylen, found ? "SCRAM needs a plaintext password in auth_file"
-						    : "no supported SASL mechanism");
+		if (!found) {
+			snprintf(why, whylen, "no supported SASL mechanism");
+			return AUTH_STEP_REFUSED;
+		}
+		if (kind == PW_MD5) {
+			snprintf(why, whylen,
+				 "server asks for SCRAM and the password known for user \"%s\" is an "
+				 "md5 hash, which cannot answer SCRAM",
+				 user);
 			return AUTH_STEP_REFUSED;
 		}
 		if (s->scram) {
@@ -401,7 +468,11 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 				 sc->iterations, fleet.cfg.server_scram_max_iterations);
 			return AUTH_STEP_REFUSED;
 		}
-		if (!p->have_keys || p->keys_iterations != sc->iterations ||
+		if (kind == PW_SCRAM) {
+			if (!passthrough_keys(user, password, sc, &p->keys, why, whylen))
+				return AUTH_STEP_REFUSED;
+			p->have_keys = false; /* not a password's: never reused by salt */
+		} else if (!p->have_keys || p->keys_iterations != sc->iterations ||
 		    p->keys_salt_len != sc->salt_len ||
 		    memcmp(p->keys_salt, sc->salt, sc->salt_len) != 0) {
 			/* PBKDF2 once per (pool, salt): later logins reuse the keys. */
@@ -415,7 +486,10 @@ static enum auth_step login_auth(struct server *s, const uint8_t *body, uint32_t
 			p->keys_iterations = sc->iterations;
 			p->have_keys = true;
 		}
-		if (!scram_client_final(sc, &p->keys, buf, sizeof(buf), &n)) {
+		bool ok = scram_client_final(sc, &p->keys, buf, sizeof(buf), &n);
+		if (kind == PW_SCRAM)
+			OPENSSL_cleanse(&p->keys, sizeof(p->keys));
+		if (!ok) {
 			snprintf(why, whylen, "SCRAM client-final failed");
 			return AUTH_STEP_REFUSED;
 		}
@@ -590,7 +664,7 @@ static void login_broken(struct server *s, const char *why)
  * come at any point. */
 static void process_login(struct server *s)
 {
-	char why[200], t[8];
+	char why[300], t[8];
 	const struct config *cfg = &fleet.cfg;
 	if (s->login_step == SLOGIN_SSL_REQUEST && !ssl_answer(s))
 		return;

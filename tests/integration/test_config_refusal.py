@@ -52,13 +52,15 @@ def test_start_refused_for_an_unimplemented_setting(tmp_path):
 def test_start_refused_for_pgbouncer_limits_and_database_parameters(tmp_path):
     path = ini(tmp_path, "max_user_client_connections = 5\n")
     with open(path, "a") as f:
-        f.write("[databases]\nother = host=%s auth_user=pgbouncer\n" % fx.pod_addr(0))
+        # auth_user is implemented (issue 18): client_encoding is not
+        f.write("[databases]\nother = host=%s client_encoding=UTF8 auth_user=pgbouncer\n"
+                % fx.pod_addr(0))
     p = run([path])
     assert p.returncode == 1, p.stdout + p.stderr
     lines = p.stderr.strip().splitlines()
     assert "%s:7: key 'max_user_client_connections': %s" % (path, REFUSAL) in lines, lines
-    assert ("%s:9: key 'other': auth_user: not implemented by pgfleet yet; remove it" % path
-            in lines), lines
+    assert ("%s:9: key 'other': client_encoding: not implemented by pgfleet yet; remove it"
+            % path in lines), lines
     assert len(lines) == 2
 
 

@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 102);
+	CHECK(n == 107);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -343,12 +343,10 @@ static const struct {
 } unimplemented_cases[] = {
     {"peer_id = 10", "@/pgfleet.ini:5: key 'peer_id': not implemented by "
                      "pgfleet yet; remove it or set it to 0 (its default)"},
-    {"auth_user = pgbouncer",
-     "@/pgfleet.ini:5: key 'auth_user': not implemented by pgfleet yet; remove it (its default "
-     "is empty)"},
-    {"auth_query = SELECT p FROM f($1)",
-     "@/pgfleet.ini:5: key 'auth_query': not implemented by pgfleet yet; remove it or set it to "
-     "SELECT usename, passwd FROM pg_shadow WHERE usename=$1 (its default)"},
+    /* issue 18: implemented now */
+    {"auth_user = pgbouncer", NULL},
+    {"auth_query = SELECT p FROM f($1)", NULL},
+    {"auth_dbname = postgres", NULL},
     {"max_user_client_connections = 3", "@/pgfleet.ini:5: key 'max_user_client_connections': "
                                         "not implemented by pgfleet yet; remove it or set it to "
                                         "0 (its default)"},
@@ -431,12 +429,12 @@ static void test_unimplemented(void)
 	}
 	/* all of them at once: one line each, and the load fails */
 	CHECK(!load_text(&cfg_all, &m,
-	                 BASE "peer_id = 10\nmax_db_client_connections = 5\nauth_user = x\n",
+	                 BASE "peer_id = 10\nmax_db_client_connections = 5\ndisable_pqexec = 1\n",
 	                 users_env));
 	CHECK(m.n == 3);
 	CHECK(msgs_contain(&m, "pgfleet.ini:5: key 'peer_id'"));
 	CHECK(msgs_contain(&m, "pgfleet.ini:6: key 'max_db_client_connections'"));
-	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'auth_user'"));
+	CHECK(msgs_contain(&m, "pgfleet.ini:7: key 'disable_pqexec'"));
 	msgs_clear(&m);
 }
 
@@ -503,11 +501,9 @@ static void test_unimplemented_db(void)
 	                 "b = host=db auth_user=pgb reserve_pool=0\n"
 	                 "c = host=db client_encoding=UTF8 connect_query='SELECT 1'\n",
 	                 users_env));
-	CHECK(m.n == 4);
+	CHECK(m.n == 3); /* auth_user is implemented (issue 18) */
 	CHECK(msgs_has(&m, "@/pgfleet.ini:2: key 'a': load_balance_hosts: not implemented by "
 	                   "pgfleet yet; remove it or set it to round-robin (its default)"));
-	CHECK(msgs_has(&m, "@/pgfleet.ini:3: key 'b': auth_user: not implemented by pgfleet yet; "
-	                   "remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'c': client_encoding: not implemented by pgfleet "
 	                   "yet; remove it"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'c': connect_query: not implemented by pgfleet "
@@ -527,6 +523,37 @@ static void test_unimplemented_db(void)
 	msgs_clear(&m);
 }
 
+/* auth_user / auth_query / auth_dbname per database (issue 18), as PgBouncer
+ * takes them in a connect string; unset is NULL (the global ones apply). */
+static void test_db_auth_keys(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+	CHECK(load_text(&cfg, &m,
+	                "[pgfleet]\nauth_user = pgb\nauth_dbname = postgres\n"
+	                "[databases]\n"
+	                "a = host=db auth_user=lookup auth_dbname=authdb "
+	                "auth_query='SELECT * FROM pgbouncer.user_lookup($1)'\n"
+	                "b = host=db\n",
+	                users_env));
+	CHECK(m.n == 0);
+	CHECK(cfg.n_dbs == 2);
+	if (cfg.n_dbs == 2) {
+		CHECK_STR(cfg.dbs[0].auth_user, "lookup");
+		CHECK_STR(cfg.dbs[0].auth_dbname, "authdb");
+		CHECK_STR(cfg.dbs[0].auth_query, "SELECT * FROM pgbouncer.user_lookup($1)");
+		CHECK(!cfg.dbs[1].auth_user && !cfg.dbs[1].auth_query && !cfg.dbs[1].auth_dbname);
+	}
+	CHECK_STR(cfg.auth_user, "pgb");
+	CHECK_STR(cfg.auth_dbname, "postgres");
+	CHECK(cfg.auth_query_cache_ttl == 10.0 && cfg.auth_query_cache_size == 1000);
+	CHECK(cfg.auth_query_timeout == 5.0 && cfg.auth_query_max_lookups == 16);
+	config_free(&cfg);
+	CHECK(!load_text(&cfg, &m, BASE "auth_query_cache_size = 0\n", users_env));
+	CHECK(!load_text(&cfg, &m, BASE "auth_query_max_lookups = 100000\n", users_env));
+	msgs_clear(&m);
+}
+
 /* SET (the admin console) refuses what the loader refuses. */
 static void test_unimplemented_set(void)
 {
@@ -537,8 +564,6 @@ static void test_unimplemented_set(void)
 	CHECK(load_text(&cfg, &m, BASE, users_env));
 	CHECK(config_set(&cfg, "max_db_connections", "5", err, sizeof err)); /* issue 18 */
 	CHECK(cfg.max_db_connections == 5);
-	CHECK(!config_set(&cfg, "auth_user", "x", err, sizeof err));
-	CHECK_STR(cfg.auth_user, "");
 	CHECK(config_set(&cfg, "min_pool_size", "2", err, sizeof err));
 	CHECK(cfg.min_pool_size == 2);
 	config_free(&cfg);
@@ -556,6 +581,7 @@ static void run_all(void)
 	RUN(test_unimplemented);
 	RUN(test_unimplemented_warned);
 	RUN(test_unimplemented_db);
+	RUN(test_db_auth_keys);
 	RUN(test_unimplemented_set);
 	RUN(test_unimplemented_table);
 }

@@ -152,12 +152,12 @@ static void test_env_unimplemented(void)
 	char *env[] = {"DB_HOST=db",
 	               "DB_USER=u",
 	               "DB_PASSWORD=p",
-	               "AUTH_USER=pgbouncer",
+	               "PGFLEET_DISABLE_PQEXEC=1",
 	               NULL};
 	CHECK(!config_load(&cfg, NULL, env, collect, &m));
 	CHECK(m.n == 1);
-	CHECK(msgs_has(&m, "environment: AUTH_USER: not implemented by pgfleet yet; remove it (its "
-	                   "default is empty)"));
+	CHECK(msgs_has(&m, "environment: PGFLEET_DISABLE_PQEXEC: not implemented by pgfleet yet; "
+	                   "remove it or set it to 0 (its default)"));
 	msgs_clear(&m);
 
 	/* issue 18: the limits, under the image's names and pgfleet's */
@@ -206,12 +206,11 @@ static void test_env_image_names(void)
 	               "PGFLEET_listen_port=1",
 	               "POOL_SIZE=30",
 	               "CLIENT_ENCODING=UTF8",
-	               "AUTH_DBNAME=authdb",
 	               "SERVER_TLS_PROTOCOLS=all",
 	               "PGFLEET_PEER_ID=2",
 	               NULL};
 	CHECK(!config_load(&cfg, NULL, bad, collect, &m));
-	CHECK(m.n == 8);
+	CHECK(m.n == 7);
 	CHECK(msgs_has(&m, "environment: SERVER_IDLE_TIMEOUT: invalid time 'banana' (seconds, or "
 	                   "a number with unit ms, s, min, h)"));
 	CHECK(msgs_has(&m, "environment: PGFLEET_DEFALT_POOL_SIZE: unknown setting"));
@@ -220,8 +219,6 @@ static void test_env_image_names(void)
 	                   "(or DEFAULT_POOL_SIZE)"));
 	CHECK(msgs_has(&m, "environment: CLIENT_ENCODING: the [databases] parameter "
 	                   "client_encoding is not implemented by pgfleet yet; remove it"));
-	CHECK(msgs_has(&m, "environment: AUTH_DBNAME: not implemented by pgfleet yet; remove it "
-	                   "(its default is empty)"));
 	CHECK(msgs_has(&m, "environment: SERVER_TLS_PROTOCOLS: 'all': pgfleet speaks TLS 1.2 and "
 	                   "1.3 only (secure, tlsv1.2, tlsv1.3)"));
 	CHECK(msgs_has(&m, "environment: PGFLEET_PEER_ID: not implemented by pgfleet yet; remove "

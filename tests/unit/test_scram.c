@@ -665,6 +665,72 @@ static void test_md5(void)
 	}
 }
 
+/* One whole exchange: client c with keys ck against server s holding sec.
+ * Returns whether the server accepted the proof and the client the
+ * server's signature. */
+static bool exchange(const struct scram_keys *ck, const struct scram_secret *sec,
+		     struct scram_server *s)
+{
+	struct scram_client c;
+	char a[SCRAM_MAX_MSG], b[SCRAM_MAX_MSG];
+	size_t an, bn;
+
+	return scram_client_first(&c, a, sizeof(a), &an) &&
+	       scram_server_first(s, sec, U8(a), an, b, sizeof(b), &bn) &&
+	       scram_client_parse_first(&c, U8(b), bn) &&
+	       scram_client_final(&c, ck, a, sizeof(a), &an) &&
+	       scram_server_final(s, U8(a), an, b, sizeof(b), &bn) &&
+	       scram_client_verify(&c, U8(b), bn);
+}
+
+/*
+ * Pass-through (issue 18 item 4): pgfleet holds only PostgreSQL's secret.
+ * A client that knows the password proves it; ClientProof XOR
+ * HMAC(StoredKey, AuthMessage) is its ClientKey, checked by
+ * H(ClientKey) == StoredKey; ClientKey plus the secret's ServerKey then log
+ * pgfleet in to a server holding the same secret, and pgfleet checks that
+ * server's signature with ServerKey.  Against another salt they cannot.
+ */
+static void test_passthrough(void)
+{
+	struct scram_server front, back;
+	struct scram_keys recovered, wrong;
+	struct scram_secret other;
+	uint8_t ck[48]; /* EVP_DecodeBlock writes the padding's byte too */
+
+	/* the client's keys come from the password; pgfleet's only from the secret */
+	CHECK(exchange(&pg_keys, &pg_secret, &front));
+	CHECK(front.have_client_key);
+	memcpy(recovered.client_key, front.client_key, SCRAM_KEY_LEN);
+	memcpy(recovered.server_key, pg_secret.server_key, SCRAM_KEY_LEN);
+	CHECK(memcmp(recovered.client_key, pg_keys.client_key, SCRAM_KEY_LEN) == 0);
+	CHECK(EVP_DecodeBlock(ck, U8(PG_CLIENT_KEY_B64), (int)strlen(PG_CLIENT_KEY_B64)) >= 32);
+	CHECK(memcmp(recovered.client_key, ck, SCRAM_KEY_LEN) == 0);
+
+	/* the recovered keys log in to a server with the same secret, twice
+	 * (fresh nonces each time) */
+	CHECK(exchange(&recovered, &pg_secret, &back));
+	CHECK(exchange(&recovered, &pg_secret, &back));
+
+	/* a wrong password recovers nothing */
+	CHECK(scram_keys_from_password("wrong", pg_secret.salt, pg_secret.salt_len,
+				       pg_secret.iterations, &wrong));
+	CHECK(!exchange(&wrong, &pg_secret, &front));
+	CHECK(!front.have_client_key);
+
+	/* the same password under another salt: the server refuses the proof */
+	CHECK(scram_secret_from_password("secret", &other));
+	CHECK(other.salt_len != pg_secret.salt_len ||
+	      memcmp(other.salt, pg_secret.salt, other.salt_len) != 0);
+	CHECK(!exchange(&recovered, &other, &back));
+
+	/* a server that does not know the secret cannot sign: the client
+	 * refuses its final message (ServerKey checks the server too) */
+	struct scram_secret forged = pg_secret;
+	forged.server_key[0] ^= 1;
+	CHECK(!exchange(&recovered, &forged, &back));
+}
+
 static void test_equal(void)
 {
 	CHECK(scram_equal("abcd", "abcd", 4));
@@ -689,6 +755,7 @@ int main(void)
 	RUN(test_client_verify_table);
 	RUN(test_keys_bounds);
 	RUN(test_md5);
+	RUN(test_passthrough);
 	RUN(test_equal);
 	return harness_finish();
 }
