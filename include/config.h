@@ -16,7 +16,8 @@
 #include <stdint.h>
 
 enum pool_mode { POOL_SESSION, POOL_TRANSACTION, POOL_STATEMENT };
-enum auth_type { AUTH_TRUST, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM };
+/* AUTH_HBA: the method comes from auth_hba_file, per client (hba.h) */
+enum auth_type { AUTH_TRUST, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM, AUTH_HBA };
 /* libpq's target_session_attrs vocabulary */
 enum tsa { TSA_ANY, TSA_READ_WRITE, TSA_READ_ONLY, TSA_PRIMARY, TSA_STANDBY, TSA_PREFER_STANDBY };
 enum load_balance { LB_LEAST_CONN, LB_ROUND_ROBIN, LB_RANDOM };
@@ -82,6 +83,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(dns_servers, STR, "")                                                                    \
 	X(auth_type, AUTHTYPE, "scram-sha-256")                                                    \
 	X(auth_file, STR, "")                                                                      \
+	X(auth_hba_file, STR, "")                                                                  \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1")              \
 	X(auth_user, STR, "")                                                                      \
 	X(admin_users, STR, "")                                                                    \
@@ -149,10 +151,9 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
 	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
 	X(user, STR, "", REFUSE, NULL)                                                             \
+	X(auth_ident_file, STR, "", REFUSE, NULL)                                                  \
 	/* PgBouncer's, no effect a client sees: warned */                                        \
 	X(application_name_add_host, BOOL, "0", WARN, NULL)                                        \
-	X(auth_hba_file, STR, "", WARN, "auth_type = hba is refused")                              \
-	X(auth_ident_file, STR, "", WARN, "auth_type = hba is refused")                            \
 	X(cancel_wait_timeout, TIME, "10", WARN, NULL)                                             \
 	X(client_tls13_ciphers, STR, "", WARN, "OpenSSL's default TLS 1.3 suites")                 \
 	X(client_tls_ciphers, STR, "default", WARN, "OpenSSL's default cipher list")               \
@@ -252,6 +253,9 @@ struct config {
 	size_t n_dbs;
 	struct user_entry *users;
 	size_t n_users;
+	/* auth_type = hba: the rules read from auth_hba_file (read-only; NULL
+	 * for any other auth_type).  RELOAD reads the file again. */
+	struct hba *hba;
 	char *path; /* the main config file, NULL when configured from the environment */
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The

@@ -9,6 +9,7 @@
  */
 #include "client.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 
 #include "auth.h"
 #include "cancel.h"
+#include "hba.h"
 #include "intern.h"
 #include "log.h"
 #include "mailbox.h"
@@ -306,10 +308,70 @@ void client_params_checked(struct client *c, const char *sqlstate, const char *m
 	client_linked(c);
 }
 
+/*
+ * auth_type = hba: the auth_type the first matching record of auth_hba_file
+ * gives this client, or -1 when it was refused (and closed).  The client is
+ * told what PostgreSQL tells it; the log names the record.
+ */
+static int hba_auth_type(struct client *c)
+{
+	struct hba_request req = {&c->addr.sa, c->io.ssl != NULL, c->dbname, c->user};
+	struct hba_decision d = hba_match(fleet.cfg.hba, &req);
+	char host[INET6_ADDRSTRLEN] = "[local]", rule[300];
+	const char *enc = c->io.ssl ? "SSL encryption" : "no encryption";
+	if (c->addr.sa.sa_family == AF_INET)
+		inet_ntop(AF_INET, &c->addr.in.sin_addr, host, sizeof(host));
+	else if (c->addr.sa.sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &c->addr.in6.sin6_addr, host, sizeof(host));
+	if (d.file)
+		snprintf(rule, sizeof(rule), "%s:%d", d.file, d.line);
+	else
+		snprintf(rule, sizeof(rule), "none");
+	switch (d.method) {
+	case HBA_NO_MATCH:
+	case HBA_REJECT:
+		log_info("login refused by auth_hba_file", "client", c->addr_str, "user", c->user,
+			 "db", c->dbname, "rule", rule, NULL);
+		client_close(c, "28000",
+			     d.method == HBA_REJECT
+				 ? "pg_hba.conf rejects connection for host \"%s\", user \"%s\", "
+				   "database \"%s\", %s"
+				 : "no pg_hba.conf entry for host \"%s\", user \"%s\", database "
+				   "\"%s\", %s",
+			     host, c->user, c->dbname, enc);
+		return -1;
+	case HBA_TRUST:
+		return AUTH_TRUST;
+	case HBA_PASSWORD:
+		return AUTH_PLAIN;
+	case HBA_MD5:
+		return AUTH_MD5;
+	case HBA_SCRAM:
+		return AUTH_SCRAM;
+	case HBA_CERT: {
+		/* The handshake verified the certificate (verify-ca/verify-full,
+		 * checked at load); its CommonName must be the user. */
+		char cn[NAME_MAX_LEN];
+		if (!tls_peer_cn(&c->io, cn, sizeof(cn)) || strcmp(cn, c->user) != 0) {
+			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
+				 c->user, "db", c->dbname, "rule", rule, NULL);
+			client_close(c, "28000", "certificate authentication failed for user \"%s\"",
+				     c->user);
+			return -1;
+		}
+		return AUTH_TRUST;
+	}
+	}
+	return -1;
+}
+
 static void ask_password(struct client *c)
 {
 	const struct user_entry *u = config_find_user(&fleet.cfg, c->user);
-	switch (auth_choose(fleet.cfg.auth_type, u)) {
+	int type = fleet.cfg.auth_type;
+	if (type == AUTH_HBA && (type = hba_auth_type(c)) < 0)
+		return;
+	switch (auth_choose(type, u)) {
 	case AUTH_METHOD_TRUST:
 		login_done(c);
 		return;

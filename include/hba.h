@@ -1,0 +1,74 @@
+/*
+ * hba.h: auth_hba_file, PostgreSQL's pg_hba.conf syntax as PgBouncer reads
+ * it: which authentication method a client gets, by how it connected
+ * (Unix socket, TCP, TLS), its address, the database and the user it asks
+ * for.  The first matching record decides; no match means refused.
+ *
+ * Supported: record types local, host, hostssl, hostnossl; database lists
+ * of names, `all`, `sameuser`, `replication` (never matches: pgfleet takes
+ * no replication connections) and `@file`; user lists of names, `all` and
+ * `@file`; addresses `all`, CIDR (v4/v6) and address + mask; methods trust,
+ * reject, md5, scram-sha-256, password and cert (hostssl only); quoted
+ * names, comments, backslash line continuation.
+ *
+ * Contract: hba_load() reads the whole file (and its @files) or refuses it:
+ * every problem is one "file:line: why" report, and then it returns NULL.
+ * What pgfleet cannot honour is such a problem, never a record that
+ * silently never matches: hostgssenc/hostnogssenc, `samerole`/`samegroup`,
+ * `+group`, host names, `samehost`/`samenet`, methods other than the ones
+ * above (peer included), options (`map=` included).
+ *
+ * Must not: touch sockets, log, or look anything up (no DNS, no passwd
+ * database): matching is string and address comparison only, so it may run
+ * on the event loop at every login.
+ */
+#ifndef PGFLEET_HBA_H
+#define PGFLEET_HBA_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+enum hba_method {
+	HBA_NO_MATCH, /* no record matched: refused as PostgreSQL does */
+	HBA_TRUST,
+	HBA_REJECT,
+	HBA_PASSWORD,
+	HBA_MD5,
+	HBA_SCRAM,
+	HBA_CERT,
+};
+
+struct hba; /* the rules of one file, read-only once loaded */
+
+/* Called once per problem with a complete line "file:line: why". */
+typedef void (*hba_report_fn)(void *arg, const char *line);
+
+/* The rules of `path`, or NULL after reporting every problem. */
+struct hba *hba_load(const char *path, hba_report_fn report, void *arg)
+	__attribute__((warn_unused_result));
+void hba_free(struct hba *h);
+
+/* What a client shows.  addr's family is AF_UNIX for a Unix socket
+ * (record type local), AF_INET or AF_INET6 otherwise. */
+struct hba_request {
+	const struct sockaddr *addr;
+	bool tls;
+	const char *database;
+	const char *user;
+};
+
+struct hba_decision {
+	enum hba_method method;
+	const char *file; /* the matching record's place; NULL for HBA_NO_MATCH */
+	int line;
+};
+
+struct hba_decision hba_match(const struct hba *h, const struct hba_request *r);
+
+/* The first record using `m` (for checks against other settings): false
+ * when none does. */
+bool hba_find_method(const struct hba *h, enum hba_method m, const char **file, int *line);
+
+const char *hba_method_name(enum hba_method m);
+
+#endif
