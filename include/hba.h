@@ -8,19 +8,21 @@
  * of names, `all`, `sameuser`, `replication` (never matches: pgfleet takes
  * no replication connections) and `@file`; user lists of names, `all` and
  * `@file`; addresses `all`, CIDR (v4/v6) and address + mask; methods trust,
- * reject, md5, scram-sha-256, password and cert (hostssl only); quoted
- * names, comments, backslash line continuation.
+ * reject, md5, scram-sha-256, password, cert (hostssl only) and peer (local
+ * only; the user names of uids are read from hba_passwd_file when the
+ * rules are loaded, never looked up at login); quoted names, comments,
+ * backslash line continuation.
  *
  * Contract: hba_load() reads the whole file (and its @files) or refuses it:
  * every problem is one "file:line: why" report, and then it returns NULL.
  * What pgfleet cannot honour is such a problem, never a record that
  * silently never matches: hostgssenc/hostnogssenc, `samerole`/`samegroup`,
  * `+group`, host names, `samehost`/`samenet`, methods other than the ones
- * above (peer included), options (`map=` included).
+ * above, options (`map=` included).
  *
- * Must not: touch sockets, log, or look anything up (no DNS, no passwd
- * database): matching is string and address comparison only, so it may run
- * on the event loop at every login.
+ * Must not: touch sockets, log, or look anything up at login (no DNS, no
+ * NSS): matching is string and address comparison only, so it may run on
+ * the event loop at every login.
  */
 #ifndef PGFLEET_HBA_H
 #define PGFLEET_HBA_H
@@ -36,7 +38,14 @@ enum hba_method {
 	HBA_MD5,
 	HBA_SCRAM,
 	HBA_CERT,
+	HBA_PEER,
 };
+
+/* Where peer finds user names by uid: "/etc/passwd" (tests point it at
+ * their own file).  Read by hba_load() when a record uses peer, so a user
+ * added later needs a RELOAD; users only NSS knows (LDAP, sssd) are not
+ * found, and their peer logins fail. */
+extern const char *hba_passwd_file;
 
 struct hba; /* the rules of one file, read-only once loaded */
 
@@ -70,5 +79,9 @@ struct hba_decision hba_match(const struct hba *h, const struct hba_request *r);
 bool hba_find_method(const struct hba *h, enum hba_method m, const char **file, int *line);
 
 const char *hba_method_name(enum hba_method m);
+
+/* The user name of `uid` from hba_passwd_file as read at load (peer), or
+ * NULL when it has none there. */
+const char *hba_peer_user(const struct hba *h, unsigned long uid);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -356,6 +357,24 @@ static int hba_auth_type(struct client *c)
 			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
 				 c->user, "db", c->dbname, "rule", rule, NULL);
 			client_close(c, "28000", "certificate authentication failed for user \"%s\"",
+				     c->user);
+			return -1;
+		}
+		return AUTH_TRUST;
+	}
+	case HBA_PEER: {
+		/* The kernel's word for the process at the other end of the
+		 * socket; its name comes from the passwd file read at load. */
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		const char *name = NULL;
+		if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+		    len == sizeof(cred))
+			name = hba_peer_user(fleet.cfg.hba, (unsigned long)cred.uid);
+		if (!name || strcmp(name, c->user) != 0) {
+			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
+				 c->user, "db", c->dbname, "rule", rule, NULL);
+			client_close(c, "28000", "peer authentication failed for user \"%s\"",
 				     c->user);
 			return -1;
 		}

@@ -56,9 +56,18 @@ struct rule {
 	int line;
 };
 
+struct passwd_entry {
+	unsigned long uid;
+	char *name;
+};
+
+const char *hba_passwd_file = "/etc/passwd";
+
 struct hba {
 	struct rule *rules;
 	size_t n_rules;
+	struct passwd_entry *users; /* uid -> name, for peer; the file's order */
+	size_t n_users;
 	char **files; /* the names rules point at: the main file and @files */
 	size_t n_files;
 };
@@ -431,11 +440,12 @@ static const struct {
 } methods[] = {
     {"trust", HBA_TRUST}, {"reject", HBA_REJECT},	 {"password", HBA_PASSWORD},
     {"md5", HBA_MD5},	  {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
+    {"peer", HBA_PEER},
 };
 
 /* PostgreSQL's other methods: named so the message says "not supported". */
 static const char *const unsupported_methods[] = {
-    "peer", "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "oauth", NULL,
+    "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "oauth", NULL,
 };
 
 const char *hba_method_name(enum hba_method m)
@@ -464,7 +474,7 @@ static bool parse_method(struct loader *l, const char *file, int line, const str
 		if (strcmp(unsupported_methods[i], m) == 0) {
 			report(l, file, line,
 			       "authentication method '%s' is not supported by pgfleet (trust, "
-			       "reject, md5, scram-sha-256, password, cert)",
+			       "reject, md5, scram-sha-256, password, cert, peer)",
 			       m);
 			return false;
 		}
@@ -555,6 +565,10 @@ static void parse_record(struct loader *l, const char *file, int line, const cha
 		report(l, file, line, "method 'cert' is only for hostssl records");
 		goto out;
 	}
+	if (r.method == HBA_PEER && r.type != CT_LOCAL) {
+		report(l, file, line, "method 'peer' is only for local records");
+		goto out;
+	}
 	/* Options: name=value fields after the method. */
 	field_free(&f);
 	while (next_field(l, file, line, &p, &f, &bad)) {
@@ -580,6 +594,45 @@ out:
 	field_free(&f);
 	name_list_free(&r.dbs);
 	name_list_free(&r.users);
+}
+
+/* hba_passwd_file's "name:password:uid:..." lines, for peer; the first
+ * line of a uid wins, as getpwuid() answers. */
+static void load_passwd(struct loader *l, const char *file, int line)
+{
+	FILE *fp = fopen(hba_passwd_file, "r");
+	if (!fp) {
+		report(l, file, line, "method 'peer' needs %s: cannot read: %s", hba_passwd_file,
+		       strerror(errno));
+		return;
+	}
+	struct hba *h = l->h;
+	char *buf = NULL;
+	size_t cap = 0;
+	while (getline(&buf, &cap, fp) >= 0) {
+		char *name = buf, *c1 = strchr(buf, ':');
+		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2 || c1 == name || *name == '+' || *name == '-' || *name == '#')
+			continue; /* not an entry, or NIS compat syntax */
+		char *end;
+		errno = 0;
+		unsigned long uid = strtoul(c2 + 1, &end, 10);
+		if (errno || end == c2 + 1 || *end != ':')
+			continue;
+		*c1 = 0;
+		h->users = xrealloc(h->users, (h->n_users + 1) * sizeof *h->users);
+		h->users[h->n_users++] = (struct passwd_entry){uid, xstrdup(name)};
+	}
+	free(buf);
+	fclose(fp);
+}
+
+const char *hba_peer_user(const struct hba *h, unsigned long uid)
+{
+	for (size_t i = 0; h && i < h->n_users; i++)
+		if (h->users[i].uid == uid)
+			return h->users[i].name;
+	return NULL;
 }
 
 struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
@@ -631,6 +684,10 @@ struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
 	fclose(fp);
 	if (!l.errors && !h->n_rules)
 		report(&l, path, 0, "no records: every client would be refused");
+	const char *peer_file;
+	int peer_line;
+	if (!l.errors && hba_find_method(h, HBA_PEER, &peer_file, &peer_line))
+		load_passwd(&l, peer_file, peer_line);
 	if (l.errors) {
 		hba_free(h);
 		return NULL;
@@ -647,6 +704,9 @@ void hba_free(struct hba *h)
 		name_list_free(&h->rules[i].users);
 	}
 	free(h->rules);
+	for (size_t i = 0; i < h->n_users; i++)
+		free(h->users[i].name);
+	free(h->users);
 	for (size_t i = 0; i < h->n_files; i++)
 		free(h->files[i]);
 	free(h->files);

@@ -187,6 +187,29 @@ def test_unix_socket_local_records(service, pgfleet, tmp_path):
     assert refused(login(fleet, password="wrong"), "28P01", "password authentication failed")
 
 
+def test_peer_on_the_unix_socket(service, pgfleet, tmp_path):
+    """peer: the OS user at the other end of the socket (SO_PEERCRED) must
+    have the name the client logs in with (from /etc/passwd, read at load).
+    The admin console needs no server, so the OS user can log in to it."""
+    import pwd
+    me = pwd.getpwuid(os.getuid()).pw_name
+    sockdir = tempfile_dir(tmp_path)
+    fleet = start(pgfleet, tmp_path,
+                  "local pgfleet all peer\n"
+                  "local all     all reject\n",
+                  settings={"unix_socket_dir": sockdir, "admin_users": "%s,%s" % (ADMIN, me)})
+    path = os.path.join(sockdir, ".s.PGSQL.%d" % fleet.port)
+    assert fx.wait_until(lambda: os.path.exists(path), 10)
+    assert auth_request(fleet, me, "pgfleet", unix=path) == AUTH_OK
+    with psycopg.connect(fleet.dsn(me, None, "pgfleet", host=sockdir), autocommit=True) as c:
+        assert c.execute("SHOW VERSION").fetchone()
+    other = ADMIN if me != ADMIN else fx.APP_USER
+    assert auth_request(fleet, other, "pgfleet", unix=path) == (
+        "E", "28000", 'peer authentication failed for user "%s"' % other)
+    fleet.wait_log(r'msg="login refused by auth_hba_file" .*user=%s db=pgfleet rule=%s:1'
+                   % (other, fleet.hba_path))
+
+
 def tempfile_dir(tmp_path):
     """A short directory for the socket (sun_path holds 107 bytes)."""
     import tempfile
@@ -279,12 +302,12 @@ def test_check_names_file_and_line(tmp_path):
     rc, out = _check(tmp_path, "local all all trust\n"
                                "host all +staff all md5\n"
                                "hostgssenc all all all md5\n"
-                               "local all all peer\n")
+                               "host all all 127.0.0.1/32 peer\n")
     assert rc == 1, out
     hba = tmp_path / "hba.conf"
     assert "%s:2: user group '+staff' is not supported" % hba in out
     assert "%s:3: record type 'hostgssenc' is not supported" % hba in out
-    assert "%s:4: authentication method 'peer' is not supported by pgfleet" % hba in out
+    assert "%s:4: method 'peer' is only for local records" % hba in out
     rc, out = _check(tmp_path, "local all all trust\n", "auth_ident_file = /etc/ident\n")
     assert rc == 1 and "key 'auth_ident_file': not implemented" in out, out
     rc, out = _check(tmp_path, "hostssl all all all cert\n")

@@ -285,15 +285,16 @@ static const struct {
      "with a mask"},
     {"host all all 10.0.0.0/8,10.1.0.0/16 trust",
      ":1: an address field holds one address, not a list"},
-    {"host all all all peer",
-     ":1: authentication method 'peer' is not supported by pgfleet (trust, reject, md5, "
-     "scram-sha-256, password, cert)"},
-    {"local all all peer",
-     ":1: authentication method 'peer' is not supported by pgfleet (trust, reject, md5, "
-     "scram-sha-256, password, cert)"},
+    {"host all all all peer", ":1: method 'peer' is only for local records"},
+    {"hostssl all all 127.0.0.1/32 peer", ":1: method 'peer' is only for local records"},
+    {"local all all ident",
+     ":1: authentication method 'ident' is not supported by pgfleet (trust, reject, md5, "
+     "scram-sha-256, password, cert, peer)"},
+    {"local all all peer map=omicron",
+     ":1: option 'map' is not supported (auth_ident_file is not implemented)"},
     {"host all all all ldap ldapserver=x",
      ":1: authentication method 'ldap' is not supported by pgfleet (trust, reject, md5, "
-     "scram-sha-256, password, cert)"},
+     "scram-sha-256, password, cert, peer)"},
     {"host all all all magic", ":1: unknown authentication method 'magic'"},
     {"host all all all md5,trust", ":1: the authentication method is one unquoted word"},
     {"host all all all cert", ":1: method 'cert' is only for hostssl records"},
@@ -312,6 +313,41 @@ static const struct {
     {"", ": no records: every client would be refused"},
     {"# only a comment\n\n", ": no records: every client would be refused"},
 };
+
+/* peer: user names by uid from the passwd file, read at load */
+static void test_peer(void)
+{
+	struct msgs m;
+	write_file("passwd", "root:x:0:0:root:/root:/bin/bash\n"
+			     "+nis-compat::::::\n"
+			     "broken line\n"
+			     "alice:x:1000:1000::/home/alice:/bin/sh\n"
+			     "alias:x:1000:1000::/home/alice:/bin/sh\n"
+			     "bob:x:notanumber:1::/:/bin/sh\n");
+	static char passwd[512];
+	snprintf(passwd, sizeof passwd, "%s", at("passwd"));
+	hba_passwd_file = passwd;
+	struct hba *h = load("local all all peer\n", &m);
+	CHECK(h != NULL);
+	CHECK(method(h, (struct who){"local", false, "app", "alice"}) == HBA_PEER);
+	CHECK(method(h, (struct who){"127.0.0.1", false, "app", "alice"}) == HBA_NO_MATCH);
+	CHECK(hba_peer_user(h, 0) && strcmp(hba_peer_user(h, 0), "root") == 0);
+	CHECK(hba_peer_user(h, 1000) && strcmp(hba_peer_user(h, 1000), "alice") == 0);
+	CHECK(hba_peer_user(h, 1) == NULL);
+	CHECK(hba_peer_user(h, 4242) == NULL);
+	hba_free(h);
+	/* without peer records the file is not read */
+	hba_passwd_file = "/nonexistent/passwd";
+	h = load("local all all trust\n", &m);
+	CHECK(h != NULL && hba_peer_user(h, 0) == NULL);
+	hba_free(h);
+	h = load("local all all trust\nlocal all all peer\n", &m);
+	CHECK(h == NULL && m.n == 1);
+	CHECK(has(&m, "hba.conf",
+		  ":2: method 'peer' needs /nonexistent/passwd: cannot read: No such file or "
+		  "directory"));
+	hba_passwd_file = "/etc/passwd";
+}
 
 static void test_errors(void)
 {
@@ -342,7 +378,7 @@ static void test_errors(void)
 		  "look up client names): use an address or CIDR"));
 	CHECK(has(&m, "hba.conf",
 		  ":4: authentication method 'gss' is not supported by pgfleet (trust, reject, "
-		  "md5, scram-sha-256, password, cert)"));
+		  "md5, scram-sha-256, password, cert, peer)"));
 	CHECK(has(&m, "hba.conf",
 		  ":6: user group '+g' is not supported (pgfleet does not know role membership): "
 		  "list the users"));
@@ -431,7 +467,7 @@ static void test_config(void)
 	CHECK(m.n == 1);
 	CHECK(has(&m, "bad.conf",
 		  ":2: authentication method 'gss' is not supported by pgfleet (trust, reject, "
-		  "md5, scram-sha-256, password, cert)"));
+		  "md5, scram-sha-256, password, cert, peer)"));
 
 	/* hba without a file */
 	write_file("d.ini", "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\n");
@@ -479,11 +515,12 @@ int main(void)
 	RUN(test_lists);
 	RUN(test_addresses);
 	RUN(test_syntax);
+	RUN(test_peer);
 	RUN(test_errors);
 	RUN(test_config);
 	const char *names[] = {"hba.conf", "dbs.txt", "users.txt", "more.txt", "groups.txt",
 			       "loop.txt", "bad.conf", "cert.conf", "a.ini", "b.ini", "c.ini",
-			       "d.ini", "e.ini", "f.ini"};
+			       "d.ini", "e.ini", "f.ini", "passwd"};
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		unlink(at(names[i]));
 	rmdir(dir);
