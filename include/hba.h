@@ -77,6 +77,11 @@ struct hba_decision hba_match(const struct hba *h, const struct hba_request *r);
 /* The first record using `m` (for checks against other settings): false
  * when none does. */
 bool hba_find_method(const struct hba *h, enum hba_method m, const char **file, int *line);
+/* The same for the first hostssl record. */
+bool hba_find_hostssl(const struct hba *h, const char **file, int *line);
+/* Were both read from the same text (the file and its @files)?  For the
+ * reload's "changed" list; two NULLs are the same. */
+bool hba_same(const struct hba *a, const struct hba *b);
 
 const char *hba_method_name(enum hba_method m);
 

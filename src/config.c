@@ -972,8 +972,16 @@ static void load_hba(struct config_loader *l)
 	int line;
 
 	cfg->hba = hba_load(cfg->auth_hba_file, hba_report, l);
-	if (cfg->hba && cfg->client_tls_sslmode < TLS_VERIFY_CA &&
-	    hba_find_method(cfg->hba, HBA_CERT, &file, &line))
+	/* As PostgreSQL: a record that could never match is an error, not a
+	 * record silently skipped. */
+	if (cfg->hba && cfg->client_tls_sslmode == TLS_DISABLE &&
+	    hba_find_hostssl(cfg->hba, &file, &line))
+		config_loader_report(l,
+		                     "%s:%d: hostssl record cannot match because client_tls_sslmode "
+		                     "is disable",
+		                     file, line);
+	else if (cfg->hba && cfg->client_tls_sslmode < TLS_VERIFY_CA &&
+	         hba_find_method(cfg->hba, HBA_CERT, &file, &line))
 		config_loader_report(l,
 		                     "%s:%d: method 'cert' needs client_tls_sslmode verify-ca or "
 		                     "verify-full (client certificates are not asked for otherwise)",

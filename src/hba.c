@@ -70,6 +70,7 @@ struct hba {
 	size_t n_users;
 	char **files; /* the names rules point at: the main file and @files */
 	size_t n_files;
+	uint64_t digest; /* FNV-1a of every line read, @files included */
 };
 
 /* A token as read: its text, and whether any of it was quoted. */
@@ -125,6 +126,15 @@ static void report(struct loader *l, const char *file, int line, const char *fmt
 	l->errors++;
 	if (l->report)
 		l->report(l->arg, msg);
+}
+
+static void digest_add(struct hba *h, const char *text, size_t n)
+{
+	uint64_t d = h->digest;
+	for (size_t i = 0; i < n; i++)
+		d = (d ^ (uint8_t)text[i]) * 1099511628211ULL;
+	/* a line boundary counts, so "ab","c" differs from "a","bc" */
+	h->digest = (d ^ 0x0a) * 1099511628211ULL;
 }
 
 static const char *keep_file(struct hba *h, const char *name)
@@ -296,8 +306,10 @@ static void add_include(struct loader *l, const char *file, int line, const char
 	char *buf = NULL;
 	size_t cap = 0;
 	int lineno = 0;
-	while (getline(&buf, &cap, fp) >= 0) {
+	ssize_t got;
+	while ((got = getline(&buf, &cap, fp)) >= 0) {
 		lineno++;
+		digest_add(l->h, buf, (size_t)got);
 		const char *p = buf;
 		struct field f = {0};
 		bool fbad = false;
@@ -640,6 +652,7 @@ struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
 	struct hba *h = calloc(1, sizeof *h);
 	if (!h)
 		abort();
+	h->digest = 14695981039346656037ULL;
 	struct loader l = {h, report_fn, arg, 0};
 	FILE *fp = fopen(path, "r");
 	struct stat sb;
@@ -660,6 +673,7 @@ struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
 	ssize_t n;
 	while ((n = getline(&buf, &cap, fp)) >= 0) {
 		lineno++;
+		digest_add(h, buf, (size_t)n);
 		if (!len)
 			first = lineno;
 		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -811,4 +825,23 @@ bool hba_find_method(const struct hba *h, enum hba_method m, const char **file, 
 		}
 	}
 	return false;
+}
+
+bool hba_find_hostssl(const struct hba *h, const char **file, int *line)
+{
+	for (size_t i = 0; h && i < h->n_rules; i++) {
+		if (h->rules[i].type == CT_HOSTSSL) {
+			*file = h->rules[i].file;
+			*line = h->rules[i].line;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool hba_same(const struct hba *a, const struct hba *b)
+{
+	if (!a || !b)
+		return a == b;
+	return a->digest == b->digest;
 }

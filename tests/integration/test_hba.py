@@ -234,6 +234,7 @@ def test_reload_reads_the_file_again(service, pgfleet, tmp_path):
     with admin_conn(fleet) as a:
         a.execute("RELOAD")
     wait_reloaded(fleet, before)
+    fleet.wait_log(r'msg="config reloaded" .*changed=auth_hba_file ')
     assert login(fleet, password="wrong") == 1
     # SIGHUP
     with open(fleet.hba_path, "w") as f:
@@ -310,8 +311,16 @@ def test_check_names_file_and_line(tmp_path):
     assert "%s:4: method 'peer' is only for local records" % hba in out
     rc, out = _check(tmp_path, "local all all trust\n", "auth_ident_file = /etc/ident\n")
     assert rc == 1 and "key 'auth_ident_file': not implemented" in out, out
-    rc, out = _check(tmp_path, "hostssl all all all cert\n")
+    tls = ("client_tls_sslmode = require\nclient_tls_cert_file = /x.crt\n"
+           "client_tls_key_file = /x.key\n")
+    rc, out = _check(tmp_path, "hostssl all all all cert\n", tls)
     assert rc == 1 and "%s:1: method 'cert' needs client_tls_sslmode verify-ca" % hba in out
+    rc, out = _check(tmp_path, "local all all trust\nhostssl all all all md5\n")
+    assert rc == 1, out
+    assert "%s:2: hostssl record cannot match because client_tls_sslmode is disable" % hba \
+        in out
+    rc, out = _check(tmp_path, "local all all trust\nhostssl all all all md5\n", tls)
+    assert rc == 0, out
 
 
 # ---- cert -----------------------------------------------------------------------------

@@ -213,6 +213,26 @@ static void test_addresses(void)
 	hba_free(h);
 }
 
+static void test_same(void)
+{
+	struct msgs m;
+	write_file("inc.txt", "alice\n");
+	struct hba *a = load("host all @inc.txt all trust\n", &m);
+	struct hba *b = load("host all @inc.txt all trust\n", &m);
+	write_file("inc.txt", "bob\n");
+	struct hba *c = load("host all @inc.txt all trust\n", &m);
+	struct hba *d = load("host all @inc.txt all  trust\n", &m);
+	CHECK(a && b && c && d);
+	CHECK(hba_same(a, b));
+	CHECK(!hba_same(a, c)); /* an @file changed */
+	CHECK(!hba_same(c, d)); /* a blank changed: read again, said changed */
+	CHECK(hba_same(NULL, NULL) && !hba_same(a, NULL));
+	hba_free(a);
+	hba_free(b);
+	hba_free(c);
+	hba_free(d);
+}
+
 static void test_syntax(void)
 {
 	struct msgs m;
@@ -491,6 +511,18 @@ static void test_config(void)
 		  ":1: method 'cert' needs client_tls_sslmode verify-ca or verify-full (client "
 		  "certificates are not asked for otherwise)"));
 
+	/* hostssl without client TLS could never match */
+	write_file("ssl.conf", "local all all trust\nhostssl all all all md5\n");
+	snprintf(ini, sizeof ini,
+		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
+		 at("ssl.conf"));
+	write_file("g.ini", ini);
+	m.n = 0;
+	CHECK(!config_load(&cfg, at("g.ini"), NULL, config_collect, &m));
+	CHECK(m.n == 1);
+	CHECK(has(&m, "ssl.conf",
+		  ":2: hostssl record cannot match because client_tls_sslmode is disable"));
+
 	/* auth_ident_file is refused when set */
 	snprintf(ini, sizeof ini,
 		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
@@ -515,12 +547,13 @@ int main(void)
 	RUN(test_lists);
 	RUN(test_addresses);
 	RUN(test_syntax);
+	RUN(test_same);
 	RUN(test_peer);
 	RUN(test_errors);
 	RUN(test_config);
 	const char *names[] = {"hba.conf", "dbs.txt", "users.txt", "more.txt", "groups.txt",
 			       "loop.txt", "bad.conf", "cert.conf", "a.ini", "b.ini", "c.ini",
-			       "d.ini", "e.ini", "f.ini", "passwd"};
+			       "d.ini", "e.ini", "f.ini", "passwd", "ssl.conf", "g.ini", "inc.txt"};
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		unlink(at(names[i]));
 	rmdir(dir);
