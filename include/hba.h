@@ -54,7 +54,7 @@ typedef void (*hba_report_fn)(void *arg, const char *line);
 
 /* The rules of `path`, or NULL after reporting every problem. */
 struct hba *hba_load(const char *path, hba_report_fn report, void *arg)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 void hba_free(struct hba *h);
 
 /* What a client shows.  addr's family is AF_UNIX for a Unix socket

@@ -48,8 +48,8 @@ struct name_list {
 struct rule {
 	enum conn_type type;
 	struct name_list dbs, users;
-	bool addr_all;  /* `all`, or a local record (no address) */
-	int family;     /* AF_INET / AF_INET6 */
+	bool addr_all; /* `all`, or a local record (no address) */
+	int family;    /* AF_INET / AF_INET6 */
 	uint8_t addr[16], mask[16];
 	enum hba_method method;
 	const char *file; /* hba->files[] */
@@ -106,7 +106,7 @@ static char *xstrdup(const char *s)
 }
 
 static void report(struct loader *l, const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void report(struct loader *l, const char *file, int line, const char *fmt, ...)
 {
@@ -173,7 +173,7 @@ static bool is_blank(char c)
  * reported, *bad set, and the rest of the line dropped.
  */
 static bool next_field(struct loader *l, const char *file, int line, const char **p,
-		       struct field *f, bool *bad)
+                       struct field *f, bool *bad)
 {
 	const char *s = *p;
 	while (is_blank(*s))
@@ -268,12 +268,12 @@ static char *include_path(const char *from, const char *name)
 }
 
 static void add_names(struct loader *l, const char *file, int line, const struct field *f,
-		      bool users, struct name_list *out, int depth, bool *bad);
+                      bool users, struct name_list *out, int depth, bool *bad);
 
 /* `@name`: the names in that file (blanks, commas and lines separate them;
  * `#` comments), as if written in place of it. */
-static void add_include(struct loader *l, const char *file, int line, const char *name,
-			bool users, struct name_list *out, int depth, bool *bad)
+static void add_include(struct loader *l, const char *file, int line, const char *name, bool users,
+                        struct name_list *out, int depth, bool *bad)
 {
 	if (!*name) {
 		report(l, file, line, "'@' without a file name");
@@ -327,7 +327,7 @@ static void add_include(struct loader *l, const char *file, int line, const char
 
 /* A database (users false) or user (users true) field into `out`. */
 static void add_names(struct loader *l, const char *file, int line, const struct field *f,
-		      bool users, struct name_list *out, int depth, bool *bad)
+                      bool users, struct name_list *out, int depth, bool *bad)
 {
 	for (size_t i = 0; i < f->n; i++) {
 		const struct token *t = &f->v[i];
@@ -382,7 +382,7 @@ static void prefix_mask(int family, unsigned bits, uint8_t mask[16])
 /* The address field (and a mask field after a bare address): false after
  * reporting.  *p is past the address field on entry, past the mask on exit. */
 static bool parse_address(struct loader *l, const char *file, int line, const struct field *f,
-			  const char **p, struct rule *r)
+                          const char **p, struct rule *r)
 {
 	if (f->n != 1) {
 		report(l, file, line, "an address field holds one address, not a list");
@@ -420,7 +420,8 @@ static bool parse_address(struct loader *l, const char *file, int line, const st
 		errno = 0;
 		unsigned long bits = strtoul(b, &end, 10);
 		if (!*b || *end || errno || bits > max || *b == '-' || *b == '+' || is_blank(*b)) {
-			report(l, file, line, "address '" ECHO "': invalid CIDR mask length", t->text);
+			report(l, file, line, "address '" ECHO "': invalid CIDR mask length",
+			       t->text);
 			return false;
 		}
 		prefix_mask(family, (unsigned)bits, r->mask);
@@ -450,8 +451,8 @@ static const struct {
 	const char *name;
 	enum hba_method method;
 } methods[] = {
-    {"trust", HBA_TRUST}, {"reject", HBA_REJECT},	 {"password", HBA_PASSWORD},
-    {"md5", HBA_MD5},	  {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
+    {"trust", HBA_TRUST}, {"reject", HBA_REJECT},       {"password", HBA_PASSWORD},
+    {"md5", HBA_MD5},     {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
     {"peer", HBA_PEER},
 };
 
@@ -469,7 +470,7 @@ const char *hba_method_name(enum hba_method m)
 }
 
 static bool parse_method(struct loader *l, const char *file, int line, const struct field *f,
-			 struct rule *r)
+                         struct rule *r)
 {
 	if (f->n != 1 || f->v[0].quoted) {
 		report(l, file, line, "the authentication method is one unquoted word");
@@ -531,9 +532,10 @@ static void parse_record(struct loader *l, const char *file, int line, const cha
 	}
 	if (!known) {
 		if (strcmp(type, "hostgssenc") == 0 || strcmp(type, "hostnogssenc") == 0)
-			report(l, file, line,
-			       "record type '%s' is not supported (pgfleet has no GSSAPI encryption)",
-			       type);
+			report(
+			    l, file, line,
+			    "record type '%s' is not supported (pgfleet has no GSSAPI encryption)",
+			    type);
 		else if (strncmp(type, "include", 7) == 0)
 			report(l, file, line, "'" ECHO "' is not supported (as PgBouncer)", type);
 		else
@@ -592,8 +594,9 @@ static void parse_record(struct loader *l, const char *file, int line, const cha
 		if (eq)
 			*eq = 0;
 		if (strcmp(opt, "map") == 0)
-			report(l, file, line,
-			       "option 'map' is not supported (auth_ident_file is not implemented)");
+			report(
+			    l, file, line,
+			    "option 'map' is not supported (auth_ident_file is not implemented)");
 		else
 			report(l, file, line, "option '" ECHO "' is not supported", opt);
 		goto out;
@@ -757,7 +760,8 @@ static bool addr_match(const struct rule *r, const struct sockaddr *sa)
 	if (family == AF_INET) {
 		memcpy(a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
 	} else if (family == AF_INET6) {
-		const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		const uint8_t *b =
+		    ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
 		static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 		if (r->family == AF_INET && memcmp(b, v4mapped, 12) == 0) {
 			/* an IPv4 client on a dual-stack socket is an IPv4 client */

@@ -109,11 +109,11 @@ static void test_record_types(void)
 {
 	struct msgs m;
 	struct hba *h = load("local     all all               trust\n"
-			     "hostssl   all all 10.0.0.0/8    scram-sha-256\n"
-			     "hostnossl all all 10.0.0.0/8    md5\n"
-			     "host      all all 0.0.0.0/0     password\n"
-			     "host      all all ::/0          reject\n",
-			     &m);
+	                     "hostssl   all all 10.0.0.0/8    scram-sha-256\n"
+	                     "hostnossl all all 10.0.0.0/8    md5\n"
+	                     "host      all all 0.0.0.0/0     password\n"
+	                     "host      all all ::/0          reject\n",
+	                     &m);
 	CHECK(h != NULL);
 	CHECK(method(h, (struct who){"local", false, "app", "u"}) == HBA_TRUST);
 	CHECK(method(h, (struct who){"10.1.2.3", true, "app", "u"}) == HBA_SCRAM);
@@ -152,13 +152,13 @@ static void test_lists(void)
 	write_file("users.txt", "alice bob\n@more.txt\n");
 	write_file("more.txt", "carol\n");
 	struct hba *h = load("host  app,other   alice,\"Bob Smith\"  all  md5\n"
-			     "host  sameuser    all                 all  scram-sha-256\n"
-			     "host  \"all\"       all                 all  password\n"
-			     "host  @dbs.txt    @users.txt          all  trust\n"
-			     "host  replication all                 all  trust\n"
-			     "host  app         \"all\"               all  trust\n"
-			     "host  all, x      dave                all  password\n",
-			     &m);
+	                     "host  sameuser    all                 all  scram-sha-256\n"
+	                     "host  \"all\"       all                 all  password\n"
+	                     "host  @dbs.txt    @users.txt          all  trust\n"
+	                     "host  replication all                 all  trust\n"
+	                     "host  app         \"all\"               all  trust\n"
+	                     "host  all, x      dave                all  password\n",
+	                     &m);
 	CHECK(h != NULL);
 	CHECK(method(h, (struct who){"1.2.3.4", false, "app", "alice"}) == HBA_MD5);
 	CHECK(method(h, (struct who){"1.2.3.4", false, "other", "Bob Smith"}) == HBA_MD5);
@@ -182,14 +182,14 @@ static void test_addresses(void)
 {
 	struct msgs m;
 	struct hba *h = load("host all a 192.168.1.0/24          trust\n"
-			     "host all b 192.168.1.7 255.255.255.255 trust\n"
-			     "host all c 10.0.0.0 255.0.0.0       trust\n"
-			     "host all d 2001:db8::/32           trust\n"
-			     "host all e fe80::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff trust\n"
-			     "host all f 0.0.0.0/0               trust\n"
-			     "host all g ::/0                    trust\n"
-			     "host all h 127.0.0.1/32            trust\n",
-			     &m);
+	                     "host all b 192.168.1.7 255.255.255.255 trust\n"
+	                     "host all c 10.0.0.0 255.0.0.0       trust\n"
+	                     "host all d 2001:db8::/32           trust\n"
+	                     "host all e fe80::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff trust\n"
+	                     "host all f 0.0.0.0/0               trust\n"
+	                     "host all g ::/0                    trust\n"
+	                     "host all h 127.0.0.1/32            trust\n",
+	                     &m);
 	CHECK(h != NULL);
 	CHECK(method(h, (struct who){"192.168.1.200", false, "x", "a"}) == HBA_TRUST);
 	CHECK(method(h, (struct who){"192.168.2.1", false, "x", "a"}) == HBA_NO_MATCH);
@@ -239,14 +239,14 @@ static void test_syntax(void)
 	/* comments, blank lines, continuation (inside a comment too), tabs,
 	 * quotes with a doubled quote, blanks after a list's comma */
 	struct hba *h = load("# TYPE DATABASE USER ADDRESS METHOD\n"
-			     "\n"
-			     "   \t\n"
-			     "host\tapp, \\\n"
-			     "  \"we\"\"ird\" \\\n"
-			     "  all 127.0.0.1/32 md5   # trailing comment \\\n"
-			     "  still the comment\n"
-			     "host all all 127.0.0.1/32 trust#comment right after\n",
-			     &m);
+	                     "\n"
+	                     "   \t\n"
+	                     "host\tapp, \\\n"
+	                     "  \"we\"\"ird\" \\\n"
+	                     "  all 127.0.0.1/32 md5   # trailing comment \\\n"
+	                     "  still the comment\n"
+	                     "host all all 127.0.0.1/32 trust#comment right after\n",
+	                     &m);
 	CHECK(h != NULL);
 	CHECK(method(h, (struct who){"127.0.0.1", false, "we\"ird", "u"}) == HBA_MD5);
 	CHECK(decide(h, (struct who){"127.0.0.1", false, "app", "u"}).line == 4);
@@ -297,8 +297,7 @@ static const struct {
     {"host all all ::/129 trust", ":1: address '::/129': invalid CIDR mask length"},
     {"host all all 10.0.0.0/ trust", ":1: address '10.0.0.0/': invalid CIDR mask length"},
     {"host all all 10.0.0.0/-1 trust", ":1: address '10.0.0.0/-1': invalid CIDR mask length"},
-    {"host all all 10.0.0.0 ffff:: trust",
-     ":1: invalid IP mask 'ffff::' for address '10.0.0.0'"},
+    {"host all all 10.0.0.0 ffff:: trust", ":1: invalid IP mask 'ffff::' for address '10.0.0.0'"},
     {"host all all 10.0.0.0 trust", ":1: invalid IP mask 'trust' for address '10.0.0.0'"},
     {"host all all 10.0.0.0",
      ":1: address '10.0.0.0' needs a mask: write it in CIDR form (addr/bits) or follow it "
@@ -321,8 +320,7 @@ static const struct {
     {"local all all cert", ":1: method 'cert' is only for hostssl records"},
     {"hostssl all all all cert map=m",
      ":1: option 'map' is not supported (auth_ident_file is not implemented)"},
-    {"hostssl all all all md5 clientcert=verify-full",
-     ":1: option 'clientcert' is not supported"},
+    {"hostssl all all all md5 clientcert=verify-full", ":1: option 'clientcert' is not supported"},
     {"host \"unterminated all all trust", ":1: unterminated quoted string"},
     {"host a,,b all all trust", ":1: empty element in a comma-separated list"},
     {"host all a,", ":1: comma-separated list ends with a comma"},
@@ -339,11 +337,11 @@ static void test_peer(void)
 {
 	struct msgs m;
 	write_file("passwd", "root:x:0:0:root:/root:/bin/bash\n"
-			     "+nis-compat::::::\n"
-			     "broken line\n"
-			     "alice:x:1000:1000::/home/alice:/bin/sh\n"
-			     "alias:x:1000:1000::/home/alice:/bin/sh\n"
-			     "bob:x:notanumber:1::/:/bin/sh\n");
+	                     "+nis-compat::::::\n"
+	                     "broken line\n"
+	                     "alice:x:1000:1000::/home/alice:/bin/sh\n"
+	                     "alias:x:1000:1000::/home/alice:/bin/sh\n"
+	                     "bob:x:notanumber:1::/:/bin/sh\n");
 	static char passwd[512];
 	snprintf(passwd, sizeof passwd, "%s", at("passwd"));
 	hba_passwd_file = passwd;
@@ -364,8 +362,8 @@ static void test_peer(void)
 	h = load("local all all trust\nlocal all all peer\n", &m);
 	CHECK(h == NULL && m.n == 1);
 	CHECK(has(&m, "hba.conf",
-		  ":2: method 'peer' needs /nonexistent/passwd: cannot read: No such file or "
-		  "directory"));
+	          ":2: method 'peer' needs /nonexistent/passwd: cannot read: No such file or "
+	          "directory"));
 	hba_passwd_file = "/etc/passwd";
 }
 
@@ -385,23 +383,23 @@ static void test_errors(void)
 	/* every bad line is reported, with its own number; good lines do not
 	 * save the file */
 	struct hba *h = load("local all all trust\n"
-			     "host all all nowhere.example trust\n"
-			     "# fine\n"
-			     "host all all all \\\n"
-			     "   gss\n"
-			     "hostssl all +g all md5\n",
-			     &m);
+	                     "host all all nowhere.example trust\n"
+	                     "# fine\n"
+	                     "host all all all \\\n"
+	                     "   gss\n"
+	                     "hostssl all +g all md5\n",
+	                     &m);
 	CHECK(h == NULL);
 	CHECK(m.n == 3);
 	CHECK(has(&m, "hba.conf",
-		  ":2: address 'nowhere.example': host names are not supported (pgfleet does not "
-		  "look up client names): use an address or CIDR"));
+	          ":2: address 'nowhere.example': host names are not supported (pgfleet does not "
+	          "look up client names): use an address or CIDR"));
 	CHECK(has(&m, "hba.conf",
-		  ":4: authentication method 'gss' is not supported by pgfleet (trust, reject, "
-		  "md5, scram-sha-256, password, cert, peer)"));
+	          ":4: authentication method 'gss' is not supported by pgfleet (trust, reject, "
+	          "md5, scram-sha-256, password, cert, peer)"));
 	CHECK(has(&m, "hba.conf",
-		  ":6: user group '+g' is not supported (pgfleet does not know role membership): "
-		  "list the users"));
+	          ":6: user group '+g' is not supported (pgfleet does not know role membership): "
+	          "list the users"));
 
 	/* @files: a missing one names itself; a problem inside one names that
 	 * file and line */
@@ -409,14 +407,14 @@ static void test_errors(void)
 	CHECK(h == NULL && m.n == 1);
 	char want[700];
 	snprintf(want, sizeof want,
-		 ":1: cannot read @missing.txt (%s/missing.txt): No such file or directory", dir);
+	         ":1: cannot read @missing.txt (%s/missing.txt): No such file or directory", dir);
 	CHECK(has(&m, "hba.conf", want));
 	write_file("groups.txt", "alice\n+staff\n");
 	h = load("host all @groups.txt all trust\n", &m);
 	CHECK(h == NULL && m.n == 1);
 	CHECK(has(&m, "groups.txt",
-		  ":2: user group '+staff' is not supported (pgfleet does not know role "
-		  "membership): list the users"));
+	          ":2: user group '+staff' is not supported (pgfleet does not know role "
+	          "membership): list the users"));
 	write_file("loop.txt", "@loop.txt\n");
 	h = load("host all @loop.txt all trust\n", &m);
 	CHECK(h == NULL && m.n == 1);
@@ -449,8 +447,8 @@ static void test_config(void)
 
 	write_file("hba.conf", "host all all 127.0.0.1/32 trust\n");
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
-		 at("hba.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
+	         at("hba.conf"));
 	write_file("a.ini", ini);
 	CHECK(config_load(&cfg, at("a.ini"), NULL, config_collect, &m));
 	CHECK(cfg.hba != NULL && cfg.auth_type == AUTH_HBA);
@@ -466,28 +464,28 @@ static void test_config(void)
 
 	/* not hba: the file is not read, as PgBouncer */
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = trust\nauth_hba_file = %s\n",
-		 at("missing.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = trust\nauth_hba_file = %s\n",
+	         at("missing.conf"));
 	write_file("b.ini", ini);
 	CHECK(config_load(&cfg, at("b.ini"), NULL, config_collect, &m));
 	CHECK(cfg.hba == NULL);
 	CHECK(!config_set(&cfg, "auth_type", "hba", err, sizeof err));
 	CHECK(strcmp(err, "auth_type 'hba': set it and auth_hba_file in the file, then RELOAD "
-			  "(the rules are read by a load)") == 0);
+	                  "(the rules are read by a load)") == 0);
 	config_free(&cfg);
 
 	/* hba with a broken file: the load fails with the file's lines */
 	write_file("bad.conf", "host all all all trust\nhost all all all gss\n");
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
-		 at("bad.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
+	         at("bad.conf"));
 	write_file("c.ini", ini);
 	m.n = 0;
 	CHECK(!config_load(&cfg, at("c.ini"), NULL, config_collect, &m));
 	CHECK(m.n == 1);
 	CHECK(has(&m, "bad.conf",
-		  ":2: authentication method 'gss' is not supported by pgfleet (trust, reject, "
-		  "md5, scram-sha-256, password, cert, peer)"));
+	          ":2: authentication method 'gss' is not supported by pgfleet (trust, reject, "
+	          "md5, scram-sha-256, password, cert, peer)"));
 
 	/* hba without a file */
 	write_file("d.ini", "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\n");
@@ -499,42 +497,42 @@ static void test_config(void)
 	/* cert without client certificates */
 	write_file("cert.conf", "hostssl all all all cert\n");
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
-		 "client_tls_sslmode = require\nclient_tls_cert_file = /x.crt\n"
-		 "client_tls_key_file = /x.key\n",
-		 at("cert.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
+	         "client_tls_sslmode = require\nclient_tls_cert_file = /x.crt\n"
+	         "client_tls_key_file = /x.key\n",
+	         at("cert.conf"));
 	write_file("e.ini", ini);
 	m.n = 0;
 	CHECK(!config_load(&cfg, at("e.ini"), NULL, config_collect, &m));
 	CHECK(m.n == 1);
 	CHECK(has(&m, "cert.conf",
-		  ":1: method 'cert' needs client_tls_sslmode verify-ca or verify-full (client "
-		  "certificates are not asked for otherwise)"));
+	          ":1: method 'cert' needs client_tls_sslmode verify-ca or verify-full (client "
+	          "certificates are not asked for otherwise)"));
 
 	/* hostssl without client TLS could never match */
 	write_file("ssl.conf", "local all all trust\nhostssl all all all md5\n");
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
-		 at("ssl.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n",
+	         at("ssl.conf"));
 	write_file("g.ini", ini);
 	m.n = 0;
 	CHECK(!config_load(&cfg, at("g.ini"), NULL, config_collect, &m));
 	CHECK(m.n == 1);
 	CHECK(has(&m, "ssl.conf",
-		  ":2: hostssl record cannot match because client_tls_sslmode is disable"));
+	          ":2: hostssl record cannot match because client_tls_sslmode is disable"));
 
 	/* auth_ident_file is refused when set */
 	snprintf(ini, sizeof ini,
-		 "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
-		 "auth_ident_file = /etc/pg_ident.conf\n",
-		 at("hba.conf"));
+	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
+	         "auth_ident_file = /etc/pg_ident.conf\n",
+	         at("hba.conf"));
 	write_file("f.ini", ini);
 	m.n = 0;
 	CHECK(!config_load(&cfg, at("f.ini"), NULL, config_collect, &m));
 	CHECK(m.n == 1);
 	CHECK(has(&m, "f.ini",
-		  ":6: key 'auth_ident_file': not implemented by pgfleet yet; remove it (its "
-		  "default is empty)"));
+	          ":6: key 'auth_ident_file': not implemented by pgfleet yet; remove it (its "
+	          "default is empty)"));
 }
 
 int main(void)
@@ -551,9 +549,10 @@ int main(void)
 	RUN(test_peer);
 	RUN(test_errors);
 	RUN(test_config);
-	const char *names[] = {"hba.conf", "dbs.txt", "users.txt", "more.txt", "groups.txt",
-			       "loop.txt", "bad.conf", "cert.conf", "a.ini", "b.ini", "c.ini",
-			       "d.ini", "e.ini", "f.ini", "passwd", "ssl.conf", "g.ini", "inc.txt"};
+	const char *names[] = {"hba.conf", "dbs.txt",  "users.txt", "more.txt", "groups.txt",
+	                       "loop.txt", "bad.conf", "cert.conf", "a.ini",    "b.ini",
+	                       "c.ini",    "d.ini",    "e.ini",     "f.ini",    "passwd",
+	                       "ssl.conf", "g.ini",    "inc.txt"};
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		unlink(at(names[i]));
 	rmdir(dir);
