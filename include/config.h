@@ -84,6 +84,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(auth_type, AUTHTYPE, "scram-sha-256")                                                    \
 	X(auth_file, STR, "")                                                                      \
 	X(auth_hba_file, STR, "")                                                                  \
+	X(auth_ident_file, STR, "")                                                                \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1")              \
 	X(auth_user, STR, "")                                                                      \
 	X(admin_users, STR, "")                                                                    \
@@ -151,7 +152,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(unix_socket_group, STR, "", REFUSE, NULL)                                                \
 	X(unix_socket_mode, STR, "0777", REFUSE, NULL)                                             \
 	X(user, STR, "", REFUSE, NULL)                                                             \
-	X(auth_ident_file, STR, "", REFUSE, NULL)                                                  \
 	/* PgBouncer's, no effect a client sees: warned */                                        \
 	X(application_name_add_host, BOOL, "0", WARN, NULL)                                        \
 	X(cancel_wait_timeout, TIME, "10", WARN, NULL)                                             \
@@ -253,7 +253,8 @@ struct config {
 	size_t n_dbs;
 	struct user_entry *users;
 	size_t n_users;
-	/* auth_type = hba: the rules read from auth_hba_file (read-only; NULL
+	/* auth_type = hba: the rules read from auth_hba_file and the user name
+	 * maps of auth_ident_file (read-only; NULL
 	 * for any other auth_type).  RELOAD reads the file again. */
 	struct hba *hba;
 	char *path; /* the main config file, NULL when configured from the environment */

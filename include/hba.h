@@ -18,7 +18,9 @@
  * What pgfleet cannot honour is such a problem, never a record that
  * silently never matches: hostgssenc/hostnogssenc, `samerole`/`samegroup`,
  * `+group`, host names, `samehost`/`samenet`, methods other than the ones
- * above, options (`map=` included).
+ * above, options other than `map=` (peer and cert only, with
+ * auth_ident_file: `MAP SYSTEM-USER DATABASE-USER` lines, the last `all`
+ * or a name; no regular expressions, groups or includes, as PgBouncer).
  *
  * Must not: touch sockets, log, or look anything up at login (no DNS, no
  * NSS): matching is string and address comparison only, so it may run on
@@ -52,8 +54,9 @@ struct hba; /* the rules of one file, read-only once loaded */
 /* Called once per problem with a complete line "file:line: why". */
 typedef void (*hba_report_fn)(void *arg, const char *line);
 
-/* The rules of `path`, or NULL after reporting every problem. */
-struct hba *hba_load(const char *path, hba_report_fn report, void *arg)
+/* The rules of `path` (and the user name maps of `ident_path`, NULL or ""
+ * for none), or NULL after reporting every problem. */
+struct hba *hba_load(const char *path, const char *ident_path, hba_report_fn report, void *arg)
     __attribute__((warn_unused_result));
 void hba_free(struct hba *h);
 
@@ -70,6 +73,7 @@ struct hba_decision {
 	enum hba_method method;
 	const char *file; /* the matching record's place; NULL for HBA_NO_MATCH */
 	int line;
+	const char *map; /* its map= (peer, cert), or NULL: the names must be equal */
 };
 
 struct hba_decision hba_match(const struct hba *h, const struct hba_request *r);
@@ -88,5 +92,10 @@ const char *hba_method_name(enum hba_method m);
 /* The user name of `uid` from hba_passwd_file as read at load (peer), or
  * NULL when it has none there. */
 const char *hba_peer_user(const struct hba *h, unsigned long uid);
+
+/* May `system_user` (peer: the OS user; cert: the CommonName) log in as
+ * `user` under user name map `map`? */
+bool hba_map_allows(const struct hba *h, const char *map, const char *system_user,
+                    const char *user);
 
 #endif

@@ -314,6 +314,15 @@ void client_params_checked(struct client *c, const char *sqlstate, const char *m
  * gives this client, or -1 when it was refused (and closed).  The client is
  * told what PostgreSQL tells it; the log names the record.
  */
+/* cert and peer: the name the certificate or the kernel gives is the
+ * user's, or the record's map= allows it. */
+static bool hba_names_agree(const struct hba_decision *d, const char *system_user,
+			    const char *user)
+{
+	return d->map ? hba_map_allows(fleet.cfg.hba, d->map, system_user, user)
+		      : strcmp(system_user, user) == 0;
+}
+
 static int hba_auth_type(struct client *c)
 {
 	struct hba_request req = {&c->addr.sa, c->io.ssl != NULL, c->dbname, c->user};
@@ -353,7 +362,7 @@ static int hba_auth_type(struct client *c)
 		/* The handshake verified the certificate (verify-ca/verify-full,
 		 * checked at load); its CommonName must be the user. */
 		char cn[NAME_MAX_LEN];
-		if (!tls_peer_cn(&c->io, cn, sizeof(cn)) || strcmp(cn, c->user) != 0) {
+		if (!tls_peer_cn(&c->io, cn, sizeof(cn)) || !hba_names_agree(&d, cn, c->user)) {
 			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
 				 c->user, "db", c->dbname, "rule", rule, NULL);
 			client_close(c, "28000", "certificate authentication failed for user \"%s\"",
@@ -371,7 +380,7 @@ static int hba_auth_type(struct client *c)
 		if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
 		    len == sizeof(cred))
 			name = hba_peer_user(fleet.cfg.hba, (unsigned long)cred.uid);
-		if (!name || strcmp(name, c->user) != 0) {
+		if (!name || !hba_names_agree(&d, name, c->user)) {
 			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
 				 c->user, "db", c->dbname, "rule", rule, NULL);
 			client_close(c, "28000", "peer authentication failed for user \"%s\"",

@@ -971,7 +971,7 @@ static void load_hba(struct config_loader *l)
 	const char *file;
 	int line;
 
-	cfg->hba = hba_load(cfg->auth_hba_file, hba_report, l);
+	cfg->hba = hba_load(cfg->auth_hba_file, cfg->auth_ident_file, hba_report, l);
 	/* As PostgreSQL: a record that could never match is an error, not a
 	 * record silently skipped. */
 	if (cfg->hba && cfg->client_tls_sslmode == TLS_DISABLE &&

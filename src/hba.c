@@ -52,8 +52,14 @@ struct rule {
 	int family;    /* AF_INET / AF_INET6 */
 	uint8_t addr[16], mask[16];
 	enum hba_method method;
+	char *map;        /* map=: a user name map of auth_ident_file, or NULL */
 	const char *file; /* hba->files[] */
 	int line;
+};
+
+/* One auth_ident_file line: MAP SYSTEM-USERNAME DATABASE-USERNAME. */
+struct ident {
+	char *map, *system_user, *user; /* user NULL: `all` */
 };
 
 struct passwd_entry {
@@ -68,6 +74,8 @@ struct hba {
 	size_t n_rules;
 	struct passwd_entry *users; /* uid -> name, for peer; the file's order */
 	size_t n_users;
+	struct ident *idents; /* auth_ident_file, in its order */
+	size_t n_idents;
 	char **files; /* the names rules point at: the main file and @files */
 	size_t n_files;
 	uint64_t digest; /* FNV-1a of every line read, @files included */
@@ -593,13 +601,25 @@ static void parse_record(struct loader *l, const char *file, int line, const cha
 		char *eq = strchr(opt, '=');
 		if (eq)
 			*eq = 0;
-		if (strcmp(opt, "map") == 0)
-			report(
-			    l, file, line,
-			    "option 'map' is not supported (auth_ident_file is not implemented)");
-		else
+		if (strcmp(opt, "map") != 0) {
 			report(l, file, line, "option '" ECHO "' is not supported", opt);
-		goto out;
+			goto out;
+		}
+		const char *value = strchr(f.v[0].text, '=');
+		if (r.method != HBA_PEER && r.method != HBA_CERT) {
+			report(l, file, line, "option 'map' is only for peer and cert");
+			goto out;
+		}
+		if (f.n != 1 || !value || !value[1]) {
+			report(l, file, line, "option 'map' needs one map name (map=NAME)");
+			goto out;
+		}
+		if (r.map) {
+			report(l, file, line, "option 'map' given twice");
+			goto out;
+		}
+		r.map = xstrdup(value + 1);
+		field_free(&f);
 	}
 	field_free(&f);
 	l->h->rules = xrealloc(l->h->rules, (l->h->n_rules + 1) * sizeof *l->h->rules);
@@ -609,6 +629,53 @@ out:
 	field_free(&f);
 	name_list_free(&r.dbs);
 	name_list_free(&r.users);
+	free(r.map);
+}
+
+/* One logical line of auth_ident_file. */
+static void parse_ident(struct loader *l, const char *file, int line, const char *text)
+{
+	const char *p = text;
+	struct field f[4];
+	int n = 0;
+	bool bad = false;
+	memset(f, 0, sizeof f);
+	while (n < 4 && next_field(l, file, line, &p, &f[n], &bad) && !bad)
+		n++;
+	if (bad || n == 0)
+		goto out;
+	if (!f[0].v[0].quoted && strncmp(f[0].v[0].text, "include", 7) == 0) {
+		report(l, file, line, "'" ECHO "' is not supported (as PgBouncer)", f[0].v[0].text);
+		goto out;
+	}
+	if (n != 3 || f[0].n != 1 || f[1].n != 1 || f[2].n != 1) {
+		report(l, file, line,
+		       "expected one map name, one system user name and one database user name");
+		goto out;
+	}
+	const struct token *sys = &f[1].v[0], *user = &f[2].v[0];
+	if ((!sys->quoted && sys->text[0] == '/') || (!user->quoted && user->text[0] == '/')) {
+		report(l, file, line, "regular expressions are not supported (as PgBouncer)");
+		goto out;
+	}
+	if (!user->quoted && user->text[0] == '+') {
+		report(l, file, line,
+		       "user group '" ECHO "' is not supported (pgfleet does not know role "
+		       "membership): list the users",
+		       user->text);
+		goto out;
+	}
+	if (!*f[0].v[0].text || !*sys->text || !*user->text) {
+		report(l, file, line, "empty name");
+		goto out;
+	}
+	struct hba *h = l->h;
+	h->idents = xrealloc(h->idents, (h->n_idents + 1) * sizeof *h->idents);
+	h->idents[h->n_idents++] = (struct ident){xstrdup(f[0].v[0].text), xstrdup(sys->text),
+	                                          is_kw(user, "all") ? NULL : xstrdup(user->text)};
+out:
+	for (int i = 0; i < 4; i++)
+		field_free(&f[i]);
 }
 
 /* hba_passwd_file's "name:password:uid:..." lines, for peer; the first
@@ -650,13 +717,13 @@ const char *hba_peer_user(const struct hba *h, unsigned long uid)
 	return NULL;
 }
 
-struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
+typedef void (*line_fn)(struct loader *l, const char *file, int line, const char *text);
+
+/* Every logical line of `path` to fn: false when the file cannot be read
+ * (reported). */
+static bool read_lines(struct loader *l, const char *path, line_fn fn)
 {
-	struct hba *h = calloc(1, sizeof *h);
-	if (!h)
-		abort();
-	h->digest = 14695981039346656037ULL;
-	struct loader l = {h, report_fn, arg, 0};
+	struct hba *h = l->h;
 	FILE *fp = fopen(path, "r");
 	struct stat sb;
 	if (fp && fstat(fileno(fp), &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -665,9 +732,8 @@ struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
 		errno = EISDIR;
 	}
 	if (!fp) {
-		report(&l, path, 0, "cannot read: %s", strerror(errno));
-		hba_free(h);
-		return NULL;
+		report(l, path, 0, "cannot read: %s", strerror(errno));
+		return false;
 	}
 	const char *file = keep_file(h, path);
 	char *buf = NULL, *logical = NULL;
@@ -689,18 +755,49 @@ struct hba *hba_load(const char *path, hba_report_fn report_fn, void *arg)
 		len += (size_t)n;
 		if (more)
 			continue;
-		parse_record(&l, file, first, logical);
+		fn(l, file, first, logical);
 		len = 0;
 	}
 	if (len) /* a backslash on the last line: the record ends with the file */
-		parse_record(&l, file, first, logical);
-	if (ferror(fp))
-		report(&l, path, 0, "cannot read: %s", strerror(errno));
+		fn(l, file, first, logical);
+	bool ok = !ferror(fp);
+	if (!ok)
+		report(l, path, 0, "cannot read: %s", strerror(errno));
 	free(buf);
 	free(logical);
 	fclose(fp);
+	return ok;
+}
+
+struct hba *hba_load(const char *path, const char *ident_path, hba_report_fn report_fn, void *arg)
+{
+	struct hba *h = calloc(1, sizeof *h);
+	if (!h)
+		abort();
+	h->digest = 14695981039346656037ULL;
+	struct loader l = {h, report_fn, arg, 0};
+	if (!read_lines(&l, path, parse_record)) {
+		hba_free(h);
+		return NULL;
+	}
 	if (!l.errors && !h->n_rules)
 		report(&l, path, 0, "no records: every client would be refused");
+	if (ident_path && *ident_path)
+		read_lines(&l, ident_path, parse_ident);
+	/* every map= names a map the ident file has */
+	for (size_t i = 0; i < h->n_rules; i++) {
+		const struct rule *r = &h->rules[i];
+		bool found = false;
+		for (size_t j = 0; r->map && j < h->n_idents && !found; j++)
+			found = strcmp(h->idents[j].map, r->map) == 0;
+		if (!r->map || found)
+			continue;
+		if (!ident_path || !*ident_path)
+			report(&l, r->file, r->line, "option 'map' needs auth_ident_file");
+		else
+			report(&l, r->file, r->line, "map '" ECHO "' is not in %s", r->map,
+			       ident_path);
+	}
 	const char *peer_file;
 	int peer_line;
 	if (!l.errors && hba_find_method(h, HBA_PEER, &peer_file, &peer_line))
@@ -719,7 +816,14 @@ void hba_free(struct hba *h)
 	for (size_t i = 0; i < h->n_rules; i++) {
 		name_list_free(&h->rules[i].dbs);
 		name_list_free(&h->rules[i].users);
+		free(h->rules[i].map);
 	}
+	for (size_t i = 0; i < h->n_idents; i++) {
+		free(h->idents[i].map);
+		free(h->idents[i].system_user);
+		free(h->idents[i].user);
+	}
+	free(h->idents);
 	free(h->rules);
 	for (size_t i = 0; i < h->n_users; i++)
 		free(h->users[i].name);
@@ -784,7 +888,7 @@ static bool addr_match(const struct rule *r, const struct sockaddr *sa)
 
 struct hba_decision hba_match(const struct hba *h, const struct hba_request *req)
 {
-	struct hba_decision d = {HBA_NO_MATCH, NULL, 0};
+	struct hba_decision d = {HBA_NO_MATCH, NULL, 0, NULL};
 	bool local = req->addr->sa_family == AF_UNIX;
 	for (size_t i = 0; h && i < h->n_rules; i++) {
 		const struct rule *r = &h->rules[i];
@@ -814,6 +918,7 @@ struct hba_decision hba_match(const struct hba *h, const struct hba_request *req
 		d.method = r->method;
 		d.file = r->file;
 		d.line = r->line;
+		d.map = r->map;
 		return d;
 	}
 	return d;
@@ -848,4 +953,15 @@ bool hba_same(const struct hba *a, const struct hba *b)
 	if (!a || !b)
 		return a == b;
 	return a->digest == b->digest;
+}
+
+bool hba_map_allows(const struct hba *h, const char *map, const char *system_user, const char *user)
+{
+	for (size_t i = 0; h && i < h->n_idents; i++) {
+		const struct ident *e = &h->idents[i];
+		if (strcmp(e->map, map) == 0 && strcmp(e->system_user, system_user) == 0 &&
+		    (!e->user || strcmp(e->user, user) == 0))
+			return true;
+	}
+	return false;
 }

@@ -7,6 +7,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,11 +52,15 @@ static void write_file(const char *name, const char *text)
 	fclose(f);
 }
 
+/* auth_ident_file for load(), or NULL */
+static char ident_buf[512];
+static const char *ident_path;
+
 static struct hba *load(const char *text, struct msgs *m)
 {
 	write_file("hba.conf", text);
 	m->n = 0;
-	return hba_load(at("hba.conf"), collect, m);
+	return hba_load(at("hba.conf"), ident_path, collect, m);
 }
 
 /* Does the message "<dir>/<file>:<rest>" appear? */
@@ -309,8 +314,7 @@ static const struct {
     {"local all all ident",
      ":1: authentication method 'ident' is not supported by pgfleet (trust, reject, md5, "
      "scram-sha-256, password, cert, peer)"},
-    {"local all all peer map=omicron",
-     ":1: option 'map' is not supported (auth_ident_file is not implemented)"},
+    {"local all all peer map=omicron", ":1: option 'map' needs auth_ident_file"},
     {"host all all all ldap ldapserver=x",
      ":1: authentication method 'ldap' is not supported by pgfleet (trust, reject, md5, "
      "scram-sha-256, password, cert, peer)"},
@@ -318,8 +322,10 @@ static const struct {
     {"host all all all md5,trust", ":1: the authentication method is one unquoted word"},
     {"host all all all cert", ":1: method 'cert' is only for hostssl records"},
     {"local all all cert", ":1: method 'cert' is only for hostssl records"},
-    {"hostssl all all all cert map=m",
-     ":1: option 'map' is not supported (auth_ident_file is not implemented)"},
+    {"hostssl all all all cert map=m", ":1: option 'map' needs auth_ident_file"},
+    {"host all all all md5 map=m", ":1: option 'map' is only for peer and cert"},
+    {"local all all peer map=", ":1: option 'map' needs one map name (map=NAME)"},
+    {"local all all peer map=a map=b", ":1: option 'map' given twice"},
     {"hostssl all all all md5 clientcert=verify-full", ":1: option 'clientcert' is not supported"},
     {"host \"unterminated all all trust", ":1: unterminated quoted string"},
     {"host a,,b all all trust", ":1: empty element in a comma-separated list"},
@@ -365,6 +371,77 @@ static void test_peer(void)
 	          ":2: method 'peer' needs /nonexistent/passwd: cannot read: No such file or "
 	          "directory"));
 	hba_passwd_file = "/etc/passwd";
+}
+
+/* auth_ident_file: user name maps for peer and cert */
+static void test_ident(void)
+{
+	struct msgs m;
+	write_file("ident.conf", "# MAP  SYSTEM   DATABASE\n"
+	                         "ops    root     admin\n"
+	                         "ops    root     app\n"
+	                         "ops    \"deploy bot\" all\n"
+	                         "other  alice    alice\n");
+	snprintf(ident_buf, sizeof ident_buf, "%s", at("ident.conf"));
+	ident_path = ident_buf;
+	struct hba *h = load("hostssl all all all cert map=ops\n"
+	                     "local all all peer map=\"other\"\n"
+	                     "local all all trust\n",
+	                     &m);
+	CHECK(h != NULL);
+	struct hba_decision d = decide(h, (struct who){"10.0.0.1", true, "app", "admin"});
+	CHECK(d.method == HBA_CERT && d.map && strcmp(d.map, "ops") == 0);
+	CHECK(hba_map_allows(h, "ops", "root", "admin"));
+	CHECK(hba_map_allows(h, "ops", "root", "app"));
+	CHECK(!hba_map_allows(h, "ops", "root", "alice"));
+	CHECK(hba_map_allows(h, "ops", "deploy bot", "anyone"));
+	CHECK(!hba_map_allows(h, "ops", "alice", "alice"));
+	CHECK(hba_map_allows(h, "other", "alice", "alice"));
+	CHECK(!hba_map_allows(h, "nomap", "alice", "alice"));
+	d = decide(h, (struct who){"local", false, "app", "x"});
+	CHECK(d.method == HBA_PEER && d.map && strcmp(d.map, "other") == 0);
+	CHECK(decide(h, (struct who){"10.0.0.1", false, "app", "x"}).method == HBA_NO_MATCH);
+	hba_free(h);
+
+	/* a map the file does not have */
+	h = load("local all all peer map=nope\n", &m);
+	CHECK(h == NULL && m.n == 1);
+	char want[700];
+	snprintf(want, sizeof want, ":1: map 'nope' is not in %s", ident_buf);
+	CHECK(has(&m, "hba.conf", want));
+
+	/* what the ident file cannot say, each with its line */
+	write_file("ident.conf", "ops root admin\n"
+	                         "ops /^(.*)$ \\1\n"
+	                         "ops root +admins\n"
+	                         "ops root\n"
+	                         "ops root admin extra\n"
+	                         "include other.conf\n"
+	                         "ops a,b admin\n"
+	                         "ops \"\" admin\n"
+	                         "ops root /^x$\n");
+	h = load("local all all trust\n", &m);
+	CHECK(h == NULL && m.n == 8);
+	CHECK(has(&m, "ident.conf", ":2: regular expressions are not supported (as PgBouncer)"));
+	CHECK(has(&m, "ident.conf",
+	          ":3: user group '+admins' is not supported (pgfleet does not know role "
+	          "membership): list the users"));
+	CHECK(has(&m, "ident.conf",
+	          ":4: expected one map name, one system user name and one database user name"));
+	CHECK(has(&m, "ident.conf",
+	          ":5: expected one map name, one system user name and one database user name"));
+	CHECK(has(&m, "ident.conf", ":6: 'include' is not supported (as PgBouncer)"));
+	CHECK(has(&m, "ident.conf",
+	          ":7: expected one map name, one system user name and one database user name"));
+	CHECK(has(&m, "ident.conf", ":8: empty name"));
+	CHECK(has(&m, "ident.conf", ":9: regular expressions are not supported (as PgBouncer)"));
+
+	/* an ident file that cannot be read */
+	snprintf(ident_buf, sizeof ident_buf, "%s", at("no-ident.conf"));
+	h = load("local all all trust\n", &m);
+	CHECK(h == NULL && m.n == 1);
+	CHECK(has(&m, "no-ident.conf", ": cannot read: No such file or directory"));
+	ident_path = NULL;
 }
 
 static void test_errors(void)
@@ -422,11 +499,11 @@ static void test_errors(void)
 
 	/* a file that cannot be read */
 	m.n = 0;
-	h = hba_load(at("nope.conf"), collect, &m);
+	h = hba_load(at("nope.conf"), NULL, collect, &m);
 	CHECK(h == NULL && m.n == 1);
 	CHECK(has(&m, "nope.conf", ": cannot read: No such file or directory"));
 	m.n = 0;
-	h = hba_load(dir, collect, &m);
+	h = hba_load(dir, NULL, collect, &m);
 	CHECK(h == NULL && m.n == 1);
 	snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
 	CHECK(m.n == 1 && strcmp(m.line[0], want) == 0);
@@ -521,18 +598,18 @@ static void test_config(void)
 	CHECK(has(&m, "ssl.conf",
 	          ":2: hostssl record cannot match because client_tls_sslmode is disable"));
 
-	/* auth_ident_file is refused when set */
+	/* auth_ident_file is read with auth_hba_file */
+	char ident[600];
+	snprintf(ident, sizeof ident, "%s/nope-ident.conf", dir);
 	snprintf(ini, sizeof ini,
 	         "[databases]\napp = host=db\n[pgfleet]\nauth_type = hba\nauth_hba_file = %s\n"
-	         "auth_ident_file = /etc/pg_ident.conf\n",
-	         at("hba.conf"));
+	         "auth_ident_file = %s\n",
+	         at("hba.conf"), ident);
 	write_file("f.ini", ini);
 	m.n = 0;
 	CHECK(!config_load(&cfg, at("f.ini"), NULL, config_collect, &m));
 	CHECK(m.n == 1);
-	CHECK(has(&m, "f.ini",
-	          ":6: key 'auth_ident_file': not implemented by pgfleet yet; remove it (its "
-	          "default is empty)"));
+	CHECK(has(&m, "nope-ident.conf", ": cannot read: No such file or directory"));
 }
 
 int main(void)
@@ -547,14 +624,16 @@ int main(void)
 	RUN(test_syntax);
 	RUN(test_same);
 	RUN(test_peer);
+	RUN(test_ident);
 	RUN(test_errors);
 	RUN(test_config);
-	const char *names[] = {"hba.conf", "dbs.txt",  "users.txt", "more.txt", "groups.txt",
-	                       "loop.txt", "bad.conf", "cert.conf", "a.ini",    "b.ini",
-	                       "c.ini",    "d.ini",    "e.ini",     "f.ini",    "passwd",
-	                       "ssl.conf", "g.ini",    "inc.txt"};
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-		unlink(at(names[i]));
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.' || strlen(e->d_name) > 2)
+			unlink(at(e->d_name));
+	if (d)
+		closedir(d);
 	rmdir(dir);
 	return harness_finish();
 }
