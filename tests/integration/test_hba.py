@@ -210,6 +210,45 @@ def test_peer_on_the_unix_socket(service, pgfleet, tmp_path):
                    % (other, fleet.hba_path))
 
 
+def test_peer_and_cert_with_a_user_name_map(service, pgfleet, tmp_path):
+    """map= with auth_ident_file: the OS user (peer) or the certificate's
+    CommonName (cert) may log in as the users its map lists."""
+    import pwd
+    from test_tls import Certs
+    me = pwd.getpwuid(os.getuid()).pw_name
+    certs = Certs(tmp_path)
+    ident = tmp_path / "pg_ident.conf"
+    ident.write_text("# MAP   SYSTEM-USER   DATABASE-USER\n"
+                     "local   %s            admin\n"
+                     "certs   app           admin\n" % me)
+    sockdir = tempfile_dir(tmp_path)
+    fleet = start(pgfleet, tmp_path,
+                  "local   pgfleet all peer map=local\n"
+                  "hostssl pgfleet all 127.0.0.1/32 cert map=certs\n"
+                  "hostssl all     all 127.0.0.1/32 cert\n",
+                  settings={"unix_socket_dir": sockdir, "auth_ident_file": str(ident),
+                            "client_tls_sslmode": "verify-ca",
+                            "client_tls_cert_file": certs.server_crt,
+                            "client_tls_key_file": certs.server_key,
+                            "client_tls_ca_file": certs.ca})
+    path = os.path.join(sockdir, ".s.PGSQL.%d" % fleet.port)
+    assert fx.wait_until(lambda: os.path.exists(path), 10)
+    # peer: the OS user may be admin (the map says so), not app
+    with psycopg.connect(fleet.dsn(ADMIN, None, "pgfleet", host=sockdir),
+                         autocommit=True) as c:
+        assert c.execute("SHOW VERSION").fetchone()
+    if me != fx.APP_USER:
+        assert auth_request(fleet, fx.APP_USER, "pgfleet", unix=path) == (
+            "E", "28000", 'peer authentication failed for user "app"')
+    # cert: app's certificate may be admin on the console, and app elsewhere
+    tls = dict(sslmode="require", sslcert=certs.client_crt, sslkey=certs.client_key)
+    with psycopg.connect(fleet.dsn(ADMIN, None, "pgfleet", **tls), autocommit=True) as c:
+        assert c.execute("SHOW VERSION").fetchone()
+    assert login(fleet, password=None, **tls) == 1
+    assert refused(login(fleet, user=ADMIN, password=None, dbname="app", **tls), "28000",
+                   'certificate authentication failed for user "admin"')
+
+
 def tempfile_dir(tmp_path):
     """A short directory for the socket (sun_path holds 107 bytes)."""
     import tempfile
@@ -309,8 +348,13 @@ def test_check_names_file_and_line(tmp_path):
     assert "%s:2: user group '+staff' is not supported" % hba in out
     assert "%s:3: record type 'hostgssenc' is not supported" % hba in out
     assert "%s:4: method 'peer' is only for local records" % hba in out
-    rc, out = _check(tmp_path, "local all all trust\n", "auth_ident_file = /etc/ident\n")
-    assert rc == 1 and "key 'auth_ident_file': not implemented" in out, out
+    rc, out = _check(tmp_path, "local all all peer map=m\n")
+    assert rc == 1 and "%s:1: option 'map' needs auth_ident_file" % hba in out, out
+    (tmp_path / "ident.conf").write_text("m root root\nm /^(.*)$ \\1\n")
+    rc, out = _check(tmp_path, "local all all peer map=m\n",
+                     "auth_ident_file = %s\n" % (tmp_path / "ident.conf"))
+    assert rc == 1, out
+    assert "%s:2: regular expressions are not supported" % (tmp_path / "ident.conf") in out
     tls = ("client_tls_sslmode = require\nclient_tls_cert_file = /x.crt\n"
            "client_tls_key_file = /x.key\n")
     rc, out = _check(tmp_path, "hostssl all all all cert\n", tls)
