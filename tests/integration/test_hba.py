@@ -386,3 +386,7 @@ def test_cert_method(service, pgfleet, tmp_path):
     # another user with app's certificate
     assert refused(login(fleet, user=ADMIN, password=None, dbname="pgfleet", **tls), "28000",
                    'certificate authentication failed for user "admin"')
+    # no record for this user: PostgreSQL's words, over TLS
+    assert refused(login(fleet, user="nobody", password=None, **tls), "28000",
+                   'no pg_hba.conf entry for host "127.0.0.1", user "nobody", database "app", '
+                   'SSL encryption')
