@@ -16,7 +16,8 @@
 #include <stdint.h>
 
 enum pool_mode { POOL_SESSION, POOL_TRANSACTION, POOL_STATEMENT };
-enum auth_type { AUTH_TRUST, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM };
+/* AUTH_HBA: the method comes from auth_hba_file, per client (hba.h) */
+enum auth_type { AUTH_TRUST, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM, AUTH_HBA };
 /* libpq's target_session_attrs vocabulary */
 enum tsa { TSA_ANY, TSA_READ_WRITE, TSA_READ_ONLY, TSA_PRIMARY, TSA_STANDBY, TSA_PREFER_STANDBY };
 enum load_balance { LB_LEAST_CONN, LB_ROUND_ROBIN, LB_RANDOM };
@@ -86,6 +87,8 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(dns_servers, STR, "")                                                                    \
 	X(auth_type, AUTHTYPE, "scram-sha-256")                                                    \
 	X(auth_file, STR, "")                                                                      \
+	X(auth_hba_file, STR, "")                                                                  \
+	X(auth_ident_file, STR, "")                                                                \
 	X(auth_query, STR, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1")              \
 	X(auth_user, STR, "")                                                                      \
 	X(auth_dbname, STR, "")                                                                    \
@@ -197,9 +200,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(suspend_timeout, TIME, "10", REFUSE, NULL)                                               \
 	X(syslog, BOOL, "0", REFUSE, NULL)                                                         \
 	X(transaction_timeout, TIME, "0", REFUSE, NULL)                                            \
-	/* warned (in progress elsewhere in issue 18: HBA, logfile, reserve pool, verbose) */      \
-	X(auth_hba_file, STR, "", WARN, "auth_type = hba is refused")                              \
-	X(auth_ident_file, STR, "", WARN, "auth_type = hba is refused")                            \
+	/* warned (in progress elsewhere in issue 18: logfile, verbose) */      \
 	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
 	X(verbose, INT, "0", WARN, "use -v")
 
@@ -276,6 +277,10 @@ struct config {
 	size_t n_users;
 	struct user_config *user_cfgs; /* [users] */
 	size_t n_user_cfgs;
+	/* auth_type = hba: the rules read from auth_hba_file and the user name
+	 * maps of auth_ident_file (read-only; NULL
+	 * for any other auth_type).  RELOAD reads the file again. */
+	struct hba *hba;
 	char *path; /* the main config file, NULL when configured from the environment */
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The

@@ -47,6 +47,10 @@ bool tls_pending(const struct conn *c);
 /* Sends close_notify when it can, without waiting, and frees the SSL. */
 void tls_end(struct conn *c);
 
+/* The CommonName of the certificate a TLS client showed, when there is one
+ * and it verified against client_tls_ca_file (auth_hba_file's cert). */
+bool tls_peer_cn(const struct conn *c, char *buf, size_t len);
+
 /* Why the last handshake or read failed (OpenSSL's reason). */
 const char *tls_error(void);
 /* "TLSv1.3/TLS_AES_256_GCM_SHA384", or "" without TLS (SHOW SERVERS' tls). */

@@ -33,7 +33,7 @@ import sys
 LAYERS = [
     ("foundations", """log list iobuf intern proto scram params prepared
         sqlinspect table config config_ini config_env authfile
-        runtime"""),
+        hba runtime"""),
     ("I/O", "conn batch tls mailbox discovery"),
     ("model", "stats metrics database pool server client auth authquery cancel txn"),
     ("policy", "router health"),

@@ -9,6 +9,7 @@
  */
 #include "client.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -16,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "cancel.h"
+#include "hba.h"
 #include "intern.h"
 #include "log.h"
 #include "mailbox.h"
@@ -331,10 +334,97 @@ static const struct user_entry *client_user(struct client *c)
 	return &c->aq_user;
 }
 
+/*
+ * auth_type = hba: the auth_type the first matching record of auth_hba_file
+ * gives this client, or -1 when it was refused (and closed).  The client is
+ * told what PostgreSQL tells it; the log names the record.
+ */
+/* cert and peer: the name the certificate or the kernel gives is the
+ * user's, or the record's map= allows it. */
+static bool hba_names_agree(const struct hba_decision *d, const char *system_user,
+			    const char *user)
+{
+	return d->map ? hba_map_allows(fleet.cfg.hba, d->map, system_user, user)
+		      : strcmp(system_user, user) == 0;
+}
+
+static int hba_auth_type(struct client *c)
+{
+	struct hba_request req = {&c->addr.sa, c->io.ssl != NULL, c->dbname, c->user};
+	struct hba_decision d = hba_match(fleet.cfg.hba, &req);
+	char host[INET6_ADDRSTRLEN] = "[local]", rule[300];
+	const char *enc = c->io.ssl ? "SSL encryption" : "no encryption";
+	if (c->addr.sa.sa_family == AF_INET)
+		inet_ntop(AF_INET, &c->addr.in.sin_addr, host, sizeof(host));
+	else if (c->addr.sa.sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &c->addr.in6.sin6_addr, host, sizeof(host));
+	if (d.file)
+		snprintf(rule, sizeof(rule), "%s:%d", d.file, d.line);
+	else
+		snprintf(rule, sizeof(rule), "none");
+	switch (d.method) {
+	case HBA_NO_MATCH:
+	case HBA_REJECT:
+		log_info("login refused by auth_hba_file", "client", c->addr_str, "user", c->user,
+			 "db", c->dbname, "rule", rule, NULL);
+		client_close(c, "28000",
+			     d.method == HBA_REJECT
+				 ? "pg_hba.conf rejects connection for host \"%s\", user \"%s\", "
+				   "database \"%s\", %s"
+				 : "no pg_hba.conf entry for host \"%s\", user \"%s\", database "
+				   "\"%s\", %s",
+			     host, c->user, c->dbname, enc);
+		return -1;
+	case HBA_TRUST:
+		return AUTH_TRUST;
+	case HBA_PASSWORD:
+		return AUTH_PLAIN;
+	case HBA_MD5:
+		return AUTH_MD5;
+	case HBA_SCRAM:
+		return AUTH_SCRAM;
+	case HBA_CERT: {
+		/* The handshake verified the certificate (verify-ca/verify-full,
+		 * checked at load); its CommonName must be the user. */
+		char cn[NAME_MAX_LEN];
+		if (!tls_peer_cn(&c->io, cn, sizeof(cn)) || !hba_names_agree(&d, cn, c->user)) {
+			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
+				 c->user, "db", c->dbname, "rule", rule, NULL);
+			client_close(c, "28000", "certificate authentication failed for user \"%s\"",
+				     c->user);
+			return -1;
+		}
+		return AUTH_TRUST;
+	}
+	case HBA_PEER: {
+		/* The kernel's word for the process at the other end of the
+		 * socket; its name comes from the passwd file read at load. */
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		const char *name = NULL;
+		if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+		    len == sizeof(cred))
+			name = hba_peer_user(fleet.cfg.hba, (unsigned long)cred.uid);
+		if (!name || !hba_names_agree(&d, name, c->user)) {
+			log_info("login refused by auth_hba_file", "client", c->addr_str, "user",
+				 c->user, "db", c->dbname, "rule", rule, NULL);
+			client_close(c, "28000", "peer authentication failed for user \"%s\"",
+				     c->user);
+			return -1;
+		}
+		return AUTH_TRUST;
+	}
+	}
+	return -1;
+}
+
 static void ask_password(struct client *c)
 {
 	const struct user_entry *u = client_user(c);
-	switch (auth_choose(fleet.cfg.auth_type, u)) {
+	int type = fleet.cfg.auth_type;
+	if (type == AUTH_HBA && (type = hba_auth_type(c)) < 0)
+		return;
+	switch (auth_choose(type, u)) {
 	case AUTH_METHOD_TRUST:
 		login_done(c);
 		return;

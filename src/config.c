@@ -33,6 +33,7 @@
 #include "authfile.h"
 #include "config_env.h"
 #include "config_ini.h"
+#include "hba.h"
 
 /* ~31 years: every timeout stays representable in a struct timeval. */
 #define TIME_MAX_SECONDS 1e9
@@ -76,6 +77,7 @@ static const char *const auth_type_names[] = {
     [AUTH_PLAIN] = "plain",
     [AUTH_MD5] = "md5",
     [AUTH_SCRAM] = "scram-sha-256",
+    [AUTH_HBA] = "hba",
     NULL,
 };
 static const char *const lb_names[] = {
@@ -116,7 +118,7 @@ static const char *const tsa_names[] = {
 
 /* PgBouncer auth types pgfleet does not implement: named, so the message can
  * say "unsupported" rather than "unknown". */
-static const char *const auth_type_unsupported[] = {"hba",  "cert", "any", "pam",
+static const char *const auth_type_unsupported[] = {"cert", "any",  "pam",
                                                     "ldap", "peer", NULL};
 
 /* Integers whose range is not the general 0..INT_MAX. */
@@ -772,7 +774,11 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 		emit(ctx, IDX_server_tls_cert_file, "needs server_tls_key_file");
 	if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
 		emit(ctx, IDX_server_tls_key_file, "needs server_tls_cert_file");
-	if (cfg->auth_type != AUTH_TRUST && cfg->n_users == 0) {
+	if (cfg->auth_type == AUTH_HBA && !*cfg->auth_hba_file)
+		emit(ctx, IDX_auth_type, "'hba' needs auth_hba_file");
+	/* hba: the file may say trust for everyone; md5 and the others
+	 * refuse a user nobody listed, as they would anyway. */
+	if (cfg->auth_type != AUTH_TRUST && cfg->auth_type != AUTH_HBA && cfg->n_users == 0) {
 		snprintf(why, sizeof why,
 		         "'%s' needs users: set auth_file, or DB_USER with DB_PASSWORD",
 		         auth_type_names[cfg->auth_type]);
@@ -1199,6 +1205,37 @@ bool config_check_host(const char *h, char *err, size_t errlen)
 	return check_host(h, err, errlen);
 }
 
+static void hba_report(void *arg, const char *line)
+{
+	config_loader_report(arg, "%s", line);
+}
+
+/* auth_hba_file into cfg->hba, and what its records need from the other
+ * settings: cert needs client certificates, which only verify-ca and
+ * verify-full ask for. */
+static void load_hba(struct config_loader *l)
+{
+	struct config *cfg = l->cfg;
+	const char *file;
+	int line;
+
+	cfg->hba = hba_load(cfg->auth_hba_file, cfg->auth_ident_file, hba_report, l);
+	/* As PostgreSQL: a record that could never match is an error, not a
+	 * record silently skipped. */
+	if (cfg->hba && cfg->client_tls_sslmode == TLS_DISABLE &&
+	    hba_find_hostssl(cfg->hba, &file, &line))
+		config_loader_report(l,
+		                     "%s:%d: hostssl record cannot match because client_tls_sslmode "
+		                     "is disable",
+		                     file, line);
+	else if (cfg->hba && cfg->client_tls_sslmode < TLS_VERIFY_CA &&
+	         hba_find_method(cfg->hba, HBA_CERT, &file, &line))
+		config_loader_report(l,
+		                     "%s:%d: method 'cert' needs client_tls_sslmode verify-ca or "
+		                     "verify-full (client certificates are not asked for otherwise)",
+		                     file, line);
+}
+
 /* ---- the public interface ---- */
 
 bool config_load(struct config *cfg, const char *path, char *const *envp,
@@ -1217,6 +1254,9 @@ bool config_load(struct config *cfg, const char *path, char *const *envp,
 	if (*cfg->auth_file)
 		authfile_read(&l, cfg->auth_file);
 	config_env_apply_user(&l, envp);
+	/* As PgBouncer: auth_hba_file is read only for auth_type = hba. */
+	if (cfg->auth_type == AUTH_HBA && *cfg->auth_hba_file)
+		load_hba(&l);
 
 	/* A file that could not be read explains everything that follows. */
 	if (!l.main_unreadable) {
@@ -1274,6 +1314,7 @@ void config_free(struct config *cfg)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);
 	free(cfg->path);
+	hba_free(cfg->hba);
 	memset(cfg, 0, sizeof *cfg);
 }
 
@@ -1397,6 +1438,12 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 	}
 	if (!sc.failed)
 		check_settings(&tmp, emit_first, &sc);
+	if (!sc.failed && tmp.auth_type == AUTH_HBA && !tmp.hba) {
+		snprintf(e, elen,
+		         "auth_type 'hba': set it and auth_hba_file in the file, then RELOAD (the "
+		         "rules are read by a load)");
+		sc.failed = true;
+	}
 	if (sc.failed) {
 		if (settings[idx].type == T_STR)
 			free(v.s);

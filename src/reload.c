@@ -21,6 +21,7 @@
 #include "config.h"
 #include "database.h"
 #include "discovery.h"
+#include "hba.h"
 #include "log.h"
 #include "pool.h"
 #include "runtime.h"
@@ -199,6 +200,10 @@ bool reload_config(char *err, size_t errlen)
 	}
 	if (users_changed(&fleet.cfg, &nc))
 		names_add(&changed, "users", "");
+	/* The file's content (a new path is listed with the settings). */
+	if (strcmp(fleet.cfg.auth_hba_file, nc.auth_hba_file) == 0 &&
+	    !hba_same(fleet.cfg.hba, nc.hba))
+		names_add(&changed, "auth_hba_file", "");
 
 	/* Databases: each live one to its new entry, or removed. */
 	struct config old = fleet.cfg;

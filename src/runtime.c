@@ -120,7 +120,8 @@ bool fleet_setting_needs_restart(const char *key)
 
 bool fleet_setting_changeable(const char *key)
 {
-	return !fleet_setting_needs_restart(key) && strcmp(key, "auth_file") != 0;
+	return !fleet_setting_needs_restart(key) && strcmp(key, "auth_file") != 0 &&
+	       strcmp(key, "auth_hba_file") != 0 && strcmp(key, "auth_ident_file") != 0;
 }
 
 static void (*on_shutdown)(const char *why);

@@ -533,3 +533,28 @@ void tls_describe(const struct conn *c, char *buf, size_t len)
 	}
 	snprintf(buf, len, "%s/%s", SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
 }
+
+bool tls_peer_cn(const struct conn *c, char *buf, size_t len)
+{
+	if (!c->ssl || SSL_in_init(c->ssl) || SSL_get_verify_result(c->ssl) != X509_V_OK ||
+	    len == 0)
+		return false;
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+	if (!cert)
+		return false;
+	bool ok = false;
+	X509_NAME *name = X509_get_subject_name(cert);
+	int i = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+	X509_NAME_ENTRY *e = i >= 0 ? X509_NAME_get_entry(name, i) : NULL;
+	unsigned char *utf8 = NULL;
+	int n = e ? ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e)) : -1;
+	/* a NUL inside the name would make it compare equal to a shorter one */
+	if (n >= 0 && (size_t)n < len && memchr(utf8, 0, (size_t)n) == NULL) {
+		memcpy(buf, utf8, (size_t)n);
+		buf[n] = 0;
+		ok = true;
+	}
+	OPENSSL_free(utf8);
+	X509_free(cert);
+	return ok;
+}

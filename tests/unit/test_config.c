@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 107);
+	CHECK(n == 109);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -201,12 +201,10 @@ static const struct {
     {"pool_mode = sesion",
      "@/pgfleet.ini:5: key 'pool_mode': unknown value 'sesion' (session, transaction, "
      "statement)"},
-    {"auth_type = hba",
-     "@/pgfleet.ini:5: key 'auth_type': unsupported value 'hba' (trust, plain, md5, "
-     "scram-sha-256)"},
+    {"auth_type = hba", "@/pgfleet.ini:5: key 'auth_type': 'hba' needs auth_hba_file"},
     {"auth_type = cert",
      "@/pgfleet.ini:5: key 'auth_type': unsupported value 'cert' (trust, plain, md5, "
-     "scram-sha-256)"},
+     "scram-sha-256, hba)"},
     {"load_balance = fastest",
      "@/pgfleet.ini:5: key 'load_balance': unknown value 'fastest' (least_conn, round_robin, "
      "random)"},

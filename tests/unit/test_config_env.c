@@ -45,7 +45,7 @@ static void test_env_overrides(void)
 	CHECK(msgs_has(&m, "environment: PGFLEET_WORKERS: value '0' out of range (1..64)"));
 	CHECK(msgs_has(&m, "environment: MAX_CLIENT_CONN: invalid integer 'lots'"));
 	CHECK(msgs_has(&m, "environment: AUTH_TYPE: unsupported value 'any' (trust, plain, md5, "
-	                   "scram-sha-256)"));
+	                   "scram-sha-256, hba)"));
 
 	/* a value breaking a rule is blamed on its variable */
 	char *tls[] = {"PGFLEET_CLIENT_TLS_SSLMODE=require", "PGFLEET_CLIENT_TLS_CERT_FILE=/c.pem",
