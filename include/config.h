@@ -96,6 +96,9 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(log_format, LOGFMT, "text")                                                              \
 	X(log_connections, BOOL, "1")                                                              \
 	X(log_disconnections, BOOL, "1")                                                           \
+	/* issue 18: PgBouncer's; the log also goes to this file (log.c) */                        \
+	X(logfile, STR, "")                                                                        \
+	X(verbose, INT, "0")                                                                       \
 	X(stats_period, TIME, "60")                                                                \
 	X(shutdown_timeout, TIME, "30")                                                            \
 	/* Per-client memory (issue 15 item 6): named statements, and what pgfleet \
@@ -164,7 +167,6 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(listen_backlog, INT, "128", WARN, NULL)                                                  \
 	X(log_pooler_errors, BOOL, "1", WARN, NULL)                                                \
 	X(log_stats, BOOL, "1", WARN, "see SHOW STATS and /metrics")                               \
-	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
 	X(pidfile, STR, "", WARN, NULL)                                                            \
 	X(pkt_buf, INT, "4096", WARN, NULL)                                                        \
 	X(query_wait_notify, TIME, "5", WARN, NULL)                                                \
@@ -186,8 +188,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(tcp_keepidle, INT, "0", WARN, "keepalive is always on, with the kernel's timings")      \
 	X(tcp_keepintvl, INT, "0", WARN, "keepalive is always on, with the kernel's timings")     \
 	X(tcp_socket_buffer, INT, "0", WARN, NULL)                                                 \
-	X(tcp_user_timeout, INT, "0", WARN, NULL)                                                  \
-	X(verbose, INT, "0", WARN, "use -v")
+	X(tcp_user_timeout, INT, "0", WARN, NULL)
 
 /*
  * The same for a [databases] entry's parameters.  A NULL default means any
@@ -287,7 +288,9 @@ size_t config_setting_count(void);
 const char *config_setting_name(size_t i);
 const char *config_setting_default(size_t i);
 void config_setting_value(const struct config *cfg, size_t i, char *buf, size_t len);
-/* SET key = value at run time: validates like the loader; false with `err` filled. */
+/* SET key = value at run time: validates like the loader; false with `err` filled.
+ * A CONFIG_UNIMPLEMENTED key that is no setting: true for its default (nothing
+ * is stored), false otherwise. */
 bool config_set(struct config *cfg, const char *key, const char *value, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

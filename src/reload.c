@@ -22,6 +22,7 @@
 #include "database.h"
 #include "discovery.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
@@ -58,8 +59,23 @@ static void database_apply(struct database *db)
 	}
 }
 
+/* verbose and logfile: the process's one log, set by worker 0 alone (a
+ * RELOAD or SET runs on every worker).  The file is opened again even when
+ * its name did not change: that is how a rotated log is let go. */
+static void apply_logging(void)
+{
+	if (worker_index() != 0)
+		return;
+	log_set_verbose(fleet.cfg.verbose);
+	char err[512];
+	if (!log_open_file(fleet.cfg.logfile, err, sizeof(err)))
+		log_error("logfile not reopened, the old one is kept", "key", "logfile", "error", err,
+			  NULL);
+}
+
 void reload_settings_changed(void)
 {
+	apply_logging();
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
 		database_apply(container_of(it, struct database, node));
@@ -257,6 +273,7 @@ bool reload_config(char *err, size_t errlen)
 			names_add(&dbs, d->name, "(added)");
 	}
 	config_free(&old);
+	apply_logging();
 
 	if (restart.len)
 		log_warn("config reload: restart needed for", "settings", restart.buf, NULL);

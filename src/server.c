@@ -127,6 +127,7 @@ bool server_launch(struct pool *p)
 		pool_unreserve(p);
 		return false;
 	}
+	s->id = fleet_next_id();
 	s->pool = p;
 	conn_setup(&s->io, fd, server_on_read, server_on_write, s);
 	s->state = SERVER_LOGIN;
