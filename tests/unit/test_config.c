@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 69);
+	CHECK(n == 71);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -117,7 +117,7 @@ static const struct {
     {"unix_socket_dir =", "unix_socket_dir", ""},
     {"http_listen = [::1]:9999", "http_listen", "[::1]:9999"},
     {"http_listen =", "http_listen", ""},
-    {"logfile = /var/log/pgbouncer.log", "listen_port", "6432"},
+    {"syslog_ident = bouncer", "listen_port", "6432"},
     {"tcp_keepalive = 1", "listen_port", "6432"},
     {"client_tls_ciphers = fast", "listen_port", "6432"},
     {"; listen_port = 1", "listen_port", "6432"},
@@ -412,7 +412,7 @@ static void test_unimplemented_warned(void)
 	struct config cfg;
 	struct msgs m = {0};
 	CHECK(load_text(&cfg, &m,
-	                BASE "logfile = /var/log/pgbouncer.log\n"
+	                BASE "syslog_ident = bouncer\n"
 	                     "job_name = nightly\n"
 	                     "min_pool_size = 2\n"
 	                     "tcp_keepalive = 1\n" /* the default: no warning */
@@ -421,7 +421,7 @@ static void test_unimplemented_warned(void)
 	CHECK(m.n == 0);
 	CHECK(cfg.n_warnings == 4);
 	if (cfg.n_warnings == 4) {
-		char *w0 = expand("@/pgfleet.ini:5: key 'logfile': not implemented by pgfleet, "
+		char *w0 = expand("@/pgfleet.ini:5: key 'syslog_ident': not implemented by pgfleet, "
 		                  "ignored (pgfleet logs to stderr)");
 		char *w1 =
 		    expand("@/pgfleet.ini:6: key 'job_name': not implemented "
@@ -448,7 +448,7 @@ static void test_unimplemented_warned(void)
 	CHECK(cfg.warnings == NULL && cfg.n_warnings == 0);
 
 	/* a refusal elsewhere fails the load; warnings go with the config */
-	CHECK(!load_text(&cfg, &m, BASE "logfile = /x.log\nmax_db_connections = 1\n", users_env));
+	CHECK(!load_text(&cfg, &m, BASE "syslog_ident = x\nmax_db_connections = 1\n", users_env));
 	CHECK(m.n == 1 && cfg.warnings == NULL);
 	msgs_clear(&m);
 }
@@ -527,6 +527,45 @@ static void test_unimplemented_set(void)
 	msgs_clear(&m);
 }
 
+/* issue 18: logfile is opened by the loader (and by SET), so that a file
+ * pgfleet cannot write is an error naming it; verbose is a setting; SET of
+ * a PgBouncer key pgfleet does not implement takes its default only. */
+static void test_logfile_verbose_and_pgbouncer_set(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+	char err[256];
+
+	CHECK(!load_text(&cfg, &m, BASE "logfile = /nonexistent-pgfleet-dir/x.log\n", users_env));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:5: key 'logfile': cannot open "
+	                   "'/nonexistent-pgfleet-dir/x.log': No such file or directory"));
+	msgs_clear(&m);
+
+	const char *log = write_file("log/pgfleet.log", "");
+	char text[512];
+	snprintf(text, sizeof text, BASE "logfile = %s\nverbose = 2\n", log);
+	CHECK(load_text(&cfg, &m, text, users_env));
+	CHECK(m.n == 0 && cfg.n_warnings == 0);
+	CHECK_STR(cfg.logfile, log);
+	CHECK(cfg.verbose == 2);
+	CHECK(!config_set(&cfg, "logfile", "/nonexistent-pgfleet-dir/y.log", err, sizeof err));
+	CHECK_STR(err, "cannot open '/nonexistent-pgfleet-dir/y.log': No such file or directory");
+	CHECK_STR(cfg.logfile, log); /* kept */
+	CHECK(config_set(&cfg, "logfile", "", err, sizeof err));
+	CHECK(!config_set(&cfg, "verbose", "loud", err, sizeof err));
+	CHECK(config_set(&cfg, "VERBOSE", "1", err, sizeof err) && cfg.verbose == 1);
+	/* PgBouncer's keys that are no pgfleet setting: the default is a no-op */
+	CHECK(config_set(&cfg, "log_stats", "1", err, sizeof err));
+	CHECK(!config_set(&cfg, "log_stats", "0", err, sizeof err));
+	CHECK_STR(err, "not implemented by pgfleet (see SHOW STATS and /metrics)");
+	CHECK(!config_set(&cfg, "peer_id", "3", err, sizeof err));
+	CHECK_STR(err, "not implemented by pgfleet yet; remove it or set it to 0 (its default)");
+	CHECK(!config_set(&cfg, "no_such_key", "1", err, sizeof err));
+	CHECK_STR(err, "unknown setting 'no_such_key'");
+	config_free(&cfg);
+	msgs_clear(&m);
+}
+
 static void run_all(void)
 {
 	RUN(test_defaults);
@@ -540,6 +579,7 @@ static void run_all(void)
 	RUN(test_unimplemented_db);
 	RUN(test_unimplemented_set);
 	RUN(test_unimplemented_table);
+	RUN(test_logfile_verbose_and_pgbouncer_set);
 }
 
 int main(void)

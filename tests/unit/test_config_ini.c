@@ -99,7 +99,7 @@ static void test_pgbouncer_alias(void)
 	struct msgs m = {0};
 	CHECK(load_text(&cfg, &m,
 	                "[databases]\napp = host=db\n[pgbouncer]\nlisten_port = 6000\n"
-	                "logfile = /var/log/pgbouncer.log\npidfile = /run/pgbouncer.pid\n"
+	                "syslog_ident = bouncer\npidfile = /run/pgbouncer.pid\n"
 	                "job_name = nightly\n"
 	                "[users]\n[PgFleet]\nworkers = 2\n",
 	                users_env));
