@@ -1545,6 +1545,7 @@ struct admin_cmd {
 	const char *words; /* "SHOW POOLS": what the client types, any case */
 	const char *usage; /* SHOW HELP's text after the words (ARGS_OWN) */
 	bool help_join;    /* listed as "|POOLS" on the help line above */
+	bool help_hidden;  /* not in SHOW HELP: a PgBouncer command pgfleet refuses */
 	enum admin_access access;
 	enum admin_spread spread;
 	enum admin_args args;
@@ -1816,13 +1817,15 @@ static bool cmd_wait_close(const struct admin_call *a)
 
 static bool show_help(const struct admin_call *a);
 
-/* PgBouncer's SHOW FDS hands the sockets to a new process (online restart,
- * -R), which pgfleet does not do: refused, naming what to use instead. */
-static bool show_fds(const struct admin_call *a)
+/* PgBouncer's SHOW FDS and SUSPEND serve its online restart (-R: a new
+ * process takes the sockets over), which pgfleet does not do: refused,
+ * naming what to use instead. */
+static bool no_online_restart(const struct admin_call *a)
 {
 	admin_error(a->c, "0A000",
-		    "SHOW FDS is not supported: pgfleet has no online restart (use so_reuseport "
-		    "and a rolling restart)");
+		    "%s is not supported: pgfleet has no online restart (use so_reuseport "
+		    "and a rolling restart)",
+		    a->cmd->words);
 	return true;
 }
 
@@ -1852,7 +1855,7 @@ static const struct admin_cmd commands[] = {
 	{"SHOW PEERS", .access = ACCESS_STATS, .fill = show_nothing, COLUMNS(peers_cols)},
 	{"SHOW PEER_POOLS", .help_join = true, .access = ACCESS_STATS, .fill = show_nothing,
 	 COLUMNS(peer_pools_cols)},
-	{"SHOW FDS", .access = ACCESS_ADMIN, .run = show_fds},
+	{"SHOW FDS", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
 	{"SHOW SOCKETS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_sockets, COLUMNS(sockets_cols)},
 	{"SHOW ACTIVE_SOCKETS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
@@ -1895,6 +1898,7 @@ static const struct admin_cmd commands[] = {
 	 .args = ARGS_OWN, .run = cmd_kill_client},
 	{"WAIT_CLOSE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
 	 .run = cmd_wait_close},
+	{"SUSPEND", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
 	/* fleet_shutdown() tells every worker itself. */
 	{"SHUTDOWN", .access = ACCESS_ADMIN, .run = cmd_shutdown},
 	{"REFRESH", "DNS", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
@@ -1911,6 +1915,8 @@ static void help_text(char *buf, size_t len)
 	buf[0] = 0;
 	for (size_t i = 0; i < NCOMMANDS; i++) {
 		const struct admin_cmd *cmd = &commands[i];
+		if (cmd->help_hidden)
+			continue;
 		const char *usage = cmd->args == ARGS_DB	    ? "<db>"
 				    : cmd->args == ARGS_DB_OPTIONAL ? "[<db>]"
 								    : cmd->usage;
