@@ -80,6 +80,7 @@ struct fanout {
 	int pending;
 	bool full;
 	const struct admin_cmd *command;
+	uint64_t client_id; /* the asking client's id (KILL_CLIENT may not end it) */
 	char user[NAME_MAX_LEN];
 	char cmd[ADMIN_MAX_QUERY];
 	struct wbuf out[WORKER_MAX];
@@ -1784,7 +1785,9 @@ static bool cmd_kill_client(const struct admin_call *a)
 		admin_error(a->c, "08P01", "client not found");
 		return true;
 	}
-	if (f.found == a->c) {
+	const struct admin_session *s0 = a->c->admin;
+	uint64_t self = s0->shadow && s0->fan ? s0->fan->client_id : a->c->id;
+	if (f.found->id == self) {
 		/* The answer would have nobody to go to: PgBouncer closes the
 		 * asking session too; pgfleet says why instead. */
 		admin_error(a->c, "42601", "KILL_CLIENT cannot end the session that runs it");
@@ -2255,6 +2258,7 @@ static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const ch
 	f->c = c;
 	f->full = c->admin->full;
 	f->command = cmd;
+	f->client_id = c->id;
 	for (int i = 0; i < worker_count(); i++)
 		table_init(&f->part[i], cmd->cols, cmd->ncols);
 	snprintf(f->user, sizeof(f->user), "%s", c->user);

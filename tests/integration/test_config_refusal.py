@@ -72,19 +72,18 @@ def test_start_refused_for_an_unimplemented_environment_variable():
 
 
 def test_check_prints_warnings_and_accepts(tmp_path):
-    path = ini(tmp_path, "logfile = /var/log/pgbouncer.log\nmax_db_connections = 0\n")
+    path = ini(tmp_path, "syslog_ident = bouncer\nmax_db_connections = 0\n")
     p = run(["--check", path])
     assert p.returncode == 0, p.stderr
-    assert p.stderr.strip() == ("warning: %s:7: key 'logfile': not implemented by pgfleet, "
-                                "ignored (pgfleet logs to stderr)" % path)
+    assert p.stderr.strip() == ("warning: %s:7: key 'syslog_ident': not implemented by "
+                                "pgfleet, ignored (pgfleet logs to stderr)" % path)
 
 
 def test_pgbouncer_logging_knobs_start_with_a_warning(service, pgfleet):
-    fleet = pgfleet(settings=dict(SETTINGS, logfile="/var/log/pgbouncer.log",
-                                  job_name="nightly"))
-    line = ini_line(fleet, "logfile")
-    fleet.wait_log(r"msg=\"config warning\" detail=\"%s:%d: key 'logfile': not implemented "
-                   r"by pgfleet, ignored" % (re.escape(fleet.ini_path), line))
+    fleet = pgfleet(settings=dict(SETTINGS, syslog_ident="bouncer", job_name="nightly"))
+    line = ini_line(fleet, "syslog_ident")
+    fleet.wait_log(r"msg=\"config warning\" detail=\"%s:%d: key 'syslog_ident': not "
+                   r"implemented by pgfleet, ignored" % (re.escape(fleet.ini_path), line))
     fleet.wait_log(r"msg=\"config warning\" detail=\"[^\"]*key 'job_name'")
     with app_conn(fleet) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
