@@ -1776,7 +1776,7 @@ static bool cmd_kill_client(const struct admin_call *a)
 	char *end = NULL;
 	unsigned long long id = q ? strtoull(arg, &end, 10) : 0;
 	if (!q || !at_end(q) || !isdigit((unsigned char)arg[0]) || !end || *end) {
-		admin_error(a->c, "42601", "invalid client pointer supplied");
+		admin_error(a->c, "08P01", "invalid client pointer supplied"); /* PgBouncer's */
 		return true;
 	}
 	struct find_id f = {(uint64_t)id, NULL};
@@ -2032,7 +2032,9 @@ static bool read_db(struct admin_call *a)
 	if (q) {
 		a->db = find_db(arg);
 		if (!a->db) {
-			admin_error(c, "3D000", "no such database: %s", arg);
+			/* PgBouncer's words and SQLSTATE: a script written for it
+			 * catches the same exception class (08: OperationalError). */
+			admin_error(c, "08P01", "no such database: %s", arg);
 			return false;
 		}
 	}

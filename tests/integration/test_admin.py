@@ -285,7 +285,8 @@ def test_sql_and_bad_commands_get_errors_and_the_session_goes_on(fleet):
                          ("", psycopg.errors.SyntaxError),
                          ("SHOW nothing_like_this", psycopg.errors.SyntaxError),
                          ("SHOW VERSION; SHOW POOLS", psycopg.errors.FeatureNotSupported),
-                         ("PAUSE no_such_db", psycopg.errors.InvalidCatalogName),
+                         # PgBouncer's words and SQLSTATE (08P01)
+                         ("PAUSE no_such_db", psycopg.errors.ProtocolViolation),
                          ("SET default_pool_size = lots", psycopg.errors.InvalidParameterValue),
                          ("SET listen_port = 1", psycopg.errors.CantChangeRuntimeParam),
                          ("DISABLE", psycopg.errors.SyntaxError)]:
