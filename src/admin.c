@@ -2077,11 +2077,65 @@ static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const ch
 /* Runs one command line: its row of commands[], the access check, then here
  * or on every worker (spread, with may_spread).  False when it waits (PAUSE,
  * WAIT_CLOSE, the other workers): the reply is sent when that is over. */
+/*
+ * Drivers that set or read session parameters on every connection (as on
+ * PostgreSQL) get, as PgBouncer gives them: SHOW of one of these answers
+ * the value the console's ParameterStatus said, SET is ignored with a
+ * NOTICE, for stats_users too.  True when the line was one of them.
+ */
+static bool fake_session_param(struct client *c, const char *line)
+{
+	static const char *const names[] = {"client_encoding", "datestyle", "timezone",
+					    "standard_conforming_strings",
+					    "default_transaction_isolation", "extra_float_digits"};
+	char verb[8], name[40];
+	const char *p = next_word(line, verb, sizeof(verb));
+	if (!p || (strcmp(verb, "show") != 0 && strcmp(verb, "set") != 0))
+		return false;
+	const char *q = next_word(p, name, sizeof(name));
+	int i = 0, n = (int)(sizeof(names) / sizeof(names[0]));
+	while (q && i < n && strcmp(names[i], name) != 0)
+		i++;
+	if (!q || i == n)
+		return false;
+	struct wbuf *w = &c->io.out;
+	if (verb[1] == 'e') { /* set */
+		uint32_t m = proto_begin(w, 'N');
+		proto_put_u8(w, 'S');
+		proto_put_str(w, "NOTICE");
+		proto_put_u8(w, 'V');
+		proto_put_str(w, "NOTICE");
+		proto_put_u8(w, 'C');
+		proto_put_str(w, "00000");
+		proto_put_u8(w, 'M');
+		proto_put_str(w, "SET ignored");
+		proto_put_u8(w, 0);
+		proto_end(w, m);
+		command_complete(w, "SET");
+		return true;
+	}
+	if (!at_end(q))
+		return false;
+	const char *enc = param_get(c->params, "client_encoding");
+	const char *const values[] = {enc && *enc ? enc : "UTF8", "ISO, MDY", "UTC", "on",
+				      "read committed", "1"};
+	const struct table_col col = {names[i], TABLE_TEXT, TABLE_FIRST, TABLE_OID_TEXT};
+	struct table t;
+	table_init(&t, &col, 1);
+	struct row r = row_begin(&t);
+	put_text(&r, values[i]);
+	answer_table(c, &t);
+	table_free(&t);
+	return true;
+}
+
 static bool run_command(struct client *c, const char *line, bool may_spread)
 {
 	char verb[32];
 	struct admin_call a = {.c = c, .verb = verb};
 	(void)pthread_once(&stats_cols_once, stats_cols_build);
+	if (fake_session_param(c, line))
+		return true;
 	if (!lookup(&a, verb, sizeof(verb), line))
 		return true;
 	if (a.cmd->access == ACCESS_ADMIN && !c->admin->full) {

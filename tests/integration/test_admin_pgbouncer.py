@@ -215,6 +215,27 @@ def fleet_single(service, pgfleet):
     return pgfleet(settings=dict(SETTINGS), users=dict(USERS))
 
 
+def test_session_parameters_drivers_set_are_answered_as_pgbouncer(fleet_single):
+    """SET/SHOW of the session parameters drivers touch on connect: SET is
+    ignored with a NOTICE, SHOW answers (stats_users too)."""
+    with psycopg.connect(fleet_single.dsn(STATS, STATS_PW, "pgbouncer"),
+                         autocommit=True) as conn:
+        conn.prepare_threshold = None
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        for sql in ("SET client_encoding = 'UTF8'", "SET DateStyle TO 'ISO'",
+                    "set timezone = 'UTC'", "SET extra_float_digits = 3"):
+            assert conn.execute(sql).statusmessage == "SET", sql
+        assert notices == ["SET ignored"] * 4
+        cur = conn.execute("SHOW client_encoding")
+        assert columns(cur) == ["client_encoding"] and cur.fetchall() == [("UTF8",)]
+        assert conn.execute("SHOW TimeZone").fetchall() == [("UTC",)]
+        assert conn.execute("SHOW standard_conforming_strings").fetchall() == [("on",)]
+        # any other SET is still the console's, admin_users only
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET verbose = 1")
+
+
 # ---- KILL_CLIENT, KILL ------------------------------------------------------------------
 
 
