@@ -903,23 +903,31 @@ static void totals_merge(struct table *dst, const struct table *src)
 		size_t d = 0;
 		while (d < dst->nrows && strcmp(table_at(dst, d, 0)->v.s, name) != 0)
 			d++;
-		if (d == dst->nrows) {
-			struct row row = row_begin(dst);
-			put_text(&row, name);
-			put_int(&row, v);
-			continue;
-		}
-		int64_t *cell = &dst->cells[d * (size_t)dst->ncols + 1].v.i;
 		bool mean = false;
 		for (int i = 0; i < STATS_NMAP; i++)
 			if (strcmp(stats_map[i].avg, name) == 0)
 				mean = stats_avg_merge(stats_map[i].field) == TABLE_MEAN;
-		if (!mean)
-			*cell += v;
-		else if (v && *cell)
-			*cell = (*cell + v + 1) / 2;
-		else if (v)
-			*cell = v;
+		if (d == dst->nrows) {
+			struct row row = row_begin(dst);
+			put_text(&row, name);
+			put_int(&row, v);
+			if (dst->oom)
+				return;
+			d = dst->nrows - 1;
+			/* A mean's running sum and count, as TABLE_MEAN keeps them. */
+			struct table_cell *cell = &dst->cells[d * (size_t)dst->ncols + 1];
+			cell->n = v != 0;
+			cell->sum = (double)v;
+			continue;
+		}
+		struct table_cell *cell = &dst->cells[d * (size_t)dst->ncols + 1];
+		if (!mean) {
+			cell->v.i += v;
+		} else if (v) {
+			cell->n++;
+			cell->sum += (double)v;
+			cell->v.i = (int64_t)(cell->sum / cell->n + 0.5);
+		}
 	}
 }
 
@@ -1859,7 +1867,7 @@ static const struct admin_cmd commands[] = {
 	{"SHOW PEER_POOLS", .help_join = true, .access = ACCESS_STATS, .fill = show_nothing,
 	 COLUMNS(peer_pools_cols)},
 	{"SHOW FDS", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
-	{"SHOW SOCKETS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	{"SHOW SOCKETS", .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_sockets, COLUMNS(sockets_cols)},
 	{"SHOW ACTIVE_SOCKETS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_active_sockets, COLUMNS(sockets_cols)},
