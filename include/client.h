@@ -55,7 +55,7 @@ struct client {
 	const struct param_set *params_startup;
 	const struct param_set *params;
 	uint32_t cancel_pid, cancel_key;
-	uint64_t id; /* fleet_next_id(): SHOW CLIENTS, KILL_CLIENT */
+	uint64_t id;             /* fleet_next_id(): SHOW CLIENTS, KILL_CLIENT */
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
 	struct client_stmts *stmts; /* named prepared statements, by the client's names */
