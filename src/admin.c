@@ -1692,8 +1692,25 @@ static bool cmd_reload(const struct admin_call *a)
 	return command_done(a);
 }
 
+/* SHUTDOWN [WAIT_FOR_SERVERS]: pgfleet's one shutdown, the drain of SIGTERM
+ * (new logins refused, open transactions finish, up to shutdown_timeout),
+ * which is PgBouncer's WAIT_FOR_SERVERS.  PgBouncer's WAIT_FOR_CLIENTS
+ * (wait, without a bound, until every client has left) is refused. */
 static bool cmd_shutdown(const struct admin_call *a)
 {
+	char mode[32];
+	const char *q = next_word(a->args, mode, sizeof(mode));
+	if (q && at_end(q) && strcmp(mode, "wait_for_clients") == 0) {
+		admin_error(a->c, "0A000",
+			    "SHUTDOWN WAIT_FOR_CLIENTS is not supported: pgfleet's SHUTDOWN lets "
+			    "open transactions finish (up to shutdown_timeout), then closes every "
+			    "client; use SHUTDOWN or SHUTDOWN WAIT_FOR_SERVERS");
+		return true;
+	}
+	if (!at_end(a->args) && !(q && at_end(q) && strcmp(mode, "wait_for_servers") == 0)) {
+		admin_error(a->c, "42601", "syntax: SHUTDOWN [WAIT_FOR_SERVERS]");
+		return true;
+	}
 	log_info("admin SHUTDOWN", "by", a->c->user, NULL);
 	command_done(a);
 	fleet_shutdown("admin SHUTDOWN");
@@ -1911,7 +1928,8 @@ static const struct admin_cmd commands[] = {
 	 .run = cmd_wait_close},
 	{"SUSPEND", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
 	/* fleet_shutdown() tells every worker itself. */
-	{"SHUTDOWN", .access = ACCESS_ADMIN, .run = cmd_shutdown},
+	{"SHUTDOWN", "[WAIT_FOR_SERVERS]", .access = ACCESS_ADMIN, .args = ARGS_OWN,
+	 .run = cmd_shutdown},
 	{"REFRESH", "DNS", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
 	 .run = cmd_refresh},
 };

@@ -210,6 +210,24 @@ def test_show_fds_and_suspend_are_refused_by_name(fleet_single):
         assert str(e.value).startswith("invalid command 'SHOW nothing_like_this', use SHOW HELP;")
 
 
+def test_shutdown_wait_for_servers_is_the_drain_wait_for_clients_refused(fleet_single):
+    fleet = fleet_single
+    busy = app_conn(fleet, autocommit=False)
+    busy.execute("SELECT 1")
+    with admin_conn(fleet) as admin:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            admin.execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        assert "SHUTDOWN WAIT_FOR_CLIENTS is not supported" in str(e.value)
+        with pytest.raises(psycopg.errors.SyntaxError):
+            admin.execute("SHUTDOWN NOW")
+        assert fleet.running
+        assert admin.execute("shutdown wait_for_servers").statusmessage == "SHUTDOWN"
+    fleet.wait_log(r'msg="shutting down" reason="admin SHUTDOWN"')
+    assert busy.execute("SELECT 2").fetchone() == (2,)  # the open transaction finishes
+    busy.commit()
+    assert fleet.wait(timeout=20) == 0
+
+
 @pytest.fixture
 def fleet_single(service, pgfleet):
     return pgfleet(settings=dict(SETTINGS), users=dict(USERS))
