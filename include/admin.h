@@ -15,6 +15,10 @@ struct client;
 bool admin_is_console(const char *dbname);
 /* The client asked for the console: give it a session (false: closed). */
 bool admin_login_start(struct client *c) __attribute__((warn_unused_result));
+/* PgBouncer's rule: the user "pgbouncer" on the Unix socket, from a process
+ * of the OS user pgfleet runs as (SO_PEERCRED), logs in without a password,
+ * with admin access. */
+bool admin_login_trusted(struct client *c);
 /* Authentication passed: admit it (admin_users, stats_users) or refuse it. */
 void admin_login_done(struct client *c);
 /* Handles what the admin client sent (client.c calls it for CLIENT_ACTIVE). */

@@ -57,6 +57,7 @@ struct client {
 	const struct param_set *params_startup;
 	const struct param_set *params;
 	uint32_t cancel_pid, cancel_key;
+	uint64_t id;             /* fleet_next_id(): SHOW CLIENTS, KILL_CLIENT */
 	struct list cancel_node; /* cancel.c's table of clients by (cancel_pid, cancel_key) */
 	struct scram_server *scram; /* during login only */
 	/* auth_query (a user not in auth_file): the secret the server holds,
@@ -149,11 +150,14 @@ void client_janitor(double now);
  * name one of its databases: client.c asks it through these, registered
  * once at start-up (wiring.c).  Without a console no name is the console's.
  * login_start: true when the client is to be asked for its password.
+ * login_trusted: true when the console admits the client without one
+ * (PgBouncer's rule for the user "pgbouncer" on the Unix socket).
  * gone: a console client closes.
  */
 struct client_console {
 	bool (*is_console)(const char *dbname);
 	bool (*login_start)(struct client *c);
+	bool (*login_trusted)(struct client *c);
 	void (*login_done)(struct client *c);
 	void (*process)(struct client *c);
 	void (*gone)(struct client *c);

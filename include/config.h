@@ -120,6 +120,9 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(log_format, LOGFMT, "text")                                                              \
 	X(log_connections, BOOL, "1")                                                              \
 	X(log_disconnections, BOOL, "1")                                                           \
+	/* issue 18: PgBouncer's; the log also goes to this file (log.c) */                        \
+	X(logfile, STR, "")                                                                        \
+	X(verbose, INT, "0")                                                                       \
 	X(stats_period, TIME, "60")                                                                \
 	X(shutdown_timeout, TIME, "30")                                                            \
 	/* Per-client memory (issue 15 item 6): named statements, and what pgfleet \
@@ -199,10 +202,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(server_fast_close, BOOL, "0", REFUSE, NULL)                                              \
 	X(suspend_timeout, TIME, "10", REFUSE, NULL)                                               \
 	X(syslog, BOOL, "0", REFUSE, NULL)                                                         \
-	X(transaction_timeout, TIME, "0", REFUSE, NULL)                                            \
-	/* warned (in progress elsewhere in issue 18: logfile, verbose) */      \
-	X(logfile, STR, "", WARN, "pgfleet logs to stderr")                                        \
-	X(verbose, INT, "0", WARN, "use -v")
+	X(transaction_timeout, TIME, "0", REFUSE, NULL)
 
 /*
  * The same for a [databases] entry's parameters.  A NULL default means any
@@ -216,8 +216,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(timezone, STR, NULL, REFUSE, NULL)                                                       \
 	X(load_balance_hosts, STR, "round-robin", REFUSE, NULL)                                    \
 	X(max_db_client_connections, INT, "0", REFUSE, NULL)                                       \
-	X(query_wait_timeout, TIME, NULL, REFUSE, NULL)                                            \
-	X(server_lifetime, TIME, NULL, WARN, "the global server_lifetime applies")
+	X(query_wait_timeout, TIME, NULL, REFUSE, NULL)
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT long long
@@ -248,6 +247,7 @@ struct db_config {
 	int min_pool_size;      /* -1: the global min_pool_size */
 	int reserve_pool_size;  /* -1: the global reserve_pool_size ("reserve_pool" too) */
 	int max_db_connections; /* -1: the global max_db_connections */
+	double server_lifetime; /* < 0: the global server_lifetime */
 	char *file;         /* where it was defined, for messages */
 	int line;
 };
@@ -318,7 +318,9 @@ size_t config_setting_count(void);
 const char *config_setting_name(size_t i);
 const char *config_setting_default(size_t i);
 void config_setting_value(const struct config *cfg, size_t i, char *buf, size_t len);
-/* SET key = value at run time: validates like the loader; false with `err` filled. */
+/* SET key = value at run time: validates like the loader; false with `err` filled.
+ * A CONFIG_UNIMPLEMENTED key that is no setting: true for its default (nothing
+ * is stored), false otherwise. */
 bool config_set(struct config *cfg, const char *key, const char *value, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

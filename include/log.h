@@ -1,5 +1,6 @@
 /*
- * log.h: one line per event on stderr, logfmt (`text`) or JSON.
+ * log.h: one line per event on stderr (and the logfile, when set), logfmt
+ * (`text`) or JSON.
  *
  * A line is a message plus key/value pairs given as a NULL-terminated list of
  * strings: log_info("replica added", "db", "app", "addr", "10.0.0.5:5432", NULL).
@@ -13,10 +14,20 @@
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
-/* verbosity: 0 = info (default), 1 = debug, 2 = trace, -1 = warnings only */
+/* verbosity: 0 = info (default), 1 = debug, 2 = trace, -1 = warnings only
+ * (the command line's -v / -q) */
 void log_setup(int verbosity, bool json);
+/* The `verbose` setting: the level is the more verbose of it and the
+ * command line's, unless -q asked for warnings only.  Any thread. */
+void log_set_verbose(long long verbose);
+/* Every line also goes to `path` (appended; "" or NULL: stderr only).  The
+ * file is opened again on every call, which is what log rotation needs
+ * (SIGHUP / RELOAD); lines being written meanwhile by other threads go to
+ * the old file or the new one, never elsewhere.  False with the reason in
+ * `err`, and the previous file kept. */
+bool log_open_file(const char *path, char *err, size_t errlen);
 /* The most verbose level logged (log_setup); read on hot paths, inline. */
-extern int log_level_max;
+extern _Atomic int log_level_max;
 static inline bool log_enabled(enum log_level level)
 {
 	return (int)level <= log_level_max;

@@ -100,5 +100,8 @@ bool fleet_setting_needs_restart(const char *key);
 #define FLEET_SHUTDOWN_MESSAGE "terminating connection due to administrator command"
 /* Random bytes for keys and nonces (OpenSSL's RAND_bytes). */
 void fleet_random(void *buf, size_t len);
+/* A new connection id, unique over the process's life and every worker
+ * (SHOW CLIENTS / SERVERS `id`, KILL_CLIENT); the first is 1. */
+uint64_t fleet_next_id(void);
 
 #endif

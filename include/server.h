@@ -81,6 +81,7 @@ struct server {
 	struct pool *pool;
 	struct client *link;
 	uint32_t backend_pid, backend_key;
+	uint64_t id;      /* fleet_next_id(): SHOW SERVERS */
 	int expect_rfq;   /* ReadyForQuery messages owed to the linked client */
 	/* Requests sent (or answered by pgfleet) whose replies are still to come. */
 	struct request *queue; /* a ring of q_cap entries, grown on demand */

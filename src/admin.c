@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "config.h"
@@ -37,6 +38,7 @@
 #include "discovery.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "runtime.h"
 #include "server.h"
@@ -47,6 +49,13 @@
 #include "mailbox.h"
 
 #define ADMIN_MAX_QUERY 8192 /* bytes of one admin command */
+
+/* SHOW VERSION: the PgBouncer release whose console pgfleet's answers (the
+ * columns of every SHOW), first, so that tools which read a PgBouncer
+ * version out of the line (monitoring agents choose their queries by it)
+ * find that one; pgfleet's own after. */
+#define ADMIN_PGBOUNCER_VERSION "1.25.0"
+#define ADMIN_VERSION_STRING "PgBouncer " ADMIN_PGBOUNCER_VERSION " (pgfleet " PGFLEET_VERSION ")"
 
 /* A command that answers once connections are gone. */
 enum admin_wait {
@@ -71,6 +80,7 @@ struct fanout {
 	int pending;
 	bool full;
 	const struct admin_cmd *command;
+	uint64_t client_id; /* the asking client's id (KILL_CLIENT may not end it) */
 	char user[NAME_MAX_LEN];
 	char cmd[ADMIN_MAX_QUERY];
 	struct wbuf out[WORKER_MAX];
@@ -79,6 +89,7 @@ struct fanout {
 
 struct admin_session {
 	bool full;         /* admin_users: everything; stats_users: SHOW only */
+	bool trusted;      /* "pgbouncer" on the Unix socket, same OS user (admin_login_trusted) */
 	bool skip_to_sync; /* extended protocol refused: drop messages up to Sync */
 	enum admin_wait wait;
 	char wait_db[NAME_MAX_LEN]; /* "" = every database */
@@ -118,9 +129,22 @@ bool admin_login_start(struct client *c)
 	return true;
 }
 
+bool admin_login_trusted(struct client *c)
+{
+	if (strcmp(c->user, "pgbouncer") != 0 || c->addr.sa.sa_family != AF_UNIX)
+		return false;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+	    len != sizeof(cred) || cred.uid != geteuid())
+		return false;
+	c->admin->trusted = true;
+	return true;
+}
+
 void admin_login_done(struct client *c)
 {
-	bool full = config_list_has(fleet.cfg.admin_users, c->user);
+	bool full = c->admin->trusted || config_list_has(fleet.cfg.admin_users, c->user);
 	if (!full && !config_list_has(fleet.cfg.stats_users, c->user)) {
 		client_close(c, "28000",
 			     "user \"%s\" may not use the admin console (not in admin_users or "
@@ -148,7 +172,8 @@ void admin_login_done(struct client *c)
 	proto_ready(out, 'I');
 	client_set_state(c, CLIENT_ACTIVE);
 	log_info("admin login", "client", c->addr_str, "user", c->user, "access",
-		 full ? "admin" : "stats", NULL);
+		 full ? "admin" : "stats", "auth", c->admin->trusted ? "unix-socket-peer" : "password",
+		 NULL);
 }
 
 void admin_client_gone(struct client *c)
@@ -363,36 +388,37 @@ static void foreach_server(void (*fn)(struct server *s, const char *state, void 
 	}
 }
 
-/* The columns SHOW CLIENTS, SHOW SERVERS and SHOW SOCKETS share.  A
- * connection lives on one worker: no key, the workers' rows are listed one
- * after the other. */
+/* The columns SHOW CLIENTS, SHOW SERVERS and SHOW SOCKETS share: PgBouncer
+ * 1.25's, in its order.  A connection lives on one worker: no key, the
+ * workers' rows are listed one after the other. */
 #define SOCKET_COLS                                                                                \
 	COL_TEXT("type", TABLE_FIRST), COL_TEXT("user", TABLE_FIRST),                              \
-		COL_TEXT("database", TABLE_FIRST), COL_TEXT("state", TABLE_FIRST),                 \
-		COL_TEXT("addr", TABLE_FIRST), COL_INT4("port", TABLE_FIRST),                      \
-		COL_TEXT("local_addr", TABLE_FIRST), COL_INT4("local_port", TABLE_FIRST),          \
-		COL_TEXT("connect_time", TABLE_FIRST), COL_TEXT("request_time", TABLE_FIRST),      \
-		COL_INT4("wait", TABLE_FIRST), COL_INT4("wait_us", TABLE_FIRST),                   \
-		COL_INT4("close_needed", TABLE_FIRST), COL_TEXT("ptr", TABLE_FIRST),               \
-		COL_TEXT("link", TABLE_FIRST), COL_INT4("remote_pid", TABLE_FIRST),                \
-		COL_TEXT("tls", TABLE_FIRST)
+		COL_TEXT("database", TABLE_FIRST), COL_TEXT("replication", TABLE_FIRST),           \
+		COL_TEXT("state", TABLE_FIRST), COL_TEXT("addr", TABLE_FIRST),                     \
+		COL_INT4("port", TABLE_FIRST), COL_TEXT("local_addr", TABLE_FIRST),                \
+		COL_INT4("local_port", TABLE_FIRST), COL_TEXT("connect_time", TABLE_FIRST),        \
+		COL_TEXT("request_time", TABLE_FIRST), COL_INT4("wait", TABLE_FIRST),              \
+		COL_INT4("wait_us", TABLE_FIRST), COL_INT4("close_needed", TABLE_FIRST),           \
+		COL_TEXT("ptr", TABLE_FIRST), COL_TEXT("link", TABLE_FIRST),                       \
+		COL_INT4("remote_pid", TABLE_FIRST), COL_TEXT("tls", TABLE_FIRST),                 \
+		COL_TEXT("application_name", TABLE_FIRST),                                         \
+		COL_INT4("prepared_statements", TABLE_FIRST), COL_INT8("id", TABLE_FIRST)
 
-/* PgBouncer 1.18's SHOW CLIENTS. */
+/* PgBouncer 1.25's SHOW CLIENTS. */
 static const struct table_col clients_cols[] = {
 	SOCKET_COLS,
-	COL_TEXT("application_name", TABLE_FIRST),
 };
 
-/* SPEC: through tls, then pgfleet's own. */
+/* PgBouncer's, then pgfleet's own. */
 static const struct table_col servers_cols[] = {
 	SOCKET_COLS,
 	COL_TEXT("replica", TABLE_FIRST),
 	COL_TEXT("role", TABLE_FIRST),
 };
 
+/* SHOW SOCKETS and SHOW ACTIVE_SOCKETS: PgBouncer's debug columns follow. */
 static const struct table_col sockets_cols[] = {
 	SOCKET_COLS,
-	COL_TEXT("application_name", TABLE_FIRST),
 	COL_INT4("recv_pos", TABLE_FIRST),
 	COL_INT4("pkt_pos", TABLE_FIRST),
 	COL_INT4("pkt_remain", TABLE_FIRST),
@@ -405,7 +431,15 @@ static const struct table_col sockets_cols[] = {
 struct show_ctx {
 	struct table *t;
 	bool sockets; /* SHOW SOCKETS: raw state names and buffer columns */
+	bool active_only; /* SHOW ACTIVE_SOCKETS: only those with bytes buffered */
 };
+
+/* Has the connection bytes in its buffers (SHOW ACTIVE_SOCKETS)? */
+static bool conn_busy(const struct conn *io)
+{
+	const struct iobuf *b = io->in;
+	return (b && b->recv != b->done) || io->out.len != io->out.sent || io->pkt_remain;
+}
 
 static void put_buffers(struct row *w, const struct conn *io)
 {
@@ -428,6 +462,8 @@ static const char *app_name(const struct client *c)
 static void client_row(struct client *c, const char *state, void *arg)
 {
 	struct show_ctx *x = arg;
+	if (x->active_only && !conn_busy(&c->io))
+		return;
 	char addr[64], laddr[64], ct[32], rt[32], tls[96], st[24];
 	int port = split_addr(&c->addr, addr, sizeof(addr));
 	int lport = local_addr(c->io.fd, laddr, sizeof(laddr));
@@ -437,12 +473,16 @@ static void client_row(struct client *c, const char *state, void *arg)
 	double waited = c->state == CLIENT_WAITING ? fleet_now() - c->wait_start : 0;
 	if (waited < 0)
 		waited = 0;
+	/* PgBouncer: an active client without a server connection is idle. */
+	if (!x->sockets && strcmp(state, "active") == 0 && !c->link)
+		state = "idle";
 	snprintf(st, sizeof(st), "%s%s", x->sockets ? "cl_" : "", state);
 	struct row r = row_begin(x->t);
 	struct row *w = &r;
 	put_text(w, "C");
 	put_text(w, c->user);
 	put_text(w, c->dbname);
+	put_text(w, "none"); /* replication connections are refused at login */
 	put_text(w, st);
 	put_text(w, addr);
 	put_int(w, port);
@@ -461,6 +501,8 @@ static void client_row(struct client *c, const char *state, void *arg)
 	put_int(w, 0);
 	put_text(w, tls);
 	put_text(w, app_name(c));
+	put_int(w, c->stmts ? prepared_client_count(c->stmts) : 0);
+	put_int(w, (long long)c->id);
 	if (x->sockets)
 		put_buffers(w, &c->io);
 }
@@ -468,6 +510,8 @@ static void client_row(struct client *c, const char *state, void *arg)
 static void server_row(struct server *s, const char *state, void *arg)
 {
 	struct show_ctx *x = arg;
+	if (x->active_only && !conn_busy(&s->io))
+		return;
 	struct pool *p = s->pool;
 	struct replica *r = p->replica;
 	char addr[256], laddr[64], ct[32], rt[32], tls[96], st[24];
@@ -489,6 +533,7 @@ static void server_row(struct server *s, const char *state, void *arg)
 	put_text(w, "S");
 	put_text(w, server_login_user(p));
 	put_text(w, p->group->db->name);
+	put_text(w, "none");
 	put_text(w, st);
 	put_text(w, addr);
 	put_int(w, port);
@@ -506,8 +551,10 @@ static void server_row(struct server *s, const char *state, void *arg)
 		put_text(w, "");
 	put_int(w, s->backend_pid);
 	put_text(w, tls);
+	put_text(w, s->link ? app_name(s->link) : "");
+	put_int(w, s->stmts ? prepared_server_count(s->stmts) : 0);
+	put_int(w, (long long)s->id);
 	if (x->sockets) {
-		put_text(w, s->link ? app_name(s->link) : "");
 		put_buffers(w, &s->io);
 	} else {
 		put_text(w, r->addr_str);
@@ -517,25 +564,34 @@ static void server_row(struct server *s, const char *state, void *arg)
 
 static void show_clients(struct table *t)
 {
-	struct show_ctx x = {t, false};
+	struct show_ctx x = {t, false, false};
 	foreach_client(client_row, &x, false);
 }
 
 static void show_servers(struct table *t)
 {
-	struct show_ctx x = {t, false};
+	struct show_ctx x = {t, false, false};
 	foreach_server(server_row, &x);
 }
 
 static void show_sockets(struct table *t)
 {
-	struct show_ctx x = {t, true};
+	struct show_ctx x = {t, true, false};
+	foreach_client(client_row, &x, true);
+	foreach_server(server_row, &x);
+}
+
+static void show_active_sockets(struct table *t)
+{
+	struct show_ctx x = {t, true, true};
 	foreach_client(client_row, &x, true);
 	foreach_server(server_row, &x);
 }
 
 /* One row per database, each worker has them all: the configuration from
- * the first worker, connections summed. */
+ * the first worker, connections summed.  PgBouncer 1.25's columns, then
+ * pgfleet's `reserve_pool` (PgBouncer's name before 1.24, which
+ * pgbouncer_exporter still reads). */
 static const struct table_col databases_cols[] = {
 	COL_TEXT("name", TABLE_KEY),
 	COL_TEXT("host", TABLE_FIRST),
@@ -544,13 +600,30 @@ static const struct table_col databases_cols[] = {
 	COL_TEXT("force_user", TABLE_FIRST),
 	COL_INT4("pool_size", TABLE_FIRST),
 	COL_INT4("min_pool_size", TABLE_FIRST),
-	COL_INT4("reserve_pool", TABLE_FIRST),
+	COL_INT4("reserve_pool_size", TABLE_FIRST),
+	COL_INT4("server_lifetime", TABLE_FIRST),
 	COL_TEXT("pool_mode", TABLE_FIRST),
+	COL_TEXT("load_balance_hosts", TABLE_FIRST),
 	COL_INT4("max_connections", TABLE_FIRST),
 	COL_INT4("current_connections", TABLE_SUM),
+	COL_INT4("max_client_connections", TABLE_FIRST),
+	COL_INT4("current_client_connections", TABLE_SUM),
 	COL_INT4("paused", TABLE_FIRST),
 	COL_INT4("disabled", TABLE_FIRST),
+	COL_INT4("reserve_pool", TABLE_FIRST),
 };
+
+/* Logged-in clients of a database (its pool groups' lists). */
+static int db_clients(const struct database *db)
+{
+	int n = 0;
+	struct list *git;
+	list_for_each(git, &db->groups) {
+		const struct pool_group *g = container_of(git, struct pool_group, node);
+		n += g->active.count + g->waiting.count;
+	}
+	return n;
+}
 
 static void show_databases(struct table *t)
 {
@@ -572,11 +645,21 @@ static void show_databases(struct table *t)
 		put_int(w, db->pool_size);
 		put_int(w, pool_min_size(db));
 		put_int(w, pool_reserve_size(db));
+		put_int(w, (long long)(db->cfg && db->cfg->server_lifetime >= 0
+					       ? db->cfg->server_lifetime
+					       : fleet.cfg.server_lifetime));
 		put_text(w, config_pool_mode_name(db->pool_mode));
+		/* pgfleet balances over a host list by load_balance, not
+		 * PgBouncer's load_balance_hosts: NULL, as PgBouncer shows
+		 * for a single host. */
+		put_text(w, NULL);
 		put_int(w, pool_db_max_connections(db));
 		put_int(w, conns);
+		put_int(w, 0); /* max_db_client_connections: no such limit */
+		put_int(w, db_clients(db));
 		put_int(w, db->paused ? 1 : 0);
 		put_int(w, db->disabled || db->cfg_own ? 1 : 0);
+		put_int(w, pool_reserve_size(db));
 	}
 }
 
@@ -598,6 +681,7 @@ static const struct table_col pools_cols[] = {
 	COL_INT4("maxwait", TABLE_MAX),
 	COL_INT4("maxwait_us", TABLE_MAX),
 	COL_TEXT("pool_mode", TABLE_FIRST),
+	COL_TEXT("load_balance_hosts", TABLE_FIRST),
 };
 
 static void pool_row(struct table *t, struct database *db, struct pool_group *g, double now)
@@ -635,6 +719,7 @@ static void pool_row(struct table *t, struct database *db, struct pool_group *g,
 	put_int(w, (long long)maxwait);
 	put_int(w, (long long)((maxwait - (double)(long long)maxwait) * 1e6));
 	put_text(w, config_pool_mode_name(db->pool_mode));
+	put_text(w, NULL); /* as in SHOW DATABASES */
 }
 
 static void show_pools(struct table *t)
@@ -650,72 +735,82 @@ static void show_pools(struct table *t)
 }
 
 /*
- * SHOW STATS, STATS_TOTALS, STATS_AVERAGES: a column per counter of
- * STATS_COUNTERS that names one (stats.h), in its order: totals, then
- * averages.  Totals and rates add up over workers; a time per transaction
- * (query, assignment) is the mean of the workers that had any.
+ * SHOW STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS: PgBouncer 1.25's
+ * columns in its order, each read from a counter of STATS_COUNTERS
+ * (stats.h), or 0 for what pgfleet does not count (prepared statement
+ * Parse/Bind messages, client logins).  Totals and rates add up over
+ * workers; a time per transaction (query, assignment) is the mean of the
+ * workers that had any.
  */
-enum stats_view { VIEW_BOTH, VIEW_TOTALS, VIEW_AVERAGES };
+#define STATS_NONE (-2) /* not counted by pgfleet: always 0 */
 
-/* Counter i's total / average column in a view (NULL: not shown). */
-static const char *stats_total_col(int i, enum stats_view view)
-{
-	return view == VIEW_BOTH     ? stats_fields[i].total_col
-	       : view == VIEW_TOTALS ? stats_fields[i].view_col
-				     : NULL;
-}
-
-static const char *stats_avg_col(int i, enum stats_view view)
-{
-	return view == VIEW_BOTH	 ? stats_fields[i].avg_col
-	       : view == VIEW_AVERAGES ? stats_fields[i].view_col
-				       : NULL;
-}
-
-/* How many counters name a column, at compile time: a string literal is a
- * char *, NULL is not. */
-#define STATS_NAMED(col) _Generic((col), char *: 1, const char *: 1, default: 0)
-#define STATS_N_TOTAL(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(tc)
-#define STATS_N_AVG(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(ac)
-#define STATS_N_VIEW(field, per, tc, ac, vc, fam, scale, help) +STATS_NAMED(vc)
-enum {
-	STATS_NCOLS_BOTH = 1 STATS_COUNTERS(STATS_N_TOTAL) STATS_COUNTERS(STATS_N_AVG),
-	STATS_NCOLS_VIEW = 1 STATS_COUNTERS(STATS_N_VIEW),
+struct stats_col {
+	const char *total;      /* SHOW STATS: the total's column */
+	const char *avg;        /* SHOW STATS: the average's column */
+	const char *view_total; /* SHOW STATS_TOTALS */
+	const char *view_avg;   /* SHOW STATS_AVERAGES (PgBouncer keeps avg_ on three) */
+	int field;              /* STATS_F_..., or STATS_NONE */
 };
 
-/* Built once from stats_fields[] (stats_cols_build), then only read. */
-static struct table_col stats_cols[STATS_NCOLS_BOTH];
-static struct table_col stats_totals_cols[STATS_NCOLS_VIEW];
-static struct table_col stats_averages_cols[STATS_NCOLS_VIEW];
-static pthread_once_t stats_cols_once = PTHREAD_ONCE_INIT;
+static const struct stats_col stats_map[] = {
+	{"total_server_assignment_count", "avg_server_assignment_count", "server_assignment_count",
+	 "server_assignment_count", STATS_F_assignments},
+	{"total_xact_count", "avg_xact_count", "xact_count", "xact_count", STATS_F_xacts},
+	{"total_query_count", "avg_query_count", "query_count", "query_count", STATS_F_queries},
+	{"total_received", "avg_recv", "bytes_received", "bytes_received", STATS_F_bytes_recv},
+	{"total_sent", "avg_sent", "bytes_sent", "bytes_sent", STATS_F_bytes_sent},
+	{"total_xact_time", "avg_xact_time", "xact_time", "xact_time", STATS_F_xact_us},
+	{"total_query_time", "avg_query_time", "query_time", "query_time", STATS_F_query_us},
+	{"total_wait_time", "avg_wait_time", "wait_time", "wait_time", STATS_F_wait_us},
+	{"total_client_parse_count", "avg_client_parse_count", "client_parse_count",
+	 "avg_client_parse_count", STATS_NONE},
+	{"total_server_parse_count", "avg_server_parse_count", "server_parse_count",
+	 "avg_server_parse_count", STATS_NONE},
+	{"total_bind_count", "avg_bind_count", "bind_count", "avg_bind_count", STATS_NONE},
+	{"total_client_connect_count", "avg_client_connect_count", "client_connect_count",
+	 "client_connect_count", STATS_NONE},
+};
 
-static void stats_view_build(struct table_col *cols, int ncols, enum stats_view view)
+#define STATS_NMAP NCOLS(stats_map)
+
+enum stats_view { VIEW_BOTH, VIEW_TOTALS, VIEW_AVERAGES };
+
+/* Rates add up over workers; a time per transaction (query, assignment)
+ * is a mean, in SHOW STATS and STATS_AVERAGES alike. */
+static enum table_merge stats_avg_merge(int field)
 {
-	int n = 0;
-	cols[n++] = (struct table_col)COL_TEXT("database", TABLE_KEY);
-	for (int i = 0; i < STATS_NFIELDS; i++) {
-		const char *name = stats_total_col(i, view);
-		if (name)
-			cols[n++] = (struct table_col)COL_NUMERIC(name, TABLE_SUM);
-	}
-	for (int i = 0; i < STATS_NFIELDS; i++) {
-		if (!stats_avg_col(i, view))
-			continue;
-		/* Rates add up over workers; a time per transaction (query,
-		 * assignment) is a mean, in SHOW STATS and STATS_AVERAGES alike. */
-		bool mean = stats_fields[i].per != STATS_F_second;
-		cols[n++] = (struct table_col)COL_NUMERIC(stats_avg_col(i, view),
-							  mean ? TABLE_MEAN : TABLE_SUM);
-	}
-	if (n != ncols)
-		abort(); /* the counts above and this walk read the same list */
+	return field >= 0 && stats_fields[field].per != STATS_F_second ? TABLE_MEAN : TABLE_SUM;
 }
+
+/* Built once (stats_cols_build), then only read. */
+static struct table_col stats_cols[1 + 2 * STATS_NMAP];
+static struct table_col stats_totals_cols[1 + STATS_NMAP];
+static struct table_col stats_averages_cols[1 + STATS_NMAP];
+static pthread_once_t stats_cols_once = PTHREAD_ONCE_INIT;
 
 static void stats_cols_build(void)
 {
-	stats_view_build(stats_cols, NCOLS(stats_cols), VIEW_BOTH);
-	stats_view_build(stats_totals_cols, NCOLS(stats_totals_cols), VIEW_TOTALS);
-	stats_view_build(stats_averages_cols, NCOLS(stats_averages_cols), VIEW_AVERAGES);
+	stats_cols[0] = (struct table_col)COL_TEXT("database", TABLE_KEY);
+	stats_totals_cols[0] = stats_cols[0];
+	stats_averages_cols[0] = stats_cols[0];
+	for (int i = 0; i < STATS_NMAP; i++) {
+		const struct stats_col *m = &stats_map[i];
+		enum table_merge am = stats_avg_merge(m->field);
+		stats_cols[1 + i] = (struct table_col)COL_NUMERIC(m->total, TABLE_SUM);
+		stats_cols[1 + STATS_NMAP + i] = (struct table_col)COL_NUMERIC(m->avg, am);
+		stats_totals_cols[1 + i] = (struct table_col)COL_NUMERIC(m->view_total, TABLE_SUM);
+		stats_averages_cols[1 + i] = (struct table_col)COL_NUMERIC(m->view_avg, am);
+	}
+}
+
+static long long stats_total_of(const struct stats *s, int field)
+{
+	return field >= 0 ? (long long)stats_get(s, field) : 0;
+}
+
+static long long stats_avg_of(const struct stats_avg *a, int field)
+{
+	return field >= 0 ? (long long)stats_avg_get(a, field) : 0;
 }
 
 static void show_stats_view(struct table *t, enum stats_view view)
@@ -727,12 +822,12 @@ static void show_stats_view(struct table *t, enum stats_view view)
 		stats_database_totals(db, &s);
 		struct row r = row_begin(t);
 		put_text(&r, db->name);
-		for (int i = 0; i < STATS_NFIELDS; i++)
-			if (stats_total_col(i, view))
-				put_int(&r, (long long)stats_get(&s, i));
-		for (int i = 0; i < STATS_NFIELDS; i++)
-			if (stats_avg_col(i, view))
-				put_int(&r, (long long)stats_avg_get(&db->avg, i));
+		if (view != VIEW_AVERAGES)
+			for (int i = 0; i < STATS_NMAP; i++)
+				put_int(&r, stats_total_of(&s, stats_map[i].field));
+		if (view != VIEW_TOTALS)
+			for (int i = 0; i < STATS_NMAP; i++)
+				put_int(&r, stats_avg_of(&db->avg, stats_map[i].field));
 	}
 }
 
@@ -751,9 +846,105 @@ static void show_stats_averages(struct table *t)
 	show_stats_view(t, VIEW_AVERAGES);
 }
 
+/* SHOW TOTALS: SHOW STATS over every database, one row per column.  Each
+ * worker adds its databases up; rows merge by name (a time per
+ * transaction as the mean of the workers that had any). */
+static const struct table_col totals_cols[] = {
+	COL_TEXT("name", TABLE_KEY),
+	COL_NUMERIC("value", TABLE_SUM),
+};
+
+static void show_totals(struct table *t)
+{
+	struct stats sum;
+	uint64_t avg[STATS_NFIELDS];
+	int n_avg[STATS_NFIELDS];
+	memset(&sum, 0, sizeof(sum));
+	memset(avg, 0, sizeof(avg));
+	memset(n_avg, 0, sizeof(n_avg));
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *db = container_of(it, struct database, node);
+		struct stats s;
+		stats_database_totals(db, &s);
+		stats_add(&sum, &s);
+		for (int f = 0; f < STATS_NFIELDS; f++) {
+			uint64_t v = stats_avg_get(&db->avg, f);
+			avg[f] += v;
+			n_avg[f] += v != 0;
+		}
+	}
+	for (int i = 0; i < STATS_NMAP; i++) {
+		struct row r = row_begin(t);
+		put_text(&r, stats_map[i].total);
+		put_int(&r, stats_total_of(&sum, stats_map[i].field));
+	}
+	for (int i = 0; i < STATS_NMAP; i++) {
+		int f = stats_map[i].field;
+		long long v = 0;
+		if (f >= 0) {
+			/* A time per transaction: the mean over the databases. */
+			bool mean = stats_avg_merge(f) == TABLE_MEAN;
+			v = (long long)(mean && n_avg[f] ? avg[f] / (uint64_t)n_avg[f] : avg[f]);
+		}
+		struct row r = row_begin(t);
+		put_text(&r, stats_map[i].avg);
+		put_int(&r, v);
+	}
+}
+
+/* SHOW TOTALS over workers: by row name, sums except the times per
+ * transaction, which are the mean of the workers that had any. */
+static void totals_merge(struct table *dst, const struct table *src)
+{
+	if (src->oom)
+		dst->oom = true;
+	for (size_t r = 0; r < src->nrows; r++) {
+		const char *name = table_at(src, r, 0)->v.s;
+		int64_t v = table_at(src, r, 1)->v.i;
+		size_t d = 0;
+		while (d < dst->nrows && strcmp(table_at(dst, d, 0)->v.s, name) != 0)
+			d++;
+		bool mean = false;
+		for (int i = 0; i < STATS_NMAP; i++)
+			if (strcmp(stats_map[i].avg, name) == 0)
+				mean = stats_avg_merge(stats_map[i].field) == TABLE_MEAN;
+		if (d == dst->nrows) {
+			struct row row = row_begin(dst);
+			put_text(&row, name);
+			put_int(&row, v);
+			if (dst->oom)
+				return;
+			d = dst->nrows - 1;
+			/* A mean's running sum and count, as TABLE_MEAN keeps them. */
+			struct table_cell *cell = &dst->cells[d * (size_t)dst->ncols + 1];
+			cell->n = v != 0;
+			cell->sum = (double)v;
+			continue;
+		}
+		struct table_cell *cell = &dst->cells[d * (size_t)dst->ncols + 1];
+		if (!mean) {
+			cell->v.i += v;
+		} else if (v) {
+			cell->n++;
+			cell->sum += (double)v;
+			cell->v.i = (int64_t)(cell->sum / cell->n + 0.5);
+		}
+	}
+}
+
+/* PgBouncer 1.25's SHOW USERS.  pgfleet has no per-user overrides
+ * (pool_size, reserve_pool_size, pool_mode: NULL, as PgBouncer shows an
+ * override not set) and no client limit per user (0). */
 static const struct table_col users_cols[] = {
 	COL_TEXT("name", TABLE_KEY),
+	COL_TEXT("pool_size", TABLE_FIRST),
+	COL_TEXT("reserve_pool_size", TABLE_FIRST),
 	COL_TEXT("pool_mode", TABLE_FIRST),
+	COL_INT4("max_user_connections", TABLE_FIRST),
+	COL_INT4("current_connections", TABLE_SUM),
+	COL_INT4("max_user_client_connections", TABLE_FIRST),
+	COL_INT4("current_client_connections", TABLE_SUM),
 };
 
 /* Is g the first group (of any database) with its user? */
@@ -772,13 +963,47 @@ static bool first_with_user(const struct list *git, const char *user)
 	return true;
 }
 
+/* A user's server and client connections, over every database. */
+static void user_counts(const char *user, int *servers, int *clients)
+{
+	struct list *dit, *git, *pit;
+	*servers = *clients = 0;
+	list_for_each(dit, &fleet.databases) {
+		struct database *db = container_of(dit, struct database, node);
+		list_for_each(git, &db->groups) {
+			struct pool_group *g = container_of(git, struct pool_group, node);
+			if (strcmp(g->user, user) != 0)
+				continue;
+			*clients += g->active.count + g->waiting.count;
+			list_for_each(pit, &g->pools) {
+				*servers += pool_total(container_of(pit, struct pool, group_node));
+			}
+		}
+	}
+}
+
+static void user_row(struct table *t, const char *name)
+{
+	int servers, clients;
+	user_counts(name, &servers, &clients);
+	struct row r = row_begin(t);
+	put_text(&r, name);
+	put_text(&r, NULL);
+	put_text(&r, NULL);
+	put_text(&r, NULL);
+	/* its [users] limit, else the global one (0: none) */
+	const struct user_config *uc = config_find_user_cfg(&fleet.cfg, name);
+	put_int(&r, uc && uc->max_user_connections >= 0 ? uc->max_user_connections
+						      : fleet.cfg.max_user_connections);
+	put_int(&r, servers);
+	put_int(&r, 0);
+	put_int(&r, clients);
+}
+
 static void show_users(struct table *t)
 {
-	for (size_t i = 0; i < fleet.cfg.n_users; i++) {
-		struct row r = row_begin(t);
-		put_text(&r, fleet.cfg.users[i].name);
-		put_text(&r, "");
-	}
+	for (size_t i = 0; i < fleet.cfg.n_users; i++)
+		user_row(t, fleet.cfg.users[i].name);
 	/* Users of pools that no auth_file line names (trust). */
 	struct list *dit, *git;
 	list_for_each(dit, &fleet.databases) {
@@ -787,9 +1012,7 @@ static void show_users(struct table *t)
 			struct pool_group *g = container_of(git, struct pool_group, node);
 			if (config_find_user(&fleet.cfg, g->user) || !first_with_user(git, g->user))
 				continue;
-			struct row r = row_begin(t);
-			put_text(&r, g->user);
-			put_text(&r, "");
+			user_row(t, g->user);
 		}
 	}
 }
@@ -864,6 +1087,7 @@ static const struct table_col dns_zones_cols[] = {
 
 static void show_dns_zones(struct table *t)
 {
+	(void)t;
 }
 
 static void count_host(const struct dns_host_info *h, void *arg)
@@ -923,7 +1147,9 @@ static void show_lists(struct table *t)
 	discovery_foreach_host(count_host, &hosts);
 	list_row(t, "databases", dbs);
 	list_row(t, "users", (long long)fleet.cfg.n_users);
+	list_row(t, "peers", 0);
 	list_row(t, "pools", k.pools);
+	list_row(t, "peer_pools", 0);
 	list_row(t, "free_clients", 0);
 	list_row(t, "used_clients", k.clients);
 	list_row(t, "login_clients", k.login_clients);
@@ -939,8 +1165,8 @@ static void show_lists(struct table *t)
  * worker (the largest count), clients and servers each in one (the sum). */
 static void lists_merge(struct table *dst, const struct table *src)
 {
-	static const char *const everywhere[] = {"databases", "users", "pools", "dns_names",
-						 "dns_zones"};
+	static const char *const everywhere[] = {"databases", "users", "peers", "pools",
+						 "peer_pools", "dns_names", "dns_zones"};
 	if (src->oom)
 		dst->oom = true;
 	for (size_t r = 0; r < src->nrows; r++) {
@@ -1051,8 +1277,55 @@ static const struct table_col version_cols[] = {COL_TEXT("version", TABLE_FIRST)
 static void show_version(struct table *t)
 {
 	struct row r = row_begin(t);
-	/* pgbouncer_exporter reads a PgBouncer version out of this line. */
-	put_text(&r, "pgfleet " PGFLEET_VERSION " (PgBouncer 1.18.0 compatible)");
+	put_text(&r, ADMIN_VERSION_STRING);
+}
+
+/* PgBouncer's SHOW STATE.  pgfleet pauses databases, never the whole
+ * process (PAUSE without a name pauses each database): "paused" when every
+ * database is; it never suspends. */
+static const struct table_col state_cols[] = {
+	COL_TEXT("key", TABLE_KEY),
+	COL_TEXT("value", TABLE_FIRST),
+};
+
+static void show_state(struct table *t)
+{
+	int dbs = 0, paused = 0;
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		dbs++;
+		paused += container_of(it, struct database, node)->paused;
+	}
+	bool all = dbs > 0 && paused == dbs;
+	static const char *const keys[] = {"active", "paused", "suspended"};
+	const bool vals[] = {!all, all, false};
+	for (int i = 0; i < 3; i++) {
+		struct row r = row_begin(t);
+		put_text(&r, keys[i]);
+		put_text(&r, vals[i] ? "yes" : "no");
+	}
+}
+
+/* PgBouncer's peering (peer_id, [peers]) is refused by the configuration:
+ * its SHOWs answer with their columns and no rows. */
+static const struct table_col peers_cols[] = {
+	COL_INT4("peer_id", TABLE_KEY),
+	COL_TEXT("host", TABLE_FIRST),
+	COL_INT4("port", TABLE_FIRST),
+	COL_INT4("pool_size", TABLE_FIRST),
+};
+
+static const struct table_col peer_pools_cols[] = {
+	COL_INT4("peer_id", TABLE_KEY),
+	COL_INT4("cl_active_cancel_req", TABLE_SUM),
+	COL_INT4("cl_waiting_cancel_req", TABLE_SUM),
+	COL_INT4("sv_active_cancel", TABLE_SUM),
+	COL_INT4("sv_login", TABLE_SUM),
+};
+
+static void show_nothing(struct table *t)
+{
+	(void)t;
 }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -1262,6 +1535,8 @@ enum admin_spread {
 	SPREAD_EVERY,  /* every worker acts; the asking worker's answer stands */
 	SPREAD_MERGED, /* a SHOW: every worker fills its table from its own
 			* state; table_merge (or .merge) combines them */
+	SPREAD_ANY,    /* every worker tries; the first answer that is not an
+			* error stands (KILL_CLIENT: the client is on one worker) */
 };
 
 /* What follows a command's words (run_command reads all but ARGS_OWN). */
@@ -1284,6 +1559,7 @@ struct admin_cmd {
 	const char *words; /* "SHOW POOLS": what the client types, any case */
 	const char *usage; /* SHOW HELP's text after the words (ARGS_OWN) */
 	bool help_join;    /* listed as "|POOLS" on the help line above */
+	bool help_hidden;  /* not in SHOW HELP: a PgBouncer command pgfleet refuses */
 	enum admin_access access;
 	enum admin_spread spread;
 	enum admin_args args;
@@ -1371,12 +1647,17 @@ static bool cmd_set(const struct admin_call *a)
 		q++;
 	if (!set_value(c, key, q, value, sizeof(value)))
 		return true;
-	bool exists = false;
-	for (size_t i = 0; i < config_setting_count(); i++)
-		exists = exists || strcmp(config_setting_name(i), key) == 0;
-	if (!exists) {
-		admin_error(c, "42704", "unrecognized setting \"%s\", see SHOW CONFIG;", key);
-		return true;
+	if (config_setting_find(key) < 0) {
+		if (!config_setting_known(key)) {
+			admin_error(c, "42704", "unrecognized setting \"%s\", see SHOW CONFIG;", key);
+			return true;
+		}
+		/* PgBouncer's, not pgfleet's: its default is a no-op. */
+		if (!config_set(&fleet.cfg, key, value, err, sizeof(err))) {
+			admin_error(c, "0A000", "setting \"%s\": %s", key, err);
+			return true;
+		}
+		return command_done(a);
 	}
 	if (!fleet_setting_changeable(key)) {
 		admin_error(c, "55P02",
@@ -1416,8 +1697,25 @@ static bool cmd_reload(const struct admin_call *a)
 	return command_done(a);
 }
 
+/* SHUTDOWN [WAIT_FOR_SERVERS]: pgfleet's one shutdown, the drain of SIGTERM
+ * (new logins refused, open transactions finish, up to shutdown_timeout),
+ * which is PgBouncer's WAIT_FOR_SERVERS.  PgBouncer's WAIT_FOR_CLIENTS
+ * (wait, without a bound, until every client has left) is refused. */
 static bool cmd_shutdown(const struct admin_call *a)
 {
+	char mode[32];
+	const char *q = next_word(a->args, mode, sizeof(mode));
+	if (q && at_end(q) && strcmp(mode, "wait_for_clients") == 0) {
+		admin_error(a->c, "0A000",
+			    "SHUTDOWN WAIT_FOR_CLIENTS is not supported: pgfleet's SHUTDOWN lets "
+			    "open transactions finish (up to shutdown_timeout), then closes every "
+			    "client; use SHUTDOWN or SHUTDOWN WAIT_FOR_SERVERS");
+		return true;
+	}
+	if (!at_end(a->args) && !(q && at_end(q) && strcmp(mode, "wait_for_servers") == 0)) {
+		admin_error(a->c, "42601", "syntax: SHUTDOWN [WAIT_FOR_SERVERS]");
+		return true;
+	}
 	log_info("admin SHUTDOWN", "by", a->c->user, NULL);
 	command_done(a);
 	fleet_shutdown("admin SHUTDOWN");
@@ -1473,9 +1771,71 @@ static bool cmd_reconnect(const struct admin_call *a)
 	return command_done(a);
 }
 
+/* KILL [db]: without a name every database (never the console). */
 static bool cmd_kill(const struct admin_call *a)
 {
-	kill_db(a->db);
+	struct list *it;
+	list_for_each(it, &fleet.databases) {
+		struct database *d = container_of(it, struct database, node);
+		if (!a->db || d == a->db)
+			kill_db(d);
+	}
+	return command_done(a);
+}
+
+struct find_id {
+	uint64_t id;
+	struct client *found;
+};
+
+static void match_client(struct client *c, const char *state, void *arg)
+{
+	struct find_id *f = arg;
+	(void)state;
+	if (c->id == f->id && !f->found)
+		f->found = c;
+}
+
+/* KILL_CLIENT id: the client SHOW CLIENTS lists with that id, and its
+ * server connection (a client in mid-transaction leaves the server
+ * connection's state unknown, so it is closed with it). */
+static bool cmd_kill_client(const struct admin_call *a)
+{
+	char arg[32];
+	const char *q = next_word(a->args, arg, sizeof(arg));
+	char *end = NULL;
+	unsigned long long id = q ? strtoull(arg, &end, 10) : 0;
+	if (!q || !at_end(q) || !isdigit((unsigned char)arg[0]) || !end || *end) {
+		admin_error(a->c, "08P01", "invalid client pointer supplied"); /* PgBouncer's */
+		return true;
+	}
+	struct find_id f = {(uint64_t)id, NULL};
+	foreach_client(match_client, &f, true);
+	if (!f.found) {
+		admin_error(a->c, "08P01", "client not found");
+		return true;
+	}
+	const struct admin_session *s0 = a->c->admin;
+	uint64_t self = s0->shadow && s0->fan ? s0->fan->client_id : a->c->id;
+	if (f.found->id == self) {
+		/* The answer would have nobody to go to: PgBouncer closes the
+		 * asking session too; pgfleet says why instead. */
+		admin_error(a->c, "42601", "KILL_CLIENT cannot end the session that runs it");
+		return true;
+	}
+	log_info("admin KILL_CLIENT", "client", f.found->addr_str, "user", f.found->user, "by",
+		 a->c->user, NULL);
+	struct client *victim = f.found;
+	struct server *s = victim->link;
+	if (s) {
+		/* Unlinked first (as server_close does), so that each side
+		 * closes with its own reason. */
+		victim->link = NULL;
+		s->link = NULL;
+	}
+	client_close(victim, "57P01", "admin forced disconnect");
+	if (s)
+		server_close(s, "KILL_CLIENT");
 	return command_done(a);
 }
 
@@ -1489,6 +1849,18 @@ static bool cmd_wait_close(const struct admin_call *a)
 }
 
 static bool show_help(const struct admin_call *a);
+
+/* PgBouncer's SHOW FDS and SUSPEND serve its online restart (-R: a new
+ * process takes the sockets over), which pgfleet does not do: refused,
+ * naming what to use instead. */
+static bool no_online_restart(const struct admin_call *a)
+{
+	admin_error(a->c, "0A000",
+		    "%s is not supported: pgfleet has no online restart (use so_reuseport "
+		    "and a rolling restart)",
+		    a->cmd->words);
+	return true;
+}
 
 #define COLUMNS(a) .cols = (a), .ncols = NCOLS(a)
 
@@ -1509,16 +1881,24 @@ static const struct admin_cmd commands[] = {
 	 .fill = show_clients, COLUMNS(clients_cols)},
 	{"SHOW SERVERS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_servers, COLUMNS(servers_cols)},
-	{"SHOW USERS", .help_join = true, .access = ACCESS_STATS, .fill = show_users,
-	 COLUMNS(users_cols)},
+	{"SHOW USERS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_users, COLUMNS(users_cols)},
 	{"SHOW VERSION", .help_join = true, .access = ACCESS_STATS, .fill = show_version,
 	 COLUMNS(version_cols)},
-	{"SHOW SOCKETS", .access = ACCESS_STATS, .spread = SPREAD_MERGED, .fill = show_sockets,
-	 COLUMNS(sockets_cols)},
+	{"SHOW PEERS", .access = ACCESS_STATS, .fill = show_nothing, COLUMNS(peers_cols)},
+	{"SHOW PEER_POOLS", .help_join = true, .access = ACCESS_STATS, .fill = show_nothing,
+	 COLUMNS(peer_pools_cols)},
+	{"SHOW FDS", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
+	{"SHOW SOCKETS", .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_sockets, COLUMNS(sockets_cols)},
+	{"SHOW ACTIVE_SOCKETS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_active_sockets, COLUMNS(sockets_cols)},
 	{"SHOW LISTS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_lists, COLUMNS(lists_cols), .merge = lists_merge},
 	{"SHOW MEM", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_mem, COLUMNS(mem_cols)},
+	{"SHOW STATE", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_state, COLUMNS(state_cols)},
 	{"SHOW DNS_HOSTS", .access = ACCESS_STATS, .fill = show_dns_hosts, COLUMNS(dns_hosts_cols)},
 	{"SHOW DNS_ZONES", .help_join = true, .access = ACCESS_STATS, .fill = show_dns_zones,
 	 COLUMNS(dns_zones_cols)},
@@ -1528,6 +1908,8 @@ static const struct admin_cmd commands[] = {
 	 .fill = show_stats_totals, COLUMNS(stats_totals_cols)},
 	{"SHOW STATS_AVERAGES", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
 	 .fill = show_stats_averages, COLUMNS(stats_averages_cols)},
+	{"SHOW TOTALS", .help_join = true, .access = ACCESS_STATS, .spread = SPREAD_MERGED,
+	 .fill = show_totals, COLUMNS(totals_cols), .merge = totals_merge},
 	{"SHOW REPLICAS", .access = ACCESS_STATS, .spread = SPREAD_MERGED, .fill = show_replicas,
 	 COLUMNS(replicas_cols)},
 	{"SET", "key = arg", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
@@ -1543,11 +1925,16 @@ static const struct admin_cmd commands[] = {
 	 .run = cmd_enable},
 	{"RECONNECT", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
 	 .run = cmd_reconnect},
-	{"KILL", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB, .run = cmd_kill},
+	{"KILL", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
+	 .run = cmd_kill},
+	{"KILL_CLIENT", "<client_id>", .access = ACCESS_ADMIN, .spread = SPREAD_ANY,
+	 .args = ARGS_OWN, .run = cmd_kill_client},
 	{"WAIT_CLOSE", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_DB_OPTIONAL,
 	 .run = cmd_wait_close},
+	{"SUSPEND", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},
 	/* fleet_shutdown() tells every worker itself. */
-	{"SHUTDOWN", .access = ACCESS_ADMIN, .run = cmd_shutdown},
+	{"SHUTDOWN", "[WAIT_FOR_SERVERS]", .access = ACCESS_ADMIN, .args = ARGS_OWN,
+	 .run = cmd_shutdown},
 	{"REFRESH", "DNS", .access = ACCESS_ADMIN, .spread = SPREAD_EVERY, .args = ARGS_OWN,
 	 .run = cmd_refresh},
 };
@@ -1562,6 +1949,8 @@ static void help_text(char *buf, size_t len)
 	buf[0] = 0;
 	for (size_t i = 0; i < NCOMMANDS; i++) {
 		const struct admin_cmd *cmd = &commands[i];
+		if (cmd->help_hidden)
+			continue;
 		const char *usage = cmd->args == ARGS_DB	    ? "<db>"
 				    : cmd->args == ARGS_DB_OPTIONAL ? "[<db>]"
 								    : cmd->usage;
@@ -1578,7 +1967,7 @@ static void help_text(char *buf, size_t len)
 
 static bool show_help(const struct admin_call *a)
 {
-	char text[1024];
+	char text[2048];
 	help_text(text, sizeof(text));
 	struct wbuf *w = &a->c->io.out;
 	uint32_t m = proto_begin(w, 'N');
@@ -1635,7 +2024,7 @@ static bool lookup(struct admin_call *a, char *verb, size_t len, const char *lin
 		a->cmd = find_cmd(verb, NULL);
 		a->args = p;
 		if (!a->cmd)
-			admin_error(a->c, "42601", "invalid command \"%s\", use SHOW HELP;", verb);
+			admin_error(a->c, "42601", "invalid command '%s', use SHOW HELP;", line);
 		return a->cmd != NULL;
 	}
 	/* SHOW is the only verb with a second word, and no argument. */
@@ -1648,7 +2037,7 @@ static bool lookup(struct admin_call *a, char *verb, size_t len, const char *lin
 	a->cmd = find_cmd(verb, what);
 	a->args = q;
 	if (!a->cmd)
-		admin_error(a->c, "42601", "unknown SHOW item \"%s\", use SHOW HELP;", what);
+		admin_error(a->c, "42601", "invalid command '%s', use SHOW HELP;", line);
 	return a->cmd != NULL;
 }
 
@@ -1674,7 +2063,9 @@ static bool read_db(struct admin_call *a)
 	if (q) {
 		a->db = find_db(arg);
 		if (!a->db) {
-			admin_error(c, "3D000", "no such database: %s", arg);
+			/* PgBouncer's words and SQLSTATE: a script written for it
+			 * catches the same exception class (08: OperationalError). */
+			admin_error(c, "08P01", "no such database: %s", arg);
 			return false;
 		}
 	}
@@ -1717,11 +2108,65 @@ static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const ch
 /* Runs one command line: its row of commands[], the access check, then here
  * or on every worker (spread, with may_spread).  False when it waits (PAUSE,
  * WAIT_CLOSE, the other workers): the reply is sent when that is over. */
+/*
+ * Drivers that set or read session parameters on every connection (as on
+ * PostgreSQL) get, as PgBouncer gives them: SHOW of one of these answers
+ * the value the console's ParameterStatus said, SET is ignored with a
+ * NOTICE, for stats_users too.  True when the line was one of them.
+ */
+static bool fake_session_param(struct client *c, const char *line)
+{
+	static const char *const names[] = {"client_encoding", "datestyle", "timezone",
+					    "standard_conforming_strings",
+					    "default_transaction_isolation", "extra_float_digits"};
+	char verb[8], name[40];
+	const char *p = next_word(line, verb, sizeof(verb));
+	if (!p || (strcmp(verb, "show") != 0 && strcmp(verb, "set") != 0))
+		return false;
+	const char *q = next_word(p, name, sizeof(name));
+	int i = 0, n = (int)(sizeof(names) / sizeof(names[0]));
+	while (q && i < n && strcmp(names[i], name) != 0)
+		i++;
+	if (!q || i == n)
+		return false;
+	struct wbuf *w = &c->io.out;
+	if (verb[1] == 'e') { /* set */
+		uint32_t m = proto_begin(w, 'N');
+		proto_put_u8(w, 'S');
+		proto_put_str(w, "NOTICE");
+		proto_put_u8(w, 'V');
+		proto_put_str(w, "NOTICE");
+		proto_put_u8(w, 'C');
+		proto_put_str(w, "00000");
+		proto_put_u8(w, 'M');
+		proto_put_str(w, "SET ignored");
+		proto_put_u8(w, 0);
+		proto_end(w, m);
+		command_complete(w, "SET");
+		return true;
+	}
+	if (!at_end(q))
+		return false;
+	const char *enc = param_get(c->params, "client_encoding");
+	const char *const values[] = {enc && *enc ? enc : "UTF8", "ISO, MDY", "UTC", "on",
+				      "read committed", "1"};
+	const struct table_col col = {names[i], TABLE_TEXT, TABLE_FIRST, TABLE_OID_TEXT};
+	struct table t;
+	table_init(&t, &col, 1);
+	struct row r = row_begin(&t);
+	put_text(&r, values[i]);
+	answer_table(c, &t);
+	table_free(&t);
+	return true;
+}
+
 static bool run_command(struct client *c, const char *line, bool may_spread)
 {
 	char verb[32];
 	struct admin_call a = {.c = c, .verb = verb};
 	(void)pthread_once(&stats_cols_once, stats_cols_build);
+	if (fake_session_param(c, line))
+		return true;
 	if (!lookup(&a, verb, sizeof(verb), line))
 		return true;
 	if (a.cmd->access == ACCESS_ADMIN && !c->admin->full) {
@@ -1863,6 +2308,10 @@ static void fanout_reply(void *arg)
 		/* A command's answer is the asking worker's (also a SHOW's
 		 * when that worker could not be reached: its error). */
 		const struct wbuf *own = &f->out[f->origin];
+		if (f->command->spread == SPREAD_ANY)
+			for (int i = 0; i < worker_count(); i++)
+				if (f->out[i].len && f->out[i].data[0] != 'E')
+					own = &f->out[i];
 		if (f->command->fill && own->len == 0)
 			answer_merged(c, f);
 		else
@@ -1896,6 +2345,7 @@ static bool fanout_start(struct client *c, const struct admin_cmd *cmd, const ch
 	f->c = c;
 	f->full = c->admin->full;
 	f->command = cmd;
+	f->client_id = c->id;
 	for (int i = 0; i < worker_count(); i++)
 		table_init(&f->part[i], cmd->cols, cmd->ncols);
 	snprintf(f->user, sizeof(f->user), "%s", c->user);

@@ -113,6 +113,7 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool over
 		return;
 	}
 	c->user = c->dbname = "";
+	c->id = fleet_next_id();
 	c->params_startup = param_set_empty();
 	c->params = param_set_ref(c->params_startup);
 	if (!c->params) {
@@ -844,8 +845,13 @@ static void handle_startup(struct client *c, const uint8_t *pkt, uint32_t len)
 		proto_end(&c->io.out, m);
 	}
 	if (console && console->is_console(c->dbname)) {
-		/* The admin console: logs in like anyone, admitted after. */
-		if (console->login_start(c))
+		/* The admin console: logs in like anyone (but for its own
+		 * trusted case), admitted after. */
+		if (!console->login_start(c))
+			return;
+		if (console->login_trusted && console->login_trusted(c))
+			login_done(c);
+		else
 			ask_password(c);
 		return;
 	}

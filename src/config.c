@@ -20,12 +20,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -758,6 +760,19 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 {
 	char why[ERRLEN];
 
+	if (*cfg->logfile) {
+		/* Opened (created) now, so that a file pgfleet cannot write is a
+		 * configuration error naming it, not a log that never appears. */
+		int fd = open(cfg->logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+		if (fd < 0) {
+			snprintf(why, sizeof why, "cannot open '" ECHO "': %s", cfg->logfile,
+			         strerror(errno));
+			emit(ctx, IDX_logfile, why);
+		} else {
+			close(fd);
+		}
+	}
+
 	if (cfg->client_tls_sslmode != TLS_DISABLE) {
 		const char *mode = tls_names[cfg->client_tls_sslmode];
 		if (!*cfg->client_tls_cert_file) {
@@ -1017,6 +1032,7 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
 	    .min_pool_size = -1,
 	    .reserve_pool_size = -1,
 	    .max_db_connections = -1,
+	    .server_lifetime = -1,
 	    .file = config_xstrdup(file),
 	    .line = line,
 	};
@@ -1086,6 +1102,10 @@ static bool db_param(struct db_config *db, const char *key, const char *v, char 
 		if (!parse_time(v, &t, verr, sizeof verr))
 			goto bad;
 		db->max_replica_lag = t;
+	} else if (strcasecmp(key, "server_lifetime") == 0) {
+		if (!parse_time(v, &t, verr, sizeof verr))
+			goto bad;
+		db->server_lifetime = t;
 	} else {
 		snprintf(err, errlen, "unknown parameter '" ECHO "'", key);
 		return false;
@@ -1417,12 +1437,23 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 	union value v;
 
 	int idx = key ? config_setting_find(key) : -1;
-	if (idx < 0) {
-		snprintf(e, elen, "unknown setting '" ECHO "'", key ? key : "");
-		return false;
-	}
 	if (!value)
 		value = "";
+	if (idx < 0) {
+		/* PgBouncer's own that pgfleet does not implement: its default
+		 * changes nothing and is taken, anything else is refused. */
+		const struct unimplemented *u = key ? UNIMPL(key) : NULL;
+		if (u && unimpl_is_default(u, value))
+			return true;
+		if (u && u->decision == REFUSE)
+			refusal(u, e, elen);
+		else if (u)
+			snprintf(e, elen, "not implemented by pgfleet%s%s%s", u->note ? " (" : "",
+			         u->note ? u->note : "", u->note ? ")" : "");
+		else
+			snprintf(e, elen, "unknown setting '" ECHO "'", key ? key : "");
+		return false;
+	}
 	if (!parse_value((size_t)idx, value, &v, e, elen))
 		return false;
 

@@ -1,27 +1,74 @@
 /*
- * log.c: formats one event per line on stderr, logfmt or JSON with the same
- * keys.  It only formats: callers decide what is safe to log (no passwords,
+ * log.c: formats one event per line on stderr (and the logfile), logfmt or
+ * JSON with the same keys.  It only formats: callers decide what is safe to log (no passwords,
  * no query text).  Lines are built in a stack buffer and written with one
  * write(2), so lines never interleave and no allocation happens here.
  */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-int log_level_max = LOG_INFO;
+_Atomic int log_level_max = LOG_INFO;
 static bool log_json;
+static int cli_verbosity; /* -v count, -1 for -q */
+/* The logfile's descriptor, -1: none.  Once set the number never changes
+ * while pgfleet runs: a new file is dup2()ed over it, so a thread that
+ * read it always writes to a log file, never to a descriptor closed and
+ * reused for a socket meanwhile. */
+static _Atomic int log_fd = -1;
+static _Atomic bool log_to_file;
 
 static const char *level_names[] = {"error", "warn", "info", "debug", "trace"};
 
 void log_setup(int verbosity, bool json)
 {
+	cli_verbosity = verbosity;
 	log_level_max = (int)LOG_INFO + verbosity;
 	log_json = json;
+}
+
+void log_set_verbose(long long verbose)
+{
+	int v = verbose > 2 ? 2 : verbose < 0 ? 0 : (int)verbose;
+	if (cli_verbosity < 0)
+		v = -1;
+	else if (cli_verbosity > v)
+		v = cli_verbosity;
+	log_level_max = (int)LOG_INFO + v;
+}
+
+bool log_open_file(const char *path, char *err, size_t errlen)
+{
+	if (!path || !*path) {
+		log_to_file = false; /* the descriptor stays, unused */
+		return true;
+	}
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return false;
+	}
+	int old = log_fd;
+	if (old < 0) {
+		log_fd = fd;
+	} else {
+		if (dup2(fd, old) < 0) {
+			snprintf(err, errlen, "cannot switch to '%s': %s", path, strerror(errno));
+			close(fd);
+			return false;
+		}
+		close(fd);
+	}
+	log_to_file = true;
+	return true;
 }
 
 
@@ -181,4 +228,8 @@ void log_kv(enum log_level level, const char *msg, ...)
 	put_closer(&l, '\n');
 	ssize_t r = write(STDERR_FILENO, l.buf, l.len);
 	(void)r;
+	if (log_to_file) {
+		r = write(log_fd, l.buf, l.len);
+		(void)r;
+	}
 }

@@ -247,6 +247,18 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_setup(verbosity, fleet.cfg.log_format == LOGFMT_JSON);
+	log_set_verbose(fleet.cfg.verbose);
+	{
+		/* The loader opened it already: this fails only if the file
+		 * went away since. */
+		char err[512];
+		if (!log_open_file(fleet.cfg.logfile, err, sizeof(err))) {
+			fprintf(stderr, "pgfleet: %s: key 'logfile': %s\n",
+				path ? path : "environment", err);
+			config_free(&fleet.cfg);
+			return 1;
+		}
+	}
 	/* Settings accepted but not implemented (config.h, CONFIG_UNIMPLEMENTED). */
 	for (size_t i = 0; i < fleet.cfg.n_warnings; i++)
 		log_warn("config warning", "detail", fleet.cfg.warnings[i], NULL);

@@ -23,6 +23,7 @@
 #include "discovery.h"
 #include "hba.h"
 #include "log.h"
+#include "mailbox.h"
 #include "pool.h"
 #include "runtime.h"
 #include "server.h"
@@ -59,8 +60,23 @@ static void database_apply(struct database *db)
 	}
 }
 
+/* verbose and logfile: the process's one log, set by worker 0 alone (a
+ * RELOAD or SET runs on every worker).  The file is opened again even when
+ * its name did not change: that is how a rotated log is let go. */
+static void apply_logging(void)
+{
+	if (worker_index() != 0)
+		return;
+	log_set_verbose(fleet.cfg.verbose);
+	char err[512];
+	if (!log_open_file(fleet.cfg.logfile, err, sizeof(err)))
+		log_error("logfile not reopened, the old one is kept", "key", "logfile", "error", err,
+			  NULL);
+}
+
 void reload_settings_changed(void)
 {
+	apply_logging();
 	struct list *it;
 	list_for_each(it, &fleet.databases) {
 		database_apply(container_of(it, struct database, node));
@@ -85,7 +101,8 @@ static bool entry_changed(const struct db_config *a, const struct db_config *b)
 	       a->pool_size != b->pool_size || a->pool_mode != b->pool_mode || a->tsa != b->tsa ||
 	       a->max_replica_lag != b->max_replica_lag || a->min_pool_size != b->min_pool_size ||
 	       a->reserve_pool_size != b->reserve_pool_size ||
-	       a->max_db_connections != b->max_db_connections || !str_eq(a->auth_user, b->auth_user) ||
+	       a->max_db_connections != b->max_db_connections || a->server_lifetime != b->server_lifetime ||
+	       !str_eq(a->auth_user, b->auth_user) ||
 	       !str_eq(a->auth_query, b->auth_query) || !str_eq(a->auth_dbname, b->auth_dbname);
 }
 
@@ -269,6 +286,7 @@ bool reload_config(char *err, size_t errlen)
 			names_add(&dbs, d->name, "(added)");
 	}
 	config_free(&old);
+	apply_logging();
 
 	if (restart.len)
 		log_warn("config reload: restart needed for", "settings", restart.buf, NULL);

@@ -5,6 +5,8 @@
  */
 #include "runtime.h"
 
+#include <stdatomic.h>
+
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,12 @@ double fleet_wallclock(void)
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+uint64_t fleet_next_id(void)
+{
+	static _Atomic uint64_t last;
+	return atomic_fetch_add(&last, 1) + 1;
 }
 
 void fleet_random(void *buf, size_t len)

@@ -131,6 +131,7 @@ static bool launch(struct pool *p, bool warm)
 		pool_unreserve(p);
 		return false;
 	}
+	s->id = fleet_next_id();
 	s->pool = p;
 	conn_setup(&s->io, fd, server_on_read, server_on_write, s);
 	s->state = SERVER_LOGIN;
@@ -1768,8 +1769,11 @@ static bool must_close(struct server *s)
 	struct replica *r = s->pool->replica;
 	if (s->close_needed || r->state == REPLICA_DRAINING)
 		return true;
-	if (fleet.cfg.server_lifetime > 0 &&
-	    fleet_now() - s->connect_time > fleet.cfg.server_lifetime)
+	/* the database's server_lifetime, else the global one (0: none) */
+	const struct db_config *dbc = s->pool->group->db->cfg;
+	double lifetime = dbc && dbc->server_lifetime >= 0 ? dbc->server_lifetime
+							   : fleet.cfg.server_lifetime;
+	if (lifetime > 0 && fleet_now() - s->connect_time > lifetime)
 		return true;
 	return false;
 }

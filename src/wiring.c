@@ -56,6 +56,7 @@ static void on_pool_kick(const struct worker_msg *m)
 static const struct client_console admin_console = {
 	.is_console = admin_is_console,
 	.login_start = admin_login_start,
+	.login_trusted = admin_login_trusted,
 	.login_done = admin_login_done,
 	.process = admin_process,
 	.gone = admin_client_gone,

@@ -5,6 +5,7 @@ pooler does, and who may use it."""
 import csv
 import io
 import os
+import re
 import subprocess
 import threading
 import time
@@ -19,36 +20,59 @@ STATS, STATS_PW = "watcher", "watcher-secret"
 USERS = {fx.APP_USER: fx.APP_PASSWORD, ADMIN: ADMIN_PW, STATS: STATS_PW}
 SETTINGS = {"admin_users": ADMIN, "stats_users": STATS}
 
-SOCKET = ["type", "user", "database", "state", "addr", "port", "local_addr", "local_port",
-          "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr", "link",
-          "remote_pid", "tls"]
-STATS_ONE = ["database", "xact_count", "query_count", "bytes_received", "bytes_sent",
-             "xact_time", "query_time", "wait_time"]
+# PgBouncer 1.25's columns, in its order (its src/admin.c and stats.c);
+# pgfleet's own only after them.
+SOCKET = ["type", "user", "database", "replication", "state", "addr", "port", "local_addr",
+          "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed",
+          "ptr", "link", "remote_pid", "tls", "application_name", "prepared_statements", "id"]
+STATS_KINDS = ["server_assignment_count", "xact_count", "query_count"]
+STATS_TOTALS_COLS = ["database"] + STATS_KINDS + [
+    "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
+    "client_parse_count", "server_parse_count", "bind_count", "client_connect_count"]
+STATS_AVERAGES_COLS = ["database"] + STATS_KINDS + [
+    "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
+    "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
+    "client_connect_count"]
 HEADERS = {
     "VERSION": ["version"],
     "CONFIG": ["key", "value", "default", "changeable"],
     "DATABASES": ["name", "host", "port", "database", "force_user", "pool_size",
-                  "min_pool_size", "reserve_pool", "pool_mode", "max_connections",
-                  "current_connections", "paused", "disabled"],
+                  "min_pool_size", "reserve_pool_size", "server_lifetime", "pool_mode",
+                  "load_balance_hosts", "max_connections", "current_connections",
+                  "max_client_connections", "current_client_connections", "paused",
+                  "disabled", "reserve_pool"],
     "POOLS": ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
               "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled",
               "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us",
-              "pool_mode"],
-    "CLIENTS": SOCKET + ["application_name"],
+              "pool_mode", "load_balance_hosts"],
+    "CLIENTS": SOCKET,
     "SERVERS": SOCKET + ["replica", "role"],
-    "STATS": ["database", "total_xact_count", "total_query_count", "total_received",
-              "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
-              "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time",
-              "avg_query_time", "avg_wait_time"],
-    "STATS_TOTALS": STATS_ONE,
-    "STATS_AVERAGES": STATS_ONE,
-    "USERS": ["name", "pool_mode"],
+    "STATS": ["database", "total_server_assignment_count", "total_xact_count",
+              "total_query_count", "total_received", "total_sent", "total_xact_time",
+              "total_query_time", "total_wait_time", "total_client_parse_count",
+              "total_server_parse_count", "total_bind_count", "total_client_connect_count",
+              "avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv",
+              "avg_sent", "avg_xact_time", "avg_query_time", "avg_wait_time",
+              "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
+              "avg_client_connect_count"],
+    "STATS_TOTALS": STATS_TOTALS_COLS,
+    "STATS_AVERAGES": STATS_AVERAGES_COLS,
+    "TOTALS": ["name", "value"],
+    "USERS": ["name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
+              "current_connections", "max_user_client_connections",
+              "current_client_connections"],
     "DNS_HOSTS": ["hostname", "ttl", "addrs"],
     "DNS_ZONES": ["zonename", "serial", "count"],
     "LISTS": ["list", "items"],
     "MEM": ["name", "size", "used", "free", "memtotal"],
-    "SOCKETS": SOCKET + ["application_name", "recv_pos", "pkt_pos", "pkt_remain", "send_pos",
-                         "send_remain", "pkt_avail", "send_avail"],
+    "STATE": ["key", "value"],
+    "PEERS": ["peer_id", "host", "port", "pool_size"],
+    "PEER_POOLS": ["peer_id", "cl_active_cancel_req", "cl_waiting_cancel_req",
+                   "sv_active_cancel", "sv_login"],
+    "SOCKETS": SOCKET + ["recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
+                         "pkt_avail", "send_avail"],
+    "ACTIVE_SOCKETS": SOCKET + ["recv_pos", "pkt_pos", "pkt_remain", "send_pos",
+                                "send_remain", "pkt_avail", "send_avail"],
     "REPLICAS": ["database", "host", "addr", "port", "role", "state", "lag_s", "server_conns",
                  "active", "xacts", "queries", "avg_xact_us", "last_check", "last_error"],
 }
@@ -106,7 +130,9 @@ def test_every_show_has_pgbouncers_header(fleet):
     p = psql(fleet, "show version;", dbname="pgbouncer")
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[0] == "version"
-    assert p.stdout.splitlines()[1].startswith("pgfleet ")
+    # PgBouncer's format first ("PgBouncer 1.25.0"), pgfleet's after.
+    assert re.fullmatch(r"PgBouncer 1\.25\.0 \(pgfleet \d+\.\d+\.\d+\S*\)",
+                        p.stdout.splitlines()[1]), p.stdout
     p = psql(fleet, "SHOW HELP", csv_out=False)
     assert p.returncode == 0, p.stderr
     assert "SHOW HELP|CONFIG|DATABASES" in p.stderr and "REFRESH DNS" in p.stderr
@@ -132,7 +158,9 @@ def test_show_values(service, fleet):
     _, clients = show(fleet, "CLIENTS")
     mine = [c for c in clients if c["database"] == fx.APP_DB]
     assert len(mine) == 1 and mine[0]["user"] == fx.APP_USER and mine[0]["type"] == "C"
-    assert mine[0]["state"] == "active" and mine[0]["addr"] == "127.0.0.1"
+    # PgBouncer 1.25: a logged-in client without a server connection is idle.
+    assert mine[0]["state"] == "idle" and mine[0]["addr"] == "127.0.0.1"
+    assert mine[0]["replication"] == "none" and int(mine[0]["id"]) >= 1
     assert any(c["database"] == "pgfleet" and c["user"] == ADMIN for c in clients)
 
     _, pools = show(fleet, "POOLS")
@@ -230,7 +258,7 @@ def test_stats_user_may_show_but_not_change(fleet):
     with admin_conn(fleet, STATS, STATS_PW) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("RELOAD")
-        assert conn.execute("SHOW VERSION").fetchone()[0].startswith("pgfleet")
+        assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer 1.25.0 (pgfleet ")
     _, config = show(fleet, "CONFIG")
     assert {r["key"]: r["value"] for r in config}["default_pool_size"] == "20"
     assert fleet.running
@@ -257,7 +285,8 @@ def test_sql_and_bad_commands_get_errors_and_the_session_goes_on(fleet):
                          ("", psycopg.errors.SyntaxError),
                          ("SHOW nothing_like_this", psycopg.errors.SyntaxError),
                          ("SHOW VERSION; SHOW POOLS", psycopg.errors.FeatureNotSupported),
-                         ("PAUSE no_such_db", psycopg.errors.InvalidCatalogName),
+                         # PgBouncer's words and SQLSTATE (08P01)
+                         ("PAUSE no_such_db", psycopg.errors.ProtocolViolation),
                          ("SET default_pool_size = lots", psycopg.errors.InvalidParameterValue),
                          ("SET listen_port = 1", psycopg.errors.CantChangeRuntimeParam),
                          ("DISABLE", psycopg.errors.SyntaxError)]:
@@ -265,7 +294,7 @@ def test_sql_and_bad_commands_get_errors_and_the_session_goes_on(fleet):
                 conn.execute(sql)
             if "lots" in sql:
                 assert "default_pool_size" in str(e.value)
-            assert conn.execute("SHOW VERSION").fetchone()[0].startswith("pgfleet")
+            assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer 1.25.0 (pgfleet ")
         # the extended protocol (a parameter forces it) is refused cleanly
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("SHOW VERSION WHERE %s", [1])

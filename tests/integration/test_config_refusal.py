@@ -67,32 +67,31 @@ def test_start_refused_for_pgbouncer_limits_and_database_parameters(tmp_path):
 def test_start_refused_for_an_unimplemented_environment_variable():
     env = {"DB_HOST": fx.pod_addr(0), "PGFLEET_AUTH_TYPE": "trust",
            "PGFLEET_LISTEN_ADDR": "127.0.0.1", "PGFLEET_LISTEN_PORT": str(fx.free_port()),
-           "PGFLEET_HTTP_LISTEN": "", "AUTH_USER": "pgbouncer"}
+           "PGFLEET_HTTP_LISTEN": "", "PGFLEET_DISABLE_PQEXEC": "1"}
     p = run([], env=env)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert p.stderr.strip() == ("environment: AUTH_USER: not implemented by pgfleet yet; "
-                                "remove it (its default is empty)")
+    assert p.stderr.strip() == ("environment: PGFLEET_DISABLE_PQEXEC: not implemented by "
+                                "pgfleet yet; remove it or set it to 0 (its default)")
 
 
-def test_check_prints_warnings_and_accepts(tmp_path):
-    path = ini(tmp_path, "logfile = /var/log/pgbouncer.log\nmax_db_connections = 0\n")
+def test_check_accepts_pgbouncer_knobs_without_a_warning(tmp_path):
+    path = ini(tmp_path, "syslog_ident = bouncer\nmax_db_connections = 0\n")
     p = run(["--check", path])
     assert p.returncode == 0, p.stderr
-    assert p.stderr.strip() == ("warning: %s:7: key 'logfile': not implemented by pgfleet, "
-                                "ignored (pgfleet logs to stderr)" % path)
+    assert "warning" not in p.stderr, p.stderr
 
 
-def test_pgbouncer_logging_knobs_start_with_a_warning(service, pgfleet):
-    fleet = pgfleet(settings=dict(SETTINGS, logfile="/var/log/pgbouncer.log",
-                                  job_name="nightly"), users=dict(USERS))
-    line = ini_line(fleet, "logfile")
-    fleet.wait_log(r"msg=\"config warning\" detail=\"%s:%d: key 'logfile': not implemented "
-                   r"by pgfleet, ignored" % (re.escape(fleet.ini_path), line))
+def test_pgbouncer_logging_knobs_are_settings_without_a_warning(service, pgfleet):
+    """issue 18: no setting is accepted with a warning any more: PgBouncer's
+    knobs that change nothing a client sees are settings (SHOW CONFIG)."""
+    fleet = pgfleet(settings=dict(SETTINGS, syslog_ident="bouncer", job_name="nightly"),
+                    users=dict(USERS))
     with app_conn(fleet) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-    # issue 18: job_name (Windows only in PgBouncer too) is a setting: no warning
+    # job_name (Windows only in PgBouncer too), syslog_ident: settings, no warning
     assert config_value(fleet, "job_name") == "nightly"
-    assert "key 'job_name'" not in fleet.log_text()
+    assert config_value(fleet, "syslog_ident") == "bouncer"
+    assert "config warning" not in fleet.log_text()
 
 
 def test_sighup_and_reload_refuse_an_unimplemented_setting(service, pgfleet):

@@ -529,7 +529,7 @@ def test_admin_console_shows_every_pod(service, pgfleet):
         server_cols = [d.name for d in cur.description]
     assert {r["addr"] for r in rows} == set(service.addrs), rows
     assert all(r["state"] == "up" for r in rows), rows
-    assert server_cols[:4] == ["type", "user", "database", "state"]
+    assert server_cols[:5] == ["type", "user", "database", "replication", "state"]
     assert {"replica", "role"} <= set(server_cols)
 
 

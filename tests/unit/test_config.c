@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 109);
+	CHECK(n == 111);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -119,7 +119,6 @@ static const struct {
     {"unix_socket_group = postgres", "unix_socket_group", "postgres"},
     {"http_listen = [::1]:9999", "http_listen", "[::1]:9999"},
     {"http_listen =", "http_listen", ""},
-    {"logfile = /var/log/pgbouncer.log", "listen_port", "6432"},
     {"tcp_keepalive = 0", "tcp_keepalive", "0"},
     {"tcp_keepidle = 30", "tcp_keepidle", "30"},
     {"tcp_user_timeout = 2500", "tcp_user_timeout", "2500"},
@@ -436,40 +435,31 @@ static void test_unimplemented(void)
 	msgs_clear(&m);
 }
 
-/* PgBouncer's knobs with no effect a client sees load with a warning line
- * each, kept in cfg.warnings for the caller to log; nothing is reported. */
-static void test_unimplemented_warned(void)
+/* Issue 18: every setting is implemented or refused; none is accepted with
+ * a warning any more.  PgBouncer's knobs with no effect a client sees are
+ * settings (SHOW CONFIG) and load silently. */
+static void test_no_setting_is_only_warned(void)
 {
+	int warned = 0;
+#define COUNT_WARN(name, type, def, decision, note) warned += strcmp(#decision, "WARN") == 0;
+	CONFIG_UNIMPLEMENTED(COUNT_WARN)
+	CONFIG_DB_UNIMPLEMENTED(COUNT_WARN)
+#undef COUNT_WARN
+	CHECK(warned == 0);
 	struct config cfg;
 	struct msgs m = {0};
 	CHECK(load_text(&cfg, &m,
-	                BASE "logfile = /var/log/pgbouncer.log\n"
-	                     "job_name = nightly\n" /* honoured: no effect on Linux */
-	                     "min_pool_size = 2\n" /* implemented: no warning */
-	                     "tcp_keepalive = 1\n" /* implemented */
+	                BASE "syslog_ident = bouncer\n"
+	                     "job_name = nightly\n"
+	                     "min_pool_size = 2\n"
+	                     "tcp_keepalive = 1\n"
 	                     "verbose = 1\n",
 	                users_env));
 	CHECK(m.n == 0);
-	CHECK(cfg.n_warnings == 2);
-	if (cfg.n_warnings == 2) {
-		char *w0 = expand("@/pgfleet.ini:5: key 'logfile': not implemented by pgfleet, "
-		                  "ignored (pgfleet logs to stderr)");
-		char *w1 = expand("@/pgfleet.ini:9: key 'verbose': not implemented by "
-		                  "pgfleet, ignored (use -v)");
-		CHECK_STR(cfg.warnings[0], w0);
-		CHECK_STR(cfg.warnings[1], w1);
-		free(w0);
-		free(w1);
-	}
+	CHECK(cfg.n_warnings == 0);
 	CHECK(cfg.min_pool_size == 2);
 	CHECK_STR(cfg.job_name, "nightly");
 	config_free(&cfg);
-	CHECK(cfg.warnings == NULL && cfg.n_warnings == 0);
-
-	/* a refusal elsewhere fails the load; warnings go with the config */
-	CHECK(!load_text(&cfg, &m, BASE "logfile = /x.log\npeer_id = 1\n", users_env));
-	CHECK(m.n == 1 && cfg.warnings == NULL);
-	msgs_clear(&m);
 }
 
 /* Every CONFIG_UNIMPLEMENTED name is accepted as a key; the ones also in
@@ -513,10 +503,10 @@ static void test_unimplemented_db(void)
 	                "a = host=db min_pool_size=3 server_lifetime=60 max_db_connections=0\n",
 	                users_env));
 	CHECK(m.n == 0);
-	CHECK(cfg.n_warnings == 1);
-	/* issue 18: per-database limits are implemented */
+	CHECK(cfg.n_warnings == 0);
+	/* issue 18: per-database limits and server_lifetime are implemented */
 	CHECK(cfg.n_dbs == 1 && cfg.dbs[0].min_pool_size == 3 && cfg.dbs[0].max_db_connections == 0 &&
-	      cfg.dbs[0].reserve_pool_size == -1);
+	      cfg.dbs[0].reserve_pool_size == -1 && cfg.dbs[0].server_lifetime == 60);
 	config_free(&cfg);
 	msgs_clear(&m);
 }
@@ -568,6 +558,44 @@ static void test_unimplemented_set(void)
 	msgs_clear(&m);
 }
 
+/* issue 18: logfile is opened by the loader (and by SET), so that a file
+ * pgfleet cannot write is an error naming it; verbose is a setting; SET of
+ * a PgBouncer key pgfleet does not implement takes its default only. */
+static void test_logfile_verbose_and_pgbouncer_set(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+	char err[256];
+
+	CHECK(!load_text(&cfg, &m, BASE "logfile = /nonexistent-pgfleet-dir/x.log\n", users_env));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:5: key 'logfile': cannot open "
+	                   "'/nonexistent-pgfleet-dir/x.log': No such file or directory"));
+	msgs_clear(&m);
+
+	const char *log = write_file("log/pgfleet.log", "");
+	char text[512];
+	snprintf(text, sizeof text, BASE "logfile = %s\nverbose = 2\n", log);
+	CHECK(load_text(&cfg, &m, text, users_env));
+	CHECK(m.n == 0 && cfg.n_warnings == 0);
+	CHECK_STR(cfg.logfile, log);
+	CHECK(cfg.verbose == 2);
+	CHECK(!config_set(&cfg, "logfile", "/nonexistent-pgfleet-dir/y.log", err, sizeof err));
+	CHECK_STR(err, "cannot open '/nonexistent-pgfleet-dir/y.log': No such file or directory");
+	CHECK_STR(cfg.logfile, log); /* kept */
+	CHECK(config_set(&cfg, "logfile", "", err, sizeof err));
+	CHECK(!config_set(&cfg, "verbose", "loud", err, sizeof err));
+	CHECK(config_set(&cfg, "VERBOSE", "1", err, sizeof err) && cfg.verbose == 1);
+	/* PgBouncer's keys that are no pgfleet setting: the default is a no-op */
+	CHECK(config_set(&cfg, "log_stats", "0", err, sizeof err) && !cfg.log_stats);
+	CHECK(config_set(&cfg, "peer_id", "0", err, sizeof err));
+	CHECK(!config_set(&cfg, "peer_id", "3", err, sizeof err));
+	CHECK_STR(err, "not implemented by pgfleet yet; remove it or set it to 0 (its default)");
+	CHECK(!config_set(&cfg, "no_such_key", "1", err, sizeof err));
+	CHECK_STR(err, "unknown setting 'no_such_key'");
+	config_free(&cfg);
+	msgs_clear(&m);
+}
+
 static void run_all(void)
 {
 	RUN(test_defaults);
@@ -577,11 +605,12 @@ static void run_all(void)
 	RUN(test_config_set);
 	RUN(test_list_has);
 	RUN(test_unimplemented);
-	RUN(test_unimplemented_warned);
+	RUN(test_no_setting_is_only_warned);
 	RUN(test_unimplemented_db);
 	RUN(test_db_auth_keys);
 	RUN(test_unimplemented_set);
 	RUN(test_unimplemented_table);
+	RUN(test_logfile_verbose_and_pgbouncer_set);
 }
 
 int main(void)

@@ -179,6 +179,82 @@ static void test_levels(void)
 	free(out);
 }
 
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return strdup("");
+	char *buf = calloc(1, 8192);
+	size_t n = fread(buf, 1, 8191, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
+/* issue 18: the logfile gets every line stderr gets; opening again (log
+ * rotation) sends the next lines to the new file, the old one keeps what
+ * it had; "" stops it; a file that cannot be opened keeps the old one. */
+static void test_logfile(void)
+{
+	char dir[] = "/tmp/pgfleet-test-log-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char a[128], b[128], err[256];
+	snprintf(a, sizeof a, "%s/a.log", dir);
+	snprintf(b, sizeof b, "%s/b.log", dir);
+	log_setup(0, false);
+	CHECK(log_open_file(a, err, sizeof err));
+	capture_begin();
+	log_info("first", NULL);
+	free(capture_end());
+	CHECK(rename(a, b) == 0); /* rotated away */
+	CHECK(log_open_file(a, err, sizeof err));
+	capture_begin();
+	log_info("second", NULL);
+	char *out = capture_end();
+	CHECK(strstr(out, "msg=second") != NULL); /* stderr too */
+	free(out);
+	char *old = slurp(b), *now = slurp(a);
+	CHECK(strstr(old, "msg=first") && !strstr(old, "msg=second"));
+	CHECK(strstr(now, "msg=second") && !strstr(now, "msg=first"));
+	free(old);
+	free(now);
+	CHECK(!log_open_file("/nonexistent-pgfleet-dir/x.log", err, sizeof err));
+	CHECK(strcmp(err, "cannot open '/nonexistent-pgfleet-dir/x.log': No such file or "
+	                  "directory") == 0);
+	capture_begin();
+	log_info("third", NULL); /* still to a.log */
+	free(capture_end());
+	CHECK(log_open_file("", err, sizeof err));
+	capture_begin();
+	log_info("fourth", NULL);
+	free(capture_end());
+	now = slurp(a);
+	CHECK(strstr(now, "msg=third") && !strstr(now, "msg=fourth"));
+	free(now);
+	unlink(a);
+	unlink(b);
+	rmdir(dir);
+}
+
+/* verbose: the more verbose of it and -v; -q wins. */
+static void test_verbose_setting(void)
+{
+	log_setup(0, false);
+	log_set_verbose(1);
+	CHECK(log_enabled(LOG_DEBUG) && !log_enabled(LOG_TRACE));
+	log_set_verbose(99);
+	CHECK(log_enabled(LOG_TRACE));
+	log_set_verbose(0);
+	CHECK(!log_enabled(LOG_DEBUG) && log_enabled(LOG_INFO));
+	log_setup(2, false);
+	log_set_verbose(0);
+	CHECK(log_enabled(LOG_TRACE));
+	log_setup(-1, false);
+	log_set_verbose(2);
+	CHECK(!log_enabled(LOG_INFO) && log_enabled(LOG_WARN));
+	log_setup(0, false);
+}
+
 int main(void)
 {
 	RUN(test_logfmt_quoting);
@@ -186,5 +262,7 @@ int main(void)
 	RUN(test_long_lines_still_close);
 	RUN(test_utf8_seq_len);
 	RUN(test_levels);
+	RUN(test_logfile);
+	RUN(test_verbose_setting);
 	return harness_finish();
 }
