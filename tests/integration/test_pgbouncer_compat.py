@@ -1,15 +1,17 @@
 """A current pgbouncer.ini fed to pgfleet (issue 18 item 3): every setting of
 PgBouncer 1.25's reference configuration (its etc/pgbouncer.ini and
 doc/config.md), each with a value other than its PgBouncer default, is
-either honoured (accepted and shown by SHOW CONFIG of a running pgfleet with
-that value) or refused by `pgfleet --check` with one line naming it; never
-accepted and ignored.  Rows whose work is in progress elsewhere in issue 18
-are "warned" (accepted with a warning line naming them) or "refused" as of
-today: the table is the one place to flip them.
+either honoured (accepted without a word by `pgfleet --check`, and shown by
+SHOW CONFIG of a running pgfleet with that value) or refused by `pgfleet
+--check` with one line naming it; never accepted and ignored, and never
+accepted with a mere warning (include/config.h has no WARN row left).  The
+table PGBOUNCER_SETTINGS is the one place that says which.  Values naming
+files ("{tmp}/...") are files the test writes (auth_file, auth_hba_file,
+auth_ident_file) or may create (logfile, opened at load).
 
 Also: conf/pgfleet.ini is the full reference (every setting with its
 default, and valid as shipped and with every line uncommented), and
-docs/pgbouncer.md lists every key of the table with the same status."""
+the README's PgBouncer table lists every key of the table with the same status."""
 
 import os
 import re
@@ -22,14 +24,14 @@ from test_docs import config_settings
 
 BINARY = os.environ.get("PGFLEET_BIN") or os.path.join(fx.REPO, "build", "pgfleet")
 REFERENCE = os.path.join(fx.REPO, "conf", "pgfleet.ini")
-PGBOUNCER_MD = os.path.join(fx.REPO, "docs", "pgbouncer.md")
+PGBOUNCER_MD = os.path.join(fx.REPO, "README.md")  # its "PgBouncer setting -> pgfleet" table
 
-HONOURED, REFUSED, WARNED = "honoured", "refused", "warned"
+HONOURED, REFUSED = "honoured", "refused"
 
 # key: (a value other than PgBouncer's default, what pgfleet does with it)
 PGBOUNCER_SETTINGS = {
     # generic
-    "logfile": ("/var/log/pgbouncer/pgbouncer.log", WARNED),  # in progress (admin)
+    "logfile": ("{tmp}/pgbouncer.log", HONOURED),  # opened at load: must be writable
     "pidfile": ("/var/run/pgbouncer/pgbouncer.pid", HONOURED),
     "listen_addr": ("127.0.0.1", HONOURED),
     "listen_port": ("6543", HONOURED),
@@ -40,12 +42,12 @@ PGBOUNCER_SETTINGS = {
     "pool_mode": ("session", HONOURED),
     "max_client_conn": ("500", HONOURED),
     "default_pool_size": ("7", HONOURED),
-    "min_pool_size": ("2", WARNED),  # in progress (limits)
-    "reserve_pool_size": ("3", REFUSED),  # in progress (limits)
-    "reserve_pool_timeout": ("2", WARNED),  # in progress (limits)
-    "max_db_connections": ("9", REFUSED),  # in progress (limits)
+    "min_pool_size": ("2", HONOURED),
+    "reserve_pool_size": ("3", HONOURED),
+    "reserve_pool_timeout": ("2", HONOURED),
+    "max_db_connections": ("9", HONOURED),
     "max_db_client_connections": ("50", REFUSED),
-    "max_user_connections": ("8", REFUSED),  # in progress (limits)
+    "max_user_connections": ("8", HONOURED),
     "max_user_client_connections": ("40", REFUSED),
     "server_round_robin": ("1", HONOURED),
     "track_extra_parameters": ("search_path", REFUSED),
@@ -60,13 +62,13 @@ PGBOUNCER_SETTINGS = {
     "max_prepared_statements": ("100", HONOURED),
     "scram_iterations": ("8192", REFUSED),
     # authentication
-    "auth_type": ("md5", HONOURED),
-    "auth_hba_file": ("/etc/pgbouncer/pg_hba.conf", WARNED),  # in progress (hba)
-    "auth_ident_file": ("/etc/pgbouncer/pg_ident.conf", WARNED),  # in progress (hba)
-    "auth_file": ("/etc/pgbouncer/userlist.txt", HONOURED),
-    "auth_user": ("pgbouncer", REFUSED),  # in progress (auth)
-    "auth_query": ("SELECT usename, passwd FROM pgbouncer.user_lookup($1)", REFUSED),  # (auth)
-    "auth_dbname": ("authdb", REFUSED),  # in progress (auth)
+    "auth_type": ("hba", HONOURED),  # its rules: auth_hba_file, read by --check
+    "auth_hba_file": ("{tmp}/pg_hba.conf", HONOURED),
+    "auth_ident_file": ("{tmp}/pg_ident.conf", HONOURED),
+    "auth_file": ("{tmp}/userlist.txt", HONOURED),
+    "auth_user": ("pgbouncer", HONOURED),  # its plaintext password is in auth_file
+    "auth_query": ("SELECT usename, passwd FROM pgbouncer.user_lookup($1)", HONOURED),
+    "auth_dbname": ("authdb", HONOURED),  # a [databases] entry
     "auth_ldap_options": ('ldapurl="ldap://127.0.0.1/dc=example,dc=net?uid?sub"', REFUSED),
     "auth_pam_confdir": ("/etc/pgbouncer/pam.d", REFUSED),
     # logging
@@ -77,7 +79,7 @@ PGBOUNCER_SETTINGS = {
     "log_disconnections": ("0", HONOURED),
     "log_pooler_errors": ("0", HONOURED),
     "log_stats": ("0", HONOURED),
-    "verbose": ("1", WARNED),  # in progress (admin)
+    "verbose": ("1", HONOURED),
     # console access
     "admin_users": ("admin", HONOURED),
     "stats_users": ("watcher", HONOURED),
@@ -141,12 +143,34 @@ PGBOUNCER_SETTINGS = {
 }
 
 # Honoured keys a running test pgfleet cannot take as they are (the fixture
-# owns the sockets and users; TLS needs real files: test_tls.py and
-# test_socket_and_cert.py run those).
-NOT_IN_RUN = {"pidfile", "unix_socket_mode", "unix_socket_group", "listen_addr", "listen_port", "unix_socket_dir", "auth_type", "auth_file",
+# owns the sockets and users; auth_type = hba would refuse the fixture's
+# logins unless its rules were written for them (test_hba.py runs it); TLS
+# needs real files: test_tls.py and test_socket_and_cert.py run those).
+NOT_IN_RUN = {"pidfile", "unix_socket_mode", "unix_socket_group", "listen_addr", "listen_port",
+              "unix_socket_dir", "auth_type", "auth_file",
               "admin_users", "client_tls_sslmode", "client_tls_key_file",
               "client_tls_cert_file", "client_tls_ca_file", "server_tls_sslmode",
               "server_tls_ca_file", "server_tls_key_file", "server_tls_cert_file"}
+
+# The files the table's "{tmp}/..." values name.  auth_user's password is
+# plaintext (pgfleet logs in with it to run auth_query); the hba rules use
+# the ident map, so auth_ident_file is read too.
+USERLIST = '"app" "app-secret"\n"pgbouncer" "pgbouncer-secret"\n'
+HBA = ("# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
+       "local   all       all                 peer map=compat\n"
+       "host    all       all   127.0.0.1/32  md5\n"
+       "host    all       all   ::1/128       scram-sha-256\n")
+IDENT = "# MAP   SYSTEM-USERNAME  DATABASE-USERNAME\ncompat  postgres         app\n"
+
+
+def settings(tmp_path):
+    """PGBOUNCER_SETTINGS with "{tmp}" made tmp_path, and the files it names
+    written."""
+    (tmp_path / "userlist.txt").write_text(USERLIST)
+    (tmp_path / "pg_hba.conf").write_text(HBA)
+    (tmp_path / "pg_ident.conf").write_text(IDENT)
+    return {k: (v.replace("{tmp}", str(tmp_path)), s)
+            for k, (v, s) in PGBOUNCER_SETTINGS.items()}
 
 
 def check(path):
@@ -160,16 +184,13 @@ def pgbouncer_ini(tmp_path, statuses):
     """A pgbouncer.ini (PgBouncer's section name) with the keys of the given
     statuses; {key: line number}."""
     path = tmp_path / "pgbouncer.ini"
-    lines = ["[databases]", "app = host=127.0.0.1 port=5432 dbname=app", "", "[pgbouncer]"]
+    lines = ["[databases]", "app = host=127.0.0.1 port=5432 dbname=app",
+             "authdb = host=127.0.0.1 port=5432 dbname=postgres", "", "[pgbouncer]"]
     where = {}
-    for key, (value, status) in PGBOUNCER_SETTINGS.items():
+    for key, (value, status) in settings(tmp_path).items():
         if status in statuses:
             lines.append("%s = %s" % (key, value))
             where[key] = len(lines)
-    # auth_type = md5 needs users: auth_file names a real file
-    users = tmp_path / "userlist.txt"
-    users.write_text('"app" "app-secret"\n')
-    lines = [l if not l.startswith("auth_file =") else "auth_file = %s" % users for l in lines]
     path.write_text("\n".join(lines) + "\n")
     return str(path), where
 
@@ -179,11 +200,11 @@ def named(lines, key):
 
 
 def test_every_pgbouncer_setting_is_honoured_or_refused(tmp_path):
-    path, where = pgbouncer_ini(tmp_path, (HONOURED, REFUSED, WARNED))
+    path, where = pgbouncer_ini(tmp_path, (HONOURED, REFUSED))
     rc, lines = check(path)
     assert rc == 1, lines
     problems = []
-    for key, (value, status) in PGBOUNCER_SETTINGS.items():
+    for key, (value, status) in settings(tmp_path).items():
         got = named(lines, key)
         if status == REFUSED:
             want = "%s:%d: key '%s': " % (path, where[key], key)
@@ -196,34 +217,54 @@ def test_every_pgbouncer_setting_is_honoured_or_refused(tmp_path):
     assert len(lines) == sum(1 for v in PGBOUNCER_SETTINGS.values() if v[1] == REFUSED), lines
 
 
-def test_the_rest_loads_with_warnings_for_the_warned_only(tmp_path):
-    path, where = pgbouncer_ini(tmp_path, (HONOURED, WARNED))
+def test_the_honoured_load_without_a_word(tmp_path):
+    """No setting is accepted with a warning: the honoured ones load silently."""
+    path, _ = pgbouncer_ini(tmp_path, (HONOURED,))
     rc, lines = check(path)
-    assert rc == 0, lines
-    for key, (value, status) in PGBOUNCER_SETTINGS.items():
-        got = named(lines, key)
-        if status == WARNED:
-            assert got and got[0].startswith("warning: %s:%d: key '%s'"
-                                             % (path, where[key], key)), (key, lines)
-        elif status == HONOURED:
-            assert not got, (key, got)
+    assert rc == 0 and lines == [], lines
 
 
-def test_honoured_settings_show_in_show_config(service, pgfleet):
-    settings = {k: v for k, (v, s) in PGBOUNCER_SETTINGS.items()
-                if s == HONOURED and k not in NOT_IN_RUN}
-    settings["admin_users"] = "admin"
-    fleet = pgfleet(settings=settings,
-                    users={fx.APP_USER: fx.APP_PASSWORD, "admin": "admin-secret"})
+def test_honoured_settings_show_in_show_config(service, pgfleet, tmp_path):
+    settings_ = {k: v for k, (v, s) in settings(tmp_path).items()
+                 if s == HONOURED and k not in NOT_IN_RUN}
+    settings_["admin_users"] = "admin"
+    fleet = pgfleet(settings=settings_,
+                    databases={fx.APP_DB: "host=%s port=%d dbname=%s"
+                               % (fx.SVC_NAME, fx.PG_PORT, fx.APP_DB),
+                               "authdb": "host=%s port=%d dbname=%s"
+                               % (fx.SVC_NAME, fx.PG_PORT, fx.APP_DB)},
+                    users={fx.APP_USER: fx.APP_PASSWORD, "admin": "admin-secret",
+                           "pgbouncer": "pgbouncer-secret"})
     with psycopg.connect(fleet.dsn("admin", "admin-secret", "pgfleet"),
                          autocommit=True) as conn:
         conn.prepare_threshold = None
         shown = {r[0]: r[1] for r in conn.execute("SHOW CONFIG").fetchall()}
-    wrong = {k: (v, shown.get(k)) for k, v in settings.items() if shown.get(k) != v}
+    wrong = {k: (v, shown.get(k)) for k, v in settings_.items() if shown.get(k) != v}
     assert not wrong, "key: (set, SHOW CONFIG): %r" % wrong
     # and it serves
     with fleet.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    # logfile: the log goes to the file too (log_connections is off here)
+    with open(settings_["logfile"]) as f:
+        assert "msg=listening" in f.read()
+
+
+def test_database_and_user_parameters_load_without_a_word(tmp_path):
+    """PgBouncer's per-database pool and auth_query parameters and the
+    [users] section's max_user_connections are honoured (no line)."""
+    ini = tmp_path / "pgbouncer.ini"
+    ini.write_text(
+        "[databases]\n"
+        "app = host=127.0.0.1 port=5432 dbname=app min_pool_size=1 reserve_pool_size=2"
+        " max_db_connections=5 server_lifetime=60 auth_user=pgbouncer"
+        " auth_query='SELECT usename, passwd FROM pgbouncer.user_lookup($1)'"
+        " auth_dbname=authdb\n"
+        "app2 = host=127.0.0.1 dbname=app reserve_pool=2\n"
+        "authdb = host=127.0.0.1 dbname=postgres\n"
+        "[pgbouncer]\nauth_type = trust\n"
+        "[users]\napp = max_user_connections=3\n")
+    rc, lines = check(str(ini))
+    assert rc == 0 and lines == [], lines
 
 
 # ---- conf/pgfleet.ini, the reference ---------------------------------------------------
@@ -290,14 +331,20 @@ def test_example_userlist_logs_in(service, pgfleet):
         assert conn.execute("SHOW VERSION").fetchone()
 
 
-# ---- docs/pgbouncer.md ---------------------------------------------------------------
+# ---- the README's PgBouncer table ---------------------------------------------------------------
 
 
 def pgbouncer_md_rows():
     rows = {}
     with open(PGBOUNCER_MD) as f:
+        inside = False
         for line in f:
-            if line.startswith("## ") and "[pgbouncer]" not in line:
+            if line.startswith("### PgBouncer setting"):
+                inside = True
+                continue
+            if not inside:
+                continue
+            if line.startswith("#") and "[pgbouncer]" not in line:
                 break  # the [databases] parameters' table follows
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             m = re.fullmatch(r"`(\w+)`", cells[0]) if line.startswith("|") else None
@@ -312,13 +359,12 @@ def test_docs_pgbouncer_md_lists_every_key_with_its_status():
     for key, (_, status) in PGBOUNCER_SETTINGS.items():
         cell = rows.get(key)
         if cell is None:
-            problems.append("`%s` is not in docs/pgbouncer.md" % key)
+            problems.append("`%s` is not in the README's PgBouncer table" % key)
             continue
         word = cell.split()[0].strip("*").lower() if cell else ""
-        ok = {HONOURED: ("same", "different"), REFUSED: ("refused",),
-              WARNED: ("warned",)}[status]
+        ok = {HONOURED: ("same", "different"), REFUSED: ("refused",)}[status]
         if word not in ok:
-            problems.append("`%s`: docs/pgbouncer.md says %r, the table says %s"
+            problems.append("`%s`: the README's PgBouncer table says %r, the table says %s"
                             % (key, cell, status))
     assert not problems, "\n".join(problems)
 
