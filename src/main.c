@@ -108,7 +108,7 @@ static void usage(FILE *f)
 		"  -t, --check     validate the configuration and exit (0 valid, 1 not)\n"
 		"  -v, --verbose   more logging (repeat for more)\n"
 		"  -q, --quiet     log warnings and errors only\n"
-		"  -d, --daemon    accepted for PgBouncer compatibility; runs in the foreground\n"
+		"  -d, --daemon    refused: pgfleet runs in the foreground (a supervisor runs it)\n"
 		"  -V, --version   print the version and exit\n"
 		"  -h, --help      print this help and exit\n",
 		PGFLEET_VERSION);
@@ -214,7 +214,11 @@ int main(int argc, char **argv)
 			verbosity = -1;
 			break;
 		case 'd':
-			break;
+			/* PgBouncer forks into the background; a script that relies
+			 * on that would hang on pgfleet: say so rather than pretend. */
+			fprintf(stderr, "pgfleet: -d/--daemon is not supported: pgfleet runs in the "
+					"foreground; start it from a supervisor (systemd, Kubernetes)\n");
+			return 1;
 		case 'V':
 			printf("pgfleet %s\n", PGFLEET_VERSION);
 			return 0;

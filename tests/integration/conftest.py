@@ -98,6 +98,31 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _sigterm)
 
 
+# Modules whose outcome cannot depend on pgfleet's `workers`: the fixture's
+# own tests, the manifests and image, the documents against the code.
+SAME_UNDER_WORKERS = {"test_fixture.py", "test_k8s.py", "test_docs.py",
+                      "test_pgbouncer_compat.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The workers = N pass (PGFLEET_FIXTURE_WORKERS, scripts/test.sh) runs
+    what can differ with workers: not the modules above, nor a test that
+    sets `workers` itself (parametrized over 1 and 2, the plain pass ran
+    both already)."""
+    if not os.environ.get("PGFLEET_FIXTURE_WORKERS"):
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if os.path.basename(str(item.fspath)) in SAME_UNDER_WORKERS or "workers" in params:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -128,6 +128,20 @@ def test_set_refuses_an_unimplemented_setting(service, pgfleet):
     fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
     with admin_conn(fleet) as conn:
         with pytest.raises(psycopg.Error) as e:
-            conn.execute("SET auth_user = 'pgbouncer'")
+            conn.execute("SET peer_id = 3")
         assert "not implemented" in str(e.value)
-    assert config_value(fleet, "auth_user") == ""
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SET server_fast_close = 1")
+        assert "not implemented" in str(e.value)
+
+
+def test_daemon_flag_is_refused_not_ignored(tmp_path):
+    """PgBouncer's -d forks into the background; pgfleet does not, and a
+    script that waits for the fork would hang: refused, saying why."""
+    path = ini(tmp_path, "")
+    for flag in ("-d", "--daemon"):
+        p = run([flag, path])
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stderr.strip() == ("pgfleet: -d/--daemon is not supported: pgfleet runs in "
+                                    "the foreground; start it from a supervisor (systemd, "
+                                    "Kubernetes)")
