@@ -106,6 +106,11 @@ struct client {
 	 * NULL until the first; one buffer of CLIENT_CLEAN_PARSE_MAX bytes. */
 	char *clean_parse;
 	uint32_t clean_parse_len;
+	/* A RESET over the extended protocol (see on_execute): the startup
+	 * values it resets, to be given back, for the unnamed statement, then
+	 * for the unnamed portal bound from it (references; NULL when the
+	 * statement is no such RESET). */
+	const struct param_set *reset_stmt, *reset_portal;
 	uint8_t clean_parse_watch;
 };
 

@@ -157,7 +157,9 @@ void database_reconnect(struct database *db, const char *why);
  * pool's previous login's, the pool's older connections are retired (idle
  * ones closed, busy ones when released), else they count as current.
  * Costs one login per pool per RELOAD; closes nothing a client is using.
- * Until the fresh login is done, new clients get the defaults known before. */
+ * Until the fresh login is done, new clients get the defaults known before;
+ * a group with no connection in this worker greets its next client from a
+ * login of its own (the process-wide greeting is forgotten). */
 void database_refresh_defaults(struct database *db);
 /* Every client of db (waiting or logged in) is told `message` with SQLSTATE
  * 57P01 (admin_shutdown) and closed, then every server connection of its

@@ -202,6 +202,8 @@ void client_free_list(void)
 		param_set_release(c->params_startup);
 		free(c->custom_names);
 		free(c->clean_parse);
+		param_set_release(c->reset_stmt);
+		param_set_release(c->reset_portal);
 		str_release(c->user);
 		str_release(c->dbname);
 		if (worker_threaded())
@@ -1148,32 +1150,39 @@ static void note_settings(struct client *c, const struct sql_look *look)
  * their ParameterStatus reaches the client), before anything else the
  * client sends: the rest of the session sees what it would see directly.
  * In a transaction block, both are undone together if the block rolls back.
- * Not done for a RESET among other statements of one Query, nor through
- * the extended protocol: there the startup values come back with the next
- * transaction (server_sync_params), the rest of this one sees the defaults.
+ * Not done for a RESET among other statements of one Query: there the
+ * startup values come back with the next transaction (server_sync_params),
+ * the rest of this one sees the defaults.  The extended protocol: below.
  */
+/* The client's startup values of what the RESET (look) resets: a
+ * reference, NULL when none of the names has one (or no memory). */
+static const struct param_set *startup_values(const struct client *c, const struct sql_look *look)
+{
+	if (look->flags & SQLI_RESET_ALL)
+		return c->params_startup->count ? param_set_ref(c->params_startup) : NULL;
+	const struct param_set *want = param_set_empty();
+	for (uint32_t p = 0; want && p < look->reset_names_len;) {
+		const char *name = look->reset_names + p, *v;
+		p += (uint32_t)strlen(name) + 1;
+		if ((v = param_get(c->params_startup, name)) &&
+		    param_set_store(&want, name, v, NULL) != PARAM_OK) {
+			param_set_release(want);
+			want = NULL;
+		}
+	}
+	if (want && !want->count) {
+		param_set_release(want);
+		want = NULL;
+	}
+	return want;
+}
+
 static enum fwd reset_to_startup(struct client *c, struct server *s, const char *text,
 				 uint32_t len, const struct sql_look *look)
 {
-	const struct param_set *want = NULL, *none = param_set_empty();
-	if (!none)
-		return FWD_STREAM;
-	if (look->flags & SQLI_RESET_ALL) {
-		want = param_set_ref(c->params_startup);
-	} else {
-		want = param_set_ref(none);
-		for (uint32_t p = 0; want && p < look->reset_names_len;) {
-			const char *name = look->reset_names + p, *v;
-			p += (uint32_t)strlen(name) + 1;
-			if ((v = param_get(c->params_startup, name)) &&
-			    param_set_store(&want, name, v, NULL) != PARAM_OK) {
-				param_set_release(want);
-				want = NULL;
-			}
-		}
-	}
+	const struct param_set *want = startup_values(c, look), *none = param_set_empty();
 	char stack[1024], *sql = stack;
-	size_t n = want ? param_set_diff_sql(want, none, NULL, sql, sizeof(stack)) : 0;
+	size_t n = want && none ? param_set_diff_sql(want, none, NULL, sql, sizeof(stack)) : 0;
 	if (n >= sizeof(stack)) {
 		sql = malloc(n + 1); /* many or long startup values: rare */
 		if (sql)
@@ -1196,6 +1205,101 @@ static enum fwd reset_to_startup(struct client *c, struct server *s, const char 
 	if (sql != stack)
 		free(sql);
 	return f;
+}
+
+/*
+ * The same over the extended protocol.  A Parse of the unnamed statement
+ * that is such a RESET is remembered (on_parse), carried to the unnamed
+ * portal a Bind makes of it (on_bind), and after the Execute of that
+ * portal pgfleet runs, hidden, `SELECT set_config($1, $2, false), ...`
+ * with the startup values as parameters (no quoting to get wrong), under
+ * a reserved name that it closes again: in the same transaction as the
+ * RESET (undone with it), before anything else the client sent.  What
+ * keeps the defaults until the next transaction: a RESET among other
+ * statements of one simple Query, and one prepared under a name.
+ */
+#define RESET_HIDDEN_NAME "pgf_reset_startup"
+
+static void reset_note(const struct param_set **slot, const struct param_set *want)
+{
+	param_set_release(*slot);
+	*slot = want;
+}
+
+static void put_reset_hidden(struct server *s, const struct param_set *want)
+{
+	struct wbuf *w = &s->io.out;
+	uint32_t m = proto_begin(w, 'P');
+	proto_put_str(w, RESET_HIDDEN_NAME);
+	wbuf_put(w, "SELECT ", 7);
+	for (uint32_t i = 0; i < want->count; i++) {
+		char item[64];
+		int n = snprintf(item, sizeof(item), "%sset_config($%u, $%u, false)", i ? ", " : "",
+				 2 * i + 1, 2 * i + 2);
+		wbuf_put(w, item, (size_t)n);
+	}
+	wbuf_put(w, "", 1);
+	proto_put_u16(w, 0); /* parameter types: the server's (text) */
+	proto_end(w, m);
+	server_queue_push(s, REQ_PARSE, REQ_HIDE, NULL);
+	m = proto_begin(w, 'B');
+	proto_put_str(w, RESET_HIDDEN_NAME);
+	proto_put_str(w, RESET_HIDDEN_NAME);
+	proto_put_u16(w, 0); /* parameter formats: text */
+	proto_put_u16(w, (uint16_t)(2 * want->count));
+	uint32_t pos = 0;
+	const char *name, *value;
+	while (param_next(want, &pos, &name, &value)) {
+		proto_put_u32(w, (uint32_t)strlen(name));
+		wbuf_put(w, name, strlen(name));
+		proto_put_u32(w, (uint32_t)strlen(value));
+		wbuf_put(w, value, strlen(value));
+	}
+	proto_put_u16(w, 0); /* result formats */
+	proto_end(w, m);
+	server_queue_push(s, REQ_BIND, REQ_HIDE, NULL);
+	m = proto_begin(w, 'E');
+	proto_put_str(w, RESET_HIDDEN_NAME);
+	proto_put_u32(w, 0);
+	proto_end(w, m);
+	server_queue_push(s, REQ_EXECUTE, REQ_HIDE, NULL);
+	const char kinds[2] = {'P', 'S'};
+	for (int i = 0; i < 2; i++) {
+		m = proto_begin(w, 'C');
+		wbuf_put(w, &kinds[i], 1);
+		proto_put_str(w, RESET_HIDDEN_NAME);
+		proto_end(w, m);
+		server_queue_push(s, REQ_CLOSE, REQ_HIDE, NULL);
+	}
+}
+
+/* Execute: of the unnamed portal of a RESET (above), followed by the hidden
+ * statement that gives the startup values back. */
+static enum fwd on_execute(struct client *c, struct server *s, uint32_t len)
+{
+	if (!c->reset_portal) {
+		server_queue_push(s, REQ_EXECUTE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	const uint8_t *msg = c->io.in->data + c->io.in->parsed;
+	if (len < 5 || msg[5] != 0) { /* a named portal: not the RESET's */
+		server_queue_push(s, REQ_EXECUTE, REQ_PASS, NULL);
+		return FWD_STREAM;
+	}
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	msg = c->io.in->data + c->io.in->parsed;
+	wbuf_put(&s->io.out, msg, len + 1);
+	server_queue_push(s, REQ_EXECUTE, REQ_PASS, NULL);
+	consume(c, len + 1);
+	const struct param_set *want = c->reset_portal;
+	c->reset_portal = NULL; /* run: a second Execute resets nothing */
+	put_reset_hidden(s, want);
+	param_set_release(want);
+	return FWD_DONE;
 }
 
 /* transaction_session_state = pin (the default): the statement runs, and
@@ -1359,6 +1463,8 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		client_close(c, "08P01", "malformed Parse message");
 		return FWD_CLOSED;
 	}
+	if (!*name && c->reset_stmt)
+		reset_note(&c->reset_stmt, NULL); /* a new unnamed statement */
 	unsigned watch = inspect_watch(c);
 	if (!watch) {
 		server_queue_push(s, REQ_PARSE, REQ_PASS, NULL);
@@ -1376,6 +1482,8 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 		if (!what)
 			clean_parse_note(c, query, qlen, watch);
 	}
+	if (!*name && (what & (SQLI_RESET | SQLI_RESET_ALL)) && !look.reset_overflow)
+		reset_note(&c->reset_stmt, startup_values(c, &look));
 	bool shared = client_pool_mode(c) != POOL_SESSION;
 	if ((what & SQLI_SESSION_FLAGS) && shared) {
 		enum fwd f = session_state(c, s, what, len, true);
@@ -1528,6 +1636,21 @@ static enum fwd on_describe(struct client *c, struct server *s, uint32_t len)
  * to the statement name must be buffered; the rest streams through. */
 static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 {
+	if (c->reset_stmt || c->reset_portal) {
+		/* Which portal, from which statement: the first two bytes say
+		 * whether both are the unnamed ones. */
+		if (len < 6) {
+			client_close(c, "08P01", "malformed Bind message");
+			return FWD_CLOSED;
+		}
+		enum fwd w = need_whole(c, 7);
+		if (w != FWD_STREAM)
+			return w;
+		const uint8_t *body = c->io.in->data + c->io.in->parsed + 5;
+		if (body[0] == 0)
+			reset_note(&c->reset_portal,
+				   body[1] == 0 && c->reset_stmt ? param_set_ref(c->reset_stmt) : NULL);
+	}
 	if (!statements_on()) {
 		server_queue_push(s, REQ_BIND, REQ_PASS, NULL);
 		return FWD_STREAM;
@@ -1737,7 +1860,7 @@ static bool forward_to_server(struct client *c)
 			f = on_close(c, s, len);
 			break;
 		case 'E':
-			server_queue_push(s, REQ_EXECUTE, REQ_PASS, NULL);
+			f = on_execute(c, s, len);
 			break;
 		default:
 			break; /* Flush, CopyData/Done/Fail: no reply of their own */

@@ -631,8 +631,22 @@ void database_reconnect(struct database *db, const char *why)
 
 void database_refresh_defaults(struct database *db)
 {
-	struct list *rit, *pit;
+	struct list *rit, *pit, *git;
 	db->defaults_gen++;
+	/* workers = N: another worker's greeting may be the old one; a group
+	 * with no connection here (nothing to probe) learns from its next
+	 * login, or from a greeting published after this. */
+	pool_welcome_forget(db->name);
+	list_for_each(git, &db->groups) {
+		struct pool_group *g = container_of(git, struct pool_group, node);
+		bool any = false;
+		list_for_each(pit, &g->pools) {
+			struct pool *p = container_of(pit, struct pool, group_node);
+			any = any || p->idle.count + p->active.count > 0;
+		}
+		if (!any)
+			g->have_welcome = false;
+	}
 	list_for_each(rit, &db->replicas) {
 		struct replica *r = container_of(rit, struct replica, node);
 		list_for_each(pit, &r->pools) {

@@ -190,6 +190,63 @@ def test_reset_returns_the_startup_value(service, pgfleet, mode):
             assert show(conn, "DateStyle") == "SQL, DMY"
 
 
+def extended(conn, sql):
+    """sql over the extended protocol (binary results need it), as pgjdbc
+    sends everything; the first column of its first row, if any."""
+    cur = conn.cursor(binary=True)
+    cur.execute(sql)
+    return cur.fetchone()[0] if cur.description else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reset_over_the_extended_protocol_returns_the_startup_value(service, pgfleet, mode):
+    """RESET in a Parse/Bind/Execute: the startup value comes back at once,
+    in the same transaction (undone with it), not only from the next one."""
+    fleet = one_pod(pgfleet, mode, pool_size=2)
+    with connect(fleet, options="-c datestyle=SQL,\\ DMY -c intervalstyle=iso_8601") as conn:
+        conn.execute("SET datestyle = 'German, DMY'")
+        conn.execute("BEGIN")
+        extended(conn, "RESET datestyle")
+        assert extended(conn, "SHOW datestyle") == "SQL, DMY"
+        assert show(conn, "DateStyle") == "SQL, DMY"
+        conn.execute("ROLLBACK")
+        assert show(conn, "DateStyle") == "German, DMY"
+        conn.execute("SET intervalstyle = 'postgres'")
+        conn.execute("BEGIN")
+        extended(conn, "RESET ALL")
+        assert extended(conn, "SHOW datestyle") == "SQL, DMY"
+        assert extended(conn, "SHOW intervalstyle") == "iso_8601"
+        conn.execute("COMMIT")
+        assert conn.info.parameter_status("DateStyle") == "SQL, DMY"
+        assert conn.info.parameter_status("IntervalStyle") == "iso_8601"
+        # a pipeline: the RESET and what follows it before the Sync
+        conn.execute("SET datestyle = 'German, DMY'")
+        with conn.pipeline():
+            c1 = conn.cursor(binary=True)
+            c1.execute("RESET datestyle")
+            c2 = conn.cursor(binary=True)
+            c2.execute("SHOW datestyle")
+        assert c2.fetchone()[0] == "SQL, DMY"
+        # a name without a startup value: the default, nothing hidden to do
+        conn.execute("SET timezone = 'Asia/Tokyo'")
+        extended(conn, "RESET timezone")
+        assert show(conn, "TimeZone") == "Etc/UTC"
+        # another client on the same backends meanwhile: its own defaults
+        with connect(fleet) as other:
+            assert show(other, "DateStyle") == "ISO, MDY"
+        for _ in range(3):
+            assert show(conn, "DateStyle") == "SQL, DMY"
+    # a failed transaction: the RESET fails, so does nothing pgfleet adds
+    with connect(fleet, options="-c datestyle=SQL,\\ DMY") as conn:
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            extended(conn, "RESET datestyle")
+        conn.execute("ROLLBACK")
+        assert show(conn, "DateStyle") == "SQL, DMY"
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_reset_from_the_default_value_returns_the_startup_value(service, pgfleet, mode):
     """pg_regress's date test: the session's value is the server's default
@@ -319,6 +376,18 @@ public class PgjdbcOptions {
                     }
                 }
             }
+            // RESET inside a transaction (pgjdbc sends everything with the
+            // extended protocol): the startup value, at once
+            ca.setAutoCommit(false);
+            try (Statement st = ca.createStatement()) {
+                st.execute("SET intervalstyle = 'postgres'");
+                st.execute("RESET intervalstyle");
+                try (ResultSet rs = st.executeQuery("SELECT current_setting('intervalstyle')")) {
+                    rs.next();
+                    out.append(",[\"reset\",\"").append(rs.getString(1)).append("\"]");
+                }
+            }
+            ca.commit();
             System.out.println(out.append("]"));
         }
     }
@@ -327,6 +396,8 @@ public class PgjdbcOptions {
 
 
 def test_pgjdbc_options_and_current_schema(service, pgfleet, tmp_path):
+    """pgjdbc's options and currentSchema; a RESET in a transaction gives
+    the startup value back at once (pgjdbc uses the extended protocol)."""
     javac, java = shutil.which("javac"), shutil.which("java")
     assert javac and java, "no JDK (scripts/install-deps.sh)"
     assert os.path.isfile(PGJDBC_JAR), \
@@ -342,6 +413,7 @@ def test_pgjdbc_options_and_current_schema(service, pgfleet, tmp_path):
                        timeout=60)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     rows = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rows.pop() == ["reset", "iso_8601"], rows
     for i, r in enumerate(rows):
         if i % 2 == 0:
             assert r == ["j17", "3500ms", "iso_8601", "jdbc-a"], rows
@@ -438,18 +510,19 @@ def app_backends(service):
     return set(int(x) for x in out.split())
 
 
-def wait_for_greeting(fleet, value, deadline_s=20):
-    """RELOAD refreshes the defaults with a fresh login, in the background:
-    new clients see them once it is done."""
+def wait_for_greeting(fleet, value, in_a_row, deadline_s=20):
+    """RELOAD refreshes the defaults with a fresh login per pool (each
+    worker's), in the background: new clients see them once it is done."""
     import time
     end = time.monotonic() + deadline_s
-    seen = None
+    seen, run = None, 0
     while time.monotonic() < end:
         with connect(fleet) as conn:
             seen = conn.info.parameter_status("IntervalStyle")
-        if seen == value:
+        run = run + 1 if seen == value else 0
+        if run == in_a_row:
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("new clients still greeted with IntervalStyle=%s" % seen)
 
 
@@ -467,7 +540,7 @@ def test_alter_role_then_reconnect_reaches_new_clients(service, pgfleet, workers
                              autocommit=True) as admin:
             admin.execute(command)
         if command == "RELOAD":
-            wait_for_greeting(fleet, "sql_standard")
+            wait_for_greeting(fleet, "sql_standard", in_a_row=4 * workers)
         for _ in range(2 * workers):  # every worker's clients
             with connect(fleet) as conn:
                 assert conn.info.parameter_status("IntervalStyle") == "sql_standard"
