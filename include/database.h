@@ -145,6 +145,20 @@ bool replica_set_role(struct replica *r, enum replica_role role, const char *why
 bool replica_lag_ok(const struct replica *r);
 /* Is r able to take a new transaction for db's target_session_attrs? */
 bool replica_eligible(const struct replica *r, double now);
+/* libpq's keywords for a connection of pgfleet's own to r (health checks,
+ * auth_query lookups), reaching it as the pooled connections do: hostaddr
+ * and host (the name verify-full checks), port, dbname, the server_tls_*
+ * settings (mode, CA, protocol range, client certificate), no GSS, the
+ * tcp_* keepalives.  The caller appends user, password, its timeouts and
+ * application_name (room for REPLICA_LIBPQ_SPARE more), then the NULL
+ * that ends both lists.  Valid while p and r are. */
+#define REPLICA_LIBPQ_SPARE 8
+struct replica_libpq {
+	const char *kw[24], *val[24];
+	int n;
+	char addr[64], port[16], ka_idle[24], ka_intvl[24], ka_cnt[24], user_timeout[24];
+};
+void replica_libpq_params(const struct replica *r, struct replica_libpq *p);
 const char *replica_state_name(enum replica_state s);
 const char *replica_role_name(enum replica_role r);
 /* Idle server connections of db close now, busy ones when their client is

@@ -37,7 +37,7 @@
 #include "log.h"
 #include "runtime.h"
 
-#define JOB_MAX_PARAMS 16
+#define JOB_MAX_PARAMS 24
 #define RETRY_SECONDS 0.1
 
 struct job {
@@ -463,8 +463,6 @@ static void arm(struct event *ev, double seconds)
  */
 static bool lookup_start(struct authquery_lookup *lk, char *why, size_t whylen)
 {
-	static const char *sslmodes[] = {"disable", "allow",     "prefer",
-					 "require", "verify-ca", "verify-full"};
 	struct database *db = database_lookup(lk->auth_dbname);
 	if (!db) {
 		snprintf(why, whylen,
@@ -485,27 +483,12 @@ static bool lookup_start(struct authquery_lookup *lk, char *why, size_t whylen)
 	}
 	const char *auth_user = lk->auth_user;
 	const struct user_entry *au = config_find_user(&fleet.cfg, auth_user);
-	const char *kw[JOB_MAX_PARAMS + 1], *val[JOB_MAX_PARAMS + 1];
-	int n = 0;
-	char addr[64] = "", port[16], timeout[16], options[64];
-	if (r->addr.ss_family == AF_UNIX) {
-		kw[n] = "host", val[n++] = r->host;
-		snprintf(port, sizeof(port), "%d", db->cfg ? db->cfg->port : 5432);
-	} else {
-		const struct sockaddr_in *in4 = (const struct sockaddr_in *)&r->addr;
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->addr;
-		if (r->addr.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &in4->sin_addr, addr, sizeof(addr));
-			snprintf(port, sizeof(port), "%u", ntohs(in4->sin_port));
-		} else {
-			inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-			snprintf(port, sizeof(port), "%u", ntohs(in6->sin6_port));
-		}
-		kw[n] = "hostaddr", val[n++] = addr;
-		kw[n] = "host", val[n++] = r->host;
-	}
-	kw[n] = "port", val[n++] = port;
-	kw[n] = "dbname", val[n++] = db->dbname;
+	/* where and how, as the health checks reach r (TLS, keepalives) */
+	struct replica_libpq lp;
+	replica_libpq_params(r, &lp);
+	const char **kw = lp.kw, **val = lp.val;
+	int n = lp.n;
+	char timeout[16], options[64];
 	kw[n] = "user", val[n++] = auth_user;
 	if (au) {
 		/* libpq needs the password itself: a hash or SCRAM secret cannot log in */
@@ -519,10 +502,6 @@ static bool lookup_start(struct authquery_lookup *lk, char *why, size_t whylen)
 		 (int)(t * 1000) > 0 ? (int)(t * 1000) : 1);
 	kw[n] = "options", val[n++] = options;
 	kw[n] = "application_name", val[n++] = "pgfleet-auth_query";
-	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
-	if (*fleet.cfg.server_tls_ca_file)
-		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
-	kw[n] = "gssencmode", val[n++] = "disable";
 	kw[n] = NULL, val[n] = NULL;
 
 	const char *query = lk->query;

@@ -683,3 +683,68 @@ void database_close_all(struct database *db, const char *message, const char *wh
 		}
 	}
 }
+
+void replica_libpq_params(const struct replica *r, struct replica_libpq *p)
+{
+	static const char *sslmodes[] = {"disable", "allow",     "prefer",
+					 "require", "verify-ca", "verify-full"};
+	const struct database *db = r->db;
+	const char **kw = p->kw, **val = p->val;
+	int n = 0;
+	p->addr[0] = 0;
+	if (r->addr.ss_family == AF_UNIX) {
+		kw[n] = "host", val[n++] = r->host; /* the socket directory */
+		snprintf(p->port, sizeof(p->port), "%d", db->cfg ? db->cfg->port : 5432);
+	} else {
+		const struct sockaddr_in *in4 = (const struct sockaddr_in *)&r->addr;
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->addr;
+		if (r->addr.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &in4->sin_addr, p->addr, sizeof(p->addr));
+			snprintf(p->port, sizeof(p->port), "%u", ntohs(in4->sin_port));
+		} else {
+			inet_ntop(AF_INET6, &in6->sin6_addr, p->addr, sizeof(p->addr));
+			snprintf(p->port, sizeof(p->port), "%u", ntohs(in6->sin6_port));
+		}
+		/* hostaddr connects without a lookup; host names the server for
+		 * verify-full. */
+		kw[n] = "hostaddr", val[n++] = p->addr;
+		kw[n] = "host", val[n++] = r->host;
+	}
+	kw[n] = "port", val[n++] = p->port;
+	kw[n] = "dbname", val[n++] = db->dbname;
+	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
+	if (*fleet.cfg.server_tls_ca_file)
+		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
+	/* server_tls_protocols, as on the pooled connections (tls.c) */
+	const char *protos = fleet.cfg.server_tls_protocols;
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.2"))
+		kw[n] = "ssl_min_protocol_version", val[n++] = "TLSv1.3";
+	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.3"))
+		kw[n] = "ssl_max_protocol_version", val[n++] = "TLSv1.2";
+	/* the same client certificate as the pooled connections (tls.c) */
+	if (*fleet.cfg.server_tls_cert_file) {
+		kw[n] = "sslcert", val[n++] = fleet.cfg.server_tls_cert_file;
+		kw[n] = "sslkey", val[n++] = fleet.cfg.server_tls_key_file;
+	}
+	kw[n] = "gssencmode", val[n++] = "disable";
+	/* the tcp_* settings, as on pooled connections (conn.c); 0: libpq's default */
+	kw[n] = "keepalives", val[n++] = fleet.cfg.tcp_keepalive ? "1" : "0";
+	if (fleet.cfg.tcp_keepidle > 0) {
+		snprintf(p->ka_idle, sizeof(p->ka_idle), "%lld", fleet.cfg.tcp_keepidle);
+		kw[n] = "keepalives_idle", val[n++] = p->ka_idle;
+	}
+	if (fleet.cfg.tcp_keepintvl > 0) {
+		snprintf(p->ka_intvl, sizeof(p->ka_intvl), "%lld", fleet.cfg.tcp_keepintvl);
+		kw[n] = "keepalives_interval", val[n++] = p->ka_intvl;
+	}
+	if (fleet.cfg.tcp_keepcnt > 0) {
+		snprintf(p->ka_cnt, sizeof(p->ka_cnt), "%lld", fleet.cfg.tcp_keepcnt);
+		kw[n] = "keepalives_count", val[n++] = p->ka_cnt;
+	}
+	if (fleet.cfg.tcp_user_timeout > 0) {
+		snprintf(p->user_timeout, sizeof(p->user_timeout), "%lld",
+			 fleet.cfg.tcp_user_timeout);
+		kw[n] = "tcp_user_timeout", val[n++] = p->user_timeout;
+	}
+	p->n = n;
+}

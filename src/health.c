@@ -642,35 +642,13 @@ static void start_connect(struct health_check *hc)
 {
 	struct replica *r = hc->r;
 	struct database *db = r->db;
-	static const char *sslmodes[] = {"disable", "allow",     "prefer",
-					 "require", "verify-ca", "verify-full"};
-	const char *kw[LOGIN_MAX_PARAMS + 1], *val[LOGIN_MAX_PARAMS + 1];
-	int n = 0;
-	char addr[64] = "", port[16], timeout[16], ka_idle[24], ka_intvl[24], ka_cnt[24],
-	     user_timeout[24];
-	if (r->addr.ss_family == AF_UNIX) {
-		kw[n] = "host", val[n++] = r->host; /* the socket directory */
-		snprintf(port, sizeof(port), "%d", db->cfg ? db->cfg->port : 5432);
-	} else {
-		const struct sockaddr_in *in4 = (const struct sockaddr_in *)&r->addr;
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->addr;
-		if (r->addr.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &in4->sin_addr, addr, sizeof(addr));
-			snprintf(port, sizeof(port), "%u", ntohs(in4->sin_port));
-		} else {
-			inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-			snprintf(port, sizeof(port), "%u", ntohs(in6->sin6_port));
-		}
-		/* hostaddr connects without a lookup; host names the server for
-		 * verify-full. */
-		kw[n] = "hostaddr", val[n++] = addr;
-		kw[n] = "host", val[n++] = r->host;
-	}
-	kw[n] = "port", val[n++] = port;
-	kw[n] = "dbname", val[n++] = db->dbname;
+	struct replica_libpq lp;
+	replica_libpq_params(r, &lp);
+	const char **kw = lp.kw, **val = lp.val;
+	int n = lp.n;
+	char timeout[16];
 	const char *user = check_user(db);
 	if (user) {
-		kw[n] = "user", val[n++] = user;
 		const char *pw = *fleet.cfg.health_check_user && *fleet.cfg.health_check_password
 					 ? fleet.cfg.health_check_password
 					 : auth_server_password(db->cfg, user);
@@ -684,7 +662,7 @@ static void start_connect(struct health_check *hc)
 		if ((!pw || auth_password_kind(pw) != PW_PLAIN) && aue &&
 		    auth_password_kind(aue->password) == PW_PLAIN)
 			user = au, pw = aue->password;
-		val[n - 1] = user;
+		kw[n] = "user", val[n++] = user;
 		/* An md5 hash or a SCRAM secret is no use to libpq. */
 		if (pw && auth_password_kind(pw) == PW_PLAIN)
 			kw[n] = "password", val[n++] = pw;
@@ -693,39 +671,6 @@ static void start_connect(struct health_check *hc)
 	snprintf(timeout, sizeof(timeout), "%d", t < 2 ? 2 : (int)t);
 	kw[n] = "connect_timeout", val[n++] = timeout;
 	kw[n] = "application_name", val[n++] = "pgfleet-health";
-	kw[n] = "sslmode", val[n++] = sslmodes[fleet.cfg.server_tls_sslmode];
-	if (*fleet.cfg.server_tls_ca_file)
-		kw[n] = "sslrootcert", val[n++] = fleet.cfg.server_tls_ca_file;
-	/* server_tls_protocols, as on the pooled connections (tls.c) */
-	const char *protos = fleet.cfg.server_tls_protocols;
-	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.2"))
-		kw[n] = "ssl_min_protocol_version", val[n++] = "TLSv1.3";
-	if (!strcasestr(protos, "secure") && !strcasestr(protos, "tlsv1.3"))
-		kw[n] = "ssl_max_protocol_version", val[n++] = "TLSv1.2";
-	/* the same client certificate as the pooled connections (tls.c) */
-	if (*fleet.cfg.server_tls_cert_file) {
-		kw[n] = "sslcert", val[n++] = fleet.cfg.server_tls_cert_file;
-		kw[n] = "sslkey", val[n++] = fleet.cfg.server_tls_key_file;
-	}
-	kw[n] = "gssencmode", val[n++] = "disable";
-	/* the tcp_* settings, as on pooled connections (conn.c); 0: libpq's default */
-	kw[n] = "keepalives", val[n++] = fleet.cfg.tcp_keepalive ? "1" : "0";
-	if (fleet.cfg.tcp_keepidle > 0) {
-		snprintf(ka_idle, sizeof(ka_idle), "%lld", fleet.cfg.tcp_keepidle);
-		kw[n] = "keepalives_idle", val[n++] = ka_idle;
-	}
-	if (fleet.cfg.tcp_keepintvl > 0) {
-		snprintf(ka_intvl, sizeof(ka_intvl), "%lld", fleet.cfg.tcp_keepintvl);
-		kw[n] = "keepalives_interval", val[n++] = ka_intvl;
-	}
-	if (fleet.cfg.tcp_keepcnt > 0) {
-		snprintf(ka_cnt, sizeof(ka_cnt), "%lld", fleet.cfg.tcp_keepcnt);
-		kw[n] = "keepalives_count", val[n++] = ka_cnt;
-	}
-	if (fleet.cfg.tcp_user_timeout > 0) {
-		snprintf(user_timeout, sizeof(user_timeout), "%lld", fleet.cfg.tcp_user_timeout);
-		kw[n] = "tcp_user_timeout", val[n++] = user_timeout;
-	}
 	kw[n] = NULL, val[n] = NULL;
 
 	hc->step = HC_CONNECTING;
