@@ -109,7 +109,7 @@ def pytest_collection_modifyitems(config, items):
     what can differ with workers: not the modules above, nor a test that
     sets `workers` itself (parametrized over 1 and 2, the plain pass ran
     both already)."""
-    if not os.environ.get("PGFLEET_FIXTURE_WORKERS"):
+    if int(os.environ.get("PGFLEET_FIXTURE_WORKERS") or 1) <= 1:
         return
     keep, drop = [], []
     for item in items:
