@@ -104,4 +104,8 @@ void fleet_random(void *buf, size_t len);
  * (SHOW CLIENTS / SERVERS `id`, KILL_CLIENT); the first is 1. */
 uint64_t fleet_next_id(void);
 
+/* Starts fn(arg) on a detached thread with every signal blocked (signals
+ * are the main thread's business: evsignal).  0, or pthread_create's error. */
+int fleet_spawn_detached(void *(*fn)(void *), void *arg);
+
 #endif

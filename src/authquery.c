@@ -525,16 +525,7 @@ static bool lookup_start(struct authquery_lookup *lk, char *why, size_t whylen)
 		snprintf(why, whylen, "auth_query: out of memory");
 		return false;
 	}
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	pthread_t th;
-	int rc = pthread_create(&th, &attr, job_thread, j);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
+	int rc = fleet_spawn_detached(job_thread, j);
 	if (rc != 0) {
 		atomic_fetch_sub(&in_flight, 1);
 		atomic_store(&j->refs, 1);

@@ -311,17 +311,7 @@ static bool job_start(struct health_check *hc, struct login_job *j, char *why, s
 		snprintf(why, why_len, "out of memory");
 		goto fail;
 	}
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	/* Signals are the main thread's business (evsignal). */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	pthread_t t;
-	int rc = pthread_create(&t, &attr, login_thread, j);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
+	int rc = fleet_spawn_detached(login_thread, j);
 	if (rc != 0) {
 		snprintf(why, why_len, "cannot start a login thread: %s", strerror(rc));
 		goto fail;

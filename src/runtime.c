@@ -5,6 +5,9 @@
  */
 #include "runtime.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <stdatomic.h>
 
 #include <openssl/rand.h>
@@ -221,4 +224,19 @@ void fleet_runtime_done(void)
 	if (fleet.base)
 		event_base_free(fleet.base);
 	fleet.base = NULL;
+}
+
+int fleet_spawn_detached(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return rc;
 }
