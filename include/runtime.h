@@ -108,4 +108,12 @@ uint64_t fleet_next_id(void);
  * are the main thread's business: evsignal).  0, or pthread_create's error. */
 int fleet_spawn_detached(void *(*fn)(void *), void *arg);
 
+/* The fleet of pgfleet instances this one belongs to (peers setting, issue
+ * 20): how many are live, this one included (1 when alone or without
+ * peers), and this one's place among them (0-based, by address), for the
+ * share of a fleet-wide limit each takes.  Set by the peers module, read by
+ * any worker. */
+void fleet_set_peers(int live, int rank);
+void fleet_peers(int *live, int *rank);
+
 #endif

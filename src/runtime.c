@@ -240,3 +240,23 @@ int fleet_spawn_detached(void *(*fn)(void *), void *arg)
 	pthread_attr_destroy(&attr);
 	return rc;
 }
+
+static atomic_int peers_live = 1, peers_rank = 0;
+
+void fleet_set_peers(int live, int rank)
+{
+	if (live < 1)
+		live = 1;
+	if (rank < 0 || rank >= live)
+		rank = 0;
+	atomic_store(&peers_rank, rank);
+	atomic_store(&peers_live, live);
+}
+
+void fleet_peers(int *live, int *rank)
+{
+	*live = atomic_load(&peers_live);
+	*rank = atomic_load(&peers_rank);
+	if (*rank >= *live)
+		*rank = 0;
+}

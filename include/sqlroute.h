@@ -1,0 +1,63 @@
+/*
+ * sqlroute.h: where a statement may run, for target_session_attrs = auto.
+ *
+ * A read may run on a standby; anything else needs the primary.  The
+ * classification is PostgreSQL's own parser's (libpg_query), never a guess
+ * from keywords: a text the parser refuses, several statements in one text,
+ * and every statement not proven read-only go to the primary.  Answers are
+ * cached by the text's hash (bounded: route_cache_size entries per
+ * worker), so a repeated text costs a lookup, not a parse.
+ *
+ * Layer 0: no I/O, no configuration read (the caller passes the limits).
+ */
+#ifndef PGFLEET_SQLROUTE_H
+#define PGFLEET_SQLROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sqlroute_class {
+	SQLROUTE_PRIMARY = 0, /* may write, or not provably a read: the primary */
+	SQLROUTE_READ,        /* one read-only statement: a standby may run it */
+	SQLROUTE_BEGIN_READ,  /* BEGIN/START TRANSACTION READ ONLY: opens a read transaction */
+	SQLROUTE_SET_ROUTE,   /* SET/RESET pgfleet.route: pgfleet's own setting, never sent */
+};
+
+/* The value SET pgfleet.route names (SQLROUTE_SET_ROUTE). */
+enum sqlroute_pref {
+	SQLROUTE_PREF_AUTO = 0, /* RESET, SET ... TO DEFAULT, 'auto': the parser decides */
+	SQLROUTE_PREF_PRIMARY,
+	SQLROUTE_PREF_STANDBY,
+	SQLROUTE_PREF_INVALID, /* any other value: refused (22023) */
+};
+
+struct sqlroute_answer {
+	uint8_t cls;    /* enum sqlroute_class */
+	uint8_t pref;   /* SQLROUTE_SET_ROUTE: enum sqlroute_pref */
+	bool hinted;    /* a leading pgfleet:primary / pgfleet:standby comment decided */
+	bool local;     /* SQLROUTE_SET_ROUTE: SET LOCAL (refused: pgfleet.route is per session) */
+};
+
+/*
+ * The class of the text sql[0..len) (sql[len] is a NUL).  A leading comment
+ * `/ * pgfleet:primary * /` or `/ * pgfleet:standby * /` (spaces inside the
+ * comment allowed, case-insensitive) decides without the parser.  Texts
+ * longer than max_len are not parsed: SQLROUTE_PRIMARY.
+ */
+void sqlroute_classify(const char *sql, size_t len, size_t max_len, struct sqlroute_answer *out);
+
+/* The same, through this thread's cache of up to `entries` answers (0: no
+ * cache).  Collisions are resolved by comparing the whole text. */
+void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
+			      struct sqlroute_answer *out);
+
+/* Frees this thread's cache (a worker's exit). */
+void sqlroute_cache_free(void);
+
+/* Parses done and cache hits in this thread, for the unit test and the bench
+ * (the "parser never called with auto off" check). */
+uint64_t sqlroute_parses(void);
+uint64_t sqlroute_cache_hits(void);
+
+#endif
