@@ -102,8 +102,8 @@ enum metric_type {
 	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")                         \
 	X(DATABASE_CONNECTION_SHARE, "pgfleet_database_connection_share", GAUGE, INT, FIRST,       \
 	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
-	  "This instance's share of the database's fleet-wide max_db_connections "                 \
-	  "(no series without a limit).")
+	  "This instance's share of the database's max_db_connections among the live pgfleet "     \
+	  "instances (the shares add up to the limit; no series without a limit).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,
