@@ -232,6 +232,8 @@ int pool_share_of(int limit, int live, int rank)
 
 int pool_share(int limit)
 {
+	if (limit <= 0)
+		return POOL_NO_LIMIT; /* the usual case: no atomics on each release */
 	int live, rank;
 	fleet_peers(&live, &rank);
 	return pool_share_of(limit, live, rank);
