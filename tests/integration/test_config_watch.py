@@ -23,7 +23,7 @@ def config_value(fleet, key):
     return {r["key"]: r["value"] for r in rows}[key]
 
 
-def wait_config(fleet, key, value, timeout=8.0):
+def wait_config(fleet, key, value, timeout=15.0):
     """SHOW CONFIG shows key = value within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
