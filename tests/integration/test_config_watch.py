@@ -220,3 +220,29 @@ def test_included_file_watched(service, pgfleet):
     with open(inc, "w") as f:
         f.write("query_wait_timeout = 55\n")
     wait_config(fleet, "query_wait_timeout", 55)
+
+
+def test_auth_file_watched(service, pgfleet):
+    """A user added to auth_file logs in without a SIGHUP."""
+    import psycopg
+    fleet = pgfleet(settings=dict(SETTINGS), users=dict(USERS))
+    # the new user logs in to PostgreSQL as the app user (user= in the entry)
+    text = read_ini(fleet).replace(
+        "[databases]\n", "[databases]\nviaapp = host=%s port=%d dbname=%s user=%s password=%s\n"
+        % (fx.SVC_NAME, fx.PG_PORT, fx.APP_DB, fx.APP_USER, fx.APP_PASSWORD), 1)
+    write_by_rename(fleet, text)
+    fleet.wait_log(r'databases=viaapp\(added\)')
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(fleet.dsn(user="newcomer", password="newcomer-pw", dbname="viaapp"))
+    with open(fleet.auth_file, "a") as f:
+        f.write('"newcomer" "newcomer-pw"\n')
+
+    def logs_in():
+        try:
+            with psycopg.connect(fleet.dsn(user="newcomer", password="newcomer-pw",
+                                           dbname="viaapp")) as c:
+                return c.execute("SELECT 1").fetchone()[0] == 1
+        except psycopg.OperationalError:
+            return False
+    assert fx.wait_until(logs_in, 15), fleet.log_tail()
+    fleet.wait_log(r'msg="config reloaded".*changed=users')
