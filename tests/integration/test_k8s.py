@@ -1129,6 +1129,7 @@ DASHBOARD = os.path.join(MONITORING, "pgfleet-dashboard.json")
 # family is in docs/http.md):
 METRICS_FROM_OTHER_PARTS = {
     "pgfleet_peers",  # item 1/3 (peers from DNS, one budget): the live fleet
+    "pgfleet_database_connection_share",  # item 3 (one budget): this pod's share
 }
 
 
