@@ -21,6 +21,7 @@
 #include "batch.h"
 #include "cancel.h"
 #include "config.h"
+#include "confwatch.h"
 #include "database.h"
 #include "discovery.h"
 #include "http.h"
@@ -290,6 +291,7 @@ int main(int argc, char **argv)
 		exit(2);
 	}
 	signals_start();
+	confwatch_start();
 	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
 		 path ? path : "environment", NULL);
 
@@ -298,6 +300,7 @@ int main(int argc, char **argv)
 		exit_code = 2;
 	}
 
+	confwatch_stop();
 	signals_stop();
 	/* Whatever ended this loop, the others end theirs (already done after a
 	 * drain), before what they share goes away. */

@@ -355,3 +355,75 @@ def test_readyz_read_write_ok_with_the_primary(replicated, pgfleet):
     got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz")),
                      15)
     assert got and 'database "app_rw"' in got[1] and "read-write" in got[1], got
+
+
+# ---- what a PgBouncer dashboard alerts on (issue 20) -------------------------
+
+
+def test_metrics_clients_max_wait_pool_size_paused(service, pgfleet):
+    """One server per replica (3): three clients in a transaction hold them
+    all, a fourth waits.  pgfleet_clients counts 3 active and 1 waiting for
+    app/app, pgfleet_pool_max_wait_seconds grows while it waits and is 0 once
+    nobody waits; PAUSE shows as pgfleet_database_paused 1, RESUME as 0."""
+    import threading
+    from test_admin import ADMIN, USERS, admin_conn
+    fleet = pgfleet(settings=dict(SETTINGS, default_pool_size=1, query_wait_timeout=30,
+                                  admin_users=ADMIN), users=dict(USERS))
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
+    holders = []
+    for _ in range(3):
+        c = fleet.connect(autocommit=False)
+        c.prepare_threshold = None
+        c.execute("SELECT 1")
+        holders.append(c)
+    done = []
+
+    def waiter():
+        with fleet.connect(autocommit=False) as c:
+            c.prepare_threshold = None
+            done.append(c.execute("SELECT 1").fetchone()[0])
+            c.commit()
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    try:
+        def waiting():
+            _, samples = scrape(fleet)
+            [w] = series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                         state="waiting") or [None]
+            return samples if w and w.value == 1 else None
+        assert wait_until(waiting, 10), scrape(fleet)
+        time.sleep(0.3)
+        _, samples = scrape(fleet)
+        assert series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                      state="active")[0].value == 3
+        [mw] = series(samples, "pgfleet_pool_max_wait_seconds", database=fx.APP_DB,
+                      user=fx.APP_USER)
+        assert mw.value > 0.2, mw
+        [size] = series(samples, "pgfleet_database_pool_size", database=fx.APP_DB)
+        assert size.value == 1
+        [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+        assert paused.value == 0
+        [disabled] = series(samples, "pgfleet_database_disabled", database=fx.APP_DB)
+        assert disabled.value == 0
+    finally:
+        for c in holders:
+            c.commit()
+            c.close()
+        t.join(10)
+    assert done == [1]
+    _, samples = scrape(fleet)
+    [mw] = series(samples, "pgfleet_pool_max_wait_seconds", database=fx.APP_DB,
+                  user=fx.APP_USER)
+    assert mw.value == 0
+    assert series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                  state="waiting")[0].value == 0
+    with admin_conn(fleet) as a:
+        a.execute("PAUSE " + fx.APP_DB)
+        _, samples = scrape(fleet)
+        [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+        assert paused.value == 1
+        a.execute("RESUME " + fx.APP_DB)
+    _, samples = scrape(fleet)
+    [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+    assert paused.value == 0
