@@ -99,7 +99,10 @@ enum metric_type {
 	  METRIC_LABELS("host", "result"), METRIC_NO_LABELS,                                       \
 	  "DNS lookups of a database host, by result (a failure keeps the last answer).")          \
 	X(DNS_ADDRESSES, "pgfleet_dns_addresses", GAUGE, INT, FIRST, METRIC_LABELS("host"),        \
-	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")
+	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")                         \
+	X(DATABASE_PRIMARIES, "pgfleet_database_primaries", GAUGE, INT, FIRST,                     \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "Up primaries behind the database; more than 1 is a split brain (writes go to one).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

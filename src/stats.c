@@ -244,5 +244,6 @@ void stats_collect_metrics(struct metrics *m)
 		}
 		metrics_add_histogram(m, MF_TRANSACTION_DURATION, &db->xact_hist, db->name, NULL);
 		metrics_add_histogram(m, MF_WAIT, &db->wait_hist, db->name, NULL);
+		metrics_add_int(m, MF_DATABASE_PRIMARIES, database_primaries(db), db->name, NULL);
 	}
 }
