@@ -49,6 +49,9 @@ struct replica {
 	/* A primary's timeline, from its health check (0 = not known: a
 	 * standby, no checks, or a check that could not say). */
 	uint32_t timeline;
+	/* The timeline it last had as a primary in this worker, kept after a
+	 * demotion: a worker tells "demoted" from "promotion not seen yet". */
+	uint32_t primary_tl;
 	double retry_at; /* DOWN: when a login may be retried (no health checks);
 			    BANNED: when the ban ends */
 	int fails;       /* failures in a row (checks and logins) */

@@ -379,9 +379,21 @@ void database_update_write_primary(struct database *db)
 			change = true;
 		}
 	} else if (!cur || cur->state != REPLICA_NEW) {
-		/* down, banned, no longer a primary, or gone from DNS here */
-		next = best;
-		change = true;
+		/* Not an up primary here.  Failed here (down, banned, gone from
+		 * DNS) or demoted here (seen as a primary on the chosen
+		 * timeline, now a standby): the best other one takes over.  Up
+		 * but a standby (or role unknown) here and never seen as a
+		 * primary on that timeline: this worker has not seen its
+		 * promotion yet, so only a primary at least as new takes over,
+		 * never an older timeline (that would send writes back to the
+		 * old primary for a moment).  With no other primary it is
+		 * kept: it takes no writes while it is not an up primary. */
+		bool failed_here = !cur || cur->state != REPLICA_UP ||
+				   (cur->primary_tl && cur->primary_tl >= e->timeline);
+		if (best && (failed_here || best->timeline >= e->timeline)) {
+			next = best;
+			change = true;
+		}
 	} /* else not checked yet by this worker (back in DNS): kept */
 	char from[sizeof(e->addr)];
 	snprintf(from, sizeof(from), "%s", e->addr);

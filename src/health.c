@@ -418,6 +418,8 @@ void health_note_answer(struct replica *r, bool in_recovery, double lag_s, uint3
 		bool tl_changed = r->timeline != (in_recovery ? 0 : timeline);
 		r->lag_s = lag_s;
 		r->timeline = in_recovery ? 0 : timeline;
+		if (!in_recovery && timeline)
+			r->primary_tl = timeline;
 		(void)replica_set_role(r, in_recovery ? ROLE_STANDBY : ROLE_PRIMARY,
 				       "health check");
 		if (lag_was_ok != replica_lag_ok(r)) {

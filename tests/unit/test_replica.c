@@ -413,6 +413,37 @@ static void test_split_brain_workers_agree(void)
 	model_done();
 }
 
+/* A promotion seen by one worker before the other: the worker that still
+ * sees the promoted one as a standby must not send the writes back to the
+ * old primary (an older timeline); a demotion it saw itself does. */
+static void test_split_brain_stale_worker(void)
+{
+	model_init();
+	struct database *w0 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct database *w1 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct replica *a1 = model_replica(w0, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *a2 = model_replica(w0, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b1 = model_replica(w1, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b2 = model_replica(w1, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	health_note_answer(a1, false, 0, 1);
+	health_note_answer(a2, true, 0, 0);
+	health_note_answer(b1, false, 0, 1);
+	health_note_answer(b2, true, 0, 0);
+	CHECK(replica_is_write_primary(a1) && replica_is_write_primary(b1));
+	/* .2 promoted (timeline 2); worker 0 sees it first */
+	health_note_answer(a2, false, 0, 2);
+	CHECK(replica_is_write_primary(a2));
+	/* worker 1 checks .1 (still up, timeline 1) and .2 not yet */
+	health_note_answer(b1, false, 0, 1);
+	CHECK(!replica_is_write_primary(b1) && replica_is_write_primary(a2));
+	health_note_answer(b2, false, 0, 2);
+	CHECK(replica_is_write_primary(b2));
+	/* .2 demoted, seen by worker 1: back to .1 */
+	health_note_answer(b2, true, 0, 0);
+	CHECK(replica_is_write_primary(b1) && replica_is_write_primary(a1));
+	model_done();
+}
+
 int main(void)
 {
 	RUN(test_dns_follows);
@@ -423,5 +454,6 @@ int main(void)
 	RUN(test_draining_ignores_checks);
 	RUN(test_split_brain_choice);
 	RUN(test_split_brain_workers_agree);
+	RUN(test_split_brain_stale_worker);
 	return harness_finish();
 }
