@@ -280,13 +280,10 @@ static bool is_up_primary(const struct replica *r)
 	return r->state == REPLICA_UP && r->role == ROLE_PRIMARY;
 }
 
-bool replica_is_write_primary(const struct replica *r)
+/* This worker's copy of db's choice, looked up again when any choice
+ * moved (one atomic load when none did).  NULL: none chosen. */
+static const struct replica *wp_current(struct database *db)
 {
-	if (r->role != ROLE_PRIMARY)
-		return false;
-	struct database *db = r->db;
-	if (!db->wp)
-		return true; /* no registry entry (out of memory): as before */
 	unsigned g = atomic_load_explicit(&wp_gen, memory_order_acquire);
 	if (g != db->wp_gen) {
 		char addr[sizeof(db->wp->addr)];
@@ -296,13 +293,20 @@ bool replica_is_write_primary(const struct replica *r)
 		db->wp_replica = addr[0] ? find_by_addr_str(db, addr) : NULL;
 		db->wp_gen = g;
 	}
-	return db->wp_replica == r;
+	return db->wp_replica;
+}
+
+bool replica_is_write_primary(const struct replica *r)
+{
+	if (r->role != ROLE_PRIMARY || r->state != REPLICA_UP)
+		return false;
+	/* no registry entry (out of memory): every primary, as before */
+	return !r->db->wp || wp_current(r->db) == r;
 }
 
 static bool no_write_primary(const struct replica *r)
 {
-	(void)replica_is_write_primary(r); /* refreshes db->wp_replica */
-	return !r->db->wp || !r->db->wp_replica;
+	return !r->db->wp || !wp_current(r->db);
 }
 
 int database_primaries(const struct database *db)
@@ -870,7 +874,7 @@ void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void
 			row.state = state_names[r->state];
 			row.lag_s = r->lag_s;
 			row.timeline = r->timeline;
-			row.write_primary = replica_is_write_primary(r) && is_up_primary(r);
+			row.write_primary = replica_is_write_primary(r);
 			row.server_conns = r->server_conns;
 			row.active = r->active;
 			row.xacts = r->st.xacts;
