@@ -122,7 +122,10 @@ enum metric_type {
 	  METRIC_NO_LABELS, "1 while the database is paused (PAUSE).")                             \
 	X(DATABASE_DISABLED, "pgfleet_database_disabled", GAUGE, INT, MAX,                         \
 	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
-	  "1 while the database is disabled (DISABLE): new clients are refused.")
+	  "1 while the database is disabled (DISABLE): new clients are refused.")     \
+	X(DATABASE_PRIMARIES, "pgfleet_database_primaries", GAUGE, INT, FIRST,                     \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "Up primaries behind the database; more than 1 is a split brain (writes go to one).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -289,5 +289,6 @@ void stats_collect_metrics(struct metrics *m)
 		if (share != POOL_NO_LIMIT)
 			metrics_add_int(m, MF_DATABASE_CONNECTION_SHARE, share, db->name, NULL);
 		collect_groups(m, db, now);
+		metrics_add_int(m, MF_DATABASE_PRIMARIES, database_primaries(db), db->name, NULL);
 	}
 }

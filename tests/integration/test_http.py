@@ -291,18 +291,21 @@ def test_healthz_and_readyz_ok(service, pgfleet):
         fleet.http_get("/readyz")
 
 
-def test_readyz_503_when_every_pod_is_stopped(service, pgfleet):
+def test_readyz_when_every_pod_is_stopped(service, pgfleet):
+    """Every server gone: the pod stays ready (listening, not draining: no
+    database decides that); the database itself says why not."""
     fleet = pgfleet(settings=SETTINGS)
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 10)
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app")[0] == 200, 10)
     for i in range(len(service.pods)):
         service.stop(i, "fast")
     status, body = wait_until(
-        lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz")), 15) \
-        or fleet.http_get("/readyz")
+        lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz?database=app")),
+        15) or fleet.http_get("/readyz?database=app")
     assert status == 503, body
     assert body.count("\n") == 1, "one line: %r" % body
     assert 'no replica of database "app" is up' in body, body
     assert "3 known" in body, body
+    assert fleet.http_get("/readyz") == (200, "ready\n")
     # The process still serves its loop.
     assert fleet.http_get("/healthz")[0] == 200
     _, samples = scrape(fleet)
@@ -310,19 +313,20 @@ def test_readyz_503_when_every_pod_is_stopped(service, pgfleet):
 
     for i in range(len(service.pods)):
         service.start_pod(i)
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 15), \
-        fleet.http_get("/readyz")
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app")[0] == 200, 15), \
+        fleet.http_get("/readyz?database=app")
 
 
 def test_readyz_read_write_database_without_a_primary(replicated, pgfleet):
-    """Only standbys behind a read-write entry: not ready, and the reason
-    names the database, the role and what was found instead."""
+    """Only standbys behind a read-write entry: that database is not
+    ready, and the reason names the database, the role and what was found
+    instead; the pod is (reads work)."""
     standbys = ",".join(replicated.pods[i].addr for i in replicated.standbys)
     fleet = pgfleet(settings=SETTINGS,
                     databases={"app_ro": entry("read-only"),
                                "app_rw": entry("read-write", host=standbys)})
     def not_ready():
-        status, body = fleet.http_get("/readyz")
+        status, body = fleet.http_get("/readyz?database=app_rw")
         # Both standbys checked (a first answer may say "1 not checked yet").
         return (status, body) if status == 503 and "2 standby" in body else None
     got = wait_until(not_ready, 10)
@@ -343,17 +347,19 @@ def test_readyz_read_write_database_without_a_primary(replicated, pgfleet):
     elig = {s.labels["replica"]: s.value
             for s in series(samples, "pgfleet_replica_eligible", database="app_rw")}
     assert list(elig.values()) == [0, 0], elig
+    assert fleet.http_get("/readyz") == (200, "ready\n")
 
 
 def test_readyz_read_write_ok_with_the_primary(replicated, pgfleet):
     fleet = pgfleet(settings=SETTINGS,
                     databases={"app_rw": entry("read-write"), "app_ro": entry("read-only")})
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 10), \
-        fleet.http_get("/readyz")
-    # Stopping the primary leaves the read-write entry without a replica.
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app_rw")[0] == 200, 10), \
+        fleet.http_get("/readyz?database=app_rw")
+    # Stopping the primary leaves the read-write entry without a replica;
+    # the pod stays ready (app_ro still serves).
     replicated.stop(replicated.primary, "fast")
-    got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz")),
-                     15)
+    got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
+        fleet.http_get("/readyz?database=app_rw")), 15)
     assert got and 'database "app_rw"' in got[1] and "read-write" in got[1], got
 
 
@@ -427,3 +433,5 @@ def test_metrics_clients_max_wait_pool_size_paused(service, pgfleet):
     _, samples = scrape(fleet)
     [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
     assert paused.value == 0
+    assert fleet.http_get("/readyz") == (200, "ready\n")
+    assert fleet.http_get("/readyz?database=app_ro") == (200, "ready\n")
