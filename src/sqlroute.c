@@ -83,312 +83,327 @@ uint64_t sqlroute_cache_hits(void)
  * in recovery), and every other name: any user or extension function.
  * Kept sorted (strcmp order, checked by sqlroute_safe_list_ok): binary search.
  */
-enum family { F_AGG, F_WINDOW, F_TEXT, F_MATH, F_TIME, F_JSON, F_ARRAY, F_SRF, F_FTS,
-	      F_INFO, F_CATALOG, F_PRIV, F_SIZE, F_SLEEP, F_UUID };
+enum family {
+	F_AGG,
+	F_WINDOW,
+	F_TEXT,
+	F_MATH,
+	F_TIME,
+	F_JSON,
+	F_ARRAY,
+	F_SRF,
+	F_FTS,
+	F_INFO,
+	F_CATALOG,
+	F_PRIV,
+	F_SIZE,
+	F_SLEEP,
+	F_UUID
+};
 
 static const struct safe_function {
 	const char *name;
 	enum family family; /* documentation: why it is safe (above) */
 } safe_functions[] = {
-	{"abs", F_MATH},
-	{"acos", F_MATH},
-	{"age", F_TIME},
-	{"array_agg", F_AGG},
-	{"array_append", F_ARRAY},
-	{"array_cat", F_ARRAY},
-	{"array_dims", F_ARRAY},
-	{"array_fill", F_ARRAY},
-	{"array_length", F_ARRAY},
-	{"array_lower", F_ARRAY},
-	{"array_position", F_ARRAY},
-	{"array_positions", F_ARRAY},
-	{"array_prepend", F_ARRAY},
-	{"array_remove", F_ARRAY},
-	{"array_replace", F_ARRAY},
-	{"array_to_json", F_JSON},
-	{"array_to_string", F_ARRAY},
-	{"array_upper", F_ARRAY},
-	{"ascii", F_TEXT},
-	{"asin", F_MATH},
-	{"atan", F_MATH},
-	{"atan2", F_MATH},
-	{"avg", F_AGG},
-	{"bit_and", F_AGG},
-	{"bit_length", F_TEXT},
-	{"bit_or", F_AGG},
-	{"bool_and", F_AGG},
-	{"bool_or", F_AGG},
-	{"btrim", F_TEXT},
-	{"cardinality", F_ARRAY},
-	{"cbrt", F_MATH},
-	{"ceil", F_MATH},
-	{"ceiling", F_MATH},
-	{"char_length", F_TEXT},
-	{"character_length", F_TEXT},
-	{"chr", F_TEXT},
-	{"clock_timestamp", F_TIME},
-	{"col_description", F_CATALOG},
-	{"concat", F_TEXT},
-	{"concat_ws", F_TEXT},
-	{"corr", F_AGG},
-	{"cos", F_MATH},
-	{"count", F_AGG},
-	{"covar_pop", F_AGG},
-	{"covar_samp", F_AGG},
-	{"cume_dist", F_WINDOW},
-	{"current_database", F_INFO},
-	{"current_schema", F_INFO},
-	{"current_schemas", F_INFO},
-	{"current_setting", F_INFO},
-	{"date_bin", F_TIME},
-	{"date_part", F_TIME},
-	{"date_trunc", F_TIME},
-	{"decode", F_TEXT},
-	{"degrees", F_MATH},
-	{"dense_rank", F_WINDOW},
-	{"div", F_MATH},
-	{"encode", F_TEXT},
-	{"every", F_AGG},
-	{"exp", F_MATH},
-	{"extract", F_TIME},
-	{"first_value", F_WINDOW},
-	{"floor", F_MATH},
-	{"format", F_TEXT},
-	{"format_type", F_CATALOG},
-	{"gcd", F_MATH},
-	{"gen_random_uuid", F_UUID},
-	{"generate_series", F_SRF},
-	{"generate_subscripts", F_SRF},
-	{"greatest", F_MATH},
-	{"has_any_column_privilege", F_PRIV},
-	{"has_column_privilege", F_PRIV},
-	{"has_database_privilege", F_PRIV},
-	{"has_foreign_data_wrapper_privilege", F_PRIV},
-	{"has_function_privilege", F_PRIV},
-	{"has_language_privilege", F_PRIV},
-	{"has_parameter_privilege", F_PRIV},
-	{"has_schema_privilege", F_PRIV},
-	{"has_sequence_privilege", F_PRIV},
-	{"has_server_privilege", F_PRIV},
-	{"has_table_privilege", F_PRIV},
-	{"has_tablespace_privilege", F_PRIV},
-	{"has_type_privilege", F_PRIV},
-	{"initcap", F_TEXT},
-	{"is_normalized", F_TEXT},
-	{"isfinite", F_TIME},
-	{"json_agg", F_AGG},
-	{"json_array_elements", F_JSON},
-	{"json_array_elements_text", F_JSON},
-	{"json_array_length", F_JSON},
-	{"json_build_array", F_JSON},
-	{"json_build_object", F_JSON},
-	{"json_each", F_JSON},
-	{"json_each_text", F_JSON},
-	{"json_extract_path", F_JSON},
-	{"json_extract_path_text", F_JSON},
-	{"json_object", F_JSON},
-	{"json_object_agg", F_AGG},
-	{"json_object_keys", F_JSON},
-	{"json_populate_record", F_JSON},
-	{"json_populate_recordset", F_JSON},
-	{"json_strip_nulls", F_JSON},
-	{"json_to_record", F_JSON},
-	{"json_to_recordset", F_JSON},
-	{"json_typeof", F_JSON},
-	{"jsonb_agg", F_AGG},
-	{"jsonb_array_elements", F_JSON},
-	{"jsonb_array_elements_text", F_JSON},
-	{"jsonb_array_length", F_JSON},
-	{"jsonb_build_array", F_JSON},
-	{"jsonb_build_object", F_JSON},
-	{"jsonb_each", F_JSON},
-	{"jsonb_each_text", F_JSON},
-	{"jsonb_extract_path", F_JSON},
-	{"jsonb_extract_path_text", F_JSON},
-	{"jsonb_insert", F_JSON},
-	{"jsonb_object", F_JSON},
-	{"jsonb_object_agg", F_AGG},
-	{"jsonb_object_keys", F_JSON},
-	{"jsonb_path_exists", F_JSON},
-	{"jsonb_path_match", F_JSON},
-	{"jsonb_path_query", F_JSON},
-	{"jsonb_path_query_array", F_JSON},
-	{"jsonb_path_query_first", F_JSON},
-	{"jsonb_populate_record", F_JSON},
-	{"jsonb_populate_recordset", F_JSON},
-	{"jsonb_pretty", F_JSON},
-	{"jsonb_set", F_JSON},
-	{"jsonb_strip_nulls", F_JSON},
-	{"jsonb_to_record", F_JSON},
-	{"jsonb_to_recordset", F_JSON},
-	{"jsonb_typeof", F_JSON},
-	{"justify_days", F_TIME},
-	{"justify_hours", F_TIME},
-	{"justify_interval", F_TIME},
-	{"lag", F_WINDOW},
-	{"last_value", F_WINDOW},
-	{"lcm", F_MATH},
-	{"lead", F_WINDOW},
-	{"least", F_MATH},
-	{"left", F_TEXT},
-	{"length", F_TEXT},
-	{"ln", F_MATH},
-	{"log", F_MATH},
-	{"log10", F_MATH},
-	{"lower", F_TEXT},
-	{"lpad", F_TEXT},
-	{"ltrim", F_TEXT},
-	{"make_date", F_TIME},
-	{"make_interval", F_TIME},
-	{"make_time", F_TIME},
-	{"make_timestamp", F_TIME},
-	{"make_timestamptz", F_TIME},
-	{"max", F_AGG},
-	{"md5", F_TEXT},
-	{"min", F_AGG},
-	{"mod", F_MATH},
-	{"mode", F_AGG},
-	{"normalize", F_TEXT},
-	{"now", F_TIME},
-	{"nth_value", F_WINDOW},
-	{"ntile", F_WINDOW},
-	{"num_nonnulls", F_MATH},
-	{"num_nulls", F_MATH},
-	{"obj_description", F_CATALOG},
-	{"octet_length", F_TEXT},
-	{"overlaps", F_TIME},
-	{"overlay", F_TEXT},
-	{"percent_rank", F_WINDOW},
-	{"percentile_cont", F_AGG},
-	{"percentile_disc", F_AGG},
-	{"pg_backend_pid", F_INFO},
-	{"pg_client_encoding", F_INFO},
-	{"pg_collation_for", F_CATALOG},
-	{"pg_column_size", F_SIZE},
-	{"pg_conf_load_time", F_INFO},
-	{"pg_database_size", F_SIZE},
-	{"pg_encoding_to_char", F_CATALOG},
-	{"pg_function_is_visible", F_CATALOG},
-	{"pg_get_constraintdef", F_CATALOG},
-	{"pg_get_expr", F_CATALOG},
-	{"pg_get_function_arguments", F_CATALOG},
-	{"pg_get_function_result", F_CATALOG},
-	{"pg_get_functiondef", F_CATALOG},
-	{"pg_get_indexdef", F_CATALOG},
-	{"pg_get_ruledef", F_CATALOG},
-	{"pg_get_serial_sequence", F_CATALOG},
-	{"pg_get_triggerdef", F_CATALOG},
-	{"pg_get_userbyid", F_CATALOG},
-	{"pg_get_viewdef", F_CATALOG},
-	{"pg_indexes_size", F_SIZE},
-	{"pg_is_in_recovery", F_INFO},
-	{"pg_last_wal_receive_lsn", F_INFO},
-	{"pg_last_wal_replay_lsn", F_INFO},
-	{"pg_last_xact_replay_timestamp", F_INFO},
-	{"pg_postmaster_start_time", F_INFO},
-	{"pg_relation_size", F_SIZE},
-	{"pg_size_bytes", F_SIZE},
-	{"pg_size_pretty", F_SIZE},
-	{"pg_sleep", F_SLEEP},
-	{"pg_sleep_for", F_SLEEP},
-	{"pg_sleep_until", F_SLEEP},
-	{"pg_table_is_visible", F_CATALOG},
-	{"pg_table_size", F_SIZE},
-	{"pg_tablespace_size", F_SIZE},
-	{"pg_total_relation_size", F_SIZE},
-	{"pg_type_is_visible", F_CATALOG},
-	{"pg_typeof", F_CATALOG},
-	{"phraseto_tsquery", F_FTS},
-	{"pi", F_MATH},
-	{"plainto_tsquery", F_FTS},
-	{"position", F_TEXT},
-	{"pow", F_MATH},
-	{"power", F_MATH},
-	{"quote_ident", F_TEXT},
-	{"quote_literal", F_TEXT},
-	{"quote_nullable", F_TEXT},
-	{"radians", F_MATH},
-	{"random", F_MATH},
-	{"rank", F_WINDOW},
-	{"regexp_count", F_TEXT},
-	{"regexp_instr", F_TEXT},
-	{"regexp_like", F_TEXT},
-	{"regexp_match", F_TEXT},
-	{"regexp_matches", F_TEXT},
-	{"regexp_replace", F_TEXT},
-	{"regexp_split_to_array", F_TEXT},
-	{"regexp_split_to_table", F_TEXT},
-	{"regexp_substr", F_TEXT},
-	{"repeat", F_TEXT},
-	{"replace", F_TEXT},
-	{"reverse", F_TEXT},
-	{"right", F_TEXT},
-	{"round", F_MATH},
-	{"row_number", F_WINDOW},
-	{"row_to_json", F_JSON},
-	{"rpad", F_TEXT},
-	{"rtrim", F_TEXT},
-	{"scale", F_MATH},
-	{"setweight", F_FTS},
-	{"sha224", F_TEXT},
-	{"sha256", F_TEXT},
-	{"sha384", F_TEXT},
-	{"sha512", F_TEXT},
-	{"shobj_description", F_CATALOG},
-	{"sign", F_MATH},
-	{"similar_to_escape", F_TEXT},
-	{"sin", F_MATH},
-	{"split_part", F_TEXT},
-	{"sqrt", F_MATH},
-	{"starts_with", F_TEXT},
-	{"statement_timestamp", F_TIME},
-	{"stddev", F_AGG},
-	{"stddev_pop", F_AGG},
-	{"stddev_samp", F_AGG},
-	{"string_agg", F_AGG},
-	{"string_to_array", F_ARRAY},
-	{"strpos", F_TEXT},
-	{"substr", F_TEXT},
-	{"substring", F_TEXT},
-	{"sum", F_AGG},
-	{"tan", F_MATH},
-	{"timeofday", F_TIME},
-	{"timezone", F_TIME},
-	{"to_char", F_TEXT},
-	{"to_date", F_TEXT},
-	{"to_hex", F_TEXT},
-	{"to_json", F_JSON},
-	{"to_jsonb", F_JSON},
-	{"to_number", F_TEXT},
-	{"to_regclass", F_CATALOG},
-	{"to_regnamespace", F_CATALOG},
-	{"to_regproc", F_CATALOG},
-	{"to_regprocedure", F_CATALOG},
-	{"to_regrole", F_CATALOG},
-	{"to_regtype", F_CATALOG},
-	{"to_timestamp", F_TEXT},
-	{"to_tsquery", F_FTS},
-	{"to_tsvector", F_FTS},
-	{"transaction_timestamp", F_TIME},
-	{"translate", F_TEXT},
-	{"trim", F_TEXT},
-	{"trunc", F_MATH},
-	{"ts_headline", F_FTS},
-	{"ts_rank", F_FTS},
-	{"ts_rank_cd", F_FTS},
-	{"unnest", F_SRF},
-	{"upper", F_TEXT},
-	{"uuid_generate_v1", F_UUID},
-	{"uuid_generate_v1mc", F_UUID},
-	{"uuid_generate_v3", F_UUID},
-	{"uuid_generate_v4", F_UUID},
-	{"uuid_generate_v5", F_UUID},
-	{"var_pop", F_AGG},
-	{"var_samp", F_AGG},
-	{"variance", F_AGG},
-	{"version", F_INFO},
-	{"websearch_to_tsquery", F_FTS},
-	{"width_bucket", F_MATH},
+    {"abs", F_MATH},
+    {"acos", F_MATH},
+    {"age", F_TIME},
+    {"array_agg", F_AGG},
+    {"array_append", F_ARRAY},
+    {"array_cat", F_ARRAY},
+    {"array_dims", F_ARRAY},
+    {"array_fill", F_ARRAY},
+    {"array_length", F_ARRAY},
+    {"array_lower", F_ARRAY},
+    {"array_position", F_ARRAY},
+    {"array_positions", F_ARRAY},
+    {"array_prepend", F_ARRAY},
+    {"array_remove", F_ARRAY},
+    {"array_replace", F_ARRAY},
+    {"array_to_json", F_JSON},
+    {"array_to_string", F_ARRAY},
+    {"array_upper", F_ARRAY},
+    {"ascii", F_TEXT},
+    {"asin", F_MATH},
+    {"atan", F_MATH},
+    {"atan2", F_MATH},
+    {"avg", F_AGG},
+    {"bit_and", F_AGG},
+    {"bit_length", F_TEXT},
+    {"bit_or", F_AGG},
+    {"bool_and", F_AGG},
+    {"bool_or", F_AGG},
+    {"btrim", F_TEXT},
+    {"cardinality", F_ARRAY},
+    {"cbrt", F_MATH},
+    {"ceil", F_MATH},
+    {"ceiling", F_MATH},
+    {"char_length", F_TEXT},
+    {"character_length", F_TEXT},
+    {"chr", F_TEXT},
+    {"clock_timestamp", F_TIME},
+    {"col_description", F_CATALOG},
+    {"concat", F_TEXT},
+    {"concat_ws", F_TEXT},
+    {"corr", F_AGG},
+    {"cos", F_MATH},
+    {"count", F_AGG},
+    {"covar_pop", F_AGG},
+    {"covar_samp", F_AGG},
+    {"cume_dist", F_WINDOW},
+    {"current_database", F_INFO},
+    {"current_schema", F_INFO},
+    {"current_schemas", F_INFO},
+    {"current_setting", F_INFO},
+    {"date_bin", F_TIME},
+    {"date_part", F_TIME},
+    {"date_trunc", F_TIME},
+    {"decode", F_TEXT},
+    {"degrees", F_MATH},
+    {"dense_rank", F_WINDOW},
+    {"div", F_MATH},
+    {"encode", F_TEXT},
+    {"every", F_AGG},
+    {"exp", F_MATH},
+    {"extract", F_TIME},
+    {"first_value", F_WINDOW},
+    {"floor", F_MATH},
+    {"format", F_TEXT},
+    {"format_type", F_CATALOG},
+    {"gcd", F_MATH},
+    {"gen_random_uuid", F_UUID},
+    {"generate_series", F_SRF},
+    {"generate_subscripts", F_SRF},
+    {"greatest", F_MATH},
+    {"has_any_column_privilege", F_PRIV},
+    {"has_column_privilege", F_PRIV},
+    {"has_database_privilege", F_PRIV},
+    {"has_foreign_data_wrapper_privilege", F_PRIV},
+    {"has_function_privilege", F_PRIV},
+    {"has_language_privilege", F_PRIV},
+    {"has_parameter_privilege", F_PRIV},
+    {"has_schema_privilege", F_PRIV},
+    {"has_sequence_privilege", F_PRIV},
+    {"has_server_privilege", F_PRIV},
+    {"has_table_privilege", F_PRIV},
+    {"has_tablespace_privilege", F_PRIV},
+    {"has_type_privilege", F_PRIV},
+    {"initcap", F_TEXT},
+    {"is_normalized", F_TEXT},
+    {"isfinite", F_TIME},
+    {"json_agg", F_AGG},
+    {"json_array_elements", F_JSON},
+    {"json_array_elements_text", F_JSON},
+    {"json_array_length", F_JSON},
+    {"json_build_array", F_JSON},
+    {"json_build_object", F_JSON},
+    {"json_each", F_JSON},
+    {"json_each_text", F_JSON},
+    {"json_extract_path", F_JSON},
+    {"json_extract_path_text", F_JSON},
+    {"json_object", F_JSON},
+    {"json_object_agg", F_AGG},
+    {"json_object_keys", F_JSON},
+    {"json_populate_record", F_JSON},
+    {"json_populate_recordset", F_JSON},
+    {"json_strip_nulls", F_JSON},
+    {"json_to_record", F_JSON},
+    {"json_to_recordset", F_JSON},
+    {"json_typeof", F_JSON},
+    {"jsonb_agg", F_AGG},
+    {"jsonb_array_elements", F_JSON},
+    {"jsonb_array_elements_text", F_JSON},
+    {"jsonb_array_length", F_JSON},
+    {"jsonb_build_array", F_JSON},
+    {"jsonb_build_object", F_JSON},
+    {"jsonb_each", F_JSON},
+    {"jsonb_each_text", F_JSON},
+    {"jsonb_extract_path", F_JSON},
+    {"jsonb_extract_path_text", F_JSON},
+    {"jsonb_insert", F_JSON},
+    {"jsonb_object", F_JSON},
+    {"jsonb_object_agg", F_AGG},
+    {"jsonb_object_keys", F_JSON},
+    {"jsonb_path_exists", F_JSON},
+    {"jsonb_path_match", F_JSON},
+    {"jsonb_path_query", F_JSON},
+    {"jsonb_path_query_array", F_JSON},
+    {"jsonb_path_query_first", F_JSON},
+    {"jsonb_populate_record", F_JSON},
+    {"jsonb_populate_recordset", F_JSON},
+    {"jsonb_pretty", F_JSON},
+    {"jsonb_set", F_JSON},
+    {"jsonb_strip_nulls", F_JSON},
+    {"jsonb_to_record", F_JSON},
+    {"jsonb_to_recordset", F_JSON},
+    {"jsonb_typeof", F_JSON},
+    {"justify_days", F_TIME},
+    {"justify_hours", F_TIME},
+    {"justify_interval", F_TIME},
+    {"lag", F_WINDOW},
+    {"last_value", F_WINDOW},
+    {"lcm", F_MATH},
+    {"lead", F_WINDOW},
+    {"least", F_MATH},
+    {"left", F_TEXT},
+    {"length", F_TEXT},
+    {"ln", F_MATH},
+    {"log", F_MATH},
+    {"log10", F_MATH},
+    {"lower", F_TEXT},
+    {"lpad", F_TEXT},
+    {"ltrim", F_TEXT},
+    {"make_date", F_TIME},
+    {"make_interval", F_TIME},
+    {"make_time", F_TIME},
+    {"make_timestamp", F_TIME},
+    {"make_timestamptz", F_TIME},
+    {"max", F_AGG},
+    {"md5", F_TEXT},
+    {"min", F_AGG},
+    {"mod", F_MATH},
+    {"mode", F_AGG},
+    {"normalize", F_TEXT},
+    {"now", F_TIME},
+    {"nth_value", F_WINDOW},
+    {"ntile", F_WINDOW},
+    {"num_nonnulls", F_MATH},
+    {"num_nulls", F_MATH},
+    {"obj_description", F_CATALOG},
+    {"octet_length", F_TEXT},
+    {"overlaps", F_TIME},
+    {"overlay", F_TEXT},
+    {"percent_rank", F_WINDOW},
+    {"percentile_cont", F_AGG},
+    {"percentile_disc", F_AGG},
+    {"pg_backend_pid", F_INFO},
+    {"pg_client_encoding", F_INFO},
+    {"pg_collation_for", F_CATALOG},
+    {"pg_column_size", F_SIZE},
+    {"pg_conf_load_time", F_INFO},
+    {"pg_database_size", F_SIZE},
+    {"pg_encoding_to_char", F_CATALOG},
+    {"pg_function_is_visible", F_CATALOG},
+    {"pg_get_constraintdef", F_CATALOG},
+    {"pg_get_expr", F_CATALOG},
+    {"pg_get_function_arguments", F_CATALOG},
+    {"pg_get_function_result", F_CATALOG},
+    {"pg_get_functiondef", F_CATALOG},
+    {"pg_get_indexdef", F_CATALOG},
+    {"pg_get_ruledef", F_CATALOG},
+    {"pg_get_serial_sequence", F_CATALOG},
+    {"pg_get_triggerdef", F_CATALOG},
+    {"pg_get_userbyid", F_CATALOG},
+    {"pg_get_viewdef", F_CATALOG},
+    {"pg_indexes_size", F_SIZE},
+    {"pg_is_in_recovery", F_INFO},
+    {"pg_last_wal_receive_lsn", F_INFO},
+    {"pg_last_wal_replay_lsn", F_INFO},
+    {"pg_last_xact_replay_timestamp", F_INFO},
+    {"pg_postmaster_start_time", F_INFO},
+    {"pg_relation_size", F_SIZE},
+    {"pg_size_bytes", F_SIZE},
+    {"pg_size_pretty", F_SIZE},
+    {"pg_sleep", F_SLEEP},
+    {"pg_sleep_for", F_SLEEP},
+    {"pg_sleep_until", F_SLEEP},
+    {"pg_table_is_visible", F_CATALOG},
+    {"pg_table_size", F_SIZE},
+    {"pg_tablespace_size", F_SIZE},
+    {"pg_total_relation_size", F_SIZE},
+    {"pg_type_is_visible", F_CATALOG},
+    {"pg_typeof", F_CATALOG},
+    {"phraseto_tsquery", F_FTS},
+    {"pi", F_MATH},
+    {"plainto_tsquery", F_FTS},
+    {"position", F_TEXT},
+    {"pow", F_MATH},
+    {"power", F_MATH},
+    {"quote_ident", F_TEXT},
+    {"quote_literal", F_TEXT},
+    {"quote_nullable", F_TEXT},
+    {"radians", F_MATH},
+    {"random", F_MATH},
+    {"rank", F_WINDOW},
+    {"regexp_count", F_TEXT},
+    {"regexp_instr", F_TEXT},
+    {"regexp_like", F_TEXT},
+    {"regexp_match", F_TEXT},
+    {"regexp_matches", F_TEXT},
+    {"regexp_replace", F_TEXT},
+    {"regexp_split_to_array", F_TEXT},
+    {"regexp_split_to_table", F_TEXT},
+    {"regexp_substr", F_TEXT},
+    {"repeat", F_TEXT},
+    {"replace", F_TEXT},
+    {"reverse", F_TEXT},
+    {"right", F_TEXT},
+    {"round", F_MATH},
+    {"row_number", F_WINDOW},
+    {"row_to_json", F_JSON},
+    {"rpad", F_TEXT},
+    {"rtrim", F_TEXT},
+    {"scale", F_MATH},
+    {"setweight", F_FTS},
+    {"sha224", F_TEXT},
+    {"sha256", F_TEXT},
+    {"sha384", F_TEXT},
+    {"sha512", F_TEXT},
+    {"shobj_description", F_CATALOG},
+    {"sign", F_MATH},
+    {"similar_to_escape", F_TEXT},
+    {"sin", F_MATH},
+    {"split_part", F_TEXT},
+    {"sqrt", F_MATH},
+    {"starts_with", F_TEXT},
+    {"statement_timestamp", F_TIME},
+    {"stddev", F_AGG},
+    {"stddev_pop", F_AGG},
+    {"stddev_samp", F_AGG},
+    {"string_agg", F_AGG},
+    {"string_to_array", F_ARRAY},
+    {"strpos", F_TEXT},
+    {"substr", F_TEXT},
+    {"substring", F_TEXT},
+    {"sum", F_AGG},
+    {"tan", F_MATH},
+    {"timeofday", F_TIME},
+    {"timezone", F_TIME},
+    {"to_char", F_TEXT},
+    {"to_date", F_TEXT},
+    {"to_hex", F_TEXT},
+    {"to_json", F_JSON},
+    {"to_jsonb", F_JSON},
+    {"to_number", F_TEXT},
+    {"to_regclass", F_CATALOG},
+    {"to_regnamespace", F_CATALOG},
+    {"to_regproc", F_CATALOG},
+    {"to_regprocedure", F_CATALOG},
+    {"to_regrole", F_CATALOG},
+    {"to_regtype", F_CATALOG},
+    {"to_timestamp", F_TEXT},
+    {"to_tsquery", F_FTS},
+    {"to_tsvector", F_FTS},
+    {"transaction_timestamp", F_TIME},
+    {"translate", F_TEXT},
+    {"trim", F_TEXT},
+    {"trunc", F_MATH},
+    {"ts_headline", F_FTS},
+    {"ts_rank", F_FTS},
+    {"ts_rank_cd", F_FTS},
+    {"unnest", F_SRF},
+    {"upper", F_TEXT},
+    {"uuid_generate_v1", F_UUID},
+    {"uuid_generate_v1mc", F_UUID},
+    {"uuid_generate_v3", F_UUID},
+    {"uuid_generate_v4", F_UUID},
+    {"uuid_generate_v5", F_UUID},
+    {"var_pop", F_AGG},
+    {"var_samp", F_AGG},
+    {"variance", F_AGG},
+    {"version", F_INFO},
+    {"websearch_to_tsquery", F_FTS},
+    {"width_bucket", F_MATH},
 };
 
 #define N_SAFE (sizeof safe_functions / sizeof safe_functions[0])
@@ -528,8 +543,16 @@ static int hint_of(const char *sql, size_t len)
 
 /* ---- reading the tree ----------------------------------------------------- */
 
-enum stype { ST_NONE, ST_OTHER, ST_SELECT, ST_SHOW, ST_EXPLAIN, ST_TRANSACTION, ST_VARSET,
-	     ST_EXECUTE };
+enum stype {
+	ST_NONE,
+	ST_OTHER,
+	ST_SELECT,
+	ST_SHOW,
+	ST_EXPLAIN,
+	ST_TRANSACTION,
+	ST_VARSET,
+	ST_EXECUTE
+};
 enum field { FLD_OTHER, FLD_QUERY, FLD_OPTIONS, FLD_ARGS };
 enum defname { DEF_OTHER, DEF_ANALYZE, DEF_READ_ONLY };
 enum argval { ARG_NONE, ARG_FALSE, ARG_TRUE, ARG_OTHER };
@@ -543,10 +566,10 @@ struct facts {
 	bool in_def;           /* a DefElem of "options" is open */
 	enum defname defname;
 	enum argval arg;
-	bool analyze;      /* EXPLAIN: ANALYZE (the last one given) */
+	bool analyze;          /* EXPLAIN: ANALYZE (the last one given) */
 	enum argval read_only; /* BEGIN: transaction_read_only (the last one given) */
-	bool tx_begin;     /* TransactionStmt: BEGIN or START TRANSACTION */
-	enum vkind vkind;  /* VariableSetStmt */
+	bool tx_begin;         /* TransactionStmt: BEGIN or START TRANSACTION */
+	enum vkind vkind;      /* VariableSetStmt */
 	bool route_name, is_local;
 	unsigned nargs;
 	bool arg_nonstring;
@@ -611,7 +634,8 @@ static bool funcname_safe(const char *p)
 			size_t n, vn;
 			if (!read_string(&p, &s, &n))
 				return false;
-			if (*p == ':' && n == 4 && memcmp(s, "sval", 4) == 0 && string_value(p + 1, &v, &vn)) {
+			if (*p == ':' && n == 4 && memcmp(s, "sval", 4) == 0 &&
+			    string_value(p + 1, &v, &vn)) {
 				if (++parts == 1) {
 					first = v;
 					fn = vn;
@@ -676,9 +700,9 @@ static void on_def_key(struct facts *f, const char *key, size_t n, int depth, co
 	if (!f->in_def)
 		return;
 	if (depth == 8 && KEY("defname") && string_value(val, &s, &sn)) {
-		f->defname = ci_equal(s, sn, "analyze")		      ? DEF_ANALYZE
-			     : ci_equal(s, sn, "transaction_read_only") ? DEF_READ_ONLY
-									: DEF_OTHER;
+		f->defname = ci_equal(s, sn, "analyze")                 ? DEF_ANALYZE
+		             : ci_equal(s, sn, "transaction_read_only") ? DEF_READ_ONLY
+		                                                        : DEF_OTHER;
 	} else if (depth == 9) {
 		/* the argument's node: Integer/Boolean with a zero value omitted */
 		f->arg = KEY("Integer") || KEY("Boolean") ? ARG_FALSE : ARG_OTHER;
@@ -691,8 +715,8 @@ static void on_def_key(struct facts *f, const char *key, size_t n, int depth, co
 			f->arg = ARG_FALSE;
 	} else if (depth >= 10 && KEY("sval") && string_value(val, &s, &sn)) {
 		f->arg = ci_equal(s, sn, "true") || ci_equal(s, sn, "on")     ? ARG_TRUE
-			 : ci_equal(s, sn, "false") || ci_equal(s, sn, "off") ? ARG_FALSE
-									      : ARG_OTHER;
+		         : ci_equal(s, sn, "false") || ci_equal(s, sn, "off") ? ARG_FALSE
+		                                                              : ARG_OTHER;
 	}
 }
 
@@ -732,15 +756,19 @@ static void on_key(struct facts *f, const char *key, size_t n, int depth, const 
 	}
 	if (depth == 5) {
 		def_finish(f);
-		f->field = KEY("query") ? FLD_QUERY : KEY("options") ? FLD_OPTIONS : KEY("args") ? FLD_ARGS : FLD_OTHER;
+		f->field = KEY("query")     ? FLD_QUERY
+		           : KEY("options") ? FLD_OPTIONS
+		           : KEY("args")    ? FLD_ARGS
+		                            : FLD_OTHER;
 		if (f->top == ST_TRANSACTION && KEY("kind") && string_value(val, &s, &sn)) {
-			f->tx_begin = str_equal(s, sn, "TRANS_STMT_BEGIN") || str_equal(s, sn, "TRANS_STMT_START");
+			f->tx_begin = str_equal(s, sn, "TRANS_STMT_BEGIN") ||
+			              str_equal(s, sn, "TRANS_STMT_START");
 		} else if (f->top == ST_VARSET) {
 			if (KEY("kind") && string_value(val, &s, &sn))
-				f->vkind = str_equal(s, sn, "VAR_SET_VALUE")	? VK_VALUE
-					   : str_equal(s, sn, "VAR_SET_DEFAULT") ? VK_DEFAULT
-					   : str_equal(s, sn, "VAR_RESET")	? VK_RESET
-										: VK_OTHER;
+				f->vkind = str_equal(s, sn, "VAR_SET_VALUE")     ? VK_VALUE
+				           : str_equal(s, sn, "VAR_SET_DEFAULT") ? VK_DEFAULT
+				           : str_equal(s, sn, "VAR_RESET")       ? VK_RESET
+				                                                 : VK_OTHER;
 			else if (KEY("name") && string_value(val, &s, &sn))
 				f->route_name = ci_equal(s, sn, "pgfleet.route");
 			else if (KEY("is_local"))
@@ -748,14 +776,17 @@ static void on_key(struct facts *f, const char *key, size_t n, int depth, const 
 		}
 		/* no return: a field name can be one of the keys below */
 	}
-	if (f->field == FLD_OPTIONS && depth > 5 && (f->top == ST_EXPLAIN || f->top == ST_TRANSACTION))
+	if (f->field == FLD_OPTIONS && depth > 5 &&
+	    (f->top == ST_EXPLAIN || f->top == ST_TRANSACTION))
 		on_def_key(f, key, n, depth, val);
 	else if (f->field == FLD_ARGS && depth > 5 && f->top == ST_VARSET)
 		on_set_key(f, key, n, depth, val);
-	if (depth == 6 && upper && f->field == FLD_QUERY && f->top == ST_EXPLAIN && f->inner == ST_NONE)
+	if (depth == 6 && upper && f->field == FLD_QUERY && f->top == ST_EXPLAIN &&
+	    f->inner == ST_NONE)
 		f->inner = stype_of(key, n);
-	if (KEY("lockingClause") || KEY("LockingClause") || KEY("intoClause") || KEY("IntoClause") ||
-	    KEY("InsertStmt") || KEY("UpdateStmt") || KEY("DeleteStmt") || KEY("MergeStmt"))
+	if (KEY("lockingClause") || KEY("LockingClause") || KEY("intoClause") ||
+	    KEY("IntoClause") || KEY("InsertStmt") || KEY("UpdateStmt") || KEY("DeleteStmt") ||
+	    KEY("MergeStmt"))
 		f->writes = true;
 	else if (KEY("funcname") && (*val != '[' || !funcname_safe(val)))
 		f->writes = true;
@@ -866,7 +897,8 @@ static void retry_primary(const char *sql, size_t len, int cursorpos, struct sql
 		return;
 	if (at + 7 < len) {
 		unsigned char c = (unsigned char)sql[at + 7];
-		if ((unsigned)((c | 0x20) - 'a') < 26u || (unsigned)(c - '0') < 10u || c == '_' || c == '$' || c >= 0x80)
+		if ((unsigned)((c | 0x20) - 'a') < 26u || (unsigned)(c - '0') < 10u || c == '_' ||
+		    c == '$' || c >= 0x80)
 			return;
 	}
 	char *copy = malloc(len + 3);
@@ -1000,7 +1032,7 @@ static bool cache_create(unsigned entries)
 }
 
 void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
-			      struct sqlroute_answer *out)
+                              struct sqlroute_answer *out)
 {
 	if (entries == 0 || len == 0 || len > max_len || len > UINT32_MAX) {
 		if (entries == 0 && cache.slots)
@@ -1011,10 +1043,11 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 	uint64_t h = text_hash(sql, len, cache.seed);
 	if (cache.entries == entries) {
 		struct route_entry *set =
-			&cache.slots[(size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32) * cache.ways];
+		    &cache.slots[(size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32) * cache.ways];
 		for (unsigned w = 0; w < cache.ways; w++) {
 			struct route_entry *e = &set[w];
-			if (e->hash == h && e->len == len && e->used && memcmp(e->text, sql, len) == 0) {
+			if (e->hash == h && e->len == len && e->used &&
+			    memcmp(e->text, sql, len) == 0) {
 				if (!e->ref)
 					e->ref = true;
 				hits++;
