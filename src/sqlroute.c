@@ -979,6 +979,8 @@ static THREAD_LOCAL struct route_cache cache;
 static inline uint64_t text_hash(const char *s, size_t n, uint64_t seed)
 {
 	uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull);
+	const char *end = s + n;
+	bool short_text = n < 8;
 	while (n >= 8) {
 		uint64_t w;
 		memcpy(&w, s, 8);
@@ -988,8 +990,14 @@ static inline uint64_t text_hash(const char *s, size_t n, uint64_t seed)
 		n -= 8;
 	}
 	if (n) {
+		/* the tail: the text's last eight bytes (a fixed-size load; they
+		 * overlap the last word), or its few bytes one by one */
 		uint64_t w = 0;
-		memcpy(&w, s, n);
+		if (!short_text)
+			memcpy(&w, end - 8, 8);
+		else
+			for (size_t i = 0; i < n; i++)
+				w |= (uint64_t)(unsigned char)s[i] << (8 * i);
 		h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
 		h ^= h >> 29;
 	}
