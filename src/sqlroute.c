@@ -1020,10 +1020,9 @@ void sqlroute_cache_free(void)
 static bool cache_create(unsigned entries)
 {
 	sqlroute_cache_free();
-	if (entries > CACHE_MAX_ENTRIES)
-		entries = CACHE_MAX_ENTRIES;
-	unsigned ways = entries < CACHE_WAYS ? entries : CACHE_WAYS;
-	unsigned sets = entries / ways;
+	unsigned size = entries > CACHE_MAX_ENTRIES ? CACHE_MAX_ENTRIES : entries;
+	unsigned ways = size < CACHE_WAYS ? size : CACHE_WAYS;
+	unsigned sets = size / ways;
 	cache.slots = calloc((size_t)sets * ways, sizeof *cache.slots);
 	cache.hands = calloc(sets, 1);
 	if (!cache.slots || !cache.hands) {
@@ -1033,7 +1032,7 @@ static bool cache_create(unsigned entries)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	cache.seed = text_hash((const char *)&ts, sizeof ts, (uint64_t)(uintptr_t)&cache);
-	cache.entries = entries;
+	cache.entries = entries; /* as asked: the next call compares it */
 	cache.ways = ways;
 	cache.sets = sets;
 	return true;

@@ -401,6 +401,12 @@ static void test_cache(void)
 	}
 	CHECK(sqlroute_cache_hits() - h0 == 4 && sqlroute_parses() == p0);
 
+	/* a size over the cap (2^20 entries) is capped, and still hits */
+	sqlroute_classify_cached("SELECT 1", 8, MAX, 5000000, &a);
+	h0 = sqlroute_cache_hits();
+	sqlroute_classify_cached("SELECT 1", 8, MAX, 5000000, &a);
+	CHECK(sqlroute_cache_hits() == h0 + 1 && a.cls == SQLROUTE_READ);
+
 	/* a change of the size empties the cache, and it works on */
 	sqlroute_classify_cached("SELECT 1", 8, MAX, 32, &a);
 	sqlroute_classify_cached("SELECT 1", 8, MAX, 32, &a);
