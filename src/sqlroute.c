@@ -1084,7 +1084,7 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 	}
 	if (victim->cap < len) {
 		size_t cap = (len + 31) & ~(size_t)31;
-		if (cap > max_len)
+		if (cap > max_len || cap > UINT32_MAX)
 			cap = len;
 		char *text = malloc(cap);
 		if (!text)
