@@ -873,6 +873,7 @@ static void decide(const char *tree, struct sqlroute_answer *out)
 			out->cls = SQLROUTE_SET_ROUTE;
 			out->pref = (uint8_t)pref_of(&f);
 			out->local = f.is_local;
+			out->reset = f.vkind == VK_RESET;
 		}
 		break;
 	default:

@@ -20,7 +20,7 @@ static void check(const struct sqlroute_answer *a)
 {
 	if (a->cls > SQLROUTE_SET_ROUTE || a->pref > SQLROUTE_PREF_INVALID)
 		abort();
-	if (a->cls != SQLROUTE_SET_ROUTE && (a->pref || a->local))
+	if (a->cls != SQLROUTE_SET_ROUTE && (a->pref || a->local || a->reset))
 		abort();
 	if (a->hinted && a->cls != SQLROUTE_PRIMARY && a->cls != SQLROUTE_READ)
 		abort();

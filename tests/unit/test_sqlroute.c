@@ -253,6 +253,9 @@ static void test_table(void)
 			fprintf(stderr, "case %zu \"%s\": cls %u pref %u local %d hinted %d\n", i,
 			        cases[i].sql, a.cls, a.pref, a.local, a.hinted);
 		CHECK(ok);
+		/* the command tag pgfleet answers with: RESET only for RESET */
+		CHECK(a.reset ==
+		      (a.cls == SQLROUTE_SET_ROUTE && strncmp(cases[i].sql, "RESET", 5) == 0));
 	}
 	fprintf(stderr, "%zu rows\n", sizeof cases / sizeof cases[0]);
 }
