@@ -73,6 +73,8 @@ uint64_t sqlroute_cache_hits(void)
  *   SIZE    pg_*_size, pg_size_pretty: file sizes, read on any server
  *   SLEEP   pg_sleep*: waits, writes nothing
  *   UUID    gen_random_uuid, uuid-ossp's generators: no state
+ *   NET     inet/cidr functions (host, masklen ...), inet_server_addr and
+ *           the like: values of the connection, read anywhere
  * Not listed, on purpose (each checked by the unit test): nextval, setval,
  * lastval, currval (read-only, but it answers from this session's last
  * nextval: on a standby's connection it fails with 55000), pg_advisory_*
@@ -98,13 +100,15 @@ enum family {
 	F_PRIV,
 	F_SIZE,
 	F_SLEEP,
-	F_UUID
+	F_UUID,
+	F_NET
 };
 
 static const struct safe_function {
 	const char *name;
 	enum family family; /* documentation: why it is safe (above) */
 } safe_functions[] = {
+    {"abbrev", F_NET},
     {"abs", F_MATH},
     {"acos", F_MATH},
     {"age", F_TIME},
@@ -133,6 +137,7 @@ static const struct safe_function {
     {"bit_or", F_AGG},
     {"bool_and", F_AGG},
     {"bool_or", F_AGG},
+    {"broadcast", F_NET},
     {"btrim", F_TEXT},
     {"cardinality", F_ARRAY},
     {"cbrt", F_MATH},
@@ -166,6 +171,7 @@ static const struct safe_function {
     {"every", F_AGG},
     {"exp", F_MATH},
     {"extract", F_TIME},
+    {"family", F_NET},
     {"first_value", F_WINDOW},
     {"floor", F_MATH},
     {"format", F_TEXT},
@@ -188,6 +194,12 @@ static const struct safe_function {
     {"has_table_privilege", F_PRIV},
     {"has_tablespace_privilege", F_PRIV},
     {"has_type_privilege", F_PRIV},
+    {"host", F_NET},
+    {"hostmask", F_NET},
+    {"inet_client_addr", F_NET},
+    {"inet_client_port", F_NET},
+    {"inet_server_addr", F_NET},
+    {"inet_server_port", F_NET},
     {"initcap", F_TEXT},
     {"is_normalized", F_TEXT},
     {"isfinite", F_TIME},
@@ -258,11 +270,14 @@ static const struct safe_function {
     {"make_time", F_TIME},
     {"make_timestamp", F_TIME},
     {"make_timestamptz", F_TIME},
+    {"masklen", F_NET},
     {"max", F_AGG},
     {"md5", F_TEXT},
     {"min", F_AGG},
     {"mod", F_MATH},
     {"mode", F_AGG},
+    {"netmask", F_NET},
+    {"network", F_NET},
     {"normalize", F_TEXT},
     {"now", F_TIME},
     {"nth_value", F_WINDOW},
@@ -295,8 +310,10 @@ static const struct safe_function {
     {"pg_get_triggerdef", F_CATALOG},
     {"pg_get_userbyid", F_CATALOG},
     {"pg_get_viewdef", F_CATALOG},
+    {"pg_get_wal_replay_pause_state", F_INFO},
     {"pg_indexes_size", F_SIZE},
     {"pg_is_in_recovery", F_INFO},
+    {"pg_is_wal_replay_paused", F_INFO},
     {"pg_last_wal_receive_lsn", F_INFO},
     {"pg_last_wal_replay_lsn", F_INFO},
     {"pg_last_xact_replay_timestamp", F_INFO},
@@ -313,6 +330,7 @@ static const struct safe_function {
     {"pg_total_relation_size", F_SIZE},
     {"pg_type_is_visible", F_CATALOG},
     {"pg_typeof", F_CATALOG},
+    {"pg_wal_lsn_diff", F_INFO},
     {"phraseto_tsquery", F_FTS},
     {"pi", F_MATH},
     {"plainto_tsquery", F_FTS},
