@@ -32,6 +32,7 @@
 #include "runtime.h"
 #include "shutdown.h"
 #include "signals.h"
+#include "sqlroute.h"
 #include "tls.h"
 #include "version.h"
 #include "wiring.h"
@@ -163,6 +164,7 @@ static void loop_teardown(void)
 	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
+	sqlroute_cache_free(); /* this loop's thread's classifications */
 	iobuf_free_all();
 }
 

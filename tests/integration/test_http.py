@@ -361,6 +361,8 @@ def test_readyz_read_write_ok_with_the_primary(replicated, pgfleet):
     got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
         fleet.http_get("/readyz?database=app_rw")), 15)
     assert got and 'database "app_rw"' in got[1] and "read-write" in got[1], got
+    assert fleet.http_get("/readyz") == (200, "ready\n")
+    assert fleet.http_get("/readyz?database=app_ro") == (200, "ready\n")
 
 
 # ---- what a PgBouncer dashboard alerts on (issue 20) -------------------------
@@ -433,5 +435,3 @@ def test_metrics_clients_max_wait_pool_size_paused(service, pgfleet):
     _, samples = scrape(fleet)
     [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
     assert paused.value == 0
-    assert fleet.http_get("/readyz") == (200, "ready\n")
-    assert fleet.http_get("/readyz?database=app_ro") == (200, "ready\n")
