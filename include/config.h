@@ -159,7 +159,12 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(dns_zone_check_period, TIME, "0")                                                        \
 	X(conffile, STR, "")                                                                       \
 	X(service_name, STR, "")                                                                   \
-	X(job_name, STR, "")
+	X(job_name, STR, "")                                                                       \
+	/* issue 20: the fleet of pgfleet instances (peers.c): a headless Service's name, \
+	 * the shared secret peer messages are signed with, their UDP port */                  \
+	X(peers, STR, "")                                                                          \
+	X(peer_secret, STR, "")                                                                    \
+	X(peer_port, INT, "6433")
 
 /*
  * Settings pgfleet accepts but does not implement, in one place: issue 18

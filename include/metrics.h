@@ -99,7 +99,17 @@ enum metric_type {
 	  METRIC_LABELS("host", "result"), METRIC_NO_LABELS,                                       \
 	  "DNS lookups of a database host, by result (a failure keeps the last answer).")          \
 	X(DNS_ADDRESSES, "pgfleet_dns_addresses", GAUGE, INT, FIRST, METRIC_LABELS("host"),        \
-	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")
+	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")                         \
+	X(PEERS, "pgfleet_peers", GAUGE, INT, FIRST, METRIC_NO_LABELS, METRIC_NO_LABELS,           \
+	  "Live pgfleet instances of the fleet, this one included (1 without peers).")            \
+	X(PEER_UP, "pgfleet_peer_up", GAUGE, INT, FIRST, METRIC_LABELS("peer"),                    \
+	  METRIC_LABELS("self"), "1 while the peer answers its pings (this instance: always).")    \
+	X(PEER_CANCELS, "pgfleet_peer_cancels_total", COUNTER, INT, FIRST,                         \
+	  METRIC_LABELS("peer", "direction"), METRIC_NO_LABELS,                                    \
+	  "CancelRequests forwarded to a peer (sent) or from it (received).")                     \
+	X(PEER_REFUSED, "pgfleet_peer_messages_refused_total", COUNTER, INT, FIRST,                \
+	  METRIC_NO_LABELS, METRIC_NO_LABELS,                                                      \
+	  "Peer messages refused: wrong size, bad signature, stale or replayed.")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,
