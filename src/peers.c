@@ -541,6 +541,7 @@ bool peers_start(void)
 	}
 	discovery_watch(fleet.cfg.peers);
 	pthread_mutex_lock(&lock);
+	follow_dns(); /* this instance's own row, before any answer */
 	update_liveness(fleet_now()); /* alone until a peer answers */
 	pthread_mutex_unlock(&lock);
 	return true;
