@@ -78,10 +78,19 @@ def cancels(fleet):
             sum(int(r["cancels_received"]) for r in rows))
 
 
-def sleep_then_cancel(holder, target):
-    """pg_sleep(10) on holder, its key sent to target: seconds until the
-    query ended and the SQLSTATE it ended with."""
-    c = RawClient(holder)
+def client_on_worker(holder, worker):
+    """A raw client of holder served by `worker` (the low bits of its pid)."""
+    for _ in range(64):
+        c = RawClient(holder)
+        if holder.workers == 1 or c.pid & 63 == worker:
+            return c
+        c.close()
+    pytest.fail("no connection landed on worker %d" % worker)
+
+
+def sleep_then_cancel(c, target):
+    """pg_sleep(10) on raw client c, its key sent to target: seconds until
+    the query ended and the SQLSTATE it ended with."""
     try:
         c.query(SLEEP_SQL)
         time.sleep(0.3)  # the query is on a server by now
@@ -102,8 +111,8 @@ def test_a_cancel_sent_to_any_instance_ends_the_query(service, pgfleet, n, worke
     fleets = start_fleet(service, pgfleet, n, workers=workers)
     for holder in fleets:
         for target in fleets:
-            for _ in range(workers):  # with 2, the key may land on either worker
-                elapsed, code = sleep_then_cancel(holder, target)
+            for worker in range(workers):  # a key of each worker
+                elapsed, code = sleep_then_cancel(client_on_worker(holder, worker), target)
                 assert code == "57014", (holder.host, target.host, code)
                 assert elapsed < 2.5, (holder.host, target.host, elapsed)
     # Each cancel sent elsewhere was forwarded once and received once.
@@ -223,6 +232,10 @@ def test_an_instance_from_another_fleet_secret_is_never_live(service, pgfleet):
             env={"POD_IP": addrs[1]}, host=addrs[1])
     a.wait_log(r"peer message refused.*reason=\"?bad signature")
     assert live_view(a) == [(addrs[0], "live", "yes"), (addrs[1], "down", "no")]
+    with psycopg.connect(a.dsn(ADMIN, ADMIN_PW, "pgfleet"), autocommit=True) as conn:
+        conn.prepare_threshold = None
+        config = {r[0]: r[1] for r in conn.execute("SHOW CONFIG").fetchall()}
+    assert config["peer_secret"] == "********" and config["peers"] == PEERS_NAME
 
 
 # ---- liveness ------------------------------------------------------------------------
