@@ -1309,8 +1309,10 @@ static void show_state(struct table *t)
 
 /* PgBouncer's peering (peer_id, [peers]) is refused by the configuration:
  * its SHOWs answer with their columns and no rows. */
-/* PgBouncer's four columns, then pgfleet's (issue 20, peers.c).  The
- * budget part of issue 20 appends its `share` column after these. */
+/* PgBouncer's four columns, then pgfleet's (issue 20, peers.c).  What each
+ * instance holds of a fleet-wide limit is SHOW DATABASES / SHOW USERS'
+ * fleet_share (the budget part of issue 20, pool.c): a per-peer share
+ * column, if ever wanted, goes after these. */
 static const struct table_col peers_cols[] = {
 	COL_INT4("peer_id", TABLE_KEY),
 	COL_TEXT("host", TABLE_FIRST),
