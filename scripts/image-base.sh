@@ -42,9 +42,9 @@ mirror_of() {   # WHAT: debian | debian-security
     awk -v w="$what" '/^URIs:/ { for (i = 2; i <= NF; i++) { u = $i; sub(/\/$/, "", u);
         n = split(u, p, "/"); if (p[n] == w) { print u; exit } } }')
   if [ -z "$uri" ]; then
-    uri=$(cat /etc/apt/sources.list 2>/dev/null |
-      awk -v w="$what" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {
-          u = $i; sub(/\/$/, "", u); n = split(u, p, "/"); if (p[n] == w) { print u; exit } } }')
+    uri=$(awk -v w="$what" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {
+          u = $i; sub(/\/$/, "", u); n = split(u, p, "/"); if (p[n] == w) { print u; exit } } }' \
+      /etc/apt/sources.list 2>/dev/null)
   fi
   echo "${uri:-http://deb.debian.org/$what}"
 }

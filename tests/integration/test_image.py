@@ -82,7 +82,7 @@ class Built:
         self.tag = "localhost/pgfleet:test-%s" % uuid.uuid4().hex[:12]
         self.containers = []
         self.before = set()
-        self.build_seconds = None
+        self.base_seconds = self.build_seconds = None
 
     def container_name(self):
         name = "pgfleet-test-%s" % uuid.uuid4().hex[:12]
@@ -118,8 +118,10 @@ def image():
                     "(scripts/install-deps.sh --image)", pytrace=False)
     built = Built()
     try:
+        t0 = time.monotonic()
         p = subprocess.run([os.path.join(fx.REPO, "scripts", "image-base.sh")],
                            capture_output=True, text=True, timeout=900)
+        built.base_seconds = time.monotonic() - t0
         assert p.returncode == 0, "scripts/image-base.sh:\n" + p.stdout + p.stderr
         built.before = image_ids()
         t0 = time.monotonic()
@@ -152,8 +154,9 @@ def test_image_is_small_stripped_and_non_root(image):
     with gzip.GzipFile(fileobj=counter, mode="wb", compresslevel=6) as gz:
         shutil.copyfileobj(save.stdout, gz, 1 << 20)
     assert save.wait(timeout=300) == 0
-    print("image %s: %d bytes uncompressed, %d bytes gzip -6; built in %.1f s" % (
-        image.tag, info["Size"], counter.n, image.build_seconds))
+    print("\nimage %s: %d bytes uncompressed, %d bytes gzip -6; base ready in %.1f s, "
+          "built in %.1f s" % (image.tag, info["Size"], counter.n, image.base_seconds,
+                               image.build_seconds))
     assert counter.n < COMPRESSED_LIMIT, "image is %d bytes compressed" % counter.n
 
     work = tempfile.mkdtemp(prefix="pgfleet-image-")
