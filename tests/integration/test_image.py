@@ -28,7 +28,11 @@ with it, a missing podman is a failure, not a skip.
 Every container and image the module creates is removed by name or id at
 its end, also when a test fails; the base images and the cached tarball
 stay (they are the cache).  PGFLEET_IMAGE_KEEP=1 keeps the built image
-(localhost/pgfleet:test-...) to look into it.
+(localhost/pgfleet:test-...) to look into it; PGFLEET_IMAGE_KEEP_LAYERS=1
+keeps only the build stage's untagged layers (podman build's cache: a rerun
+with unchanged sources then builds in seconds; `podman image prune` removes
+them).  Removing a new layer also lets podman drop untagged parents of it
+that an earlier build left.
 """
 
 import gzip
@@ -98,6 +102,8 @@ class Built:
         if os.environ.get("PGFLEET_IMAGE_KEEP") == "1":
             return
         podman("rmi", "-f", "--ignore", self.tag, check=False, timeout=120)
+        if os.environ.get("PGFLEET_IMAGE_KEEP_LAYERS") == "1":
+            return  # the build stage's layers stay: podman build's cache
         # The build stage's layers are not parents of the final image: remove
         # by id every image that was not there before the build, in passes
         # (a parent goes only once its children are gone).
