@@ -4,7 +4,10 @@
 # DB_PASSWORD, PGFLEET_<SETTING>: k8s/pgfleet/configmap.yaml), or from a
 # mounted ini file passed as the argument (k8s/replication).
 #   docker build -t pgfleet:dev .        (minikube: minikube image build -t pgfleet:dev .)
-# tests/integration/test_k8s.py runs this file's steps without a Docker engine.
+# Without a registry (both FROM images made locally by debootstrap):
+#   scripts/image-base.sh && podman build --pull=never --network=host --format docker -t pgfleet:dev .
+# tests/integration/test_k8s.py runs this file's steps without a Docker engine;
+# tests/integration/test_image.py (PGFLEET_IMAGE_TESTS=1) builds and runs it with podman.
 
 FROM debian:bookworm AS build
 RUN apt-get update \
