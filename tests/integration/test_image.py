@@ -232,6 +232,13 @@ class Container:
                      "PGFLEET_HTTP_LISTEN": "127.0.0.1:%d" % self.http_port,
                      "PGFLEET_DNS_SERVERS": fx.DNS_ADDR}
         assert set(overrides) == set(k8s.HOST_OVERRIDES)
+        # A pod of a fleet (PGFLEET_PEERS) knows its own address from the
+        # downward API: here one of the fixture's loopback addresses, which
+        # the peers' name resolves to (a fleet of one), as in test_k8s.
+        if "POD_IP" in self.env:
+            overrides["POD_IP"] = k8s.TEST_POD_IP
+            if self.env.get("PGFLEET_PEERS"):
+                service.set_name(self.env["PGFLEET_PEERS"], [k8s.TEST_POD_IP])
         self.env.update(overrides)
         self.name = image.container_name()
         self.image = image
