@@ -130,6 +130,7 @@ struct client {
 	 * what the last of them sets. */
 	uint8_t route_ext;
 	bool route_portal;
+	bool route_named; /* it prepared one under a name (route_parse_named) */
 	struct sqlroute_answer route_ext_answer;
 	/* Read-your-writes: the primary's WAL position after this client's
 	 * last transaction that may have written; its reads need a standby

@@ -1978,6 +1978,7 @@ static enum fwd route_parse_named(struct client *c, struct server *s, uint32_t l
 		return FWD_WAIT;
 	const uint8_t *body = c->io.in->data + c->io.in->parsed + 5 + strlen(name) + 1;
 	(void)prepared_client_parse(&c->stmts, name, body, body_len);
+	c->route_named = true;
 	consume(c, len + 1);
 	server_queue_fake(s, REQ_PARSE, NULL, NULL);
 	return FWD_DONE;
@@ -2020,8 +2021,8 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 		c->route_portal = false; /* the transaction's end drops the portal */
 	if (type != 'B' && type != 'D' && type != 'E' && type != 'C')
 		return FWD_STREAM;
-	if (!c->route_ext && !c->route_portal && !(type == 'B' || (type == 'D' && statements_on())))
-		return FWD_STREAM;
+	if (!c->route_ext && !c->route_portal && !c->route_named)
+		return FWD_STREAM; /* the usual case: nothing of SET pgfleet.route about */
 	/* The names lead the message: a Bind's parameters may be any size and
 	 * stream through, so only its first bytes are needed. */
 	uint32_t head = len + 1 < ROUTE_NAMES_MAX ? len + 1 : ROUTE_NAMES_MAX;
@@ -2329,7 +2330,7 @@ static bool forward_to_server(struct client *c)
 			if (f == FWD_CLOSED)
 				return false;
 		}
-		if ((type == 'P' || type == 'B' || type == 'D' || c->route_ext || c->route_portal) &&
+		if ((type == 'P' || c->route_ext || c->route_portal || c->route_named) &&
 		    client_routed(c)) {
 			f = route_extended(c, s, type, len);
 			if (f == FWD_WAIT)
