@@ -108,7 +108,11 @@ enum metric_type {
 	X(DATABASE_CONNECTION_SHARE, "pgfleet_database_connection_share", GAUGE, INT, FIRST,       \
 	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
 	  "This instance's share of the database's max_db_connections among the live pgfleet "     \
-	  "instances (the shares add up to the limit; no series without a limit).")
+	  "instances (the shares add up to the limit; no series without a limit).")              \
+	X(READ_RETRIES, "pgfleet_read_retries_total", COUNTER, INT, SUM, METRIC_LABELS("reason"),  \
+	  METRIC_NO_LABELS,                                                                        \
+	  "Reads re-run elsewhere before any reply reached the client: read_only (a standby "      \
+	  "refused a write, 25006: the primary), server_lost (the standby's connection broke).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,
