@@ -215,12 +215,14 @@ def run_pgbench(fleet, *args):
                             text=True)
 
 
-def test_standby_killed_under_read_load(auto, replicated):
-    """pg_ctl -m immediate of a standby under pgbench -S -c 8 and a psycopg
+@pytest.mark.parametrize("mode", ["simple", "prepared"])
+def test_standby_killed_under_read_load(auto, replicated, mode):
+    """pg_ctl -m immediate of a standby under pgbench -S -c 8 (simple
+    queries, or named prepared statements: Bind/Execute/Sync) and a psycopg
     loop: no client sees an error."""
     replicated.pgbench_init(scale=1)
     before = retries(auto, "server_lost")
-    bench = run_pgbench(auto, "-S", "-c", "8", "-T", "10")
+    bench = run_pgbench(auto, "-S", "-M", mode, "-c", "8", "-T", "10")
     errors, loops = [], [0]
     stop = threading.Event()
 
