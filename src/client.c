@@ -2252,19 +2252,20 @@ bool client_retry_holds(struct client *c, uint8_t type, const uint8_t *body, uin
 
 bool client_retry_lost_ok(const struct client *c, const struct replica *from)
 {
-	return c->retry_msgs && c->retry_sent && !c->retry_refused && c->retries < READ_RETRY_MAX &&
+	/* A read that waits for a read-your-writes probe sent none of its
+	 * messages yet (route_hold): it is still all in the client's input. */
+	bool waits = c->ryw_probe && c->probe_sent;
+	return c->retry_msgs && (c->retry_sent || waits) && !c->retry_refused &&
+	       c->retries < READ_RETRY_MAX &&
 	       from->role == ROLE_STANDBY && c->state == CLIENT_ACTIVE && !c->io.pkt_remain &&
 	       !c->discard_remain;
 }
 
-void client_read_retry(struct client *c, const struct replica *from, bool lost)
+/* The client's input becomes the kept messages, then whatever it sent
+ * after them (not forwarded yet); false when c was closed. */
+static bool retry_input(struct client *c, struct iobuf *kept, const struct replica *from)
 {
-	struct iobuf *kept = c->retry_msgs;
-	c->retry_msgs = NULL;
-	c->retries++;
 	uint32_t n = kept->recv;
-	/* The client's input becomes the kept messages, then whatever it sent
-	 * after them (not forwarded yet). */
 	struct iobuf *in = c->io.in;
 	uint32_t more = in ? iobuf_unparsed(in) : 0;
 	if (more) {
@@ -2273,7 +2274,7 @@ void client_read_retry(struct client *c, const struct replica *from, bool lost)
 			iobuf_put(kept);
 			client_close(c, "08006", "server connection to replica %s lost: %s",
 				     from->addr_str, "the read is too large to re-run");
-			return;
+			return false;
 		}
 		memcpy(kept->data + n, in->data + in->parsed, more);
 	}
@@ -2281,16 +2282,43 @@ void client_read_retry(struct client *c, const struct replica *from, bool lost)
 	kept->done = kept->parsed = 0;
 	iobuf_put(in);
 	c->io.in = kept;
+	return true;
+}
+
+void client_read_retry(struct client *c, const struct replica *from, bool lost)
+{
+	struct iobuf *kept = c->retry_msgs;
+	uint32_t n = kept->recv;
+	c->retry_msgs = NULL;
+	c->retries++;
+	bool again = lost && c->retries < READ_RETRY_MAX;
+	if (lost && c->ryw_probe) {
+		/* Lost while the read waited for its standby's replay position:
+		 * nothing of it went out (the client's input still has it all);
+		 * routed again on what is known. */
+		c->need.lsn = c->ryw_probe;
+		c->ryw_probe = 0;
+		c->probe_sent = false;
+		if (again)
+			c->retry_msgs = kept;
+		else
+			iobuf_put(kept);
+	} else {
+		if (!retry_input(c, kept, from))
+			return;
+		if (again)
+			c->retry_msgs = retry_copy(c->io.in->data, n);
+	}
 	if (lost) {
 		c->need.avoid = from; /* another standby, or the primary */
-		if (c->retries < READ_RETRY_MAX)
-			c->retry_msgs = retry_copy(kept->data, n);
 	} else {
-		/* The primary runs what a standby refused; no need to keep it. */
+		/* The primary runs what a standby refused; no need to keep it.
+		 * It wrote: read-your-writes learns its WAL position after it. */
 		c->need.want = WANT_WRITE;
 		c->need.lsn = 0;
 		c->need.avoid = NULL;
 		c->xact_read = false;
+		c->lsn_wanted = fleet.cfg.read_your_writes;
 	}
 	c->retry_sent = c->retry_refused = false;
 	c->route_seen = c->retry_seen;

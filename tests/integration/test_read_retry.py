@@ -36,6 +36,16 @@ def auto(pgfleet, replicated):
     return fleet
 
 
+@pytest.fixture
+def auto_no_ryw(pgfleet, replicated):
+    """read_your_writes = 0: a read right after the re-run write still goes
+    to a standby (with it on, the primary may take it: no 25006 then)."""
+    fleet = pgfleet(settings=dict(SETTINGS, read_your_writes=0),
+                    databases={"app": entry("auto")})
+    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
+    return fleet
+
+
 def retries(fleet, reason):
     status, body = fleet.http_get("/metrics")
     assert status == 200
@@ -53,7 +63,13 @@ def writer(replicated):
         conn.execute("""CREATE OR REPLACE FUNCTION retry_insert(x int) RETURNS int
                         LANGUAGE plpgsql AS $$
                         BEGIN INSERT INTO retry_t VALUES (x); RETURN x * 10; END $$""")
-    replicated.wait_replayed()
+    # replayed by every standby (the commit itself, whatever WAL is flushed)
+    deadline = time.time() + 30
+    for i in replicated.standbys:
+        while replicated.psql(i, "SELECT to_regclass('retry_t') IS NOT NULL AND "
+                                 "to_regprocedure('retry_insert(int)') IS NOT NULL") != "t":
+            assert time.time() < deadline, "standby %d did not replay the set-up" % i
+            time.sleep(0.05)
     yield
     with replicated.connect(replicated.primary) as conn:
         conn.execute("DROP TABLE IF EXISTS retry_t")
@@ -65,7 +81,8 @@ def primary_rows(replicated):
         return sorted(r[0] for r in conn.execute("SELECT v FROM retry_t").fetchall())
 
 
-def test_writing_function_in_a_read_runs_on_the_primary(auto, replicated, writer):
+def test_writing_function_in_a_read_runs_on_the_primary(auto_no_ryw, replicated, writer):
+    auto = auto_no_ryw
     before = retries(auto, "read_only")
     with auto.connect(dbname="app") as conn:
         # the standby refuses it: on a direct connection the error shows
@@ -79,14 +96,16 @@ def test_writing_function_in_a_read_runs_on_the_primary(auto, replicated, writer
         assert conn.execute(WRITE_READ, (2,), prepare=False).fetchone()[0] == 20
         bcur = conn.cursor(binary=True)
         assert bcur.execute(WRITE_READ, (3,), prepare=False).fetchone()[0] == 30
-        # the connection goes on, its reads still on standbys
-        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        # the connection goes on (its next reads wait for a standby that has
+        # replayed the function's write: read-your-writes, else the primary)
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
     assert primary_rows(replicated) == [1, 2, 3]
     assert retries(auto, "read_only") - before == 3
     assert "read re-run" in auto.log_text()
 
 
-def test_writing_function_with_asyncpg_prepared_statements(auto, replicated, writer):
+def test_writing_function_with_asyncpg_prepared_statements(auto_no_ryw, replicated, writer):
+    auto = auto_no_ryw
     asyncpg = pytest.importorskip("asyncpg")
 
     async def run():
@@ -100,8 +119,21 @@ def test_writing_function_with_asyncpg_prepared_statements(auto, replicated, wri
         finally:
             await conn.close()
 
+    before = retries(auto, "read_only")
     assert asyncio.run(run()) == [40, 50, 60]
     assert primary_rows(replicated) == [4, 5, 6]
+    assert retries(auto, "read_only") - before == 3
+
+
+def test_writing_function_with_read_your_writes(auto, replicated, writer):
+    """The re-run on the primary is a write: the client's next reads see it."""
+    before = retries(auto, "read_only")
+    with auto.connect(dbname="app") as conn:
+        for i in range(1, 6):
+            assert conn.execute(WRITE_READ, (i,), prepare=False).fetchone()[0] == 10 * i
+            assert conn.execute("SELECT count(*) FROM retry_t").fetchone()[0] == i
+    assert primary_rows(replicated) == [1, 2, 3, 4, 5]
+    assert retries(auto, "read_only") - before >= 1
 
 
 def test_a_real_error_is_not_retried(auto, replicated, writer):
