@@ -53,14 +53,15 @@ static double freed_at(const struct pool *p)
  * keep four backends at work where ten in all would do, each one colder.
  * (Per worker: the pools, and so the freed times, are the worker's own.)
  */
-static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
+static struct pool *pick(struct pool_group *g, double now, const struct route_need *need,
+			 pool_filter ok)
 {
 	struct pool *cand[64];
 	int n = 0;
 	struct list *it;
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
-		if (n < 64 && ok(p) && replica_eligible(p->replica, now))
+		if (n < 64 && ok(p) && replica_eligible_for(p->replica, now, need))
 			cand[n++] = p;
 	}
 	if (!n)
@@ -92,19 +93,19 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	return best;
 }
 
-struct pool *router_pick(struct pool_group *g, double now)
+struct pool *router_pick(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, usable);
+	return pick(g, now, need, usable);
 }
 
-struct pool *router_pick_idle(struct pool_group *g, double now)
+struct pool *router_pick_idle(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, has_idle);
+	return pick(g, now, need, has_idle);
 }
 
-struct pool *router_pick_launch(struct pool_group *g, double now)
+struct pool *router_pick_launch(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, has_room);
+	return pick(g, now, need, has_room);
 }
 
 /* Appends ", <n> <what>" (or ": <n> <what>" first) to a breakdown. */
@@ -157,7 +158,7 @@ bool router_explain_db(const struct database *db, double now, char *buf, unsigne
 	count_part(parts, sizeof(parts), wrong_role[ROLE_STANDBY], "standby");
 	count_part(parts, sizeof(parts), lagging, "standby lagging beyond max_replica_lag");
 	snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known: %s%s%s)",
-		 db->name, config_tsa_name(db->cfg ? db->cfg->tsa : TSA_ANY), total, parts,
+		 db->name, config_tsa_name(database_tsa(db)), total, parts,
 		 last_error ? "; last error: " : "", last_error ? last_error : "");
 	return true;
 }
@@ -179,7 +180,15 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 	int max;
 	const char *limit = pool_limit_reached(g, &max);
 	if (limit) {
-		snprintf(buf, len, "%s (%d) reached for %s \"%s\"", limit, max,
+		/* In a fleet, the limit is shared: say what this instance has. */
+		int live, rank;
+		char share[120] = "";
+		fleet_peers(&live, &rank);
+		if (live > 1)
+			snprintf(share, sizeof(share),
+				 ", this instance's share %d of %d live pgfleet instances",
+				 pool_share_of(max, live, rank), live);
+		snprintf(buf, len, "%s (%d%s) reached for %s \"%s\"", limit, max, share,
 			 limit[4] == 'd' ? "database" : "user",
 			 limit[4] == 'd'			  ? g->db->name
 			 : g->db->cfg && g->db->cfg->user ? g->db->cfg->user
