@@ -376,6 +376,34 @@ def stop_pooler(p):
             p.cleanup()
 
 
+ROUTE_METRICS = {"pgfleet_route_parses_total": "parses",
+                 "pgfleet_route_cache_hits_total": "cache hits",
+                 "pgfleet_routed_reads_total": "routed reads",
+                 "pgfleet_routed_writes_total": "routed writes"}
+
+
+def route_metrics(poolers):
+    """{target: {name: total}} of each pgfleet's routing counters (summed
+    over their labels): with auto off the parser must never run."""
+    out = {}
+    for t, p in poolers.items():
+        if t not in FLEET_ATTRS:
+            continue
+        try:
+            status, body = p.p.http_get("/metrics")
+        except OSError as e:
+            b.log("%s: /metrics: %s" % (t, e))
+            continue
+        sums = dict.fromkeys(ROUTE_METRICS.values(), 0)
+        for line in body.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in ROUTE_METRICS:
+                sums[ROUTE_METRICS[name]] += int(float(line.rsplit(" ", 1)[1]))
+        out[t] = sums
+        b.log("%s: %s" % (t, ", ".join("%s %d" % kv for kv in sums.items())))
+    return out
+
+
 def skipped(t, mode):
     """PgBouncer 1.18 cannot pool protocol-level prepared statements in
     transaction mode (max_prepared_statements came in 1.21): pgbench -M
@@ -489,7 +517,7 @@ def main(bench):
           % (workdir, A.net, ",".join(A.targets)))
     t_start = time.monotonic()
     poolers, probe = {}, None
-    results, raw, cg = [], [], []
+    results, raw, cg, metrics = [], [], [], {}
     try:
         svc = b.svc = b.BenchService(pods=3, replication=True)
         svc.start()
@@ -513,6 +541,7 @@ def main(bench):
             probe.measure_baseline()
         if "throughput" not in A.skip:
             results = phase_throughput(poolers, workdir, probe)
+            metrics = route_metrics(poolers)
         if "raw" not in A.skip and probe:
             probe.stmts = 2
             raw = phase_raw(poolers, workdir, probe)
@@ -539,9 +568,9 @@ def main(bench):
         if b.svc is not None:
             b.svc.close()
         with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump({"throughput": results, "raw": raw, "callgrind": cg},
-                      f, indent=1)
-    text = report(results, raw, cg)
+            json.dump({"throughput": results, "raw": raw, "callgrind": cg,
+                       "route_metrics": metrics}, f, indent=1)
+    text = report(results, raw, cg, metrics)
     print(text)
     if A.out:
         with open(A.out, "w") as f:
@@ -564,7 +593,7 @@ def paired(results, c, m, t, ref, key):
             if t in v and ref in v]
 
 
-def report(results, raw, cg):
+def report(results, raw, cg, metrics=None):
     A = b.ARGS
     N = b.TARGET_NAMES
     f = b._f
@@ -653,6 +682,14 @@ def report(results, raw, cg):
                         "%.2f–%.2f" % (100 * iv[2], iv[0], iv[1])
                         if iv else ""))
             out.append("")
+    if metrics:
+        out.append("pgfleet's routing counters after the pgbench -S runs "
+                   "(/metrics, the warm-up included):")
+        out.append("")
+        for t, sums in metrics.items():
+            out.append("- %s: %s" % (N.get(t, t), ", ".join(
+                "%s %d" % kv for kv in sums.items())))
+        out.append("")
     if raw:
         out.append("Read after write: pgbench -f (INSERT a row, then SELECT "
                    "it by id: two transactions), %d clients, simple "
@@ -682,6 +719,13 @@ def report(results, raw, cg):
         for r in cg:
             out.append("| %s | %s | %.0f |" % (N.get(r["pooler"], r["pooler"]),
                                               r["mode"], r["ir_per_xact"]))
+        out.append("")
+        by = {(r["pooler"], r["mode"]): r["ir_per_xact"] for r in cg}
+        for m in A.modes:
+            x, y = by.get(("pgfleet-auto", m)), by.get(("pgfleet-any", m))
+            if x and y:
+                out.append("- %s: auto / any = %.3f (%+.1f %%; budget 15 %%)"
+                           % (m, x / y, 100 * (x / y - 1)))
         out.append("")
         out.append("callgrind: pgbench -S -c 10 -t %d minus -t %d (%d "
                    "transactions), median of %d pairs, pgfleet under "
