@@ -86,6 +86,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	/* issue 19: statement-level read/write routing */                                         \
 	X(target_session_attrs, TSA, "any")                                                        \
 	X(read_your_writes, BOOL, "1")                                                             \
+	X(read_your_writes_wait, TIME, "0.01")                                                     \
 	X(route_cache_size, INT, "1000")                                                           \
 	X(ban_time, TIME, "30")                                                                    \
 	X(dns_max_ttl, TIME, "15")                                                                 \
@@ -165,7 +166,13 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(dns_zone_check_period, TIME, "0")                                                        \
 	X(conffile, STR, "")                                                                       \
 	X(service_name, STR, "")                                                                   \
-	X(job_name, STR, "")
+	X(job_name, STR, "")                                                                       \
+	X(config_watch, BOOL, "1")                                                                 \
+	/* issue 20: the fleet of pgfleet instances (peers.c): a headless Service's name, \
+	 * the shared secret peer messages are signed with, their UDP port */                  \
+	X(peers, STR, "")                                                                          \
+	X(peer_secret, STR, "")                                                                    \
+	X(peer_port, INT, "6433")
 
 /*
  * Settings pgfleet accepts but does not implement, in one place: issue 18
@@ -289,6 +296,10 @@ struct config {
 	 * for any other auth_type).  RELOAD reads the file again. */
 	struct hba *hba;
 	char *path; /* the main config file, NULL when configured from the environment */
+	/* Every ini file read, as opened: the main one, then each %include
+	 * (config_watch stats them to notice a change). */
+	char **files;
+	size_t n_files;
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The
 	 * caller logs them (config.c never logs). */
@@ -354,6 +365,8 @@ void config_loader_warn(struct config_loader *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* A copy of `name` that lives until the load ends (origins point at it). */
 const char *config_loader_keep_name(struct config_loader *l, const char *name);
+/* An ini file was read (the main one or an %include): kept in cfg->files. */
+void config_loader_note_file(struct config_loader *l, const char *path);
 /* The main file could not be read: later "no databases" lines would only repeat it. */
 void config_loader_set_unreadable(struct config_loader *l);
 /* An empty DB_PASSWORD was reported: "auth_type needs users" would repeat it. */

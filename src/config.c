@@ -165,6 +165,8 @@ static const struct {
     /* issue 18: auth_query's cache and helper threads */
     {"auth_query_cache_size", 1, 1000000},
     {"auth_query_max_lookups", 1, 1000},
+    /* issue 20: the peers' UDP port */
+    {"peer_port", 1, 65535},
 };
 
 /* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
@@ -742,6 +744,13 @@ const char *config_loader_keep_name(struct config_loader *l, const char *name)
 	return l->names[l->n_names++];
 }
 
+void config_loader_note_file(struct config_loader *l, const char *path)
+{
+	struct config *cfg = l->cfg;
+	cfg->files = config_xrealloc(cfg->files, (cfg->n_files + 1) * sizeof *cfg->files);
+	cfg->files[cfg->n_files++] = config_xstrdup(path);
+}
+
 /* "where: key 'name': why", where being the place the value was set. */
 static void report_setting(struct config_loader *l, size_t idx, const char *why)
 {
@@ -804,6 +813,17 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 		         "'%s' needs users: set auth_file, or DB_USER with DB_PASSWORD",
 		         auth_type_names[cfg->auth_type]);
 		emit(ctx, IDX_auth_type, why);
+	}
+	/* issue 20: a peer message is believed only when signed with the
+	 * shared secret: peers without one would take anybody's word. */
+	if (*cfg->peers) {
+		if (!config_check_host(cfg->peers, why, sizeof why))
+			emit(ctx, IDX_peers, why);
+		if (!*cfg->peer_secret)
+			emit(ctx, IDX_peers, "needs peer_secret (PGFLEET_PEER_SECRET): peer messages are "
+			                     "signed with it");
+		else if (strlen(cfg->peer_secret) < 16)
+			emit(ctx, IDX_peer_secret, "must be at least 16 characters long");
 	}
 }
 
@@ -1340,6 +1360,9 @@ void config_free(struct config *cfg)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);
 	free(cfg->path);
+	for (size_t i = 0; i < cfg->n_files; i++)
+		free(cfg->files[i]);
+	free(cfg->files);
 	hba_free(cfg->hba);
 	memset(cfg, 0, sizeof *cfg);
 }

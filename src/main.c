@@ -21,16 +21,19 @@
 #include "batch.h"
 #include "cancel.h"
 #include "config.h"
+#include "confwatch.h"
 #include "database.h"
 #include "discovery.h"
 #include "http.h"
 #include "iobuf.h"
 #include "listener.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "runtime.h"
 #include "shutdown.h"
 #include "signals.h"
+#include "sqlroute.h"
 #include "tls.h"
 #include "version.h"
 #include "wiring.h"
@@ -142,6 +145,8 @@ static bool loop_setup(void)
 	 * (a busy http_listen must fail before anyone can connect). */
 	if (worker_index() == 0 && !http_start())
 		return false;
+	if (worker_index() == 0 && !peers_start())
+		return false;
 	return listener_start();
 }
 
@@ -156,12 +161,15 @@ static void loop_teardown(void)
 	admin_close_all();
 	shutdown_close_all();
 	authquery_shutdown();
+	if (worker_index() == 0)
+		peers_stop();
 	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
 	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
+	sqlroute_cache_free(); /* this loop's thread's classifications */
 	iobuf_free_all();
 }
 
@@ -281,6 +289,8 @@ int main(int argc, char **argv)
 
 	wiring_connect();
 	discovery_library_init();
+	if (!peers_setup())
+		return 2;
 	if (!mailbox_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;
 	int others = worker_count() - 1;
@@ -290,6 +300,7 @@ int main(int argc, char **argv)
 		exit(2);
 	}
 	signals_start();
+	confwatch_start();
 	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
 		 path ? path : "environment", NULL);
 
@@ -298,6 +309,7 @@ int main(int argc, char **argv)
 		exit_code = 2;
 	}
 
+	confwatch_stop();
 	signals_stop();
 	/* Whatever ended this loop, the others end theirs (already done after a
 	 * drain), before what they share goes away. */
