@@ -404,6 +404,46 @@ def route_metrics(poolers):
     return out
 
 
+PER_REPLICA = {"pgfleet_routed_reads_total": "reads",
+               "pgfleet_read_your_writes_probes_total": "probes"}
+
+
+def routed_by_replica(pooler):
+    """{"reads" | "probes": {replica address: count}} from a pgfleet's
+    /metrics: where auto sent its reads, exactly (the pods' counters also
+    count read-your-writes' own WAL-position queries)."""
+    out = {k: {} for k in PER_REPLICA.values()}
+    try:
+        body = pooler.p.http_get("/metrics")[1]
+    except OSError:
+        return out
+    for line in body.splitlines():
+        name = line.split("{", 1)[0]
+        if name not in PER_REPLICA or 'replica="' not in line:
+            continue
+        replica = line.split('replica="', 1)[1].split('"', 1)[0]
+        addr = replica.rsplit(":", 1)[0]
+        d = out[PER_REPLICA[name]]
+        d[addr] = d.get(addr, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def routed_delta(before, after):
+    """(standbys' share of the reads, probes per read) between two
+    routed_by_replica() snapshots."""
+    standbys = {b.svc.pods[i].addr for i in b.svc.standbys}
+
+    def d(kind, addr):
+        return after[kind].get(addr, 0) - before[kind].get(addr, 0)
+    addrs = set(after["reads"]) | set(after["probes"])
+    reads = sum(d("reads", a) for a in addrs)
+    if reads <= 0:
+        return None, None
+    on_standbys = sum(d("reads", a) for a in addrs if a in standbys)
+    return (on_standbys / float(reads),
+            sum(d("probes", a) for a in addrs) / float(reads))
+
+
 def skipped(t, mode):
     """PgBouncer 1.18 cannot pool protocol-level prepared statements in
     transaction mode (max_prepared_statements came in 1.21): pgbench -M
@@ -476,6 +516,8 @@ def phase_raw(poolers, workdir, probe):
                                    % (t, pooler.log_tail()))
             misses0 = int(b.svc.psql(primary, "SELECT count(*) FROM "
                                      "bench_rw_miss"))
+            fleet = isinstance(pooler, b.Fleet)
+            routed0 = routed_by_replica(pooler) if fleet else None
             rundir = os.path.join(workdir, "runs", "raw%d-%s" % (r, t))
             res = b.run_load(t, pooler, c, "simple", b.ARGS.duration, rundir,
                              ["-f", script], probe)
@@ -490,13 +532,23 @@ def phase_raw(poolers, workdir, probe):
             res.update({"round": r, "misses": misses,
                         "select_standby_share": None if share is None
                         else min(1.0, share * (2 + rate))})
+            if fleet:
+                # pgfleet's read-your-writes asks the primary its WAL
+                # position after each write, and a standby its replay
+                # position before a read: the pods count those too.  Its
+                # own counters say exactly where the reads went (the
+                # whole run, not the window).
+                share, probes = routed_delta(routed0,
+                                             routed_by_replica(pooler))
+                res.update({"select_standby_share": share,
+                            "probes_per_read": probes})
             results.append(res)
             b.log("raw round %d %-17s c=%d tps=%s selects on standbys=%s "
-                  "misses=%d cpu/100k=%s%s" % (
+                  "probes/read=%s misses=%d cpu/100k=%s%s" % (
                       r, t, c, b._f(res["tps"], "%.0f"),
                       b._f(None if res["select_standby_share"] is None
                            else 100 * res["select_standby_share"], "%.1f%%"),
-                      misses, b._f(res["cpu_per_100k"], "%.2fs"),
+                      b._f(res.get("probes_per_read"), "%.2f"), misses, b._f(res["cpu_per_100k"], "%.2fs"),
                       "  ERRORS: %s" % res["errors"] if res["errors"] else ""))
     return results
 
@@ -699,18 +751,26 @@ def report(results, raw, cg, metrics=None):
                    "just inserted (all rounds)." % (
                        A.raw_clients, A.rounds, A.duration))
         out.append("")
+        out.append("pgfleet's share is from its own counters (/metrics: "
+                   "reads routed per replica, the whole run), since the "
+                   "pods' counters also count read-your-writes' WAL "
+                   "position queries (one on the primary after each "
+                   "write, and the replay positions asked of a standby, "
+                   "\"probes\"); pgpool-II's from the pods' counters.")
+        out.append("")
         out.append("| target | tps | CPU s/100k xact | SELECTs on standbys "
-                   "| misses / SELECTs |")
-        out.append("|---|---|---|---|---|")
+                   "| probes per SELECT | misses / SELECTs |")
+        out.append("|---|---|---|---|---|---|")
         for t in [t for t in A.targets if t in RAW_TARGETS]:
             rs = [r for r in raw if r["target"] == t]
             if not rs:
                 continue
             share = b._med([r.get("select_standby_share") for r in rs])
-            out.append("| %s | %s | %s | %s | %d / %d |" % (
+            out.append("| %s | %s | %s | %s | %s | %d / %d |" % (
                 N.get(t, t), f(b._med([r["tps"] for r in rs]), "%.0f"),
                 f(b._med([r["cpu_per_100k"] for r in rs]), "%.2f"),
                 f(None if share is None else 100 * share, "%.1f %%"),
+                f(b._med([r.get("probes_per_read") for r in rs]), "%.2f"),
                 sum(r["misses"] for r in rs), sum(r["xacts"] for r in rs)))
         out.append("")
     if cg:
