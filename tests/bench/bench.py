@@ -322,25 +322,104 @@ def scram_secret(password, iterations=4096):
                                           b64(server))
 
 
-class Bouncer:
-    """PgBouncer from Debian, as the postgres user (it refuses root), started
-    by exec (Popen(user=...)), so the pid we record is PgBouncer's own.
-    `settings`: more pgbouncer.ini lines (KEY=VALUE), after --pgbouncer-set."""
+class Daemon:
+    """A pooler that refuses to run as root (PgBouncer, pgpool-II): run as
+    the postgres user from its own directory in the fixture's state
+    directory, started by exec (Popen(user=...)), so the pid we record is
+    its own.  Subclasses set `kind` and `logs` (its log files)."""
 
-    name = "pgbouncer"
+    kind = None
+    logs = ("stdout.log",)
+    valgrind = None
 
-    def __init__(self, workdir, valgrind=None, name="pgbouncer", settings=(),
-                 db_host=fx.SVC_NAME):
-        self.name = name
+    def _make_dir(self):
         self.state = fx.StateDir(fx.DEFAULT_STATE_DIR)
-        self.dir = tempfile.mkdtemp(prefix="pgbouncer-", dir=self.state.path)
+        self.dir = tempfile.mkdtemp(prefix=self.kind + "-",
+                                    dir=self.state.path)
         self.state.record_dir(self.dir)
         os.chmod(self.dir, 0o755)
         fx._chown_postgres(self.dir)
         self.port = fx.free_port(LISTEN)
-        self.valgrind = valgrind
         self.proc = None
         self.start_time = None
+
+    def _write_files(self, files):
+        for name, text in files.items():
+            path = os.path.join(self.dir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            fx._chown_postgres(path)
+
+    def _spawn(self, argv, timeout):
+        out = open(os.path.join(self.dir, "stdout.log"), "ab")
+        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
+                                     group="postgres", extra_groups=[],
+                                     stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+        self.start_time = self.state.record_pid(self.proc.pid, self.kind,
+                                                str(self.port))
+        if not fx.wait_port(LISTEN, self.port, timeout, self.proc):
+            self.stop()
+            raise fx.FixtureError("%s did not start:\n%s"
+                                  % (self.kind, self.log_tail()))
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _terminate(self, sig, timeout):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.state.forget_pid(self.proc.pid)
+        return self.proc.returncode
+
+    def stop(self):
+        # SIGTERM: PgBouncer's immediate shutdown
+        return self._terminate(signal.SIGTERM, 60 if self.valgrind else 15)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state.forget_dir(self.dir)
+
+    def log_tail(self, n=30):
+        text = ""
+        for name in self.logs:
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return "\n".join(text.splitlines()[-n:])
+
+
+class Bouncer(Daemon):
+    """PgBouncer from Debian, as the postgres user (it refuses root).
+    `settings`: more pgbouncer.ini lines (KEY=VALUE), after --pgbouncer-set;
+    db_host: the address its database entry names [the headless name]."""
+
+    name = kind = "pgbouncer"
+    logs = ("pgbouncer.log", "stdout.log")
+
+    def __init__(self, workdir, valgrind=None, name="pgbouncer", settings=(),
+                 db_host=fx.SVC_NAME):
+        self.name = name
+        self._make_dir()
+        self.valgrind = valgrind
         files = {
             "resolv.conf": "nameserver %s\n" % fx.DNS_ADDR,
             # The pods' own SCRAM secret, not the password: with a
@@ -375,67 +454,14 @@ class Bouncer:
                     "%s = %s" % tuple(kv.split("=", 1))
                     for kv in list(ARGS.pgbouncer_set) + list(settings)]
                 + [""])}
-        for name, text in files.items():
-            path = os.path.join(self.dir, name)
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o600)
-            fx._chown_postgres(path)
+        self._write_files(files)
         self.log_path = os.path.join(self.dir, "pgbouncer.log")
 
     def start(self):
         argv = ["/usr/sbin/pgbouncer", os.path.join(self.dir, "pgbouncer.ini")]
         if self.valgrind:
             argv = ["/usr/bin/valgrind"] + self.valgrind + argv
-        out = open(os.path.join(self.dir, "stdout.log"), "ab")
-        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
-                                     group="postgres", extra_groups=[],
-                                     stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        out.close()
-        self.start_time = self.state.record_pid(self.proc.pid, "pgbouncer",
-                                                str(self.port))
-        if not fx.wait_port(LISTEN, self.port, 120 if self.valgrind else 15,
-                            self.proc):
-            self.stop()
-            raise fx.FixtureError("pgbouncer did not start:\n" + self.log_tail())
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)   # immediate shutdown
-            try:
-                self.proc.wait(60 if self.valgrind else 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.state.forget_pid(self.proc.pid)
-        return self.proc.returncode
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.state.forget_dir(self.dir)
-
-    def log_tail(self, n=30):
-        text = ""
-        for name in ("pgbouncer.log", "stdout.log"):
-            try:
-                with open(os.path.join(self.dir, name), errors="replace") as f:
-                    text += f.read()
-            except OSError:
-                pass
-        return "\n".join(text.splitlines()[-n:])
+        return self._spawn(argv, 120 if self.valgrind else 15)
 
 
 # --------------------------------------------------------------------------

@@ -23,23 +23,21 @@ of that row, two transactions) for the share of those reads that a standby
 served and how many did not see their row; then callgrind instructions per
 transaction of pgfleet auto and any.
 
-Called by bench.py's main() with bench.py's module (its helpers, ARGS and
-the `svc` global, which this sets).
+Imported by bench.py's main() (so `__main__` is bench.py, whole): uses its
+helpers and ARGS, and sets its `svc` global.
 """
 
 import os
 import json
-import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
 
 import psycopg
 
-b = None     # bench.py's module
-fx = None    # the fixture module
+import __main__ as b   # bench.py
+fx = b.fx
 
 FLEET_ATTRS = {"pgfleet-auto": "auto", "pgfleet-any": "any",
                "pgfleet-rw": "read-write"}
@@ -60,7 +58,7 @@ INSERT INTO bench_rw_miss (id) VALUES (:id);
 # --------------------------------------------------------------------------
 # pgpool-II
 
-class Pgpool:
+class Pgpool(b.Daemon):
     """pgpool-II from Debian (pgpool2 4.3) as the postgres user, in
     streaming-replication mode over the three pods, load balancing on.
 
@@ -72,18 +70,11 @@ class Pgpool:
     client count of the run, or pgbench's extra clients would never get in.
     Its CPU is the main process's and every child's (cpu_ticks)."""
 
-    name = "pgpool"
+    name = kind = "pgpool"
 
     def __init__(self, workdir, children):
-        self.state = fx.StateDir(fx.DEFAULT_STATE_DIR)
-        self.dir = tempfile.mkdtemp(prefix="pgpool-", dir=self.state.path)
-        self.state.record_dir(self.dir)
-        os.chmod(self.dir, 0o755)
-        fx._chown_postgres(self.dir)
-        self.port = fx.free_port(b.LISTEN)
+        self._make_dir()
         self.pcp_port = fx.free_port(b.LISTEN)
-        self.proc = None
-        self.start_time = None
         self._kids, self._kids_at = [], 0.0
         conf = [
             "backend_clustering_mode = 'streaming_replication'",
@@ -138,38 +129,14 @@ class Pgpool:
             "pool_passwd": "%s:%s\n" % (fx.APP_USER, fx.APP_PASSWORD),
             "pcp.conf": "",
         }
-        for name, text in files.items():
-            path = os.path.join(self.dir, name)
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o600)
-            fx._chown_postgres(path)
+        self._write_files(files)
 
     def start(self):
         argv = ["/usr/sbin/pgpool", "-n", "-D",
                 "-f", os.path.join(self.dir, "pgpool.conf"),
                 "-F", os.path.join(self.dir, "pcp.conf"),
                 "-a", os.path.join(self.dir, "pool_hba.conf")]
-        out = open(os.path.join(self.dir, "stdout.log"), "ab")
-        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
-                                     group="postgres", extra_groups=[],
-                                     stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        out.close()
-        self.start_time = self.state.record_pid(self.proc.pid, "pgpool",
-                                                str(self.port))
-        if not fx.wait_port(b.LISTEN, self.port, 30, self.proc):
-            self.stop()
-            raise fx.FixtureError("pgpool did not start:\n" + self.log_tail())
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self._spawn(argv, 30)
 
     def children(self):
         return fx.children_of(self.proc.pid) if self.proc else []
@@ -191,36 +158,19 @@ class Pgpool:
         return total
 
     def stop(self):
-        if self.proc is None:
-            return None
-        kids = self.children()
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGINT)   # fast shutdown
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid in kids:   # children that outlived a killed parent
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.state.forget_pid(self.proc.pid)
-        return self.proc.returncode
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.state.forget_dir(self.dir)
-
-    def log_tail(self, n=30):
-        try:
-            with open(os.path.join(self.dir, "stdout.log"),
-                      errors="replace") as f:
-                return "\n".join(f.read().splitlines()[-n:])
-        except OSError:
-            return ""
+        kids = []
+        for pid in self.children():
+            started = fx.proc_start_time(pid)
+            if started is not None:
+                kids.append((pid, started))
+        rc = self._terminate(signal.SIGINT, 20)   # fast shutdown
+        for pid, started in kids:   # children that outlived a killed parent
+            if fx.pid_alive(pid, started):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return rc
 
 
 # --------------------------------------------------------------------------
@@ -554,8 +504,7 @@ def phase_raw(poolers, workdir, probe):
 
 
 def main(bench):
-    global b, fx
-    b, fx = bench, bench.fx
+    assert bench is b
     A = b.ARGS
     if A.callgrind_xacts == 1500:   # the independent scenario's default
         A.callgrind_xacts = 600
