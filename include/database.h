@@ -204,6 +204,9 @@ struct route_need {
 	uint8_t want;                /* enum route_want */
 	uint64_t lsn;                /* WANT_READ: replayed at least this (0: any) */
 	const struct replica *avoid; /* WANT_READ: not this one (a retry elsewhere) */
+	/* WANT_READ, for one pick over a database's pools: whether some
+	 * standby fits, worked out once (known) instead of per primary. */
+	bool standbys_known, standbys_fit;
 };
 /* Is r able to take a new transaction that needs `need` (NULL: WANT_DB)? */
 bool replica_eligible_for(const struct replica *r, double now, const struct route_need *need);

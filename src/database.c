@@ -229,7 +229,9 @@ bool replica_eligible_for(const struct replica *r, double now, const struct rout
 	} else if (!replica_healthy(r, now) || (r->role == ROLE_PRIMARY && !no_write_primary(r))) {
 		return false;
 	}
-	return need->want == WANT_WRITE || !database_standby_for(r->db, now, need);
+	if (need->want == WANT_WRITE)
+		return true;
+	return need->standbys_known ? !need->standbys_fit : !database_standby_for(r->db, now, need);
 }
 
 /* ---- one write primary per database (split brain) ------------------------------ */

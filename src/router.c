@@ -59,6 +59,14 @@ static struct pool *pick(struct pool_group *g, double now, const struct route_ne
 	struct pool *cand[64];
 	int n = 0;
 	struct list *it;
+	struct route_need read;
+	if (need && need->want == WANT_READ && !need->standbys_known) {
+		/* whether a standby fits: once, not once per primary */
+		read = *need;
+		read.standbys_known = true;
+		read.standbys_fit = database_standby_for(g->db, now, need);
+		need = &read;
+	}
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
 		if (n < 64 && ok(p) && replica_eligible_for(p->replica, now, need))
