@@ -66,12 +66,17 @@ def entry(tsa="auto", host=fx.SVC_NAME, **extra):
     return s
 
 
+ADMIN, ADMIN_PW = "admin", "admin-secret"
+USERS = {fx.APP_USER: fx.APP_PASSWORD, ADMIN: ADMIN_PW}
+
+
 def start(pgfleet, svc, tsa="auto", settings=None, **extra):
-    """pgfleet with one database, `app`, over the whole service; every pod
-    has passed its first health check in every worker."""
-    s = dict(SETTINGS)
+    """pgfleet with one database, `app`, over the whole service, and an
+    admin console user; every pod has passed its first health check in
+    every worker."""
+    s = dict(SETTINGS, admin_users=ADMIN)
     s.update(settings or {})
-    fleet = pgfleet(settings=s, databases={"app": entry(tsa, **extra)})
+    fleet = pgfleet(settings=s, databases={"app": entry(tsa, **extra)}, users=dict(USERS))
     assert fleet.wait_all_up(svc.addrs, "app", 10), fleet.log_tail()
     return fleet
 
@@ -336,28 +341,28 @@ def test_a_client_reads_its_own_writes(rw, pgfleet, app, request):
 # 2. reads spread over the standbys, writes only on the primary
 
 
+def admin_show(fleet, what):
+    """SHOW `what` on the admin console: a list of dicts."""
+    with psycopg.connect(fleet.dsn(dbname="pgfleet", user=ADMIN, password=ADMIN_PW),
+                         autocommit=True) as conn:
+        conn.prepare_threshold = None
+        cur = conn.execute("SHOW " + what)
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
 def replica_counters(fleet):
     """{addr: xacts} of database app from SHOW REPLICAS (summed over rows:
     one per worker or not)."""
     out = {}
-    with psycopg.connect(fleet.dsn(dbname="pgfleet", user="admin",
-                                   password="admin-secret"),
-                         autocommit=True) as conn:
-        conn.prepare_threshold = None
-        cur = conn.execute("SHOW REPLICAS")
-        cols = [d.name for d in cur.description]
-        for row in cur.fetchall():
-            r = dict(zip(cols, row))
-            if r["database"] == "app":
-                out[r["addr"]] = out.get(r["addr"], 0) + int(r["xacts"])
+    for r in admin_show(fleet, "REPLICAS"):
+        if r["database"] == "app":
+            out[r["addr"]] = out.get(r["addr"], 0) + int(r["xacts"])
     return out
 
 
 def test_reads_spread_over_the_standbys_writes_stay_on_the_primary(rw, pgfleet):
-    s = dict(SETTINGS, admin_users="admin")
-    fleet = pgfleet(settings=s, databases={"app": entry()},
-                    users={fx.APP_USER: fx.APP_PASSWORD, "admin": "admin-secret"})
-    assert fleet.wait_all_up(rw.addrs, "app", 10), fleet.log_tail()
+    fleet = start(pgfleet, rw)
     primary, standbys = names(rw)
     readers, reads, writes = 4, 60, 120
     seen, wrote, errors = [], [], []
@@ -411,6 +416,26 @@ def test_reads_spread_over_the_standbys_writes_stay_on_the_primary(rw, pgfleet):
         return (sum(delta.get(a, 0) for a in s_addrs) == len(seen)
                 and delta.get(p_addr) == writes)
     assert fx.wait_until(counted, 5), delta
+
+
+def test_auto_from_the_environment(rw, pgfleet):
+    """The ConfigMap way: DB_HOST/DB_USER/DB_PASSWORD and
+    PGFLEET_TARGET_SESSION_ATTRS=auto, no file."""
+    fleet = pgfleet(config_file=False, users={}, settings=dict(SETTINGS),
+                    env={"DB_HOST": fx.SVC_NAME, "DB_USER": fx.APP_USER,
+                         "DB_PASSWORD": fx.APP_PASSWORD,
+                         "PGFLEET_TARGET_SESSION_ATTRS": "auto"})
+    primary, standbys = names(rw)
+    with guarded(fleet, 60) as conn:
+        # The wildcard entry makes its pool at this first login: reads take
+        # the primary until a standby's first check has passed.
+        assert fx.wait_until(lambda: where(conn) in standbys, 10), fleet.log_tail()
+        assert fx.wait_until(lambda: {where(conn) for _ in range(10)} == standbys, 10)
+        for k in range(20):
+            assert where(conn, "INSERT INTO ryw_rows (id, app) VALUES (%d, 'env') "
+                         "RETURNING (%s)" % (9500000 + k, WHERE_SQL)) == primary
+            assert where(conn, RYW_READ % (9500000 + k)) in standbys | {primary}
+            assert conn.execute(RYW_READ % (9500000 + k)).fetchone()[1] == 9500000 + k
 
 
 # ---------------------------------------------------------------------------
@@ -895,3 +920,16 @@ def test_two_primaries_never_both_take_writes(service, pgfleet, sb_rows, tsa):
     assert sorted(counts) == [0, 0, 400], (counts, fleet.log_tail())
     assert len(set(landed)) == 1, set(landed)
     assert missed == [], missed[:20]
+    # The one that took them: the same timeline everywhere, so the lowest
+    # address, as SHOW REPLICAS says; the split brain is said once.
+    assert landed[0] == "pod0", landed[0]
+    writers = {r["addr"] for r in admin_show(fleet, "REPLICAS")
+               if r["database"] == "app" and r["write_primary"] == "yes"}
+    assert writers == {fx.pod_addr(0)}, writers
+    dbs = [r for r in admin_show(fleet, "DATABASES") if r["name"] == "app"]
+    assert [int(r["primaries"]) for r in dbs] == [3], dbs
+    assert fleet.log_text().count('msg="several primaries (split brain)" db=app') == 1, \
+        fleet.log_tail()
+    status, body = fleet.http_get("/metrics")
+    assert 'pgfleet_database_primaries{database="app"} 3' in body, \
+        [l for l in body.splitlines() if "primaries" in l]
