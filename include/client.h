@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "database.h"
 #include "params.h"
+#include "sqlroute.h"
 
 struct pool_group;
 struct server;
@@ -112,6 +113,26 @@ struct client {
 	 * statement is no such RESET). */
 	const struct param_set *reset_stmt, *reset_portal;
 	uint8_t clean_parse_watch;
+	/* target_session_attrs = auto (issue 19): what the transaction under
+	 * way needs of a replica (set as it starts, kept while it waits), the
+	 * session's SET pgfleet.route (enum sqlroute_pref), whether this link
+	 * serves a classified read, whether a Query or Sync went out on it
+	 * since (the next statement may start a new transaction), and whether
+	 * a statement that is no read waits for the read's replies. */
+	struct route_need need;
+	uint8_t route_pref;
+	bool xact_read;
+	bool route_boundary;
+	bool route_hold;
+	bool route_seen; /* the Query at hand was classified already */
+	/* SET pgfleet.route as the unnamed statement (route_extended): 0 none,
+	 * 1 parsed, 2 bound to the unnamed portal; what it sets. */
+	uint8_t route_ext;
+	struct sqlroute_answer route_ext_answer;
+	/* Read-your-writes: the primary's WAL position after this client's
+	 * last transaction that may have written; its reads need a standby
+	 * that has replayed it (0: none). */
+	uint64_t ryw_lsn;
 };
 
 #define CLIENT_CLEAN_PARSE_MAX 512

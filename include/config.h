@@ -19,7 +19,9 @@ enum pool_mode { POOL_SESSION, POOL_TRANSACTION, POOL_STATEMENT };
 /* AUTH_HBA: the method comes from auth_hba_file, per client (hba.h) */
 enum auth_type { AUTH_TRUST, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM, AUTH_HBA };
 /* libpq's target_session_attrs vocabulary */
-enum tsa { TSA_ANY, TSA_READ_WRITE, TSA_READ_ONLY, TSA_PRIMARY, TSA_STANDBY, TSA_PREFER_STANDBY };
+enum tsa { TSA_ANY, TSA_READ_WRITE, TSA_READ_ONLY, TSA_PRIMARY, TSA_STANDBY, TSA_PREFER_STANDBY,
+	   /* pgfleet's own (issue 19): each transaction by its first statement */
+	   TSA_AUTO };
 enum load_balance { LB_LEAST_CONN, LB_ROUND_ROBIN, LB_RANDOM };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
 enum tls_mode { TLS_DISABLE, TLS_ALLOW, TLS_PREFER, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
@@ -81,6 +83,10 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	/* issue 15 item 8: health-check logins run on helper threads, at most this many */        \
 	X(health_check_max_logins, INT, "100")                                                     \
 	X(max_replica_lag, TIME, "0")                                                              \
+	/* issue 19: statement-level read/write routing */                                         \
+	X(target_session_attrs, TSA, "any")                                                        \
+	X(read_your_writes, BOOL, "1")                                                             \
+	X(route_cache_size, INT, "1000")                                                           \
 	X(ban_time, TIME, "30")                                                                    \
 	X(dns_max_ttl, TIME, "15")                                                                 \
 	X(dns_nxdomain_ttl, TIME, "15")                                                            \
@@ -225,6 +231,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 #define CFG_CTYPE_POOLMODE int
 #define CFG_CTYPE_AUTHTYPE int
 #define CFG_CTYPE_LB int
+#define CFG_CTYPE_TSA int
 #define CFG_CTYPE_LOGFMT int
 #define CFG_CTYPE_TLSMODE int
 #define CFG_CTYPE_SSTATE int
@@ -242,7 +249,7 @@ struct db_config {
 	char *auth_dbname;  /* NULL: the global auth_dbname */
 	int pool_size;      /* -1: default_pool_size */
 	int pool_mode;      /* -1: the global pool_mode */
-	int tsa;            /* enum tsa, default TSA_ANY */
+	int tsa;            /* enum tsa, -1: the global target_session_attrs */
 	double max_replica_lag; /* < 0: the global max_replica_lag */
 	int min_pool_size;      /* -1: the global min_pool_size */
 	int reserve_pool_size;  /* -1: the global reserve_pool_size ("reserve_pool" too) */

@@ -45,6 +45,9 @@ struct replica {
 	enum replica_state state;
 	enum replica_role role;
 	double lag_s;
+	/* Standby: the WAL position it has replayed, as last seen (health
+	 * checks, read-your-writes probes); 0 = not known.  Primary: 0. */
+	uint64_t replay_lsn;
 	double retry_at; /* DOWN: when a login may be retried (no health checks);
 			    BANNED: when the ban ends */
 	int fails;       /* failures in a row (checks and logins) */
@@ -145,6 +148,28 @@ bool replica_set_role(struct replica *r, enum replica_role role, const char *why
 bool replica_lag_ok(const struct replica *r);
 /* Is r able to take a new transaction for db's target_session_attrs? */
 bool replica_eligible(const struct replica *r, double now);
+/* db's target_session_attrs: its entry's, else the global setting's. */
+int database_tsa(const struct database *db);
+
+/*
+ * target_session_attrs = auto routes each transaction by its first
+ * statement (client.c classifies, sqlroute.h): what it needs of a replica.
+ */
+enum route_want {
+	WANT_DB = 0, /* whatever the database's target_session_attrs takes */
+	WANT_WRITE,  /* the (one) primary that takes writes */
+	WANT_READ,   /* a standby within max_replica_lag that has replayed
+		      * `lsn`; the primary when no standby can */
+};
+struct route_need {
+	uint8_t want;                /* enum route_want */
+	uint64_t lsn;                /* WANT_READ: replayed at least this (0: any) */
+	const struct replica *avoid; /* WANT_READ: not this one (a retry elsewhere) */
+};
+/* Is r able to take a new transaction that needs `need` (NULL: WANT_DB)? */
+bool replica_eligible_for(const struct replica *r, double now, const struct route_need *need);
+/* Could any standby of db take a read that needs `need`? */
+bool database_standby_for(const struct database *db, double now, const struct route_need *need);
 /* libpq's keywords for a connection of pgfleet's own to r (health checks,
  * auth_query lookups), reaching it as the pooled connections do: hostaddr
  * and host (the name verify-full checks), port, dbname, the server_tls_*

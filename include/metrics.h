@@ -99,7 +99,12 @@ enum metric_type {
 	  METRIC_LABELS("host", "result"), METRIC_NO_LABELS,                                       \
 	  "DNS lookups of a database host, by result (a failure keeps the last answer).")          \
 	X(DNS_ADDRESSES, "pgfleet_dns_addresses", GAUGE, INT, FIRST, METRIC_LABELS("host"),        \
-	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")
+	  METRIC_NO_LABELS, "Addresses in a host's last good DNS answer.")                         \
+	X(ROUTE_PARSES, "pgfleet_route_parses_total", COUNTER, INT, SUM, METRIC_NO_LABELS,         \
+	  METRIC_NO_LABELS,                                                                        \
+	  "Statements target_session_attrs = auto had PostgreSQL's parser classify (cache misses).") \
+	X(ROUTE_CACHE_HITS, "pgfleet_route_cache_hits_total", COUNTER, INT, SUM, METRIC_NO_LABELS, \
+	  METRIC_NO_LABELS, "Statements classified from the cache of earlier answers.")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -30,6 +30,7 @@ struct pool_group {
 	char user[NAME_MAX_LEN];
 	struct statlist waiting; /* CLIENT_WAITING, FIFO */
 	struct statlist active;  /* CLIENT_ACTIVE */
+	int waits[3];            /* waiting clients by their need's enum route_want */
 	struct list pools;       /* struct pool, one per replica */
 	struct wbuf welcome;     /* ParameterStatus messages a new client gets: the newest login's */
 	bool have_welcome;
@@ -159,9 +160,10 @@ bool pool_yield_server(const struct pool *p);
  * Must not: check out before a router is set.
  */
 struct pool_router {
-	struct pool *(*pick)(struct pool_group *g, double now);
-	struct pool *(*pick_idle)(struct pool_group *g, double now);
-	struct pool *(*pick_launch)(struct pool_group *g, double now);
+	struct pool *(*pick)(struct pool_group *g, double now, const struct route_need *need);
+	struct pool *(*pick_idle)(struct pool_group *g, double now, const struct route_need *need);
+	struct pool *(*pick_launch)(struct pool_group *g, double now,
+				    const struct route_need *need);
 	void (*explain)(struct pool_group *g, double now, char *buf, unsigned len);
 };
 void pool_set_router(const struct pool_router *r);

@@ -16,6 +16,7 @@
 #ifndef PGFLEET_PREPARED_H
 #define PGFLEET_PREPARED_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,6 +32,10 @@ struct pstmt {
 	bool drops_all;     /* DISCARD ALL / DEALLOCATE ALL: running it drops every statement */
 	bool unsure;        /* DO, CALL, ...: running it may change statements unseen */
 	bool sets;          /* SET, RESET, set_config(): running it may change settings */
+	/* target_session_attrs = auto: the text's enum sqlroute_class plus 1,
+	 * once a Bind needed it (0: not classified yet).  Shared by every
+	 * worker: written and read relaxed; every writer writes the same. */
+	_Atomic uint8_t route;
 	uint8_t body[];     /* Parse body after the name: query\0, int16 n, n x int32 */
 };
 

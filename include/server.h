@@ -43,6 +43,9 @@ enum req_kind {
 			 session's settings back, or giving back startup values
 			 after a RESET; the client's turn may end at its
 			 ReadyForQuery */
+	REQ_ROUTE,    /* SET/RESET pgfleet.route, which pgfleet answers itself
+			 (note: the tag, or with sqlstate the error), then
+			 ReadyForQuery */
 };
 
 enum req_action {
@@ -166,6 +169,14 @@ void server_forget_statements(struct server *s);
 void server_distrust_statements(struct server *s);
 /* Answers the client itself with an ErrorResponse in turn (the server gets
  * nothing); the client's messages up to Sync are then skipped. */
+/* SET/RESET pgfleet.route answered in turn: `text` is the command tag, or
+ * with a sqlstate the error's message; ReadyForQuery follows. */
+void server_queue_route(struct server *s, const char *sqlstate, const char *text);
+/* A reply pgfleet gives in turn for a message it kept from the server:
+ * REQ_PARSE, REQ_BIND, REQ_CLOSE (their Complete), REQ_DESCRIBE (NoData;
+ * mark "S": of a statement, ParameterDescription first), REQ_EXECUTE
+ * (CommandComplete with tag `text`). */
+void server_queue_fake(struct server *s, enum req_kind kind, const char *mark, const char *text);
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg);
 /* Tells the client msg in a NoticeResponse (NOTICE, sqlstate) once every
  * reply to what it sent before is out: it changes nothing else. */

@@ -37,6 +37,7 @@ struct sqlroute_answer {
 	uint8_t pref;   /* SQLROUTE_SET_ROUTE: enum sqlroute_pref */
 	bool hinted;    /* a leading pgfleet:primary / pgfleet:standby comment decided */
 	bool local;     /* SQLROUTE_SET_ROUTE: SET LOCAL (refused: pgfleet.route is per session) */
+	bool reset;     /* SQLROUTE_SET_ROUTE: RESET (the command tag is RESET) */
 };
 
 /*

@@ -59,7 +59,12 @@ struct histogram {
 	X(wait_us, assignments, "total_wait_time", "avg_wait_time", "wait_time",                   \
 	  "pgfleet_client_wait_seconds_total", 1e-6,                                               \
 	  "Time clients waited for a server connection of the replica.")                           \
-	X(assignments, second, NULL, NULL, NULL, NULL, 1, "Server connections handed to clients.")
+	X(assignments, second, NULL, NULL, NULL, NULL, 1, "Server connections handed to clients.") \
+	X(reads, second, NULL, NULL, NULL, "pgfleet_routed_reads_total", 1,                        \
+	  "Transactions target_session_attrs = auto routed as reads, by replica (a standby, or "  \
+	  "the primary when no standby could take them).")                                        \
+	X(writes, second, NULL, NULL, NULL, "pgfleet_routed_writes_total", 1,                      \
+	  "Transactions target_session_attrs = auto routed to the primary as writes.")
 
 /* STATS_F_xacts, ...: each counter's index; STATS_F_second = "per second". */
 enum stats_field {

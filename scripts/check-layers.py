@@ -32,7 +32,7 @@ import sys
 # discovery sits in I/O: a resolver that reports changed answers.
 LAYERS = [
     ("foundations", """log list iobuf intern proto scram params prepared
-        sqlinspect table config config_ini config_env authfile
+        sqlinspect sqlroute table config config_ini config_env authfile
         hba runtime"""),
     ("I/O", "conn batch tls mailbox discovery"),
     ("model", "stats metrics database pool server client auth authquery cancel txn"),

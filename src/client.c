@@ -33,6 +33,7 @@
 #include "scram.h"
 #include "server.h"
 #include "sqlinspect.h"
+#include "sqlroute.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
@@ -70,6 +71,7 @@ void client_set_state(struct client *c, enum client_state st)
 		break;
 	case CLIENT_WAITING:
 		statlist_remove(&c->group->waiting, &c->node);
+		c->group->waits[c->need.want]--;
 		break;
 	case CLIENT_ACTIVE:
 		statlist_remove(&c->group->active, &c->node);
@@ -89,6 +91,7 @@ void client_set_state(struct client *c, enum client_state st)
 	case CLIENT_WAITING:
 		c->wait_start = fleet_now();
 		statlist_append(&c->group->waiting, &c->node);
+		c->group->waits[c->need.want]++;
 		break;
 	case CLIENT_ACTIVE:
 		statlist_append(&c->group->active, &c->node);
@@ -1712,6 +1715,369 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
 	return FWD_DONE;
 }
 
+/* ---- target_session_attrs = auto ------------------------------------------ */
+
+/* Transaction and statement pooling: each transaction by its first
+ * statement.  (Session pooling keeps one connection for the session:
+ * auto sends it to the primary, which can run anything.) */
+static bool client_routed(const struct client *c)
+{
+	return c->db && database_tsa(c->db) == TSA_AUTO && client_pool_mode(c) != POOL_SESSION;
+}
+
+static void classify(const char *text, size_t len, struct sqlroute_answer *a)
+{
+	sqlroute_classify_cached(text, len, inspect_max(), (unsigned)fleet.cfg.route_cache_size, a);
+}
+
+/* A named statement's class, worked out at its first Bind and kept with it. */
+static uint8_t statement_class(struct pstmt *ps)
+{
+	uint8_t known = atomic_load_explicit(&ps->route, memory_order_relaxed);
+	if (known)
+		return (uint8_t)(known - 1);
+	const char *text = (const char *)ps->body;
+	const char *end = memchr(text, 0, ps->body_len);
+	struct sqlroute_answer a = {0};
+	if (end)
+		classify(text, (size_t)(end - text), &a);
+	atomic_store_explicit(&ps->route, (uint8_t)(a.cls + 1), memory_order_relaxed);
+	return a.cls;
+}
+
+/*
+ * The class of the statement the message at b->parsed carries: a Query's
+ * or a Parse's text, a Bind's named statement; anything else (and a text
+ * too big to look at) counts as one for the primary.  Query and Parse are
+ * read whole first (need_whole).
+ */
+static enum fwd route_class(struct client *c, uint8_t type, uint32_t len, struct sqlroute_answer *a,
+			    bool *unnamed)
+{
+	memset(a, 0, sizeof(*a));
+	if ((type != 'Q' && type != 'P' && type != 'B') || len + 1 > IOBUF_MAX_WHOLE)
+		return FWD_STREAM;
+	enum fwd w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	const uint8_t *body = c->io.in->data + c->io.in->parsed + 5;
+	struct pkt_reader r = pkt_reader_init(body, len - 4);
+	if (type == 'Q') {
+		if (len >= 5 && body[len - 5] == 0)
+			classify((const char *)body, len - 5, a);
+		return FWD_STREAM; /* malformed: on_query refuses it */
+	}
+	const char *name = pkt_get_str(&r);
+	const char *text = pkt_get_str(&r);
+	if (!text)
+		return FWD_STREAM;
+	if (type == 'P') {
+		classify(text, strlen(text), a);
+		*unnamed = !*name;
+		if (a->cls == SQLROUTE_SET_ROUTE && *name)
+			a->cls = SQLROUTE_PRIMARY; /* refused by on_parse */
+		return FWD_STREAM;
+	}
+	/* Bind: portal `name`, statement `text`.  The unnamed statement's
+	 * class is its Parse's, earlier in the batch (*unnamed, the caller
+	 * checked it); one parsed in an earlier transaction goes to the
+	 * primary, which can run anything. */
+	if (!*text && *unnamed) {
+		a->cls = SQLROUTE_READ;
+		return FWD_STREAM;
+	}
+	struct pstmt *ps = *text && statements_on() ? prepared_client_lookup(c->stmts, text) : NULL;
+	if (ps)
+		a->cls = statement_class(ps);
+	return FWD_STREAM;
+}
+
+/* Is a statement of class `cls` a read, pgfleet.route and hints counted? */
+static bool route_is_read(const struct client *c, const struct sqlroute_answer *a)
+{
+	if (a->cls == SQLROUTE_SET_ROUTE)
+		return false;
+	if (!a->hinted && c->route_pref != SQLROUTE_PREF_AUTO)
+		return c->route_pref == SQLROUTE_PREF_STANDBY;
+	return a->cls == SQLROUTE_READ || a->cls == SQLROUTE_BEGIN_READ;
+}
+
+/*
+ * The class of the transaction the client's buffered messages start at
+ * b->parsed.  A simple Query is one transaction (its own class).  Over the
+ * extended protocol every statement up to the Sync (or Flush) runs in one
+ * implicit transaction: it is a read only when each Parse and Bind in it
+ * is one.  The batch is read from the buffer (drivers send it at once);
+ * FWD_WAIT until it is all there, unless the buffer is full: then (and for
+ * any other message) the primary, which can run anything.  *single: the
+ * first message is a Query (a SET pgfleet.route is answered alone).
+ */
+static enum fwd route_batch(struct client *c, uint8_t type, uint32_t len,
+			    struct sqlroute_answer *out, bool *single)
+{
+	*single = type == 'Q';
+	bool unnamed = false; /* the unnamed statement of this batch is a read */
+	if (type != 'P' && type != 'B')
+		return route_class(c, type, len, out, &unnamed);
+	enum fwd w = route_class(c, type, len, out, &unnamed);
+	if (w != FWD_STREAM || !route_is_read(c, out))
+		return w;
+	const struct iobuf *b = c->io.in;
+	uint32_t pos = b->parsed + len + 1;
+	for (;;) {
+		if (b->recv - pos < 5)
+			break;
+		uint8_t t = b->data[pos];
+		uint32_t l = (uint32_t)b->data[pos + 1] << 24 | (uint32_t)b->data[pos + 2] << 16 |
+			     (uint32_t)b->data[pos + 3] << 8 | b->data[pos + 4];
+		if (l < 4 || l > (uint64_t)fleet.cfg.max_packet_size || t == 'Q' || t == 'F') {
+			memset(out, 0, sizeof(*out)); /* forward_to_server deals with it */
+			return FWD_STREAM;
+		}
+		if (t == 'S' || t == 'H')
+			return FWD_STREAM; /* the batch is whole: every statement a read */
+		if (b->recv - pos < l + 1)
+			break;
+		if (t == 'P' || t == 'B') {
+			/* route_class reads the message at b->parsed: look at this
+			 * one in place with the same code. */
+			struct sqlroute_answer a;
+			uint32_t keep = c->io.in->parsed;
+			c->io.in->parsed = pos;
+			w = route_class(c, t, l, &a, &unnamed);
+			c->io.in->parsed = keep;
+			if (w != FWD_STREAM)
+				return w;
+			if (!route_is_read(c, &a)) {
+				*out = a;
+				return FWD_STREAM;
+			}
+		}
+		pos += l + 1;
+	}
+	if (b->recv == b->size) {
+		memset(out, 0, sizeof(*out)); /* more than the buffer holds: the primary */
+		return FWD_STREAM;
+	}
+	return FWD_WAIT;
+}
+
+static const char *const route_pref_names[] = {"auto", "primary", "standby"};
+
+/* SET/RESET pgfleet.route: pgfleet's own session setting, never sent to a
+ * server.  NULL when it took (*msg: the command tag), else the SQLSTATE of
+ * the refusal in the server's words (*msg: its message). */
+static const char *route_apply(struct client *c, const struct sqlroute_answer *a,
+			       const char **msg)
+{
+	if (a->local) {
+		*msg = "SET LOCAL pgfleet.route is not supported: pgfleet.route is set for the "
+		       "session";
+		return "0A000";
+	}
+	if (a->pref >= SQLROUTE_PREF_INVALID) {
+		*msg = "invalid value for parameter \"pgfleet.route\": expected primary, standby "
+		       "or auto";
+		return "22023";
+	}
+	c->route_pref = a->pref;
+	log_kv(LOG_DEBUG, "route set", "client", c->addr_str, "route", route_pref_names[a->pref],
+	       NULL);
+	*msg = a->reset ? "RESET" : "SET";
+	return NULL;
+}
+
+/* A simple Query of SET pgfleet.route while no transaction is under way:
+ * answered here, ReadyForQuery 'I' after. */
+static void route_answer_query(struct client *c, uint32_t len, const struct sqlroute_answer *a)
+{
+	const char *msg;
+	const char *sqlstate = route_apply(c, a, &msg);
+	if (sqlstate) {
+		proto_error(&c->io.out, "ERROR", sqlstate, msg);
+	} else {
+		uint32_t m = proto_begin(&c->io.out, 'C');
+		proto_put_str(&c->io.out, msg);
+		proto_end(&c->io.out, m);
+	}
+	proto_ready(&c->io.out, 'I');
+	consume(c, len + 1);
+	enum io_result r = conn_flush(&c->io);
+	if (r == IO_ERROR)
+		client_close(c, NULL, "write to client failed");
+	else if (r == IO_AGAIN)
+		conn_write_enable(&c->io, true);
+}
+
+/* A simple Query on a link: SET pgfleet.route is answered in turn (the
+ * server's transaction status after it), anything else goes on.  The
+ * first Query of the link was looked at by route_first already. */
+static enum fwd route_query_linked(struct client *c, struct server *s, uint32_t len)
+{
+	if (c->route_seen) {
+		c->route_seen = false;
+		return FWD_STREAM;
+	}
+	struct sqlroute_answer a;
+	bool unnamed = false;
+	enum fwd w = route_class(c, 'Q', len, &a, &unnamed);
+	if (w != FWD_STREAM || a.cls != SQLROUTE_SET_ROUTE)
+		return w;
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	const char *msg;
+	const char *sqlstate = route_apply(c, &a, &msg);
+	consume(c, len + 1);
+	server_queue_route(s, sqlstate, msg);
+	return FWD_DONE;
+}
+
+/*
+ * SET pgfleet.route over the extended protocol, as the unnamed statement
+ * (pgjdbc, node-postgres with parameters): pgfleet answers its Parse,
+ * Bind, Describe, Execute and Close itself, in turn; the Sync goes to the
+ * server as usual.  Under a name it is refused (0A000): pgfleet would have
+ * to keep it apart from the server's statements for the session.
+ */
+static enum fwd route_extended(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	enum fwd w;
+	if (type == 'P') {
+		struct sqlroute_answer a;
+		bool unnamed = false;
+		w = route_class(c, 'P', len, &a, &unnamed);
+		if (w != FWD_STREAM)
+			return w;
+		if (unnamed)
+			c->route_ext = 0; /* a new unnamed statement */
+		if (a.cls != SQLROUTE_SET_ROUTE || a.hinted)
+			return FWD_STREAM;
+		if (!unnamed)
+			return refuse_parse(c, s, len, "0A000",
+					    "SET pgfleet.route cannot be prepared under a name: send it "
+					    "as a simple query or the unnamed statement");
+		if (!flush_parsed(c, s))
+			return FWD_WAIT;
+		c->route_ext_answer = a;
+		c->route_ext = 1; /* parsed */
+		consume(c, len + 1);
+		server_queue_fake(s, REQ_PARSE, NULL, NULL);
+		return FWD_DONE;
+	}
+	if (type == 'S' && c->route_ext == 2)
+		c->route_ext = 1; /* the transaction's end drops the portal */
+	if (!c->route_ext || (type != 'B' && type != 'D' && type != 'E' && type != 'C'))
+		return FWD_STREAM;
+	w = need_whole(c, len + 1);
+	if (w != FWD_STREAM)
+		return w;
+	struct pkt_reader r = pkt_reader_init(c->io.in->data + c->io.in->parsed + 5, len - 4);
+	uint8_t what = type == 'B' ? 'B' : pkt_get_u8(&r);
+	const char *name = pkt_get_str(&r);
+	const char *stmt = type == 'B' ? pkt_get_str(&r) : NULL;
+	if (!name || (type == 'B' && !stmt))
+		return FWD_STREAM; /* malformed: the usual handling refuses it */
+	if (type == 'B' && !*name && *stmt)
+		c->route_ext = 1; /* the unnamed portal is another statement's now */
+	bool ours = type == 'B'   ? !*stmt && !*name
+		    : type == 'E' ? c->route_ext == 2 && !*name
+				  : !*name && (what == 'S' || (what == 'P' && c->route_ext == 2));
+	if (!ours)
+		return FWD_STREAM;
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	consume(c, len + 1);
+	const char *msg, *sqlstate;
+	switch (type) {
+	case 'B':
+		c->route_ext = 2; /* bound to the unnamed portal */
+		server_queue_fake(s, REQ_BIND, NULL, NULL);
+		break;
+	case 'D':
+		server_queue_fake(s, REQ_DESCRIBE, what == 'S' ? "S" : NULL, NULL);
+		break;
+	case 'E':
+		sqlstate = route_apply(c, &c->route_ext_answer, &msg);
+		if (sqlstate) {
+			server_queue_error(s, sqlstate, msg);
+			c->skip_to_sync = true; /* as the server skips after an error */
+		} else {
+			server_queue_fake(s, REQ_EXECUTE, NULL, msg);
+		}
+		break;
+	default: /* 'C' */
+		if (what == 'S')
+			c->route_ext = 0;
+		server_queue_fake(s, REQ_CLOSE, NULL, NULL);
+		break;
+	}
+	return FWD_DONE;
+}
+
+/* The need of the transaction the class starts, with pgfleet.route's say. */
+static void route_need_set(struct client *c, const struct sqlroute_answer *a)
+{
+	bool read = route_is_read(c, a);
+	c->need.want = read ? WANT_READ : WANT_WRITE;
+	c->need.lsn = read && fleet.cfg.read_your_writes ? c->ryw_lsn : 0;
+	c->need.avoid = NULL;
+	c->xact_read = read;
+	c->route_boundary = false;
+	c->route_hold = false;
+	c->route_seen = a->cls != SQLROUTE_SET_ROUTE;
+}
+
+/* Before a checkout: routes the transaction that starts with the message
+ * at hand.  FWD_STREAM: c->need is set; FWD_DONE: answered here;
+ * FWD_WAIT / FWD_CLOSED as need_whole. */
+static enum fwd route_first(struct client *c, uint8_t type, uint32_t len)
+{
+	if (!client_routed(c)) {
+		c->need.want = c->db && database_tsa(c->db) == TSA_AUTO ? WANT_WRITE : WANT_DB;
+		return FWD_STREAM;
+	}
+	struct sqlroute_answer a;
+	bool single;
+	enum fwd w = route_batch(c, type, len, &a, &single);
+	if (w != FWD_STREAM)
+		return w;
+	if (a.cls == SQLROUTE_SET_ROUTE && single) {
+		route_answer_query(c, len, &a);
+		return FWD_DONE;
+	}
+	route_need_set(c, &a);
+	return FWD_STREAM;
+}
+
+/*
+ * On a link that serves a read, after a Query or Sync went out: the next
+ * statement may start a transaction of its own (a pipeline), and one that
+ * is no read must not reach the standby.  It waits for the replies owed;
+ * then either the transaction is over and it is routed afresh, or an open
+ * block goes on here (BEGIN READ ONLY: the server refuses a write in it).
+ */
+static enum fwd route_next(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	if (type != 'Q' && type != 'P' && type != 'B' && type != 'F')
+		return FWD_STREAM;
+	if (s->q_len == 0 && s->xact_status != 'I') {
+		c->route_boundary = false; /* an open block: it goes on here */
+		return FWD_STREAM;
+	}
+	struct sqlroute_answer a;
+	bool single;
+	enum fwd w = route_batch(c, type, len, &a, &single);
+	if (w != FWD_STREAM)
+		return w;
+	if (route_is_read(c, &a)) {
+		c->route_boundary = false;
+		c->route_seen = single;
+		return FWD_STREAM;
+	}
+	c->route_hold = true; /* forward_to_client resumes when the replies are in */
+	return FWD_WAIT;
+}
+
 /* Simple queries, looked at whole and of any length (sqlinspect.c):
  * DEALLOCATE <name> of a statement pgfleet renamed is answered by pgfleet;
  * a text naming one of pgfleet's statements is refused; DISCARD ALL,
@@ -1719,6 +2085,11 @@ static enum fwd on_close(struct client *c, struct server *s, uint32_t len)
  * statements untrusted (server_distrust_statements). */
 static enum fwd on_query(struct client *c, struct server *s, uint32_t len)
 {
+	if (client_routed(c)) {
+		enum fwd f = route_query_linked(c, s, len);
+		if (f != FWD_STREAM)
+			return f;
+	}
 	unsigned watch = inspect_watch(c);
 	if (!watch) {
 		server_queue_push(s, REQ_QUERY, REQ_PASS, NULL);
@@ -1830,6 +2201,22 @@ static bool forward_to_server(struct client *c)
 		if (type == 'S')
 			c->skip_to_sync = false;
 		enum fwd f = FWD_STREAM;
+		if (c->route_boundary) {
+			f = route_next(c, s, type, len);
+			if (f == FWD_WAIT)
+				break;
+			if (f == FWD_CLOSED)
+				return false;
+		}
+		if ((type == 'P' || c->route_ext) && client_routed(c)) {
+			f = route_extended(c, s, type, len);
+			if (f == FWD_WAIT)
+				break;
+			if (f == FWD_CLOSED)
+				return false;
+			if (f == FWD_DONE)
+				continue;
+		}
 		switch (type) {
 		case 'X':
 			terminate = true;
@@ -1867,6 +2254,8 @@ static bool forward_to_server(struct client *c)
 		}
 		if (f == FWD_CLOSED)
 			return false;
+		if ((type == 'Q' || type == 'S') && f != FWD_WAIT)
+			c->route_boundary = c->xact_read;
 		if (s->overflow) {
 			/* Its request was not recorded: never sent, its reply unroutable. */
 			client_close(c, "54000",
@@ -1963,6 +2352,11 @@ static void client_process(struct client *c)
 						     len, type);
 					return;
 				}
+				enum fwd rf = route_first(c, type, len);
+				if (rf == FWD_DONE)
+					continue;
+				if (rf != FWD_STREAM)
+					return;
 				if (!pool_checkout(c)) { /* also while PAUSEd: it waits in line */
 					if (c->state == CLIENT_WAITING)
 						keep_reading_while_waiting(c);

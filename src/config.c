@@ -45,7 +45,7 @@
 #define ERRLEN 512
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 enum stype { T_STR, T_INT, T_BOOL, T_TIME, T_POOLMODE, T_AUTHTYPE, T_LB, T_LOGFMT, T_TLSMODE,
-	     T_SSTATE };
+	     T_SSTATE, T_TSA };
 
 struct setting {
 	const char *name;
@@ -115,6 +115,7 @@ static const char *const tsa_names[] = {
     [TSA_PRIMARY] = "primary",
     [TSA_STANDBY] = "standby",
     [TSA_PREFER_STANDBY] = "prefer-standby",
+    [TSA_AUTO] = "auto",
     NULL,
 };
 
@@ -149,6 +150,8 @@ static const struct {
     {"server_scram_max_iterations", 1, 10000000},
     /* the largest text worth buffering whole (IOBUF_MAX_WHOLE) */
     {"max_inspected_query_size", 0, 1024 * 1024},
+    /* issue 19: per worker; 0 = every statement parsed */
+    {"route_cache_size", 0, 1000000},
     /* issue 15: a cap, not a switch: 0 would mean a "*" entry that works
      * for nobody, "unlimited" would bring back the unbounded list. */
     {"max_auto_databases", 1, 1000000},
@@ -274,6 +277,8 @@ static const char *const *enum_names(enum stype t)
 		return tls_names;
 	case T_SSTATE:
 		return sstate_names;
+	case T_TSA:
+		return tsa_names;
 	default:
 		return NULL;
 	}
@@ -573,6 +578,7 @@ static bool parse_value(size_t idx, const char *text, union value *v, char *err,
 	case T_LOGFMT:
 	case T_TLSMODE:
 	case T_SSTATE:
+	case T_TSA:
 		return parse_enum(enum_names(st->type), text, &v->e, err, errlen);
 	}
 	abort();
@@ -1027,7 +1033,7 @@ struct db_config *config_db_add(struct config *cfg, const char *name, const char
 	    .port = 5432,
 	    .pool_size = -1,
 	    .pool_mode = -1,
-	    .tsa = TSA_ANY,
+	    .tsa = -1,
 	    .max_replica_lag = -1,
 	    .min_pool_size = -1,
 	    .reserve_pool_size = -1,
@@ -1493,7 +1499,7 @@ const char *config_pool_mode_name(int mode)
 
 const char *config_tsa_name(int tsa)
 {
-	if (tsa < TSA_ANY || tsa > TSA_PREFER_STANDBY)
+	if (tsa < TSA_ANY || tsa > TSA_AUTO)
 		return "unknown";
 	return tsa_names[tsa];
 }

@@ -136,12 +136,19 @@ static bool standby_available(const struct database *db, double now)
 	return false;
 }
 
+int database_tsa(const struct database *db)
+{
+	int tsa = db->cfg ? db->cfg->tsa : -1;
+	return tsa >= 0 ? tsa : (int)fleet.cfg.target_session_attrs;
+}
+
 bool replica_eligible(const struct replica *r, double now)
 {
-	int tsa = r->db->cfg ? r->db->cfg->tsa : TSA_ANY;
+	int tsa = database_tsa(r->db);
 	/* The hot case first: an up primary takes anything but standby work. */
 	if (r->state == REPLICA_UP && r->role == ROLE_PRIMARY)
 		return tsa == TSA_ANY || tsa == TSA_READ_WRITE || tsa == TSA_PRIMARY ||
+		       tsa == TSA_AUTO ||
 		       (tsa == TSA_PREFER_STANDBY && !standby_available(r->db, now));
 	/* A standby too far behind gets no reads, whatever the target. */
 	if (!replica_healthy(r, now) || !replica_lag_ok(r))
@@ -158,6 +165,37 @@ bool replica_eligible(const struct replica *r, double now)
 	default:
 		return true;
 	}
+}
+
+/* May standby r take a read that needs `need`? */
+static bool standby_fits(const struct replica *r, double now, const struct route_need *need)
+{
+	return r->role == ROLE_STANDBY && r != need->avoid && replica_healthy(r, now) &&
+	       replica_lag_ok(r) && (!need->lsn || r->replay_lsn >= need->lsn);
+}
+
+bool database_standby_for(const struct database *db, double now, const struct route_need *need)
+{
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
+		if (standby_fits(r, now, need))
+			return true;
+	}
+	return false;
+}
+
+bool replica_eligible_for(const struct replica *r, double now, const struct route_need *need)
+{
+	if (!need || need->want == WANT_DB)
+		return replica_eligible(r, now);
+	if (r->role == ROLE_STANDBY)
+		return need->want == WANT_READ && standby_fits(r, now, need);
+	/* The primary (or a replica whose role no check has told yet): writes,
+	 * and reads that no standby can take. */
+	if (!replica_healthy(r, now))
+		return false;
+	return need->want == WANT_WRITE || !database_standby_for(r->db, now, need);
 }
 
 /* ---- host lists -------------------------------------------------------------- */

@@ -671,36 +671,128 @@ static void want_limit_room(struct pool_group *g, bool want)
 	}
 }
 
+/* target_session_attrs = auto: waiting clients need different replicas
+ * (a write the primary, a read a standby), so each is served by the first
+ * connection that suits it, in the order they came. */
+static bool routed(const struct pool_group *g)
+{
+	return database_tsa(g->db) == TSA_AUTO;
+}
+
+/* How far down the queue a routed group looks for a client a server
+ * suits: bounded, so a long queue of writes costs a freed standby
+ * connection at most this many checks. */
+#define WAIT_SCAN_MAX 256
+
+static void want_room_after(struct pool_group *g, bool blocked, double now)
+{
+	if (!worker_threaded())
+		return;
+	want_room(g, blocked);
+	want_limit_room(g, blocked && stopped_by_limit(g, now));
+}
+
+/* Opens a connection for one waiting client's need; false when none may
+ * be opened now. */
+static bool launch_for(struct pool_group *g, double now, const struct route_need *need)
+{
+	struct pool *p = router->pick_launch(g, now, need);
+	if (p && server_launch(p))
+		return true;
+	if (stopped_by_limit(g, now) && evict_idle(g)) {
+		p = router->pick_launch(g, now, need);
+		return p && server_launch(p);
+	}
+	return false;
+}
+
+/* Routed groups: walks the queue; a client that a connection in login on
+ * a suitable replica will serve is counted as served, for the others a
+ * connection is opened where their need allows.  The needs are copied
+ * first: a launch that fails at once may close waiting clients. */
+static void launch_routed(struct pool_group *g, double now)
+{
+	struct route_need needs[WAIT_SCAN_MAX];
+	int n = 0;
+	struct list *it;
+	list_for_each(it, &g->waiting.head) {
+		if (n == WAIT_SCAN_MAX)
+			break;
+		needs[n++] = container_of(it, struct client, node)->need;
+	}
+	struct pool *pools[64];
+	int spare[64], np = 0;
+	list_for_each(it, &g->pools) {
+		if (np == 64)
+			break;
+		pools[np] = container_of(it, struct pool, group_node);
+		spare[np] = pools[np]->login.count;
+		np++;
+	}
+	bool blocked = false;
+	for (int i = 0; i < n; i++) {
+		bool covered = false;
+		for (int j = 0; j < np && !covered; j++) {
+			if (spare[j] > 0 && replica_eligible_for(pools[j]->replica, now, &needs[i])) {
+				spare[j]--;
+				covered = true;
+			}
+		}
+		if (!covered && !launch_for(g, now, &needs[i]))
+			blocked = true;
+	}
+	want_room_after(g, blocked, now);
+}
+
 /* Opens connections while more clients wait than connections are coming. */
 static void launch_for_waiters(struct pool_group *g)
 {
 	double now = fleet_now();
 	if (g->db->paused)
 		return; /* PAUSE: waiting clients stay in line until RESUME */
-	while (g->connecting < g->waiting.count) {
-		struct pool *p = router->pick_launch(g, now);
-		if (p && server_launch(p))
-			continue;
-		if (stopped_by_limit(g, now) && evict_idle(g))
-			continue;
-		if (worker_threaded()) {
-			want_room(g, true);
-			want_limit_room(g, stopped_by_limit(g, now));
-		}
+	if (routed(g)) {
+		launch_routed(g, now);
 		return;
 	}
-	if (worker_threaded()) {
-		want_room(g, false);
-		want_limit_room(g, false);
+	while (g->connecting < g->waiting.count) {
+		if (launch_for(g, now, NULL))
+			continue;
+		want_room_after(g, true, now);
+		return;
 	}
+	want_room_after(g, false, now);
+}
+
+/* The first waiting client (of the first WAIT_SCAN_MAX) that a server on r
+ * suits, or NULL. */
+static struct client *waiting_for(struct pool_group *g, const struct replica *r, double now)
+{
+	if (!routed(g)) {
+		if (!replica_eligible(r, now))
+			return NULL;
+		return container_of(list_first(&g->waiting.head), struct client, node);
+	}
+	int scanned = 0;
+	struct list *it;
+	list_for_each(it, &g->waiting.head) {
+		struct client *c = container_of(it, struct client, node);
+		if (replica_eligible_for(r, now, &c->need))
+			return c;
+		if (++scanned == WAIT_SCAN_MAX)
+			break;
+	}
+	return NULL;
 }
 
 bool pool_checkout(struct client *c)
 {
 	struct pool_group *g = c->group;
 	struct pool *p = NULL;
-	if (g->waiting.count == 0 && !g->db->paused) {
-		p = router->pick(g, fleet_now());
+	/* First come, first served: a client goes ahead of none that waits
+	 * for the same kind of replica. */
+	bool first = g->waiting.count == 0 || (routed(g) && g->waits[c->need.want] == 0);
+	if (first && !g->db->paused) {
+		p = router->pick(g, fleet_now(), &c->need);
 		if (p && p->idle.count) {
 			struct list *it = list_first(&p->idle.head);
 			server_link(container_of(it, struct server, node), c);
@@ -815,8 +907,8 @@ void pool_server_ready(struct server *s)
 			pool_kick(other);
 		return;
 	}
-	if (g->waiting.count && !g->db->paused && replica_eligible(p->replica, s->last_used)) {
-		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
+	struct client *c;
+	if (g->waiting.count && !g->db->paused && (c = waiting_for(g, p->replica, s->last_used))) {
 		client_set_state(c, CLIENT_ACTIVE);
 		server_link(s, c);
 		client_linked(c);
@@ -831,11 +923,19 @@ void pool_kick(struct pool_group *g)
 {
 	double now = fleet_now();
 	while (g->waiting.count && !g->db->paused) {
-		struct pool *p = router->pick_idle(g, now);
+		struct client *c = NULL;
+		struct pool *p = NULL;
+		int scanned = 0;
+		struct list *it;
+		list_for_each(it, &g->waiting.head) {
+			c = container_of(it, struct client, node);
+			p = router->pick_idle(g, now, routed(g) ? &c->need : NULL);
+			if (p || !routed(g) || ++scanned == WAIT_SCAN_MAX)
+				break;
+		}
 		if (!p)
 			break;
 		struct server *s = container_of(list_first(&p->idle.head), struct server, node);
-		struct client *c = container_of(list_first(&g->waiting.head), struct client, node);
 		client_set_state(c, CLIENT_ACTIVE);
 		server_link(s, c);
 		client_linked(c);

@@ -53,14 +53,15 @@ static double freed_at(const struct pool *p)
  * keep four backends at work where ten in all would do, each one colder.
  * (Per worker: the pools, and so the freed times, are the worker's own.)
  */
-static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
+static struct pool *pick(struct pool_group *g, double now, const struct route_need *need,
+			 pool_filter ok)
 {
 	struct pool *cand[64];
 	int n = 0;
 	struct list *it;
 	list_for_each(it, &g->pools) {
 		struct pool *p = container_of(it, struct pool, group_node);
-		if (n < 64 && ok(p) && replica_eligible(p->replica, now))
+		if (n < 64 && ok(p) && replica_eligible_for(p->replica, now, need))
 			cand[n++] = p;
 	}
 	if (!n)
@@ -92,19 +93,19 @@ static struct pool *pick(struct pool_group *g, double now, pool_filter ok)
 	return best;
 }
 
-struct pool *router_pick(struct pool_group *g, double now)
+struct pool *router_pick(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, usable);
+	return pick(g, now, need, usable);
 }
 
-struct pool *router_pick_idle(struct pool_group *g, double now)
+struct pool *router_pick_idle(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, has_idle);
+	return pick(g, now, need, has_idle);
 }
 
-struct pool *router_pick_launch(struct pool_group *g, double now)
+struct pool *router_pick_launch(struct pool_group *g, double now, const struct route_need *need)
 {
-	return pick(g, now, has_room);
+	return pick(g, now, need, has_room);
 }
 
 /* Appends ", <n> <what>" (or ": <n> <what>" first) to a breakdown. */
@@ -157,7 +158,7 @@ bool router_explain_db(const struct database *db, double now, char *buf, unsigne
 	count_part(parts, sizeof(parts), wrong_role[ROLE_STANDBY], "standby");
 	count_part(parts, sizeof(parts), lagging, "standby lagging beyond max_replica_lag");
 	snprintf(buf, len, "no replica of database \"%s\" is up for %s (%d known: %s%s%s)",
-		 db->name, config_tsa_name(db->cfg ? db->cfg->tsa : TSA_ANY), total, parts,
+		 db->name, config_tsa_name(database_tsa(db)), total, parts,
 		 last_error ? "; last error: " : "", last_error ? last_error : "");
 	return true;
 }

@@ -956,6 +956,26 @@ void server_queue_notice(struct server *s, const char *sqlstate, const char *msg
 	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
 }
 
+void server_queue_fake(struct server *s, enum req_kind kind, const char *mark, const char *text)
+{
+	server_queue_push(s, kind, REQ_FAKE, NULL);
+	struct request *r = server_queue_last(s);
+	if (!r)
+		return; /* overflow: the client is closed */
+	r->note = text ? strdup(text) : NULL;
+	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", mark ? mark : "");
+}
+
+void server_queue_route(struct server *s, const char *sqlstate, const char *text)
+{
+	server_queue_push(s, REQ_ROUTE, REQ_FAKE, NULL);
+	struct request *r = server_queue_last(s);
+	if (!r)
+		return; /* overflow: the client is closed */
+	r->note = strdup(text);
+	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate ? sqlstate : "");
+}
+
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
 {
 	server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
@@ -1042,6 +1062,26 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		m = proto_begin(out, '3');
 		proto_end(out, m);
 		break;
+	/* Bind, Describe and Execute of SET pgfleet.route over the extended
+	 * protocol (client.c route_extended). */
+	case REQ_BIND:
+		m = proto_begin(out, '2');
+		proto_end(out, m);
+		break;
+	case REQ_DESCRIBE:
+		if (r->sqlstate[0] == 'S') { /* of the statement: no parameters */
+			m = proto_begin(out, 't');
+			proto_put_u16(out, 0);
+			proto_end(out, m);
+		}
+		m = proto_begin(out, 'n');
+		proto_end(out, m);
+		break;
+	case REQ_EXECUTE:
+		m = proto_begin(out, 'C');
+		proto_put_str(out, r->note ? r->note : "SET");
+		proto_end(out, m);
+		break;
 	case REQ_DEALLOC:
 		m = proto_begin(out, 'C');
 		proto_put_str(out, "DEALLOCATE");
@@ -1057,6 +1097,16 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 	case REQ_NOTICE:
 		if (r->note)
 			proto_notice(out, r->sqlstate, r->note);
+		break;
+	case REQ_ROUTE:
+		if (r->sqlstate[0]) {
+			proto_error(out, "ERROR", r->sqlstate, r->note ? r->note : "out of memory");
+		} else {
+			m = proto_begin(out, 'C');
+			proto_put_str(out, r->note ? r->note : "SET");
+			proto_end(out, m);
+		}
+		proto_ready(out, s->xact_status);
 		break;
 	default:
 		break;
@@ -1591,6 +1641,12 @@ static void forward_to_client(struct server *s)
 		return;
 	}
 	conn_release_buffer(&s->io);
+	if (c->route_hold && s->q_len == 0) {
+		/* A statement that is no read waited for this read's replies:
+		 * the transaction is still open, so it goes on here. */
+		c->route_hold = false;
+		client_resume(c);
+	}
 }
 
 void server_drain_fakes(struct server *s)
@@ -1721,6 +1777,10 @@ void server_link(struct server *s, struct client *c)
 	s->query_start = fleet_now(); /* the client's request is on its way */
 	/* From the moment it needed a server (0: it got one at once). */
 	stats_waited(s->pool->replica, c->wait_start > 0 ? s->query_start - c->wait_start : 0);
+	if (c->need.want == WANT_READ)
+		s->pool->replica->st.reads++;
+	else if (c->need.want == WANT_WRITE)
+		s->pool->replica->st.writes++;
 	c->wait_start = 0;
 	s->release_pending = false;
 	if (c->welcome_pending || c->params == s->params)

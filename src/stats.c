@@ -13,6 +13,7 @@
  * Must not: read sockets, format output (admin.c and http.c do).
  */
 #include "stats.h"
+#include "sqlroute.h"
 
 #include <string.h>
 
@@ -170,6 +171,9 @@ static void collect_io_batches(struct metrics *m)
 	metrics_add_int(m, MF_IO_URING_OPERATIONS, (int64_t)st.recv_ops, "recv", NULL);
 	metrics_add_int(m, MF_IO_URING_OPERATIONS, (int64_t)st.send_ops, "send", NULL);
 	metrics_add_int(m, MF_IO_URING_SHORT_SENDS, (int64_t)st.short_sends, NULL);
+	/* target_session_attrs = auto's classifications (this worker's). */
+	metrics_add_int(m, MF_ROUTE_PARSES, (int64_t)sqlroute_parses(), NULL);
+	metrics_add_int(m, MF_ROUTE_CACHE_HITS, (int64_t)sqlroute_cache_hits(), NULL);
 }
 
 static void collect_clients(struct metrics *m)

@@ -146,7 +146,7 @@ static void test_databases(void)
 	CHECK(db && strcmp(db->host, "/var/run/postgresql") == 0);
 	if (db) {
 		CHECK(db->port == 5432 && db->pool_size == -1 && db->pool_mode == -1);
-		CHECK(db->tsa == TSA_ANY && db->max_replica_lag < 0);
+		CHECK(db->tsa == -1 && db->max_replica_lag < 0); /* -1: the global setting's */
 		CHECK(db->dbname == NULL && db->user == NULL && db->password == NULL);
 	}
 	db = config_find_db(&cfg, "ro");
@@ -157,8 +157,8 @@ static void test_databases(void)
 
 	/* every target_session_attrs value, and its name back */
 	static const char *const tsa[] = {"any",     "read-write", "read-only",
-	                                  "primary", "standby",    "prefer-standby"};
-	for (int i = 0; i < 6; i++) {
+	                                  "primary", "standby",    "prefer-standby", "auto"};
+	for (int i = 0; i < 7; i++) {
 		char text[256];
 		snprintf(text, sizeof text, "[databases]\nx = host=h target_session_attrs=%s\n",
 		         tsa[i]);
@@ -197,7 +197,7 @@ static void test_many_errors(void)
 		fprintf(stderr, "  got: %s\n", m.line[i]);
 	CHECK(msgs_has(&m, "@/pgfleet.ini:3: key 'bad': target_session_attrs: unknown value "
 	                   "'writable' (any, read-write, read-only, primary, standby, "
-	                   "prefer-standby)"));
+	                   "prefer-standby, auto)"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:4: key 'nohost': host is required"));
 	CHECK(msgs_has(&m, "@/pgfleet.ini:5: key 'app': duplicate database (first defined at "
 	                   "@/pgfleet.ini:2)"));

@@ -57,7 +57,7 @@ static void test_dns_follows(void)
 	struct pool_group *g = pool_group_get(db, "app");
 	database_sync_replicas(db); /* watches the name; no answer yet */
 	CHECK(db->replica_count == 0);
-	CHECK(router_pick(g, fleet_now()) == NULL);
+	CHECK(router_pick(g, fleet_now(), NULL) == NULL);
 
 	struct dns_addr three[] = {v4("10.0.0.1"), v4("10.0.0.2"), v4("10.0.0.3")};
 	CHECK(discovery_take_answer("pg-svc", three, 3, 30));
@@ -74,7 +74,7 @@ static void test_dns_follows(void)
 	CHECK(r1->state == REPLICA_NEW && r1->role == ROLE_UNKNOWN);
 	CHECK(pools_of(g, r1) == 1 && pools_of(g, r2) == 1 && pools_of(g, r3) == 1);
 	/* new: no traffic until a check passes */
-	CHECK(router_pick(g, fleet_now()) == NULL);
+	CHECK(router_pick(g, fleet_now(), NULL) == NULL);
 	health_note_answer(r1, false, 0);
 	health_note_answer(r2, true, 0);
 	health_note_answer(r3, true, 0);

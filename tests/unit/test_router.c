@@ -31,7 +31,7 @@ static void bed_make(struct bed *b, const char *name, int tsa, enum replica_role
 /* Which replica (0..2) router_pick chose, -1 for none. */
 static int pick(struct bed *b)
 {
-	struct pool *p = router_pick(b->g, fleet_now());
+	struct pool *p = router_pick(b->g, fleet_now(), NULL);
 	for (int i = 0; p && i < 3; i++)
 		if (p->replica == b->r[i])
 			return i;
@@ -282,11 +282,11 @@ static void test_idle_and_room(void)
 	struct bed b;
 	bed_make(&b, "app", TSA_ANY, ROLE_PRIMARY, ROLE_STANDBY, ROLE_STANDBY);
 	double now = fleet_now();
-	CHECK(router_pick_idle(b.g, now) == NULL);
+	CHECK(router_pick_idle(b.g, now, NULL) == NULL);
 	struct pool *p1 = model_pool(b.g, b.r[1]);
 	(void)model_server_idle(p1, 999.0);
 	for (int i = 0; i < 5; i++)
-		CHECK(router_pick_idle(b.g, now) == p1);
+		CHECK(router_pick_idle(b.g, now, NULL) == p1);
 
 	/* replica 0 full: 4 = pool_size connections logging in */
 	struct pool *p0 = model_pool(b.g, b.r[0]);
@@ -295,8 +295,8 @@ static void test_idle_and_room(void)
 	CHECK(!pool_has_room(p0));
 	CHECK(pool_total(p0) == 4);
 	for (int i = 0; i < 6; i++) {
-		CHECK(router_pick_launch(b.g, now) != p0);
-		CHECK(router_pick(b.g, now) != p0);
+		CHECK(router_pick_launch(b.g, now, NULL) != p0);
+		CHECK(router_pick(b.g, now, NULL) != p0);
 	}
 	/* full and idle: still picked for its idle connection */
 	p1 = model_pool(b.g, b.r[1]);
@@ -307,7 +307,7 @@ static void test_idle_and_room(void)
 	pick_counts(&b, 6, c);
 	CHECK(c[0] == 0 && c[1] > 0 && c[2] > 0);
 	for (int i = 0; i < 4; i++)
-		CHECK(router_pick_launch(b.g, now) == model_pool(b.g, b.r[2]));
+		CHECK(router_pick_launch(b.g, now, NULL) == model_pool(b.g, b.r[2]));
 	model_done();
 }
 
@@ -319,9 +319,9 @@ static void test_nothing_eligible(void)
 	bed_make(&b, "app_rw", TSA_READ_WRITE, ROLE_PRIMARY, ROLE_STANDBY, ROLE_STANDBY);
 	b.r[0]->state = REPLICA_DOWN;
 	double now = fleet_now();
-	CHECK(router_pick(b.g, now) == NULL);
-	CHECK(router_pick_idle(b.g, now) == NULL);
-	CHECK(router_pick_launch(b.g, now) == NULL);
+	CHECK(router_pick(b.g, now, NULL) == NULL);
+	CHECK(router_pick_idle(b.g, now, NULL) == NULL);
+	CHECK(router_pick_launch(b.g, now, NULL) == NULL);
 	char why[256];
 	router_explain(b.g, now, why, sizeof(why));
 	CHECK_STR(why, "no replica of database \"app_rw\" is up for read-write "
@@ -339,7 +339,7 @@ static void test_nothing_eligible(void)
 	((struct db_config *)ro.db->cfg)->max_replica_lag = 1;
 	ro.r[1]->lag_s = 9;
 	ro.r[2]->state = REPLICA_NEW;
-	CHECK(router_pick(ro.g, now) == NULL);
+	CHECK(router_pick(ro.g, now, NULL) == NULL);
 	router_explain(ro.g, now, why, sizeof(why));
 	CHECK_STR(why, "no replica of database \"app_ro\" is up for read-only (3 known: 1 not "
 		       "checked yet, 1 primary, 1 standby lagging beyond max_replica_lag)");
@@ -353,14 +353,14 @@ static void test_nothing_eligible(void)
 	/* eligible but every pool full */
 	for (int i = 0; i < 4; i++)
 		(void)model_server_login(model_pool(b.g, b.r[0]));
-	CHECK(router_pick(b.g, now) == NULL);
+	CHECK(router_pick(b.g, now, NULL) == NULL);
 	router_explain(b.g, now, why, sizeof(why));
 	CHECK_STR(why, "all 1 eligible replicas of \"app_rw\" are busy (1 full pools)");
 
 	/* no replica at all yet */
 	struct database *empty = model_db("nodns", TSA_ANY, 4, NULL);
 	struct pool_group *g = pool_group_get(empty, "app");
-	CHECK(router_pick(g, now) == NULL);
+	CHECK(router_pick(g, now, NULL) == NULL);
 	router_explain(g, now, why, sizeof(why));
 	CHECK_STR(why, "no replica known for database \"nodns\" (DNS has no answer yet)");
 	model_done();

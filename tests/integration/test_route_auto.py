@@ -1,0 +1,108 @@
+"""target_session_attrs = auto (issue 19): each transaction goes where its
+first statement can run: reads to a standby, the rest to the primary.  The
+lead's smoke tests of the routing core; test_routing.py has the real-client
+suites (write-then-read, retries, split brain)."""
+
+import psycopg
+import pytest
+
+import fixture as fx
+
+SETTINGS = dict(health_check_period=1, health_check_timeout=1, dns_max_ttl=1,
+                dns_nxdomain_ttl=1, server_login_retry=1, query_wait_timeout=5)
+
+
+def entry(tsa):
+    return "host=%s port=%d dbname=%s target_session_attrs=%s" % (
+        fx.SVC_NAME, fx.PG_PORT, fx.APP_DB, tsa)
+
+
+@pytest.fixture
+def auto(pgfleet, replicated):
+    fleet = pgfleet(settings=dict(SETTINGS), databases={"app": entry("auto")})
+    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
+    return fleet
+
+
+def where(conn, sql="SELECT pg_is_in_recovery()"):
+    return conn.execute(sql).fetchone()[0]
+
+
+def test_reads_go_to_standbys_writes_to_the_primary(auto, replicated):
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS route_t (id int)")
+        seen = {conn.execute("SELECT host(inet_server_addr())").fetchone()[0]
+                for _ in range(20)}
+        primary = replicated.pod(replicated.primary).addr
+        assert primary not in seen and len(seen) == 2, seen
+        assert all(where(conn) for _ in range(10))
+        # a write, a writing function, a plain BEGIN block: the primary
+        conn.execute("INSERT INTO route_t VALUES (1)")
+        assert where(conn, "/* pgfleet:primary */ SELECT pg_is_in_recovery()") is False
+        with conn.transaction():
+            assert where(conn) is False
+        conn.execute("DROP TABLE route_t")
+
+
+def test_set_route_is_answered_by_pgfleet(auto):
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("SET pgfleet.route = primary")
+        assert all(where(conn) is False for _ in range(5))
+        conn.execute("RESET pgfleet.route")
+        assert all(where(conn) for _ in range(5))
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SET pgfleet.route = sideways")
+        # pgfleet answered: the server never saw the name
+        assert conn.execute("SELECT current_setting('pgfleet.route', true)").fetchone()[0] is None
+
+
+def test_begin_read_only_runs_on_a_standby(auto):
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("BEGIN READ ONLY")
+        assert where(conn)
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        assert where(conn) is False
+        conn.execute("COMMIT")
+
+
+def test_pipeline_write_after_read_reaches_the_primary(auto):
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS route_p (id int)")
+        # One Sync: one implicit transaction, which writes: the primary.
+        with conn.pipeline():
+            c1 = conn.execute("SELECT pg_is_in_recovery()", prepare=False)
+            c2 = conn.execute("INSERT INTO route_p VALUES (%s) RETURNING pg_is_in_recovery()", (1,))
+        assert c1.fetchone()[0] is False
+        assert c2.fetchone()[0] is False
+        # A Sync between: two transactions, a read then a write.
+        for _ in range(20):
+            with conn.pipeline() as p:
+                c1 = conn.execute("SELECT pg_is_in_recovery()", prepare=False)
+                p.sync()
+                c2 = conn.execute("INSERT INTO route_p VALUES (%s) RETURNING pg_is_in_recovery()", (2,))
+                p.sync()
+                c3 = conn.execute("SELECT pg_is_in_recovery()", prepare=False)
+            assert c1.fetchone()[0] is True
+            assert c2.fetchone()[0] is False
+            c3.fetchone()
+        conn.execute("DROP TABLE route_p")
+
+
+def test_set_route_over_the_extended_protocol(auto):
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        cur = conn.cursor(binary=True)  # Parse/Bind/Describe/Execute/Sync
+        cur.execute("SET pgfleet.route = primary")
+        assert cur.statusmessage == "SET"
+        assert all(where(conn) is False for _ in range(5))
+        cur.execute("SET pgfleet.route TO standby")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            cur.execute("SET pgfleet.route = nowhere")
+        assert all(where(conn) for _ in range(5))
+        cur.execute("RESET pgfleet.route")
+        assert cur.statusmessage == "RESET"
+        # Inside a transaction block: answered in turn, the block goes on.
+        with conn.transaction():
+            cur.execute("SET pgfleet.route = primary")
+            assert cur.execute("SELECT 1").fetchone()[0] == 1
+        assert all(where(conn) is False for _ in range(3))
