@@ -414,7 +414,8 @@ def test_reads_spread_over_the_standbys_writes_stay_on_the_primary(rw, pgfleet):
     def counted():
         after = replica_counters(fleet)
         delta.update({a: after.get(a, 0) - before.get(a, 0) for a in after})
-        return (sum(delta.get(a, 0) for a in s_addrs) == len(seen)
+        # (a prepared statement's own Parse/Sync counts as one more)
+        return (len(seen) <= sum(delta.get(a, 0) for a in s_addrs) <= len(seen) + 2 * readers
                 and delta.get(p_addr) == writes)
     assert fx.wait_until(counted, 5), delta
 
@@ -547,6 +548,8 @@ def test_a_standby_killed_under_pgbench_s_fails_no_client(rw, pgfleet, mode):
     try:
         time.sleep(3)
         assert p.poll() is None, p.communicate()
+        served = replica_counters(fleet).get(fx.pod_addr(victim), 0)
+        assert served > 100, served  # the victim had its share of the load
         rw.stop(victim, "immediate")
         out, err = p.communicate(timeout=40)
     finally:
@@ -558,6 +561,10 @@ def test_a_standby_killed_under_pgbench_s_fails_no_client(rw, pgfleet, mode):
     assert "number of failed transactions: 0" in out, out
     m = re.search(r"number of transactions actually processed: (\d+)", out)
     assert m and int(m.group(1)) > 100, out
+    lost = fleet.log_text().count("server connection to replica %s:%d lost"
+                                  % (fx.pod_addr(victim), fx.PG_PORT))
+    print("\npgbench -S -M %s: %s transactions, %d server connections lost in flight"
+          % (mode, m.group(1), lost))
 
 
 SLOW_READ = ("SELECT count(*) FROM pgbench_accounts a, pgbench_tellers t, "
@@ -707,7 +714,7 @@ def test_set_pgfleet_route_is_pgfleets_own(rw, pgfleet):
         with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
             conn.execute("SET pgfleet.route = bogus")
         assert ei.value.sqlstate == "22023"
-        assert "bogus" in str(ei.value)
+        assert "pgfleet.route" in str(ei.value)
         # The session goes on, the setting unchanged.
         assert where(conn, "SELECT pg_is_in_recovery()") is True
         cur = conn.execute("RESET pgfleet.route")
