@@ -536,15 +536,29 @@ def pgbench(fleet, *args, timeout=60):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("mode", ["simple", "prepared"])
-def test_a_standby_killed_under_pgbench_s_fails_no_client(rw, pgfleet, mode):
-    """pgbench -S (one SELECT per transaction, a read) with 8 clients for
-    10 s; after 3 s a standby stops (immediate: its backends die at once,
+# A read of a few milliseconds (an index range of 20000 rows), so that
+# several are in flight on the standby when it dies.
+RANGE_SCRIPT = """\\set aid random(1, 100000 * :scale)
+SELECT count(abalance) FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 20000;
+"""
+
+
+@pytest.mark.parametrize("load", ["select-only", "range-prepared"])
+def test_a_standby_killed_under_pgbench_s_fails_no_client(rw, pgfleet, load, tmp_path):
+    """pgbench -S (one SELECT per transaction, a read; simple protocol),
+    or a script of one heavier read (prepared), with 8 clients for 10 s;
+    after 3 s a standby stops (immediate: its backends die at once,
     mid-query for some).  pgbench 15 aborts a client on any error (exit
     status 2, "aborted"): every transaction must succeed."""
     fleet = start(pgfleet, rw)
     victim = rw.standbys[-1]
-    p = pgbench(fleet, "-S", "-M", mode, "-c", "8", "-j", "2", "-T", "10")
+    if load == "select-only":
+        args = ["-S"]
+    else:
+        script = tmp_path / "range.sql"
+        script.write_text(RANGE_SCRIPT)
+        args = ["-f", str(script), "-M", "prepared"]
+    p = pgbench(fleet, *args, "-c", "8", "-j", "2", "-T", "10")
     try:
         time.sleep(3)
         assert p.poll() is None, p.communicate()
@@ -563,8 +577,8 @@ def test_a_standby_killed_under_pgbench_s_fails_no_client(rw, pgfleet, mode):
     assert m and int(m.group(1)) > 100, out
     lost = fleet.log_text().count("server connection to replica %s:%d lost"
                                   % (fx.pod_addr(victim), fx.PG_PORT))
-    print("\npgbench -S -M %s: %s transactions, %d server connections lost in flight"
-          % (mode, m.group(1), lost))
+    print("\npgbench %s: %s transactions, %d clients closed for a lost server"
+          % (load, m.group(1), lost))
 
 
 SLOW_READ = ("SELECT count(*) FROM pgbench_accounts a, pgbench_tellers t, "
