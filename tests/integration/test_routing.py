@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import threading
@@ -34,6 +35,7 @@ import time
 import psycopg
 import psycopg.errors
 import pytest
+from psycopg import pq
 
 import fixture as fx
 from test_drivers import DRIVERS, PGJDBC_JAR, guarded
@@ -849,6 +851,133 @@ def test_plain_transactions_and_multi_statements_run_on_the_primary(rw, pgfleet)
             with conn.transaction():
                 assert where(conn) == primary
         conn.commit()
+
+
+def test_pipelined_reads_and_writes(rw, pgfleet):
+    """psycopg's pipeline mode: reads and writes sent without waiting, one
+    Sync at the end of each round.  A batch with a write runs on the
+    primary whole (the read after the write sees it); a batch of reads
+    only may take a standby."""
+    fleet = start(pgfleet, rw)
+    primary, standbys = names(rw)
+    with guarded(fleet, 60) as conn:
+        for rnd in range(10):
+            id_ = 9700000 + rnd
+            with conn.pipeline():
+                c1 = conn.execute(WHERE_SQL + " AND %s::int >= 0", [rnd])
+                c2 = conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%s, 'pipe') "
+                                  "RETURNING (" + WHERE_SQL + ")", [id_])
+                c3 = conn.execute(RYW_READ, [id_])
+            assert c2.fetchone()[0] == primary
+            pod, got = c3.fetchone()
+            assert got == id_, (pod, got)
+            assert c1.fetchone()[0] == primary  # one batch, one server
+    with guarded(fleet, 60) as conn:  # a client that never writes
+        seen = set()
+        for rnd in range(10):
+            with conn.pipeline():
+                curs = [conn.execute(WHERE_SQL + " AND %s::int >= 0", [k]) for k in range(5)]
+            pods = {c.fetchone()[0] for c in curs}
+            assert len(pods) == 1, pods
+            seen |= pods
+        assert seen <= standbys, seen
+
+
+def libpq_batch(conn, steps):
+    """steps (functions of the PGconn) sent in pipeline mode, then one
+    Sync: the first column of each row set."""
+    pg = conn.pgconn
+    pg.enter_pipeline_mode()
+    for step in steps:
+        step(pg)
+    pg.pipeline_sync()
+    while pg.flush():
+        select.select([], [pg.socket], [], 5)
+    out = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if pg.is_busy():
+            select.select([pg.socket], [], [], 1)
+            pg.consume_input()
+            continue
+        r = pg.get_result()
+        if r is None:
+            continue
+        if r.status == pq.ExecStatus.TUPLES_OK:
+            out.append(r.get_value(0, 0).decode())
+        elif r.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        elif r.status != pq.ExecStatus.COMMAND_OK:
+            out.append("error: %s" % r.error_message.decode(errors="replace"))
+    else:
+        raise AssertionError("no answer to the batch within 20 s")
+    pg.exit_pipeline_mode()
+    return out
+
+
+def test_a_named_statement_parsed_and_used_in_one_batch_is_a_read(rw, pgfleet):
+    """Parse(name) Bind(name) Execute Sync in one batch: what pgjdbc sends at
+    its prepareThreshold-th execution, node-postgres at a named query's
+    first use, psycopg's pipeline at prepare_threshold.  The statement's
+    class comes from the Parse in the same batch: a standby."""
+    fleet = start(pgfleet, rw)
+    primary, standbys = names(rw)
+    text = WHERE_SQL.encode() + b" AND $1::int >= 0"
+    with guarded(fleet, 60) as conn:
+        for k in range(4):
+            name = b"s%d" % k
+            got = libpq_batch(conn, [lambda pg: pg.send_prepare(name, text),
+                                     lambda pg: pg.send_query_prepared(name, [b"1"])])
+            assert len(got) == 1 and got[0] in standbys, got
+            got = libpq_batch(conn, [lambda pg: pg.send_query_prepared(name, [b"1"])])
+            assert len(got) == 1 and got[0] in standbys, got
+
+
+def test_session_pooling_with_auto_sends_sessions_to_the_primary(rw, pgfleet):
+    fleet = start(pgfleet, rw, settings=dict(pool_mode="session"))
+    primary, standbys = names(rw)
+    with guarded(fleet, 30) as conn:
+        assert {where(conn) for _ in range(10)} == {primary}
+        assert where(conn, "INSERT INTO ryw_rows (id, app) VALUES (9800000, 'session') "
+                     "RETURNING (" + WHERE_SQL + ")") == primary
+
+
+def test_a_cancel_reaches_the_standby_running_the_read(rw, pgfleet):
+    """A long read on a standby, cancelled by the client (CancelRequest):
+    57014 at once, and the connection goes on."""
+    fleet = start(pgfleet, rw)
+    with guarded(fleet, 60) as conn:
+        timer = threading.Timer(0.5, conn.cancel)
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute(SLOW_READ + ", (VALUES (1), (2), (3)) w (y)")
+        finally:
+            timer.cancel()
+        took = time.monotonic() - t0
+        assert took < 3, took
+        assert where(conn, "SELECT 1") == 1
+
+
+def test_a_small_route_cache_never_mixes_classes(rw, pgfleet):
+    """route_cache_size = 4 with 40 texts going round: entries are evicted
+    and replaced all the time, a read's class never goes to a write's text
+    or back: the writes never meet a standby (no 25006 there) and a client
+    that only reads stays on the standbys."""
+    fleet = start(pgfleet, rw, settings=dict(route_cache_size=4, workers=1))
+    primary, standbys = names(rw)
+    refused0 = sum(server_log_count(rw, i, "read-only transaction") for i in rw.standbys)
+    with guarded(fleet, 60) as reader, guarded(fleet, 60) as writer:
+        for rnd in range(5):
+            for k in range(20):
+                id_ = 9900000 + k
+                assert where(writer, "INSERT INTO ryw_rows (id, app) VALUES (%d, 'cache') "
+                             "ON CONFLICT (id) DO UPDATE SET app = 'cache' RETURNING (%s)"
+                             % (id_, WHERE_SQL)) == primary
+                assert where(reader, WHERE_SQL + " AND %d >= 0" % k) in standbys
+    refused = sum(server_log_count(rw, i, "read-only transaction") for i in rw.standbys)
+    assert refused == refused0
 
 
 # ---------------------------------------------------------------------------
