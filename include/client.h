@@ -133,6 +133,16 @@ struct client {
 	 * last transaction that may have written; its reads need a standby
 	 * that has replayed it (0: none). */
 	uint64_t ryw_lsn;
+	/* The transaction under way may write: its WAL position is asked for
+	 * when it ends (server.c turn_end). */
+	bool lsn_wanted;
+	/* A read linked to a standby whose replay position is not known to
+	 * reach ryw_lsn: this position is asked for first (probe_sent), and
+	 * the read goes on there or, when it is behind, elsewhere (no_probe:
+	 * then it is routed by what is known, without asking again). */
+	uint64_t ryw_probe;
+	bool probe_sent, no_probe;
+	double probe_start; /* when the first probe of this read went out */
 };
 
 #define CLIENT_CLEAN_PARSE_MAX 512

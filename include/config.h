@@ -86,6 +86,7 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	/* issue 19: statement-level read/write routing */                                         \
 	X(target_session_attrs, TSA, "any")                                                        \
 	X(read_your_writes, BOOL, "1")                                                             \
+	X(read_your_writes_wait, TIME, "0.01")                                                     \
 	X(route_cache_size, INT, "1000")                                                           \
 	X(ban_time, TIME, "30")                                                                    \
 	X(dns_max_ttl, TIME, "15")                                                                 \

@@ -170,6 +170,10 @@ struct route_need {
 bool replica_eligible_for(const struct replica *r, double now, const struct route_need *need);
 /* Could any standby of db take a read that needs `need`? */
 bool database_standby_for(const struct database *db, double now, const struct route_need *need);
+/* The highest replay position known of the standbys that could take a read
+ * needing `need` but for its lsn (0 when none is known yet); UINT64_MAX
+ * when no standby could. */
+uint64_t database_best_replay(const struct database *db, double now, const struct route_need *need);
 /* libpq's keywords for a connection of pgfleet's own to r (health checks,
  * auth_query lookups), reaching it as the pooled connections do: hostaddr
  * and host (the name verify-full checks), port, dbname, the server_tls_*

@@ -104,7 +104,11 @@ enum metric_type {
 	  METRIC_NO_LABELS,                                                                        \
 	  "Statements target_session_attrs = auto had PostgreSQL's parser classify (cache misses).") \
 	X(ROUTE_CACHE_HITS, "pgfleet_route_cache_hits_total", COUNTER, INT, SUM, METRIC_NO_LABELS, \
-	  METRIC_NO_LABELS, "Statements classified from the cache of earlier answers.")
+	  METRIC_NO_LABELS, "Statements classified from the cache of earlier answers.")                \
+	X(DATABASE_CONNECTION_SHARE, "pgfleet_database_connection_share", GAUGE, INT, FIRST,       \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "This instance's share of the database's max_db_connections among the live pgfleet "     \
+	  "instances (the shares add up to the limit; no series without a limit).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -106,6 +106,24 @@ static inline int pool_count(const struct pool *p)
 int pool_db_max_connections(const struct database *db);
 int pool_user_max_connections(const struct pool_group *g);
 int pool_min_size(const struct database *db);
+/*
+ * The fleet-wide budget (issue 20): max_db_connections and
+ * max_user_connections are limits for every pgfleet instance of the fleet
+ * together; each instance holds its share of the live ones (fleet_peers):
+ * limit / live, plus one for the first (limit % live) ranks, so the shares
+ * add up to the limit exactly.  A lone instance's share is the limit; with
+ * fewer connections than instances some shares are 0 (their clients wait).
+ * The share caps every connection this instance opens, min_pool_size and
+ * reserve_pool_size ones too; when it shrinks, connections above it close
+ * once idle or as their transaction ends.  POOL_NO_LIMIT: no limit (0).
+ * (SHOW PEERS' "holds", if shown, is each instance's count against its
+ * share: pool_db_connections next to pool_db_share.)
+ */
+#define POOL_NO_LIMIT (-1)
+int pool_share_of(int limit, int live, int rank);
+int pool_share(int limit); /* this instance's, by fleet_peers() now */
+int pool_db_share(const struct database *db);
+int pool_user_share(const struct pool_group *g);
 int pool_reserve_size(const struct database *db);
 /* Server connections of a database, of a login user: every replica and
  * worker (SHOW DATABASES, SHOW USERS). */
@@ -117,7 +135,8 @@ int pool_user_connections(const char *user);
  * max_db_connections and max_user_connections? */
 bool pool_has_room(const struct pool *p);
 /* The limit g's clients wait for ("max_db_connections" or
- * "max_user_connections", its value in *max), or NULL when neither is full. */
+ * "max_user_connections", its configured, fleet-wide value in *max), or NULL
+ * when this instance's share of neither is full. */
 const char *pool_limit_reached(const struct pool_group *g, int *max);
 /* Takes room for one connection in every count it belongs to (false: none
  * left, nothing taken), gives it back when the connection is gone.  warm:

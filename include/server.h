@@ -43,6 +43,10 @@ enum req_kind {
 			 session's settings back, or giving back startup values
 			 after a RESET; the client's turn may end at its
 			 ReadyForQuery */
+	REQ_LSN,      /* a hidden simple Query of read-your-writes: the primary's
+			 WAL position after a write, or a standby's replay
+			 position before a read that needs one; ends at
+			 ReadyForQuery */
 	REQ_ROUTE,    /* SET/RESET pgfleet.route, which pgfleet answers itself
 			 (note: the tag, or with sqlstate the error), then
 			 ReadyForQuery */
@@ -169,6 +173,11 @@ void server_forget_statements(struct server *s);
 void server_distrust_statements(struct server *s);
 /* Answers the client itself with an ErrorResponse in turn (the server gets
  * nothing); the client's messages up to Sync are then skipped. */
+/* Read-your-writes (target_session_attrs = auto): asks a standby linked to
+ * c for its replay position before c's read goes out (c->ryw_probe); its
+ * answer lets the read go on, or sends it elsewhere (server.c); `again`:
+ * a millisecond after the last one.  False when s was closed. */
+bool server_probe_replay(struct server *s, bool again);
 /* SET/RESET pgfleet.route answered in turn: `text` is the command tag, or
  * with a sqlstate the error's message; ReadyForQuery follows. */
 void server_queue_route(struct server *s, const char *sqlstate, const char *text);

@@ -64,7 +64,9 @@ struct histogram {
 	  "Transactions target_session_attrs = auto routed as reads, by replica (a standby, or "  \
 	  "the primary when no standby could take them).")                                        \
 	X(writes, second, NULL, NULL, NULL, "pgfleet_routed_writes_total", 1,                      \
-	  "Transactions target_session_attrs = auto routed to the primary as writes.")
+	  "Transactions target_session_attrs = auto routed to the primary as writes.")              \
+	X(ryw_probes, second, NULL, NULL, NULL, "pgfleet_read_your_writes_probes_total", 1,        \
+	  "Replay positions asked of the standby before a read after the client's write.")
 
 /* STATS_F_xacts, ...: each counter's index; STATS_F_second = "per second". */
 enum stats_field {

@@ -44,6 +44,7 @@ static inline bool txn_reply_ends(uint8_t kind, uint8_t type)
 	case REQ_QUERY:
 	case REQ_SYNC:
 	case REQ_LEARN:
+	case REQ_LSN:
 		return type == 'Z';
 	case REQ_PARSE:
 		return type == '1';
@@ -74,7 +75,7 @@ static inline enum txn_effect txn_reply_effect(bool has_head, uint8_t kind, uint
 {
 	if (!has_head || txn_reply_async(type))
 		return TXN_NONE;
-	if (type == 'E' && kind != REQ_QUERY && kind != REQ_LEARN)
+	if (type == 'E' && kind != REQ_QUERY && kind != REQ_LEARN && kind != REQ_LSN)
 		return TXN_SKIP_TO_SYNC;
 	return txn_reply_ends(kind, type) ? TXN_POP : TXN_NONE;
 }

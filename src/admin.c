@@ -247,6 +247,15 @@ static void put_int(struct row *r, long long v)
 	table_int(r->t, r->col++, v);
 }
 
+/* This instance's share of a fleet-wide limit (pool_share): NULL for none. */
+static void put_share(struct row *r, int share)
+{
+	if (share == POOL_NO_LIMIT)
+		r->col++; /* the cell stays NULL */
+	else
+		put_int(r, share);
+}
+
 static void put_real(struct row *r, double v)
 {
 	table_real(r->t, r->col++, v);
@@ -611,6 +620,7 @@ static const struct table_col databases_cols[] = {
 	COL_INT4("paused", TABLE_FIRST),
 	COL_INT4("disabled", TABLE_FIRST),
 	COL_INT4("reserve_pool", TABLE_FIRST),
+	COL_INT4("fleet_share", TABLE_FIRST),
 };
 
 /* Logged-in clients of a database (its pool groups' lists). */
@@ -660,6 +670,7 @@ static void show_databases(struct table *t)
 		put_int(w, db->paused ? 1 : 0);
 		put_int(w, db->disabled || db->cfg_own ? 1 : 0);
 		put_int(w, pool_reserve_size(db));
+		put_share(w, pool_db_share(db));
 	}
 }
 
@@ -945,6 +956,7 @@ static const struct table_col users_cols[] = {
 	COL_INT4("current_connections", TABLE_SUM),
 	COL_INT4("max_user_client_connections", TABLE_FIRST),
 	COL_INT4("current_client_connections", TABLE_SUM),
+	COL_INT4("fleet_share", TABLE_FIRST),
 };
 
 /* Is g the first group (of any database) with its user? */
@@ -993,11 +1005,13 @@ static void user_row(struct table *t, const char *name)
 	put_text(&r, NULL);
 	/* its [users] limit, else the global one (0: none) */
 	const struct user_config *uc = config_find_user_cfg(&fleet.cfg, name);
-	put_int(&r, uc && uc->max_user_connections >= 0 ? uc->max_user_connections
-						      : fleet.cfg.max_user_connections);
+	int max = uc && uc->max_user_connections >= 0 ? uc->max_user_connections
+						      : (int)fleet.cfg.max_user_connections;
+	put_int(&r, max);
 	put_int(&r, servers);
 	put_int(&r, 0);
 	put_int(&r, clients);
+	put_share(&r, pool_share(max));
 }
 
 static void show_users(struct table *t)

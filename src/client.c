@@ -2021,6 +2021,24 @@ static void route_need_set(struct client *c, const struct sqlroute_answer *a)
 	c->need.want = read ? WANT_READ : WANT_WRITE;
 	c->need.lsn = read && fleet.cfg.read_your_writes ? c->ryw_lsn : 0;
 	c->need.avoid = NULL;
+	c->lsn_wanted = !read && fleet.cfg.read_your_writes;
+	c->ryw_probe = 0;
+	c->probe_sent = false;
+	if (c->need.lsn && !c->no_probe) {
+		/* No standby is known to have replayed this client's last
+		 * write: one that may have is asked first (server_probe_replay). */
+		double now = fleet_now();
+		if (!database_standby_for(c->db, now, &c->need)) {
+			/* The probe goes to the standby known to be furthest
+			 * (any of them while nothing is known). */
+			uint64_t best = database_best_replay(c->db, now, &c->need);
+			if (best != UINT64_MAX) {
+				c->ryw_probe = c->need.lsn;
+				c->need.lsn = best;
+			}
+		}
+	}
+	c->no_probe = false;
 	c->xact_read = read;
 	c->route_boundary = false;
 	c->route_hold = false;
@@ -2157,6 +2175,17 @@ static bool forward_to_server(struct client *c)
 {
 	struct server *s = c->link;
 	bool terminate = false;
+
+	if (c->ryw_probe) {
+		/* The standby's replay position first; the read waits. */
+		if (!c->probe_sent) {
+			c->probe_sent = true;
+			c->probe_start = fleet_now();
+			c->route_hold = true;
+			(void)server_probe_replay(s, false);
+		}
+		return false;
+	}
 
 	while (c->io.in && !terminate) {
 		struct iobuf *b = c->io.in;

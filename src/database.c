@@ -185,6 +185,23 @@ bool database_standby_for(const struct database *db, double now, const struct ro
 	return false;
 }
 
+uint64_t database_best_replay(const struct database *db, double now, const struct route_need *need)
+{
+	struct route_need any = *need;
+	any.lsn = 0;
+	uint64_t best = 0;
+	bool found = false;
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
+		if (standby_fits(r, now, &any) && (!found || r->replay_lsn > best)) {
+			best = r->replay_lsn;
+			found = true;
+		}
+	}
+	return found ? best : UINT64_MAX;
+}
+
 bool replica_eligible_for(const struct replica *r, double now, const struct route_need *need)
 {
 	if (!need || need->want == WANT_DB)

@@ -215,6 +215,40 @@ int pool_reserve_size(const struct database *db)
 					      : (int)fleet.cfg.reserve_pool_size;
 }
 
+/* ---- the fleet-wide budget (issue 20): this instance's share of a limit ------ */
+
+int pool_share_of(int limit, int live, int rank)
+{
+	if (limit <= 0)
+		return POOL_NO_LIMIT;
+	if (live < 1)
+		live = 1;
+	if (rank < 0 || rank >= live)
+		rank = 0;
+	/* The first (limit % live) ranks take one more: the shares add up to
+	 * the limit exactly, and every instance computes its own alike. */
+	return limit / live + (rank < limit % live ? 1 : 0);
+}
+
+int pool_share(int limit)
+{
+	if (limit <= 0)
+		return POOL_NO_LIMIT; /* the usual case: no atomics on each release */
+	int live, rank;
+	fleet_peers(&live, &rank);
+	return pool_share_of(limit, live, rank);
+}
+
+int pool_db_share(const struct database *db)
+{
+	return pool_share(pool_db_max_connections(db));
+}
+
+int pool_user_share(const struct pool_group *g)
+{
+	return pool_share(pool_user_max_connections(g));
+}
+
 /* The registry keys of the limit slots: a "\x01" no replica key starts with. */
 static struct pool_slot *db_slot_get(const char *db)
 {
@@ -245,31 +279,56 @@ int pool_user_connections(const char *user)
 	return slot_count(user_slot_get(user));
 }
 
-static bool limit_full(const struct pool_slot *sl, int max)
+/* share: this instance's share of the limit (pool_share), POOL_NO_LIMIT
+ * for none; a share of 0 is full from the start. */
+static bool limit_full(const struct pool_slot *sl, int share)
 {
-	return max > 0 && atomic_load_explicit(&sl->total, memory_order_relaxed) >= max;
+	return share != POOL_NO_LIMIT &&
+	       atomic_load_explicit(&sl->total, memory_order_relaxed) >= share;
 }
+
+/* More connections than this instance's share: the share shrank (a peer
+ * came) and the ones above it are closed once idle. */
+static bool limit_over(const struct pool_slot *sl, int share)
+{
+	return share != POOL_NO_LIMIT &&
+	       atomic_load_explicit(&sl->total, memory_order_relaxed) > share;
+}
+
+/* Why a connection above the share is closed (server_close). */
+#define SHARE_SHRANK                                                                               \
+	"this instance's share of max_db_connections or max_user_connections shrank"
 
 static bool limits_full(const struct pool_group *g)
 {
-	return limit_full(g->db_slot, pool_db_max_connections(g->db)) ||
-	       limit_full(g->user_slot, pool_user_max_connections(g));
+	return limit_full(g->db_slot, pool_db_share(g->db)) ||
+	       limit_full(g->user_slot, pool_user_share(g));
+}
+
+static bool limits_over(const struct pool_group *g)
+{
+	return limit_over(g->db_slot, pool_db_share(g->db)) ||
+	       limit_over(g->user_slot, pool_user_share(g));
 }
 
 const char *pool_limit_reached(const struct pool_group *g, int *max)
 {
-	if (limit_full(g->db_slot, (*max = pool_db_max_connections(g->db))))
+	if (limit_full(g->db_slot, pool_db_share(g->db))) {
+		*max = pool_db_max_connections(g->db);
 		return "max_db_connections";
-	if (limit_full(g->user_slot, (*max = pool_user_max_connections(g))))
+	}
+	if (limit_full(g->user_slot, pool_user_share(g))) {
+		*max = pool_user_max_connections(g);
 		return "max_user_connections";
+	}
 	return NULL;
 }
 
-static bool limit_take(struct pool_slot *sl, int max)
+static bool limit_take(struct pool_slot *sl, int share)
 {
 	int cur = atomic_load(&sl->total);
 	do {
-		if (max > 0 && cur >= max)
+		if (share != POOL_NO_LIMIT && cur >= share)
 			return false;
 	} while (!atomic_compare_exchange_weak(&sl->total, &cur, cur + 1));
 	atomic_fetch_add_explicit(&sl->by_worker[worker_index()], 1, memory_order_relaxed);
@@ -293,7 +352,7 @@ static void limit_give(struct pool_slot *sl)
 static bool over_share(const struct pool_slot *sl, int max)
 {
 	uint64_t others = atomic_load(&sl->wanted) & ~my_bit();
-	if (!others || max <= 0)
+	if (!others || max == POOL_NO_LIMIT)
 		return false;
 	int share = max / __builtin_popcountll(others | my_bit());
 	int mine = atomic_load_explicit(&sl->by_worker[worker_index()], memory_order_relaxed);
@@ -350,16 +409,17 @@ bool pool_reserve(struct pool *p, bool warm)
 		reserve = !warm && cur >= p->group->db->pool_size;
 	}
 	struct pool_group *g = p->group;
-	if (!warm && (over_share(g->db_slot, pool_db_max_connections(g->db)) ||
-		      over_share(g->user_slot, pool_user_max_connections(g)))) {
+	int db_share = pool_db_share(g->db), user_share = pool_user_share(g);
+	if (!warm && (over_share(g->db_slot, db_share) || over_share(g->user_slot, user_share))) {
 		slot_give(p);
 		return false;
 	}
-	if (!limit_take(g->db_slot, pool_db_max_connections(g->db))) {
+	/* The share caps min_pool_size and reserve_pool_size connections too. */
+	if (!limit_take(g->db_slot, db_share)) {
 		slot_give(p);
 		return false;
 	}
-	if (!limit_take(g->user_slot, pool_user_max_connections(g))) {
+	if (!limit_take(g->user_slot, user_share)) {
 		limit_give(g->db_slot);
 		slot_give(p);
 		return false;
@@ -462,7 +522,7 @@ static void give_up_idle_limits(struct pool_group *g)
 	if (g->waiting.count)
 		return;
 	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
-	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	int max[2] = {pool_db_share(g->db), pool_user_share(g)};
 	for (int i = 0; i < 2; i++) {
 		if (!limit_full(sls[i], max[i]) || !(atomic_load(&sls[i]->wanted) & ~my_bit()))
 			continue;
@@ -613,8 +673,8 @@ void pool_free_group(struct pool_group *g)
  * PgBouncer evicts one (its least recently used). */
 static bool evict_idle(struct pool_group *g)
 {
-	bool db_full = limit_full(g->db_slot, pool_db_max_connections(g->db));
-	bool user_full = limit_full(g->user_slot, pool_user_max_connections(g));
+	bool db_full = limit_full(g->db_slot, pool_db_share(g->db));
+	bool user_full = limit_full(g->user_slot, pool_user_share(g));
 	struct list *dit, *git, *pit;
 	list_for_each(dit, &fleet.databases) {
 		struct database *d = container_of(dit, struct database, node);
@@ -658,7 +718,7 @@ static bool stopped_by_limit(struct pool_group *g, double now)
 static void want_limit_room(struct pool_group *g, bool want)
 {
 	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
-	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	int max[2] = {pool_db_share(g->db), pool_user_share(g)};
 	for (int i = 0; i < 2; i++) {
 		if (!want || !limit_full(sls[i], max[i])) {
 			if (atomic_load(&sls[i]->wanted) & my_bit())
@@ -855,7 +915,7 @@ static struct pool_group *limit_waiter(const struct pool_group *g, const struct 
 static bool limit_yield(struct pool_group *g, struct pool_group **local)
 {
 	struct pool_slot *sls[2] = {g->db_slot, g->user_slot};
-	int max[2] = {pool_db_max_connections(g->db), pool_user_max_connections(g)};
+	int max[2] = {pool_db_share(g->db), pool_user_share(g)};
 	for (int i = 0; i < 2; i++) {
 		if (!limit_full(sls[i], max[i]))
 			continue;
@@ -895,6 +955,15 @@ void pool_server_ready(struct server *s)
 		 * login.)  Below its share it keeps the connection; one idle for
 		 * a second goes back by give_up_idle. */
 		server_close(s, "another worker needs the room");
+		return;
+	}
+	if (s->state != SERVER_LOGIN && limits_over(g)) {
+		/* This instance's share of a fleet-wide limit shrank below what
+		 * it holds (a peer came): the connection is done with its
+		 * transaction and goes, rather than back to idle or to a
+		 * waiting client, so the fleet's sum comes back to the limit.
+		 * (A login just done stays: the janitor closes it once idle.) */
+		server_close(s, SHARE_SHRANK);
 		return;
 	}
 	struct pool_group *other = NULL;
@@ -977,6 +1046,21 @@ static void warm_pools(struct pool_group *g, double now)
 	}
 }
 
+/* Idle connections of g above this instance's share of a limit (the share
+ * shrank when a peer came): closed, least recently used first.  Each
+ * worker closes its own; two workers at once may close one too many
+ * between them, which the next launch opens again. */
+static void shed_over_share(struct pool_group *g)
+{
+	struct list *it;
+	list_for_each(it, &g->pools) {
+		struct pool *p = container_of(it, struct pool, group_node);
+		while (p->idle.count && limits_over(g))
+			server_close(container_of(p->idle.head.prev, struct server, node),
+				     SHARE_SHRANK);
+	}
+}
+
 void pool_janitor(double now)
 {
 	struct list *dit, *git, *it, *tmp;
@@ -995,6 +1079,7 @@ void pool_janitor(double now)
 					client_close(c, "08P01", "query_wait_timeout: %s", why);
 				}
 			}
+			shed_over_share(g);
 			/* Replicas whose retry time passed may take connections again. */
 			if (worker_threaded()) {
 				give_up_idle(g);

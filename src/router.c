@@ -180,7 +180,15 @@ void router_explain(struct pool_group *g, double now, char *buf, unsigned len)
 	int max;
 	const char *limit = pool_limit_reached(g, &max);
 	if (limit) {
-		snprintf(buf, len, "%s (%d) reached for %s \"%s\"", limit, max,
+		/* In a fleet, the limit is shared: say what this instance has. */
+		int live, rank;
+		char share[120] = "";
+		fleet_peers(&live, &rank);
+		if (live > 1)
+			snprintf(share, sizeof(share),
+				 ", this instance's share %d of %d live pgfleet instances",
+				 pool_share_of(max, live, rank), live);
+		snprintf(buf, len, "%s (%d%s) reached for %s \"%s\"", limit, max, share,
 			 limit[4] == 'd' ? "database" : "user",
 			 limit[4] == 'd'			  ? g->db->name
 			 : g->db->cfg && g->db->cfg->user ? g->db->cfg->user

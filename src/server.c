@@ -1401,14 +1401,70 @@ static bool ask_reset(struct server *s, struct client *c)
 /* The client's turn on s is over: the connection goes back (*release),
  * unless the client's settings are to be read back first (learn_send; the
  * turn then ends at its answer).  False when s was closed. */
+/* A hidden simple Query of read-your-writes (REQ_LSN). */
+static bool lsn_send(struct server *s, const char *sql)
+{
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, REQ_LSN, REQ_HIDE, NULL);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
+bool server_probe_replay(struct server *s, bool again)
+{
+	s->pool->replica->st.ryw_probes++;
+	/* Asked again: a millisecond later, on the server's side (no timer
+	 * here, and no flood of probes while the standby catches up). */
+	return lsn_send(s, again ? "SELECT pg_catalog.pg_last_wal_replay_lsn() FROM "
+				   "pg_catalog.pg_sleep(0.001)"
+				 : "SELECT pg_catalog.pg_last_wal_replay_lsn()");
+}
+
+/* "16/B374D848", the one column of an LSN query's DataRow; 0 when NULL
+ * (a server not in recovery has no replay position) or malformed. */
+static uint64_t lsn_row(const uint8_t *body, uint32_t len)
+{
+	struct pkt_reader r = pkt_reader_init(body, len);
+	if (pkt_get_u16(&r) != 1)
+		return 0;
+	uint32_t n = pkt_get_u32(&r);
+	const uint8_t *v = n <= 17 ? pkt_get_bytes(&r, n) : NULL;
+	if (!v || r.bad)
+		return 0;
+	char text[18];
+	memcpy(text, v, n);
+	text[n] = 0;
+	unsigned hi, lo;
+	char end;
+	if (sscanf(text, "%8X/%8X%c", &hi, &lo, &end) != 2)
+		return 0;
+	return (uint64_t)hi << 32 | lo;
+}
+
+/* The client's turn on s is over: the connection goes back (*release),
+ * unless the client's settings are to be read back first (learn_send; the
+ * turn then ends at its answer), or, after a transaction that may have
+ * written, the primary's WAL position is to be learnt (read-your-writes).
+ * False when s was closed. */
 static bool turn_end(struct server *s, struct client *c, bool *release)
 {
-	if (!c->params_changed) {
-		*release = true;
-		return true;
+	if (c->params_changed) {
+		c->params_changed = false;
+		return learn_send(s, c);
 	}
-	c->params_changed = false;
-	return learn_send(s, c);
+	if (c->lsn_wanted && s->pool->replica->role != ROLE_STANDBY) {
+		c->lsn_wanted = false;
+		/* Past the commit record: a standby that replayed this far
+		 * has the client's writes. */
+		return lsn_send(s, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+	}
+	*release = true;
+	return true;
 }
 
 static void finish_release(struct server *s)
@@ -1417,6 +1473,20 @@ static void finish_release(struct server *s)
 	server_release(s);
 	if (c)
 		client_unlinked(c);
+}
+
+/* An LSN query's answer: after a write on the primary, the position c's
+ * next reads need; from a standby, how far it has replayed (for every
+ * client of this worker). */
+static void lsn_answer(struct server *s, struct client *c, uint64_t lsn)
+{
+	struct replica *r = s->pool->replica;
+	if (c->probe_sent && c->ryw_probe) {
+		if (lsn > r->replay_lsn)
+			r->replay_lsn = lsn;
+	} else if (lsn > c->ryw_lsn) {
+		c->ryw_lsn = lsn;
+	}
 }
 
 /* Forwards the server's replies to the linked client in the order of its
@@ -1519,6 +1589,13 @@ static void forward_to_client(struct server *s)
 			if (type == 'Z')
 				s->xact_status = status;
 			bool learned = false; /* a REQ_LEARN's ReadyForQuery */
+			bool lsn_done = false; /* a REQ_LSN's */
+			if (r->kind == REQ_LSN) {
+				if (type == 'D')
+					lsn_answer(s, c, lsn_row(body, len - 4));
+				else if (type == 'Z')
+					lsn_done = true;
+			}
 			if (r->kind == REQ_LEARN) {
 				if (type == 'D')
 					learn_row(s, body, len - 4);
@@ -1536,6 +1613,39 @@ static void forward_to_client(struct server *s)
 				b->done = b->parsed;
 			if (effect == TXN_POP)
 				queue_pop(s);
+			if (lsn_done && c->probe_sent && c->ryw_probe) {
+				/* A standby's replay position, before c's read: far
+				 * enough, and the read goes on here (forwarded once
+				 * the loop ends: route_hold); else the turn is over,
+				 * nothing of c's was sent, and the read is routed by
+				 * what is known now (the primary, or a standby that
+				 * has replayed enough). */
+				bool far_enough = s->pool->replica->replay_lsn >= c->ryw_probe;
+				if (far_enough) {
+					c->ryw_probe = 0;
+					continue;
+				}
+				if (fleet_now() - c->probe_start < fleet.cfg.read_your_writes_wait &&
+				    s->q_len == 0) {
+					/* Replication lag is usually below a millisecond:
+					 * ask again (one round trip each) for a while. */
+					if (!server_probe_replay(s, true))
+						return;
+					continue;
+				}
+				c->ryw_probe = 0;
+				c->no_probe = true;
+				c->route_hold = false;
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode))
+					release = true;
+				continue;
+			}
+			if (lsn_done) {
+				if (txn_turn_over(s->xact_status, s->q_len, c->io.pkt_remain, mode) &&
+				    !turn_end(s, c, &release))
+					return;
+				continue;
+			}
 			if (learned) {
 				if (s->learning || s->learn_failed)
 					learn_done(s, c);

@@ -248,5 +248,8 @@ void stats_collect_metrics(struct metrics *m)
 		}
 		metrics_add_histogram(m, MF_TRANSACTION_DURATION, &db->xact_hist, db->name, NULL);
 		metrics_add_histogram(m, MF_WAIT, &db->wait_hist, db->name, NULL);
+		int share = pool_db_share(db);
+		if (share != POOL_NO_LIMIT)
+			metrics_add_int(m, MF_DATABASE_CONNECTION_SHARE, share, db->name, NULL);
 	}
 }

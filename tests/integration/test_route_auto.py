@@ -3,6 +3,8 @@ first statement can run: reads to a standby, the rest to the primary.  The
 lead's smoke tests of the routing core; test_routing.py has the real-client
 suites (write-then-read, retries, split brain)."""
 
+import os
+
 import psycopg
 import pytest
 
@@ -30,13 +32,13 @@ def where(conn, sql="SELECT pg_is_in_recovery()"):
 
 def test_reads_go_to_standbys_writes_to_the_primary(auto, replicated):
     with auto.connect(dbname="app", autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS route_t (id int)")
         seen = {conn.execute("SELECT host(inet_server_addr())").fetchone()[0]
                 for _ in range(20)}
         primary = replicated.pod(replicated.primary).addr
         assert primary not in seen and len(seen) == 2, seen
         assert all(where(conn) for _ in range(10))
-        # a write, a writing function, a plain BEGIN block: the primary
+        # a write, a hint, a plain BEGIN block: the primary
+        conn.execute("CREATE TABLE IF NOT EXISTS route_t (id int)")
         conn.execute("INSERT INTO route_t VALUES (1)")
         assert where(conn, "/* pgfleet:primary */ SELECT pg_is_in_recovery()") is False
         with conn.transaction():
@@ -66,9 +68,16 @@ def test_begin_read_only_runs_on_a_standby(auto):
         conn.execute("COMMIT")
 
 
-def test_pipeline_write_after_read_reaches_the_primary(auto):
-    with auto.connect(dbname="app", autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS route_p (id int)")
+def test_pipeline_write_after_read_reaches_the_primary(pgfleet, replicated):
+    # read_your_writes off: this client writes, and its next reads are to
+    # show where routing sends them, not where its writes have replayed.
+    fleet = pgfleet(settings=dict(SETTINGS, read_your_writes=0),
+                    databases={"app": entry("auto")})
+    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
+    with fleet.connect(dbname="app", autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS route_p (id int)")
+    replicated.wait_replayed()
+    with fleet.connect(dbname="app", autocommit=True) as conn:
         # One Sync: one implicit transaction, which writes: the primary.
         with conn.pipeline():
             c1 = conn.execute("SELECT pg_is_in_recovery()", prepare=False)
@@ -106,3 +115,56 @@ def test_set_route_over_the_extended_protocol(auto):
             cur.execute("SET pgfleet.route = primary")
             assert cur.execute("SELECT 1").fetchone()[0] == 1
         assert all(where(conn) is False for _ in range(3))
+
+
+def test_read_your_writes_with_a_paused_standby(auto, replicated, pgfleet):
+    """Each row a client writes is there when it reads it back at once,
+    through one database name, while one standby does not replay."""
+    stale = replicated.standbys[0]
+    # The fixture commits asynchronously (WAL reaches the standbys when the
+    # WAL writer wakes, every 200 ms); production commits wait for the flush,
+    # and replication lag is then a millisecond or less.
+    primary = replicated.primary
+    replicated.psql(primary, "ALTER SYSTEM SET synchronous_commit = on")
+    replicated.psql(primary, "SELECT pg_reload_conf()")
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ryw (id int primary key)")
+        replicated.pause_replay(stale)
+        try:
+            on_standby = 0
+            for i in range(300):
+                conn.execute("INSERT INTO ryw VALUES (%s)" % i)
+                row = conn.execute("SELECT id, pg_is_in_recovery() FROM ryw WHERE id = %d" % i
+                                   ).fetchone()
+                assert row is not None and row[0] == i, i
+                on_standby += row[1]
+        finally:
+            replicated.resume_replay(stale)
+            replicated.psql(primary, "ALTER SYSTEM RESET synchronous_commit")
+            replicated.psql(primary, "SELECT pg_reload_conf()")
+        conn.execute("DROP TABLE ryw")
+    print("reads after a write served by a standby: %d of 300" % on_standby)
+    if os.environ.get("DBG"):
+        print(auto.log_text()[-3000:])
+
+
+def test_read_your_writes_off_reads_a_stale_standby(pgfleet, replicated):
+    """With read_your_writes = 0 a read may land on a standby that has not
+    replayed the write (what the setting is there to prevent)."""
+    s = dict(SETTINGS, read_your_writes=0)
+    fleet = pgfleet(settings=s, databases={"app": entry("auto")})
+    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
+    stale = replicated.standbys[0]
+    with fleet.connect(dbname="app", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ryw_off (id int primary key)")
+        replicated.wait_replayed()
+        replicated.pause_replay(stale)
+        try:
+            misses = 0
+            for i in range(50):
+                conn.execute("INSERT INTO ryw_off VALUES (%s)" % i)
+                misses += conn.execute("SELECT id FROM ryw_off WHERE id = %d" % i).fetchone() is None
+        finally:
+            replicated.resume_replay(stale)
+        conn.execute("DROP TABLE ryw_off")
+    assert misses > 0

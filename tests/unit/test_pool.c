@@ -443,6 +443,182 @@ static void test_min_pool_size(void)
 	model_done();
 }
 
+/* ---- the fleet-wide budget (issue 20 item 3) -------------------------------------- */
+
+/* Each instance's share of a limit among the live ones: the shares differ
+ * by one at most and add up to the limit exactly, for every fleet size;
+ * alone, the whole limit; 0 stays "no limit". */
+static void test_share_arithmetic(void)
+{
+	CHECK(pool_share_of(0, 4, 0) == POOL_NO_LIMIT);
+	CHECK(pool_share_of(10, 1, 0) == 10);
+	CHECK(pool_share_of(10, 4, 0) == 3 && pool_share_of(10, 4, 1) == 3);
+	CHECK(pool_share_of(10, 4, 2) == 2 && pool_share_of(10, 4, 3) == 2);
+	CHECK(pool_share_of(2, 4, 0) == 1 && pool_share_of(2, 4, 1) == 1);
+	CHECK(pool_share_of(2, 4, 2) == 0 && pool_share_of(2, 4, 3) == 0);
+	/* what fleet_set_peers would not store: read as alone / rank 0 */
+	CHECK(pool_share_of(10, 0, 0) == 10 && pool_share_of(10, 4, 9) == 3);
+	for (int limit = 1; limit <= 40; limit++) {
+		for (int live = 1; live <= 12; live++) {
+			int sum = 0, lo = limit, hi = 0;
+			for (int rank = 0; rank < live; rank++) {
+				int s = pool_share_of(limit, live, rank);
+				sum += s;
+				lo = s < lo ? s : lo;
+				hi = s > hi ? s : hi;
+			}
+			CHECK(sum == limit);
+			CHECK(hi - lo <= 1);
+		}
+	}
+	/* pool_share reads the live set fleet_set_peers stored */
+	fleet_set_peers(3, 2);
+	CHECK(pool_share(100) == 33);
+	fleet_set_peers(3, 0);
+	CHECK(pool_share(100) == 34);
+	fleet_set_peers(1, 0);
+	CHECK(pool_share(100) == 100);
+}
+
+/* Within the share: no connection beyond it, the wait error names the
+ * limit, the share and the fleet; alone, the old text. */
+static void test_share_caps_connections(void)
+{
+	model_init();
+	fleet.cfg.max_db_connections = 10;
+	struct database *db = model_db("app", TSA_ANY, 20, NULL);
+	struct replica *r1 = model_replica(db, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct replica *r2 = model_replica(db, "10.0.0.2:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *g = pool_group_get(db, "app");
+	struct pool *p1 = model_pool(g, r1), *p2 = model_pool(g, r2);
+	fleet_set_peers(4, 1); /* 10 over 4: 3, 3, 2, 2 */
+	CHECK(pool_db_share(db) == 3 && pool_db_max_connections(db) == 10);
+	(void)model_server_idle(p1, 990);
+	(void)model_server_idle(p2, 990);
+	(void)model_server_idle(p1, 990);
+	CHECK(!pool_has_room(p1) && !pool_has_room(p2));
+	CHECK(model_server_login(p2) == NULL);
+	int max = 0;
+	CHECK(strcmp(pool_limit_reached(g, &max), "max_db_connections") == 0 && max == 10);
+	char why[200];
+	router_explain(g, fleet_now(), why, sizeof(why));
+	CHECK(strcmp(why, "max_db_connections (10, this instance's share 3 of 4 live pgfleet "
+			  "instances) reached for database \"app\"") == 0);
+	/* the share caps min_pool_size's warm connections too */
+	fleet.cfg.min_pool_size = 5;
+	CHECK(!pool_reserve(p2, true));
+	/* alone: the whole limit, and the error as before fleets */
+	fleet_set_peers(1, 0);
+	CHECK(pool_db_share(db) == 10 && pool_has_room(p2));
+	CHECK(pool_reserve(p2, true));
+	pool_unreserve(p2);
+	(void)model_server_idle(p2, 990);
+	for (int i = 0; i < 6; i++)
+		(void)model_server_idle(p1, 990);
+	CHECK(pool_db_connections("app") == 10 && !pool_has_room(p1));
+	router_explain(g, fleet_now(), why, sizeof(why));
+	CHECK(strcmp(why, "max_db_connections (10) reached for database \"app\"") == 0);
+	model_done();
+	fleet_set_peers(1, 0);
+}
+
+/* A limit smaller than the fleet: some instances get 0, and their clients
+ * wait (no error, no connection). */
+static void test_share_zero_waits(void)
+{
+	model_init();
+	fleet.cfg.max_db_connections = 2;
+	struct pool *p = one_pool(5, NULL);
+	fleet_set_peers(4, 3);
+	CHECK(pool_db_share(p->group->db) == 0);
+	CHECK(!pool_has_room(p) && model_server_login(p) == NULL);
+	struct client *c = model_client(p->group);
+	CHECK(!pool_checkout(c) && c->state == CLIENT_WAITING);
+	CHECK(p->group->connecting == 0 && pool_db_connections("app") == 0);
+	char why[200];
+	router_explain(p->group, fleet_now(), why, sizeof(why));
+	CHECK(strcmp(why, "max_db_connections (2, this instance's share 0 of 4 live pgfleet "
+			  "instances) reached for database \"app\"") == 0);
+	/* the waiting client is not closed for it, only query_wait_timeout */
+	fleet.cfg.query_wait_timeout = 0;
+	fleet.now_cached = 2000;
+	p->group->db->paused = true; /* the janitor's kick must not launch a socket */
+	pool_janitor(fleet_now());
+	CHECK(c->state == CLIENT_WAITING);
+	model_done();
+	fleet_set_peers(1, 0);
+}
+
+/* The share shrinks (a peer came): idle connections above it close at the
+ * next janitor pass, least recently used first; a busy one above it closes
+ * when its transaction ends instead of going back to idle; at the share,
+ * released connections stay.  It grows again (the peer left): room again. */
+static void test_share_rebalance(void)
+{
+	model_init();
+	fleet.cfg.max_db_connections = 6;
+	struct database *db = model_db("app", TSA_ANY, 10, NULL);
+	struct replica *r = model_replica(db, "10.0.0.1:5432", REPLICA_UP, ROLE_PRIMARY);
+	struct pool_group *g = pool_group_get(db, "app");
+	struct pool *p = model_pool(g, r);
+	struct server *s[6];
+	for (int i = 0; i < 6; i++)
+		s[i] = model_server_idle(p, 990 + i);
+	struct client *c[3];
+	for (int i = 0; i < 3; i++) {
+		c[i] = model_client(g);
+		CHECK(pool_checkout(c[i]));
+	}
+	CHECK(p->active.count == 3 && p->idle.count == 3);
+	/* a second instance: 3 each; then a third: 2 each */
+	fleet_set_peers(3, 2);
+	CHECK(pool_db_share(db) == 2);
+	db->paused = true; /* the janitor's kick must not launch a socket */
+	pool_janitor(fleet_now());
+	CHECK(p->idle.count == 0 && p->active.count == 3);
+	CHECK(pool_db_connections("app") == 3);
+	for (int i = 0; i < 6; i++) /* the busy ones are left to finish */
+		CHECK(s[i]->state == SERVER_ACTIVE || s[i]->state == SERVER_JUSTFREE);
+	/* busy ones above the share close as their transaction ends */
+	server_release(c[0]->link);
+	CHECK(pool_db_connections("app") == 2 && p->idle.count == 0);
+	/* at the share: kept */
+	server_release(c[1]->link);
+	CHECK(pool_db_connections("app") == 2 && p->idle.count == 1);
+	CHECK(!pool_has_room(p));
+	pool_janitor(fleet_now());
+	CHECK(p->idle.count == 1 && p->active.count == 1);
+	/* the peers left: the whole budget again */
+	fleet_set_peers(1, 0);
+	CHECK(pool_db_share(db) == 6 && pool_has_room(p));
+	server_release(c[2]->link);
+	CHECK(p->idle.count == 2);
+	model_done();
+	fleet_set_peers(1, 0);
+}
+
+/* max_user_connections is shared the same way. */
+static void test_user_share(void)
+{
+	model_init();
+	fleet.cfg.max_user_connections = 3;
+	struct pool *p = one_pool(5, NULL);
+	fleet_set_peers(2, 1); /* 3 over 2: 2, 1 */
+	CHECK(pool_user_share(p->group) == 1);
+	(void)model_server_idle(p, 990);
+	CHECK(!pool_has_room(p));
+	int max = 0;
+	CHECK(strcmp(pool_limit_reached(p->group, &max), "max_user_connections") == 0 && max == 3);
+	char why[200];
+	router_explain(p->group, fleet_now(), why, sizeof(why));
+	CHECK(strcmp(why, "max_user_connections (3, this instance's share 1 of 2 live pgfleet "
+			  "instances) reached for user \"app\"") == 0);
+	fleet_set_peers(2, 0);
+	CHECK(pool_user_share(p->group) == 2 && pool_has_room(p));
+	model_done();
+	fleet_set_peers(1, 0);
+}
+
 int main(void)
 {
 	RUN(test_checkout_release);
@@ -457,5 +633,10 @@ int main(void)
 	RUN(test_max_user_connections);
 	RUN(test_reserve_pool);
 	RUN(test_min_pool_size);
+	RUN(test_share_arithmetic);
+	RUN(test_share_caps_connections);
+	RUN(test_share_zero_waits);
+	RUN(test_share_rebalance);
+	RUN(test_user_share);
 	return harness_finish();
 }

@@ -278,7 +278,7 @@ static void test_reply_ends_table(void)
 	} table[] = {
 		{REQ_QUERY, "Z"}, {REQ_SYNC, "Z"},    {REQ_PARSE, "1"}, {REQ_BIND, "2"},
 		{REQ_DESCRIBE, "Tn"}, {REQ_EXECUTE, "CIs"}, {REQ_CLOSE, "3"},
-		{REQ_DEALLOC, ""}, {REQ_ERROR, ""}, {REQ_NOTICE, ""}, {REQ_LEARN, "Z"}, {REQ_ROUTE, ""},
+		{REQ_DEALLOC, ""}, {REQ_ERROR, ""}, {REQ_NOTICE, ""}, {REQ_LEARN, "Z"}, {REQ_LSN, "Z"}, {REQ_ROUTE, ""},
 	};
 	const char *all = "123ACDEGHIKNSTZcdnst";
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
