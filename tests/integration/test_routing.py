@@ -445,6 +445,42 @@ def test_share_of_reads_after_a_write_on_a_standby_without_lag(rw, pgfleet, comm
     check_ryw("psycopg-simple, no lag, %s commit" % commit, res, rw)
 
 
+def test_two_writes_back_to_back_then_a_read(rw, pgfleet):
+    """INSERT a, INSERT b (sent as soon as a's ReadyForQuery arrives),
+    then SELECT b: the read must see b, the client's last write, not only
+    a.  (The second write may reach pgfleet while the first one's WAL
+    position is still being read on the primary connection.)"""
+    fleet = start(pgfleet, rw)
+    res = {"pairs": 0, "missed": 0, "misses": [], "errors": [], "pods": {}}
+    lock = threading.Lock()
+
+    def worker(w):
+        try:
+            with guarded(fleet, 60) as conn:
+                for i in range(RYW_ITERATIONS):
+                    a = 9100000 + w * 10000 + 2 * i
+                    conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'a')" % a)
+                    conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'b')" % (a + 1))
+                    pod, got = conn.execute(RYW_READ % (a + 1)).fetchone()
+                    with lock:
+                        res["pairs"] += 1
+                        res["pods"][pod] = res["pods"].get(pod, 0) + 1
+                        if got != a + 1:
+                            res["missed"] += 1
+                            res["misses"].append("id %d not seen on %s" % (a + 1, pod))
+        except Exception as e:
+            with lock:
+                res["errors"].append("worker %d: %r" % (w, e))
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True)
+               for w in range(RYW_WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    check_ryw("two writes then a read", res, rw)
+
+
 def test_read_your_writes_off_sends_every_read_to_a_standby(rw, pgfleet):
     """read_your_writes = off: the reads after a write are reads like any
     other (standbys only, while they are up); what they see is the
