@@ -166,7 +166,8 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(dns_zone_check_period, TIME, "0")                                                        \
 	X(conffile, STR, "")                                                                       \
 	X(service_name, STR, "")                                                                   \
-	X(job_name, STR, "")
+	X(job_name, STR, "")                                                                       \
+	X(config_watch, BOOL, "1")
 
 /*
  * Settings pgfleet accepts but does not implement, in one place: issue 18
@@ -290,6 +291,10 @@ struct config {
 	 * for any other auth_type).  RELOAD reads the file again. */
 	struct hba *hba;
 	char *path; /* the main config file, NULL when configured from the environment */
+	/* Every ini file read, as opened: the main one, then each %include
+	 * (config_watch stats them to notice a change). */
+	char **files;
+	size_t n_files;
 	/* One line each, "where: key 'name': not implemented by pgfleet, ignored
 	 * (...)": the WARN entries of CONFIG_UNIMPLEMENTED that were set.  The
 	 * caller logs them (config.c never logs). */
@@ -355,6 +360,8 @@ void config_loader_warn(struct config_loader *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* A copy of `name` that lives until the load ends (origins point at it). */
 const char *config_loader_keep_name(struct config_loader *l, const char *name);
+/* An ini file was read (the main one or an %include): kept in cfg->files. */
+void config_loader_note_file(struct config_loader *l, const char *path);
 /* The main file could not be read: later "no databases" lines would only repeat it. */
 void config_loader_set_unreadable(struct config_loader *l);
 /* An empty DB_PASSWORD was reported: "auth_type needs users" would repeat it. */

@@ -22,6 +22,7 @@
 #define NAME_MAX_LEN 64
 
 struct health_check;
+struct write_choice;
 
 enum replica_state {
 	REPLICA_NEW,      /* seen in DNS, no check passed yet: no traffic */
@@ -48,6 +49,12 @@ struct replica {
 	/* Standby: the WAL position it has replayed, as last seen (health
 	 * checks, read-your-writes probes); 0 = not known.  Primary: 0. */
 	uint64_t replay_lsn;
+	/* A primary's timeline, from its health check (0 = not known: a
+	 * standby, no checks, or a check that could not say). */
+	uint32_t timeline;
+	/* The timeline it last had as a primary in this worker, kept after a
+	 * demotion: a worker tells "demoted" from "promotion not seen yet". */
+	uint32_t primary_tl;
 	double retry_at; /* DOWN: when a login may be retried (no health checks);
 			    BANNED: when the ban ends */
 	int fails;       /* failures in a row (checks and logins) */
@@ -96,6 +103,15 @@ struct database {
 	 * role/database defaults an ALTER ROLE/DATABASE ... SET has changed
 	 * since (database_refresh_defaults). */
 	unsigned defaults_gen;
+	/* Several primaries (split brain): the process-wide choice of the one
+	 * that takes writes (database.c's registry, shared by every worker),
+	 * and this worker's copy of it, refreshed when the registry's
+	 * generation moves.  `primaries`: up primaries as this worker sees
+	 * them. */
+	struct write_choice *wp;
+	unsigned wp_gen;
+	const struct replica *wp_replica; /* NULL: none chosen (yet) */
+	int primaries;
 };
 
 /* The database for a client's name: existing, or created from its exact
@@ -146,6 +162,29 @@ void replica_set_state(struct replica *r, enum replica_state state, const char *
 bool replica_set_role(struct replica *r, enum replica_role role, const char *why);
 /* Is r's lag within its database's max_replica_lag (always, for a primary)? */
 bool replica_lag_ok(const struct replica *r);
+/*
+ * Two or more primaries behind one database (independent servers, or a
+ * promoted standby next to the old primary: split brain): writes go to one
+ * of them only.  The choice is made once for the process (every worker
+ * agrees) and kept: newest timeline first, ties to the lowest address;
+ * once chosen a primary keeps the writes while it stays an up primary,
+ * even when another primary with an equal timeline appears; a newer
+ * timeline takes over (a failover).  Before the first choice, while a
+ * replica's first health check is still out, nothing is chosen (writes
+ * wait at most health_check_timeout) so the choice does not depend on
+ * which check answered first.
+ * replica_is_write_primary: r is an up primary and the chosen one (the
+ * only primary, when there is one).  Cheap: one atomic load unless the
+ * choice changed.
+ * database_update_write_primary: re-decides after a replica's health, role
+ * or timeline changed (health checks, logins); logs the start and end of a
+ * split brain once per process, and a change of the write primary.
+ */
+bool replica_is_write_primary(const struct replica *r);
+void database_update_write_primary(struct database *db);
+/* The process-wide count of up primaries of db (the highest any worker
+ * sees), for SHOW DATABASES and /metrics. */
+int database_primaries(const struct database *db);
 /* Is r able to take a new transaction for db's target_session_attrs? */
 bool replica_eligible(const struct replica *r, double now);
 /* db's target_session_attrs: its entry's, else the global setting's. */
@@ -223,6 +262,8 @@ struct replica_row {
 	const char *state; /* new | up | down | banned | draining */
 	double lag_s;
 	int server_conns, active;
+	uint32_t timeline;  /* 0 = not known */
+	bool write_primary; /* replica_is_write_primary() */
 	uint64_t xacts, queries, avg_xact_us;
 	double last_check;     /* wall clock, seconds since the epoch; 0 = never */
 	char last_check_str[32]; /* "2026-11-23 10:00:00 UTC", "" = never */

@@ -38,12 +38,14 @@ void health_janitor(void);
  * (retry_at = now + ban_time); a banned one stays banned.  An answer: the
  * role from pg_is_in_recovery() and the lag are taken whatever the health,
  * the failure count is reset, a new or down replica comes up, a banned one
- * only once ban_time has passed.  A draining replica keeps its state and
+ * only once ban_time has passed.  A primary's timeline (0 = unknown) is
+ * kept and may move the database's write primary
+ * (database_update_write_primary).  A draining replica keeps its state and
  * role.  The caller kicks the database's queues.
  * Must not: touch the check's connection or timers.
  */
 void health_note_failure(struct replica *r, const char *why);
-void health_note_answer(struct replica *r, bool in_recovery, double lag_s);
+void health_note_answer(struct replica *r, bool in_recovery, double lag_s, uint32_t timeline);
 
 /* The above as database.c asks for them (database_set_health, wired at
  * start-up). */

@@ -108,7 +108,24 @@ enum metric_type {
 	X(DATABASE_CONNECTION_SHARE, "pgfleet_database_connection_share", GAUGE, INT, FIRST,       \
 	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
 	  "This instance's share of the database's max_db_connections among the live pgfleet "     \
-	  "instances (the shares add up to the limit; no series without a limit).")
+	  "instances (the shares add up to the limit; no series without a limit).")    \
+	X(CLIENTS, "pgfleet_clients", GAUGE, INT, SUM,                                             \
+	  METRIC_LABELS("database", "user", "state"), METRIC_NO_LABELS,                            \
+	  "Clients of a database and user by state (login, waiting, active, idle).")               \
+	X(POOL_MAX_WAIT, "pgfleet_pool_max_wait_seconds", GAUGE, REAL, MAX,                        \
+	  METRIC_LABELS("database", "user"), METRIC_NO_LABELS,                                     \
+	  "How long the longest-waiting client of the pool has waited so far (0: none waits).")    \
+	X(DATABASE_POOL_SIZE, "pgfleet_database_pool_size", GAUGE, INT, FIRST,                     \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "Server connections a pool of the database may open to each replica.")                   \
+	X(DATABASE_PAUSED, "pgfleet_database_paused", GAUGE, INT, MAX, METRIC_LABELS("database"),  \
+	  METRIC_NO_LABELS, "1 while the database is paused (PAUSE).")                             \
+	X(DATABASE_DISABLED, "pgfleet_database_disabled", GAUGE, INT, MAX,                         \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "1 while the database is disabled (DISABLE): new clients are refused.")     \
+	X(DATABASE_PRIMARIES, "pgfleet_database_primaries", GAUGE, INT, FIRST,                     \
+	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
+	  "Up primaries behind the database; more than 1 is a split brain (writes go to one).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -43,18 +43,33 @@ struct sqlroute_answer {
 /*
  * The class of the text sql[0..len) (sql[len] is a NUL).  A leading comment
  * `/ * pgfleet:primary * /` or `/ * pgfleet:standby * /` (spaces inside the
- * comment allowed, case-insensitive) decides without the parser.  Texts
- * longer than max_len are not parsed: SQLROUTE_PRIMARY.
+ * comment allowed, case-insensitive; `-- pgfleet:standby` too; the first
+ * hint among the comments before the first token counts) decides without
+ * the parser, whatever the text's length: PRIMARY or READ, hinted = true.
+ * Otherwise texts longer than max_len, empty ones and ones with a NUL
+ * inside are not parsed: SQLROUTE_PRIMARY.  The rules (a read, BEGIN READ
+ * ONLY, SET pgfleet.route) are in docs/routing.md.
+ * Must not: be given a text whose sql[len] is not a NUL.
  */
 void sqlroute_classify(const char *sql, size_t len, size_t max_len, struct sqlroute_answer *out);
 
 /* The same, through this thread's cache of up to `entries` answers (0: no
- * cache).  Collisions are resolved by comparing the whole text. */
+ * cache, and a cache left from a non-zero setting is freed; at most 2^20).
+ * Collisions are resolved by comparing the whole text.  A hit allocates
+ * nothing; a miss stores a copy of the text (texts over max_len are never
+ * stored).  A change of `entries` empties the cache. */
 void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
 			      struct sqlroute_answer *out);
 
 /* Frees this thread's cache (a worker's exit). */
 void sqlroute_cache_free(void);
+
+/* Is name[0..len) on the safe list (a function a read may call, bare or
+ * qualified with pg_catalog)?  For the unit test and the docs. */
+bool sqlroute_function_safe(const char *name, size_t len);
+
+/* Is the safe list sorted (its binary search's premise)?  The unit test's. */
+bool sqlroute_safe_list_ok(void);
 
 /* Parses done and cache hits in this thread, for the unit test and the bench
  * (the "parser never called with auto off" check). */

@@ -38,7 +38,7 @@ LAYERS = [
     ("model", "stats metrics database pool server client auth authquery cancel txn"),
     ("policy", "router health"),
     ("front ends", "listener admin http"),
-    ("process", "worker shutdown signals reload wiring main"),
+    ("process", "worker shutdown signals reload confwatch wiring main"),
 ]
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)\.h"', re.M)

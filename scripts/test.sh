@@ -94,7 +94,7 @@ fi
 # of its corpus, so new inputs never land in the repository.  A crash, a
 # leak, a sanitizer report or an input slower than 10 s fails the step; the
 # offending input is kept and its path printed.
-FUZZ_HARNESSES=(startup extended server)
+FUZZ_HARNESSES=(startup extended server sqlroute)
 run_fuzzers() {       # DIR
   local dir=$1 h rc=0 work
   work=$(mktemp -d /tmp/pgfleet-fuzz-ci.XXXXXX) || return 1

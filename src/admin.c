@@ -621,6 +621,7 @@ static const struct table_col databases_cols[] = {
 	COL_INT4("disabled", TABLE_FIRST),
 	COL_INT4("reserve_pool", TABLE_FIRST),
 	COL_INT4("fleet_share", TABLE_FIRST),
+	COL_INT4("primaries", TABLE_FIRST),
 };
 
 /* Logged-in clients of a database (its pool groups' lists). */
@@ -671,6 +672,7 @@ static void show_databases(struct table *t)
 		put_int(w, db->disabled || db->cfg_own ? 1 : 0);
 		put_int(w, pool_reserve_size(db));
 		put_share(w, pool_db_share(db));
+		put_int(w, database_primaries(db));
 	}
 }
 
@@ -1259,6 +1261,8 @@ static const struct table_col replicas_cols[] = {
 	COL_INT8("avg_xact_us", TABLE_MEAN),
 	COL_TEXT("last_check", TABLE_FIRST),
 	COL_TEXT("last_error", TABLE_FIRST),
+	COL_INT8("timeline", TABLE_FIRST),
+	COL_TEXT("write_primary", TABLE_FIRST),
 };
 
 static void replica_row(const struct replica_row *rr, void *arg)
@@ -1279,6 +1283,8 @@ static void replica_row(const struct replica_row *rr, void *arg)
 	put_int(w, (long long)rr->avg_xact_us);
 	put_text(w, rr->last_check_str);
 	put_text(w, rr->last_error);
+	put_int(w, (long long)rr->timeline); /* 0: not known (a standby) */
+	put_text(w, rr->write_primary ? "yes" : "no");
 }
 
 static void show_replicas(struct table *t)

@@ -742,6 +742,13 @@ const char *config_loader_keep_name(struct config_loader *l, const char *name)
 	return l->names[l->n_names++];
 }
 
+void config_loader_note_file(struct config_loader *l, const char *path)
+{
+	struct config *cfg = l->cfg;
+	cfg->files = config_xrealloc(cfg->files, (cfg->n_files + 1) * sizeof *cfg->files);
+	cfg->files[cfg->n_files++] = config_xstrdup(path);
+}
+
 /* "where: key 'name': why", where being the place the value was set. */
 static void report_setting(struct config_loader *l, size_t idx, const char *why)
 {
@@ -1340,6 +1347,9 @@ void config_free(struct config *cfg)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);
 	free(cfg->path);
+	for (size_t i = 0; i < cfg->n_files; i++)
+		free(cfg->files[i]);
+	free(cfg->files);
 	hba_free(cfg->hba);
 	memset(cfg, 0, sizeof *cfg);
 }

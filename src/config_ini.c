@@ -466,6 +466,7 @@ static void read_file(struct ini_reader *l, const char *path, const char *from, 
 		}
 	}
 	l->open[l->depth++] = real;
+	config_loader_note_file(l->loader, path);
 
 	const char *name = config_loader_keep_name(l->loader, path);
 	enum section saved = l->section;

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ void replica_set_state(struct replica *r, enum replica_state state, const char *
 	       NULL);
 	if (state == REPLICA_DRAINING || state == REPLICA_DOWN || state == REPLICA_BANNED)
 		close_idle(r, state == REPLICA_DRAINING ? "replica draining" : "replica down");
+	database_update_write_primary(r->db);
 }
 
 bool replica_set_role(struct replica *r, enum replica_role role, const char *why)
@@ -90,6 +92,7 @@ bool replica_set_role(struct replica *r, enum replica_role role, const char *why
 	 * primary's for writes: neither may carry the other kind of work. */
 	if (old != ROLE_UNKNOWN)
 		close_idle(r, "replica role changed");
+	database_update_write_primary(r->db);
 	return true;
 }
 
@@ -142,26 +145,36 @@ int database_tsa(const struct database *db)
 	return tsa >= 0 ? tsa : (int)fleet.cfg.target_session_attrs;
 }
 
+/* Forward: the write-primary registry is below. */
+static bool no_write_primary(const struct replica *r);
+
 bool replica_eligible(const struct replica *r, double now)
 {
 	int tsa = database_tsa(r->db);
-	/* The hot case first: an up primary takes anything but standby work. */
+	/* The hot case first: an up primary takes anything but standby work;
+	 * writes only when it is the write primary (several primaries: one
+	 * takes them all).  `any` spreads over every primary, as before. */
 	if (r->state == REPLICA_UP && r->role == ROLE_PRIMARY)
-		return tsa == TSA_ANY || tsa == TSA_READ_WRITE || tsa == TSA_PRIMARY ||
-		       tsa == TSA_AUTO ||
-		       (tsa == TSA_PREFER_STANDBY && !standby_available(r->db, now));
+		return tsa == TSA_ANY ||
+		       ((tsa == TSA_READ_WRITE || tsa == TSA_PRIMARY || tsa == TSA_AUTO ||
+			 (tsa == TSA_PREFER_STANDBY && !standby_available(r->db, now))) &&
+			replica_is_write_primary(r));
 	/* A standby too far behind gets no reads, whatever the target. */
 	if (!replica_healthy(r, now) || !replica_lag_ok(r))
 		return false;
+	/* Not up but healthy enough: no health checks, a new replica or a
+	 * retry login.  A known primary gets writes only while no other one
+	 * is chosen (else its retry could never happen). */
+	bool writable = r->role != ROLE_STANDBY && (r->role != ROLE_PRIMARY || no_write_primary(r));
 	switch (tsa) {
 	case TSA_READ_WRITE:
 	case TSA_PRIMARY:
-		return r->role != ROLE_STANDBY;
+		return writable;
 	case TSA_READ_ONLY:
 	case TSA_STANDBY:
 		return r->role != ROLE_PRIMARY;
 	case TSA_PREFER_STANDBY:
-		return r->role != ROLE_PRIMARY || !standby_available(r->db, now);
+		return r->role != ROLE_PRIMARY || (writable && !standby_available(r->db, now));
 	default:
 		return true;
 	}
@@ -208,11 +221,284 @@ bool replica_eligible_for(const struct replica *r, double now, const struct rout
 		return replica_eligible(r, now);
 	if (r->role == ROLE_STANDBY)
 		return need->want == WANT_READ && standby_fits(r, now, need);
-	/* The primary (or a replica whose role no check has told yet): writes,
-	 * and reads that no standby can take. */
-	if (!replica_healthy(r, now))
+	/* The write primary (or, before one is chosen, a replica whose role no
+	 * check has told yet): writes, and reads that no standby can take. */
+	if (r->state == REPLICA_UP && r->role == ROLE_PRIMARY) {
+		if (!replica_is_write_primary(r))
+			return false;
+	} else if (!replica_healthy(r, now) || (r->role == ROLE_PRIMARY && !no_write_primary(r))) {
 		return false;
+	}
 	return need->want == WANT_WRITE || !database_standby_for(r->db, now, need);
+}
+
+/* ---- one write primary per database (split brain) ------------------------------ */
+
+/*
+ * The choice is process-wide: with workers = N each worker has its own
+ * struct database and runs its own health checks, so the workers' views
+ * can differ for a moment; a choice made per worker could send writes to
+ * two primaries.  One registry entry per database name holds the chosen
+ * address; a worker re-decides under the lock from its own view, and the
+ * rules favour the entry's current choice (it is left only when this
+ * worker knows it is not an up primary, or for a newer timeline), so two
+ * workers that see things a moment apart do not flip it back and forth.
+ * Readers (the router, per transaction) compare one atomic generation.
+ */
+struct write_choice {
+	struct write_choice *next;
+	int refs; /* workers holding a database of this name */
+	char name[NAME_MAX_LEN];
+	char addr[128];    /* the write primary's addr_str, "" = none */
+	uint32_t timeline; /* its timeline when chosen (or since seen) */
+	int primaries[POOL_MAX_WORKERS]; /* up primaries, as each worker sees them */
+	bool split_said;   /* "several primaries" logged, its end not yet */
+};
+
+static pthread_mutex_t wp_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct write_choice *wp_list;
+static atomic_uint wp_gen = 1; /* moves whenever any entry's addr does */
+
+static struct write_choice *wp_claim(const char *name)
+{
+	pthread_mutex_lock(&wp_lock);
+	struct write_choice *e;
+	for (e = wp_list; e; e = e->next)
+		if (strcmp(e->name, name) == 0)
+			break;
+	if (!e && (e = calloc(1, sizeof(*e)))) {
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		e->next = wp_list;
+		wp_list = e;
+	}
+	if (e)
+		e->refs++;
+	pthread_mutex_unlock(&wp_lock);
+	return e;
+}
+
+static void wp_release(struct write_choice *e)
+{
+	if (!e)
+		return;
+	pthread_mutex_lock(&wp_lock);
+	if (--e->refs == 0) {
+		for (struct write_choice **pp = &wp_list; *pp; pp = &(*pp)->next) {
+			if (*pp == e) {
+				*pp = e->next;
+				break;
+			}
+		}
+		free(e);
+	}
+	pthread_mutex_unlock(&wp_lock);
+}
+
+static struct replica *find_by_addr_str(struct database *db, const char *addr)
+{
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		struct replica *r = container_of(it, struct replica, node);
+		if (r->state != REPLICA_DRAINING && strcmp(r->addr_str, addr) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+/* Orders replicas by address (family, bytes, port): the tie-break. */
+static int addr_cmp(const struct replica *a, const struct replica *b)
+{
+	if (a->addr.ss_family != b->addr.ss_family)
+		return a->addr.ss_family < b->addr.ss_family ? -1 : 1;
+	if (a->addr.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
+		uint32_t ha = ntohl(x->sin_addr.s_addr), hb = ntohl(y->sin_addr.s_addr);
+		if (ha != hb)
+			return ha < hb ? -1 : 1;
+		return ntohs(x->sin_port) < ntohs(y->sin_port)	 ? -1
+		       : ntohs(x->sin_port) > ntohs(y->sin_port) ? 1
+								 : 0;
+	}
+	if (a->addr.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
+		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
+		int c = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+		if (c)
+			return c;
+		return ntohs(x->sin6_port) < ntohs(y->sin6_port)   ? -1
+		       : ntohs(x->sin6_port) > ntohs(y->sin6_port) ? 1
+								   : 0;
+	}
+	return strcmp(a->addr_str, b->addr_str);
+}
+
+static bool is_up_primary(const struct replica *r)
+{
+	return r->state == REPLICA_UP && r->role == ROLE_PRIMARY;
+}
+
+/* This worker's copy of db's choice, looked up again when any choice
+ * moved (one atomic load when none did).  NULL: none chosen. */
+static const struct replica *wp_current(struct database *db)
+{
+	unsigned g = atomic_load_explicit(&wp_gen, memory_order_acquire);
+	if (g != db->wp_gen) {
+		char addr[sizeof(db->wp->addr)];
+		pthread_mutex_lock(&wp_lock);
+		memcpy(addr, db->wp->addr, sizeof(addr));
+		pthread_mutex_unlock(&wp_lock);
+		db->wp_replica = addr[0] ? find_by_addr_str(db, addr) : NULL;
+		db->wp_gen = g;
+	}
+	return db->wp_replica;
+}
+
+bool replica_is_write_primary(const struct replica *r)
+{
+	if (r->role != ROLE_PRIMARY || r->state != REPLICA_UP)
+		return false;
+	/* no registry entry (out of memory): every primary, as before */
+	return !r->db->wp || wp_current(r->db) == r;
+}
+
+static bool no_write_primary(const struct replica *r)
+{
+	return !r->db->wp || !wp_current(r->db);
+}
+
+int database_primaries(const struct database *db)
+{
+	if (!db->wp)
+		return db->primaries;
+	int n = 0;
+	pthread_mutex_lock(&wp_lock);
+	for (int i = 0; i < POOL_MAX_WORKERS; i++)
+		if (db->wp->primaries[i] > n)
+			n = db->wp->primaries[i];
+	pthread_mutex_unlock(&wp_lock);
+	return n;
+}
+
+/* "127.0.0.3:5432 (timeline 1), ..." : the up primaries other than `w`. */
+static void others_list(struct database *db, const struct replica *w, char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
+		if (r == w || !is_up_primary(r) || n + 1 >= len)
+			continue;
+		int k = snprintf(buf + n, len - n, "%s%s (timeline %u)", n ? ", " : "", r->addr_str,
+				 (unsigned)r->timeline);
+		n = k < 0 ? n : n + (size_t)k >= len ? len - 1 : n + (size_t)k;
+	}
+}
+
+void database_update_write_primary(struct database *db)
+{
+	struct write_choice *e = db->wp;
+	bool checks = checks_enabled();
+	bool pending = false; /* a replica's first check is still out */
+	int n = 0;
+	struct replica *best = NULL;
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		struct replica *r = container_of(it, struct replica, node);
+		if (r->state == REPLICA_NEW && checks)
+			pending = true;
+		if (!is_up_primary(r))
+			continue;
+		n++;
+		if (!best || r->timeline > best->timeline ||
+		    (r->timeline == best->timeline && addr_cmp(r, best) < 0))
+			best = r;
+	}
+	db->primaries = n;
+	if (!e)
+		e = db->wp = wp_claim(db->name); /* out of memory before: try again */
+	if (!e)
+		return;
+	int w = worker_index();
+	/* What to log, said after the lock. */
+	enum { SAY_NONE, SAY_SPLIT, SAY_CHANGED, SAY_OVER } say = SAY_NONE;
+	char addr[sizeof(e->addr)], tl[16], count[16], others[256] = "";
+	pthread_mutex_lock(&wp_lock);
+	if (w >= 0 && w < POOL_MAX_WORKERS)
+		e->primaries[w] = n;
+	struct replica *cur = e->addr[0] ? find_by_addr_str(db, e->addr) : NULL;
+	struct replica *next = cur;
+	bool change = false;
+	if (!e->addr[0]) {
+		next = pending ? NULL : best;
+		change = next != NULL;
+	} else if (cur && is_up_primary(cur)) {
+		uint32_t cur_tl = cur->timeline > e->timeline ? cur->timeline : e->timeline;
+		e->timeline = cur_tl;
+		if (best && best->timeline > cur_tl) {
+			next = best; /* a newer timeline: a failover happened */
+			change = true;
+		}
+	} else if (!cur || cur->state != REPLICA_NEW) {
+		/* Not an up primary here.  Failed here (down, banned, gone from
+		 * DNS) or demoted here (seen as a primary on the chosen
+		 * timeline, now a standby): the best other one takes over.  Up
+		 * but a standby (or role unknown) here and never seen as a
+		 * primary on that timeline: this worker has not seen its
+		 * promotion yet, so only a primary at least as new takes over,
+		 * never an older timeline (that would send writes back to the
+		 * old primary for a moment).  With no other primary it is
+		 * kept: it takes no writes while it is not an up primary. */
+		bool failed_here = !cur || cur->state != REPLICA_UP ||
+				   (cur->primary_tl && cur->primary_tl >= e->timeline);
+		if (best && (failed_here || best->timeline >= e->timeline)) {
+			next = best;
+			change = true;
+		}
+	} /* else not checked yet by this worker (back in DNS): kept */
+	char from[sizeof(e->addr)];
+	snprintf(from, sizeof(from), "%s", e->addr);
+	if (change) {
+		snprintf(e->addr, sizeof(e->addr), "%s", next ? next->addr_str : "");
+		e->timeline = next ? next->timeline : 0;
+		atomic_fetch_add_explicit(&wp_gen, 1, memory_order_release);
+	}
+	int most = 0;
+	for (int i = 0; i < POOL_MAX_WORKERS; i++)
+		if (e->primaries[i] > most)
+			most = e->primaries[i];
+	bool split = most > 1 && e->addr[0];
+	if (split && !e->split_said) {
+		say = SAY_SPLIT;
+		e->split_said = true;
+	} else if (split && change) {
+		say = SAY_CHANGED;
+	} else if (most <= 1 && e->split_said) {
+		say = SAY_OVER;
+		e->split_said = false;
+	}
+	snprintf(addr, sizeof(addr), "%s", e->addr[0] ? e->addr : "none");
+	snprintf(tl, sizeof(tl), "%u", (unsigned)e->timeline);
+	snprintf(count, sizeof(count), "%d", most);
+	pthread_mutex_unlock(&wp_lock);
+	switch (say) {
+	case SAY_SPLIT:
+		others_list(db, next, others, sizeof(others));
+		log_warn("several primaries (split brain)", "db", db->name, "primaries", count,
+			 "write_primary", addr, "timeline", tl, "others", others, NULL);
+		break;
+	case SAY_CHANGED:
+		log_warn("write primary changed", "db", db->name, "write_primary", addr, "timeline",
+			 tl, "from", from[0] ? from : "none", NULL);
+		break;
+	case SAY_OVER:
+		log_info("split brain over", "db", db->name, "primaries", count, "write_primary",
+			 addr, NULL);
+		break;
+	case SAY_NONE:
+		break;
+	}
 }
 
 /* ---- host lists -------------------------------------------------------------- */
@@ -399,6 +685,7 @@ static struct database *database_new(const char *name, const struct db_config *c
 	db->idle_since = fleet_now();
 	list_init(&db->replicas);
 	list_init(&db->groups);
+	db->wp = wp_claim(name); /* NULL (out of memory): every primary takes writes */
 	list_append(&fleet.databases, &db->node);
 	/* Replicas (and their health checks) last: auto_user is set. */
 	database_sync_replicas(db);
@@ -549,6 +836,10 @@ static void replica_free(struct replica *r)
 	pool_remove_replica(r);
 	list_del(&r->node);
 	r->db->replica_count--;
+	if (r->db->wp_replica == r) {
+		r->db->wp_replica = NULL;
+		r->db->wp_gen = atomic_load(&wp_gen) - 1; /* look it up again */
+	}
 	if (r->shared)
 		pool_slot_put(r->shared);
 	free(r);
@@ -580,6 +871,7 @@ static void database_free(struct database *db)
 		replica_free(container_of(it, struct replica, node));
 	}
 	list_del(&db->node);
+	wp_release(db->wp);
 	if (db->is_auto)
 		auto_name_release(db->name);
 	free(db->cfg_own); /* one block: a removed entry with its strings */
@@ -639,6 +931,8 @@ void database_foreach_replica_row(void (*fn)(const struct replica_row *row, void
 			row.role = role_names[r->role];
 			row.state = state_names[r->state];
 			row.lag_s = r->lag_s;
+			row.timeline = r->timeline;
+			row.write_primary = replica_is_write_primary(r);
 			row.server_conns = r->server_conns;
 			row.active = r->active;
 			row.xacts = r->st.xacts;

@@ -62,12 +62,20 @@
  * A standby that has replayed everything it received is 0 behind; only one
  * with received-but-unreplayed WAL is measured by the timestamp.  (Standbys
  * fed from an archive have no receive LSN and are always measured.)
+ *
+ * Timeline (a primary's, to choose among several primaries: newest first):
+ * the first 8 hex digits of the WAL file name of the current WAL position.
+ * pg_walfile_name() and pg_current_wal_lsn() are callable by any user on a
+ * primary (pg_control_checkpoint() is not, and its timeline is the last
+ * checkpoint's, which lags a promotion); NULL on a standby.
  */
 #define CHECK_SQL                                                                                  \
 	"SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN 0 "                    \
 	"WHEN pg_last_wal_receive_lsn() IS NOT NULL "                                              \
 	"AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 "                        \
-	"ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8"
+	"ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8, " \
+	"CASE WHEN pg_is_in_recovery() THEN NULL "                                                 \
+	"ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
 
 enum hc_step {
 	HC_IDLE,       /* between checks; the timer is the next check */
@@ -106,6 +114,7 @@ struct health_check {
 	bool reused;          /* this check began on a kept connection */
 	bool have_row, recovery;
 	double lag;
+	uint32_t timeline;
 	char query_error[160];
 	bool warned_auth;     /* "cannot log in" said once per replica */
 	bool warned_cap;      /* "health_check_max_logins reached" likewise */
@@ -401,12 +410,16 @@ static void mark_answering(struct replica *r)
 	}
 }
 
-void health_note_answer(struct replica *r, bool in_recovery, double lag_s)
+void health_note_answer(struct replica *r, bool in_recovery, double lag_s, uint32_t timeline)
 {
 	r->last_check = fleet_wallclock();
 	if (r->state != REPLICA_DRAINING) {
 		bool lag_was_ok = replica_lag_ok(r);
+		bool tl_changed = r->timeline != (in_recovery ? 0 : timeline);
 		r->lag_s = lag_s;
+		r->timeline = in_recovery ? 0 : timeline;
+		if (!in_recovery && timeline)
+			r->primary_tl = timeline;
 		(void)replica_set_role(r, in_recovery ? ROLE_STANDBY : ROLE_PRIMARY,
 				       "health check");
 		if (lag_was_ok != replica_lag_ok(r)) {
@@ -417,6 +430,10 @@ void health_note_answer(struct replica *r, bool in_recovery, double lag_s)
 			       r->db->name, "addr", r->addr_str, "lag_s", lag, NULL);
 		}
 		mark_answering(r);
+		/* A new timeline on a primary that stayed up changes nothing else
+		 * here, but may decide which primary takes writes. */
+		if (tl_changed)
+			database_update_write_primary(r->db);
 	}
 }
 
@@ -427,7 +444,7 @@ static void check_passed(struct health_check *hc)
 		event_free(hc->ev_io);
 		hc->ev_io = NULL;
 	}
-	health_note_answer(r, hc->recovery, hc->lag);
+	health_note_answer(r, hc->recovery, hc->lag, hc->timeline);
 	schedule_next(hc);
 	kick_db(r->db);
 }
@@ -551,9 +568,19 @@ static void send_query(struct health_check *hc)
 
 static void take_result(struct health_check *hc, PGresult *res)
 {
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 2 &&
+	int nf = PQnfields(res);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && (nf == 2 || nf == 3) &&
 	    !PQgetisnull(res, 0, 0)) {
 		hc->have_row = true;
+		hc->timeline = 0;
+		if (nf == 3 && !PQgetisnull(res, 0, 2)) {
+			/* 8 hex digits; anything else leaves it unknown */
+			const char *v = PQgetvalue(res, 0, 2);
+			char *end = NULL;
+			unsigned long tl = strtoul(v, &end, 16);
+			if (end == v + 8 && tl <= UINT32_MAX)
+				hc->timeline = (uint32_t)tl;
+		}
 		hc->recovery = PQgetvalue(res, 0, 0)[0] == 't';
 		hc->lag = PQgetisnull(res, 0, 1) ? 0 : strtod(PQgetvalue(res, 0, 1), NULL);
 		if (!(hc->lag >= 0)) /* also NaN */

@@ -1,8 +1,8 @@
 /*
  * http.c: the HTTP endpoint on http_listen, served by libevent's evhttp on
  * the main loop: GET /metrics (Prometheus text exposition format 0.0.4),
- * GET /healthz (the loop answers) and GET /readyz (listening, not draining,
- * and every configured database has a replica for its target role).
+ * GET /healthz (the loop answers) and GET /readyz (listening and not
+ * draining; ?database=NAME[&role=primary|standby] for one database).
  *
  * /metrics renders a typed snapshot (metrics.h: the model's families from
  * stats.c, DNS from discovery), merged across workers when workers = N.
@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <inttypes.h>
 #include <math.h>
@@ -237,38 +239,139 @@ static const struct database *find_database(const char *name)
 }
 
 /*
- * Ready: listening, not draining, and every database named in [databases]
- * has a replica that may take its target role now (the router's own test).
- * A "*" entry names no database until a client does, and a name a client
- * made up must not make the pod unready, so it is not checked.
+ * Ready: listening and not draining.  Nothing about the databases: a
+ * database without a primary (or with every replica down) still serves
+ * whatever it can (reads on its standbys), and a readiness probe that
+ * failed then would take every pgfleet pod out of the Service at once,
+ * for every database.  One database's state is asked for by name.
  */
-static bool ready(char *why, size_t len)
+static int ready_process(char *why, size_t len)
 {
 	if (fleet.shutting_down) {
 		snprintf(why, len, "draining");
-		return false;
+		return 503;
 	}
 	if (listener_count() == 0) {
 		snprintf(why, len, "not listening");
-		return false;
-	}
-	double now = fleet_now();
-	for (size_t i = 0; i < fleet.cfg.n_dbs; i++) {
-		const char *name = fleet.cfg.dbs[i].name;
-		if (strcmp(name, "*") == 0)
-			continue;
-		const struct database *db = find_database(name);
-		if (!db) {
-			snprintf(why, len, "database \"%s\" is not set up", name);
-			return false;
-		}
-		if (router_explain_db(db, now, why, (unsigned)len))
-			return false;
+		return 503;
 	}
 	snprintf(why, len, "ready");
-	return true;
+	return HTTP_OK;
 }
 
+/* Counts of db's replicas by state, "3 known: 1 up, 2 down" style, for
+ * the per-role answers. */
+static void role_summary(const struct database *db, char *buf, size_t len)
+{
+	int total = 0, up = 0, primaries = 0, standbys = 0, lagging = 0;
+	struct list *it;
+	list_for_each(it, &db->replicas) {
+		const struct replica *r = container_of(it, struct replica, node);
+		total++;
+		if (r->state != REPLICA_UP)
+			continue;
+		up++;
+		primaries += r->role == ROLE_PRIMARY;
+		standbys += r->role == ROLE_STANDBY;
+		lagging += r->role == ROLE_STANDBY && !replica_lag_ok(r);
+	}
+	snprintf(buf, len, "%d known: %d up, %d primary, %d standby, %d lagging", total, up,
+		 primaries, standbys, lagging);
+}
+
+/*
+ * /readyz?database=NAME[&role=primary|standby]: ready when some replica of
+ * NAME can take its target's transactions now (the router's own test), or
+ * for role=primary when its write primary is up, for role=standby when an
+ * up standby is within max_replica_lag.  404 for a database pgfleet does
+ * not know, 400 for a parameter it does not know.
+ */
+static int ready_database(const char *query, char *why, size_t len)
+{
+	struct evkeyvalq params;
+	TAILQ_INIT(&params);
+	if (evhttp_parse_query_str(query, &params) != 0) {
+		snprintf(why, len, "bad query string");
+		return 400;
+	}
+	const char *name = NULL, *role = NULL;
+	int code = 0;
+	struct evkeyval *kv;
+	TAILQ_FOREACH(kv, &params, next) {
+		if (strcmp(kv->key, "database") == 0 && !name) {
+			name = kv->value;
+		} else if (strcmp(kv->key, "role") == 0 && !role) {
+			role = kv->value;
+		} else {
+			snprintf(why, len, "unknown parameter \"%.64s\" (database, role)", kv->key);
+			code = 400;
+			break;
+		}
+	}
+	if (!code && !name) {
+		snprintf(why, len, "role needs database=NAME");
+		code = 400;
+	}
+	if (!code && role && strcmp(role, "primary") != 0 && strcmp(role, "standby") != 0) {
+		snprintf(why, len, "role must be primary or standby, not \"%.64s\"", role);
+		code = 400;
+	}
+	if (!code)
+		code = ready_process(why, len);
+	const struct database *db = code == HTTP_OK ? find_database(name) : NULL;
+	if (code == HTTP_OK && !db) {
+		const struct db_config *cfg = config_find_db(&fleet.cfg, name);
+		if (cfg && strcmp(cfg->name, "*") != 0) {
+			snprintf(why, len, "database \"%.64s\" is not set up", name);
+			code = 503;
+		} else {
+			snprintf(why, len, "unknown database \"%.64s\"", name);
+			code = 404;
+		}
+	}
+	if (code == HTTP_OK) {
+		double now = fleet_now();
+		char summary[96];
+		const struct replica *found = NULL;
+		struct list *it;
+		if (!role) {
+			if (router_explain_db(db, now, why, (unsigned)len))
+				code = 503;
+			else
+				snprintf(why, len, "ready");
+		} else {
+			bool want_primary = strcmp(role, "primary") == 0;
+			list_for_each(it, &db->replicas) {
+				const struct replica *r = container_of(it, struct replica, node);
+				if (r->state != REPLICA_UP)
+					continue;
+				if (want_primary ? r->role == ROLE_PRIMARY && replica_is_write_primary(r)
+						 : r->role == ROLE_STANDBY && replica_lag_ok(r)) {
+					found = r;
+					break;
+				}
+			}
+			role_summary(db, summary, sizeof(summary));
+			if (found) {
+				snprintf(why, len, "ready: %s %s is up", role, found->addr_str);
+			} else {
+				snprintf(why, len, "no %s of database \"%s\" is up%s (%s)", role,
+					 db->name, want_primary ? "" : " within max_replica_lag",
+					 summary);
+				code = 503;
+			}
+		}
+	}
+	evhttp_clear_headers(&params);
+	return code;
+}
+
+static int ready(const char *query, char *why, size_t len)
+{
+	if (query && *query)
+		return ready_database(query, why, len);
+	return ready_process(why, len);
+}
 
 /* ---- requests ----------------------------------------------------------------------- */
 
@@ -403,12 +506,15 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	if (readyz) {
 		char why[512];
-		bool ok = ready(why, sizeof(why));
+		int code = ready(evhttp_uri_get_query(uri), why, sizeof(why));
 		for (char *p = why; *p; p++)
 			if (*p == '\n' || *p == '\r')
 				*p = ' '; /* one line, whatever a server's error said */
-		reply(req, ok ? HTTP_OK : 503, ok ? "OK" : "Service Unavailable", CONTENT_TYPE_TEXT,
-		      why);
+		reply(req, code, code == HTTP_OK	? "OK"
+				 : code == 404	? "Not Found"
+				 : code == 400	? "Bad Request"
+						: "Service Unavailable",
+		      CONTENT_TYPE_TEXT, why);
 		return;
 	}
 	if (cmd == EVHTTP_REQ_HEAD) {

@@ -21,6 +21,7 @@
 #include "batch.h"
 #include "cancel.h"
 #include "config.h"
+#include "confwatch.h"
 #include "database.h"
 #include "discovery.h"
 #include "http.h"
@@ -31,6 +32,7 @@
 #include "runtime.h"
 #include "shutdown.h"
 #include "signals.h"
+#include "sqlroute.h"
 #include "tls.h"
 #include "version.h"
 #include "wiring.h"
@@ -162,6 +164,7 @@ static void loop_teardown(void)
 	batch_done();
 	fleet_runtime_done();
 	auth_cache_clear();
+	sqlroute_cache_free(); /* this loop's thread's classifications */
 	iobuf_free_all();
 }
 
@@ -290,6 +293,7 @@ int main(int argc, char **argv)
 		exit(2);
 	}
 	signals_start();
+	confwatch_start();
 	log_info("pgfleet started", "version", PGFLEET_VERSION, "config",
 		 path ? path : "environment", NULL);
 
@@ -298,6 +302,7 @@ int main(int argc, char **argv)
 		exit_code = 2;
 	}
 
+	confwatch_stop();
 	signals_stop();
 	/* Whatever ended this loop, the others end theirs (already done after a
 	 * drain), before what they share goes away. */

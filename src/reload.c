@@ -10,7 +10,10 @@
  * settings bound to sockets or contexts built at start-up keep their value
  * until a restart, and the log says so.
  *
- * Must not: drop a client, log a value (only setting names).
+ * Each changed setting is logged once (by worker 0) with its old and new
+ * value, except secrets (reload_is_secret), which are named only.
+ *
+ * Must not: drop a client, log a secret's value.
  */
 #include "reload.h"
 
@@ -164,6 +167,28 @@ static void report_error(void *arg, const char *line)
 	log_error("config error", "error", line, NULL);
 }
 
+/* Settings whose values never reach the log: passwords, secrets, and the
+ * auth settings (a query or a user name says how logins are checked). */
+static bool reload_is_secret(const char *name)
+{
+	return strstr(name, "password") || strstr(name, "secret") || strncmp(name, "auth_", 5) == 0;
+}
+
+/* One line per changed setting, from one worker (every worker reloads). */
+static void log_setting_change(const char *name, const char *before, const char *after,
+			       bool restart)
+{
+	if (worker_index() != 0)
+		return;
+	const char *applied = restart ? "no, restart needed" : "yes";
+	if (reload_is_secret(name))
+		log_info("config setting changed", "key", name, "old", "(not shown)", "new",
+			 "(not shown)", "applied", applied, NULL);
+	else
+		log_info("config setting changed", "key", name, "old", before, "new", after,
+			 "applied", applied, NULL);
+}
+
 static bool users_changed(const struct config *a, const struct config *b)
 {
 	if (a->n_users != b->n_users)
@@ -206,6 +231,7 @@ bool reload_config(char *err, size_t errlen)
 		config_setting_value(&nc, i, after, sizeof(after));
 		if (strcmp(before, after) == 0)
 			continue;
+		log_setting_change(name, before, after, fleet_setting_needs_restart(name));
 		if (fleet_setting_needs_restart(name)) {
 			names_add(&restart, name, "");
 			char why[256];

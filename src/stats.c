@@ -234,6 +234,43 @@ static void collect_replica(struct metrics *m, const struct database *db,
 			NULL);
 }
 
+/* Per database and user: clients by state and the longest wait so far
+ * (PgBouncer's maxwait); per database: pool size, paused, disabled. */
+static void collect_groups(struct metrics *m, const struct database *db, double now)
+{
+	metrics_add_int(m, MF_DATABASE_POOL_SIZE, db->pool_size, db->name, NULL);
+	metrics_add_int(m, MF_DATABASE_PAUSED, db->paused, db->name, NULL);
+	metrics_add_int(m, MF_DATABASE_DISABLED, db->disabled, db->name, NULL);
+	struct list *git, *cit;
+	list_for_each(git, &db->groups) {
+		const struct pool_group *g = container_of(git, struct pool_group, node);
+		int64_t login = 0, active = 0, idle = 0;
+		list_for_each(cit, &g->active.head) {
+			const struct client *c = container_of(cit, struct client, node);
+			if (c->welcome_pending)
+				login++;
+			else if (c->link)
+				active++;
+			else
+				idle++;
+		}
+		metrics_add_int(m, MF_CLIENTS, login, db->name, g->user, "login", NULL);
+		metrics_add_int(m, MF_CLIENTS, (int64_t)g->waiting.count, db->name, g->user,
+				"waiting", NULL);
+		metrics_add_int(m, MF_CLIENTS, active, db->name, g->user, "active", NULL);
+		metrics_add_int(m, MF_CLIENTS, idle, db->name, g->user, "idle", NULL);
+		/* The queue is FIFO: its first client has waited longest. */
+		double maxwait = 0;
+		struct list *first = list_first(&g->waiting.head);
+		if (first) {
+			maxwait = now - container_of(first, struct client, node)->wait_start;
+			if (maxwait < 0)
+				maxwait = 0;
+		}
+		metrics_add_real(m, MF_POOL_MAX_WAIT, maxwait, db->name, g->user, NULL);
+	}
+}
+
 void stats_collect_metrics(struct metrics *m)
 {
 	collect_process(m);
@@ -251,5 +288,7 @@ void stats_collect_metrics(struct metrics *m)
 		int share = pool_db_share(db);
 		if (share != POOL_NO_LIMIT)
 			metrics_add_int(m, MF_DATABASE_CONNECTION_SHARE, share, db->name, NULL);
+		collect_groups(m, db, now);
+		metrics_add_int(m, MF_DATABASE_PRIMARIES, database_primaries(db), db->name, NULL);
 	}
 }

@@ -242,9 +242,9 @@ class Fleet:
     def start(self):
         self.p.start(timeout=120 if self.valgrind else 15)
         deadline = time.monotonic() + (120 if self.valgrind else 30)
-        while True:   # every replica checked and up
+        while True:   # the app database has a replica checked and up
             try:
-                if self.p.http_get("/readyz", timeout=5)[0] == 200:
+                if self.p.http_get("/readyz?database=" + fx.APP_DB, timeout=5)[0] == 200:
                     break
             except OSError:
                 pass

@@ -40,7 +40,7 @@ HEADERS = {
                   "min_pool_size", "reserve_pool_size", "server_lifetime", "pool_mode",
                   "load_balance_hosts", "max_connections", "current_connections",
                   "max_client_connections", "current_client_connections", "paused",
-                  "disabled", "reserve_pool", "fleet_share"],
+                  "disabled", "reserve_pool", "fleet_share", "primaries"],
     "POOLS": ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
               "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled",
               "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us",
@@ -74,7 +74,8 @@ HEADERS = {
     "ACTIVE_SOCKETS": SOCKET + ["recv_pos", "pkt_pos", "pkt_remain", "send_pos",
                                 "send_remain", "pkt_avail", "send_avail"],
     "REPLICAS": ["database", "host", "addr", "port", "role", "state", "lag_s", "server_conns",
-                 "active", "xacts", "queries", "avg_xact_us", "last_check", "last_error"],
+                 "active", "xacts", "queries", "avg_xact_us", "last_check", "last_error",
+                 "timeline", "write_primary"],
 }
 
 

@@ -291,18 +291,21 @@ def test_healthz_and_readyz_ok(service, pgfleet):
         fleet.http_get("/readyz")
 
 
-def test_readyz_503_when_every_pod_is_stopped(service, pgfleet):
+def test_readyz_when_every_pod_is_stopped(service, pgfleet):
+    """Every server gone: the pod stays ready (listening, not draining: no
+    database decides that); the database itself says why not."""
     fleet = pgfleet(settings=SETTINGS)
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 10)
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app")[0] == 200, 10)
     for i in range(len(service.pods)):
         service.stop(i, "fast")
     status, body = wait_until(
-        lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz")), 15) \
-        or fleet.http_get("/readyz")
+        lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz?database=app")),
+        15) or fleet.http_get("/readyz?database=app")
     assert status == 503, body
     assert body.count("\n") == 1, "one line: %r" % body
     assert 'no replica of database "app" is up' in body, body
     assert "3 known" in body, body
+    assert fleet.http_get("/readyz") == (200, "ready\n")
     # The process still serves its loop.
     assert fleet.http_get("/healthz")[0] == 200
     _, samples = scrape(fleet)
@@ -310,19 +313,20 @@ def test_readyz_503_when_every_pod_is_stopped(service, pgfleet):
 
     for i in range(len(service.pods)):
         service.start_pod(i)
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 15), \
-        fleet.http_get("/readyz")
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app")[0] == 200, 15), \
+        fleet.http_get("/readyz?database=app")
 
 
 def test_readyz_read_write_database_without_a_primary(replicated, pgfleet):
-    """Only standbys behind a read-write entry: not ready, and the reason
-    names the database, the role and what was found instead."""
+    """Only standbys behind a read-write entry: that database is not
+    ready, and the reason names the database, the role and what was found
+    instead; the pod is (reads work)."""
     standbys = ",".join(replicated.pods[i].addr for i in replicated.standbys)
     fleet = pgfleet(settings=SETTINGS,
                     databases={"app_ro": entry("read-only"),
                                "app_rw": entry("read-write", host=standbys)})
     def not_ready():
-        status, body = fleet.http_get("/readyz")
+        status, body = fleet.http_get("/readyz?database=app_rw")
         # Both standbys checked (a first answer may say "1 not checked yet").
         return (status, body) if status == 503 and "2 standby" in body else None
     got = wait_until(not_ready, 10)
@@ -343,15 +347,91 @@ def test_readyz_read_write_database_without_a_primary(replicated, pgfleet):
     elig = {s.labels["replica"]: s.value
             for s in series(samples, "pgfleet_replica_eligible", database="app_rw")}
     assert list(elig.values()) == [0, 0], elig
+    assert fleet.http_get("/readyz") == (200, "ready\n")
 
 
 def test_readyz_read_write_ok_with_the_primary(replicated, pgfleet):
     fleet = pgfleet(settings=SETTINGS,
                     databases={"app_rw": entry("read-write"), "app_ro": entry("read-only")})
-    assert wait_until(lambda: fleet.http_get("/readyz")[0] == 200, 10), \
-        fleet.http_get("/readyz")
-    # Stopping the primary leaves the read-write entry without a replica.
+    assert wait_until(lambda: fleet.http_get("/readyz?database=app_rw")[0] == 200, 10), \
+        fleet.http_get("/readyz?database=app_rw")
+    # Stopping the primary leaves the read-write entry without a replica;
+    # the pod stays ready (app_ro still serves).
     replicated.stop(replicated.primary, "fast")
-    got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(fleet.http_get("/readyz")),
-                     15)
+    got = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
+        fleet.http_get("/readyz?database=app_rw")), 15)
     assert got and 'database "app_rw"' in got[1] and "read-write" in got[1], got
+    assert fleet.http_get("/readyz") == (200, "ready\n")
+    assert fleet.http_get("/readyz?database=app_ro") == (200, "ready\n")
+
+
+# ---- what a PgBouncer dashboard alerts on (issue 20) -------------------------
+
+
+def test_metrics_clients_max_wait_pool_size_paused(service, pgfleet):
+    """One server per replica (3): three clients in a transaction hold them
+    all, a fourth waits.  pgfleet_clients counts 3 active and 1 waiting for
+    app/app, pgfleet_pool_max_wait_seconds grows while it waits and is 0 once
+    nobody waits; PAUSE shows as pgfleet_database_paused 1, RESUME as 0."""
+    import threading
+    from test_admin import ADMIN, USERS, admin_conn
+    fleet = pgfleet(settings=dict(SETTINGS, default_pool_size=1, query_wait_timeout=30,
+                                  admin_users=ADMIN), users=dict(USERS))
+    assert fleet.wait_all_up(service.addrs), fleet.log_tail()
+    holders = []
+    for _ in range(3):
+        c = fleet.connect(autocommit=False)
+        c.prepare_threshold = None
+        c.execute("SELECT 1")
+        holders.append(c)
+    done = []
+
+    def waiter():
+        with fleet.connect(autocommit=False) as c:
+            c.prepare_threshold = None
+            done.append(c.execute("SELECT 1").fetchone()[0])
+            c.commit()
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    try:
+        def waiting():
+            _, samples = scrape(fleet)
+            [w] = series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                         state="waiting") or [None]
+            return samples if w and w.value == 1 else None
+        assert wait_until(waiting, 10), scrape(fleet)
+        time.sleep(0.3)
+        _, samples = scrape(fleet)
+        assert series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                      state="active")[0].value == 3
+        [mw] = series(samples, "pgfleet_pool_max_wait_seconds", database=fx.APP_DB,
+                      user=fx.APP_USER)
+        assert mw.value > 0.2, mw
+        [size] = series(samples, "pgfleet_database_pool_size", database=fx.APP_DB)
+        assert size.value == 1
+        [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+        assert paused.value == 0
+        [disabled] = series(samples, "pgfleet_database_disabled", database=fx.APP_DB)
+        assert disabled.value == 0
+    finally:
+        for c in holders:
+            c.commit()
+            c.close()
+        t.join(10)
+    assert done == [1]
+    _, samples = scrape(fleet)
+    [mw] = series(samples, "pgfleet_pool_max_wait_seconds", database=fx.APP_DB,
+                  user=fx.APP_USER)
+    assert mw.value == 0
+    assert series(samples, "pgfleet_clients", database=fx.APP_DB, user=fx.APP_USER,
+                  state="waiting")[0].value == 0
+    with admin_conn(fleet) as a:
+        a.execute("PAUSE " + fx.APP_DB)
+        _, samples = scrape(fleet)
+        [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+        assert paused.value == 1
+        a.execute("RESUME " + fx.APP_DB)
+    _, samples = scrape(fleet)
+    [paused] = series(samples, "pgfleet_database_paused", database=fx.APP_DB)
+    assert paused.value == 0

@@ -24,6 +24,7 @@ listens (a free port on 127.0.0.1 instead of 0.0.0.0:6432 and :9930).
 
 import copy
 import glob
+import hashlib
 import http.server
 import json
 import os
@@ -42,7 +43,8 @@ import fixture as fx
 K8S = os.path.join(fx.REPO, "k8s")
 DOCKERFILE = os.path.join(fx.REPO, "Dockerfile")
 NAMESPACE = "postgres"
-KUSTOMIZATIONS = ["", "replication", "sidecar", "extra-pvs"]  # under k8s/
+KUSTOMIZATIONS = ["", "replication", "sidecar", "extra-pvs", "monitoring"]  # under k8s/
+COMPONENTS = ["components/monitoring"]  # under k8s/, `kind: Component`
 # kustomize leaves these without a namespace
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole",
                   "ClusterRoleBinding", "CustomResourceDefinition",
@@ -101,6 +103,80 @@ def strategic_merge(base, patch):
     return out
 
 
+def read_env_file(path):
+    """A kustomize `envs` file: KEY=VALUE lines, # comments, blank lines."""
+    data = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            k, sep, v = line.partition("=")
+            assert sep, "%s: not KEY=VALUE: %r" % (path, line)
+            data[k.strip()] = v
+    return data
+
+
+def kustomize_hash(kind, data):
+    """kustomize's name suffix: sha256 of the JSON of kind, an empty name and
+    the data (Go's json.Marshal: sorted keys, <>& escaped), its first 10 hex
+    digits with 0, 1, 3, a, e spelled g, h, k, m, t."""
+    enc = json.dumps({"kind": kind, "name": "", "data": data}, sort_keys=True,
+                     separators=(",", ":"), ensure_ascii=False)
+    enc = enc.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    digest = hashlib.sha256(enc.encode()).hexdigest()[:10]
+    return digest.translate(str.maketrans("013ae", "ghkmt"))
+
+
+def generate_configmaps(d, k):
+    """The configMapGenerator's ConfigMaps, and {name: hashed name}."""
+    objs, renamed = [], {}
+    for g in k.get("configMapGenerator", []):
+        data = {}
+        for e in g.get("envs", []):
+            data.update(read_env_file(os.path.join(d, e)))
+        for lit in g.get("literals", []):
+            key, _, v = lit.partition("=")
+            data[key] = v
+        for fspec in g.get("files", []):
+            key, _, path = fspec.rpartition("=")
+            with open(os.path.join(d, path)) as f:
+                data[key or os.path.basename(path)] = f.read()
+        opts = dict(k.get("generatorOptions", {}), **g.get("options", {}))
+        meta = {"name": g["name"]}
+        if opts.get("labels"):
+            meta["labels"] = dict(opts["labels"])
+        if opts.get("annotations"):
+            meta["annotations"] = dict(opts["annotations"])
+        if not opts.get("disableNameSuffixHash"):
+            meta["name"] = "%s-%s" % (g["name"], kustomize_hash("ConfigMap", data))
+            renamed[g["name"]] = meta["name"]
+        objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    return objs, renamed
+
+
+def rename_configmap_refs(objs, renamed):
+    """What kustomize's name reference transformer does for ConfigMaps in a
+    pod template: envFrom, configMapKeyRef, volumes (projected too)."""
+    for o in objs:
+        if o["kind"] not in WORKLOADS:
+            continue
+        spec = pod_spec(o)
+        refs = []
+        for c in all_containers(spec):
+            refs += [ef["configMapRef"] for ef in c.get("envFrom", []) if "configMapRef" in ef]
+            refs += [e["valueFrom"]["configMapKeyRef"] for e in c.get("env", [])
+                     if "configMapKeyRef" in e.get("valueFrom", {})]
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                refs.append(v["configMap"])
+            for src in v.get("projected", {}).get("sources", []):
+                if "configMap" in src:
+                    refs.append(src["configMap"])
+        for ref in refs:
+            ref["name"] = renamed.get(ref["name"], ref["name"])
+
+
 def render(rel):
     """The objects `kubectl kustomize k8s/<rel>` produces."""
     d = os.path.join(K8S, rel)
@@ -112,6 +188,29 @@ def render(rel):
             objs += render(os.path.relpath(p, K8S))
         else:
             objs += load_docs(p)
+    generated, renamed = generate_configmaps(d, k)
+    objs += generated
+    rename_configmap_refs(objs, renamed)
+    for comp in k.get("components", []):
+        cd = os.path.normpath(os.path.join(d, comp))
+        ck = kustomization(cd)
+        assert ck["kind"] == "Component", cd
+        for r in ck.get("resources", []):
+            objs += load_docs(os.path.join(cd, r))
+        cgen, crenamed = generate_configmaps(cd, ck)
+        objs += cgen
+        rename_configmap_refs(objs, crenamed)
+        objs = apply_patches(cd, ck, objs)
+    objs = apply_patches(d, k, objs)
+    if "namespace" in k:
+        for o in objs:
+            if o["kind"] not in CLUSTER_SCOPED:
+                o["metadata"]["namespace"] = k["namespace"]
+    return objs
+
+
+def apply_patches(d, k, objs):
+    objs = list(objs)
     for patch in k.get("patches", []):
         for pdoc in load_docs(os.path.join(d, patch["path"])):
             targets = [o for o in objs if o["kind"] == pdoc["kind"]
@@ -120,10 +219,6 @@ def render(rel):
                 patch["path"], len(targets))
             i = objs.index(targets[0])
             objs[i] = strategic_merge(objs[i], pdoc)
-    if "namespace" in k:
-        for o in objs:
-            if o["kind"] not in CLUSTER_SCOPED:
-                o["metadata"]["namespace"] = k["namespace"]
     return objs
 
 
@@ -198,7 +293,7 @@ def test_manifest_parses_and_names_every_object(path):
     for d in docs:
         assert isinstance(d, dict), "not a mapping: %r" % (d,)
         assert d.get("apiVersion") and d.get("kind"), d
-        if d["kind"] == "Kustomization":
+        if d["kind"] in ("Kustomization", "Component"):
             assert os.path.basename(path) == "kustomization.yaml"
             continue
         assert d.get("metadata", {}).get("name"), "%s without metadata.name" % d["kind"]
@@ -219,10 +314,17 @@ def test_kustomizations_list_files_that_exist_and_nothing_is_left_out():
                 assert os.path.relpath(p, K8S) in KUSTOMIZATIONS + ["postgres", "pgfleet"]
             else:
                 used.add(p)
-    for sub in ("postgres", "pgfleet"):
+        for c in k.get("components", []):
+            assert os.path.relpath(os.path.normpath(os.path.join(d, c)), K8S) in COMPONENTS, c
+    for sub in ["postgres", "pgfleet"] + COMPONENTS:
         d = os.path.join(K8S, sub)
+        k = kustomization(d)
         used.add(os.path.join(d, "kustomization.yaml"))
-        used.update(os.path.join(d, r) for r in kustomization(d)["resources"])
+        used.update(os.path.join(d, r) for r in k.get("resources", []))
+        used.update(os.path.join(d, p["path"]) for p in k.get("patches", []))
+        for g in k.get("configMapGenerator", []):
+            for f in g.get("envs", []) + [x.rpartition("=")[2] for x in g.get("files", [])]:
+                assert os.path.isfile(os.path.join(d, f)), "k8s/%s lists missing %s" % (sub, f)
     orphans = [os.path.relpath(p, K8S) for p in manifest_files() if p not in used]
     assert not orphans, "manifests no kustomization applies: %s" % orphans
 
@@ -931,3 +1033,207 @@ def test_healthcheck_command_tells_200_from_the_rest():
     finally:
         srv.shutdown() if t.is_alive() else None
         srv.server_close()
+
+
+# ---------------------------------------------------------------------------
+# Issue 20: a configuration change rolls the pods; monitoring out of the box
+
+def _deployment_configmap_refs(dep):
+    spec = pod_spec(dep)
+    refs = [ef["configMapRef"]["name"] for c in all_containers(spec)
+            for ef in c.get("envFrom", []) if "configMapRef" in ef]
+    refs += [v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v]
+    return refs
+
+
+@pytest.mark.parametrize("rel", ["", "replication", "monitoring"])
+def test_configmap_is_generated_with_a_hash_and_rolls_through_the_drain(rel):
+    """k8s/pgfleet's ConfigMap comes from configMapGenerator: its name ends in
+    a content hash, the Deployment's envFrom names exactly it (so a changed
+    ConfigMap is a changed pod template: a rollout), and the rollout takes no
+    pod away before its replacement is ready and drains the old one."""
+    objs = render(rel)
+    [cm] = [o for o in objs if o["kind"] == "ConfigMap"
+            and o["metadata"]["name"].startswith("pgfleet-config-")]
+    assert re.fullmatch(r"pgfleet-config-[a-z0-9]{10}", cm["metadata"]["name"]), \
+        cm["metadata"]["name"]
+    assert cm["metadata"]["name"] == "pgfleet-config-" + kustomize_hash("ConfigMap", cm["data"])
+    assert not [o for o in objs if o["kind"] == "ConfigMap"
+                and o["metadata"]["name"] == "pgfleet-config"], "an unhashed copy is left"
+    dep = find(objs, "Deployment", "pgfleet")
+    assert cm["metadata"]["name"] in _deployment_configmap_refs(dep)
+    strategy = dep["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] >= 1
+    spec = pod_spec(dep)
+    [c] = [c for c in spec["containers"] if c["name"] == "pgfleet"]
+    env = container_env(objs, "Deployment", "pgfleet", "pgfleet")
+    sleep, timeout, grace = _shutdown_budget(spec, c, env)
+    assert sleep > 0 and grace > sleep + timeout
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_a_changed_setting_renames_the_configmap_in_the_pod_template():
+    """What `kubectl apply -k` sees after an edit of pgfleet-config.env: a new
+    ConfigMap name in the Deployment's pod template (a rollout); the same
+    content gives the same name (no rollout)."""
+    work = tempfile.mkdtemp(prefix="pgfleet-k8s-")
+    try:
+        d = os.path.join(work, "pgfleet")
+        shutil.copytree(os.path.join(K8S, "pgfleet"), d)
+
+        def rendered_ref():
+            p = subprocess.run(["kubectl", "kustomize", d], capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, p.stderr
+            objs = load_docs_text(p.stdout)
+            return _deployment_configmap_refs(find(objs, "Deployment", "pgfleet"))[0]
+        first = rendered_ref()
+        assert first == rendered_ref()
+        envf = os.path.join(d, "pgfleet-config.env")
+        with open(envf) as f:
+            text = f.read()
+        assert "\nDEFAULT_POOL_SIZE=20\n" in text
+        with open(envf, "w") as f:
+            f.write(text.replace("\nDEFAULT_POOL_SIZE=20\n", "\nDEFAULT_POOL_SIZE=25\n"))
+        second = rendered_ref()
+        assert second != first and second.startswith("pgfleet-config-"), (first, second)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_replication_ini_is_mounted_for_config_watch():
+    """The replication variant's ini is a ConfigMap with a stable name mounted
+    as a directory (no subPath: the kubelet updates it through the ..data
+    symlink swap, which a subPath mount never sees), and pgfleet is started
+    with that file, so config_watch applies an edit of it without a restart."""
+    objs = render("replication")
+    dep = find(objs, "Deployment", "pgfleet")
+    [c] = [c for c in pod_spec(dep)["containers"] if c["name"] == "pgfleet"]
+    [vol] = [v for v in pod_spec(dep)["volumes"] if v["configMap"]["name"] == "pgfleet-ini"]
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
+    assert "subPath" not in mount
+    assert c["args"] == [mount["mountPath"] + "/pgfleet.ini"]
+    cm = find(objs, "ConfigMap", "pgfleet-ini")
+    assert "config_watch = 0" not in cm["data"]["pgfleet.ini"]
+    assert config_default("config_watch") == "1"
+
+
+# -- monitoring ---------------------------------------------------------------
+
+MONITORING = os.path.join(K8S, "components", "monitoring")
+DASHBOARD = os.path.join(MONITORING, "pgfleet-dashboard.json")
+# Metrics the dashboard uses that docs/http.md does not list yet, each added
+# by another part of issue 20 in parallel (remove a name here once its
+# family is in docs/http.md):
+METRICS_FROM_OTHER_PARTS = {
+    "pgfleet_peers",  # item 1/3 (peers from DNS, one budget): the live fleet
+    "pgfleet_database_connection_share",  # item 3 (one budget): this pod's share
+}
+
+
+def documented_metrics():
+    with open(os.path.join(fx.REPO, "docs", "http.md")) as f:
+        return dict(re.findall(r"^\| `(pgfleet_[a-z0-9_]+)` \| (\w+) \|", f.read(), re.M))
+
+
+def test_monitoring_component_podmonitor_and_annotations():
+    objs = render("monitoring")
+    pm = find(objs, "PodMonitor", "pgfleet")
+    # The schema check knows no PodMonitor: its fields, by hand.
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(pm["spec"]) <= {"selector", "podMetricsEndpoints", "namespaceSelector",
+                               "jobLabel", "podTargetLabels", "sampleLimit"}, pm["spec"]
+    dep = find(objs, "Deployment", "pgfleet")
+    tmpl = dep["spec"]["template"]
+    assert labels_match(pm["spec"]["selector"]["matchLabels"], tmpl["metadata"]["labels"])
+    [c] = [c for c in pod_spec(dep)["containers"] if c["name"] == "pgfleet"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    http_port = int(config_default("http_listen").rsplit(":", 1)[1])
+    [ep] = pm["spec"]["podMetricsEndpoints"]
+    assert set(ep) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}, ep
+    assert ports[ep["port"]] == http_port and ep["path"] == "/metrics"
+    # Without the Operator: the annotations of the base's pod template.
+    for rel in ("", "monitoring", "replication"):
+        ann = find(render(rel), "Deployment", "pgfleet")["spec"]["template"]["metadata"][
+            "annotations"]
+        assert ann["prometheus.io/scrape"] == "true"
+        assert ann["prometheus.io/port"] == str(http_port)
+        assert ann["prometheus.io/path"] == "/metrics"
+    # The NetworkPolicy lets the monitoring namespace reach that port.
+    np_ = find(objs, "NetworkPolicy", "pgfleet")
+    assert any(p["port"] == http_port for rule in np_["spec"]["ingress"]
+               for p in rule.get("ports", []))
+    # The dashboard, as Grafana's sidecar finds it.
+    cm = find(objs, "ConfigMap", "pgfleet-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    with open(DASHBOARD) as f:
+        assert cm["data"]["pgfleet-dashboard.json"] == f.read()
+    # The base stays without the Operator's kinds (its CRDs may be missing).
+    assert not [o for o in render("") if o["kind"] == "PodMonitor"]
+
+
+def dashboard_exprs():
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    out = []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            out.append((p["title"], t["expr"]))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            out.append(("variable " + v["name"], v["query"]["query"]))
+    return dash, out
+
+
+def test_dashboard_uses_only_pgfleet_metrics_that_exist():
+    dash, exprs = dashboard_exprs()
+    assert dash["uid"] and dash["title"]
+    docs = documented_metrics()
+    assert "pgfleet_pool_max_wait_seconds" in docs and "pgfleet_transactions_total" in docs
+    used = set()
+    for title, expr in exprs:
+        names = re.findall(r"\b(pgfleet_[a-z0-9_]+)", expr)
+        assert names, "panel %r uses no pgfleet metric: %s" % (title, expr)
+        for n in names:
+            base = re.sub(r"_(bucket|sum|count)$", "", n)
+            if base != n:
+                assert docs.get(base) == "histogram", "%s: %s is not a histogram" % (title, n)
+                n = base
+            assert n in docs or n in METRICS_FROM_OTHER_PARTS, \
+                "panel %r uses %s, which docs/http.md does not list" % (title, n)
+            used.add(n)
+        # label names the dashboard filters or groups by exist on the family
+        for grp in re.findall(r"by \(([^)]*)\)", expr):
+            for label in (x.strip() for x in grp.split(",")):
+                assert label in ("le", "instance", "database", "replica", "user", "state",
+                                 "role", "host"), (title, label)
+    # Each thing the issue asks for has a panel.
+    for need in ("pgfleet_transactions_total", "pgfleet_wait_seconds",
+                 "pgfleet_pool_max_wait_seconds", "pgfleet_clients",
+                 "pgfleet_server_connections", "pgfleet_replica_state",
+                 "pgfleet_replica_lag_seconds", "pgfleet_peers",
+                 "pgfleet_database_paused", "pgfleet_database_pool_size"):
+        assert need in used, need
+    titles = [p["title"] for p in dash["panels"]]
+    assert len(titles) == len(set(titles))
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_dashboard_metrics_are_served(service, pgfleet):
+    """The families the dashboard uses are in a live /metrics (those of
+    METRICS_FROM_OTHER_PARTS once they land)."""
+    from test_http import scrape
+    fleet = pgfleet()
+    with fleet.connect() as c:
+        c.execute("SELECT 1")
+    types, _ = scrape(fleet)
+    _, exprs = dashboard_exprs()
+    for title, expr in exprs:
+        for n in re.findall(r"\b(pgfleet_[a-z0-9_]+)", expr):
+            n = re.sub(r"_(bucket|sum|count)$", "", n)
+            if n in METRICS_FROM_OTHER_PARTS and n not in types:
+                continue
+            assert n in types, "panel %r: %s not in /metrics" % (title, n)

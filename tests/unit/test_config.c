@@ -40,7 +40,7 @@ static void test_defaults(void)
 	/* every setting: the default's text survives parsing unchanged, and SET
 	 * accepts the text SHOW CONFIG prints */
 	size_t n = config_setting_count();
-	CHECK(n == 115);
+	CHECK(n == 116);
 	CHECK(config_setting_name(n) == NULL);
 	CHECK(config_setting_default(n) == NULL);
 	int mismatches = 0, set_failures = 0;
@@ -596,6 +596,25 @@ static void test_logfile_verbose_and_pgbouncer_set(void)
 	msgs_clear(&m);
 }
 
+/* config_watch stats every file the load read: the main one, then each
+ * %include, as opened (relative to the including file). */
+static void test_files_read_are_listed(void)
+{
+	struct config cfg;
+	struct msgs m = {0};
+	write_file("inc/extra.ini", "default_pool_size = 7\n");
+	CHECK(load_text(&cfg, &m, BASE "%include inc/extra.ini\n", users_env));
+	CHECK(cfg.n_files == 2);
+	if (cfg.n_files == 2) {
+		CHECK(strstr(cfg.files[0], "/pgfleet.ini") != NULL);
+		CHECK(strstr(cfg.files[1], "/inc/extra.ini") != NULL);
+	}
+	CHECK(cfg.default_pool_size == 7 && cfg.config_watch);
+	config_free(&cfg);
+	CHECK(cfg.files == NULL && cfg.n_files == 0);
+	msgs_clear(&m);
+}
+
 static void run_all(void)
 {
 	RUN(test_defaults);
@@ -611,6 +630,7 @@ static void run_all(void)
 	RUN(test_unimplemented_set);
 	RUN(test_unimplemented_table);
 	RUN(test_logfile_verbose_and_pgbouncer_set);
+	RUN(test_files_read_are_listed);
 }
 
 int main(void)

@@ -36,7 +36,8 @@ static void test_every_family_is_described(void)
 		}
 		CHECK(fam->name && strncmp(fam->name, "pgfleet_", 8) == 0);
 		CHECK(fam->help && *fam->help);
-		CHECK(fam->merge == TABLE_SUM || fam->merge == TABLE_FIRST);
+		CHECK(fam->merge == TABLE_SUM || fam->merge == TABLE_FIRST ||
+		      fam->merge == TABLE_MAX);
 	}
 	CHECK(metric_nlabels(MF_UPTIME) == 0);
 	CHECK(metric_nlabels(MF_REPLICA_UP) == 3);
@@ -140,6 +141,27 @@ static void test_missing_label_is_null(void)
 	metrics_free(&a);
 }
 
+/* The longest wait and the paused flag: the largest any worker reports. */
+static void test_longest_wait_and_paused_are_the_largest(void)
+{
+	struct metrics a, b;
+	metrics_init(&a);
+	metrics_init(&b);
+	metrics_add_real(&a, MF_POOL_MAX_WAIT, 0.25, "app", "u", NULL);
+	metrics_add_real(&b, MF_POOL_MAX_WAIT, 1.5, "app", "u", NULL);
+	metrics_add_int(&a, MF_DATABASE_PAUSED, 0, "app", NULL);
+	metrics_add_int(&b, MF_DATABASE_PAUSED, 1, "app", NULL);
+	metrics_add_int(&a, MF_CLIENTS, 2, "app", "u", "waiting", NULL);
+	metrics_add_int(&b, MF_CLIENTS, 3, "app", "u", "waiting", NULL);
+	metrics_merge(&a, &b);
+	CHECK(a.fam[MF_POOL_MAX_WAIT].nrows == 1);
+	CHECK(cell(&a, MF_POOL_MAX_WAIT, 0, metric_value_col(MF_POOL_MAX_WAIT))->v.d == 1.5);
+	CHECK(value(&a, MF_DATABASE_PAUSED, 0) == 1);
+	CHECK(value(&a, MF_CLIENTS, 0) == 5);
+	metrics_free(&a);
+	metrics_free(&b);
+}
+
 int main(void)
 {
 	RUN(test_every_family_is_described);
@@ -147,5 +169,6 @@ int main(void)
 	RUN(test_shared_things_from_the_first_worker);
 	RUN(test_histograms_and_counters_sum);
 	RUN(test_missing_label_is_null);
+	RUN(test_longest_wait_and_paused_are_the_largest);
 	return harness_finish();
 }

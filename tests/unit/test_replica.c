@@ -75,9 +75,9 @@ static void test_dns_follows(void)
 	CHECK(pools_of(g, r1) == 1 && pools_of(g, r2) == 1 && pools_of(g, r3) == 1);
 	/* new: no traffic until a check passes */
 	CHECK(router_pick(g, fleet_now(), NULL) == NULL);
-	health_note_answer(r1, false, 0);
-	health_note_answer(r2, true, 0);
-	health_note_answer(r3, true, 0);
+	health_note_answer(r1, false, 0, 0);
+	health_note_answer(r2, true, 0, 0);
+	health_note_answer(r3, true, 0, 0);
 	CHECK(r1->state == REPLICA_UP && r1->role == ROLE_PRIMARY);
 	CHECK(r3->state == REPLICA_UP && r3->role == ROLE_STANDBY);
 
@@ -143,7 +143,7 @@ static void test_dns_back_while_draining(void)
 		model_done();
 		return;
 	}
-	health_note_answer(r2, true, 0);
+	health_note_answer(r2, true, 0, 0);
 	struct server *busy = model_server_idle(model_pool(g, r2), 990);
 	server_set_state(busy, SERVER_ACTIVE);
 	CHECK(discovery_take_answer("pg-svc", two, 1, 30));
@@ -161,7 +161,7 @@ static void test_dns_back_while_draining(void)
 	CHECK(pools_of(g2, r2) == 1);
 	CHECK(r2->state == REPLICA_NEW);
 	CHECK(!replica_eligible(r2, fleet_now()));
-	health_note_answer(r2, true, 0);
+	health_note_answer(r2, true, 0, 0);
 	CHECK(r2->state == REPLICA_UP);
 	model_done();
 }
@@ -195,7 +195,7 @@ static void test_hysteresis(void)
 	CHECK(HEALTH_FALL == 3);
 	CHECK(!replica_eligible(r, t0));
 
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_UP && r->role == ROLE_PRIMARY && r->fails == 0);
 	CHECK(r->last_check > 0);
 	CHECK(replica_eligible(r, t0));
@@ -224,23 +224,23 @@ static void test_hysteresis(void)
 
 	/* answering during the ban: still banned, the count starts over */
 	fleet.now_cached = ban_end - 1;
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_BANNED && r->fails == 0);
 	CHECK(!replica_eligible(r, fleet_now()));
 	fleet.now_cached = ban_end;
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_UP);
 
 	/* down and back with one check each */
 	health_note_failure(r, "x");
 	CHECK(r->state == REPLICA_DOWN);
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_UP && r->fails == 0);
 
 	/* failures not in a row do not ban: each pass resets the count */
 	for (int i = 0; i < 5; i++) {
 		health_note_failure(r, "x");
-		health_note_answer(r, false, 0);
+		health_note_answer(r, false, 0, 0);
 	}
 	CHECK(r->state == REPLICA_UP);
 	model_done();
@@ -257,13 +257,13 @@ static void test_role_apart_from_health(void)
 	struct pool_group *g = pool_group_get(db, "app");
 	struct pool *p = model_pool(g, r);
 	struct server *s0 = model_server_idle(p, 990);
-	health_note_answer(r, false, 0); /* unknown -> primary */
+	health_note_answer(r, false, 0, 0); /* unknown -> primary */
 	CHECK(r->role == ROLE_PRIMARY && s0->state == SERVER_IDLE);
 	CHECK(replica_eligible(r, fleet_now()));
 
 	struct server *busy = model_server_idle(p, 991);
 	server_set_state(busy, SERVER_ACTIVE);
-	health_note_answer(r, true, 0); /* demoted */
+	health_note_answer(r, true, 0, 0); /* demoted */
 	CHECK(r->role == ROLE_STANDBY && r->state == REPLICA_UP);
 	CHECK(s0->state == SERVER_JUSTFREE);
 	CHECK(busy->state == SERVER_ACTIVE);
@@ -276,18 +276,18 @@ static void test_role_apart_from_health(void)
 	health_note_failure(r, "x");
 	health_note_failure(r, "x");
 	CHECK(r->state == REPLICA_BANNED);
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_BANNED && r->role == ROLE_PRIMARY);
 
 	/* lag: taken from each answer, and max_replica_lag judges it */
 	fleet.now_cached = r->retry_at;
 	((struct db_config *)db->cfg)->tsa = TSA_READ_ONLY;
 	((struct db_config *)db->cfg)->max_replica_lag = 10;
-	health_note_answer(r, true, 12.5);
+	health_note_answer(r, true, 12.5, 0);
 	CHECK(r->state == REPLICA_UP && r->role == ROLE_STANDBY);
 	CHECK(r->lag_s == 12.5);
 	CHECK(!replica_lag_ok(r) && !replica_eligible(r, fleet_now()));
-	health_note_answer(r, true, 1);
+	health_note_answer(r, true, 1, 0);
 	CHECK(replica_lag_ok(r) && replica_eligible(r, fleet_now()));
 
 	/* replica_set_role says whether anything changed */
@@ -307,12 +307,140 @@ static void test_draining_ignores_checks(void)
 	health_note_failure(r, "connection refused");
 	CHECK(r->state == REPLICA_DRAINING && r->fails == 0);
 	CHECK_STR(r->last_error, "connection refused");
-	health_note_answer(r, false, 0);
+	health_note_answer(r, false, 0, 0);
 	CHECK(r->state == REPLICA_DRAINING && r->role == ROLE_STANDBY);
 	CHECK(!replica_eligible(r, fleet_now()));
 	/* forgotten at the next pass: no connection left */
 	server_free_list();
 	CHECK(db->replica_count == 0 && list_empty(&db->replicas));
+	model_done();
+}
+
+/* Several primaries behind one database: one takes the writes, chosen
+ * once every replica has had its first check (newest timeline, then the
+ * lowest address), kept while it stays an up primary, left for a newer
+ * timeline or when it goes down; `any` still spreads. */
+static void test_split_brain_choice(void)
+{
+	model_init();
+	struct database *db = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct replica *r1 = model_replica(db, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *r2 = model_replica(db, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *r3 = model_replica(db, "10.0.0.3:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	double now = fleet_now();
+	/* the highest address answers first: nothing chosen while r1 is unchecked */
+	health_note_answer(r3, false, 0, 1);
+	health_note_answer(r2, false, 0, 1);
+	CHECK(!replica_is_write_primary(r2) && !replica_is_write_primary(r3));
+	CHECK(!replica_eligible(r2, now) && !replica_eligible(r3, now));
+	health_note_answer(r1, false, 0, 1);
+	CHECK(replica_is_write_primary(r1));
+	CHECK(replica_eligible(r1, now) && !replica_eligible(r2, now) &&
+	      !replica_eligible(r3, now));
+	CHECK(db->primaries == 3 && database_primaries(db) == 3);
+	CHECK(r1->timeline == 1 && r3->timeline == 1);
+
+	/* a lower address with an equal timeline appears later: r1 keeps it */
+	struct replica *r0 = model_replica(db, "10.0.0.0:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	health_note_answer(r0, false, 0, 1);
+	CHECK(replica_is_write_primary(r1) && !replica_is_write_primary(r0));
+	CHECK(database_primaries(db) == 4);
+	/* checks again, nothing changed: still r1 */
+	health_note_answer(r1, false, 0, 1);
+	health_note_answer(r0, false, 0, 1);
+	CHECK(replica_is_write_primary(r1));
+
+	/* a newer timeline takes over (a promoted standby) */
+	health_note_answer(r3, false, 0, 2);
+	CHECK(replica_is_write_primary(r3) && !replica_is_write_primary(r1));
+	CHECK(replica_eligible(r3, now) && !replica_eligible(r1, now));
+	/* an older timeline never does */
+	health_note_answer(r1, false, 0, 1);
+	CHECK(replica_is_write_primary(r3));
+
+	/* r3 goes down: the best of the others (timeline 1, lowest address) */
+	health_note_failure(r3, "connection refused");
+	CHECK(r3->state == REPLICA_DOWN);
+	CHECK(replica_is_write_primary(r0) && !replica_is_write_primary(r3));
+	/* r3 back with its timeline 2: a newer one than r0's, so it takes over */
+	fleet.now_cached += 100;
+	health_note_answer(r3, false, 0, 2);
+	CHECK(replica_is_write_primary(r3));
+	/* r3 demoted to a standby: r0 again */
+	health_note_answer(r3, true, 0, 0);
+	CHECK(r3->timeline == 0 && replica_is_write_primary(r0));
+	CHECK(database_primaries(db) == 3);
+
+	/* `any` spreads over every up primary; read-only takes none of them */
+	struct database *any = model_db("any", TSA_ANY, 2, NULL);
+	struct replica *a1 = model_replica(any, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *a2 = model_replica(any, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	health_note_answer(a1, false, 0, 1);
+	health_note_answer(a2, false, 0, 1);
+	CHECK(replica_eligible(a1, now) && replica_eligible(a2, now));
+	CHECK(replica_is_write_primary(a1) && !replica_is_write_primary(a2));
+	model_done();
+}
+
+/* workers = N: each worker holds its own struct database of a name (two
+ * here, in one list) and checks on its own; the choice is one for both,
+ * and a worker that sees the write primary go down moves it for both. */
+static void test_split_brain_workers_agree(void)
+{
+	model_init();
+	struct database *w0 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct database *w1 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct replica *a1 = model_replica(w0, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *a2 = model_replica(w0, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b1 = model_replica(w1, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b2 = model_replica(w1, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	/* worker 1 sees only 10.0.0.2 checked, worker 0 both */
+	health_note_answer(b2, false, 0, 1);
+	health_note_answer(a2, false, 0, 1);
+	health_note_answer(a1, false, 0, 1);
+	CHECK(replica_is_write_primary(a1));
+	/* worker 1's copy follows the registry, even before its own check of .1 */
+	CHECK(!replica_is_write_primary(b2));
+	health_note_answer(b1, false, 0, 1);
+	CHECK(replica_is_write_primary(b1) && !replica_is_write_primary(b2));
+	/* worker 1 sees .1 fail: both move to .2; worker 0 still sees .1 up
+	 * and keeps the (new) choice rather than flip it back */
+	health_note_failure(b1, "connection refused");
+	CHECK(replica_is_write_primary(b2) && replica_is_write_primary(a2));
+	health_note_answer(a1, false, 0, 1);
+	health_note_answer(a2, false, 0, 1);
+	CHECK(replica_is_write_primary(a2) && !replica_is_write_primary(a1));
+	model_done();
+}
+
+/* A promotion seen by one worker before the other: the worker that still
+ * sees the promoted one as a standby must not send the writes back to the
+ * old primary (an older timeline); a demotion it saw itself does. */
+static void test_split_brain_stale_worker(void)
+{
+	model_init();
+	struct database *w0 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct database *w1 = model_db("app", TSA_READ_WRITE, 2, NULL);
+	struct replica *a1 = model_replica(w0, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *a2 = model_replica(w0, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b1 = model_replica(w1, "10.0.0.1:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	struct replica *b2 = model_replica(w1, "10.0.0.2:5432", REPLICA_NEW, ROLE_UNKNOWN);
+	health_note_answer(a1, false, 0, 1);
+	health_note_answer(a2, true, 0, 0);
+	health_note_answer(b1, false, 0, 1);
+	health_note_answer(b2, true, 0, 0);
+	CHECK(replica_is_write_primary(a1) && replica_is_write_primary(b1));
+	/* .2 promoted (timeline 2); worker 0 sees it first */
+	health_note_answer(a2, false, 0, 2);
+	CHECK(replica_is_write_primary(a2));
+	/* worker 1 checks .1 (still up, timeline 1) and .2 not yet */
+	health_note_answer(b1, false, 0, 1);
+	CHECK(!replica_is_write_primary(b1) && replica_is_write_primary(a2));
+	health_note_answer(b2, false, 0, 2);
+	CHECK(replica_is_write_primary(b2));
+	/* .2 demoted, seen by worker 1: back to .1 */
+	health_note_answer(b2, true, 0, 0);
+	CHECK(replica_is_write_primary(b1) && replica_is_write_primary(a1));
 	model_done();
 }
 
@@ -324,5 +452,8 @@ int main(void)
 	RUN(test_hysteresis);
 	RUN(test_role_apart_from_health);
 	RUN(test_draining_ignores_checks);
+	RUN(test_split_brain_choice);
+	RUN(test_split_brain_workers_agree);
+	RUN(test_split_brain_stale_worker);
 	return harness_finish();
 }
