@@ -167,7 +167,12 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(conffile, STR, "")                                                                       \
 	X(service_name, STR, "")                                                                   \
 	X(job_name, STR, "")                                                                       \
-	X(config_watch, BOOL, "1")
+	X(config_watch, BOOL, "1")                                                                 \
+	/* issue 20: the fleet of pgfleet instances (peers.c): a headless Service's name, \
+	 * the shared secret peer messages are signed with, their UDP port */                  \
+	X(peers, STR, "")                                                                          \
+	X(peer_secret, STR, "")                                                                    \
+	X(peer_port, INT, "6433")
 
 /*
  * Settings pgfleet accepts but does not implement, in one place: issue 18

@@ -125,7 +125,17 @@ enum metric_type {
 	  "1 while the database is disabled (DISABLE): new clients are refused.")     \
 	X(DATABASE_PRIMARIES, "pgfleet_database_primaries", GAUGE, INT, FIRST,                     \
 	  METRIC_LABELS("database"), METRIC_NO_LABELS,                                             \
-	  "Up primaries behind the database; more than 1 is a split brain (writes go to one).")
+	  "Up primaries behind the database; more than 1 is a split brain (writes go to one).") \
+	X(PEERS, "pgfleet_peers", GAUGE, INT, FIRST, METRIC_NO_LABELS, METRIC_NO_LABELS,           \
+	  "Live pgfleet instances of the fleet, this one included (1 without peers).")            \
+	X(PEER_UP, "pgfleet_peer_up", GAUGE, INT, FIRST, METRIC_LABELS("peer"),                    \
+	  METRIC_LABELS("self"), "1 while the peer answers its pings (this instance: always).")    \
+	X(PEER_CANCELS, "pgfleet_peer_cancels_total", COUNTER, INT, FIRST,                         \
+	  METRIC_LABELS("peer", "direction"), METRIC_NO_LABELS,                                    \
+	  "CancelRequests forwarded to a peer (sent) or from it (received).")                     \
+	X(PEER_REFUSED, "pgfleet_peer_messages_refused_total", COUNTER, INT, FIRST,                \
+	  METRIC_NO_LABELS, METRIC_NO_LABELS,                                                      \
+	  "Peer messages refused: wrong size, bad signature, stale or replayed.")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -30,13 +30,16 @@ import sys
 # shutdown/reload requests, the mailbox's handlers, the pool's router, the
 # database's health checks, discovery's on_change, the client's console).
 # discovery sits in I/O: a resolver that reports changed answers.
+# peers sits in policy: it decides who is in the fleet (from discovery's
+# answers and its own pings) and where a cancel goes (cancel, below it);
+# the front ends show it, cancel reaches it through a callback.
 LAYERS = [
     ("foundations", """log list iobuf intern proto scram params prepared
         sqlinspect sqlroute table config config_ini config_env authfile
         hba runtime"""),
     ("I/O", "conn batch tls mailbox discovery"),
     ("model", "stats metrics database pool server client auth authquery cancel txn"),
-    ("policy", "router health"),
+    ("policy", "router health peers"),
     ("front ends", "listener admin http"),
     ("process", "worker shutdown signals reload confwatch wiring main"),
 ]

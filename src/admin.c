@@ -37,6 +37,7 @@
 #include "database.h"
 #include "discovery.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
@@ -1047,7 +1048,7 @@ static void show_config(struct table *t)
 		const char *name = config_setting_name(i);
 		char value[1024];
 		config_setting_value(&fleet.cfg, i, value, sizeof(value));
-		if (strstr(name, "password") && *value)
+		if ((strstr(name, "password") || strstr(name, "secret")) && *value)
 			snprintf(value, sizeof(value), "%s", "********");
 		struct row r = row_begin(t);
 		put_text(&r, name);
@@ -1328,12 +1329,45 @@ static void show_state(struct table *t)
 
 /* PgBouncer's peering (peer_id, [peers]) is refused by the configuration:
  * its SHOWs answer with their columns and no rows. */
+/* PgBouncer's four columns, then pgfleet's (issue 20, peers.c).  What each
+ * instance holds of a fleet-wide limit is SHOW DATABASES / SHOW USERS'
+ * fleet_share (the budget part of issue 20, pool.c): a per-peer share
+ * column, if ever wanted, goes after these. */
 static const struct table_col peers_cols[] = {
 	COL_INT4("peer_id", TABLE_KEY),
 	COL_TEXT("host", TABLE_FIRST),
 	COL_INT4("port", TABLE_FIRST),
 	COL_INT4("pool_size", TABLE_FIRST),
+	COL_TEXT("self", TABLE_FIRST),
+	COL_TEXT("state", TABLE_FIRST),
+	COL_TEXT("last_seen", TABLE_FIRST),
+	COL_INT8("cancels_forwarded", TABLE_FIRST),
+	COL_INT8("cancels_received", TABLE_FIRST),
 };
+
+static void peer_row(const struct peer_info *p, void *arg)
+{
+	struct table *t = arg;
+	char seen[64] = "";
+	if (p->last_seen > 0)
+		fmt_time(p->last_seen, seen, sizeof(seen));
+	struct row r = row_begin(t);
+	put_int(&r, p->instance);
+	put_text(&r, p->addr);
+	put_int(&r, fleet.cfg.peer_port);
+	put_int(&r, 0); /* no pool: a peer message is one datagram */
+	put_text(&r, p->self ? "yes" : "no");
+	put_text(&r, p->live ? "live" : "down");
+	put_text(&r, seen);
+	put_int(&r, (long long)p->cancels_forwarded);
+	put_int(&r, (long long)p->cancels_received);
+}
+
+/* The peers table is process-wide: the asking worker shows it all. */
+static void show_peers(struct table *t)
+{
+	peers_foreach(peer_row, t);
+}
 
 static const struct table_col peer_pools_cols[] = {
 	COL_INT4("peer_id", TABLE_KEY),
@@ -1905,7 +1939,7 @@ static const struct admin_cmd commands[] = {
 	 .fill = show_users, COLUMNS(users_cols)},
 	{"SHOW VERSION", .help_join = true, .access = ACCESS_STATS, .fill = show_version,
 	 COLUMNS(version_cols)},
-	{"SHOW PEERS", .access = ACCESS_STATS, .fill = show_nothing, COLUMNS(peers_cols)},
+	{"SHOW PEERS", .access = ACCESS_STATS, .fill = show_peers, COLUMNS(peers_cols)},
 	{"SHOW PEER_POOLS", .help_join = true, .access = ACCESS_STATS, .fill = show_nothing,
 	 COLUMNS(peer_pools_cols)},
 	{"SHOW FDS", .help_hidden = true, .access = ACCESS_ADMIN, .run = no_online_restart},

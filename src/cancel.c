@@ -48,6 +48,23 @@ static THREAD_LOCAL struct list *buckets; /* nbuckets chains of client->cancel_n
 static THREAD_LOCAL uint32_t nbuckets;    /* a power of two, 0 before the first client */
 static THREAD_LOCAL uint32_t nclients;
 
+/* issue 20: set once before any loop runs, read by every worker. */
+static uint16_t instance_id;
+static bool (*forward_foreign)(uint32_t pid, uint32_t key);
+
+_Static_assert(WORKER_PID_MASK == (1u << CANCEL_INSTANCE_SHIFT) - 1,
+	       "the instance id sits right above the worker index");
+
+void cancel_set_instance(uint16_t id)
+{
+	instance_id = id;
+}
+
+void cancel_on_foreign(bool (*fn)(uint32_t pid, uint32_t key))
+{
+	forward_foreign = fn;
+}
+
 static uint32_t bucket_of(uint32_t pid, uint32_t key, uint32_t n)
 {
 	/* The key is random, but it is also what a stranger sends: mix it. */
@@ -102,6 +119,12 @@ void cancel_register(struct client *c)
 		 * landing on another worker is forwarded here. */
 		if (worker_threaded())
 			c->cancel_pid = (c->cancel_pid & ~WORKER_PID_MASK) | (uint32_t)worker_index();
+		/* peers: the bits above name this instance (never 0, so the pid
+		 * is never 0 either). */
+		if (instance_id)
+			c->cancel_pid = (c->cancel_pid &
+					 ~(CANCEL_INSTANCE_MASK << CANCEL_INSTANCE_SHIFT)) |
+					((uint32_t)instance_id << CANCEL_INSTANCE_SHIFT);
 	} while (c->cancel_pid == 0 || cancel_find_client(c->cancel_pid, c->cancel_key));
 	if (nclients >= 2 * nbuckets && !grow() && !nbuckets) {
 		/* No table at all: the client works, its queries just cannot be canceled. */
@@ -355,7 +378,13 @@ void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len)
 	}
 	uint32_t pid = proto_get_u32(pkt + 8), key = proto_get_u32(pkt + 12);
 	int owner = (int)(pid & WORKER_PID_MASK);
-	if (worker_threaded() && owner != worker_index() && owner < worker_count()) {
+	if (instance_id && cancel_pid_instance(pid) != instance_id) {
+		/* Another pgfleet instance handed this key out: its peer, and only
+		 * it, gets the request (a key no live peer has is dropped). */
+		if (!forward_foreign || !forward_foreign(pid, key))
+			log_info("cancel dropped", "from", c->addr_str, "reason",
+				 "no live peer has this key", NULL);
+	} else if (worker_threaded() && owner != worker_index() && owner < worker_count()) {
 		/* Another worker handed this key out: it alone may look it up. */
 		if (!worker_post(owner, WMSG_CANCEL, pid, key, NULL, NULL))
 			log_warn("cancel not sent", "from", c->addr_str, "detail",
@@ -369,6 +398,18 @@ void cancel_handle_request(struct client *c, const uint8_t *pkt, uint32_t len)
 void cancel_handle_remote(uint32_t pid, uint32_t key)
 {
 	cancel_by_key(pid, key, "another worker");
+}
+
+void cancel_handle_forwarded(uint32_t pid, uint32_t key, const char *from)
+{
+	int owner = (int)(pid & WORKER_PID_MASK);
+	if (worker_threaded() && owner != worker_index() && owner < worker_count()) {
+		if (!worker_post(owner, WMSG_CANCEL, pid, key, NULL, NULL))
+			log_warn("cancel not sent", "from", from, "detail",
+				 "cannot reach the worker", NULL);
+	} else {
+		cancel_by_key(pid, key, from);
+	}
 }
 
 void cancel_forget_server(struct server *s)

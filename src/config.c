@@ -165,6 +165,8 @@ static const struct {
     /* issue 18: auth_query's cache and helper threads */
     {"auth_query_cache_size", 1, 1000000},
     {"auth_query_max_lookups", 1, 1000},
+    /* issue 20: the peers' UDP port */
+    {"peer_port", 1, 65535},
 };
 
 /* ---- accepted but not implemented (CONFIG_UNIMPLEMENTED in config.h) ---- */
@@ -811,6 +813,17 @@ static void check_settings(const struct config *cfg, emit_fn emit, void *ctx)
 		         "'%s' needs users: set auth_file, or DB_USER with DB_PASSWORD",
 		         auth_type_names[cfg->auth_type]);
 		emit(ctx, IDX_auth_type, why);
+	}
+	/* issue 20: a peer message is believed only when signed with the
+	 * shared secret: peers without one would take anybody's word. */
+	if (*cfg->peers) {
+		if (!config_check_host(cfg->peers, why, sizeof why))
+			emit(ctx, IDX_peers, why);
+		if (!*cfg->peer_secret)
+			emit(ctx, IDX_peers, "needs peer_secret (PGFLEET_PEER_SECRET): peer messages are "
+			                     "signed with it");
+		else if (strlen(cfg->peer_secret) < 16)
+			emit(ctx, IDX_peer_secret, "must be at least 16 characters long");
 	}
 }
 

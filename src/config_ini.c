@@ -416,11 +416,11 @@ static void parse_line(struct ini_reader *l, const char *file, int lineno, char 
 		file_user(l, file, lineno, key, raw);
 		break;
 	case SEC_PEERS:
-		/* PgBouncer's peering: an empty section loads, an entry would
-		 * be ignored, so it is refused */
+		/* PgBouncer's static peering: an empty section loads, an entry
+		 * would be ignored (pgfleet's peers come from DNS), so it is refused */
 		config_loader_report(l->loader,
-		                     "%s:%d: key '" ECHO "': [peers] is not implemented by pgfleet "
-		                     "yet; remove the entry",
+		                     "%s:%d: key '" ECHO "': [peers] entries are not supported: "
+		                     "pgfleet finds its peers in DNS (the peers setting); remove the entry",
 		                     file, lineno, key);
 		break;
 	case SEC_UNKNOWN: /* already reported once at the header */

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "mailbox.h"
 #include "metrics.h"
+#include "peers.h"
 #include "router.h"
 #include "runtime.h"
 #include "stats.h"
@@ -214,14 +215,28 @@ static void add_dns_addresses(const struct dns_host_info *h, void *arg)
 	metrics_add_int(arg, MF_DNS_ADDRESSES, (int64_t)h->n_addrs, h->name, NULL);
 }
 
-/* This loop's metrics: the model's (stats.c), and DNS, which discovery
- * (a layer above the model) owns. */
+static void add_peer(const struct peer_info *p, void *arg)
+{
+	metrics_add_int(arg, MF_PEER_UP, p->live ? 1 : 0, p->addr, p->self ? "yes" : "no", NULL);
+	metrics_add_int(arg, MF_PEER_CANCELS, (int64_t)p->cancels_forwarded, p->addr, "sent", NULL);
+	metrics_add_int(arg, MF_PEER_CANCELS, (int64_t)p->cancels_received, p->addr, "received",
+			NULL);
+}
+
+/* This loop's metrics: the model's (stats.c), DNS, which discovery
+ * (a layer above the model) owns, and the fleet's peers (peers.c). */
 static void metrics_snapshot(struct metrics *m)
 {
 	metrics_init(m);
 	stats_collect_metrics(m);
 	discovery_foreach_host(add_dns_resolutions, m);
 	discovery_foreach_host(add_dns_addresses, m);
+	int live, rank;
+	fleet_peers(&live, &rank);
+	metrics_add_int(m, MF_PEERS, live, NULL);
+	peers_foreach(add_peer, m);
+	if (peers_enabled())
+		metrics_add_int(m, MF_PEER_REFUSED, (int64_t)peers_refused_count(), NULL);
 }
 
 /* ---- /readyz ---------------------------------------------------------------------- */

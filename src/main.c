@@ -28,6 +28,7 @@
 #include "iobuf.h"
 #include "listener.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "runtime.h"
 #include "shutdown.h"
@@ -144,6 +145,8 @@ static bool loop_setup(void)
 	 * (a busy http_listen must fail before anyone can connect). */
 	if (worker_index() == 0 && !http_start())
 		return false;
+	if (worker_index() == 0 && !peers_start())
+		return false;
 	return listener_start();
 }
 
@@ -158,6 +161,8 @@ static void loop_teardown(void)
 	admin_close_all();
 	shutdown_close_all();
 	authquery_shutdown();
+	if (worker_index() == 0)
+		peers_stop();
 	cancel_shutdown();
 	database_free_all();
 	discovery_shutdown();
@@ -284,6 +289,8 @@ int main(int argc, char **argv)
 
 	wiring_connect();
 	discovery_library_init();
+	if (!peers_setup())
+		return 2;
 	if (!mailbox_setup((int)fleet.cfg.workers) || !loop_setup())
 		return 2;
 	int others = worker_count() - 1;

@@ -118,7 +118,9 @@ static const char *const restart_only[] = {
 	"server_tls_key_file",	"listen_backlog",	"pidfile",		"client_tls_protocols",
 	"client_tls_ciphers",	"client_tls13_ciphers", "client_tls_ecdhcurve", "client_tls_dheparams",
 	"server_tls_protocols", "server_tls_ciphers",	"server_tls13_ciphers", "unix_socket_mode",
-	"unix_socket_group",	NULL,
+	"unix_socket_group",
+	/* issue 20: the peers' socket, name and signing key (peers.c) */
+	"peers", "peer_secret", "peer_port", NULL,
 };
 
 bool fleet_setting_needs_restart(const char *key)

@@ -24,6 +24,7 @@
 #include "iobuf.h"
 #include "listener.h"
 #include "mailbox.h"
+#include "peers.h"
 #include "pool.h"
 #include "reload.h"
 #include "router.h"
@@ -88,6 +89,9 @@ void wiring_connect(void)
 	mailbox_on(WMSG_SHUTDOWN, shutdown_on_message);
 	mailbox_on(WMSG_EXIT_NOW, shutdown_on_message);
 	mailbox_on(WMSG_DONE, shutdown_on_message);
+
+	/* Cancels of keys another pgfleet instance handed out (issue 20). */
+	cancel_on_foreign(peers_forward_cancel);
 
 	/* Pools: the router's choice of replica. */
 	pool_set_router(&router_for_pools);

@@ -593,6 +593,7 @@ class HeadlessService:
         self.dns_start_time = None
         self.dns_hung = False
         self.records = []
+        self.extra_names = {}  # other names DNS answers: name -> [ip] (set_name)
         self.pgbench_scale = None
         self.started = False
         self.broken = False   # a promotion happened: only a rebuild restores
@@ -1048,6 +1049,7 @@ class HeadlessService:
                     self.resume_replay(i)
             self.wait_streaming()
         baseline = [p.addr for p in self.pods]
+        self.extra_names = {}
         if sorted(self.records) != sorted(baseline) or self.dirty:
             self.set_records(baseline)
         self.dirty = False
@@ -1181,6 +1183,9 @@ class HeadlessService:
         with open(tmp, "w") as f:
             for ip in ips:
                 f.write("%s %s\n" % (ip, self.name))
+            for name, addrs in self.extra_names.items():
+                for ip in addrs:
+                    f.write("%s %s\n" % (ip, name))
         os.chmod(tmp, 0o644)  # dnsmasq re-reads it as `nobody` on SIGHUP
         os.replace(tmp, self.hosts_file)
 
@@ -1268,6 +1273,22 @@ class HeadlessService:
             _signal(self.dns_pid, signal.SIGHUP)
             self._wait_records(ips, timeout)
 
+    def set_name(self, name, ips, timeout=10):
+        """Make DNS also answer `name` with exactly `ips` ([] drops it), e.g.
+        the headless Service of pgfleet peers; restore() forgets it."""
+        self.dirty = True
+        if ips:
+            self.extra_names[name] = list(dict.fromkeys(ips))
+        else:
+            self.extra_names.pop(name, None)
+        self._write_hosts(self.records)
+        if self.dns_running and not self.dns_hung:
+            _signal(self.dns_pid, signal.SIGHUP)
+            want = sorted(ips, key=_addr_key)
+            if not wait_until(lambda: sorted(resolve(name, timeout=0.5),
+                                             key=_addr_key) == want, timeout, step=0.02):
+                raise FixtureError("DNS does not answer %s with %s" % (name, want))
+
     def _wait_records(self, ips, timeout):
         want = sorted(ips, key=_addr_key)
         deadline = time.monotonic() + timeout
@@ -1311,7 +1332,7 @@ class Pgfleet:
 
     def __init__(self, settings=None, databases=None, users=None, env=None,
                  config_file=True, args=(), binary=None,
-                 state_dir=DEFAULT_STATE_DIR):
+                 state_dir=DEFAULT_STATE_DIR, host="127.0.0.1"):
         self.settings = dict(settings or {})
         self.databases = databases
         if users is None:  # env-only mode: DB_USER/DB_PASSWORD log in
@@ -1323,7 +1344,7 @@ class Pgfleet:
         self.binary = (binary or os.environ.get("PGFLEET_BIN")
                        or os.path.join(REPO, "build", "pgfleet"))
         self.state = StateDir(state_dir)
-        self.host = "127.0.0.1"
+        self.host = host  # listen_addr and http_listen's address
         self.port = None
         self.http_port = None
         self.proc = None

@@ -53,6 +53,10 @@ WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 # Where a test host must differ from a pod (see the module docstring).
 HOST_OVERRIDES = ("PGFLEET_LISTEN_ADDR", "PGFLEET_LISTEN_PORT",
                   "PGFLEET_HTTP_LISTEN", "PGFLEET_DNS_SERVERS")
+# A pod in a fleet (PGFLEET_PEERS) also gets its own address from the
+# downward API: on the test host, one of the fixture's loopback addresses.
+POD_IP_PLACEHOLDER = "10.244.0.7"
+TEST_POD_IP = fx.NET_PREFIX + ".200"
 
 
 # ---------------------------------------------------------------------------
@@ -268,6 +272,8 @@ def container_env(objs, kind, name, container):
             env[e["name"]] = secret_data(find(objs, "Secret", ref["name"]))[ref["key"]]
         elif "fieldRef" in vf and vf["fieldRef"]["fieldPath"] == "metadata.namespace":
             env[e["name"]] = NAMESPACE
+        elif "fieldRef" in vf and vf["fieldRef"]["fieldPath"] == "status.podIP":
+            env[e["name"]] = POD_IP_PLACEHOLDER
     return {k: str(v) for k, v in env.items()}
 
 
@@ -507,6 +513,40 @@ def test_pgfleet_deployment():
     assert svc["spec"].get("clusterIP") != "None"
 
 
+def test_pgfleet_pods_are_a_fleet_of_peers():
+    """Issue 20: the pods find each other through a headless Service that
+    lists them before they are ready, know their own address (downward
+    API), and sign peer messages with a secret from a Secret."""
+    objs = render("")
+    dep = find(objs, "Deployment", "pgfleet")
+    [c] = pod_spec(dep)["containers"]
+    env = container_env(objs, "Deployment", "pgfleet", "pgfleet")
+    peers = find(objs, "Service", "pgfleet-peers")
+    assert env["PGFLEET_PEERS"] == "pgfleet-peers.%s.svc.cluster.local" % NAMESPACE
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    assert labels_match(peers["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
+    peer_port = int(config_default("peer_port"))
+    [port] = peers["spec"]["ports"]
+    assert port["protocol"] == "UDP" and port["port"] == peer_port
+    [cport] = [p for p in c["ports"] if p["name"] == port["targetPort"]]
+    assert cport["containerPort"] == peer_port and cport["protocol"] == "UDP"
+    assert "PGFLEET_PEER_PORT" not in env
+    [pod_ip] = [e for e in c["env"] if e["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    [secret] = [e for e in c["env"] if e["name"] == "PGFLEET_PEER_SECRET"]
+    ref = secret["valueFrom"]["secretKeyRef"]
+    assert ref["name"] != "postgresql-secret"  # PostgreSQL's password stays PostgreSQL's
+    assert len(env["PGFLEET_PEER_SECRET"]) >= 16
+    # Peer messages only from the other pgfleet pods.
+    np = find(objs, "NetworkPolicy", "pgfleet")
+    rules = [r for r in np["spec"]["ingress"]
+             if any(p.get("protocol") == "UDP" and p["port"] == peer_port for p in r["ports"])]
+    assert len(rules) == 1
+    assert [f["podSelector"]["matchLabels"] for f in rules[0]["from"]] == \
+        [dep["spec"]["template"]["metadata"]["labels"]]
+
+
 def test_sidecar_is_in_the_application_pod_on_localhost():
     objs = render("sidecar")
     [app] = [o for o in objs if o["kind"] == "Deployment"]
@@ -549,6 +589,8 @@ def start_as_pod(pgfleet, pod_env, args=()):
                 "http_listen": "127.0.0.1:%d" % http, "dns_servers": fx.DNS_ADDR}
     overrides = {"PGFLEET_" + k.upper(): str(v) for k, v in settings.items()}
     assert set(overrides) == set(HOST_OVERRIDES)
+    if "POD_IP" in pod_env:
+        overrides["POD_IP"] = TEST_POD_IP
     fleet = pgfleet(config_file=False, users={}, settings=settings,
                     env=dict(pod_env, **overrides), args=args)
     fleet.http_port = http
@@ -617,6 +659,8 @@ def test_admin_console_shows_every_pod(service, pgfleet):
     if not os.path.exists(os.path.join(fx.REPO, "src", "admin.c")):
         pytest.skip("no admin console in this tree yet")
     env = container_env(render(""), "Deployment", "pgfleet", "pgfleet")
+    # A fleet of one: the peers' name answers with this pod alone.
+    service.set_name(env["PGFLEET_PEERS"], [TEST_POD_IP])
     fleet = start_as_pod(pgfleet, env)
     warm_up(fleet, env, service)
     served_by(fleet, env, fx.APP_DB, n=6)
@@ -629,6 +673,11 @@ def test_admin_console_shows_every_pod(service, pgfleet):
         rows = [dict(zip(cols, r)) for r in cur.fetchall()]
         cur = conn.execute("SHOW SERVERS")
         server_cols = [d.name for d in cur.description]
+        cur = conn.execute("SHOW PEERS")
+        peer_cols = [d.name for d in cur.description]
+        peer_rows = [dict(zip(peer_cols, r)) for r in cur.fetchall()]
+    assert [(r["host"], r["self"], r["state"]) for r in peer_rows] == \
+        [(TEST_POD_IP, "yes", "live")], peer_rows
     assert {r["addr"] for r in rows} == set(service.addrs), rows
     assert all(r["state"] == "up" for r in rows), rows
     assert server_cols[:5] == ["type", "user", "database", "replication", "state"]

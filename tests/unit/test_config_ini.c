@@ -245,8 +245,8 @@ static void test_users_peers(void)
 	CHECK(m.n == 2);
 	CHECK(msgs_has(&m, "@/pgfleet.ini:6: key 'bob': pool_mode: not implemented by pgfleet yet "
 	                   "in [users]; remove it"));
-	CHECK(msgs_has(&m, "@/pgfleet.ini:8: key '1': [peers] is not implemented by pgfleet yet; "
-	                   "remove the entry"));
+	CHECK(msgs_has(&m, "@/pgfleet.ini:8: key '1': [peers] entries are not supported: pgfleet "
+	                   "finds its peers in DNS (the peers setting); remove the entry"));
 	msgs_clear(&m);
 
 	/* issue 18: [users] max_user_connections */
