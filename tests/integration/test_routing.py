@@ -115,7 +115,7 @@ def rw(replicated):
     replicated.psql(replicated.primary, "ALTER DATABASE app SET synchronous_commit = on")
     psql_as_app(replicated, replicated.primary, """
         DROP VIEW IF EXISTS fn_writer;
-        DROP FUNCTION IF EXISTS ryw_write(text);
+        DROP FUNCTION IF EXISTS ryw_write(text), ryw_where();
         DROP TABLE IF EXISTS ryw_rows, fn_rows;
         CREATE TABLE ryw_rows (id int PRIMARY KEY, app text NOT NULL);
         CREATE TABLE fn_rows (id serial PRIMARY KEY, t text NOT NULL);
@@ -127,6 +127,8 @@ def rw(replicated):
             RETURN n;
         END $$;
         CREATE VIEW fn_writer AS SELECT ryw_write('view') AS id;
+        CREATE FUNCTION ryw_where() RETURNS text LANGUAGE sql STABLE AS
+            $$ SELECT setting FROM pg_settings WHERE name = 'cluster_name' $$;
     """)
     replicated.wait_replayed()
     yield replicated
@@ -134,7 +136,7 @@ def rw(replicated):
         replicated.psql(replicated.primary, "ALTER DATABASE app RESET synchronous_commit")
         psql_as_app(replicated, replicated.primary, """
             DROP VIEW IF EXISTS fn_writer;
-            DROP FUNCTION IF EXISTS ryw_write(text);
+            DROP FUNCTION IF EXISTS ryw_write(text), ryw_where();
             DROP TABLE IF EXISTS ryw_rows, fn_rows;
         """)
 
@@ -766,11 +768,30 @@ def server_connections_with_route(svc):
     return sum(int(svc.psql(i, probe, dbname="postgres")) for i in range(len(svc.pods)))
 
 
+def back_on_standbys(conn, standbys, timeout=5):
+    """After statements on the primary, read-your-writes may keep a
+    client's reads on the primary until a standby is known to have
+    replayed the primary's position then (route = primary counts every
+    statement as one that may have written): the reads come back to the
+    standbys within `timeout`, then stay there."""
+    seen = []
+
+    def on_standby():
+        seen.append(where(conn))
+        return seen[-1] in standbys
+    assert fx.wait_until(on_standby, timeout), "%d reads, all on %s" % (len(seen), set(seen))
+    return {where(conn) for _ in range(5)} <= standbys
+
+
 def test_set_pgfleet_route_is_pgfleets_own(rw, pgfleet):
     fleet = start(pgfleet, rw)
     primary, standbys = names(rw)
     with guarded(fleet, 60) as conn:
         assert where(conn) in standbys
+        conn.execute("SET pgfleet.route TO 'standby'")
+        assert {where(conn) for _ in range(10)} <= standbys
+        # Even what the parser sends to the primary (a user function).
+        assert where(conn, "SELECT ryw_where()") in standbys
         cur = conn.execute("SET pgfleet.route = 'primary'")
         assert cur.statusmessage == "SET"
         assert server_connections_with_route(rw) == 0
@@ -779,25 +800,21 @@ def test_set_pgfleet_route_is_pgfleets_own(rw, pgfleet):
                 for _ in range(5)} == {primary}
         # Never sent to a server: no server session has it.
         assert where(conn, "SELECT current_setting('pgfleet.route', true)") is None
-        conn.execute("SET pgfleet.route TO 'standby'")
-        assert {where(conn) for _ in range(10)} <= standbys
-        # Even what the parser would send to the primary.
-        assert where(conn, "SELECT pg_is_in_recovery()") is True
-        assert where(conn, "SELECT current_setting('pgfleet.route', true)") is None
         with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
             conn.execute("SET pgfleet.route = bogus")
         assert ei.value.sqlstate == "22023"
         assert "pgfleet.route" in str(ei.value)
         # The session goes on, the setting unchanged.
-        assert where(conn, "SELECT pg_is_in_recovery()") is True
+        assert where(conn, "SELECT pg_is_in_recovery()") is False
         cur = conn.execute("RESET pgfleet.route")
         assert cur.statusmessage == "RESET"
         # Back to the parser's choice.
+        assert back_on_standbys(conn, standbys)
         assert where(conn, "/* pgfleet:primary */ SELECT pg_is_in_recovery()") is False
         conn.execute("SET pgfleet.route TO 'primary'", binary=True)  # extended protocol
         assert {where(conn) for _ in range(5)} == {primary}
         conn.execute("SET pgfleet.route TO DEFAULT")
-        assert fx.wait_until(lambda: {where(conn) for _ in range(5)} <= standbys, 5)
+        assert back_on_standbys(conn, standbys)
         with pytest.raises(psycopg.Error):
             conn.execute("SET LOCAL pgfleet.route = 'primary'")
         assert server_connections_with_route(rw) == 0
@@ -815,7 +832,7 @@ def test_set_pgfleet_route_primary_unquoted(rw, pgfleet):
         conn.execute("SET pgfleet.route = primary")
         assert {where(conn) for _ in range(5)} == {primary}
         conn.execute("SET pgfleet.route = standby")
-        assert {where(conn) for _ in range(5)} <= standbys
+        assert back_on_standbys(conn, standbys)
         conn.execute("SET pgfleet.route = auto")
         conn.execute("SET pgfleet.route TO primary")
         assert {where(conn) for _ in range(5)} == {primary}
