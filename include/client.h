@@ -125,9 +125,11 @@ struct client {
 	bool route_boundary;
 	bool route_hold;
 	bool route_seen; /* the Query at hand was classified already */
-	/* SET pgfleet.route as the unnamed statement (route_extended): 0 none,
-	 * 1 parsed, 2 bound to the unnamed portal; what it sets. */
+	/* SET pgfleet.route over the extended protocol (route_extended): the
+	 * unnamed statement is one; the unnamed portal is bound from one;
+	 * what the last of them sets. */
 	uint8_t route_ext;
+	bool route_portal;
 	struct sqlroute_answer route_ext_answer;
 	/* Read-your-writes: the primary's WAL position after this client's
 	 * last transaction that may have written; its reads need a standby
@@ -136,6 +138,9 @@ struct client {
 	/* The transaction under way may write: its WAL position is asked for
 	 * when it ends (server.c turn_end). */
 	bool lsn_wanted;
+	/* Its turn is over but pgfleet's query after it (learn_send, the WAL
+	 * position) still runs on the link: a new message waits (route_hold). */
+	bool turn_finishing;
 	/* A read linked to a standby whose replay position is not known to
 	 * reach ryw_lsn: this position is asked for first (probe_sent), and
 	 * the read goes on there or, when it is behind, elsewhere (no_probe:

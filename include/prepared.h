@@ -32,6 +32,7 @@ struct pstmt {
 	bool drops_all;     /* DISCARD ALL / DEALLOCATE ALL: running it drops every statement */
 	bool unsure;        /* DO, CALL, ...: running it may change statements unseen */
 	bool sets;          /* SET, RESET, set_config(): running it may change settings */
+	bool resets_all;    /* RESET ALL: running it resets pgfleet.route too */
 	/* target_session_attrs = auto: the text's enum sqlroute_class plus 1,
 	 * once a Bind needed it (0: not classified yet).  Shared by every
 	 * worker: written and read relaxed; every writer writes the same. */

@@ -2,7 +2,18 @@
 # Install what pgfleet's build, demo and tests need on Debian 12.
 # Idempotent: when every package is already installed it returns at once,
 # without touching apt, and npm is not run once node_modules/pg is there.
+#   --image (or PGFLEET_IMAGE_TESTS=1): also what building and running the
+#   image needs (tests/integration/test_image.py, scripts/image-base.sh).
 set -euo pipefail
+
+image=0
+[ "${PGFLEET_IMAGE_TESTS:-}" = 1 ] && image=1
+for a in "$@"; do
+  case $a in
+    --image) image=1 ;;
+    *) echo "install-deps: unknown option $a (--image)" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   # build
@@ -27,6 +38,13 @@ PACKAGES=(
 )
 # Node.js/npm (node-postgres tests) and a JDK (pgjdbc tests) often come with
 # the machine image: take Debian's only when the command is missing.
+# The image, built and run with no registry and no Docker engine: podman
+# (its `podman build` is buildah's code, no separate buildah needed), runc
+# (crun fails on these kernels' limits), debootstrap for the base image.
+# About 90 MB installed: only when asked.
+if [ $image -eq 1 ]; then
+  PACKAGES+=(podman runc debootstrap)
+fi
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 command -v javac >/dev/null 2>&1 || PACKAGES+=(default-jdk-headless)

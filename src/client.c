@@ -1405,6 +1405,8 @@ static enum fwd session_state(struct client *c, struct server *s, unsigned what,
 /* What running a text does to the connection's statements. */
 static void apply_look(struct client *c, struct server *s, unsigned what)
 {
+	if (what & SQLI_RESET_ALL)
+		c->route_pref = SQLROUTE_PREF_AUTO; /* pgfleet.route is a setting too */
 	if (what & SQLI_DROPS_ALL)
 		prepared_client_clear(c->stmts); /* the client's are gone as well */
 	if (what & (SQLI_DROPS_ALL | SQLI_UNSURE))
@@ -1555,6 +1557,7 @@ static enum fwd on_parse(struct client *c, struct server *s, uint32_t len)
 	ps->drops_all = (what & SQLI_DROPS_ALL) != 0;
 	ps->unsure = (what & SQLI_UNSURE) != 0;
 	ps->sets = ps->sets || (what & SQLI_SET); /* seen by a pooled client, at least */
+	ps->resets_all = ps->resets_all || (what & SQLI_RESET_ALL);
 	consume(c, len + 1);
 	if (prepared_server_name(s->stmts, ps)) {
 		server_queue_push(s, REQ_PARSE, REQ_FAKE, NULL);
@@ -1688,7 +1691,9 @@ static enum fwd on_bind(struct client *c, struct server *s, uint32_t len)
 		     (uint32_t)(z2 + 1 - body), ps);
 	/* Executing it drops every statement of the session, itself too, or
 	 * may change them unseen. */
-	apply_look(c, s, (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0));
+	apply_look(c, s,
+		   (ps->drops_all ? SQLI_DROPS_ALL : 0) | (ps->unsure ? SQLI_UNSURE : 0) |
+			   (ps->resets_all ? SQLI_RESET_ALL : 0));
 	if (ps->sets && client_pool_mode(c) != POOL_SESSION)
 		c->params_changed = true; /* read back when the turn ends */
 	return FWD_DONE;
@@ -1774,8 +1779,6 @@ static enum fwd route_class(struct client *c, uint8_t type, uint32_t len, struct
 	if (type == 'P') {
 		classify(text, strlen(text), a);
 		*unnamed = !*name;
-		if (a->cls == SQLROUTE_SET_ROUTE && *name)
-			a->cls = SQLROUTE_PRIMARY; /* refused by on_parse */
 		return FWD_STREAM;
 	}
 	/* Bind: portal `name`, statement `text`.  The unnamed statement's
@@ -1932,18 +1935,68 @@ static enum fwd route_query_linked(struct client *c, struct server *s, uint32_t 
 	return FWD_DONE;
 }
 
+/* Bytes of a Bind or Describe route_extended reads for the names. */
+#define ROUTE_NAMES_MAX 512
+
+/* A named statement the client prepared that is SET pgfleet.route: its
+ * answer (classified from the cache), or NULL. */
+static bool route_statement(struct client *c, const char *name, struct sqlroute_answer *a)
+{
+	struct pstmt *ps = *name && statements_on() ? prepared_client_lookup(c->stmts, name) : NULL;
+	if (!ps || statement_class(ps) != SQLROUTE_SET_ROUTE)
+		return false;
+	const char *text = (const char *)ps->body;
+	classify(text, strnlen(text, ps->body_len), a);
+	return a->cls == SQLROUTE_SET_ROUTE;
+}
+
+/* A named Parse of SET pgfleet.route: kept by pgfleet (the client's
+ * statement table, as any statement, within the same limits) and never
+ * sent to a server; psycopg prepares a text it ran five times. */
+static enum fwd route_parse_named(struct client *c, struct server *s, uint32_t len,
+				  const char *name)
+{
+	if (!statements_on())
+		return refuse_parse(c, s, len, "0A000",
+				    "SET pgfleet.route cannot be prepared under a name while "
+				    "max_prepared_statements = 0: send it as a simple query or the "
+				    "unnamed statement");
+	if (prepared_client_lookup(c->stmts, name))
+		return refuse_parse(c, s, len, "42P05", "prepared statement \"%.64s\" already exists",
+				    name);
+	long long max_count = fleet.cfg.max_client_prepared_statements;
+	uint32_t body_len = len - 4 - (uint32_t)strlen(name) - 1;
+	if ((max_count > 0 && prepared_client_count(c->stmts) >= (uint64_t)max_count) ||
+	    prepared_client_bytes(c->stmts) + prepared_client_cost(name, body_len) >
+		(uint64_t)fleet.cfg.max_client_prepared_bytes)
+		return refuse_parse(c, s, len, "53400",
+				    "cannot prepare statement \"%.64s\": this client's prepared "
+				    "statements are at max_client_prepared_statements or "
+				    "max_client_prepared_bytes",
+				    name);
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	const uint8_t *body = c->io.in->data + c->io.in->parsed + 5 + strlen(name) + 1;
+	(void)prepared_client_parse(&c->stmts, name, body, body_len);
+	consume(c, len + 1);
+	server_queue_fake(s, REQ_PARSE, NULL, NULL);
+	return FWD_DONE;
+}
+
 /*
- * SET pgfleet.route over the extended protocol, as the unnamed statement
- * (pgjdbc, node-postgres with parameters): pgfleet answers its Parse,
- * Bind, Describe, Execute and Close itself, in turn; the Sync goes to the
- * server as usual.  Under a name it is refused (0A000): pgfleet would have
- * to keep it apart from the server's statements for the session.
+ * SET pgfleet.route over the extended protocol (pgjdbc, node-postgres with
+ * parameters, psycopg's binary cursors and its statements prepared after
+ * five runs): pgfleet answers its Parse, Bind, Describe, Execute and Close
+ * itself, in turn; the Sync goes to the server as usual.  The unnamed
+ * statement is followed here (c->route_ext), a named one through the
+ * client's statement table; the unnamed portal bound from either carries
+ * the answer (c->route_portal).  A named portal is refused (0A000).
  */
 static enum fwd route_extended(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
 	enum fwd w;
+	struct sqlroute_answer a;
 	if (type == 'P') {
-		struct sqlroute_answer a;
 		bool unnamed = false;
 		w = route_class(c, 'P', len, &a, &unnamed);
 		if (w != FWD_STREAM)
@@ -1953,44 +2006,76 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 		if (a.cls != SQLROUTE_SET_ROUTE || a.hinted)
 			return FWD_STREAM;
 		if (!unnamed)
-			return refuse_parse(c, s, len, "0A000",
-					    "SET pgfleet.route cannot be prepared under a name: send it "
-					    "as a simple query or the unnamed statement");
+			return route_parse_named(c, s, len,
+						 (const char *)c->io.in->data + c->io.in->parsed + 5);
 		if (!flush_parsed(c, s))
 			return FWD_WAIT;
 		c->route_ext_answer = a;
-		c->route_ext = 1; /* parsed */
+		c->route_ext = 1;
 		consume(c, len + 1);
 		server_queue_fake(s, REQ_PARSE, NULL, NULL);
 		return FWD_DONE;
 	}
-	if (type == 'S' && c->route_ext == 2)
-		c->route_ext = 1; /* the transaction's end drops the portal */
-	if (!c->route_ext || (type != 'B' && type != 'D' && type != 'E' && type != 'C'))
+	if (type == 'S')
+		c->route_portal = false; /* the transaction's end drops the portal */
+	if (type != 'B' && type != 'D' && type != 'E' && type != 'C')
 		return FWD_STREAM;
-	w = need_whole(c, len + 1);
+	if (!c->route_ext && !c->route_portal && !(type == 'B' || (type == 'D' && statements_on())))
+		return FWD_STREAM;
+	/* The names lead the message: a Bind's parameters may be any size and
+	 * stream through, so only its first bytes are needed. */
+	uint32_t head = len + 1 < ROUTE_NAMES_MAX ? len + 1 : ROUTE_NAMES_MAX;
+	w = need_whole(c, head);
 	if (w != FWD_STREAM)
 		return w;
-	struct pkt_reader r = pkt_reader_init(c->io.in->data + c->io.in->parsed + 5, len - 4);
+	struct pkt_reader r = pkt_reader_init(c->io.in->data + c->io.in->parsed + 5, head - 5);
 	uint8_t what = type == 'B' ? 'B' : pkt_get_u8(&r);
 	const char *name = pkt_get_str(&r);
 	const char *stmt = type == 'B' ? pkt_get_str(&r) : NULL;
 	if (!name || (type == 'B' && !stmt))
-		return FWD_STREAM; /* malformed: the usual handling refuses it */
-	if (type == 'B' && !*name && *stmt)
-		c->route_ext = 1; /* the unnamed portal is another statement's now */
-	bool ours = type == 'B'   ? !*stmt && !*name
-		    : type == 'E' ? c->route_ext == 2 && !*name
-				  : !*name && (what == 'S' || (what == 'P' && c->route_ext == 2));
-	if (!ours)
-		return FWD_STREAM;
-	if (!flush_parsed(c, s))
-		return FWD_WAIT;
-	consume(c, len + 1);
-	const char *msg, *sqlstate;
+		return FWD_STREAM; /* malformed, or names too long to be ours */
+	bool ours;
 	switch (type) {
 	case 'B':
-		c->route_ext = 2; /* bound to the unnamed portal */
+		ours = *stmt ? route_statement(c, stmt, &a) : c->route_ext != 0;
+		if (!*stmt && ours)
+			a = c->route_ext_answer;
+		if (!*name)
+			c->route_portal = false; /* the unnamed portal is this Bind's now */
+		break;
+	case 'D':
+		ours = what == 'S' ? (*name ? route_statement(c, name, &a) : c->route_ext != 0)
+				   : !*name && c->route_portal;
+		break;
+	case 'E':
+		ours = !*name && c->route_portal;
+		break;
+	default: /* 'C': a named statement is closed by on_close, as any */
+		ours = what == 'S' && !*name && c->route_ext;
+		break;
+	}
+	if (!ours)
+		return FWD_STREAM;
+	if (head != len + 1) {
+		w = need_whole(c, len + 1); /* a Bind of ours is dropped whole */
+		if (w != FWD_STREAM)
+			return w;
+	}
+	if (!flush_parsed(c, s))
+		return FWD_WAIT;
+	const char *msg, *sqlstate;
+	if (type == 'B' && *name) {
+		consume(c, len + 1);
+		server_queue_error(s, "0A000",
+				   "SET pgfleet.route cannot be bound to a named portal");
+		c->skip_to_sync = true;
+		return FWD_DONE;
+	}
+	consume(c, len + 1);
+	switch (type) {
+	case 'B':
+		c->route_portal = true;
+		c->route_ext_answer = a;
 		server_queue_fake(s, REQ_BIND, NULL, NULL);
 		break;
 	case 'D':
@@ -2006,8 +2091,7 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 		}
 		break;
 	default: /* 'C' */
-		if (what == 'S')
-			c->route_ext = 0;
+		c->route_ext = 0;
 		server_queue_fake(s, REQ_CLOSE, NULL, NULL);
 		break;
 	}
@@ -2176,6 +2260,14 @@ static bool forward_to_server(struct client *c)
 	struct server *s = c->link;
 	bool terminate = false;
 
+	if (c->turn_finishing && client_routed(c)) {
+		/* The client's turn is over; pgfleet's own query after it
+		 * (settings read back, the WAL position) still runs here.  What
+		 * the client sent next is a new transaction: routed afresh once
+		 * this connection goes back. */
+		c->route_hold = true;
+		return false;
+	}
 	if (c->ryw_probe) {
 		/* The standby's replay position first; the read waits. */
 		if (!c->probe_sent) {
@@ -2237,7 +2329,8 @@ static bool forward_to_server(struct client *c)
 			if (f == FWD_CLOSED)
 				return false;
 		}
-		if ((type == 'P' || c->route_ext) && client_routed(c)) {
+		if ((type == 'P' || type == 'B' || type == 'D' || c->route_ext || c->route_portal) &&
+		    client_routed(c)) {
 			f = route_extended(c, s, type, len);
 			if (f == FWD_WAIT)
 				break;
@@ -2483,6 +2576,7 @@ void client_linked(struct client *c)
 void client_unlinked(struct client *c)
 {
 	c->link = NULL;
+	c->turn_finishing = false;
 	c->idle_since = fleet_now(); /* client_idle_timeout counts from the end of its turn */
 	if (fleet.shutting_down) {
 		/* Draining: its transaction is over and no new one starts here. */

@@ -66,7 +66,7 @@ static const struct {
 /* PGFLEET_ variables of pgfleet's own scripts and tests (PGFLEET_BIN,
  * PGFLEET_FIXTURE_NET, ...): not settings, left alone.  A prefix ends in '_'. */
 static const char *const tool_names[] = {"bin", "pg_bin", "fixture_", "regress", "bench_",
-                                         "drivers_", "fuzz_", NULL};
+                                         "drivers_", "fuzz_", "image_", NULL};
 
 const char *config_env_get(char *const *envp, const char *name)
 {

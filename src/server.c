@@ -1455,10 +1455,12 @@ static bool turn_end(struct server *s, struct client *c, bool *release)
 {
 	if (c->params_changed) {
 		c->params_changed = false;
+		c->turn_finishing = true;
 		return learn_send(s, c);
 	}
 	if (c->lsn_wanted && s->pool->replica->role != ROLE_STANDBY) {
 		c->lsn_wanted = false;
+		c->turn_finishing = true;
 		/* Past the commit record: a standby that replayed this far
 		 * has the client's writes. */
 		return lsn_send(s, "SELECT pg_catalog.pg_current_wal_insert_lsn()");

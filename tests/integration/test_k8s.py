@@ -824,6 +824,32 @@ def test_dockerfile_shape():
                                       "libssl-dev", "libpq-dev", "liburing-dev"}
 
 
+def test_pgfleet_containers_run_read_only_as_the_images_user():
+    """Every pgfleet container in every variant: the Dockerfile's non-root
+    uid, a read-only root file system, no capabilities.  pgfleet writes
+    nothing at run time (no unix socket by default, no pid file, logs on
+    stderr), so no emptyDir is needed; tests/integration/test_image.py runs
+    the image that way (podman --read-only, no tmpfs)."""
+    [user] = [a for i, a in stage_instructions(1) if i == "USER"]
+    uid = int(user.split(":")[0])
+    for rel in KUSTOMIZATIONS:
+        for w in (o for o in render(rel) if o["kind"] in WORKLOADS):
+            spec = pod_spec(w)
+            for c in all_containers(spec):
+                if not c["image"].startswith("pgfleet"):
+                    continue
+                where = "k8s/%s %s container %s" % (rel, w["metadata"]["name"], c["name"])
+                sc = dict(spec.get("securityContext") or {}, **(c.get("securityContext") or {}))
+                assert sc.get("runAsNonRoot") is True, where
+                assert sc.get("runAsUser", uid) == uid, where
+                assert sc.get("readOnlyRootFilesystem") is True, where
+                assert sc.get("allowPrivilegeEscalation") is False, where
+                assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+                env = container_env(render(rel), w["kind"], w["metadata"]["name"], c["name"])
+                for key in ("PGFLEET_UNIX_SOCKET_DIR", "PGFLEET_PIDFILE", "PGFLEET_LOGFILE"):
+                    assert not env.get(key), "%s: %s needs a writable volume" % (where, key)
+
+
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not Debian")
 @pytest.mark.parametrize("stage", [0, 1], ids=["build", "runtime"])
 def test_dockerfile_packages_exist_in_apt(stage):

@@ -21,7 +21,13 @@ def entry(tsa):
 
 @pytest.fixture
 def auto(pgfleet, replicated):
-    fleet = pgfleet(settings=dict(SETTINGS), databases={"app": entry("auto")})
+    """read_your_writes off: these tests look at where each statement goes
+    by its class; after a statement that is no read (a SET, a DDL) a client
+    with read_your_writes on reads from the primary until a standby has
+    replayed the primary's WAL position (the fixture commits asynchronously:
+    up to 200 ms)."""
+    fleet = pgfleet(settings=dict(SETTINGS, read_your_writes=0),
+                    databases={"app": entry("auto")})
     assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
     return fleet
 
@@ -54,6 +60,12 @@ def test_set_route_is_answered_by_pgfleet(auto):
         assert all(where(conn) for _ in range(5))
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             conn.execute("SET pgfleet.route = sideways")
+        conn.execute("SET pgfleet.route = primary")
+        conn.execute("RESET ALL")  # resets pgfleet.route too, as any setting
+        assert all(where(conn) for _ in range(5))
+        conn.execute("SET pgfleet.route TO 'standby'")
+        assert all(where(conn) for _ in range(5))
+        conn.execute("SET pgfleet.route = DEFAULT")
         # pgfleet answered: the server never saw the name
         assert conn.execute("SELECT current_setting('pgfleet.route', true)").fetchone()[0] is None
 
@@ -117,9 +129,11 @@ def test_set_route_over_the_extended_protocol(auto):
         assert all(where(conn) is False for _ in range(3))
 
 
-def test_read_your_writes_with_a_paused_standby(auto, replicated, pgfleet):
+def test_read_your_writes_with_a_paused_standby(replicated, pgfleet):
     """Each row a client writes is there when it reads it back at once,
     through one database name, while one standby does not replay."""
+    auto = pgfleet(settings=dict(SETTINGS), databases={"app": entry("auto")})
+    assert auto.wait_all_up(replicated.addrs, "app", 10), auto.log_tail()
     stale = replicated.standbys[0]
     # The fixture commits asynchronously (WAL reaches the standbys when the
     # WAL writer wakes, every 200 ms); production commits wait for the flush,
@@ -168,3 +182,14 @@ def test_read_your_writes_off_reads_a_stale_standby(pgfleet, replicated):
             replicated.resume_replay(stale)
         conn.execute("DROP TABLE ryw_off")
     assert misses > 0
+
+
+def test_set_route_and_reset_all_past_the_prepare_threshold(auto):
+    """psycopg prepares a text it ran five times: SET pgfleet.route and
+    RESET ALL then come as named statements, and still act."""
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        for i in range(10):
+            conn.execute("SET pgfleet.route = primary")
+            assert [where(conn) for _ in range(3)] == [False] * 3, i
+            conn.execute("RESET ALL")
+            assert [where(conn) for _ in range(3)] == [True] * 3, i

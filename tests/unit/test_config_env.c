@@ -188,7 +188,7 @@ static void test_env_image_names(void)
 	               "QUERY_WAIT_TIMEOUT=7", "STATS_USERS=watcher", "TCP_KEEPIDLE=45",
 	               "LISTEN_ADDR=127.0.0.1", "MAX_PREPARED_STATEMENTS=50", "PKT_BUF=8192",
 	               "LOG_STATS=0", "PGFLEET_BIN=/usr/bin/pgfleet", "PGFLEET_FIXTURE_NET=127.0.9",
-	               "PGFLEET_REGRESS=1", "LOGFILE=", NULL};
+	               "PGFLEET_REGRESS=1", "PGFLEET_IMAGE_TESTS=1", "LOGFILE=", NULL};
 	CHECK(config_load(&cfg, NULL, env, collect, &m));
 	CHECK(m.n == 0);
 	CHECK(cfg.server_idle_timeout == 30.0 && cfg.query_wait_timeout == 7.0);
