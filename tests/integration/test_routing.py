@@ -217,31 +217,28 @@ def run_ryw(svc, pgfleet, app, body):
     check_ryw(app, res, svc)
 
 
-def ryw_psycopg(fleet, base, binary, setup=None):
+def ryw_threads(fleet, body, setup=None):
+    """RYW_WORKERS threads, each on its own psycopg connection (after the
+    statement `setup`, if any), run body(conn, w, seen); seen(id_, pod, got)
+    counts one read of row id_ that ran on pod and found id `got`.  The
+    result dict of the driver apps."""
     res = {"pairs": 0, "missed": 0, "misses": [], "errors": [], "pods": {}}
     lock = threading.Lock()
+
+    def seen(id_, pod, got):
+        with lock:
+            res["pairs"] += 1
+            res["pods"][pod] = res["pods"].get(pod, 0) + 1
+            if got != id_:
+                res["missed"] += 1
+                res["misses"].append("id %d not seen on %s" % (id_, pod))
 
     def worker(w):
         try:
             with guarded(fleet, 60) as conn:
                 if setup:
                     conn.execute(setup)
-                for i in range(RYW_ITERATIONS):
-                    id_ = base + w * 100000 + i
-                    if binary:
-                        conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%s, %s)",
-                                     [id_, "psycopg"], binary=True)
-                        pod, got = conn.execute(RYW_READ, [id_], binary=True).fetchone()
-                    else:
-                        conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'psycopg')"
-                                     % id_)
-                        pod, got = conn.execute(RYW_READ % id_).fetchone()
-                    with lock:
-                        res["pairs"] += 1
-                        res["pods"][pod] = res["pods"].get(pod, 0) + 1
-                        if got != id_:
-                            res["missed"] += 1
-                            res["misses"].append("id %d not seen on %s" % (id_, pod))
+                body(conn, w, seen)
         except Exception as e:
             with lock:
                 res["errors"].append("worker %d: %r" % (w, e))
@@ -254,6 +251,20 @@ def ryw_psycopg(fleet, base, binary, setup=None):
         t.join(90)
     assert not any(t.is_alive() for t in threads), "a psycopg worker hung"
     return res
+
+
+def ryw_psycopg(fleet, base, binary, setup=None):
+    def body(conn, w, seen):
+        for i in range(RYW_ITERATIONS):
+            id_ = base + w * 100000 + i
+            if binary:
+                conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%s, %s)",
+                             [id_, "psycopg"], binary=True)
+                seen(id_, *conn.execute(RYW_READ, [id_], binary=True).fetchone())
+            else:
+                conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'psycopg')" % id_)
+                seen(id_, *conn.execute(RYW_READ % id_).fetchone())
+    return ryw_threads(fleet, body, setup)
 
 
 def ryw_asyncpg(fleet, base):
@@ -311,7 +322,8 @@ def jdbc_classes(tmp_path_factory):
         "%s missing: apt-get install libpostgresql-jdbc-java" % PGJDBC_JAR
     out = tmp_path_factory.mktemp("jdbc")
     subprocess.run([javac, "-d", str(out), "-cp", PGJDBC_JAR,
-                    os.path.join(DRIVERS, "PgjdbcRyw.java")],
+                    os.path.join(DRIVERS, "PgjdbcRyw.java"),
+                    os.path.join(DRIVERS, "PgjdbcPrepared.java")],
                    check=True, capture_output=True, timeout=120)
     return "%s:%s" % (out, PGJDBC_JAR)
 
@@ -453,33 +465,14 @@ def test_two_writes_back_to_back_then_a_read(rw, pgfleet):
     a.  (The second write may reach pgfleet while the first one's WAL
     position is still being read on the primary connection.)"""
     fleet = start(pgfleet, rw)
-    res = {"pairs": 0, "missed": 0, "misses": [], "errors": [], "pods": {}}
-    lock = threading.Lock()
 
-    def worker(w):
-        try:
-            with guarded(fleet, 60) as conn:
-                for i in range(RYW_ITERATIONS):
-                    a = 9100000 + w * 10000 + 2 * i
-                    conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'a')" % a)
-                    conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'b')" % (a + 1))
-                    pod, got = conn.execute(RYW_READ % (a + 1)).fetchone()
-                    with lock:
-                        res["pairs"] += 1
-                        res["pods"][pod] = res["pods"].get(pod, 0) + 1
-                        if got != a + 1:
-                            res["missed"] += 1
-                            res["misses"].append("id %d not seen on %s" % (a + 1, pod))
-        except Exception as e:
-            with lock:
-                res["errors"].append("worker %d: %r" % (w, e))
-
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True)
-               for w in range(RYW_WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    def body(conn, w, seen):
+        for i in range(RYW_ITERATIONS):
+            a = 9100000 + w * 10000 + 2 * i
+            conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'a')" % a)
+            conn.execute("INSERT INTO ryw_rows (id, app) VALUES (%d, 'b')" % (a + 1))
+            seen(a + 1, *conn.execute(RYW_READ % (a + 1)).fetchone())
+    res = ryw_threads(fleet, body)
     check_ryw("two writes then a read", res, rw)
 
 

@@ -5,7 +5,8 @@
 // statement, with the default 5 the first four are unnamed).  A read that
 // does not find the row the same connection just wrote is a miss.
 //
-// Compiled and run by tests/integration/test_routing.py:
+// Compiled with PgjdbcPrepared.java (its JSON helpers) and run by
+// tests/integration/test_routing.py:
 //   java -cp DIR:/usr/share/java/postgresql.jar PgjdbcRyw \
 //        JDBC_URL USER PASSWORD WORKERS ITERATIONS BASE PREPARE_THRESHOLD
 // Prints one JSON object on stdout: {"pairs": N, "missed": N, "misses": [...],
@@ -34,27 +35,6 @@ public class PgjdbcRyw {
     static final String WRITE = "INSERT INTO ryw_rows (id, app) VALUES (?, ?)";
     static final String READ = "SELECT s.setting AS pod, r.id FROM pg_settings s "
         + "LEFT JOIN ryw_rows r ON r.id = ? WHERE s.name = 'cluster_name'";
-
-    static String esc(String s) {
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    static String list(List<String> l) {
-        StringBuilder b = new StringBuilder("[");
-        synchronized (l) {
-            for (int i = 0; i < l.size() && i < 20; i++) {
-                if (i > 0) b.append(',');
-                b.append(esc(l.get(i)));
-            }
-        }
-        return b.append(']').toString();
-    }
 
     static void work(String url, Properties props, int worker, int iterations, int base) {
         try (Connection c = DriverManager.getConnection(url, props)) {
@@ -115,14 +95,14 @@ public class PgjdbcRyw {
             for (Map.Entry<String, Long> e : pods.entrySet()) {
                 if (!first) p.append(", ");
                 first = false;
-                p.append(esc(e.getKey())).append(": ").append(e.getValue());
+                p.append(PgjdbcPrepared.esc(e.getKey())).append(": ").append(e.getValue());
             }
         }
         p.append('}');
         System.out.println("{\"pairs\": " + pairs.get()
             + ", \"missed\": " + missed.get()
-            + ", \"misses\": " + list(misses)
-            + ", \"errors\": " + list(errors)
+            + ", \"misses\": " + PgjdbcPrepared.list(misses)
+            + ", \"errors\": " + PgjdbcPrepared.list(errors)
             + ", \"pods\": " + p
             + ", \"server_prepared\": " + serverPrepared.get() + "}");
     }
