@@ -130,6 +130,7 @@ struct client {
 	 * what the last of them sets. */
 	uint8_t route_ext;
 	bool route_portal;
+	bool route_named; /* it prepared one under a name (route_parse_named) */
 	struct sqlroute_answer route_ext_answer;
 	/* Read-your-writes: the primary's WAL position after this client's
 	 * last transaction that may have written; its reads need a standby
@@ -148,6 +149,19 @@ struct client {
 	uint64_t ryw_probe;
 	bool probe_sent, no_probe;
 	double probe_start; /* when the first probe of this read went out */
+	/* Reads that survive (issue 19 items 1 and 3; client.c, "read
+	 * retries"): a copy of the messages of the classified read this link
+	 * serves, kept while nothing of its reply has reached the client (the
+	 * server's replies are held back meanwhile: server.c); NULL when the
+	 * link cannot be re-run.  retries: re-runs of this transaction so far;
+	 * retry_seen: route_seen as the transaction started; retry_sent: its
+	 * last message (Query or Sync) went out; retry_refused: the server
+	 * answered 25006 (a write on a standby). */
+	struct iobuf *retry_msgs;
+	uint8_t retries;
+	bool retry_seen;
+	bool retry_sent;
+	bool retry_refused;
 };
 
 #define CLIENT_CLEAN_PARSE_MAX 512
@@ -174,6 +188,24 @@ void client_set_state(struct client *c, enum client_state st);
  * one line with the reason, and frees at the next loop pass. */
 void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/*
+ * Read retries.  While c->retry_msgs is set, the linked server's replies
+ * are held back (server.c parses them but forwards none) until one commits
+ * the read (client_retry_holds says which may wait); then
+ * client_retry_forget drops the copy and forwarding goes on as usual.
+ * client_read_retry re-runs the read, c already unlinked from `from`
+ * (released after its ReadyForQuery, or closed): lost, its connection
+ * broke (the read goes to another replica, not `from`); else `from`
+ * refused it as a write, 25006 (it goes to the primary).
+ * Must not: be called with any byte of the reply forwarded.
+ */
+void client_retry_forget(struct client *c);
+/* May this reply wait, unforwarded, while the read is retryable?  Sets
+ * retry_refused on a 25006 error. */
+bool client_retry_holds(struct client *c, uint8_t type, const uint8_t *body, uint32_t len);
+/* A broken server connection of c's: is the read worth re-running? */
+bool client_retry_lost_ok(const struct client *c, const struct replica *from);
+void client_read_retry(struct client *c, const struct replica *from, bool lost);
 /* The pool linked a server to c (c was waiting): resume its messages. */
 void client_linked(struct client *c);
 /* The login check of c's startup settings ended: sqlstate NULL when the

@@ -88,6 +88,8 @@ enum session_state_mode { SSTATE_PIN, SSTATE_ERROR, SSTATE_WARN };
 	X(read_your_writes, BOOL, "1")                                                             \
 	X(read_your_writes_wait, TIME, "0.01")                                                     \
 	X(route_cache_size, INT, "1000")                                                           \
+	/* issue 19 items 1 and 3: a read's messages kept to re-run it elsewhere */                \
+	X(read_retry_max_bytes, INT, "65536")                                                      \
 	X(ban_time, TIME, "30")                                                                    \
 	X(dns_max_ttl, TIME, "15")                                                                 \
 	X(dns_nxdomain_ttl, TIME, "15")                                                            \

@@ -135,7 +135,11 @@ enum metric_type {
 	  "CancelRequests forwarded to a peer (sent) or from it (received).")                     \
 	X(PEER_REFUSED, "pgfleet_peer_messages_refused_total", COUNTER, INT, FIRST,                \
 	  METRIC_NO_LABELS, METRIC_NO_LABELS,                                                      \
-	  "Peer messages refused: wrong size, bad signature, stale or replayed.")
+	  "Peer messages refused: wrong size, bad signature, stale or replayed.")                  \
+	X(READ_RETRIES, "pgfleet_read_retries_total", COUNTER, INT, SUM, METRIC_LABELS("reason"),  \
+	  METRIC_NO_LABELS,                                                                        \
+	  "Reads re-run elsewhere before any reply reached the client: read_only (a standby "      \
+	  "refused a write, 25006: the primary), server_lost (the standby's connection broke).")
 
 enum metric_id {
 #define METRIC_ENUM(id, name, type, value, merge, keys, follow, help) MF_##id,

@@ -104,6 +104,7 @@ struct server {
 	bool release_pending; /* back to the pool once the client has every byte */
 	bool close_needed;    /* close instead of going back to the pool */
 	bool pinned;          /* a pinned client's session: reset before reuse, or closed */
+	bool lost;            /* closing because the connection broke (server_lost) */
 	bool params_check;    /* the hidden SET is a login's check (server_check_params) */
 	bool reset_check;     /* a setting went back to its default: a RESET? (ask_reset) */
 	bool reset_asking;    /* ... asked: its ParameterStatus goes to the client */
@@ -148,6 +149,10 @@ bool server_launch_warm(struct pool *p);
 void server_set_state(struct server *s, enum server_state st);
 /* The one teardown path for a server connection. */
 void server_close(struct server *s, const char *reason);
+/* server_close for a connection that broke (EOF, a socket error): a read
+ * linked to it that nothing was answered of yet is re-run elsewhere
+ * (client_read_retry) instead of failing. */
+void server_lost(struct server *s, const char *reason);
 /* Called by the client side after it queued bytes for the server. */
 void server_resume(struct server *s);
 /* Requests: recording one in order.  A client may pipeline

@@ -11,6 +11,7 @@
 #ifndef PGFLEET_STATS_H
 #define PGFLEET_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct database;
@@ -123,6 +124,9 @@ void stats_query_done(struct replica *r, double query_s);
 void stats_xact_done(struct replica *r, double xact_s);
 void stats_waited(struct replica *r, double wait_s); /* at each assignment */
 void stats_bytes(struct replica *r, uint64_t recv, uint64_t sent);
+/* A read re-run elsewhere (client.c): lost, its standby's connection broke;
+ * else the standby refused it as a write (25006).  Per worker. */
+void stats_read_retried(bool lost);
 
 /* The database's totals: its live replicas' plus the forgotten ones'. */
 void stats_database_totals(const struct database *db, struct stats *out);

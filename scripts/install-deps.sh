@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what pgfleet's build, demo and tests need on Debian 12.
 # Idempotent: when every package is already installed it returns at once,
-# without touching apt, and npm is not run once node_modules/pg is there.
+# without touching apt, and npm is not run once node_modules/pg (and
+# tests/k8s/node_modules/kubernetes-models) is there.
 #   --image (or PGFLEET_IMAGE_TESTS=1): also what building and running the
 #   image needs (tests/integration/test_image.py, scripts/image-base.sh).
 set -euo pipefail
@@ -59,6 +60,18 @@ install_node_drivers() {
   npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
 }
 
+# kubernetes-models and yaml for the offline schema check of k8s/
+# (tests/k8s/validate.mjs, run by tests/integration/test_k8s.py), the same
+# way: from the checked-in lock file, skipped once installed.
+install_node_k8s() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/k8s"
+  [ -f "$dir/node_modules/kubernetes-models/package.json" ] &&
+    [ -f "$dir/node_modules/yaml/package.json" ] && return 0
+  echo "install-deps: npm ci in $dir" >&2
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
@@ -67,6 +80,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   install_node_drivers
+  install_node_k8s
   exit 0
 fi
 
@@ -81,4 +95,5 @@ export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
   -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
 install_node_drivers
+install_node_k8s
 echo "install-deps: done" >&2

@@ -34,6 +34,7 @@
 #include "server.h"
 #include "sqlinspect.h"
 #include "sqlroute.h"
+#include "stats.h"
 #include "tls.h"
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
@@ -187,6 +188,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 	authquery_cancel(&c->aq_wait);
 	forget_aq_secret(c);
 	prepared_client_free(&c->stmts);
+	client_retry_forget(c);
 	if (c->admin)
 		console->gone(c);
 	conn_teardown(&c->io);
@@ -1978,6 +1980,7 @@ static enum fwd route_parse_named(struct client *c, struct server *s, uint32_t l
 		return FWD_WAIT;
 	const uint8_t *body = c->io.in->data + c->io.in->parsed + 5 + strlen(name) + 1;
 	(void)prepared_client_parse(&c->stmts, name, body, body_len);
+	c->route_named = true;
 	consume(c, len + 1);
 	server_queue_fake(s, REQ_PARSE, NULL, NULL);
 	return FWD_DONE;
@@ -2020,8 +2023,8 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 		c->route_portal = false; /* the transaction's end drops the portal */
 	if (type != 'B' && type != 'D' && type != 'E' && type != 'C')
 		return FWD_STREAM;
-	if (!c->route_ext && !c->route_portal && !(type == 'B' || (type == 'D' && statements_on())))
-		return FWD_STREAM;
+	if (!c->route_ext && !c->route_portal && !c->route_named)
+		return FWD_STREAM; /* the usual case: nothing of SET pgfleet.route about */
 	/* The names lead the message: a Bind's parameters may be any size and
 	 * stream through, so only its first bytes are needed. */
 	uint32_t head = len + 1 < ROUTE_NAMES_MAX ? len + 1 : ROUTE_NAMES_MAX;
@@ -2180,6 +2183,243 @@ static enum fwd route_next(struct client *c, struct server *s, uint8_t type, uin
 	return FWD_WAIT;
 }
 
+/* ---- read retries (issue 19 items 1 and 3) --------------------------------- */
+
+/*
+ * A classified read can be re-run elsewhere while nothing of its reply has
+ * reached the client: when its standby refuses it as a write (25006: a
+ * function that writes, say), on the primary; when its standby's
+ * connection breaks, on another replica.  Its messages are copied as it
+ * starts (one buffer from the free list, one memcpy), the server's replies
+ * are held back until one commits the read (a row, a command tag, any other
+ * error: client_retry_holds), and a re-run puts the copy back in front of
+ * the client's input, which then goes through forward_to_server again as
+ * if the client had just sent it.
+ *
+ * Only transactions safe to replay are kept: one simple Query, or one
+ * extended-protocol batch up to its Sync made of Parse of the unnamed
+ * statement, Bind, Describe and Execute (forward_to_server's handlers of
+ * those have no effect a second pass would repeat wrongly; a named Parse
+ * registers the statement and Close forgets one, so neither is kept; a
+ * batch ending in Flush waits for replies that would be held).  A pipeline
+ * that sends more on the link before the read is committed, a reply pgfleet
+ * answers itself in the batch, or more than a buffer of held replies, ends
+ * the chance.  At most READ_RETRY_MAX re-runs per transaction.
+ */
+#define READ_RETRY_MAX 2
+
+static bool forward_to_server(struct client *c);
+static void keep_reading_while_waiting(struct client *c);
+
+void client_retry_forget(struct client *c)
+{
+	iobuf_put(c->retry_msgs);
+	c->retry_msgs = NULL;
+}
+
+/* A buffer holding a copy of n bytes (a larger one-off past IOBUF_SIZE). */
+static struct iobuf *retry_copy(const uint8_t *p, uint32_t n)
+{
+	struct iobuf *k = iobuf_get();
+	if (n > k->size && !iobuf_reserve(&k, n)) {
+		iobuf_put(k);
+		return NULL;
+	}
+	memcpy(k->data, p, n);
+	k->recv = n;
+	return k;
+}
+
+/* Keeps a copy of the messages from b->parsed when they are a read that
+ * may be re-run. */
+static void read_retry_keep_here(struct client *c)
+{
+	uint32_t max = (uint32_t)fleet.cfg.read_retry_max_bytes;
+	if (!c->xact_read || !max || !client_routed(c) || c->io.pkt_remain || !c->io.in)
+		return;
+	const struct iobuf *b = c->io.in;
+	uint32_t pos = b->parsed;
+	for (;;) {
+		if (b->recv - pos < 5)
+			return; /* not all here: route_batch sent it to the primary */
+		uint8_t t = b->data[pos];
+		uint32_t l = (uint32_t)b->data[pos + 1] << 24 | (uint32_t)b->data[pos + 2] << 16 |
+			     (uint32_t)b->data[pos + 3] << 8 | b->data[pos + 4];
+		if (l < 4 || l > max || b->recv - pos < l + 1 || pos + l + 1 - b->parsed > max)
+			return;
+		pos += l + 1;
+		switch (t) {
+		case 'Q':
+			if (pos - l - 1 != b->parsed)
+				return;
+			/* fall through */
+		case 'S':
+			c->retry_msgs = retry_copy(b->data + b->parsed, pos - b->parsed);
+			c->retry_seen = c->route_seen;
+			return;
+		case 'P':
+			if (l == 4 || b->data[pos - l + 4] != 0)
+				return; /* a named statement: registered as it passes */
+			break;
+		case 'B':
+		case 'D':
+		case 'E':
+			break;
+		default:
+			return;
+		}
+	}
+}
+
+/* As a transaction starts (route_first set c->xact_read). */
+static void read_retry_keep(struct client *c)
+{
+	c->retries = 0;
+	c->retry_sent = c->retry_refused = false;
+	client_retry_forget(c);
+	read_retry_keep_here(c);
+}
+
+/*
+ * In forward_to_server, before each message of a read's link: only the
+ * kept transaction may go out while its replies are held.  A read whose
+ * start could not be kept may be from a later message on: one that finds
+ * every earlier request answered and forwarded, outside a transaction
+ * block (drivers that prepare with Parse, Describe and Flush, then Bind,
+ * Execute and Sync once they have the answer: asyncpg, pgjdbc).
+ */
+static void read_retry_check(struct client *c, struct server *s, uint8_t type)
+{
+	if (!c->retry_msgs) {
+		if (c->retries || s->q_len || s->xact_status != 'I' || s->io.pkt_remain ||
+		    (s->io.in && !iobuf_empty(s->io.in)))
+			return;
+		c->retry_sent = c->retry_refused = false;
+		read_retry_keep_here(c);
+		if (!c->retry_msgs)
+			return;
+	}
+	if (c->retry_sent)
+		client_retry_forget(c); /* a pipeline: more than the read */
+	else if (type == 'Q' || type == 'S')
+		c->retry_sent = true;
+}
+
+bool client_retry_holds(struct client *c, uint8_t type, const uint8_t *body, uint32_t len)
+{
+	struct pg_error e;
+	switch (type) {
+	case '1': /* ParseComplete */
+	case '2': /* BindComplete */
+	case 't': /* ParameterDescription */
+	case 'T': /* RowDescription */
+	case 'n': /* NoData */
+	case 'N': /* NoticeResponse: the warning of an immediate shutdown too */
+	case 'S': /* ParameterStatus */
+	case 'A': /* NotificationResponse */
+		return true;
+	case 'E':
+		if (!proto_parse_error(body, len, &e))
+			return false;
+		if (strcmp(e.sqlstate, "25006") == 0) {
+			c->retry_refused = true; /* re-run at its ReadyForQuery */
+			return true;
+		}
+		/* The server is going away (a shutdown, a crash): the close that
+		 * follows re-runs the read. */
+		return strcmp(e.severity, "FATAL") == 0 || strcmp(e.severity, "PANIC") == 0;
+	case 'Z': /* the read is over: re-run now, or the client gets it all */
+		return c->retry_refused;
+	default: /* a row, a command tag, copy data, ...: the read is answered */
+		return false;
+	}
+}
+
+bool client_retry_lost_ok(const struct client *c, const struct replica *from)
+{
+	/* A read that waits for a read-your-writes probe sent none of its
+	 * messages yet (route_hold): it is still all in the client's input. */
+	bool waits = c->ryw_probe && c->probe_sent;
+	return c->retry_msgs && (c->retry_sent || waits) && !c->retry_refused &&
+	       c->retries < READ_RETRY_MAX &&
+	       from->role == ROLE_STANDBY && c->state == CLIENT_ACTIVE && !c->io.pkt_remain &&
+	       !c->discard_remain;
+}
+
+/* The client's input becomes the kept messages, then whatever it sent
+ * after them (not forwarded yet); false when c was closed. */
+static bool retry_input(struct client *c, struct iobuf *kept, const struct replica *from)
+{
+	uint32_t n = kept->recv;
+	struct iobuf *in = c->io.in;
+	uint32_t more = in ? iobuf_unparsed(in) : 0;
+	if (more) {
+		kept->parsed = 0;
+		if (!iobuf_reserve(&kept, n + more)) {
+			iobuf_put(kept);
+			client_close(c, "08006", "server connection to replica %s lost: %s",
+				     from->addr_str, "the read is too large to re-run");
+			return false;
+		}
+		memcpy(kept->data + n, in->data + in->parsed, more);
+	}
+	kept->recv = n + more;
+	kept->done = kept->parsed = 0;
+	iobuf_put(in);
+	c->io.in = kept;
+	return true;
+}
+
+void client_read_retry(struct client *c, const struct replica *from, bool lost)
+{
+	struct iobuf *kept = c->retry_msgs;
+	uint32_t n = kept->recv;
+	c->retry_msgs = NULL;
+	c->retries++;
+	bool again = lost && c->retries < READ_RETRY_MAX;
+	if (lost && c->ryw_probe) {
+		/* Lost while the read waited for its standby's replay position:
+		 * nothing of it went out (the client's input still has it all);
+		 * routed again on what is known. */
+		c->need.lsn = c->ryw_probe;
+		c->ryw_probe = 0;
+		c->probe_sent = false;
+		if (again)
+			c->retry_msgs = kept;
+		else
+			iobuf_put(kept);
+	} else {
+		if (!retry_input(c, kept, from))
+			return;
+		if (again)
+			c->retry_msgs = retry_copy(c->io.in->data, n);
+	}
+	if (lost) {
+		c->need.avoid = from; /* another standby, or the primary */
+	} else {
+		/* The primary runs what a standby refused; no need to keep it.
+		 * It wrote: read-your-writes learns its WAL position after it. */
+		c->need.want = WANT_WRITE;
+		c->need.lsn = 0;
+		c->need.avoid = NULL;
+		c->xact_read = false;
+		c->lsn_wanted = fleet.cfg.read_your_writes;
+	}
+	c->retry_sent = c->retry_refused = false;
+	c->route_seen = c->retry_seen;
+	c->route_boundary = c->route_hold = false;
+	c->skip_to_sync = false;
+	stats_read_retried(lost);
+	log_kv(LOG_INFO, "read re-run", "client", c->addr_str, "db", c->dbname, "replica",
+	       from->addr_str, "reason", lost ? "server_lost" : "read_only", NULL);
+	if (!pool_checkout(c)) {
+		if (c->state == CLIENT_WAITING)
+			keep_reading_while_waiting(c);
+		return;
+	}
+	forward_to_server(c);
+}
+
 /* Simple queries, looked at whole and of any length (sqlinspect.c):
  * DEALLOCATE <name> of a statement pgfleet renamed is answered by pgfleet;
  * a text naming one of pgfleet's statements is refused; DISCARD ALL,
@@ -2329,7 +2569,9 @@ static bool forward_to_server(struct client *c)
 			if (f == FWD_CLOSED)
 				return false;
 		}
-		if ((type == 'P' || type == 'B' || type == 'D' || c->route_ext || c->route_portal) &&
+		if (c->retry_msgs || c->xact_read)
+			read_retry_check(c, s, type);
+		if ((type == 'P' || c->route_ext || c->route_portal || c->route_named) &&
 		    client_routed(c)) {
 			f = route_extended(c, s, type, len);
 			if (f == FWD_WAIT)
@@ -2405,7 +2647,7 @@ static bool forward_to_server(struct client *c)
 		return false;
 	}
 	if (r == IO_ERROR) {
-		server_close(s, "write to server failed");
+		server_lost(s, "write to server failed");
 		return false;
 	}
 	if (terminate) {
@@ -2479,6 +2721,7 @@ static void client_process(struct client *c)
 					continue;
 				if (rf != FWD_STREAM)
 					return;
+				read_retry_keep(c);
 				if (!pool_checkout(c)) { /* also while PAUSEd: it waits in line */
 					if (c->state == CLIENT_WAITING)
 						keep_reading_while_waiting(c);
@@ -2524,7 +2767,9 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 static void client_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
-	enum io_result r = c->link ? conn_forward(&c->link->io, &c->io) : conn_flush(&c->io);
+	/* A read's replies held back for a re-run (retry_msgs) stay put. */
+	enum io_result r = c->link && !c->retry_msgs ? conn_forward(&c->link->io, &c->io)
+						     : conn_flush(&c->io);
 	if (r == IO_AGAIN)
 		return;
 	conn_write_enable(&c->io, false);

@@ -152,6 +152,8 @@ static const struct {
     {"max_inspected_query_size", 0, 1024 * 1024},
     /* issue 19: per worker; 0 = every statement parsed */
     {"route_cache_size", 0, 1000000},
+    /* issue 19: a read kept whole for a re-run (IOBUF_MAX_WHOLE); 0 = no re-runs */
+    {"read_retry_max_bytes", 0, 1024 * 1024},
     /* issue 15: a cap, not a switch: 0 would mean a "*" entry that works
      * for nobody, "unlimited" would bring back the unbounded list. */
     {"max_auto_databases", 1, 1000000},

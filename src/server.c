@@ -1042,8 +1042,8 @@ static bool client_wrote(struct server *s, struct client *c, enum io_result r)
  * writes itself lands in order.  False when the client cannot take them. */
 static bool flush_to_client(struct server *s, struct client *c)
 {
-	if (!s->io.in || !iobuf_unsent(s->io.in))
-		return true;
+	if (!s->io.in || !iobuf_unsent(s->io.in) || c->retry_msgs)
+		return true; /* nothing to send, or a read's replies held back */
 	return client_wrote(s, c, conn_forward(&s->io, &c->io));
 }
 
@@ -1131,6 +1131,8 @@ static bool drain_fakes(struct server *s, struct client *c, int *n)
 {
 	struct request *r;
 	while ((r = queue_head(s)) && r->action == REQ_FAKE) {
+		if (c->retry_msgs)
+			client_retry_forget(c); /* pgfleet answers: the read is answered */
 		if (!flush_to_client(s, c) || !client_out_room(s, c))
 			return false;
 		emit_fake(s, c, r);
@@ -1491,6 +1493,38 @@ static void lsn_answer(struct server *s, struct client *c, uint64_t lsn)
 	}
 }
 
+/* A reply to pgfleet's own request at b->parsed, consumed.  Replies of
+ * the client's held back before it (read retries) stay: it is cut out. */
+static void drop_reply(struct server *s, struct client *c, uint32_t total)
+{
+	struct iobuf *b = s->io.in;
+	uint32_t held = c->retry_msgs ? iobuf_unsent(b) : 0;
+	if (held)
+		memmove(b->data + b->done + total, b->data + b->done, held);
+	b->parsed += total;
+	b->done = b->parsed - held;
+}
+
+/* The ReadyForQuery after a standby refused a read as a write (25006),
+ * nothing of it forwarded: the standby's transaction is over, so the
+ * connection goes back and the read runs again on the primary.  False
+ * when it cannot be (the client then gets the error). */
+static bool retry_refused_read(struct server *s, struct client *c)
+{
+	if (!c->retry_refused)
+		return false;
+	if (s->q_len || s->xact_status != 'I' || s->io.pkt_remain || c->io.pkt_remain ||
+	    c->state != CLIENT_ACTIVE) {
+		client_retry_forget(c);
+		return false;
+	}
+	s->io.in->done = s->io.in->parsed; /* the held replies: dropped */
+	const struct replica *from = s->pool->replica;
+	server_release(s);
+	client_read_retry(c, from, false);
+	return true;
+}
+
 /* Forwards the server's replies to the linked client in the order of its
  * requests: replies to pgfleet's own requests are consumed, faked replies
  * inserted in turn, and the ReadyForQuery that empties the queue at 'I'
@@ -1530,6 +1564,9 @@ static void forward_to_client(struct server *s)
 		if (!drain_head_fakes(s, c, NULL))
 			return;
 		uint32_t total = len + 1;
+		/* A read's held replies stay within half a buffer (read retries). */
+		if (c->retry_msgs && iobuf_unsent(b) + total > IOBUF_SIZE / 2)
+			client_retry_forget(c);
 		struct request *r = queue_head(s);
 		enum txn_effect effect = txn_reply_effect(r != NULL, r ? r->kind : 0, type);
 		bool extended_error = effect == TXN_SKIP_TO_SYNC;
@@ -1541,7 +1578,8 @@ static void forward_to_client(struct server *s)
 		bool named_error = extended_error && r->ps &&
 				   (r->kind == REQ_BIND || r->kind == REQ_DESCRIBE) &&
 				   total <= LOGIN_MSG_MAX;
-		if (hidden || type == 'Z' || type == 'S' || named_error) {
+		if (hidden || type == 'Z' || type == 'S' || named_error ||
+		    (type == 'E' && c->retry_msgs)) {
 			if (iobuf_unparsed(b) < total) {
 				if (total > LOGIN_MSG_MAX || !iobuf_reserve(&s->io.in, total)) {
 					server_close(s, "oversized message from server");
@@ -1556,11 +1594,15 @@ static void forward_to_client(struct server *s)
 			server_close(s, "protocol violation: ReadyForQuery with an unknown status");
 			return;
 		}
+		if (c->retry_msgs && !hidden && !client_retry_holds(c, type, body, len - 4))
+			client_retry_forget(c); /* the reply commits the read */
 		if (type == 'S')
 			note_parameter(s, body, len - 4, !hidden || s->reset_asking, false);
 		if (hidden && type == 'S' && s->reset_asking) {
 			/* The startup value back after a RESET: the client is told, as
 			 * a direct connection tells it. */
+			if (c->retry_msgs)
+				client_retry_forget(c);
 			if (!flush_to_client(s, c))
 				return;
 			wbuf_put(&c->io.out, body - 5, total);
@@ -1606,13 +1648,14 @@ static void forward_to_client(struct server *s)
 				else if (type == 'Z')
 					learned = true;
 			}
-			b->parsed += total;
 			/* A ParameterStatus tells the client a value its own
 			 * session now has (pgfleet's SETs are of the client's
 			 * values): it goes to the client, once greeted; the rest
 			 * is consumed. */
 			if (type != 'S' || c->welcome_pending || s->params_check)
-				b->done = b->parsed;
+				drop_reply(s, c, total);
+			else
+				b->parsed += total;
 			if (effect == TXN_POP)
 				queue_pop(s);
 			if (lsn_done && c->probe_sent && c->ryw_probe) {
@@ -1719,6 +1762,8 @@ static void forward_to_client(struct server *s)
 		} else if (effect == TXN_POP) {
 			queue_pop(s);
 		}
+		if (type == 'Z' && c->retry_msgs && retry_refused_read(s, c))
+			return;
 		if (type == 'Z' && s->reset_check && s->q_len == 0 && c->io.pkt_remain == 0 &&
 		    ask_reset(s, c))
 			continue; /* the turn ends at the answer's ReadyForQuery */
@@ -1735,7 +1780,8 @@ static void forward_to_client(struct server *s)
 	}
 	if (!release && !drain_head_fakes(s, c, NULL))
 		return;
-	enum io_result r = conn_forward(&s->io, &c->io);
+	/* A read's replies held back for a re-run stay in the buffer. */
+	enum io_result r = c->retry_msgs ? conn_flush(&c->io) : conn_forward(&s->io, &c->io);
 	if (r == IO_AGAIN) {
 		/* Back-pressure: read no more from the server until the client drains. */
 		s->release_pending = release;
@@ -1818,8 +1864,8 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 		if (s->io.in && iobuf_unparsed(s->io.in))
 			server_process(s);
 		if (s->state != SERVER_JUSTFREE)
-			server_close(s, r == IO_EOF ? "server closed the connection"
-						    : "server socket error");
+			server_lost(s, r == IO_EOF ? "server closed the connection"
+						   : "server socket error");
 		return;
 	}
 	server_process(s);
@@ -1854,7 +1900,7 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 		return;
 	conn_write_enable(&s->io, false);
 	if (r == IO_ERROR) {
-		server_close(s, "write to server failed");
+		server_lost(s, "write to server failed");
 		return;
 	}
 	if (s->link)
@@ -2046,11 +2092,19 @@ void server_close(struct server *s, const char *reason)
 	struct pool *p = s->pool;
 	struct replica *r = p->replica;
 	struct client *c = s->link;
+	bool rerun = false; /* a read that survives: client_read_retry below */
 	if (c) {
 		c->link = NULL;
 		s->link = NULL;
-		client_close(c, "08006", "server connection to replica %s lost: %s", r->addr_str,
-			     reason);
+		rerun = s->lost && client_retry_lost_ok(c, r);
+		if (!rerun && c->retry_msgs) {
+			/* Its held replies first, as they would have gone. */
+			client_retry_forget(c);
+			(void)conn_forward(&s->io, &c->io);
+		}
+		if (!rerun)
+			client_close(c, "08006", "server connection to replica %s lost: %s",
+				     r->addr_str, reason);
 	}
 	bool was_login = s->state == SERVER_LOGIN;
 	if (was_login) {
@@ -2091,6 +2145,14 @@ void server_close(struct server *s, const char *reason)
 	/* Clients waiting for this replica's connection may go elsewhere now. */
 	if (was_login)
 		pool_kick(p->group);
+	if (rerun)
+		client_read_retry(c, r, true);
+}
+
+void server_lost(struct server *s, const char *reason)
+{
+	s->lost = true;
+	server_close(s, reason);
 }
 
 void server_free_list(void)

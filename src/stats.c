@@ -234,6 +234,20 @@ static void collect_replica(struct metrics *m, const struct database *db,
 			NULL);
 }
 
+/* Reads re-run elsewhere, this worker's: [0] read_only, [1] server_lost. */
+static _Thread_local uint64_t read_retries[2];
+
+void stats_read_retried(bool lost)
+{
+	read_retries[lost]++;
+}
+
+static void collect_read_retries(struct metrics *m)
+{
+	metrics_add_int(m, MF_READ_RETRIES, (int64_t)read_retries[0], "read_only", NULL);
+	metrics_add_int(m, MF_READ_RETRIES, (int64_t)read_retries[1], "server_lost", NULL);
+}
+
 /* Per database and user: clients by state and the longest wait so far
  * (PgBouncer's maxwait); per database: pool size, paused, disabled. */
 static void collect_groups(struct metrics *m, const struct database *db, double now)
@@ -275,6 +289,7 @@ void stats_collect_metrics(struct metrics *m)
 {
 	collect_process(m);
 	collect_io_batches(m);
+	collect_read_retries(m);
 	collect_clients(m);
 	double now = fleet_now();
 	struct list *dit, *rit;

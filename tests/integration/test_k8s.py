@@ -7,6 +7,10 @@ without a cluster or a Docker engine (issue 7).
     reference that does not resolve: Service selectors and target ports,
     envFrom / configMapKeyRef / secretKeyRef, volumes, serviceName, probe
     ports, the PodDisruptionBudget's selector, the PersistentVolumes;
+  * every kustomization under k8s/, as `kubectl kustomize` renders it, passes
+    the schema check (tests/k8s/validate.mjs: Kubernetes' OpenAPI schemas
+    from npm kubernetes-models, offline; wrong types, missing required
+    fields, unknown fields), and a broken manifest is reported path by path;
   * pgfleet started with exactly the environment a pod of the Deployment (and
     of the sidecar example) would get, read from the ConfigMap and the Secret,
     serves the local three-pod service, every pod answering; the replication
@@ -1216,7 +1220,7 @@ def documented_metrics():
 def test_monitoring_component_podmonitor_and_annotations():
     objs = render("monitoring")
     pm = find(objs, "PodMonitor", "pgfleet")
-    # The schema check knows no PodMonitor: its fields, by hand.
+    # Its fields, by hand (the schema check knows only a hand-written subset).
     assert pm["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(pm["spec"]) <= {"selector", "podMetricsEndpoints", "namespaceSelector",
                                "jobLabel", "podTargetLabels", "sampleLimit"}, pm["spec"]
@@ -1312,3 +1316,108 @@ def test_dashboard_metrics_are_served(service, pgfleet):
             if n in METRICS_FROM_OTHER_PARTS and n not in types:
                 continue
             assert n in types, "panel %r: %s not in /metrics" % (title, n)
+
+
+# ---------------------------------------------------------------------------
+# The schema check (issue 20): every kustomization, as rendered, against
+# Kubernetes' OpenAPI schemas (npm kubernetes-models, offline), strictly:
+# wrong types, missing required fields and unknown fields.  tests/k8s/
+# validate.mjs says how; scripts/install-deps.sh installs its node_modules.
+
+SCHEMA_DIR = os.path.join(fx.REPO, "tests", "k8s")
+VALIDATOR = os.path.join(SCHEMA_DIR, "validate.mjs")
+
+
+def kustomization_dirs():
+    """Every directory under k8s/ with a kustomization.yaml: overlays, bases,
+    components."""
+    rels = (os.path.relpath(os.path.dirname(p), K8S)
+            for p in glob.glob(os.path.join(K8S, "**", "kustomization.yaml"), recursive=True))
+    return sorted("" if r == "." else r for r in rels)  # "" is k8s/ itself, as in KUSTOMIZATIONS
+
+
+def validate_schema(text):
+    """(exit code, problem lines) of tests/k8s/validate.mjs on a YAML stream."""
+    node = shutil.which("node")
+    assert node, "node not installed: run scripts/install-deps.sh"
+    for pkg in ("kubernetes-models", "yaml"):
+        assert os.path.isfile(os.path.join(SCHEMA_DIR, "node_modules", pkg, "package.json")), \
+            "tests/k8s/node_modules/%s missing: run scripts/install-deps.sh" % pkg
+    p = subprocess.run([node, VALIDATOR], input=text, capture_output=True, text=True,
+                       timeout=120, cwd=SCHEMA_DIR, env=dict(os.environ, VALIDATE_DEBUG="1"))
+    assert p.returncode in (0, 1), "validator failed (%d): %s" % (p.returncode, p.stderr)
+    # No object the validator never looked into (a free-form field, whose
+    # keys the unknown-field check cannot judge) in what passes here.  (A
+    # value of the wrong type, an object for an int-or-string, is not looked
+    # into either, and reported as such.)
+    blind = [ln for ln in p.stderr.splitlines() if "never looked into" in ln]
+    assert p.returncode or not blind, blind
+    return p.returncode, p.stdout.splitlines()
+
+
+def rendered_text(rel):
+    """`kubectl kustomize k8s/<rel>`; without kubectl (not a Debian package),
+    this module's renderer, which test_kubectl_kustomize_renders_the_same_objects
+    holds to kubectl's output where kubectl is installed."""
+    if shutil.which("kubectl") is None:
+        return yaml.safe_dump_all(render(rel))
+    p = subprocess.run(["kubectl", "kustomize", os.path.join(K8S, rel)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_schema_check_covers_every_kustomization():
+    dirs = kustomization_dirs()
+    assert set(KUSTOMIZATIONS + COMPONENTS + ["postgres", "pgfleet"]) <= set(dirs), dirs
+
+
+@pytest.mark.parametrize("rel", kustomization_dirs(), ids=lambda r: r or "k8s")
+def test_rendered_manifests_pass_the_schema_check(rel):
+    text = rendered_text(rel)
+    code, problems = validate_schema(text)
+    assert code == 0 and not problems, "k8s/%s:\n%s" % (rel, "\n".join(problems))
+    assert load_docs_text(text), "k8s/%s renders nothing" % rel
+
+
+def test_schema_check_reports_what_is_wrong_and_where():
+    """The check is shown to catch things: a broken copy of the rendered
+    pgfleet base, and a broken PodMonitor, each problem with its path."""
+    objs = load_docs_text(rendered_text("pgfleet"))
+    dep = find(objs, "Deployment", "pgfleet")
+    assert not validate_schema(yaml.safe_dump_all([dep]))[1]
+    spec = pod_spec(dep)
+    [i] = [i for i, c in enumerate(spec["containers"]) if c["name"] == "pgfleet"]
+    c = spec["containers"][i]
+    c["readinessprobe"] = c.pop("readinessProbe")      # unknown field (case)
+    dep["spec"]["replicas"] = "two"                     # wrong type
+    del spec["containers"][i]["name"]                   # missing required field
+    spec["containers"][i]["ports"][0]["containerPort"] = "6432"
+    dep["spec"]["template"]["metadata"]["lables"] = {"a": "b"}
+    svc = find(objs, "Service", "pgfleet")
+    svc["spec"]["ports"][0]["targetPort"] = {"name": "pgfleet"}   # int-or-string
+    pm = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+          "metadata": {"name": "pgfleet"},
+          "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "pgfleet"}},
+                   "podMetricsEndpoints": [{"port": "http", "intervall": "15s",
+                                            "honorLabels": "yes"}]}}
+    crd = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    nameless = {"apiVersion": "v1", "kind": "ConfigMap", "metdata": {"name": "x"},
+                "data": {"port": 6432}}
+    code, problems = validate_schema(yaml.safe_dump_all([dep, svc, pm, crd, nameless]))
+    c0 = "spec.template.spec.containers[%d]" % i
+    assert code == 1
+    assert sorted(problems) == sorted([
+        "Deployment/pgfleet: spec.replicas: wrong type: must be integer",
+        "Deployment/pgfleet: %s: missing required field \"name\"" % c0,
+        "Deployment/pgfleet: %s.readinessprobe: unknown field" % c0,
+        "Deployment/pgfleet: %s.ports[0].containerPort: wrong type: must be integer" % c0,
+        "Deployment/pgfleet: spec.template.metadata.lables: unknown field",
+        "Service/pgfleet: spec.ports[0].targetPort: wrong type: must be string or integer",
+        "PodMonitor/pgfleet: spec.podMetricsEndpoints[0].intervall: unknown field",
+        "PodMonitor/pgfleet: spec.podMetricsEndpoints[0].honorLabels: wrong type: must be boolean",
+        "Widget/w: (object): unchecked kind: no schema for example.com/v1 Widget",
+        "ConfigMap/(no name): metadata.name: missing required field \"name\"",
+        "ConfigMap/(no name): metdata: unknown field",
+        "ConfigMap/(no name): data.port: wrong type: must be string",
+    ]), "\n".join(problems)
