@@ -636,17 +636,25 @@ SLOW_ROWS = 100000 * 10 * 10 * 3
 def test_a_read_whose_standby_dies_mid_query_is_run_again(rw, pgfleet):
     """A read with no reply yet (a count over 30 million rows) whose
     standby is stopped under it: the client gets the full answer from
-    another replica, no error.  Then the same with extended protocol."""
+    another replica, no error.  Simple protocol, extended (the unnamed
+    statement), and a named prepared statement (Parse earlier, then
+    Bind/Execute/Sync: BindComplete is the server's first reply)."""
     fleet = start(pgfleet, rw)
-    for binary in (False, True):
+    for how in ("simple", "extended", "prepared"):
         got, errors = [], []
 
         def run():
             try:
                 with guarded(fleet, 60) as conn:
-                    got.append(conn.execute(SLOW_READ, binary=binary).fetchone()[0])
+                    if how == "prepared":
+                        conn.execute("SELECT 1 FROM pgbench_tellers LIMIT 1", prepare=True)
+                        got.append(conn.execute(SLOW_READ + " WHERE %s::int > 0", [1],
+                                                prepare=True).fetchone()[0])
+                    else:
+                        got.append(conn.execute(SLOW_READ,
+                                                binary=how == "extended").fetchone()[0])
             except Exception as e:
-                errors.append(repr(e))
+                errors.append("%s: %r" % (how, e))
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
