@@ -34,6 +34,7 @@ PACKAGES=(
   libpostgresql-jdbc-java   # pgjdbc: /usr/share/java/postgresql.jar
   # benchmarks
   valgrind
+  pgpool2              # pgpool-II, tests/bench/run.sh --scenario replicated
   # the libFuzzer harnesses (tests/fuzz, meson -Dfuzz=true)
   clang libfuzzer-14-dev
 )

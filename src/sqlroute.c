@@ -991,6 +991,9 @@ struct route_cache {
 };
 
 static THREAD_LOCAL struct route_cache cache;
+/* The skeleton being built (see skeleton()): max_len + 1 bytes, per thread. */
+static THREAD_LOCAL char *sk_buf;
+static THREAD_LOCAL size_t sk_cap;
 
 /* A word-at-a-time multiply-xorshift hash: about a cycle a byte less than
  * FNV-1a's byte loop on pgbench's texts.  Seeded per thread at the cache's
@@ -1034,6 +1037,9 @@ void sqlroute_cache_free(void)
 	free(cache.slots);
 	free(cache.hands);
 	memset(&cache, 0, sizeof cache);
+	free(sk_buf);
+	sk_buf = NULL;
+	sk_cap = 0;
 }
 
 static bool cache_create(unsigned entries)
@@ -1057,37 +1063,164 @@ static bool cache_create(unsigned entries)
 	return true;
 }
 
-void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
-                              struct sqlroute_answer *out)
+/*
+ * The cache's key for texts that differ only in their literals.  Drivers
+ * and ORMs that do not bind parameters (pgbench -S, for one) send a new
+ * text per value: keyed by the exact text, every statement would be a
+ * parse.  The skeleton is the text with each number (a digit run that is
+ * not part of a word) written as 0 and each plain string's contents left
+ * out ('').  The class never depends on those values in a statement that
+ * starts with SELECT, WITH, VALUES, TABLE, INSERT, UPDATE, DELETE or MERGE
+ * (the classifier reads function names, clauses and statement kinds; the
+ * values it reads, EXPLAIN's and BEGIN's options and SET pgfleet.route's,
+ * are in other statements), so one parse answers for all.  The scan knows
+ * just enough of PostgreSQL's lexer to be exact or give up: anything it
+ * does not read with certainty (a comment, which may hold a hint, a
+ * backslash, a dollar quote or a '$' in a word, an unterminated quote)
+ * leaves the text to the exact key.  Skeleton keys start with a byte no
+ * text starts with, so they never meet an exact key.
+ */
+enum { SK_PLAIN, SK_WORD, SK_DIGIT, SK_QUOTE, SK_DQUOTE, SK_STOP, SK_DASH, SK_SLASH };
+
+/* Each byte's SK_ class, as digits in enum order: letters, '_' and bytes
+ * from 0x80 (PostgreSQL's identifier characters) SK_WORD; digits; the two
+ * quotes; '\\', '$' and NUL stop the scan; '-' and '/' may open a
+ * comment.  (Generated; test_sqlroute.c checks it against that rule.) */
+static const char sk_table[257] =
+    "5000000000000000000000000000000000405003000006072222222222000000"
+    "0111111111111111111111111110500101111111111111111111111111100000"
+    "1111111111111111111111111111111111111111111111111111111111111111"
+    "1111111111111111111111111111111111111111111111111111111111111111";
+#define sk_class(c) ((uint8_t)(sk_table[(unsigned char)(c)] - '0'))
+
+#define SKELETON_MARK '\001'
+
+
+static bool sk_leading_keyword(const char *s, size_t n)
 {
-	if (entries == 0 || len == 0 || len > max_len || len > UINT32_MAX) {
-		if (entries == 0 && cache.slots)
-			sqlroute_cache_free(); /* the setting went to 0: give the memory back */
-		sqlroute_classify(sql, len, max_len, out);
-		return;
+	static const char *const kw[] = {"select", "with", "values", "table", "insert",
+					 "update", "delete", "merge"};
+	size_t i = 0;
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+		i++;
+	size_t w = i;
+	while (w < n && sk_class(s[w]) == SK_WORD)
+		w++;
+	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
+		if (strlen(kw[k]) == w - i && strncasecmp(s + i, kw[k], w - i) == 0)
+			return true;
+	return false;
+}
+
+/* The skeleton of sql[0..n) in sk_buf (its length, the mark included), or
+ * 0: not one of the statements above, or a text the scan does not read
+ * with certainty. */
+static size_t skeleton(const char *sql, size_t n, size_t max_len)
+{
+	if (!sk_leading_keyword(sql, n))
+		return 0;
+	if (sk_cap < n + 1) {
+		size_t cap = max_len + 1;
+		char *b = cap >= n + 1 ? malloc(cap) : NULL;
+		if (!b)
+			return 0;
+		free(sk_buf);
+		sk_buf = b;
+		sk_cap = cap;
 	}
-	uint64_t h = text_hash(sql, len, cache.seed);
-	if (cache.entries == entries) {
-		struct route_entry *set =
-		    &cache.slots[(size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32) * cache.ways];
-		for (unsigned w = 0; w < cache.ways; w++) {
-			struct route_entry *e = &set[w];
-			if (e->hash == h && e->len == len && e->used &&
-			    memcmp(e->text, sql, len) == 0) {
-				if (!e->ref)
-					e->ref = true;
-				hits++;
-				*out = e->answer;
-				return;
+	char *out = sk_buf;
+	size_t j = 0;
+	out[j++] = SKELETON_MARK;
+	unsigned char prev = ' ';
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)sql[i];
+		switch (sk_class(c)) {
+		case SK_PLAIN:
+		case SK_WORD:
+			out[j++] = (char)c;
+			i++;
+			break;
+		case SK_DIGIT: {
+			size_t e = i;
+			while (e < n && sk_class(sql[e]) == SK_DIGIT)
+				e++;
+			bool alone = sk_class(prev) != SK_WORD && sk_class(prev) != SK_DIGIT &&
+				     prev != '$' &&
+				     (e == n || (sk_class(sql[e]) != SK_WORD &&
+						 sql[e] != '$'));
+			if (alone) {
+				out[j++] = '0';
+			} else {
+				memcpy(out + j, sql + i, e - i);
+				j += e - i;
 			}
+			c = (unsigned char)sql[e - 1];
+			i = e;
+			break;
+		}
+		case SK_QUOTE:
+		case SK_DQUOTE: {
+			/* to the closing quote; a doubled one is inside */
+			size_t e = i + 1;
+			for (;;) {
+				while (e < n && (unsigned char)sql[e] != c && sql[e] != '\\')
+					e++;
+				if (e >= n || sql[e] == '\\')
+					return 0; /* unterminated, or a backslash: E'' rules */
+				if (e + 1 < n && (unsigned char)sql[e + 1] == c) {
+					e += 2;
+					continue;
+				}
+				break;
+			}
+			e++; /* past the closing quote */
+			bool plain = c == '\'' && sk_class(prev) != SK_WORD &&
+				     sk_class(prev) != SK_DIGIT && prev != '$';
+			if (plain) {
+				out[j++] = '\'';
+				out[j++] = '\'';
+			} else {
+				memcpy(out + j, sql + i, e - i);
+				j += e - i;
+			}
+			i = e;
+			break;
+		}
+		case SK_DASH:
+		case SK_SLASH:
+			if (i + 1 < n && sql[i + 1] == (c == '-' ? '-' : '*'))
+				return 0; /* a comment */
+			out[j++] = (char)c;
+			i++;
+			break;
+		default: /* SK_STOP */
+			return 0;
+		}
+		prev = c;
+	}
+	return j;
+}
+
+static bool cache_lookup(const char *key, size_t klen, uint64_t h, struct sqlroute_answer *out)
+{
+	struct route_entry *set =
+	    &cache.slots[(size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32) * cache.ways];
+	for (unsigned w = 0; w < cache.ways; w++) {
+		struct route_entry *e = &set[w];
+		if (e->hash == h && e->len == klen && e->used && memcmp(e->text, key, klen) == 0) {
+			if (!e->ref)
+				e->ref = true;
+			hits++;
+			*out = e->answer;
+			return true;
 		}
 	}
-	sqlroute_classify(sql, len, max_len, out);
-	if (cache.entries != entries) {
-		if (!cache_create(entries))
-			return;
-		h = text_hash(sql, len, cache.seed); /* a new seed */
-	}
+	return false;
+}
+
+static void cache_store(const char *key, size_t klen, uint64_t h, size_t max_len,
+			const struct sqlroute_answer *answer)
+{
 	size_t si = (size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32);
 	struct route_entry *set = &cache.slots[si * cache.ways], *victim = NULL;
 	for (unsigned w = 0; w < cache.ways && !victim; w++)
@@ -1101,10 +1234,10 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 		else
 			victim = e;
 	}
-	if (victim->cap < len) {
-		size_t cap = (len + 31) & ~(size_t)31;
-		if (cap > max_len || cap > UINT32_MAX)
-			cap = len;
+	if (victim->cap < klen) {
+		size_t cap = (klen + 31) & ~(size_t)31;
+		if (cap > max_len + 1 || cap > UINT32_MAX)
+			cap = klen;
 		char *text = malloc(cap);
 		if (!text)
 			return; /* not cached: the answer stands */
@@ -1112,10 +1245,38 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 		victim->text = text;
 		victim->cap = (uint32_t)cap;
 	}
-	memcpy(victim->text, sql, len);
-	victim->len = (uint32_t)len;
+	memcpy(victim->text, key, klen);
+	victim->len = (uint32_t)klen;
 	victim->hash = h;
-	victim->answer = *out;
+	victim->answer = *answer;
 	victim->used = true;
 	victim->ref = false;
+}
+
+void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
+                              struct sqlroute_answer *out)
+{
+	if (entries == 0 || len == 0 || len > max_len || len > UINT32_MAX) {
+		if (entries == 0 && cache.slots)
+			sqlroute_cache_free(); /* the setting went to 0: give the memory back */
+		sqlroute_classify(sql, len, max_len, out);
+		return;
+	}
+	if (cache.entries != entries && !cache_create(entries)) {
+		sqlroute_classify(sql, len, max_len, out);
+		return;
+	}
+	size_t sk = skeleton(sql, len, max_len);
+	const char *key = sk ? sk_buf : sql;
+	size_t klen = sk ? sk : len;
+	uint64_t h = text_hash(key, klen, cache.seed);
+	if (cache_lookup(key, klen, h, out))
+		return;
+	sqlroute_classify(sql, len, max_len, out);
+	/* A skeleton answers for every text it stands for: only a class that
+	 * cannot depend on the values (SET pgfleet.route's does; a hint is
+	 * in a comment, which has no skeleton anyway). */
+	if (sk && ((out->cls != SQLROUTE_READ && out->cls != SQLROUTE_PRIMARY) || out->hinted))
+		return;
+	cache_store(key, klen, h, max_len, out);
 }

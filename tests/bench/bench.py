@@ -59,17 +59,33 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, help="rounds per cell [3; quick 1]")
     ap.add_argument("--duration", type=float,
                     help="seconds per pgbench run [10; quick 3]")
-    ap.add_argument("--clients", default="10,100,1000",
-                    help="pgbench client counts [10,100,1000]")
-    ap.add_argument("--modes", default="simple,extended",
-                    help="pgbench -M protocols [simple,extended]")
-    ap.add_argument("--targets", default="pgfleet,pgbouncer,pgbouncer-rr,direct",
+    ap.add_argument("--scenario", default="independent",
+                    choices=("independent", "replicated"),
+                    help="independent: three independent pods (every "
+                         "phase below); replicated: a primary and two "
+                         "streaming standbys, pgfleet target_session_attrs "
+                         "= auto against = any, pgpool-II and PgBouncer on "
+                         "the primary (see README) [independent]")
+    ap.add_argument("--clients",
+                    help="pgbench client counts [10,100,1000; replicated "
+                         "10,50]")
+    ap.add_argument("--modes",
+                    help="pgbench -M protocols [simple,extended; replicated "
+                         "simple,prepared]")
+    ap.add_argument("--targets",
                     help="what to run pgbench against: pgfleet, pgbouncer "
                          "(its defaults: idle servers reused LIFO), "
                          "pgbouncer-rr (server_round_robin = 1, what its "
                          "documentation advises when the address is a "
                          "round-robin DNS name), direct "
-                         "[pgfleet,pgbouncer,pgbouncer-rr,direct]")
+                         "[pgfleet,pgbouncer,pgbouncer-rr,direct]; "
+                         "replicated: pgfleet-auto, pgfleet-any, pgfleet-rw "
+                         "(target_session_attrs = auto / any / read-write), "
+                         "pgpool, pgbouncer-primary "
+                         "[pgfleet-auto,pgfleet-any,pgpool,pgbouncer-primary]")
+    ap.add_argument("--raw-clients", type=int, default=10,
+                    help="replicated: clients of the read-after-write runs "
+                         "(0: none) [10]")
     ap.add_argument("--jobs", type=int, default=2,
                     help="pgbench threads (-j) through a pooler [2]")
     ap.add_argument("--pool-size", type=int, default=20,
@@ -105,9 +121,14 @@ def parse_args(argv=None):
     q = a.quick
     a.rounds = a.rounds or (1 if q else 3)
     a.duration = a.duration or (3.0 if q else 10.0)
-    a.clients = [int(x) for x in a.clients.split(",") if x]
-    a.modes = [x for x in a.modes.split(",") if x]
-    a.targets = [x for x in a.targets.split(",") if x]
+    rep = a.scenario == "replicated"
+    a.clients = [int(x) for x in (a.clients or (
+        "10,50" if rep else "10,100,1000")).split(",") if x]
+    a.modes = [x for x in (a.modes or (
+        "simple,prepared" if rep else "simple,extended")).split(",") if x]
+    a.targets = [x for x in (a.targets or (
+        "pgfleet-auto,pgfleet-any,pgpool,pgbouncer-primary" if rep else
+        "pgfleet,pgbouncer,pgbouncer-rr,direct")).split(",") if x]
     a.rss_clients = [int(x) for x in (a.rss_clients or (
         "200,1000" if q else "1000,10000")).split(",")]
     a.callgrind_xacts = a.callgrind_xacts or (300 if q else 1500)
@@ -126,7 +147,11 @@ LISTEN = ARGS.net + ".1"          # both poolers listen here
 PGBENCH = os.path.join(fx.PG_BIN, "pgbench")
 TARGET_NAMES = {"pgfleet": "pgfleet", "pgbouncer": "PgBouncer",
                 "pgbouncer-rr": "PgBouncer rr",
-                "direct": "direct"}
+                "direct": "direct",
+                # the replicated scenario
+                "pgfleet-auto": "pgfleet auto", "pgfleet-any": "pgfleet any",
+                "pgfleet-rw": "pgfleet read-write", "pgpool": "pgpool-II",
+                "pgbouncer-primary": "PgBouncer primary"}
 
 
 LOG_FILE = None
@@ -207,7 +232,8 @@ class BenchService(fx.HeadlessService):
         """One SCRAM secret (same salt) for `app` on every pod, so that
         PgBouncer's SCRAM pass-through works against any of them."""
         self.app_secret = scram_secret(fx.APP_PASSWORD)
-        for pod in self.pods:
+        # A standby is read-only: the primary's role replicates to it.
+        for pod in (self.pods[:1] if self.replication else self.pods):
             self.psql(pod.index, "ALTER ROLE %s PASSWORD %s" % (
                 fx.APP_USER, fx._sql_literal(self.app_secret)),
                 dbname="postgres")
@@ -225,7 +251,15 @@ class BenchService(fx.HeadlessService):
 class Fleet:
     name = "pgfleet"
 
-    def __init__(self, workdir, valgrind=None):
+    def __init__(self, workdir, valgrind=None, name="pgfleet",
+                 target_session_attrs=None):
+        self.name = name
+        databases = None
+        if target_session_attrs:
+            databases = {fx.APP_DB: "host=%s port=%d dbname=%s "
+                         "target_session_attrs=%s" % (
+                             fx.SVC_NAME, fx.PG_PORT, fx.APP_DB,
+                             target_session_attrs)}
         settings = {"listen_addr": LISTEN, "workers": 1,
                     "default_pool_size": ARGS.pool_size,
                     "max_client_conn": 12000, "pool_mode": "transaction",
@@ -234,7 +268,8 @@ class Fleet:
         binary, args = ARGS.pgfleet, []
         if valgrind:
             binary, args = "/usr/bin/valgrind", valgrind + [ARGS.pgfleet]
-        self.p = fx.Pgfleet(settings=settings, binary=binary, args=args,
+        self.p = fx.Pgfleet(settings=settings, databases=databases,
+                            binary=binary, args=args,
                             state_dir=fx.DEFAULT_STATE_DIR)
         self.p.host = LISTEN
         self.valgrind = bool(valgrind)
@@ -287,24 +322,104 @@ def scram_secret(password, iterations=4096):
                                           b64(server))
 
 
-class Bouncer:
-    """PgBouncer from Debian, as the postgres user (it refuses root), started
-    by exec (Popen(user=...)), so the pid we record is PgBouncer's own.
-    `settings`: more pgbouncer.ini lines (KEY=VALUE), after --pgbouncer-set."""
+class Daemon:
+    """A pooler that refuses to run as root (PgBouncer, pgpool-II): run as
+    the postgres user from its own directory in the fixture's state
+    directory, started by exec (Popen(user=...)), so the pid we record is
+    its own.  Subclasses set `kind` and `logs` (its log files)."""
 
-    name = "pgbouncer"
+    kind = None
+    logs = ("stdout.log",)
+    valgrind = None
 
-    def __init__(self, workdir, valgrind=None, name="pgbouncer", settings=()):
-        self.name = name
+    def _make_dir(self):
         self.state = fx.StateDir(fx.DEFAULT_STATE_DIR)
-        self.dir = tempfile.mkdtemp(prefix="pgbouncer-", dir=self.state.path)
+        self.dir = tempfile.mkdtemp(prefix=self.kind + "-",
+                                    dir=self.state.path)
         self.state.record_dir(self.dir)
         os.chmod(self.dir, 0o755)
         fx._chown_postgres(self.dir)
         self.port = fx.free_port(LISTEN)
-        self.valgrind = valgrind
         self.proc = None
         self.start_time = None
+
+    def _write_files(self, files):
+        for name, text in files.items():
+            path = os.path.join(self.dir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            fx._chown_postgres(path)
+
+    def _spawn(self, argv, timeout):
+        out = open(os.path.join(self.dir, "stdout.log"), "ab")
+        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
+                                     group="postgres", extra_groups=[],
+                                     stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+        self.start_time = self.state.record_pid(self.proc.pid, self.kind,
+                                                str(self.port))
+        if not fx.wait_port(LISTEN, self.port, timeout, self.proc):
+            self.stop()
+            raise fx.FixtureError("%s did not start:\n%s"
+                                  % (self.kind, self.log_tail()))
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _terminate(self, sig, timeout):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.state.forget_pid(self.proc.pid)
+        return self.proc.returncode
+
+    def stop(self):
+        # SIGTERM: PgBouncer's immediate shutdown
+        return self._terminate(signal.SIGTERM, 60 if self.valgrind else 15)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state.forget_dir(self.dir)
+
+    def log_tail(self, n=30):
+        text = ""
+        for name in self.logs:
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return "\n".join(text.splitlines()[-n:])
+
+
+class Bouncer(Daemon):
+    """PgBouncer from Debian, as the postgres user (it refuses root).
+    `settings`: more pgbouncer.ini lines (KEY=VALUE), after --pgbouncer-set;
+    db_host: the address its database entry names [the headless name]."""
+
+    name = kind = "pgbouncer"
+    logs = ("pgbouncer.log", "stdout.log")
+
+    def __init__(self, workdir, valgrind=None, name="pgbouncer", settings=(),
+                 db_host=fx.SVC_NAME):
+        self.name = name
+        self._make_dir()
+        self.valgrind = valgrind
         files = {
             "resolv.conf": "nameserver %s\n" % fx.DNS_ADDR,
             # The pods' own SCRAM secret, not the password: with a
@@ -317,7 +432,7 @@ class Bouncer:
             "userlist.txt": '"%s" "%s"\n' % (fx.APP_USER, svc.app_secret),
             "pgbouncer.ini": "\n".join([
                 "[databases]",
-                "%s = host=%s port=%d dbname=%s" % (fx.APP_DB, fx.SVC_NAME,
+                "%s = host=%s port=%d dbname=%s" % (fx.APP_DB, db_host,
                                                     fx.PG_PORT, fx.APP_DB),
                 "[pgbouncer]",
                 "listen_addr = %s" % LISTEN,
@@ -339,67 +454,14 @@ class Bouncer:
                     "%s = %s" % tuple(kv.split("=", 1))
                     for kv in list(ARGS.pgbouncer_set) + list(settings)]
                 + [""])}
-        for name, text in files.items():
-            path = os.path.join(self.dir, name)
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o600)
-            fx._chown_postgres(path)
+        self._write_files(files)
         self.log_path = os.path.join(self.dir, "pgbouncer.log")
 
     def start(self):
         argv = ["/usr/sbin/pgbouncer", os.path.join(self.dir, "pgbouncer.ini")]
         if self.valgrind:
             argv = ["/usr/bin/valgrind"] + self.valgrind + argv
-        out = open(os.path.join(self.dir, "stdout.log"), "ab")
-        self.proc = subprocess.Popen(argv, cwd=self.dir, user="postgres",
-                                     group="postgres", extra_groups=[],
-                                     stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        out.close()
-        self.start_time = self.state.record_pid(self.proc.pid, "pgbouncer",
-                                                str(self.port))
-        if not fx.wait_port(LISTEN, self.port, 120 if self.valgrind else 15,
-                            self.proc):
-            self.stop()
-            raise fx.FixtureError("pgbouncer did not start:\n" + self.log_tail())
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)   # immediate shutdown
-            try:
-                self.proc.wait(60 if self.valgrind else 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.state.forget_pid(self.proc.pid)
-        return self.proc.returncode
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.state.forget_dir(self.dir)
-
-    def log_tail(self, n=30):
-        text = ""
-        for name in ("pgbouncer.log", "stdout.log"):
-            try:
-                with open(os.path.join(self.dir, name), errors="replace") as f:
-                    text += f.read()
-            except OSError:
-                pass
-        return "\n".join(text.splitlines()[-n:])
+        return self._spawn(argv, 120 if self.valgrind else 15)
 
 
 # --------------------------------------------------------------------------
@@ -412,7 +474,9 @@ def pgbench_env():
 
 
 def pgbench_argv(host, port, clients, jobs, mode, extra):
-    return [PGBENCH, "-n", "-S", "-M", mode, "-c", str(clients),
+    # -S: the built-in read-only script, unless extra names a script (-f).
+    builtin = [] if "-f" in extra else ["-S"]
+    return [PGBENCH, "-n"] + builtin + ["-M", mode, "-c", str(clients),
             "-j", str(jobs), "-h", host, "-p", str(port), "-U", fx.APP_USER
             ] + extra + [fx.APP_DB]
 
@@ -429,9 +493,12 @@ class CpuSampler(threading.Thread):
     and those of the `postgres` processes split by pod (their titles start
     with the pod's cluster_name, "postgres: pod1: ...")."""
 
-    def __init__(self, pid):
+    def __init__(self, pid, ticks=None):
         super().__init__(daemon=True)
         self.pid, self.samples, self.halt = pid, [], threading.Event()
+        # ticks(): the pooler's CPU ticks when it is more than one process
+        # (pgpool-II's children); default utime + stime of pid.
+        self.ticks = ticks
         self.group_samples, self.pod_samples, self._pods = [], [], {}
 
     def _pod(self, pid, started):
@@ -472,7 +539,8 @@ class CpuSampler(threading.Thread):
         n = 0
         while not self.halt.is_set():
             try:
-                own = proc_cpu_ticks(self.pid) if self.pid else 0
+                own = (self.ticks() if self.ticks else
+                       proc_cpu_ticks(self.pid) if self.pid else 0)
                 self.samples.append((time.time(), own, machine_busy_ticks()))
             except OSError:
                 return
@@ -519,13 +587,18 @@ def run_seconds(target, duration, clients):
     return int(round(duration + 1.3 * login + (1 if clients >= 100 else 0)))
 
 
-def run_load(target, pooler, clients, mode, duration, rundir, extra=()):
+def run_load(target, pooler, clients, mode, duration, rundir, extra=(),
+             probe=None):
     """One measured pgbench -S run (extra: more pgbench options); returns a
     dict of results.  A run that ended before its logins did (no
-    transaction) is run again, longer."""
+    transaction) is run again, longer.  probe: an object whose
+    prepare(secs) is called before pgbench starts (secs: its -T),
+    start(target, secs) once it runs, stop() when it ended, and
+    result(ends) adds to the results (ends: the end times of the run's
+    transactions)."""
     for attempt in range(3):
         res = _run_load(target, pooler, clients, mode, duration, rundir,
-                        list(extra))
+                        list(extra), probe)
         if res["errors"] != ["login"] * len(res["errors"]) or not res["errors"]:
             return res
         LOGIN_SECONDS[(target, clients)] = 2 * LOGIN_SECONDS.get(
@@ -536,7 +609,8 @@ def run_load(target, pooler, clients, mode, duration, rundir, extra=()):
     return res
 
 
-def _run_load(target, pooler, clients, mode, duration, rundir, extra):
+def _run_load(target, pooler, clients, mode, duration, rundir, extra,
+              probe=None):
     os.makedirs(rundir, exist_ok=True)
     if target == "direct":
         # One pgbench per pod, the clients split over them: the same three
@@ -547,8 +621,11 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
         runs = [(addr, fx.PG_PORT, n, 1) for addr, n in zip(pods, split) if n]
     else:
         runs = [(LISTEN, pooler.port, clients, min(ARGS.jobs, clients))]
-    sampler = CpuSampler(pooler.pid if pooler else None)
+    sampler = CpuSampler(pooler.pid if pooler else None,
+                         getattr(pooler, "cpu_ticks", None))
     procs = []
+    if probe:
+        probe.prepare(run_seconds(target, duration, clients))
     if sampler:
         sampler.start()
     try:
@@ -565,6 +642,8 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
             out.close()
             _CHILDREN.append(p)
             procs.append(p)
+        if probe:
+            probe.start(target, run_seconds(target, duration, clients))
         for p in procs:
             try:
                 p.wait(run_seconds(target, duration, clients) + 240)
@@ -574,6 +653,8 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
     finally:
         for p in procs:
             _stop_popen(p)
+        if probe:
+            probe.stop()
         if sampler:
             sampler.halt.set()
             sampler.join()
@@ -611,6 +692,10 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
                 if len(fl) >= 6:
                     lat.append(int(fl[2]))
                     ends.append(int(fl[4]) + int(fl[5]) / 1e6)
+    if probe and not errors:
+        res_probe = probe.result(ends)
+    else:
+        res_probe = {}
     # Keep the disk tidy: the logs are big and parsed now.
     for name in os.listdir(rundir):
         if name.startswith("x"):
@@ -621,6 +706,7 @@ def _run_load(target, pooler, clients, mode, duration, rundir, extra):
            "p50_ms": _percentile(lat, 50) / 1000.0 if lat else None,
            "p99_ms": _percentile(lat, 99) / 1000.0 if lat else None,
            "errors": errors, "cpu_per_100k": None}
+    res.update(res_probe)
     if sampler and ends:
         # Steady state only: from after every client is logged in (pgbench
         # starts its transactions once all connections are up) to before
@@ -836,10 +922,13 @@ def callgrind_control(pooler, flag):
         raise RuntimeError("callgrind_control %s failed: %s" % (flag, err))
 
 
-def phase_callgrind(workdir):
+def phase_callgrind(workdir, makers=None):
     """Ir per transaction: (Ir(long run) - Ir(short run)) / extra xacts,
     each run its own callgrind dump (callgrind_control -z / -d), 10 clients
-    (so logins and pool fill-up cancel out)."""
+    (so logins and pool fill-up cancel out).  makers: (name, make(workdir,
+    valgrind argv)) of each pooler [pgfleet, then PgBouncer]."""
+    if makers is None:
+        makers = [("pgfleet", Fleet), ("pgbouncer", Bouncer)]
     cgdir = os.path.join(workdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
     os.chmod(cgdir, 0o777)   # PgBouncer runs as postgres
@@ -847,13 +936,13 @@ def phase_callgrind(workdir):
     long_x = ARGS.callgrind_xacts
     short_x = max(1, long_x // 6)
     rows = []
-    for cls in (Fleet, Bouncer):
-        prefix = os.path.join(cgdir, "%s.out" % cls.name)
+    for name, make in makers:
+        prefix = os.path.join(cgdir, "%s.out" % name)
         vg = ["--tool=callgrind", "--callgrind-out-file=%s.%%p" % prefix,
               "--dump-instr=no", "--collect-jumps=no",
               # every dump self-contained, for callgrind_annotate
               "--compress-strings=no", "--compress-pos=no"]
-        pooler = cls(workdir, valgrind=vg)
+        pooler = make(workdir, vg)
         try:
             pooler.start()
             for mode in ARGS.modes:
@@ -889,15 +978,15 @@ def phase_callgrind(workdir):
                 pairs = [(irs[i + 1][0] - irs[i][0]) / float(extra)
                          for i in range(0, len(irs), 2)]
                 per = statistics.median(pairs)
-                keep = os.path.join(cgdir, "%s-%s.callgrind" % (cls.name, mode))
+                keep = os.path.join(cgdir, "%s-%s.callgrind" % (name, mode))
                 os.replace(irs[-1][1], keep)
                 for _, f, _ in irs[:-1]:
                     os.unlink(f)
-                rows.append({"pooler": cls.name, "mode": mode,
+                rows.append({"pooler": name, "mode": mode,
                              "ir_per_xact": per, "pairs": pairs, "dump": keep,
                              "xacts": extra})
                 log("callgrind %s %s: %.0f Ir/xact (pairs: %s; %.1fs per "
-                    "long run)" % (cls.name, mode, per,
+                    "long run)" % (name, mode, per,
                                    ", ".join("%.0f" % x for x in pairs),
                                    irs[-1][2]))
                 if max(pairs) - min(pairs) > 0.05 * abs(per):
@@ -1258,6 +1347,9 @@ def main():
     if not os.access(ARGS.pgfleet, os.X_OK):
         sys.exit("no pgfleet binary at %s (run ./tests/bench/run.sh)"
                  % ARGS.pgfleet)
+    if ARGS.scenario == "replicated":
+        import replicated   # tests/bench/replicated.py
+        return replicated.main(sys.modules[__name__])
     workdir = ARGS.workdir or tempfile.mkdtemp(prefix="pgfleet-bench-",
                                                dir="/tmp")
     os.makedirs(workdir, exist_ok=True)

@@ -25,6 +25,7 @@ PACKAGES=(
   postgresql-15 postgresql-client dnsmasq-base iproute2
   python3
   pgbouncer valgrind strace
+  pgpool2   # --scenario replicated
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -41,7 +42,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
 fi
 # The Debian package enables a pgbouncer service on 127.0.0.1:6432; we run
-# our own instance on the fixture network and never touch that one.
+# our own instance on the fixture network and never touch that one.  The
+# same for pgpool2's service (127.0.0.1:5433): --scenario replicated runs
+# its own pgpool-II.
 
 BUILD="${PGFLEET_BENCH_BUILD:-build-bench}"
 if [ ! -f "$BUILD/build.ninja" ]; then

@@ -368,8 +368,9 @@ static void test_cache(void)
 	h0 = sqlroute_cache_hits();
 	sqlroute_classify_cached("SELECT 1", 8, MAX, 1, &a);
 	CHECK(sqlroute_cache_hits() == h0 + 1);
-	/* a text of the same length, same prefix: a miss, its own answer */
-	sqlroute_classify_cached("SELECT 2", 8, MAX, 1, &a);
+	/* a text of the same length, same prefix: a miss, its own answer
+	 * ("SELECT 2" would hit: only its literal differs, see test_skeleton) */
+	sqlroute_classify_cached("SELECT x", 8, MAX, 1, &a);
 	CHECK(sqlroute_cache_hits() == h0 + 1 && a.cls == SQLROUTE_READ);
 	/* a prefix of a cached text is a different text */
 	char text[] = "SELECT 1 FOR UPDATE";
@@ -384,26 +385,26 @@ static void test_cache(void)
 	sqlroute_cache_free();
 	char buf[64];
 	for (int i = 0; i < 1000; i++) {
-		int n = snprintf(buf, sizeof buf, "SELECT %d", i);
+		int n = snprintf(buf, sizeof buf, "SELECT c%d", i);
 		sqlroute_classify_cached(buf, (size_t)n, MAX, 16, &a);
 		CHECK(a.cls == SQLROUTE_READ);
 	}
 	h0 = sqlroute_cache_hits();
 	for (int i = 0; i < 1000; i++) {
-		int n = snprintf(buf, sizeof buf, "SELECT %d", i);
+		int n = snprintf(buf, sizeof buf, "SELECT c%d", i);
 		sqlroute_classify_cached(buf, (size_t)n, MAX, 16, &a);
 	}
 	CHECK(sqlroute_cache_hits() - h0 <= 16);
 	sqlroute_cache_free();
 	for (int pass = 0; pass < 3; pass++)
 		for (int i = 0; i < 4; i++) {
-			int n = snprintf(buf, sizeof buf, "SELECT %d", i);
+			int n = snprintf(buf, sizeof buf, "SELECT c%d", i);
 			sqlroute_classify_cached(buf, (size_t)n, MAX, 1024, &a);
 		}
 	h0 = sqlroute_cache_hits();
 	p0 = sqlroute_parses();
 	for (int i = 0; i < 4; i++) {
-		int n = snprintf(buf, sizeof buf, "SELECT %d", i);
+		int n = snprintf(buf, sizeof buf, "SELECT c%d", i);
 		sqlroute_classify_cached(buf, (size_t)n, MAX, 1024, &a);
 	}
 	CHECK(sqlroute_cache_hits() - h0 == 4 && sqlroute_parses() == p0);
@@ -457,12 +458,92 @@ static void bench(void)
 	sqlroute_cache_free();
 }
 
+/* Texts that differ only in their literals share one cached answer (one
+ * parse), never across anything the skeleton scan cannot read for sure,
+ * and never where the class depends on a value. */
+static void skel_parses(const char *const *texts, size_t n, uint64_t want_parses,
+			const uint8_t *classes)
+{
+	struct sqlroute_answer a[64], plain;
+	sqlroute_cache_free();
+	uint64_t p0 = sqlroute_parses();
+	for (size_t i = 0; i < n && i < 64; i++)
+		sqlroute_classify_cached(texts[i], strlen(texts[i]), MAX, 64, &a[i]);
+	uint64_t got = sqlroute_parses() - p0;
+	for (size_t i = 0; i < n && i < 64; i++) {
+		sqlroute_classify(texts[i], strlen(texts[i]), MAX, &plain);
+		if (memcmp(&a[i], &plain, sizeof plain) != 0 || (classes && a[i].cls != classes[i])) {
+			fprintf(stderr, "  text: %s: cached %d plain %d\n", texts[i], a[i].cls,
+				plain.cls);
+			CHECK(!"skeleton answer");
+		}
+	}
+	if (got != want_parses)
+		fprintf(stderr, "  parses through the cache: %llu, expected %llu (first: %s)\n",
+			(unsigned long long)got, (unsigned long long)want_parses, texts[0]);
+	CHECK(got == want_parses);
+}
+
+static void test_skeleton(void)
+{
+	static const char *const pgbench[] = {
+	    "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+	    "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+	    "SELECT abalance FROM pgbench_accounts WHERE aid = 99999;",
+	    "SELECT abalance FROM pgbench_accounts WHERE aid = 0;",
+	};
+	skel_parses(pgbench, 4, 1, NULL);
+	static const char *const strings[] = {
+	    "select * from users where email = 'a@b.c' and id = 1",
+	    "select * from users where email = 'it''s' and id = 22",
+	    "select * from users where email = '' and id = 3",
+	    "select * from users where email = '--not a comment' and id = 4",
+	};
+	skel_parses(strings, 4, 1, NULL);
+	static const char *const writes[] = {
+	    "INSERT INTO t VALUES (1, 'x')", "INSERT INTO t VALUES (2, 'yy')",
+	    "UPDATE t SET v = 'z' WHERE id = 3", "UPDATE t SET v = 'w' WHERE id = 44",
+	};
+	static const uint8_t writes_cls[] = {SQLROUTE_PRIMARY, SQLROUTE_PRIMARY,
+					     SQLROUTE_PRIMARY, SQLROUTE_PRIMARY};
+	skel_parses(writes, 4, 2, writes_cls);
+	/* each of these is parsed: a comment (may hold a hint), a backslash, a
+	 * dollar quote, E'' / B'' strings and numbers glued to words are kept
+	 * as written, SET and EXPLAIN are not skeleton statements */
+	static const char *const exact[] = {
+	    "SELECT 1 -- one", "SELECT 2 -- one", "SELECT 1 /* c */", "SELECT 2 /* c */",
+	    "SELECT 'a\\b'", "SELECT 'a\\c'", "SELECT $$1$$", "SELECT $$2$$",
+	    "SELECT E'1'", "SELECT E'2'", "SELECT B'1'", "SELECT B'0'",
+	    "SELECT 1e5", "SELECT 2e5", "SELECT 0x1F", "SELECT 0x2F",
+	    "SELECT t1.a FROM t1", "SELECT t2.a FROM t2",
+	    "SET pgfleet.route = 'primary'", "SET pgfleet.route = 'standby'",
+	    "EXPLAIN (ANALYZE 1) DELETE FROM t WHERE id = 1",
+	    "EXPLAIN (ANALYZE 0) DELETE FROM t WHERE id = 1",
+	    "/* pgfleet:standby */ SELECT 1", "/* pgfleet:primary */ SELECT 1",
+	};
+	/* (the two hints are decided without a parse) */
+	skel_parses(exact, sizeof exact / sizeof exact[0], sizeof exact / sizeof exact[0] - 2, NULL);
+	/* values never make a read a write: the function, not its argument */
+	static const char *const funcs[] = {
+	    "SELECT nextval('s1')", "SELECT nextval('s2')", "SELECT lower('A')",
+	    "SELECT lower('B')", "SELECT 'nextval'", "SELECT 'x'",
+	};
+	static const uint8_t funcs_cls[] = {SQLROUTE_PRIMARY, SQLROUTE_PRIMARY, SQLROUTE_READ,
+					    SQLROUTE_READ, SQLROUTE_READ, SQLROUTE_READ};
+	skel_parses(funcs, 6, 3, funcs_cls);
+	/* an unterminated quote: not a skeleton (and the parser refuses it) */
+	static const char *const broken[] = {"SELECT 'abc", "SELECT 'abd"};
+	skel_parses(broken, 2, 2, NULL);
+	sqlroute_cache_free();
+}
+
 int main(void)
 {
 	RUN(test_table);
 	RUN(test_safe_list);
 	RUN(test_lengths);
 	RUN(test_cache);
+	RUN(test_skeleton);
 	bench();
 	return harness_finish();
 }
