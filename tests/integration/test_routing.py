@@ -1070,6 +1070,31 @@ def test_a_small_route_cache_never_mixes_classes(rw, pgfleet):
     assert refused == refused0
 
 
+def test_the_cache_never_merges_names_that_differ_in_digits(rw, pgfleet):
+    """The class cache keys a text by its skeleton (number literals as 0):
+    digits inside a name are part of the name.  md5() is a safe built-in;
+    md6(), a user function that writes, must go to the primary at once (no
+    25006 from a standby first), before and after md5() was cached."""
+    psql_as_app(rw, rw.primary, """
+        CREATE OR REPLACE FUNCTION md6(t text) RETURNS int LANGUAGE sql AS
+            $$ INSERT INTO fn_rows (t) VALUES ('md6') RETURNING id $$;""")
+    rw.wait_replayed()
+    try:
+        fleet = start(pgfleet, rw, settings=dict(workers=1))
+        refused0 = sum(server_log_count(rw, i, READ_ONLY_ERR) for i in rw.standbys)
+        with guarded(fleet, 30) as conn:
+            for k in range(3):
+                assert where(conn, "SELECT md5('a%d')" % k) is not None
+                assert where(conn, "SELECT md6('a%d')" % k) > 0
+                assert where(conn, "SELECT md5('b')") is not None
+                assert where(conn, "SELECT md6('b')") > 0
+        refused = sum(server_log_count(rw, i, READ_ONLY_ERR) for i in rw.standbys)
+        assert refused == refused0, "md6() was tried on a standby %d times" % (refused - refused0)
+        assert fn_rows(rw, "md6") == 6
+    finally:
+        psql_as_app(rw, rw.primary, "DROP FUNCTION IF EXISTS md6(text)")
+
+
 # ---------------------------------------------------------------------------
 # 8. target_session_attrs = any: the parser is never called
 
