@@ -913,6 +913,41 @@ def test_read_only_transactions_run_on_a_standby(rw, pgfleet):
                 assert where(conn, "SELECT pg_is_in_recovery()") is True
 
 
+def test_other_statement_forms(rw, pgfleet):
+    """SHOW is a read; EXPLAIN ANALYZE of a write runs it on the primary
+    (no standby refuses it first); asyncpg's read-only transaction
+    (BEGIN READ ONLY through its prepared-statement path) on a standby."""
+    import asyncpg
+    fleet = start(pgfleet, rw)
+    primary, standbys = names(rw)
+    refused0 = sum(server_log_count(rw, i, READ_ONLY_ERR) for i in rw.standbys)
+    with guarded(fleet, 30) as conn:
+        assert {where(conn, "SHOW cluster_name") for _ in range(6)} <= standbys
+        for k in range(3):
+            conn.execute("EXPLAIN ANALYZE INSERT INTO ryw_rows (id, app) VALUES (%d, 'explain')"
+                         % (9300000 + k))
+    refused = sum(server_log_count(rw, i, READ_ONLY_ERR) for i in rw.standbys)
+    assert refused == refused0
+    assert psql_as_app(rw, rw.primary,
+                       "SELECT count(*) FROM ryw_rows WHERE app = 'explain'") == "3"
+    dsn = "postgresql://%s:%s@%s:%d/%s" % (fx.APP_USER, fx.APP_PASSWORD,
+                                           fleet.host, fleet.port, fx.APP_DB)
+
+    async def main():
+        conn = await asyncpg.connect(dsn, command_timeout=20)
+        try:
+            out = set()
+            for _ in range(3):
+                async with conn.transaction(readonly=True):
+                    out.add(await conn.fetchval(WHERE_SQL))
+                    out.add(await conn.fetchval(WHERE_SQL + " AND $1::int > 0", 1))
+            return out
+        finally:
+            conn.terminate()
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) <= standbys
+
+
 def test_plain_transactions_and_multi_statements_run_on_the_primary(rw, pgfleet):
     fleet = start(pgfleet, rw)
     primary, standbys = names(rw)
