@@ -1067,9 +1067,10 @@ static bool cache_create(unsigned entries)
  * The cache's key for texts that differ only in their literals.  Drivers
  * and ORMs that do not bind parameters (pgbench -S, for one) send a new
  * text per value: keyed by the exact text, every statement would be a
- * parse.  The skeleton is the text with each number (a digit run that is
- * not part of a word) written as 0 and each plain string's contents left
- * out ('').  The class never depends on those values in a statement that
+ * parse.  The skeleton is the text with each digit of a number (a digit
+ * run that is not part of a word) written as 0 and each byte of a plain
+ * string's contents as x, so texts whose literals differ only in value (not
+ * in length) share it.  The class never depends on those values in a statement that
  * starts with SELECT, WITH, VALUES, TABLE, INSERT, UPDATE, DELETE or MERGE
  * (the classifier reads function names, clauses and statement kinds; the
  * values it reads, EXPLAIN's and BEGIN's options and SET pgfleet.route's,
@@ -1098,23 +1099,106 @@ static const char sk_table[257] =
 
 static bool sk_leading_keyword(const char *s, size_t n)
 {
-	static const char *const kw[] = {"select", "with", "values", "table", "insert",
-					 "update", "delete", "merge"};
 	size_t i = 0;
 	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
 		i++;
 	size_t w = i;
 	while (w < n && sk_class(s[w]) == SK_WORD)
 		w++;
-	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
-		if (strlen(kw[k]) == w - i && strncasecmp(s + i, kw[k], w - i) == 0)
-			return true;
-	return false;
+	const char *k;
+	switch (s[i] | 0x20) { /* the first letter picks the one candidate */
+	case 's':
+		k = "select";
+		break;
+	case 'w':
+		k = "with";
+		break;
+	case 'v':
+		k = "values";
+		break;
+	case 't':
+		k = "table";
+		break;
+	case 'i':
+		k = "insert";
+		break;
+	case 'u':
+		k = "update";
+		break;
+	case 'd':
+		k = "delete";
+		break;
+	case 'm':
+		k = "merge";
+		break;
+	default:
+		return false;
+	}
+	size_t kn = strlen(k);
+	if (kn != w - i)
+		return false;
+	for (size_t j = 1; j < kn; j++) /* ASCII letters: case folds with 0x20 */
+		if ((s[i + j] | 0x20) != k[j])
+			return false;
+	return true;
 }
 
-/* The skeleton of sql[0..n) in sk_buf (its length, the mark included), or
- * 0: not one of the statements above, or a text the scan does not read
- * with certainty. */
+/* The bytes the skeleton scan stops at: digits, both quotes, '\\', '$',
+ * NUL, '-' and '/' (bit i for the byte p[i]); sixteen at a time with SSE2. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline uint32_t sk_marks_at(const char *p)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+				      _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+	__m128i q = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\'')),
+				 _mm_cmpeq_epi8(v, _mm_set1_epi8('"')));
+	__m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+						 _mm_cmpeq_epi8(v, _mm_set1_epi8('$'))),
+				    _mm_cmpeq_epi8(v, _mm_setzero_si128()));
+	__m128i comment = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')),
+				       _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+	return (uint32_t)_mm_movemask_epi8(
+	    _mm_or_si128(_mm_or_si128(digit, q), _mm_or_si128(stop, comment)));
+}
+#else
+static inline uint32_t sk_marks_at(const char *p)
+{
+	uint32_t bits = 0;
+	for (unsigned i = 0; i < 16; i++)
+		if (sk_class(p[i]) > SK_WORD)
+			bits |= 1u << i;
+	return bits;
+}
+#endif
+
+/* The marks of sql[base .. min(base + 16, n)), reading nothing past n. */
+static inline uint32_t sk_marks_from(const char *sql, size_t n, size_t base)
+{
+	if (n - base >= 16)
+		return sk_marks_at(sql + base);
+	size_t rem = n - base;
+	if (n >= 16)
+		return sk_marks_at(sql + n - 16) >> (16 - rem);
+	char tail[16];
+	memset(tail, 'x', sizeof tail);
+	memcpy(tail, sql + base, rem);
+	return sk_marks_at(tail) & ((1u << rem) - 1);
+}
+
+static inline bool sk_wordish(unsigned char c)
+{
+	return sk_class(c) == SK_WORD || sk_class(c) == SK_DIGIT || c == '$';
+}
+
+/*
+ * The skeleton of sql[0..n) in sk_buf: the mark, then the text with each
+ * digit of a number written 0 and each byte inside a plain string written
+ * x (lengths kept: a copy, then a few bytes changed).  Its length, or 0:
+ * not one of the statements above, or a text the scan does not read with
+ * certainty.
+ */
 static size_t skeleton(const char *sql, size_t n, size_t max_len)
 {
 	if (!sk_leading_keyword(sql, n))
@@ -1128,77 +1212,55 @@ static size_t skeleton(const char *sql, size_t n, size_t max_len)
 		sk_buf = b;
 		sk_cap = cap;
 	}
-	char *out = sk_buf;
-	size_t j = 0;
-	out[j++] = SKELETON_MARK;
-	unsigned char prev = ' ';
-	for (size_t i = 0; i < n;) {
+	char *out = sk_buf + 1;
+	sk_buf[0] = SKELETON_MARK;
+	memcpy(out, sql, n);
+	size_t i = 0;
+	while (i < n) {
+		uint32_t m = sk_marks_from(sql, n, i);
+		if (!m) {
+			i += 16;
+			continue;
+		}
+		i += (size_t)__builtin_ctz(m);
 		unsigned char c = (unsigned char)sql[i];
+		unsigned char prev = i ? (unsigned char)sql[i - 1] : ' ';
+		size_t e = i + 1;
 		switch (sk_class(c)) {
-		case SK_PLAIN:
-		case SK_WORD:
-			out[j++] = (char)c;
-			i++;
-			break;
-		case SK_DIGIT: {
-			size_t e = i;
+		case SK_DIGIT:
 			while (e < n && sk_class(sql[e]) == SK_DIGIT)
 				e++;
-			bool alone = sk_class(prev) != SK_WORD && sk_class(prev) != SK_DIGIT &&
-				     prev != '$' &&
-				     (e == n || (sk_class(sql[e]) != SK_WORD &&
-						 sql[e] != '$'));
-			if (alone) {
-				out[j++] = '0';
-			} else {
-				memcpy(out + j, sql + i, e - i);
-				j += e - i;
-			}
-			c = (unsigned char)sql[e - 1];
-			i = e;
+			if (!sk_wordish(prev) && (e == n || !sk_wordish((unsigned char)sql[e])))
+				memset(out + i, '0', e - i);
 			break;
-		}
 		case SK_QUOTE:
-		case SK_DQUOTE: {
+		case SK_DQUOTE:
 			/* to the closing quote; a doubled one is inside */
-			size_t e = i + 1;
 			for (;;) {
-				while (e < n && (unsigned char)sql[e] != c && sql[e] != '\\')
-					e++;
-				if (e >= n || sql[e] == '\\')
+				const char *q = memchr(sql + e, c, n - e);
+				if (!q || memchr(sql + e, '\\', (size_t)(q - (sql + e))))
 					return 0; /* unterminated, or a backslash: E'' rules */
-				if (e + 1 < n && (unsigned char)sql[e + 1] == c) {
-					e += 2;
+				e = (size_t)(q - sql) + 1;
+				if (e < n && (unsigned char)sql[e] == c) {
+					e++;
 					continue;
 				}
 				break;
 			}
-			e++; /* past the closing quote */
-			bool plain = c == '\'' && sk_class(prev) != SK_WORD &&
-				     sk_class(prev) != SK_DIGIT && prev != '$';
-			if (plain) {
-				out[j++] = '\'';
-				out[j++] = '\'';
-			} else {
-				memcpy(out + j, sql + i, e - i);
-				j += e - i;
-			}
-			i = e;
+			if (c == '\'' && !sk_wordish(prev)) /* not E'', B'', X'', N'', U&'' */
+				memset(out + i + 1, 'x', e - i - 2);
 			break;
-		}
 		case SK_DASH:
 		case SK_SLASH:
-			if (i + 1 < n && sql[i + 1] == (c == '-' ? '-' : '*'))
+			if (e < n && sql[e] == (c == '-' ? '-' : '*'))
 				return 0; /* a comment */
-			out[j++] = (char)c;
-			i++;
 			break;
 		default: /* SK_STOP */
 			return 0;
 		}
-		prev = c;
+		i = e;
 	}
-	return j;
+	return n + 1;
 }
 
 static bool cache_lookup(const char *key, size_t klen, uint64_t h, struct sqlroute_answer *out)
