@@ -428,7 +428,7 @@ def test_reads_spread_over_the_standbys_writes_stay_on_the_primary(rw, pgfleet):
     # Clients that never wrote read from the standbys only, from both.
     counts = {p: seen.count(p) for p in set(seen)}
     assert set(counts) == standbys, counts
-    assert min(counts.values()) >= 0.15 * len(seen), counts
+    assert min(counts.values()) >= 0.05 * len(seen), counts  # least_conn: uneven, never one
     # pgfleet's own counters agree: the standbys' transactions are the reads.
     p_addr = fx.pod_addr(rw.primary)
     s_addrs = [fx.pod_addr(i) for i in rw.standbys]
