@@ -980,6 +980,7 @@ struct route_entry {
 	uint32_t len, cap;
 	struct sqlroute_answer answer;
 	bool used, ref;
+	bool skeleton; /* keyed by a skeleton: never answers an exact key */
 };
 
 struct route_cache {
@@ -991,7 +992,7 @@ struct route_cache {
 };
 
 static THREAD_LOCAL struct route_cache cache;
-/* The skeleton being built (see skeleton()): max_len + 1 bytes, per thread. */
+/* The skeleton being built (see skeleton()): max_len bytes, per thread. */
 static THREAD_LOCAL char *sk_buf;
 static THREAD_LOCAL size_t sk_cap;
 
@@ -1078,8 +1079,9 @@ static bool cache_create(unsigned entries)
  * just enough of PostgreSQL's lexer to be exact or give up: anything it
  * does not read with certainty (a comment, which may hold a hint, a
  * backslash, a dollar quote or a '$' in a word, an unterminated quote)
- * leaves the text to the exact key.  Skeleton keys start with a byte no
- * text starts with, so they never meet an exact key.
+ * leaves the text to the exact key.  An entry says which kind of key it
+ * has: a skeleton never answers for an exact text that happens to look the
+ * same (a text may hold any byte but NUL), nor the other way round.
  */
 enum { SK_PLAIN, SK_WORD, SK_DIGIT, SK_QUOTE, SK_DQUOTE, SK_STOP, SK_DASH, SK_SLASH };
 
@@ -1094,7 +1096,6 @@ static const char sk_table[257] =
     "1111111111111111111111111111111111111111111111111111111111111111";
 #define sk_class(c) ((uint8_t)(sk_table[(unsigned char)(c)] - '0'))
 
-#define SKELETON_MARK '\001'
 
 
 static bool sk_leading_keyword(const char *s, size_t n)
@@ -1193,7 +1194,7 @@ static inline bool sk_wordish(unsigned char c)
 }
 
 /*
- * The skeleton of sql[0..n) in sk_buf: the mark, then the text with each
+ * The skeleton of sql[0..n) in sk_buf: the text with each
  * digit of a number written 0 and each byte inside a plain string written
  * x (lengths kept: a copy, then a few bytes changed).  Its length, or 0:
  * not one of the statements above, or a text the scan does not read with
@@ -1212,8 +1213,7 @@ static size_t skeleton(const char *sql, size_t n, size_t max_len)
 		sk_buf = b;
 		sk_cap = cap;
 	}
-	char *out = sk_buf + 1;
-	sk_buf[0] = SKELETON_MARK;
+	char *out = sk_buf;
 	memcpy(out, sql, n);
 	size_t i = 0;
 	while (i < n) {
@@ -1260,16 +1260,18 @@ static size_t skeleton(const char *sql, size_t n, size_t max_len)
 		}
 		i = e;
 	}
-	return n + 1;
+	return n;
 }
 
-static bool cache_lookup(const char *key, size_t klen, uint64_t h, struct sqlroute_answer *out)
+static bool cache_lookup(const char *key, size_t klen, uint64_t h, bool skel,
+			 struct sqlroute_answer *out)
 {
 	struct route_entry *set =
 	    &cache.slots[(size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32) * cache.ways];
 	for (unsigned w = 0; w < cache.ways; w++) {
 		struct route_entry *e = &set[w];
-		if (e->hash == h && e->len == klen && e->used && memcmp(e->text, key, klen) == 0) {
+		if (e->hash == h && e->len == klen && e->used && e->skeleton == skel &&
+		    memcmp(e->text, key, klen) == 0) {
 			if (!e->ref)
 				e->ref = true;
 			hits++;
@@ -1280,7 +1282,7 @@ static bool cache_lookup(const char *key, size_t klen, uint64_t h, struct sqlrou
 	return false;
 }
 
-static void cache_store(const char *key, size_t klen, uint64_t h, size_t max_len,
+static void cache_store(const char *key, size_t klen, uint64_t h, bool skel, size_t max_len,
 			const struct sqlroute_answer *answer)
 {
 	size_t si = (size_t)(((h >> 32) * (uint64_t)cache.sets) >> 32);
@@ -1313,6 +1315,7 @@ static void cache_store(const char *key, size_t klen, uint64_t h, size_t max_len
 	victim->answer = *answer;
 	victim->used = true;
 	victim->ref = false;
+	victim->skeleton = skel;
 }
 
 void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsigned entries,
@@ -1332,7 +1335,7 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 	const char *key = sk ? sk_buf : sql;
 	size_t klen = sk ? sk : len;
 	uint64_t h = text_hash(key, klen, cache.seed);
-	if (cache_lookup(key, klen, h, out))
+	if (cache_lookup(key, klen, h, sk != 0, out))
 		return;
 	sqlroute_classify(sql, len, max_len, out);
 	/* A skeleton answers for every text it stands for: only a class that
@@ -1340,5 +1343,5 @@ void sqlroute_classify_cached(const char *sql, size_t len, size_t max_len, unsig
 	 * in a comment, which has no skeleton anyway). */
 	if (sk && ((out->cls != SQLROUTE_READ && out->cls != SQLROUTE_PRIMARY) || out->hinted))
 		return;
-	cache_store(key, klen, h, max_len, out);
+	cache_store(key, klen, h, sk != 0, max_len, out);
 }
