@@ -1758,8 +1758,18 @@ static uint8_t statement_class(struct pstmt *ps)
  * too big to look at) counts as one for the primary.  Query and Parse are
  * read whole first (need_whole).
  */
+/* What a batch's Parses told so far (route_batch): whether the unnamed
+ * statement is a read, and the names of the statements prepared as reads
+ * (offsets into the client's buffer), for the Binds after them. */
+#define ROUTE_SEEN_NAMES 8
+struct route_seen {
+	bool unnamed;
+	uint8_t n;
+	uint32_t name_at[ROUTE_SEEN_NAMES];
+};
+
 static enum fwd route_class(struct client *c, uint8_t type, uint32_t len, struct sqlroute_answer *a,
-			    bool *unnamed)
+			    struct route_seen *seen)
 {
 	memset(a, 0, sizeof(*a));
 	if ((type != 'Q' && type != 'P' && type != 'B') || len + 1 > IOBUF_MAX_WHOLE)
@@ -1780,17 +1790,25 @@ static enum fwd route_class(struct client *c, uint8_t type, uint32_t len, struct
 		return FWD_STREAM;
 	if (type == 'P') {
 		classify(text, strlen(text), a);
-		*unnamed = !*name;
+		if (!*name)
+			seen->unnamed = true;
+		else if (seen->n < ROUTE_SEEN_NAMES)
+			seen->name_at[seen->n++] = (uint32_t)((const uint8_t *)name - c->io.in->data);
 		return FWD_STREAM;
 	}
-	/* Bind: portal `name`, statement `text`.  The unnamed statement's
-	 * class is its Parse's, earlier in the batch (*unnamed, the caller
-	 * checked it); one parsed in an earlier transaction goes to the
-	 * primary, which can run anything. */
-	if (!*text && *unnamed) {
+	/* Bind: portal `name`, statement `text`.  A statement parsed earlier in
+	 * the batch has its Parse's class (`seen`: the caller stops at the
+	 * first Parse that is no read); the unnamed one parsed in an earlier
+	 * transaction goes to the primary, which can run anything. */
+	if (!*text && seen->unnamed) {
 		a->cls = SQLROUTE_READ;
 		return FWD_STREAM;
 	}
+	for (unsigned i = 0; *text && i < seen->n; i++)
+		if (strcmp((const char *)c->io.in->data + seen->name_at[i], text) == 0) {
+			a->cls = SQLROUTE_READ;
+			return FWD_STREAM;
+		}
 	struct pstmt *ps = *text && statements_on() ? prepared_client_lookup(c->stmts, text) : NULL;
 	if (ps)
 		a->cls = statement_class(ps);
@@ -1821,10 +1839,10 @@ static enum fwd route_batch(struct client *c, uint8_t type, uint32_t len,
 			    struct sqlroute_answer *out, bool *single)
 {
 	*single = type == 'Q';
-	bool unnamed = false; /* the unnamed statement of this batch is a read */
+	struct route_seen seen = {0}; /* the batch's Parses so far */
 	if (type != 'P' && type != 'B')
-		return route_class(c, type, len, out, &unnamed);
-	enum fwd w = route_class(c, type, len, out, &unnamed);
+		return route_class(c, type, len, out, &seen);
+	enum fwd w = route_class(c, type, len, out, &seen);
 	if (w != FWD_STREAM || !route_is_read(c, out))
 		return w;
 	const struct iobuf *b = c->io.in;
@@ -1849,7 +1867,7 @@ static enum fwd route_batch(struct client *c, uint8_t type, uint32_t len,
 			struct sqlroute_answer a;
 			uint32_t keep = c->io.in->parsed;
 			c->io.in->parsed = pos;
-			w = route_class(c, t, l, &a, &unnamed);
+			w = route_class(c, t, l, &a, &seen);
 			c->io.in->parsed = keep;
 			if (w != FWD_STREAM)
 				return w;
@@ -1924,8 +1942,8 @@ static enum fwd route_query_linked(struct client *c, struct server *s, uint32_t 
 		return FWD_STREAM;
 	}
 	struct sqlroute_answer a;
-	bool unnamed = false;
-	enum fwd w = route_class(c, 'Q', len, &a, &unnamed);
+	struct route_seen seen = {0};
+	enum fwd w = route_class(c, 'Q', len, &a, &seen);
 	if (w != FWD_STREAM || a.cls != SQLROUTE_SET_ROUTE)
 		return w;
 	if (!flush_parsed(c, s))
@@ -2000,10 +2018,11 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 	enum fwd w;
 	struct sqlroute_answer a;
 	if (type == 'P') {
-		bool unnamed = false;
-		w = route_class(c, 'P', len, &a, &unnamed);
+		struct route_seen seen = {0};
+		w = route_class(c, 'P', len, &a, &seen);
 		if (w != FWD_STREAM)
 			return w;
+		bool unnamed = seen.unnamed;
 		if (unnamed)
 			c->route_ext = 0; /* a new unnamed statement */
 		if (a.cls != SQLROUTE_SET_ROUTE || a.hinted)

@@ -166,9 +166,14 @@ def test_read_your_writes_off_reads_a_stale_standby(pgfleet, replicated):
     """With read_your_writes = 0 a read may land on a standby that has not
     replayed the write (what the setting is there to prevent)."""
     s = dict(SETTINGS, read_your_writes=0)
-    fleet = pgfleet(settings=s, databases={"app": entry("auto")})
-    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
     stale = replicated.standbys[0]
+    # the primary and the one standby that will not replay: every read
+    # goes to that standby
+    addrs = [replicated.pod(replicated.primary).addr, replicated.pod(stale).addr]
+    fleet = pgfleet(settings=s, databases={"app": "host=%s port=%d dbname=%s "
+                                           "target_session_attrs=auto"
+                                           % (",".join(addrs), fx.PG_PORT, fx.APP_DB)})
+    assert fleet.wait_all_up(addrs, "app", 10), fleet.log_tail()
     with fleet.connect(dbname="app", autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS ryw_off (id int primary key)")
         replicated.wait_replayed()

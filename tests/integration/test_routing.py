@@ -978,15 +978,6 @@ def test_plain_transactions_and_multi_statements_run_on_the_primary(rw, pgfleet)
         conn.commit()
 
 
-# A batch that Parses a named statement and Binds it before its Sync goes
-# to the primary: route_class looks the Bind's statement up among the
-# client's registered statements, and the Parse earlier in the same batch
-# has not registered it yet (only the unnamed statement is followed).
-NAMED_PARSE_BUG = ("a named statement Parsed and Bound in one batch routes the batch to the "
-                   "primary (pgjdbc at prepareThreshold, node-postgres's first use of a name, "
-                   "psycopg's pipeline at prepare_threshold)")
-
-
 def test_pipelined_reads_and_writes(rw, pgfleet):
     """psycopg's pipeline mode: reads and writes sent without waiting, one
     Sync at the end of each round.  A batch with a write runs on the
@@ -1007,7 +998,6 @@ def test_pipelined_reads_and_writes(rw, pgfleet):
             assert c1.fetchone()[0] == primary  # one batch, one server
 
 
-@pytest.mark.xfail(strict=True, reason=NAMED_PARSE_BUG)
 def test_pipelined_reads_take_a_standby(rw, pgfleet):
     """psycopg's pipeline mode, a client that never writes: each batch of
     five reads runs on one standby.  (At prepare_threshold, psycopg Parses
@@ -1057,7 +1047,6 @@ def libpq_batch(conn, steps):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=NAMED_PARSE_BUG)
 def test_a_named_statement_parsed_and_used_in_one_batch_is_a_read(rw, pgfleet):
     """Parse(name) Bind(name) Execute Sync in one batch: what pgjdbc sends at
     its prepareThreshold-th execution, node-postgres at a named query's
