@@ -82,8 +82,10 @@ if setup_and_build build; then
   suites "" build
   # The same suite again with every pgfleet running two event loops
   # (workers = 2): threading must change nothing a client can see.
+  # (test_routing.py's write-then-read loops run 100 iterations per client
+  # thread here and under the sanitizers, 400 in the plain pass)
   run_step "integration tests (workers = 2)" \
-    env PGFLEET_FIXTURE_WORKERS=2 \
+    env PGFLEET_FIXTURE_WORKERS=2 PGFLEET_FIXTURE_ROUTING_ITERATIONS=100 \
     meson test -C build --suite integration --print-errorlogs --verbose
   line=$(pytest_summary build)
   [ -n "$line" ] && summary+=("        pytest (workers = 2): $line")
@@ -103,7 +105,11 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 printf '\n==> build (sanitizers)\n'
 if setup_and_build build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
   summary+=("ok      build (sanitizers)")
+  # (the modules that check documents and manifests ran in the plain pass:
+  # conftest.py's SAME_UNDER_SANITIZERS)
+  export PGFLEET_FIXTURE_SANITIZER_PASS=1 PGFLEET_FIXTURE_ROUTING_ITERATIONS=100
   suites " (sanitizers)" build-asan
+  unset PGFLEET_FIXTURE_SANITIZER_PASS PGFLEET_FIXTURE_ROUTING_ITERATIONS
 else
   summary+=("FAILED  build (sanitizers)")
   failures+=("build (sanitizers)")

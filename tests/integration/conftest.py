@@ -99,22 +99,35 @@ def pytest_configure(config):
 
 
 # Modules whose outcome cannot depend on pgfleet's `workers`: the fixture's
-# own tests, the manifests and image, the documents against the code.
+# own tests, the manifests and image, the documents against the code, and
+# the configuration file watch (one watcher, on worker 0; the reload it
+# starts is SIGHUP's, which test_reload runs with workers = 2).
 SAME_UNDER_WORKERS = {"test_fixture.py", "test_k8s.py", "test_docs.py",
-                      "test_pgbouncer_compat.py"}
+                      "test_pgbouncer_compat.py", "test_config_watch.py"}
+
+# Modules the sanitizer pass (PGFLEET_FIXTURE_SANITIZER_PASS=1, scripts/test.sh)
+# leaves to the plain pass: they compare documents, manifests and the
+# fixture with the code, and run no path of pgfleet's the other modules do
+# not run too.
+SAME_UNDER_SANITIZERS = {"test_fixture.py", "test_k8s.py", "test_docs.py",
+                         "test_pgbouncer_compat.py"}
 
 
 def pytest_collection_modifyitems(config, items):
     """The workers = N pass (PGFLEET_FIXTURE_WORKERS, scripts/test.sh) runs
     what can differ with workers: not the modules above, nor a test that
     sets `workers` itself (parametrized over 1 and 2, the plain pass ran
-    both already)."""
-    if int(os.environ.get("PGFLEET_FIXTURE_WORKERS") or 1) <= 1:
+    both already).  The sanitizer pass leaves out SAME_UNDER_SANITIZERS."""
+    workers = int(os.environ.get("PGFLEET_FIXTURE_WORKERS") or 1) > 1
+    sanitizers = os.environ.get("PGFLEET_FIXTURE_SANITIZER_PASS") == "1"
+    if not workers and not sanitizers:
         return
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if os.path.basename(str(item.fspath)) in SAME_UNDER_WORKERS or "workers" in params:
+        module = os.path.basename(str(item.fspath))
+        if (workers and (module in SAME_UNDER_WORKERS or "workers" in params)) or \
+                (sanitizers and module in SAME_UNDER_SANITIZERS):
             drop.append(item)
         else:
             keep.append(item)

@@ -54,7 +54,9 @@ RYW_READ = ("SELECT s.setting, r.id FROM pg_settings s LEFT JOIN ryw_rows r "
 
 # Write-then-read: workers per client app and iterations per worker.
 RYW_WORKERS = 4
-RYW_ITERATIONS = 400
+# (scripts/test.sh's workers = 2 and sanitizer passes run fewer: the plain
+# pass runs the thousands)
+RYW_ITERATIONS = int(os.environ.get("PGFLEET_FIXTURE_ROUTING_ITERATIONS") or 400)
 # Share of each app's reads that a standby served (printed at the end).
 SHARES = {}
 
