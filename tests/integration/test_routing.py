@@ -689,13 +689,20 @@ def test_a_read_whose_standby_dies_mid_query_is_run_again(rw, pgfleet):
         t.join(60)
         assert not t.is_alive()
         assert errors == [] and got == [SLOW_ROWS], (errors, got)
-        # Back up (and seen up by every worker) for the next round.
-        up = 'msg="replica up" db=app addr=%s:%d ' % (fx.pod_addr(running_on), fx.PG_PORT)
-        ups = fleet.log_text().count(up)
+        # Back up (and seen up by every worker) for the next round.  A
+        # worker's check may or may not have caught the stop before the
+        # restart: up again means each of its "replica down" lines has been
+        # followed by a "replica up" (and each worker logged its first).
+        addr = "%s:%d" % (fx.pod_addr(running_on), fx.PG_PORT)
         rw.start_pod(running_on)
         rw.wait_streaming()
-        assert fx.wait_until(lambda: fleet.log_text().count(up) >= ups + fleet.workers,
-                             3 * PERIOD + TIMEOUT + 5), fleet.log_tail()
+
+        def seen_up():
+            log = fleet.log_text()
+            downs = len(re.findall(r'msg="replica down" db=app addr=%s .*from=up'
+                                   % re.escape(addr), log))
+            return log.count('msg="replica up" db=app addr=%s ' % addr) >= fleet.workers + downs
+        assert fx.wait_until(seen_up, 3 * PERIOD + TIMEOUT + 5), fleet.log_tail()
 
 
 STREAM_READ = ("SELECT a.aid FROM pgbench_accounts a, pgbench_tellers t, "
