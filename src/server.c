@@ -946,44 +946,29 @@ void server_distrust_statements(struct server *s)
 	s->stmts_untrusted = true;
 }
 
-void server_queue_notice(struct server *s, const char *sqlstate, const char *msg)
-{
-	server_queue_push(s, REQ_NOTICE, REQ_FAKE, NULL);
-	struct request *r = server_queue_last(s);
-	if (!r)
-		return; /* overflow: the client is closed */
-	r->note = strdup(msg); /* NULL: the notice is left out */
-	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
-}
-
 void server_queue_fake(struct server *s, enum req_kind kind, const char *mark, const char *text)
 {
 	server_queue_push(s, kind, REQ_FAKE, NULL);
 	struct request *r = server_queue_last(s);
 	if (!r)
 		return; /* overflow: the client is closed */
-	r->note = text ? strdup(text) : NULL;
+	r->note = text ? strdup(text) : NULL; /* NULL: left out (a notice) or "out of memory" */
 	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", mark ? mark : "");
+}
+
+void server_queue_notice(struct server *s, const char *sqlstate, const char *msg)
+{
+	server_queue_fake(s, REQ_NOTICE, sqlstate, msg);
 }
 
 void server_queue_route(struct server *s, const char *sqlstate, const char *text)
 {
-	server_queue_push(s, REQ_ROUTE, REQ_FAKE, NULL);
-	struct request *r = server_queue_last(s);
-	if (!r)
-		return; /* overflow: the client is closed */
-	r->note = strdup(text);
-	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate ? sqlstate : "");
+	server_queue_fake(s, REQ_ROUTE, sqlstate, text);
 }
 
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
 {
-	server_queue_push(s, REQ_ERROR, REQ_FAKE, NULL);
-	struct request *r = server_queue_last(s);
-	if (!r)
-		return; /* overflow: the client is closed */
-	r->note = strdup(msg);
-	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
+	server_queue_fake(s, REQ_ERROR, sqlstate, msg);
 }
 
 /* Before a connection whose statements are untrusted serves another
