@@ -176,7 +176,10 @@ def test_read_your_writes_off_reads_a_stale_standby(pgfleet, replicated):
     assert fleet.wait_all_up(addrs, "app", 10), fleet.log_tail()
     with fleet.connect(dbname="app", autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS ryw_off (id int primary key)")
-        replicated.wait_replayed()
+        # the table itself must reach the standby before its replay stops
+        # (the fixture commits asynchronously: wait for it, not for a position)
+        assert fx.wait_until(lambda: replicated.psql(
+            stale, "SELECT to_regclass('ryw_off') IS NOT NULL") == "t", 10)
         replicated.pause_replay(stale)
         try:
             misses = 0
