@@ -971,6 +971,21 @@ void server_queue_error(struct server *s, const char *sqlstate, const char *msg)
 	server_queue_fake(s, REQ_ERROR, sqlstate, msg);
 }
 
+/* One of pgfleet's own simple Queries (its replies consumed), sent at once.
+ * False when s was closed. */
+static bool hidden_query(struct server *s, const char *sql, enum req_kind kind)
+{
+	proto_query(&s->io.out, sql);
+	server_queue_push(s, kind, REQ_HIDE, NULL);
+	if (conn_flush(&s->io) == IO_ERROR) {
+		server_close(s, "write failed");
+		return false;
+	}
+	if (wbuf_pending(&s->io.out))
+		conn_write_enable(&s->io, true);
+	return true;
+}
+
 /* Before a connection whose statements are untrusted serves another
  * client: DEALLOCATE ALL, its replies consumed.  Cheaper than a new
  * connection, and it runs ahead of whatever the next client sends.
@@ -981,15 +996,7 @@ static bool drop_untrusted_statements(struct server *s)
 		return true;
 	s->stmts_untrusted = false;
 	prepared_server_clear(s->stmts);
-	proto_query(&s->io.out, "DEALLOCATE ALL");
-	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
-	if (conn_flush(&s->io) == IO_ERROR) {
-		server_close(s, "write failed");
-		return false;
-	}
-	if (wbuf_pending(&s->io.out))
-		conn_write_enable(&s->io, true);
-	return true;
+	return hidden_query(s, "DEALLOCATE ALL", REQ_QUERY);
 }
 
 /* 26000 (invalid_sql_statement_name) to a Bind/Describe of a statement
@@ -1245,15 +1252,7 @@ static bool learn_send(struct server *s, struct client *c)
 	param_set_release(s->learning);
 	s->learning = param_set_empty();
 	s->learn_failed = !s->learning;
-	proto_query(&s->io.out, sql);
-	server_queue_push(s, REQ_LEARN, REQ_HIDE, NULL);
-	if (conn_flush(&s->io) == IO_ERROR) {
-		server_close(s, "write failed");
-		return false;
-	}
-	if (wbuf_pending(&s->io.out))
-		conn_write_enable(&s->io, true);
-	return true;
+	return hidden_query(s, sql, REQ_LEARN);
 }
 
 void server_queue_settings(struct server *s, const char *sql)
@@ -1385,21 +1384,10 @@ static bool ask_reset(struct server *s, struct client *c)
 	return true;
 }
 
-/* The client's turn on s is over: the connection goes back (*release),
- * unless the client's settings are to be read back first (learn_send; the
- * turn then ends at its answer).  False when s was closed. */
 /* A hidden simple Query of read-your-writes (REQ_LSN). */
 static bool lsn_send(struct server *s, const char *sql)
 {
-	proto_query(&s->io.out, sql);
-	server_queue_push(s, REQ_LSN, REQ_HIDE, NULL);
-	if (conn_flush(&s->io) == IO_ERROR) {
-		server_close(s, "write failed");
-		return false;
-	}
-	if (wbuf_pending(&s->io.out))
-		conn_write_enable(&s->io, true);
-	return true;
+	return hidden_query(s, sql, REQ_LSN);
 }
 
 bool server_probe_replay(struct server *s, bool again)
@@ -1988,19 +1976,11 @@ static bool send_reset(struct server *s, const char *reset)
 {
 	s->pinned = false;
 	/* DISCARD ALL resets every setting to what the login set. */
-	proto_query(&s->io.out, reset);
-	server_queue_push(s, REQ_QUERY, REQ_HIDE, NULL);
 	params_neutral(s); /* back to its defaults */
 	/* DISCARD ALL (the default) drops prepared statements too; forget
 	 * them whatever the reset query is, to be safe. */
 	server_forget_statements(s);
-	if (conn_flush(&s->io) == IO_ERROR) {
-		server_close(s, "write failed");
-		return false;
-	}
-	if (wbuf_pending(&s->io.out))
-		conn_write_enable(&s->io, true);
-	return true;
+	return hidden_query(s, reset, REQ_QUERY);
 }
 
 void server_release(struct server *s)
