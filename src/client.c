@@ -2210,8 +2210,9 @@ static enum fwd route_next(struct client *c, struct server *s, uint8_t type, uin
  * function that writes, say), on the primary; when its standby's
  * connection breaks, on another replica.  Its messages are copied as it
  * starts (one buffer from the free list, one memcpy), the server's replies
- * are held back until one commits the read (a row, a command tag, any other
- * error: client_retry_holds), and a re-run puts the copy back in front of
+ * are held back until one commits the read (its ReadyForQuery, copy data,
+ * any other error, or half a buffer of them: client_retry_holds), and a
+ * re-run puts the copy back in front of
  * the client's input, which then goes through forward_to_server again as
  * if the client had just sent it.
  *
@@ -2336,6 +2337,14 @@ bool client_retry_holds(struct client *c, uint8_t type, const uint8_t *body, uin
 	case 'N': /* NoticeResponse: the warning of an immediate shutdown too */
 	case 'S': /* ParameterStatus */
 	case 'A': /* NotificationResponse */
+	/* The rows and the tag too, within half a buffer (forward_to_client):
+	 * a backend stopped by an immediate shutdown or a terminate sends
+	 * what it had built of the reply along with its last words, and the
+	 * client has seen none of it while they are held. */
+	case 'D': /* DataRow */
+	case 'C': /* CommandComplete */
+	case 'I': /* EmptyQueryResponse */
+	case 's': /* PortalSuspended */
 		return true;
 	case 'E':
 		if (!proto_parse_error(body, len, &e))

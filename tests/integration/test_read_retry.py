@@ -186,6 +186,31 @@ def test_read_survives_its_backend_terminated(auto, replicated):
     assert retries(auto, "server_lost") - before >= 1
 
 
+@pytest.mark.parametrize("cursor", ["extended", "simple"])
+def test_rows_held_until_the_read_is_over(auto, replicated, cursor):
+    """A backend that dies in the middle of its reply flushes the rows it
+    had built with its FATAL (an immediate shutdown does the same with its
+    WARNING): they were held back, the client saw nothing, and the read is
+    re-run elsewhere.  The victim standby's backend terminates itself after
+    its second row; every run returns all three rows."""
+    victim = fx.pod_addr(replicated.standbys[0])
+    sql = ("/* pgfleet:standby */ SELECT x, CASE WHEN x = 2 AND inet_server_addr() = "
+           "'%s' THEN pg_terminate_backend(pg_backend_pid()) END "
+           "FROM generate_series(1, 3) x" % victim)
+    before = retries(auto, "server_lost")
+    factory = psycopg.ClientCursor if cursor == "simple" else psycopg.Cursor
+    runs = 0
+    with auto.connect(dbname="app") as conn:
+        conn.cursor_factory = factory
+        conn.prepare_threshold = None  # a named Parse is never re-run
+        # load_balance spreads the runs: enough of them land on the victim.
+        while runs < 60 and retries(auto, "server_lost") - before < 3:
+            rows = conn.execute(sql).fetchall()
+            assert [r[0] for r in rows] == [1, 2, 3], rows
+            runs += 1
+    assert retries(auto, "server_lost") - before >= 3, (runs, auto.log_tail())
+
+
 def test_a_read_that_streamed_rows_fails(auto, replicated):
     """Rows already reached the client: the error, never a second run."""
     before = retries(auto, "server_lost")
