@@ -31,12 +31,15 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 	return h;
 }
 
-/* One file: a missing one counts too (its appearing is a change). */
-static uint64_t fingerprint_file(uint64_t h, const char *path)
+/* One file: a missing one counts too (its appearing is a change).  With
+ * names_only, only which files are watched. */
+static uint64_t fingerprint_file(uint64_t h, const char *path, bool names_only)
 {
 	if (!path || !*path)
 		return h;
 	h = fnv(h, path, strlen(path) + 1);
+	if (names_only)
+		return h;
 	char real[PATH_MAX];
 	if (realpath(path, real))
 		h = fnv(h, real, strlen(real) + 1);
@@ -54,18 +57,23 @@ static uint64_t fingerprint_file(uint64_t h, const char *path)
 	return fnv(h, f, sizeof f);
 }
 
-static uint64_t fingerprint(void)
+static uint64_t fingerprint_of(bool names_only)
 {
 	uint64_t h = 14695981039346656037ULL;
 	const struct config *c = &fleet.cfg;
 	for (size_t i = 0; i < c->n_files; i++)
-		h = fingerprint_file(h, c->files[i]);
-	h = fingerprint_file(h, c->auth_file);
+		h = fingerprint_file(h, c->files[i], names_only);
+	h = fingerprint_file(h, c->auth_file, names_only);
 	if (c->hba) { /* read only for auth_type = hba */
-		h = fingerprint_file(h, c->auth_hba_file);
-		h = fingerprint_file(h, c->auth_ident_file);
+		h = fingerprint_file(h, c->auth_hba_file, names_only);
+		h = fingerprint_file(h, c->auth_ident_file, names_only);
 	}
 	return h;
+}
+
+static uint64_t fingerprint(void)
+{
+	return fingerprint_of(false);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -89,9 +97,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	log_info("config file changed: reloading", "config", fleet.cfg.path, NULL);
 	/* A broken file is refused (its errors logged, the old configuration
 	 * kept) and not tried again until it changes once more. */
+	uint64_t names = fingerprint_of(true);
 	reload_all_workers();
-	/* The reload may have named other files (%include, auth_file). */
-	seen = applied = fingerprint();
+	/* What was read is what `now` saw, or newer: a change landing while
+	 * the reload read the files is not taken for applied, and the next
+	 * quiet tick reloads again.  When the reload named other files
+	 * (%include, auth_file) `now` covers the old ones: what is there now
+	 * is taken as read. */
+	seen = fingerprint();
+	applied = fingerprint_of(true) == names ? now : seen;
 }
 
 void confwatch_start(void)
