@@ -1159,8 +1159,18 @@ class HeadlessService:
         current WAL position."""
         if not self.replication:
             return
-        lsn = self.psql(self.primary, "SELECT pg_current_wal_lsn()",
-                        dbname="postgres")
+        # The pods commit asynchronously: the last commits may still be in
+        # the primary's WAL buffers, past pg_current_wal_lsn().  A commit
+        # with synchronous_commit on flushes everything before it, so the
+        # position read after it covers every earlier commit.
+        env = _clean_env({"PGPASSWORD": SUPERUSER_PASSWORD, "PGCONNECT_TIMEOUT": "10"})
+        p = _run([os.path.join(PG_BIN, "psql"), "-X", "-q", "-A", "-t",
+                  "-v", "ON_ERROR_STOP=1", "-h", self.pods[self.primary].addr,
+                  "-p", str(PG_PORT), "-U", SUPERUSER, "-d", "postgres", "-f", "-"],
+                 env=env, timeout=60,
+                 input="SET synchronous_commit = on;\nSELECT txid_current();\n"
+                       "SELECT pg_current_wal_lsn();\n")
+        lsn = p.stdout.split()[-1]
         deadline = time.monotonic() + timeout
         for i in self.standbys:
             if not self.pods[i].running or self.pods[i].hung:
