@@ -125,13 +125,16 @@ struct client {
 	bool route_boundary;
 	bool route_hold;
 	bool route_seen; /* the Query at hand was classified already */
-	/* SET pgfleet.route over the extended protocol (route_extended): the
-	 * unnamed statement is one; the unnamed portal is bound from one;
-	 * what the last of them sets. */
+	/* SET/SHOW pgfleet.route over the extended protocol (route_extended):
+	 * the unnamed statement is one (route_ext_answer: what it says); the
+	 * unnamed portal is bound from one (route_portal_answer, its results
+	 * in binary when route_portal_binary). */
 	uint8_t route_ext;
 	bool route_portal;
+	bool route_portal_binary;
 	bool route_named; /* it prepared one under a name (route_parse_named) */
 	struct sqlroute_answer route_ext_answer;
+	struct sqlroute_answer route_portal_answer;
 	/* Read-your-writes: the primary's WAL position after this client's
 	 * last transaction that may have written; its reads need a standby
 	 * that has replayed it (0: none). */

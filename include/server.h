@@ -183,13 +183,21 @@ void server_distrust_statements(struct server *s);
  * answer lets the read go on, or sends it elsewhere (server.c); `again`:
  * a millisecond after the last one.  False when s was closed. */
 bool server_probe_replay(struct server *s, bool again);
-/* SET/RESET pgfleet.route answered in turn: `text` is the command tag, or
- * with a sqlstate the error's message; ReadyForQuery follows. */
+/* The mark of a faked reply to SHOW pgfleet.route: its text is the value,
+ * answered as one row of one text column. */
+#define REQ_MARK_SHOW "V"
+/* pgfleet's own session setting (client.c route_apply), SHOW's column. */
+#define ROUTE_SETTING "pgfleet.route"
+/* SET/RESET/SHOW pgfleet.route answered in turn: `text` is the command tag,
+ * with a sqlstate the error's message, with REQ_MARK_SHOW the value;
+ * ReadyForQuery follows. */
 void server_queue_route(struct server *s, const char *sqlstate, const char *text);
 /* A reply pgfleet gives in turn for a message it kept from the server:
  * REQ_PARSE, REQ_BIND, REQ_CLOSE (their Complete), REQ_DESCRIBE (NoData;
- * mark "S": of a statement, ParameterDescription first), REQ_EXECUTE
- * (CommandComplete with tag `text`). */
+ * mark "S": of a statement, ParameterDescription first; "SV" the same of
+ * SHOW pgfleet.route, its column in place of NoData; "V"/"VB" of its
+ * portal, results in text/binary), REQ_EXECUTE (CommandComplete with tag
+ * `text`; with REQ_MARK_SHOW the row of value `text`, then SHOW's tag). */
 void server_queue_fake(struct server *s, enum req_kind kind, const char *mark, const char *text);
 void server_queue_error(struct server *s, const char *sqlstate, const char *msg);
 /* Tells the client msg in a NoticeResponse (NOTICE, sqlstate) once every

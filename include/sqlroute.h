@@ -21,7 +21,7 @@ enum sqlroute_class {
 	SQLROUTE_PRIMARY = 0, /* may write, or not provably a read: the primary */
 	SQLROUTE_READ,        /* one read-only statement: a standby may run it */
 	SQLROUTE_BEGIN_READ,  /* BEGIN/START TRANSACTION READ ONLY: opens a read transaction */
-	SQLROUTE_SET_ROUTE,   /* SET/RESET pgfleet.route: pgfleet's own setting, never sent */
+	SQLROUTE_SET_ROUTE,   /* SET/RESET/SHOW pgfleet.route: pgfleet's own setting, never sent */
 };
 
 /* The value SET pgfleet.route names (SQLROUTE_SET_ROUTE). */
@@ -38,6 +38,7 @@ struct sqlroute_answer {
 	bool hinted;    /* a leading pgfleet:primary / pgfleet:standby comment decided */
 	bool local;     /* SQLROUTE_SET_ROUTE: SET LOCAL (refused: pgfleet.route is per session) */
 	bool reset;     /* SQLROUTE_SET_ROUTE: RESET (the command tag is RESET) */
+	bool show;      /* SQLROUTE_SET_ROUTE: SHOW (answered with the session's value) */
 };
 
 /*

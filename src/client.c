@@ -1887,12 +1887,39 @@ static enum fwd route_batch(struct client *c, uint8_t type, uint32_t len,
 
 static const char *const route_pref_names[] = {"auto", "primary", "standby"};
 
-/* SET/RESET pgfleet.route: pgfleet's own session setting, never sent to a
- * server.  NULL when it took (*msg: the command tag), else the SQLSTATE of
- * the refusal in the server's words (*msg: its message). */
+
+/* Whether a Bind (its body) asks for its results in binary: one result
+ * format code for all columns, or the first of one per column (SHOW's
+ * single column).  Text when malformed: the server would refuse it. */
+static bool bind_wants_binary(const uint8_t *body, uint32_t len)
+{
+	struct pkt_reader r = pkt_reader_init(body, len);
+	(void)pkt_get_str(&r); /* portal */
+	(void)pkt_get_str(&r); /* statement */
+	uint16_t nfmt = pkt_get_u16(&r);
+	(void)pkt_get_bytes(&r, 2u * nfmt);
+	uint16_t nparams = pkt_get_u16(&r);
+	for (uint16_t i = 0; i < nparams && !r.bad; i++) {
+		uint32_t n = pkt_get_u32(&r);
+		if (n != UINT32_MAX) /* -1: a NULL, no bytes */
+			(void)pkt_get_bytes(&r, n);
+	}
+	uint16_t nres = pkt_get_u16(&r);
+	uint16_t first = nres ? pkt_get_u16(&r) : 0;
+	return !r.bad && first == 1;
+}
+
+/* SET/RESET/SHOW pgfleet.route: pgfleet's own session setting, never sent
+ * to a server.  NULL when it took (*msg: the command tag, or SHOW's value),
+ * else the SQLSTATE of the refusal in the server's words (*msg: its
+ * message). */
 static const char *route_apply(struct client *c, const struct sqlroute_answer *a,
 			       const char **msg)
 {
+	if (a->show) {
+		*msg = route_pref_names[c->route_pref];
+		return NULL;
+	}
 	if (a->local) {
 		*msg = "SET LOCAL pgfleet.route is not supported: pgfleet.route is set for the "
 		       "session";
@@ -1919,6 +1946,11 @@ static void route_answer_query(struct client *c, uint32_t len, const struct sqlr
 	if (sqlstate) {
 		proto_error(&c->io.out, "ERROR", sqlstate, msg);
 	} else {
+		if (a->show) {
+			proto_text_column(&c->io.out, ROUTE_SETTING, 0);
+			proto_text_row(&c->io.out, msg);
+			msg = "SHOW";
+		}
 		uint32_t m = proto_begin(&c->io.out, 'C');
 		proto_put_str(&c->io.out, msg);
 		proto_end(&c->io.out, m);
@@ -1951,7 +1983,7 @@ static enum fwd route_query_linked(struct client *c, struct server *s, uint32_t 
 	const char *msg;
 	const char *sqlstate = route_apply(c, &a, &msg);
 	consume(c, len + 1);
-	server_queue_route(s, sqlstate, msg);
+	server_queue_route(s, a.show ? REQ_MARK_SHOW : sqlstate, msg);
 	return FWD_DONE;
 }
 
@@ -1974,13 +2006,14 @@ static bool route_statement(struct client *c, const char *name, struct sqlroute_
  * statement table, as any statement, within the same limits) and never
  * sent to a server; psycopg prepares a text it ran five times. */
 static enum fwd route_parse_named(struct client *c, struct server *s, uint32_t len,
-				  const char *name)
+				  const char *name, bool show)
 {
 	if (!statements_on())
 		return refuse_parse(c, s, len, "0A000",
-				    "SET pgfleet.route cannot be prepared under a name while "
+				    "%s pgfleet.route cannot be prepared under a name while "
 				    "max_prepared_statements = 0: send it as a simple query or the "
-				    "unnamed statement");
+				    "unnamed statement",
+				    show ? "SHOW" : "SET");
 	if (prepared_client_lookup(c->stmts, name))
 		return refuse_parse(c, s, len, "42P05", "prepared statement \"%.64s\" already exists",
 				    name);
@@ -2029,7 +2062,8 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 			return FWD_STREAM;
 		if (!unnamed)
 			return route_parse_named(c, s, len,
-						 (const char *)c->io.in->data + c->io.in->parsed + 5);
+						 (const char *)c->io.in->data + c->io.in->parsed + 5,
+						 a.show);
 		if (!flush_parsed(c, s))
 			return FWD_WAIT;
 		c->route_ext_answer = a;
@@ -2066,8 +2100,15 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 			c->route_portal = false; /* the unnamed portal is this Bind's now */
 		break;
 	case 'D':
-		ours = what == 'S' ? (*name ? route_statement(c, name, &a) : c->route_ext != 0)
-				   : !*name && c->route_portal;
+		if (what == 'S') {
+			ours = *name ? route_statement(c, name, &a) : c->route_ext != 0;
+			if (!*name && ours)
+				a = c->route_ext_answer;
+		} else {
+			ours = !*name && c->route_portal;
+			if (ours)
+				a = c->route_portal_answer;
+		}
 		break;
 	case 'E':
 		ours = !*name && c->route_portal;
@@ -2089,27 +2130,39 @@ static enum fwd route_extended(struct client *c, struct server *s, uint8_t type,
 	if (type == 'B' && *name) {
 		consume(c, len + 1);
 		server_queue_error(s, "0A000",
-				   "SET pgfleet.route cannot be bound to a named portal");
+				   a.show ? "SHOW pgfleet.route cannot be bound to a named portal"
+					  : "SET pgfleet.route cannot be bound to a named portal");
 		c->skip_to_sync = true;
 		return FWD_DONE;
 	}
+	if (type == 'B')
+		c->route_portal_binary = a.show && bind_wants_binary(c->io.in->data +
+								     c->io.in->parsed + 5, len - 4);
 	consume(c, len + 1);
 	switch (type) {
 	case 'B':
 		c->route_portal = true;
-		c->route_ext_answer = a;
+		c->route_portal_answer = a;
 		server_queue_fake(s, REQ_BIND, NULL, NULL);
 		break;
 	case 'D':
-		server_queue_fake(s, REQ_DESCRIBE, what == 'S' ? "S" : NULL, NULL);
+		/* SET's statement and portal return no rows; SHOW's one text
+		 * column (emit_fake reads the mark). */
+		if (!a.show)
+			server_queue_fake(s, REQ_DESCRIBE, what == 'S' ? "S" : NULL, NULL);
+		else if (what == 'S')
+			server_queue_fake(s, REQ_DESCRIBE, "SV", NULL);
+		else
+			server_queue_fake(s, REQ_DESCRIBE, c->route_portal_binary ? "VB" : "V", NULL);
 		break;
 	case 'E':
-		sqlstate = route_apply(c, &c->route_ext_answer, &msg);
+		sqlstate = route_apply(c, &c->route_portal_answer, &msg);
 		if (sqlstate) {
 			server_queue_error(s, sqlstate, msg);
 			c->skip_to_sync = true; /* as the server skips after an error */
 		} else {
-			server_queue_fake(s, REQ_EXECUTE, NULL, msg);
+			server_queue_fake(s, REQ_EXECUTE,
+					  c->route_portal_answer.show ? REQ_MARK_SHOW : NULL, msg);
 		}
 		break;
 	default: /* 'C' */
@@ -2148,7 +2201,7 @@ static void route_need_set(struct client *c, const struct sqlroute_answer *a)
 	c->xact_read = read;
 	c->route_boundary = false;
 	c->route_hold = false;
-	c->route_seen = a->cls != SQLROUTE_SET_ROUTE;
+	c->route_seen = false;
 }
 
 /* Before a checkout: routes the transaction that starts with the message
@@ -2170,6 +2223,10 @@ static enum fwd route_first(struct client *c, uint8_t type, uint32_t len)
 		return FWD_DONE;
 	}
 	route_need_set(c, &a);
+	/* on_query need not classify this Query again.  (Only a Query: the
+	 * first simple Query after an extended-protocol batch, a BEGIN sent
+	 * by psycopg say, is still to be looked at.) */
+	c->route_seen = single;
 	return FWD_STREAM;
 }
 

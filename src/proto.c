@@ -176,6 +176,30 @@ void proto_ready(struct wbuf *w, char status)
 	proto_end(w, m);
 }
 
+void proto_text_column(struct wbuf *w, const char *name, uint16_t format)
+{
+	uint32_t m = proto_begin(w, 'T');
+	proto_put_u16(w, 1);
+	proto_put_str(w, name);
+	proto_put_u32(w, 0);          /* no table */
+	proto_put_u16(w, 0);          /* no column of one */
+	proto_put_u32(w, PG_TEXTOID); /* text */
+	proto_put_u16(w, 0xffff);     /* typlen -1: variable */
+	proto_put_u32(w, 0xffffffff); /* typmod -1 */
+	proto_put_u16(w, format);
+	proto_end(w, m);
+}
+
+void proto_text_row(struct wbuf *w, const char *value)
+{
+	uint32_t m = proto_begin(w, 'D');
+	uint32_t n = (uint32_t)strlen(value);
+	proto_put_u16(w, 1);
+	proto_put_u32(w, n);
+	proto_put_bytes(w, value, n);
+	proto_end(w, m);
+}
+
 void proto_query(struct wbuf *w, const char *sql)
 {
 	uint32_t m = proto_begin(w, 'Q');

@@ -1066,10 +1066,25 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 			proto_put_u16(out, 0);
 			proto_end(out, m);
 		}
-		m = proto_begin(out, 'n');
-		proto_end(out, m);
+		if (strchr(r->sqlstate, 'V')) { /* SHOW pgfleet.route: its column */
+			proto_text_column(out, ROUTE_SETTING, strchr(r->sqlstate, 'B') ? 1 : 0);
+		} else {
+			m = proto_begin(out, 'n');
+			proto_end(out, m);
+		}
 		break;
 	case REQ_EXECUTE:
+		if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
+			if (!r->note) { /* the value's strdup failed */
+				proto_error(out, "ERROR", "53200", "out of memory");
+				break;
+			}
+			proto_text_row(out, r->note);
+			m = proto_begin(out, 'C');
+			proto_put_str(out, "SHOW");
+			proto_end(out, m);
+			break;
+		}
 		m = proto_begin(out, 'C');
 		proto_put_str(out, r->note ? r->note : "SET");
 		proto_end(out, m);
@@ -1091,7 +1106,15 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 			proto_notice(out, r->sqlstate, r->note);
 		break;
 	case REQ_ROUTE:
-		if (r->sqlstate[0]) {
+		if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0 && !r->note) {
+			proto_error(out, "ERROR", "53200", "out of memory");
+		} else if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
+			proto_text_column(out, ROUTE_SETTING, 0);
+			proto_text_row(out, r->note);
+			m = proto_begin(out, 'C');
+			proto_put_str(out, "SHOW");
+			proto_end(out, m);
+		} else if (r->sqlstate[0]) {
 			proto_error(out, "ERROR", r->sqlstate, r->note ? r->note : "out of memory");
 		} else {
 			m = proto_begin(out, 'C');

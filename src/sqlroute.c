@@ -781,6 +781,8 @@ static void on_key(struct facts *f, const char *key, size_t n, int depth, const 
 		if (f->top == ST_TRANSACTION && KEY("kind") && string_value(val, &s, &sn)) {
 			f->tx_begin = str_equal(s, sn, "TRANS_STMT_BEGIN") ||
 			              str_equal(s, sn, "TRANS_STMT_START");
+		} else if (f->top == ST_SHOW && KEY("name") && string_value(val, &s, &sn)) {
+			f->route_name = ci_equal(s, sn, "pgfleet.route");
 		} else if (f->top == ST_VARSET) {
 			if (KEY("kind") && string_value(val, &s, &sn))
 				f->vkind = str_equal(s, sn, "VAR_SET_VALUE")     ? VK_VALUE
@@ -871,7 +873,8 @@ static void decide(const char *tree, struct sqlroute_answer *out)
 			out->cls = SQLROUTE_READ;
 		break;
 	case ST_SHOW:
-		out->cls = SQLROUTE_READ;
+		out->cls = f.route_name ? SQLROUTE_SET_ROUTE : SQLROUTE_READ;
+		out->show = f.route_name;
 		break;
 	case ST_EXPLAIN:
 		/* Without ANALYZE nothing runs: a standby plans anything.  EXPLAIN

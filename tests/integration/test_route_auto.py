@@ -70,6 +70,97 @@ def test_set_route_is_answered_by_pgfleet(auto):
         assert conn.execute("SELECT current_setting('pgfleet.route', true)").fetchone()[0] is None
 
 
+def test_show_route_is_answered_by_pgfleet(auto):
+    """SHOW pgfleet.route says the session's value, over both protocols,
+    with results in text or binary, inside a block, and prepared under a
+    name past psycopg's threshold; no server sees it (a hint sends the text
+    on, as any hinted statement, and the server knows no such setting)."""
+    def show(cur):
+        cur.execute("SHOW pgfleet.route")
+        assert cur.statusmessage == "SHOW"
+        assert [d.name for d in cur.description] == ["pgfleet.route"]
+        return cur.fetchone()[0]
+
+    with auto.connect(dbname="app", autocommit=True) as conn:
+        simple = psycopg.ClientCursor(conn)   # a simple Query
+        text = conn.cursor()                  # Parse/Bind/Describe/Execute/Sync
+        binary = conn.cursor(binary=True)     # ... results in binary
+        for cur in (simple, text, binary):
+            assert show(cur) == "auto"
+            assert cur.pgresult.fformat(0) == (1 if cur is binary else 0)
+        conn.execute("SET pgfleet.route = primary")
+        assert [show(c) for c in (simple, text, binary)] == ["primary"] * 3
+        conn.execute("SET pgfleet.route TO standby")
+        with conn.transaction():  # answered in turn on a linked server
+            assert [show(c) for c in (simple, text, binary)] == ["standby"] * 3
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+            simple.execute("SET pgfleet.route = primary")  # a simple Query in the block
+            assert simple.statusmessage == "SET"
+            assert [show(c) for c in (simple, text, binary)] == ["primary"] * 3
+        conn.execute("RESET ALL")
+        assert show(simple) == "auto"
+        # psycopg prepares the text after five runs: a named statement
+        for i in range(8):
+            conn.execute("SET pgfleet.route = primary" if i % 2 else "RESET pgfleet.route")
+            got = conn.execute("SHOW pgfleet.route").fetchone()[0]
+            assert got == ("primary" if i % 2 else "auto"), i
+        # a server knows no such setting (it would say 42704): pgfleet answered
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("/* pgfleet:primary */ SHOW pgfleet.route")
+
+
+def test_show_route_portals_over_the_wire(pgfleet, replicated):
+    """The messages themselves: a Describe of SHOW pgfleet.route's statement
+    and of its portal bound with binary results (format 1 in the column),
+    its row and tag; a named portal is refused (0A000) and the batch
+    skipped to its Sync, the session unharmed."""
+    import struct
+    from test_hostile_pipeline import Raw, msg, parse, error_fields, SYNC
+
+    fleet = pgfleet(settings=dict(SETTINGS, auth_type="trust"),
+                    databases={"app": entry("auto")})
+    assert fleet.wait_all_up(replicated.addrs, "app", 10), fleet.log_tail()
+
+    def bind(portal, stmt, result_format):
+        return msg(b"B", portal + b"\0" + stmt + b"\0" + struct.pack("!HH", 0, 0) +
+                   struct.pack("!HH", 1, result_format))
+
+    def column_format(body):
+        (n,) = struct.unpack("!H", body[:2])
+        assert n == 1
+        name, rest = body[2:].split(b"\0", 1)
+        assert name == b"pgfleet.route"
+        (oid,) = struct.unpack("!I", rest[6:10])
+        assert oid == 25  # text
+        return struct.unpack("!H", rest[16:18])[0]
+
+    raw = Raw(fleet, dbname="app")
+    try:
+        raw.s.sendall(parse("", "SET pgfleet.route = standby") + bind(b"", b"", 0) +
+                      msg(b"E", b"\0" + struct.pack("!I", 0)) + SYNC)
+        assert [k for k, _ in raw.until_ready()] == [b"1", b"2", b"C", b"Z"]
+        raw.s.sendall(parse("", "SHOW pgfleet.route") + msg(b"D", b"S\0") +
+                      bind(b"", b"", 1) + msg(b"D", b"P\0") +
+                      msg(b"E", b"\0" + struct.pack("!I", 0)) + SYNC)
+        got = raw.until_ready()
+        assert [k for k, _ in got] == [b"1", b"t", b"T", b"2", b"T", b"D", b"C", b"Z"], got
+        assert column_format(got[2][1]) == 0 and column_format(got[4][1]) == 1
+        assert got[5][1] == struct.pack("!HI", 1, 7) + b"standby"
+        assert got[6][1] == b"SHOW\0"
+        raw.s.sendall(parse("", "SHOW pgfleet.route") + bind(b"p1", b"", 0) +
+                      msg(b"E", b"p1\0" + struct.pack("!I", 0)) + SYNC)
+        got = raw.until_ready()
+        assert [k for k, _ in got] == [b"1", b"E", b"Z"], got
+        err = error_fields(got[1][1])
+        assert err["C"] == "0A000" and "SHOW pgfleet.route" in err["M"], err
+        raw.s.sendall(msg(b"Q", b"SHOW pgfleet.route\0"))
+        got = raw.until_ready()
+        assert [k for k, _ in got] == [b"T", b"D", b"C", b"Z"], got
+        assert column_format(got[0][1]) == 0 and got[1][1].endswith(b"standby")
+    finally:
+        raw.close()
+
+
 def test_begin_read_only_runs_on_a_standby(auto):
     with auto.connect(dbname="app", autocommit=True) as conn:
         conn.execute("BEGIN READ ONLY")

@@ -877,8 +877,11 @@ def test_set_pgfleet_route_from_asyncpg(rw, pgfleet):
             first = await conn.fetchval(WHERE_SQL)
             await conn.execute("SET pgfleet.route = 'primary'")
             on_primary = {await conn.fetchval(WHERE_SQL) for _ in range(5)}
+            shown = [await conn.fetchval("SHOW pgfleet.route")]  # binary results
             await conn.execute("SET pgfleet.route = standby")
             on_standby = {await conn.fetchval(WHERE_SQL) for _ in range(5)}
+            shown.append(await conn.fetchval("SHOW pgfleet.route"))
+            assert shown == ["primary", "standby"], shown
             return first, on_primary, on_standby
         finally:
             conn.terminate()

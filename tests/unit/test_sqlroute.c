@@ -192,6 +192,12 @@ static const struct {
     {"SET pgfleet.route = primary; SELECT 1", P, 0, false, false},
     {"SELECT 1; SET pgfleet.route = 'standby'", P, 0, false, false},
     {"SET pgfleet.routes = standby", P, 0, false, false},
+    /* SHOW pgfleet.route: answered by pgfleet with the session's value */
+    {"SHOW pgfleet.route", S, AUTO, false, false},
+    {"show PGFLEET.ROUTE;", S, AUTO, false, false},
+    {"/* what now? */ SHOW pgfleet.route", S, AUTO, false, false},
+    {"SHOW pgfleet.routes", R, 0, false, false},
+    {"SHOW pgfleet.route; SELECT 1", P, 0, false, false},
     {"SET pgfleet.route = primary x", P, 0, false, false},
     {"SELECT primary", P, 0, false, false},
     {"SET search_path = primary", P, 0, false, false},
@@ -260,6 +266,9 @@ static void test_table(void)
 		/* the command tag pgfleet answers with: RESET only for RESET */
 		CHECK(a.reset ==
 		      (a.cls == SQLROUTE_SET_ROUTE && strncmp(cases[i].sql, "RESET", 5) == 0));
+		/* SHOW is answered with the value, not a tag */
+		CHECK(a.show == (a.cls == SQLROUTE_SET_ROUTE &&
+		                  (strstr(cases[i].sql, "SHOW") || strstr(cases[i].sql, "show"))));
 	}
 	fprintf(stderr, "%zu rows\n", sizeof cases / sizeof cases[0]);
 }
