@@ -78,11 +78,12 @@ void proto_backend_key(struct wbuf *w, uint32_t pid, uint32_t key);
 void proto_ready(struct wbuf *w, char status);
 /* The type of text (pg_type.oid), the only type pgfleet answers rows in. */
 #define PG_TEXTOID 25
-/* A RowDescription of one text column `name`, results in `format` (0 text,
- * 1 binary: a text's bytes are the same either way), and a DataRow of one
- * value: pgfleet's answer to SHOW of its own setting. */
+/* pgfleet's answer to SHOW of its own setting: a RowDescription of one
+ * text column `name`, results in `format` (0 text, 1 binary: a text's bytes
+ * are the same either way); then the result, a DataRow of `value` and the
+ * command tag SHOW. */
 void proto_text_column(struct wbuf *w, const char *name, uint16_t format);
-void proto_text_row(struct wbuf *w, const char *value);
+void proto_show_result(struct wbuf *w, const char *value);
 void proto_query(struct wbuf *w, const char *sql);
 void proto_password(struct wbuf *w, const char *password);
 void proto_sasl_initial(struct wbuf *w, const char *mech, const void *data, uint32_t len);

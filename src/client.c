@@ -1887,7 +1887,6 @@ static enum fwd route_batch(struct client *c, uint8_t type, uint32_t len,
 
 static const char *const route_pref_names[] = {"auto", "primary", "standby"};
 
-
 /* Whether a Bind (its body) asks for its results in binary: one result
  * format code for all columns, or the first of one per column (SHOW's
  * single column).  Text when malformed: the server would refuse it. */
@@ -1945,12 +1944,10 @@ static void route_answer_query(struct client *c, uint32_t len, const struct sqlr
 	const char *sqlstate = route_apply(c, a, &msg);
 	if (sqlstate) {
 		proto_error(&c->io.out, "ERROR", sqlstate, msg);
+	} else if (a->show) {
+		proto_text_column(&c->io.out, ROUTE_SETTING, 0);
+		proto_show_result(&c->io.out, msg);
 	} else {
-		if (a->show) {
-			proto_text_column(&c->io.out, ROUTE_SETTING, 0);
-			proto_text_row(&c->io.out, msg);
-			msg = "SHOW";
-		}
 		uint32_t m = proto_begin(&c->io.out, 'C');
 		proto_put_str(&c->io.out, msg);
 		proto_end(&c->io.out, m);

@@ -190,13 +190,16 @@ void proto_text_column(struct wbuf *w, const char *name, uint16_t format)
 	proto_end(w, m);
 }
 
-void proto_text_row(struct wbuf *w, const char *value)
+void proto_show_result(struct wbuf *w, const char *value)
 {
 	uint32_t m = proto_begin(w, 'D');
 	uint32_t n = (uint32_t)strlen(value);
 	proto_put_u16(w, 1);
 	proto_put_u32(w, n);
 	proto_put_bytes(w, value, n);
+	proto_end(w, m);
+	m = proto_begin(w, 'C');
+	proto_put_str(w, "SHOW");
 	proto_end(w, m);
 }
 

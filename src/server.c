@@ -1079,10 +1079,7 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 				proto_error(out, "ERROR", "53200", "out of memory");
 				break;
 			}
-			proto_text_row(out, r->note);
-			m = proto_begin(out, 'C');
-			proto_put_str(out, "SHOW");
-			proto_end(out, m);
+			proto_show_result(out, r->note);
 			break;
 		}
 		m = proto_begin(out, 'C');
@@ -1110,10 +1107,7 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 			proto_error(out, "ERROR", "53200", "out of memory");
 		} else if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
 			proto_text_column(out, ROUTE_SETTING, 0);
-			proto_text_row(out, r->note);
-			m = proto_begin(out, 'C');
-			proto_put_str(out, "SHOW");
-			proto_end(out, m);
+			proto_show_result(out, r->note);
 		} else if (r->sqlstate[0]) {
 			proto_error(out, "ERROR", r->sqlstate, r->note ? r->note : "out of memory");
 		} else {
