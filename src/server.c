@@ -1039,6 +1039,19 @@ static bool flush_to_client(struct server *s, struct client *c)
 	return client_wrote(s, c, conn_forward(&s->io, &c->io));
 }
 
+/* SHOW pgfleet.route's answer of value `value` (NULL: its strdup failed),
+ * its column first when `column` (a simple Query's). */
+static void emit_show(struct wbuf *out, const char *value, bool column)
+{
+	if (!value) {
+		proto_error(out, "ERROR", "53200", "out of memory");
+		return;
+	}
+	if (column)
+		proto_text_column(out, ROUTE_SETTING, 0);
+	proto_show_result(out, value);
+}
+
 /* Answers one faked request for the client.  The server's transaction
  * status is the one a DEALLOCATE would have left. */
 static void emit_fake(struct server *s, struct client *c, const struct request *r)
@@ -1075,11 +1088,7 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 		break;
 	case REQ_EXECUTE:
 		if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
-			if (!r->note) { /* the value's strdup failed */
-				proto_error(out, "ERROR", "53200", "out of memory");
-				break;
-			}
-			proto_show_result(out, r->note);
+			emit_show(out, r->note, false);
 			break;
 		}
 		m = proto_begin(out, 'C');
@@ -1103,11 +1112,8 @@ static void emit_fake(struct server *s, struct client *c, const struct request *
 			proto_notice(out, r->sqlstate, r->note);
 		break;
 	case REQ_ROUTE:
-		if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0 && !r->note) {
-			proto_error(out, "ERROR", "53200", "out of memory");
-		} else if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
-			proto_text_column(out, ROUTE_SETTING, 0);
-			proto_show_result(out, r->note);
+		if (strcmp(r->sqlstate, REQ_MARK_SHOW) == 0) {
+			emit_show(out, r->note, true);
 		} else if (r->sqlstate[0]) {
 			proto_error(out, "ERROR", r->sqlstate, r->note ? r->note : "out of memory");
 		} else {
