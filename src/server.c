@@ -1407,20 +1407,16 @@ static bool ask_reset(struct server *s, struct client *c)
 	return true;
 }
 
-/* A hidden simple Query of read-your-writes (REQ_LSN). */
-static bool lsn_send(struct server *s, const char *sql)
-{
-	return hidden_query(s, sql, REQ_LSN);
-}
-
 bool server_probe_replay(struct server *s, bool again)
 {
 	s->pool->replica->st.ryw_probes++;
 	/* Asked again: a millisecond later, on the server's side (no timer
 	 * here, and no flood of probes while the standby catches up). */
-	return lsn_send(s, again ? "SELECT pg_catalog.pg_last_wal_replay_lsn() FROM "
-				   "pg_catalog.pg_sleep(0.001)"
-				 : "SELECT pg_catalog.pg_last_wal_replay_lsn()");
+	return hidden_query(s,
+			    again ? "SELECT pg_catalog.pg_last_wal_replay_lsn() FROM "
+				    "pg_catalog.pg_sleep(0.001)"
+				  : "SELECT pg_catalog.pg_last_wal_replay_lsn()",
+			    REQ_LSN);
 }
 
 /* "16/B374D848", the one column of an LSN query's DataRow; 0 when NULL
@@ -1461,7 +1457,7 @@ static bool turn_end(struct server *s, struct client *c, bool *release)
 		c->turn_finishing = true;
 		/* Past the commit record: a standby that replayed this far
 		 * has the client's writes. */
-		return lsn_send(s, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+		return hidden_query(s, "SELECT pg_catalog.pg_current_wal_insert_lsn()", REQ_LSN);
 	}
 	*release = true;
 	return true;
